@@ -69,6 +69,7 @@ class State:
     transfer_timestamps: set[int] = field(default_factory=set)
     # Change tracking, read by the PostgreSQL backend after a request.
     touched_account_ids: set[int] = field(default_factory=set)
+    new_account_ids: list[int] = field(default_factory=list)
     new_transfer_ids: list[int] = field(default_factory=list)
     touched_pending_ids: set[int] = field(default_factory=set)
     new_orphan_ids: list[int] = field(default_factory=list)
@@ -105,6 +106,7 @@ class State:
         assert account.id not in self.accounts
         self.accounts[account.id] = account
         self.touched_account_ids.add(account.id)
+        self.new_account_ids.append(account.id)
         previous_max = self.account_timestamp_max
         self.account_timestamp_max = max(previous_max, account.timestamp)
         self.account_timestamps.add(account.timestamp)
@@ -175,6 +177,7 @@ class State:
     def clear_changes(self) -> None:
         assert self._undo is None
         self.touched_account_ids.clear()
+        self.new_account_ids.clear()
         self.new_transfer_ids.clear()
         self.touched_pending_ids.clear()
         self.new_orphan_ids.clear()
