@@ -54,10 +54,16 @@ async def all_accounts(ledger: Ledger) -> list[tb.Account]:
     for _ in range(PAGES_MAX):
         page = await ledger.query_accounts(
             tb.QueryFilter(
-                user_data_128=0, user_data_64=0, user_data_32=0, ledger=0, code=0,
-                timestamp_min=timestamp_min, timestamp_max=0, limit=BATCH_EVENTS_MAX,
+                user_data_128=0,
+                user_data_64=0,
+                user_data_32=0,
+                ledger=0,
+                code=0,
+                timestamp_min=timestamp_min,
+                timestamp_max=0,
+                limit=BATCH_EVENTS_MAX,
                 flags=tb.QueryFilterFlags.NONE,
-            )  # fmt: skip
+            )
         )
         accounts.extend(page)
         if len(page) < BATCH_EVENTS_MAX:

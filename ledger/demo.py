@@ -36,11 +36,17 @@ class DemoSeedError(RuntimeError):
 async def seed_demo(ledger: Ledger) -> dict[str, int]:
     """Create the demo accounts and movements; return the final balances by account name."""
     named = [
-        accounts.transit(CURRENCY), accounts.fees(CURRENCY), accounts.adjustments(CURRENCY),
+        accounts.transit(CURRENCY),
+        accounts.fees(CURRENCY),
+        accounts.adjustments(CURRENCY),
         *(accounts.user(user_id, CURRENCY) for user_id in DEMO_USERS),
-    ]  # fmt: skip
+    ]
     results = await ledger.create_accounts([n.to_tigerbeetle() for n in named])
-    bad = [r.status.name for r in results if r.status not in (tb.CreateAccountStatus.CREATED, tb.CreateAccountStatus.EXISTS)]
+    bad = [
+        r.status.name
+        for r in results
+        if r.status not in (tb.CreateAccountStatus.CREATED, tb.CreateAccountStatus.EXISTS)
+    ]
     if bad:
         raise DemoSeedError(f"demo accounts not created: {bad}")
 
@@ -50,28 +56,51 @@ async def seed_demo(ledger: Ledger) -> dict[str, int]:
 
     def leg(name: str, debit: int, credit: int, amount: int, code: int, **kw: object) -> tb.Transfer:
         return tb.Transfer(
-            id=_transfer_id(name), debit_account_id=debit, credit_account_id=credit, amount=amount,
-            ledger=ledger_number, code=code, **kw,
-        )  # fmt: skip
+            id=_transfer_id(name),
+            debit_account_id=debit,
+            credit_account_id=credit,
+            amount=amount,
+            ledger=ledger_number,
+            code=code,
+            **kw,
+        )
 
     linked = tb.TransferFlags.LINKED
     # Opening balances enter through transit too, so transit is back to zero after each chain.
     funding = []
     for user_id, account_id in zip(DEMO_USERS, (sender, recipient), strict=True):
         funding += [
-            leg(f"fund:{user_id}:in", adjustments, transit, OPENING_BALANCE_MINOR, TRANSFER_CODE_ADJUSTMENT, flags=linked),
+            leg(
+                f"fund:{user_id}:in",
+                adjustments,
+                transit,
+                OPENING_BALANCE_MINOR,
+                TRANSFER_CODE_ADJUSTMENT,
+                flags=linked,
+            ),
             leg(f"fund:{user_id}:out", transit, account_id, OPENING_BALANCE_MINOR, TRANSFER_CODE_ADJUSTMENT),
-        ]  # fmt: skip
+        ]
     authorize = [
-        leg("p2p:hold", sender, transit, P2P_AMOUNT_MINOR + P2P_FEE_MINOR, TRANSFER_CODE_P2P,
-            flags=tb.TransferFlags.PENDING, timeout=HOLD_TIMEOUT_S),
-    ]  # fmt: skip
+        leg(
+            "p2p:hold",
+            sender,
+            transit,
+            P2P_AMOUNT_MINOR + P2P_FEE_MINOR,
+            TRANSFER_CODE_P2P,
+            flags=tb.TransferFlags.PENDING,
+            timeout=HOLD_TIMEOUT_S,
+        ),
+    ]
     settle = [
-        tb.Transfer(id=_transfer_id("p2p:post"), pending_id=_transfer_id("p2p:hold"),
-                    amount=tb.AMOUNT_MAX, flags=tb.TransferFlags.POST_PENDING_TRANSFER | linked),
+        tb.Transfer(
+            id=_transfer_id("p2p:post"),
+            pending_id=_transfer_id("p2p:hold"),
+            amount=tb.AMOUNT_MAX,
+            flags=tb.TransferFlags.POST_PENDING_TRANSFER | linked,
+        ),
         leg("p2p:recipient", transit, recipient, P2P_AMOUNT_MINOR, TRANSFER_CODE_P2P, flags=linked),
         leg("p2p:fee", transit, fees, P2P_FEE_MINOR, TRANSFER_CODE_P2P),
-    ]  # fmt: skip
+    ]
     for step in (funding, authorize, settle):
         step_results = await ledger.create_transfers(step)
         if all(r.status in OK_STATUSES for r in step_results):

@@ -14,7 +14,9 @@ U128_MAX = (1 << 128) - 1
 # One reply holds at most this many objects, whatever the filter's limit.
 QUERY_RESULTS_MAX = 8189
 
-_ACCOUNT_FILTER_FLAGS = tb.AccountFilterFlags.DEBITS | tb.AccountFilterFlags.CREDITS | tb.AccountFilterFlags.REVERSED
+_ACCOUNT_FILTER_FLAGS = (
+    tb.AccountFilterFlags.DEBITS | tb.AccountFilterFlags.CREDITS | tb.AccountFilterFlags.REVERSED
+)
 
 
 def account_filter_valid(f: tb.AccountFilter) -> bool:

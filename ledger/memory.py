@@ -125,7 +125,9 @@ class MemoryLedger:
         self._pulse()
         if not filters.query_filter_valid(f):
             return []
-        found = _take(self._ordered(self._state.transfers.values(), f.flags), f, filters.result_limit(f.limit))
+        found = _take(
+            self._ordered(self._state.transfers.values(), f.flags), f, filters.result_limit(f.limit)
+        )
         return [dataclasses.replace(t) for t in found]
 
     # -- helpers -----------------------------------------------------------------------------
@@ -148,7 +150,7 @@ class MemoryLedger:
         return found
 
     @staticmethod
-    def _ordered(objects: Iterable, flags: int) -> Iterator:  # noqa: ANN001
+    def _ordered(objects: Iterable, flags: int) -> Iterator:
         items = list(objects)
         return reversed(items) if flags & tb.QueryFilterFlags.REVERSED else iter(items)
 
@@ -156,7 +158,7 @@ class MemoryLedger:
         return None
 
 
-def _take(objects: Iterator, f: tb.QueryFilter, limit: int) -> list:  # noqa: ANN001
+def _take(objects: Iterator, f: tb.QueryFilter, limit: int) -> list:
     found = []
     for obj in objects:
         if filters.matches_query(obj, f):

@@ -39,9 +39,15 @@ TRANSFER_COLUMNS = (
     "user_data_128, user_data_64, user_data_32, timeout, ledger, code, flags, timestamp"
 )
 BALANCE_COLUMNS = (
-    "dr_debits_pending", "dr_debits_posted", "dr_credits_pending", "dr_credits_posted",
-    "cr_debits_pending", "cr_debits_posted", "cr_credits_pending", "cr_credits_posted",
-)  # fmt: skip
+    "dr_debits_pending",
+    "dr_debits_posted",
+    "dr_credits_pending",
+    "dr_credits_posted",
+    "cr_debits_pending",
+    "cr_debits_posted",
+    "cr_credits_pending",
+    "cr_credits_posted",
+)
 TRANSFER_INSERT_COLUMNS = (*TRANSFER_COLUMNS.split(", "), "pending_status", "expires_at", *BALANCE_COLUMNS)
 
 
@@ -232,7 +238,9 @@ class PostgresLedger:
         )
         if flags is None or not flags & tb.AccountFlags.HISTORY or not filters.account_filter_valid(f):
             return []
-        rows = await self._account_filter_query(f, "debit_account_id, timestamp, " + ", ".join(BALANCE_COLUMNS))
+        rows = await self._account_filter_query(
+            f, "debit_account_id, timestamp, " + ", ".join(BALANCE_COLUMNS)
+        )
         balances = []
         for row in rows:
             offset = 2 if row[0].int == f.account_id else 6
@@ -294,7 +302,7 @@ class PostgresLedger:
         return await self._pool.fetch(sql, *args)
 
 
-def _add_equals(where: list[str], args: list[Any], f: Any, names: tuple[str, ...]) -> None:  # noqa: ANN401
+def _add_equals(where: list[str], args: list[Any], f: Any, names: tuple[str, ...]) -> None:
     for name in names:
         value = getattr(f, name)
         if value:
@@ -305,7 +313,9 @@ def _add_equals(where: list[str], args: list[Any], f: Any, names: tuple[str, ...
 # -- loading a State -----------------------------------------------------------------------------
 
 
-async def _load_accounts(conn: asyncpg.Connection, state: State, ids: set[int] | list[int], lock: bool) -> None:
+async def _load_accounts(
+    conn: asyncpg.Connection, state: State, ids: set[int] | list[int], lock: bool
+) -> None:
     wanted = sorted({i for i in ids if i not in state.accounts and 0 < i < filters.U128_MAX})
     if not wanted:
         return
@@ -347,13 +357,18 @@ async def _load_orphans(conn: asyncpg.Connection, state: State, ids: list[int]) 
 
 async def _load_imported_context(conn: asyncpg.Connection, state: State, timestamps: list[int]) -> None:
     """What the imported-timestamp checks read: greatest timestamps, and which are taken."""
-    state.account_timestamp_max = await conn.fetchval("SELECT coalesce(max(timestamp), 0) FROM tb_ledger.accounts")
+    state.account_timestamp_max = await conn.fetchval(
+        "SELECT coalesce(max(timestamp), 0) FROM tb_ledger.accounts"
+    )
     state.transfer_timestamp_max = await conn.fetchval(
         "SELECT coalesce(max(timestamp), 0) FROM tb_ledger.transfers"
     )
     candidates = [ts for ts in set(timestamps) if 0 < ts <= TIMESTAMP_SQL_MAX]
     if candidates:
-        for table, taken in (("accounts", state.account_timestamps), ("transfers", state.transfer_timestamps)):
+        for table, taken in (
+            ("accounts", state.account_timestamps),
+            ("transfers", state.transfer_timestamps),
+        ):
             rows = await conn.fetch(
                 f"SELECT timestamp FROM tb_ledger.{table} WHERE timestamp = ANY($1::bigint[])", candidates
             )
@@ -369,9 +384,13 @@ async def _write_back(conn: asyncpg.Connection, state: State, last_timestamp: in
     new_account_ids = {i for i in state.new_account_ids if i in state.accounts}
     new_accounts = [state.accounts[i] for i in new_account_ids]
     updated_accounts = [
-        state.accounts[i] for i in state.touched_account_ids if i in state.accounts and i not in new_account_ids
+        state.accounts[i]
+        for i in state.touched_account_ids
+        if i in state.accounts and i not in new_account_ids
     ]
-    new_transfers = [state.transfers[i] for i in dict.fromkeys(state.new_transfer_ids) if i in state.transfers]
+    new_transfers = [
+        state.transfers[i] for i in dict.fromkeys(state.new_transfer_ids) if i in state.transfers
+    ]
     new_transfer_ids = {t.id for t in new_transfers}
     await _insert_accounts(conn, new_accounts)
     await _update_accounts(conn, updated_accounts)
@@ -405,10 +424,19 @@ async def _insert_accounts(conn: asyncpg.Connection, accounts: list[tb.Account])
             columns=ACCOUNT_COLUMNS.split(", "),
             records=[
                 (
-                    _uuid(a.id), a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted,
-                    _uuid(a.user_data_128), a.user_data_64, a.user_data_32, a.ledger, a.code,
-                    int(a.flags), a.timestamp,
-                )  # fmt: skip
+                    _uuid(a.id),
+                    a.debits_pending,
+                    a.debits_posted,
+                    a.credits_pending,
+                    a.credits_posted,
+                    _uuid(a.user_data_128),
+                    a.user_data_64,
+                    a.user_data_32,
+                    a.ledger,
+                    a.code,
+                    int(a.flags),
+                    a.timestamp,
+                )
                 for a in accounts
             ],
         )
@@ -441,14 +469,32 @@ async def _insert_transfers(conn: asyncpg.Connection, state: State, transfers: l
         cr = event.credit_balance if event else None
         records.append(
             (
-                _uuid(t.id), _uuid(t.debit_account_id), _uuid(t.credit_account_id), t.amount,
-                _uuid(t.pending_id), _uuid(t.user_data_128), t.user_data_64, t.user_data_32, t.timeout,
-                t.ledger, t.code, int(t.flags), t.timestamp,
+                _uuid(t.id),
+                _uuid(t.debit_account_id),
+                _uuid(t.credit_account_id),
+                t.amount,
+                _uuid(t.pending_id),
+                _uuid(t.user_data_128),
+                t.user_data_64,
+                t.user_data_32,
+                t.timeout,
+                t.ledger,
+                t.code,
+                int(t.flags),
+                t.timestamp,
                 int(state.pending_status[t.id]) if pending else None,
                 t.timestamp + t.timeout * engine.NS_PER_S if pending and t.timeout else None,
-                *((dr.debits_pending, dr.debits_posted, dr.credits_pending, dr.credits_posted) if dr else (None,) * 4),
-                *((cr.debits_pending, cr.debits_posted, cr.credits_pending, cr.credits_posted) if cr else (None,) * 4),
-            )  # fmt: skip
+                *(
+                    (dr.debits_pending, dr.debits_posted, dr.credits_pending, dr.credits_posted)
+                    if dr
+                    else (None,) * 4
+                ),
+                *(
+                    (cr.debits_pending, cr.debits_posted, cr.credits_pending, cr.credits_posted)
+                    if cr
+                    else (None,) * 4
+                ),
+            )
         )
     await conn.copy_records_to_table(
         "transfers", schema_name="tb_ledger", columns=list(TRANSFER_INSERT_COLUMNS), records=records

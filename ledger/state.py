@@ -118,12 +118,44 @@ class State:
 
         self._record(undo)
 
-    def update_account(self, account: tb.Account) -> None:
-        old = self.accounts[account.id]
-        assert old is not account, "update with a copy, so the undo log keeps the old value"
-        self.accounts[account.id] = account
+    def set_balances(
+        self,
+        account: tb.Account,
+        debits_pending: int,
+        debits_posted: int,
+        credits_pending: int,
+        credits_posted: int,
+        flags: tb.AccountFlags | None = None,
+    ) -> None:
+        """Change an account in place (no copy: this runs twice per transfer)."""
+        assert self.accounts[account.id] is account
+        assert min(debits_pending, debits_posted, credits_pending, credits_posted) >= 0
+        if self._undo is not None:
+            old = (
+                account.debits_pending,
+                account.debits_posted,
+                account.credits_pending,
+                account.credits_posted,
+                account.flags,
+            )
+
+            def undo() -> None:
+                (
+                    account.debits_pending,
+                    account.debits_posted,
+                    account.credits_pending,
+                    account.credits_posted,
+                    account.flags,
+                ) = old
+
+            self._undo.append(undo)
+        account.debits_pending = debits_pending
+        account.debits_posted = debits_posted
+        account.credits_pending = credits_pending
+        account.credits_posted = credits_posted
+        if flags is not None:
+            account.flags = flags
         self.touched_account_ids.add(account.id)
-        self._record(lambda: self.accounts.__setitem__(account.id, old))
 
     def insert_transfer(self, transfer: tb.Transfer, expires_at_ns: int | None) -> None:
         assert transfer.id not in self.transfers

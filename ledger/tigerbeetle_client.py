@@ -26,7 +26,9 @@ class TigerBeetleLedger:
         try:
             client = tb.ClientAsync(cluster_id=cluster_id, replica_addresses=addresses)
         except Exception as exc:  # the client raises InitError and friends for bad addresses
-            raise LedgerUnavailableError(f"TigerBeetle client for {addresses!r} failed to start: {exc!r}") from exc
+            raise LedgerUnavailableError(
+                f"TigerBeetle client for {addresses!r} failed to start: {exc!r}"
+            ) from exc
         ledger = cls(client)
         # The client connects lazily; one lookup proves a replica answers.
         try:
@@ -37,7 +39,7 @@ class TigerBeetleLedger:
             ) from exc
         return ledger
 
-    async def _call(self, method: Any, payload: Any) -> Any:  # noqa: ANN401
+    async def _call(self, method: Any, payload: Any) -> Any:
         try:
             return await asyncio.shield(method(payload))
         except tb.TooMuchDataError as exc:

@@ -14,23 +14,56 @@ from ledger.errors import TooMuchDataError
 BATCH_EVENTS_MAX = 8189  # TigerBeetle's events per request (1 MiB message, 128-byte events)
 
 _ACCOUNT_FIELDS = (
-    ("id", 128), ("debits_pending", 128), ("debits_posted", 128), ("credits_pending", 128),
-    ("credits_posted", 128), ("user_data_128", 128), ("user_data_64", 64), ("user_data_32", 32),
-    ("ledger", 32), ("code", 16), ("flags", 16), ("timestamp", 64),
-)  # fmt: skip
+    ("id", 128),
+    ("debits_pending", 128),
+    ("debits_posted", 128),
+    ("credits_pending", 128),
+    ("credits_posted", 128),
+    ("user_data_128", 128),
+    ("user_data_64", 64),
+    ("user_data_32", 32),
+    ("ledger", 32),
+    ("code", 16),
+    ("flags", 16),
+    ("timestamp", 64),
+)
 _TRANSFER_FIELDS = (
-    ("id", 128), ("debit_account_id", 128), ("credit_account_id", 128), ("amount", 128),
-    ("pending_id", 128), ("user_data_128", 128), ("user_data_64", 64), ("user_data_32", 32),
-    ("timeout", 32), ("ledger", 32), ("code", 16), ("flags", 16), ("timestamp", 64),
-)  # fmt: skip
+    ("id", 128),
+    ("debit_account_id", 128),
+    ("credit_account_id", 128),
+    ("amount", 128),
+    ("pending_id", 128),
+    ("user_data_128", 128),
+    ("user_data_64", 64),
+    ("user_data_32", 32),
+    ("timeout", 32),
+    ("ledger", 32),
+    ("code", 16),
+    ("flags", 16),
+    ("timestamp", 64),
+)
 _FILTER_FIELDS = (
-    ("account_id", 128), ("user_data_128", 128), ("user_data_64", 64), ("user_data_32", 32),
-    ("code", 16), ("timestamp_min", 64), ("timestamp_max", 64), ("limit", 32), ("flags", 32),
-)  # fmt: skip
+    ("account_id", 128),
+    ("user_data_128", 128),
+    ("user_data_64", 64),
+    ("user_data_32", 32),
+    ("code", 16),
+    ("timestamp_min", 64),
+    ("timestamp_max", 64),
+    ("limit", 32),
+    ("flags", 32),
+)
 _QUERY_FIELDS = (
-    ("user_data_128", 128), ("user_data_64", 64), ("user_data_32", 32), ("ledger", 32),
-    ("code", 16), ("timestamp_min", 64), ("timestamp_max", 64), ("limit", 32), ("flags", 32),
-)  # fmt: skip
+    ("user_data_128", 128),
+    ("user_data_64", 64),
+    ("user_data_32", 32),
+    ("ledger", 32),
+    ("code", 16),
+    ("timestamp_min", 64),
+    ("timestamp_max", 64),
+    ("limit", 32),
+    ("flags", 32),
+)
 _LIMITS = {bits: (1 << bits) - 1 for bits in (16, 32, 64, 128)}
 
 
