@@ -372,7 +372,7 @@ def _create_transfer(
         t.timeout,
         t.ledger,
         t.code,
-        tb.TransferFlags(flags),
+        _transfer_flags(t.flags, flags),
         timestamp,
     )
     expires_at = timestamp + t.timeout * NS_PER_S if t.timeout > 0 else None
@@ -396,6 +396,11 @@ def _create_transfer(
         )
     _record_balances(state, timestamp, dr, cr, dr_flags, cr_flags)
     return T.CREATED, None
+
+
+def _transfer_flags(given: object, flags: int) -> tb.TransferFlags:
+    # Enum members are immutable, so the caller's can be kept; building one costs a microsecond.
+    return given if type(given) is tb.TransferFlags else tb.TransferFlags(flags)
 
 
 def _imported_transfer_timestamp_status(state: State, timestamp: int) -> tb.CreateTransferStatus | None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import tigerbeetle as tb
 
+PENDING_FLAG = int(tb.TransferFlags.PENDING)
+
 
 class PendingStatus(enum.IntEnum):
     """What became of a pending transfer (TigerBeetle's `TransferPendingStatus`)."""
@@ -164,7 +166,7 @@ class State:
         previous_max = self.transfer_timestamp_max
         self.transfer_timestamp_max = max(previous_max, transfer.timestamp)
         self.transfer_timestamps.add(transfer.timestamp)
-        if transfer.flags & tb.TransferFlags.PENDING:
+        if int(transfer.flags) & PENDING_FLAG:
             self.pending_status[transfer.id] = PendingStatus.PENDING
             self.touched_pending_ids.add(transfer.id)
         if expires_at_ns is not None:

@@ -89,8 +89,25 @@ def check_accounts(accounts: list[tb.Account]) -> None:
 
 def check_transfers(transfers: list[tb.Transfer]) -> None:
     check_batch_size(len(transfers))
-    for transfer in transfers:
-        _check(transfer, _TRANSFER_FIELDS)
+    u128, u64, u32, u16 = _LIMITS[128], _LIMITS[64], _LIMITS[32], _LIMITS[16]
+    for t in transfers:
+        # One chained comparison per transfer: this runs for every transfer on the hot path.
+        if not (
+            0 <= t.id <= u128
+            and 0 <= t.debit_account_id <= u128
+            and 0 <= t.credit_account_id <= u128
+            and 0 <= t.amount <= u128
+            and 0 <= t.pending_id <= u128
+            and 0 <= t.user_data_128 <= u128
+            and 0 <= t.user_data_64 <= u64
+            and 0 <= t.user_data_32 <= u32
+            and 0 <= t.timeout <= u32
+            and 0 <= t.ledger <= u32
+            and 0 <= t.code <= u16
+            and 0 <= t.flags <= u16
+            and 0 <= t.timestamp <= u64
+        ):
+            _check(t, _TRANSFER_FIELDS)  # raises, naming the field
 
 
 def check_ids(ids: list[int]) -> None:
