@@ -7,6 +7,7 @@ a caller that gives up does not tear a request out of the client mid-flight.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import tigerbeetle as tb
@@ -31,11 +32,17 @@ class TigerBeetleLedger:
             ) from exc
         ledger = cls(client)
         # The client connects lazily; one lookup proves a replica answers.
+        probe = asyncio.ensure_future(client.lookup_accounts([1]))
         try:
-            await asyncio.wait_for(asyncio.shield(client.lookup_accounts([1])), CONNECT_TIMEOUT_S)
+            await asyncio.wait_for(asyncio.shield(probe), CONNECT_TIMEOUT_S)
         except TimeoutError as exc:
+            # Closing the client completes the probe still in flight (it is never cancelled).
+            await client.close()
+            with contextlib.suppress(Exception):
+                await probe
             raise LedgerUnavailableError(
-                f"no TigerBeetle replica at {addresses!r} (cluster) answered within {CONNECT_TIMEOUT_S:.0f} s"
+                f"no TigerBeetle replica of cluster {cluster_id} at {addresses!r} answered "
+                f"within {CONNECT_TIMEOUT_S:.0f} s"
             ) from exc
         return ledger
 
