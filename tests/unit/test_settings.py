@@ -1,0 +1,103 @@
+"""Proves that Settings reads every PM_* variable and picks the ledger URL by the documented rules."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from pm.settings import Settings
+
+DATABASE_URL = "postgresql://pm@db.example/onewallet"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The developer's own PM_* variables must not leak into what these tests see.
+    for name in list(os.environ):
+        if name.startswith("PM_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_when_nothing_is_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()
+    assert settings.database_url is None
+    assert settings.redis_url is None
+    assert settings.tigerbeetle_addresses is None
+    assert settings.tigerbeetle_cluster_id == 0
+    assert settings.ledger_url is None
+    assert settings.data_dir == tmp_path / ".data"
+    assert settings.log_level == "INFO"
+
+
+def test_reads_prefixed_environment_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PM_DATABASE_URL", DATABASE_URL)
+    monkeypatch.setenv("PM_REDIS_URL", "redis://cache.example:6379/0")
+    monkeypatch.setenv("PM_TIGERBEETLE_ADDRESSES", "3000,3001")
+    monkeypatch.setenv("PM_TIGERBEETLE_CLUSTER_ID", "7")
+    monkeypatch.setenv("PM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PM_LOG_LEVEL", "debug")
+    settings = Settings()
+    assert settings.database_url == DATABASE_URL
+    assert settings.redis_url == "redis://cache.example:6379/0"
+    assert settings.tigerbeetle_addresses == "3000,3001"
+    assert settings.tigerbeetle_cluster_id == 7
+    assert settings.data_dir == tmp_path / "data"
+    assert settings.log_level == "DEBUG"
+
+
+def test_empty_variable_means_not_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PM_DATABASE_URL", "")
+    monkeypatch.setenv("PM_TIGERBEETLE_ADDRESSES", " , ")
+    settings = Settings()
+    assert settings.database_url is None
+    assert settings.tigerbeetle_addresses is None
+
+
+def test_relative_data_dir_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PM_DATA_DIR", "state")
+    assert Settings().data_dir == tmp_path / "state"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("PM_TIGERBEETLE_CLUSTER_ID", "abc"), ("PM_TIGERBEETLE_CLUSTER_ID", "-1"), ("PM_LOG_LEVEL", "loud")],
+)
+def test_invalid_values_are_refused(name: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(pydantic.ValidationError):
+        Settings()
+
+
+def test_ledger_url_wins_over_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PM_LEDGER_URL", "memory://")
+    monkeypatch.setenv("PM_TIGERBEETLE_ADDRESSES", "3000")
+    settings = Settings()
+    assert settings.effective_ledger_url(DATABASE_URL) == "memory://"
+    assert not settings.ledger_needs_database()
+
+
+def test_tigerbeetle_addresses_make_a_tigerbeetle_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PM_TIGERBEETLE_ADDRESSES", "3000, 3001")
+    monkeypatch.setenv("PM_TIGERBEETLE_CLUSTER_ID", "5")
+    settings = Settings()
+    assert settings.effective_ledger_url(DATABASE_URL) == "tigerbeetle://3000,3001?cluster=5"
+    assert settings.effective_ledger_url(None) == "tigerbeetle://3000,3001?cluster=5"
+    assert not settings.ledger_needs_database()
+
+
+def test_cluster_id_defaults_to_zero_in_the_tigerbeetle_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PM_TIGERBEETLE_ADDRESSES", "127.0.0.1:3000")
+    assert Settings().effective_ledger_url(None) == "tigerbeetle://127.0.0.1:3000?cluster=0"
+
+
+def test_otherwise_the_ledger_lives_in_the_given_database() -> None:
+    settings = Settings()
+    assert settings.ledger_needs_database()
+    # The argument is the database actually in use: PM_DATABASE_URL or the embedded server's URL.
+    embedded_url = "postgresql://postgres@/onewallet?host=/srv/.data/postgres&port=5432"
+    assert settings.effective_ledger_url(embedded_url) == embedded_url
