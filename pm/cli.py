@@ -39,7 +39,7 @@ EXIT_CANNOT_RUN = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 
-Command = Callable[[Settings], Awaitable[int]]
+Command = Callable[[Settings, argparse.Namespace], Awaitable[int]]
 
 
 class CommandError(Exception):
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(settings)
     command: Command = arguments.command
     try:
-        return asyncio.run(_run_until_terminated(command(settings)))
+        return asyncio.run(_run_until_terminated(command(settings, arguments)))
     except CommandError as exc:
         print(f"pm: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -85,7 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     ledger = commands.add_parser("ledger", help="ledger commands").add_subparsers(
         required=True, metavar="COMMAND"
     )
-    ledger.add_parser("check", help="check the ledger's invariants").set_defaults(command=_ledger_check)
+    check = ledger.add_parser("check", help="check the ledger's invariants")
+    check.add_argument(
+        "--allow-pending-transit",
+        action="store_true",
+        help="tolerate pending holds in transit (intents still in flight); posted transit must still be 0",
+    )
+    check.set_defaults(command=_ledger_check)
     ledger.add_parser("demo", help="seed a small demo ledger").set_defaults(command=_ledger_demo)
     return parser
 
@@ -115,13 +121,13 @@ async def _run_until_terminated(command: Awaitable[int]) -> int:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
-async def _db_migrate(settings: Settings) -> int:
+async def _db_migrate(settings: Settings, arguments: argparse.Namespace) -> int:
     async with _database(settings) as database_url:
         await _migrate(database_url)
     return EXIT_OK
 
 
-async def _servers(settings: Settings) -> int:
+async def _servers(settings: Settings, arguments: argparse.Namespace) -> int:
     async with _servers_running(settings) as (database_url, redis_url):
         # As shell assignments, so another terminal can `export` them and share these servers.
         print(f"PM_DATABASE_URL={database_url}")
@@ -131,17 +137,17 @@ async def _servers(settings: Settings) -> int:
     return EXIT_OK
 
 
-async def _ledger_check(settings: Settings) -> int:
+async def _ledger_check(settings: Settings, arguments: argparse.Namespace) -> int:
     from ledger.check import format_report, run_check
 
     async with _ledger_database(settings) as database_url:
         async with _opened_ledger(settings.effective_ledger_url(database_url)) as ledger:
-            report = await run_check(ledger)
+            report = await run_check(ledger, allow_pending_transit=arguments.allow_pending_transit)
     print(format_report(report))
     return EXIT_OK if report.ok else EXIT_PROBLEM_FOUND
 
 
-async def _ledger_demo(settings: Settings) -> int:
+async def _ledger_demo(settings: Settings, arguments: argparse.Namespace) -> int:
     from ledger.demo import seed_demo
 
     async with _ledger_database(settings) as database_url:
@@ -152,7 +158,7 @@ async def _ledger_demo(settings: Settings) -> int:
     return EXIT_OK
 
 
-async def _up(settings: Settings) -> int:
+async def _up(settings: Settings, arguments: argparse.Namespace) -> int:
     from ledger.check import format_report, run_check
     from ledger.demo import seed_demo
 

@@ -29,6 +29,12 @@ from pm.settings import Settings
 CreateDatabase = Callable[[], Awaitable[str]]
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    if Settings().tigerbeetle_addresses:
+        return "ledger conformance: memory, postgres and tigerbeetle (PM_TIGERBEETLE_ADDRESSES is set)"
+    return "ledger conformance: memory, postgres; tigerbeetle SKIPPED (PM_TIGERBEETLE_ADDRESSES is not set)"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # A CI runner's timeout ends the run with SIGTERM, which would kill Python without any teardown;
     # as KeyboardInterrupt, pytest still tears the session fixtures down and so stops the servers.
