@@ -186,3 +186,31 @@ async def test_backends_agree_and_keep_invariants(fresh_database, scenario):
             )
             assert_invariants(mem_accounts)
             assert_invariants(pg_accounts)
+
+        # The query side agrees too: each account's transfers (in order) and balance history.
+        for account_id in s.ids:
+            views = {}
+            for name, led in backends.items():
+                account_filter = tb.AccountFilter(
+                    account_id=account_id,
+                    user_data_128=0,
+                    user_data_64=0,
+                    user_data_32=0,
+                    code=0,
+                    timestamp_min=0,
+                    timestamp_max=0,
+                    limit=8189,
+                    flags=tb.AccountFilterFlags.DEBITS | tb.AccountFilterFlags.CREDITS,
+                )
+                transfers = await led.get_account_transfers(account_filter)
+                balances = await led.get_account_balances(account_filter)
+                views[name] = (
+                    [t.id for t in transfers],
+                    [
+                        (b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted)
+                        for b in balances
+                    ],
+                )
+            assert views["memory"] == views["postgres"], account_id
+            has_history = bool(s.flags[account_id] & AF.HISTORY)
+            assert len(views["memory"][1]) == (len(views["memory"][0]) if has_history else 0)
