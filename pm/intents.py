@@ -88,11 +88,11 @@ WITH claim AS (
     SELECT id, version, state, created_at FROM created
 )
 SELECT true AS created, c.*, NULL::bytea AS request_hash, NULL::int AS response_status,
-       NULL::jsonb AS response_body, NULL::timestamptz AS claimed_at
+       NULL::jsonb AS response_body, NULL::timestamptz AS claimed_at, NULL::uuid AS claimed_intent_id
 FROM created c
 UNION ALL
 SELECT false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, i.request_hash, i.response_status, i.response_body, i.created_at
+       NULL, NULL, NULL, i.request_hash, i.response_status, i.response_body, i.created_at, i.intent_id
 FROM pm.idempotency i
 WHERE i.api_key_id = $1 AND i.idempotency_key = $2 AND NOT EXISTS (SELECT 1 FROM claim)
 """
@@ -132,7 +132,8 @@ async def create_intent(
         # The key was claimed by a request that committed after this statement's snapshot was taken
         # (ON CONFLICT waited for it): read its record now.
         row = await conn.fetchrow(
-            "SELECT false AS created, request_hash, response_status, response_body, created_at AS claimed_at"
+            "SELECT false AS created, request_hash, response_status, response_body, created_at AS claimed_at,"
+            " intent_id AS claimed_intent_id"
             " FROM pm.idempotency WHERE api_key_id = $1 AND idempotency_key = $2",
             api_key_id,
             idempotency_key,
@@ -145,7 +146,7 @@ async def create_intent(
         created=None,
         existing=IdempotencyRecord(
             request_hash=bytes(row["request_hash"]),
-            intent_id=None,
+            intent_id=row["claimed_intent_id"],
             response_status=row["response_status"],
             response_body=json.loads(body) if isinstance(body, str) else body,
             created_at=row["claimed_at"],
