@@ -97,3 +97,12 @@ def merchant(merchant_id: int, currency: str) -> NamedAccount:
 
 def adjustments(currency: str) -> NamedAccount:
     return NamedAccount(f"adjustments:{currency}", AccountKind.ADJUSTMENTS, currency)
+
+
+def transfer_id(intent_id: uuid.UUID, leg: str) -> int:
+    """The TigerBeetle id of one leg of an intent: derived, so every retry of a step sends the same id.
+
+    Account names never start with "transfer:", so a transfer id cannot collide with an account id.
+    """
+    assert leg and ":" not in leg, leg
+    return uuid.uuid5(ACCOUNT_NAMESPACE, f"transfer:{intent_id}:{leg}").int

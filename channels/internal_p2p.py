@@ -1,0 +1,59 @@
+"""INTERNAL_P2P: wallet to wallet, settled right after authorization (DESIGN.md §4).
+
+authorize  user:sender -> transit   a + f   pending, with a timeout
+settle     post the hold (a + f); transit -> user:recipient  a - g; transit -> fees  f + g
+"""
+
+from __future__ import annotations
+
+import tigerbeetle as tb
+
+from channels.base import Channel, linked
+from ledger import accounts
+from ledger.accounts import NamedAccount
+from pm.domain import ErrorCode, Intent, OperationType
+
+
+class InternalP2P(Channel):
+    name = "INTERNAL_P2P"
+    operation_types = frozenset({OperationType.P2P_TRANSFER})
+
+    def refusal(self, intent: Intent) -> tuple[ErrorCode, str] | None:
+        if intent.sender_id is None or intent.recipient_id is None:
+            return ErrorCode.INVALID_PARTY, "a P2P transfer needs a sender and a recipient"
+        return None
+
+    def accounts(self, intent: Intent) -> list[NamedAccount]:
+        assert intent.sender_id is not None and intent.recipient_id is not None
+        return [
+            accounts.user(intent.sender_id, intent.currency),
+            accounts.user(intent.recipient_id, intent.currency),
+            accounts.transit(intent.currency),
+            accounts.fees(intent.currency),
+        ]
+
+    def authorize(self, intent: Intent) -> list[tb.Transfer]:
+        assert intent.sender_id is not None
+        sender = accounts.user(intent.sender_id, intent.currency)
+        return [self.hold(intent, sender, intent.amount_minor + intent.fee_pre_minor)]
+
+    def settle(self, intent: Intent) -> list[tb.Transfer]:
+        assert intent.recipient_id is not None
+        assert intent.fee_post_minor <= intent.amount_minor, (
+            "the fees stage refuses a POST fee above the amount"
+        )
+        transit = accounts.transit(intent.currency)
+        chain = [
+            self.post_hold(intent, intent.amount_minor + intent.fee_pre_minor),
+            self.leg(
+                intent,
+                "recipient",
+                transit,
+                accounts.user(intent.recipient_id, intent.currency),
+                intent.amount_minor - intent.fee_post_minor,
+            ),
+        ]
+        fee_minor = intent.fee_pre_minor + intent.fee_post_minor
+        if fee_minor > 0:
+            chain.append(self.leg(intent, "fees", transit, accounts.fees(intent.currency), fee_minor))
+        return linked(chain)

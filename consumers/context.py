@@ -1,0 +1,103 @@
+"""What a stage handler may use: the database pool, the ledger, Redis, the topology and the routes.
+
+One `StageContext` per process, opened and closed by `open_stage_context` (the composition root of
+the consumer processes). Handlers are plain async functions of (intents, context) -> transitions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+import redis.asyncio as aioredis
+import tigerbeetle as tb
+
+from ledger import Ledger, open_ledger
+from pm.domain import Intent, Transition
+from pm.metrics import LEDGER_RESULTS
+from pm.topology import Topology, load_topology
+
+log = logging.getLogger("pm.consumers")
+
+ROUTES_REFRESH_S = 1.0  # route edits take effect within a second in every process
+DATABASE_POOL_SIZE_MAX = 4
+DATABASE_COMMAND_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    operation_type: str
+    min_amount_minor: int
+    max_amount_minor: int
+    channel: str
+    priority: int
+
+
+@dataclass(slots=True)
+class RouteTable:
+    """The enabled routes, re-read from pm.payment_route at most once per `ROUTES_REFRESH_S`."""
+
+    routes: list[Route] = field(default_factory=list)
+    loaded_at_s: float = float("-inf")
+
+    async def refresh(self, pool: asyncpg.Pool) -> None:
+        if time.monotonic() - self.loaded_at_s < ROUTES_REFRESH_S:
+            return
+        rows = await pool.fetch(
+            "SELECT operation_type, min_amount_minor, max_amount_minor, channel, priority"
+            " FROM pm.payment_route WHERE enabled ORDER BY priority, id"
+        )
+        self.routes = [Route(**dict(row)) for row in rows]
+        self.loaded_at_s = time.monotonic()
+
+    def choose(self, operation_type: str, amount_minor: int) -> Route | None:
+        """The enabled route with the best (lowest) priority whose range holds the amount."""
+        for route in self.routes:
+            if (
+                route.operation_type == operation_type
+                and route.min_amount_minor <= amount_minor <= route.max_amount_minor
+            ):
+                return route
+        return None
+
+
+@dataclass(slots=True)
+class StageContext:
+    pool: asyncpg.Pool
+    ledger: Ledger
+    redis: aioredis.Redis
+    topology: Topology
+    routes: RouteTable = field(default_factory=RouteTable)
+
+    async def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
+        results = await self.ledger.create_transfers(transfers) if transfers else []
+        for result in results:
+            LEDGER_RESULTS.labels("create_transfers", result.status.name).inc()
+        return results
+
+    async def create_accounts(self, accounts: list[tb.Account]) -> list[tb.CreateAccountResult]:
+        results = await self.ledger.create_accounts(accounts) if accounts else []
+        for result in results:
+            LEDGER_RESULTS.labels("create_accounts", result.status.name).inc()
+        return results
+
+
+Handler = Callable[[list[Intent], StageContext], Awaitable[list[Transition]]]
+
+
+@contextlib.asynccontextmanager
+async def open_stage_context(database_url: str, redis_url: str, ledger_url: str) -> AsyncIterator[StageContext]:
+    pool = await asyncpg.create_pool(
+        database_url, min_size=1, max_size=DATABASE_POOL_SIZE_MAX, command_timeout=DATABASE_COMMAND_TIMEOUT_S
+    )
+    redis = aioredis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+    try:
+        async with open_ledger(ledger_url) as ledger:
+            yield StageContext(pool=pool, ledger=ledger, redis=redis, topology=load_topology())
+    finally:
+        await redis.aclose()
+        await pool.close()

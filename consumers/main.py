@@ -1,0 +1,58 @@
+"""Run stages (and the poller) in this process: `pm run validation`, `pm run poller`, `pm run all`.
+
+One FastStream broker per process carries one batch subscriber per stage; beside each, a claim task
+takes over entries of dead consumers; the poller runs as one more task when asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from faststream.redis import RedisBroker
+
+from consumers.context import StageContext, open_stage_context
+from consumers.poller import run_poller
+from consumers.runtime import StageRunner, subscribe
+from pm import streams
+
+log = logging.getLogger("pm.consumers")
+
+GRACEFUL_TIMEOUT_S = 30.0  # a batch in flight at shutdown gets this long to commit and ack
+
+
+@contextlib.asynccontextmanager
+async def running_stages(
+    context: StageContext, redis_url: str, stage_names: list[str], with_poller: bool
+) -> AsyncIterator[list[StageRunner]]:
+    """Start the stages' subscribers, claim loops and (optionally) the poller; stop them on exit."""
+    await streams.ensure_groups(context.redis, context.topology)
+    runners = [StageRunner(context.topology.stage(name), context) for name in stage_names]
+    broker = RedisBroker(redis_url, graceful_timeout=GRACEFUL_TIMEOUT_S, logger=None)
+    for runner in runners:
+        subscribe(broker, runner)
+    tasks = [asyncio.create_task(runner.claim_forever(), name=f"claim-{runner.stage.name}") for runner in runners]
+    if with_poller:
+        tasks.append(asyncio.create_task(run_poller(context), name="poller"))
+    await broker.start()
+    log.info("stages running", extra={"stages": ",".join(stage_names), "poller": with_poller})
+    try:
+        yield runners
+    finally:
+        await broker.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_stages(
+    database_url: str, redis_url: str, ledger_url: str, stage_names: list[str], with_poller: bool
+) -> None:
+    """Runs until cancelled (SIGTERM / Ctrl-C)."""
+    async with (
+        open_stage_context(database_url, redis_url, ledger_url) as context,
+        running_stages(context, redis_url, stage_names, with_poller),
+    ):
+        await asyncio.Event().wait()  # meant to run forever

@@ -1,0 +1,105 @@
+"""The status poller: PostgreSQL is the truth, Redis is transport (DESIGN.md §5).
+
+Every round it
+- re-drives intents left in a stage's input state longer than that stage's `stuck_after_s` (and
+  finished intents whose history is not written yet) by publishing their entry again — after a lost
+  entry, a crash, or a Redis that lost its data; handlers are idempotent, so a duplicate is harmless;
+- recreates missing consumer groups (a Redis that restarted empty);
+- trims every stream below what all its groups have acknowledged (never an unread entry);
+- measures stream backlogs and open intents for the metrics.
+One poller is enough; several are safe (rows are taken with SKIP LOCKED, re-drives are idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from consumers.context import StageContext
+from pm import metrics, streams
+from pm.domain import TERMINAL_STATES, State
+from pm.intents import INTENT_COLUMNS, intent_from_row
+from pm.topology import Stage
+
+log = logging.getLogger("pm.poller")
+
+_REDRIVE_SQL = f"""
+UPDATE pm.intent SET redriven_at = clock_timestamp()
+WHERE id IN (
+    SELECT id FROM pm.intent
+    WHERE state = ANY($1::text[])
+      AND (state <> ALL($4::text[]) OR NOT history_written)
+      AND updated_at < clock_timestamp() - make_interval(secs => $2)
+      AND (redriven_at IS NULL OR redriven_at < clock_timestamp() - make_interval(secs => $2))
+    ORDER BY updated_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING {INTENT_COLUMNS}
+"""
+TERMINAL = [str(state) for state in TERMINAL_STATES]
+
+
+async def redrive_stage(context: StageContext, stage: Stage, limit: int) -> int:
+    rows = await context.pool.fetch(
+        _REDRIVE_SQL, [str(s) for s in stage.input_states], float(stage.stuck_after_s), limit, TERMINAL
+    )
+    if not rows:
+        return 0
+    intents = [intent_from_row(row) for row in rows]
+    async with context.redis.pipeline(transaction=False) as pipe:
+        for intent in intents:
+            pipe.xadd(stage.stream, streams.entry_fields(intent))
+        await pipe.execute()
+    for intent in intents:
+        metrics.REDRIVEN.labels(str(intent.state)).inc()
+        log.warning("re-driven", extra={"intent_id": str(intent.id), "state": str(intent.state), "stage": stage.name})
+    return len(intents)
+
+
+async def redrive_once(context: StageContext) -> int:
+    limit = context.topology.poller.batch_size
+    return sum([await redrive_stage(context, stage, limit) for stage in context.topology.stages.values()])
+
+
+async def trim_once(context: StageContext) -> int:
+    removed = 0
+    for stage in context.topology.stages.values():
+        removed += await streams.trim_acknowledged(context.redis, stage.stream, [stage.group])
+    return removed
+
+
+async def measure_once(context: StageContext) -> None:
+    for stage in context.topology.stages.values():
+        backlog = await streams.backlog(context.redis, stage.stream, stage.group)
+        if backlog is not None:
+            metrics.STREAM_BACKLOG.labels(stage.stream, stage.group).set(backlog.lag)
+            metrics.STREAM_PENDING.labels(stage.stream, stage.group).set(backlog.pending)
+    rows = await context.pool.fetch(
+        "SELECT state, count(*) AS n FROM pm.intent WHERE state <> ALL($1::text[]) GROUP BY state", TERMINAL
+    )
+    counts = {row["state"]: row["n"] for row in rows}
+    for state in State:
+        if state not in TERMINAL_STATES:
+            metrics.OPEN_INTENTS.labels(str(state)).set(counts.get(str(state), 0))
+
+
+async def run_poller(context: StageContext) -> None:
+    """Runs until cancelled: one round per `interval_ms`, trims and measures on their own periods."""
+    config = context.topology.poller
+    last_trim_s = last_measure_s = 0.0
+    while True:
+        started_s = time.monotonic()
+        try:
+            await streams.ensure_groups(context.redis, context.topology)
+            await redrive_once(context)
+            if started_s - last_trim_s >= config.trim_interval_ms / 1000:
+                await trim_once(context)
+                last_trim_s = started_s
+            if started_s - last_measure_s >= config.lag_interval_ms / 1000:
+                await measure_once(context)
+                last_measure_s = started_s
+        except Exception:
+            log.exception("poller round failed; retrying next round")
+        await asyncio.sleep(max(0.0, config.interval_ms / 1000 - (time.monotonic() - started_s)))

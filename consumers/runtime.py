@@ -1,0 +1,285 @@
+"""The stage loop: read a batch, handle it, commit, then publish-and-ack in one MULTI/EXEC.
+
+Reading is FastStream's (a batch Redis Streams subscriber per stage, `max_records` = the stage's
+batch size, manual acknowledgement). What FastStream does not do is here, on redis-py
+(DESIGN.md §10): claiming entries a dead consumer left pending, dead letters after `max_deliveries`,
+and the atomic publish-and-ack. Per batch:
+
+1. decode the entries (a malformed entry goes straight to the dead-letter stream);
+2. call the stage's handler for the whole batch -> transitions (if the batch fails, each entry is
+   retried alone, so one poisoned entry cannot take its batchmates down with it);
+3. apply all transitions in one SQL statement (compare-and-set on state);
+4. one MULTI/EXEC: the next stage's entries, a status message per transition, XACK of the batch.
+A crash anywhere before 4 leaves the entries pending; they are claimed and handled again, and the
+compare-and-set, the derived ledger ids and idempotent handlers make that harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+
+from faststream.middlewares import AckPolicy
+from faststream.redis import RedisBroker, StreamSub
+from faststream.redis.annotations import RedisBatchStreamMessage
+
+from consumers.context import Handler, StageContext
+from pm import metrics, streams
+from pm.constants import ENTRY_ERROR_KEY_PREFIX, ENTRY_ERROR_TTL_S
+from pm.domain import TERMINAL_STATES, Intent
+from pm.intents import TransitionResult, apply_transitions
+from pm.topology import Stage
+
+log = logging.getLogger("pm.consumers")
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def consumer_name(stage: Stage) -> str:
+    """Unique per process: a restarted process is a new consumer; its old entries get claimed."""
+    return f"{stage.name}-{socket.gethostname()}-{os.getpid()}"
+
+
+def load_handler(stage: Stage) -> Handler:
+    module = importlib.import_module(stage.handler)
+    handler = getattr(module, "handle", None)
+    assert callable(handler), f"{stage.handler} must define `async def handle(intents, context)`"
+    return handler
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    applied: int = 0
+    stale: int = 0
+    failed: int = 0
+    malformed: int = 0
+
+
+class StageRunner:
+    def __init__(self, stage: Stage, context: StageContext, handler: Handler | None = None) -> None:
+        self.stage = stage
+        self.context = context
+        self.handler = handler or load_handler(stage)
+        self.consumer = consumer_name(stage)
+
+    # -- one batch -----------------------------------------------------------------------------
+
+    async def process(self, entries: list[Entry], redelivered: bool = False) -> BatchOutcome:
+        """Handle one batch; shielded, so shutdown never cuts a batch between commit and ack."""
+        return await asyncio.shield(self._process(entries, redelivered))
+
+    async def _process(self, entries: list[Entry], redelivered: bool) -> BatchOutcome:
+        started_s = time.perf_counter()
+        outcome = BatchOutcome()
+        metrics.STAGE_BATCH_SIZE.labels(self.stage.name).observe(len(entries))
+        intents, entry_ids, malformed = self._decode(entries)
+        if malformed:
+            outcome.malformed = len(malformed)
+            await self._dead_letter([(entry_id, fields, error, 0) for entry_id, fields, error in malformed])
+
+        transitions, failed_ids = await self._handle(intents, entry_ids)
+        outcome.failed = len(failed_ids)
+        results = await apply_transitions(self.context.pool, transitions)
+        publication = self._publication(results, redelivered)
+        done_ids = [entry_id for entry_id in _flatten(entry_ids.values()) if entry_id not in failed_ids]
+        await streams.publish_and_ack(self.context.redis, publication, self.stage.stream, self.stage.group, done_ids)
+
+        outcome.applied = sum(1 for r in results if r.applied)
+        outcome.stale = len(results) - outcome.applied
+        self._observe(results, outcome, time.perf_counter() - started_s)
+        return outcome
+
+    def _decode(
+        self, entries: list[Entry]
+    ) -> tuple[list[Intent], dict[object, list[bytes]], list[tuple[bytes, dict[bytes, bytes], str]]]:
+        intents: dict[object, Intent] = {}
+        entry_ids: dict[object, list[bytes]] = {}
+        malformed = []
+        for entry_id, fields in entries:
+            try:
+                intent = streams.decode_entry(fields)
+            except (KeyError, ValueError, TypeError, AssertionError) as exc:
+                malformed.append((entry_id, fields, f"malformed entry: {exc!r}"))
+                continue
+            # The same intent twice in a batch (a re-drive beside the original): handle it once.
+            intents.setdefault(intent.id, intent)
+            entry_ids.setdefault(intent.id, []).append(entry_id)
+        return list(intents.values()), entry_ids, malformed
+
+    async def _handle(self, intents: list[Intent], entry_ids: dict[object, list[bytes]]) -> tuple[list, set[bytes]]:
+        if not intents:
+            return [], set()
+        try:
+            return await self.handler(intents, self.context), set()
+        except Exception:
+            if len(intents) == 1:
+                await self._record_failure(intents, entry_ids)
+                return [], set(entry_ids[intents[0].id])
+            log.warning("batch failed; retrying its entries one by one", extra={"stage": self.stage.name})
+        transitions, failed_ids = [], set()
+        for intent in intents:
+            try:
+                transitions.extend(await self.handler([intent], self.context))
+            except Exception:
+                await self._record_failure([intent], entry_ids)
+                failed_ids.update(entry_ids[intent.id])
+        return transitions, failed_ids
+
+    async def _record_failure(self, intents: list[Intent], entry_ids: dict[object, list[bytes]]) -> None:
+        error = traceback.format_exc(limit=8)
+        for intent in intents:
+            log.error(
+                "handler failed; the entry stays pending and will be retried",
+                extra={"stage": self.stage.name, "intent_id": str(intent.id), "error": error},
+            )
+        async with self.context.redis.pipeline(transaction=False) as pipe:
+            for intent in intents:
+                for entry_id in entry_ids[intent.id]:
+                    pipe.set(self._error_key(entry_id), error[-4000:], ex=ENTRY_ERROR_TTL_S)
+            await pipe.execute()
+
+    def _error_key(self, entry_id: bytes) -> str:
+        return f"{ENTRY_ERROR_KEY_PREFIX}{self.stage.group}:{entry_id.decode()}"
+
+    def _publication(self, results: list[TransitionResult], redelivered: bool) -> streams.Publication:
+        topology = self.context.topology
+        entries: list[tuple[str, dict[str, str]]] = []
+        statuses: list[tuple[str, str]] = []
+        for result in results:
+            intent = result.intent
+            if result.applied:
+                entries.append((topology.stage_for_state(intent.state).stream, streams.entry_fields(intent)))
+                statuses.append((topology.channel_for(intent.id), json.dumps(intent.to_json())))
+            elif redelivered and topology.stage_for_state(intent.state).name != self.stage.name:
+                # A redelivered entry whose transition is already committed: the earlier attempt may
+                # have died before publishing, so publish the intent onward again (handlers downstream
+                # are idempotent; a duplicate costs one stale entry).
+                entries.append((topology.stage_for_state(intent.state).stream, streams.entry_fields(intent)))
+        return streams.Publication(entries=entries, statuses=statuses)
+
+    def _observe(self, results: list[TransitionResult], outcome: BatchOutcome, elapsed_s: float) -> None:
+        name = self.stage.name
+        metrics.STAGE_BATCH_SECONDS.labels(name).observe(elapsed_s)
+        for label, count in (
+            ("applied", outcome.applied),
+            ("stale", outcome.stale),
+            ("failed", outcome.failed),
+            ("malformed", outcome.malformed),
+        ):
+            if count:
+                metrics.STAGE_MESSAGES.labels(name, label).inc(count)
+        for result in results:
+            intent = result.intent
+            if result.applied and intent.state in TERMINAL_STATES:
+                metrics.INTENTS_FINISHED.labels(str(intent.state)).inc()
+                if intent.created_at and intent.updated_at:
+                    seconds = (intent.updated_at - intent.created_at).total_seconds()
+                    metrics.INTENT_END_TO_END_SECONDS.labels(str(intent.state)).observe(seconds)
+                log.info(
+                    "intent finished",
+                    extra={"stage": name, "intent_id": str(intent.id), "state": str(intent.state)},
+                )
+
+    # -- orphaned entries ------------------------------------------------------------------------
+
+    async def claim_once(self) -> int:
+        """Claim entries idle past `claim_idle_ms`; dead-letter those delivered `max_deliveries` times."""
+        stage, redis = self.stage, self.context.redis
+        pending = await streams.pending_idle(redis, stage.stream, stage.group, stage.claim_idle_ms, stage.batch_size)
+        if not pending:
+            return 0
+        exhausted = [p for p in pending if p.deliveries >= stage.max_deliveries]
+        if exhausted:
+            await self._dead_letter_exhausted(exhausted)
+        retry = [p.entry_id for p in pending if p.deliveries < stage.max_deliveries]
+        claimed = await streams.claim(redis, stage.stream, stage.group, self.consumer, stage.claim_idle_ms, retry)
+        if claimed:
+            metrics.CLAIMED.labels(stage.name).inc(len(claimed))
+            log.warning("claimed orphaned entries", extra={"stage": stage.name, "entries": len(claimed)})
+            await self.process(claimed, redelivered=True)
+        return len(claimed) + len(exhausted)
+
+    async def _dead_letter_exhausted(self, exhausted: list[streams.PendingEntry]) -> None:
+        redis, stage = self.context.redis, self.stage
+        async with redis.pipeline(transaction=False) as pipe:
+            for pending in exhausted:
+                pipe.xrange(stage.stream, min=pending.entry_id, max=pending.entry_id, count=1)
+                pipe.get(self._error_key(pending.entry_id))
+            replies = await pipe.execute()
+        entries = []
+        for index, pending in enumerate(exhausted):
+            found, error = replies[2 * index], replies[2 * index + 1]
+            fields = found[0][1] if found else {}
+            reason = error.decode() if error else "delivered too often without being acknowledged"
+            entries.append((pending.entry_id, fields, reason, pending.deliveries))
+        await self._dead_letter(entries)
+
+    async def _dead_letter(self, entries: list[tuple[bytes, dict[bytes, bytes], str, int]]) -> None:
+        intent_ids = []
+        for _, fields, _, _ in entries:
+            try:
+                intent_ids.append(streams.decode_entry(fields).id)
+            except (KeyError, ValueError, TypeError, AssertionError):
+                pass
+        if intent_ids:
+            # Flag first: an operator must see the intent even if the move below is retried.
+            await self.context.pool.execute(
+                "UPDATE pm.intent SET needs_operator = true WHERE id = ANY($1::uuid[])", intent_ids
+            )
+        await streams.dead_letter(
+            self.context.redis,
+            stream=self.stage.stream,
+            group=self.stage.group,
+            dead_letter_stream=self.stage.dead_letter_stream,
+            entries=entries,
+        )
+        metrics.DEAD_LETTERS.labels(self.stage.name).inc(len(entries))
+        for entry_id, _, error, deliveries in entries:
+            log.error(
+                "entry moved to the dead-letter stream",
+                extra={"stage": self.stage.name, "entry_id": entry_id.decode(), "deliveries": deliveries,
+                       "error": error[:500]},
+            )  # fmt: skip
+
+    async def claim_forever(self) -> None:
+        """Runs until cancelled: look for orphaned entries every half claim-idle period."""
+        interval_s = max(self.stage.claim_idle_ms / 2000, 0.05)
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.claim_once()
+            except Exception:
+                log.exception("claiming failed; retrying next round", extra={"stage": self.stage.name})
+
+
+def _flatten(groups: object) -> list[bytes]:
+    return [entry_id for group in groups for entry_id in group]  # type: ignore[attr-defined]
+
+
+def subscribe(broker: RedisBroker, runner: StageRunner) -> None:
+    """Register the stage's batch subscriber on `broker` (FastStream reads, we acknowledge)."""
+    stage = runner.stage
+
+    async def on_batch(message: RedisBatchStreamMessage) -> None:
+        raw = message.raw_message
+        await runner.process(list(zip(raw["message_ids"], raw["data"], strict=True)))
+
+    broker.subscriber(
+        stream=StreamSub(
+            stage.stream,
+            group=stage.group,
+            consumer=runner.consumer,
+            batch=True,
+            max_records=stage.batch_size,
+            polling_interval=stage.block_ms,
+        ),
+        ack_policy=AckPolicy.MANUAL,
+        title=f"{stage.name}",
+    )(on_batch)

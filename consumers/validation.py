@@ -1,0 +1,67 @@
+"""Validation (CREATED -> VALIDATED | REJECTED): is this intent something we can carry out?
+
+Checks: the operation type is known and has an enabled route for the amount (pm.payment_route), the
+route's channel exists, the currency has a ledger, the parties are positive and different, and the
+channel's own checks pass. Then the ledger accounts the intent will touch are created (first use;
+`exists` is success) with one ledger call for the whole batch.
+"""
+
+from __future__ import annotations
+
+import tigerbeetle as tb
+
+import channels
+from consumers.context import StageContext
+from ledger.accounts import CURRENCY_LEDGER, NamedAccount
+from pm.domain import ErrorCode, Intent, State, Transition, advance, reject
+
+OK_ACCOUNT_STATUSES = (tb.CreateAccountStatus.CREATED, tb.CreateAccountStatus.EXISTS)
+
+
+class AccountCreationError(RuntimeError):
+    """The ledger refused to create an account; a bug or a misconfigured ledger, never user input."""
+
+
+def decide(intent: Intent, context: StageContext) -> Transition:
+    if intent.currency not in CURRENCY_LEDGER:
+        return reject(intent, ErrorCode.UNSUPPORTED_CURRENCY, f"currency {intent.currency} is not supported")
+    for party in (intent.sender_id, intent.recipient_id):
+        if party is not None and party <= 0:
+            return reject(intent, ErrorCode.INVALID_PARTY, "users are positive integers")
+    if intent.sender_id is not None and intent.sender_id == intent.recipient_id:
+        return reject(intent, ErrorCode.SAME_PARTY, "sender and recipient must differ")
+    route = context.routes.choose(str(intent.operation_type), intent.amount_minor)
+    if route is None:
+        return reject(
+            intent,
+            ErrorCode.NO_ROUTE,
+            f"no enabled route for {intent.operation_type} of {intent.amount_minor} minor units",
+        )
+    channel = channels.channel_named(route.channel)
+    if channel is None or intent.operation_type not in channel.operation_types:
+        return reject(intent, ErrorCode.CHANNEL_UNAVAILABLE, f"channel {route.channel} is not available")
+    refusal = channel.refusal(intent)
+    if refusal is not None:
+        return reject(intent, *refusal)
+    return advance(intent, State.VALIDATED, channel=route.channel)
+
+
+async def handle(intents: list[Intent], context: StageContext) -> list[Transition]:
+    await context.routes.refresh(context.pool)
+    transitions = [decide(intent, context) for intent in intents]
+    needed: dict[int, NamedAccount] = {}
+    for intent, transition in zip(intents, transitions, strict=True):
+        if transition.new == State.VALIDATED:
+            channel = channels.channel_named(transition.channel)
+            assert channel is not None
+            for account in channel.accounts(intent):
+                needed[account.id] = account
+    results = await context.create_accounts([account.to_tigerbeetle() for account in needed.values()])
+    refused = [
+        (account.name, result.status.name)
+        for account, result in zip(needed.values(), results, strict=True)
+        if result.status not in OK_ACCOUNT_STATUSES
+    ]
+    if refused:
+        raise AccountCreationError(f"ledger refused accounts: {refused}")
+    return transitions

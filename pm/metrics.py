@@ -1,0 +1,55 @@
+"""Prometheus metrics of the pipeline processes (the gateway's HTTP metrics are in gateway/metrics.py).
+
+Each process serves its own registry: `/metrics` on the gateway, or `serve_metrics(port)` for a stage
+process (honcho gives each process a `$PORT`).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+STAGE_MESSAGES = Counter(
+    "pm_stage_messages_total",
+    "Stream entries handled by a stage, by outcome "
+    "(applied: transition made; stale: intent had moved on; failed: handler error; dead_lettered; malformed)",
+    ["stage", "outcome"],
+)
+STAGE_BATCH_SECONDS = Histogram(
+    "pm_stage_batch_seconds",
+    "Time to handle one batch: handler, SQL, publish and ack",
+    ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+STAGE_BATCH_SIZE = Histogram(
+    "pm_stage_batch_entries",
+    "Entries per batch read by a stage",
+    ["stage"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8189),
+)
+INTENTS_FINISHED = Counter("pm_intents_finished_total", "Intents that reached a final state", ["state"])
+INTENT_END_TO_END_SECONDS = Histogram(
+    "pm_intent_end_to_end_seconds",
+    "From the intent's creation to its final state",
+    ["state"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+DEAD_LETTERS = Counter("pm_dead_letters_total", "Entries moved to a dead-letter stream", ["stage"])
+CLAIMED = Counter(
+    "pm_stage_claimed_total", "Entries claimed from consumers that stopped answering", ["stage"]
+)
+LEDGER_RESULTS = Counter(
+    "pm_ledger_results_total", "Ledger results by operation and status", ["operation", "status"]
+)
+STREAM_BACKLOG = Gauge(
+    "pm_stream_backlog_entries", "Entries not yet delivered to the group", ["stream", "group"]
+)
+STREAM_PENDING = Gauge(
+    "pm_stream_pending_entries", "Entries delivered, not yet acknowledged", ["stream", "group"]
+)
+REDRIVEN = Counter("pm_poller_redriven_total", "Intents re-published by the status poller", ["state"])
+OPEN_INTENTS = Gauge("pm_intents_open", "Intents not yet final, by state (status poller)", ["state"])
+
+
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Expose this process's metrics on http://host:port/metrics (a daemon thread)."""
+    start_http_server(port, addr=host)

@@ -1,0 +1,189 @@
+"""Redis Streams operations the pipeline needs beyond what FastStream does (DESIGN.md §5, §10).
+
+- `ensure_groups`: create every stage's group at id 0 (entries written before the group existed
+  are still delivered);
+- `publish_and_ack`: next-stage entries, status publications and the XACK of the batch in ONE
+  MULTI/EXEC, so a crash can never leave a batch half published;
+- `pending_idle` / `claim`: find and take over entries a dead consumer left pending;
+- `dead_letter`: move an entry that keeps failing to its dead-letter stream, atomically with its ack;
+- `trim_acknowledged`: trim a stream only below what every group has acknowledged (never XADD MAXLEN,
+  which drops entries no group has read);
+- `backlog`: a group's lag and pending count, for metrics and the gateway's backpressure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from pm.domain import Intent
+from pm.topology import Topology
+
+ENTRY_FIELD = b"intent"
+
+
+def entry_fields(intent: Intent) -> dict[str, str]:
+    return {"intent": json.dumps(intent.to_message(), separators=(",", ":"))}
+
+
+def decode_entry(fields: dict[bytes, bytes]) -> Intent:
+    """The intent in a stream entry; raises ValueError/KeyError on a malformed entry."""
+    return Intent.from_message(json.loads(fields[ENTRY_FIELD]))
+
+
+async def ensure_groups(redis: aioredis.Redis, topology: Topology) -> None:
+    for stage in topology.stages.values():
+        try:
+            await redis.xgroup_create(stage.stream, stage.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """What a batch sends on: stream entries and status messages."""
+
+    entries: list[tuple[str, dict[str, str]]]  # (stream, fields)
+    statuses: list[tuple[str, str]]  # (channel, payload)
+
+
+async def publish_and_ack(
+    redis: aioredis.Redis, publication: Publication, stream: str, group: str, entry_ids: list[bytes]
+) -> None:
+    async with redis.pipeline(transaction=True) as pipe:
+        for target, fields in publication.entries:
+            pipe.xadd(target, fields)
+        for channel, payload in publication.statuses:
+            pipe.publish(channel, payload)
+        if entry_ids:
+            pipe.xack(stream, group, *entry_ids)
+        await pipe.execute()
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEntry:
+    entry_id: bytes
+    consumer: bytes
+    idle_ms: int
+    deliveries: int
+
+
+async def pending_idle(
+    redis: aioredis.Redis, stream: str, group: str, idle_ms: int, count: int
+) -> list[PendingEntry]:
+    """Entries pending for at least `idle_ms` on any consumer of `group` (oldest first)."""
+    rows = await redis.xpending_range(stream, group, min="-", max="+", count=count, idle=idle_ms)
+    return [
+        PendingEntry(
+            entry_id=_as_bytes(row["message_id"]),
+            consumer=_as_bytes(row["consumer"]),
+            idle_ms=int(row["time_since_delivered"]),
+            deliveries=int(row["times_delivered"]),
+        )
+        for row in rows
+    ]
+
+
+async def claim(
+    redis: aioredis.Redis, stream: str, group: str, consumer: str, idle_ms: int, entry_ids: list[bytes]
+) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """XCLAIM entries still idle for `idle_ms` (another claimer may have won); returns those taken."""
+    if not entry_ids:
+        return []
+    claimed = await redis.xclaim(stream, group, consumer, min_idle_time=idle_ms, message_ids=entry_ids)
+    # An entry deleted from the stream (trimmed) comes back with no fields: nothing to process.
+    return [(entry_id, fields) for entry_id, fields in claimed if fields]
+
+
+async def dead_letter(
+    redis: aioredis.Redis,
+    *,
+    stream: str,
+    group: str,
+    dead_letter_stream: str,
+    entries: list[tuple[bytes, dict[bytes, bytes], str, int]],
+) -> None:
+    """Move (entry_id, fields, error, deliveries) entries to the dead-letter stream and ack them."""
+    if not entries:
+        return
+    async with redis.pipeline(transaction=True) as pipe:
+        for entry_id, fields, error, deliveries in entries:
+            record: dict[str, Any] = {k.decode(): v for k, v in fields.items()}
+            record.update(
+                source_stream=stream,
+                source_group=group,
+                source_entry_id=entry_id,
+                error=error[:2000],
+                deliveries=str(deliveries),
+            )
+            pipe.xadd(dead_letter_stream, record)
+        pipe.xack(stream, group, *[entry[0] for entry in entries])
+        await pipe.execute()
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    lag: int  # entries not yet delivered to the group
+    pending: int  # delivered, not yet acknowledged
+
+
+async def backlog(redis: aioredis.Redis, stream: str, group: str) -> Backlog | None:
+    """The group's backlog, or None when the stream or group does not exist yet."""
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except ResponseError:
+        return None
+    for info in groups:
+        if _as_str(info["name"]) == group:
+            lag = info.get("lag")
+            return Backlog(lag=int(lag) if lag is not None else 0, pending=int(info["pending"]))
+    return None
+
+
+async def trim_acknowledged(redis: aioredis.Redis, stream: str, groups: Iterable[str]) -> int:
+    """Drop entries every one of `groups` has acknowledged; returns how many were removed.
+
+    The floor is, per group, its oldest pending entry, or, with nothing pending, the entry after its
+    last delivered one; entries below the lowest floor are acknowledged by all. A group that does not
+    exist yet has acknowledged nothing, so then nothing is trimmed.
+    """
+    try:
+        infos = {_as_str(info["name"]): info for info in await redis.xinfo_groups(stream)}
+    except ResponseError:
+        return 0
+    floors: list[tuple[int, int]] = []
+    for group in groups:
+        info = infos.get(group)
+        if info is None:
+            return 0
+        if int(info["pending"]) > 0:
+            summary = await redis.xpending(stream, group)
+            floors.append(_parse_id(summary["min"]))
+        else:
+            milliseconds, sequence = _parse_id(info["last-delivered-id"])
+            floors.append((milliseconds, sequence + 1))
+    if not floors:
+        return 0
+    milliseconds, sequence = min(floors)
+    if (milliseconds, sequence) <= (0, 0):
+        return 0
+    return int(await redis.xtrim(stream, minid=f"{milliseconds}-{sequence}", approximate=True))
+
+
+def _parse_id(entry_id: bytes | str) -> tuple[int, int]:
+    milliseconds, _, sequence = _as_str(entry_id).partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _as_str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
