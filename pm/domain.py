@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -165,16 +165,27 @@ class Intent:
         }
 
     def to_message(self) -> dict[str, Any]:
-        """The intent as a stream entry carries it (all fields, JSON-safe)."""
-        data = asdict(self)
-        data["id"] = str(self.id)
-        data["state"] = str(self.state)
-        data["operation_type"] = str(self.operation_type)
-        data["tags"] = list(self.tags)
-        data["fee_rules"] = list(self.fee_rules)
-        data["created_at"] = _iso(self.created_at)
-        data["updated_at"] = _iso(self.updated_at)
-        return data
+        """The intent as a stream entry carries it (all fields, JSON-safe). Runs once per hop: no asdict."""
+        return {
+            "id": str(self.id),
+            "state": str(self.state),
+            "version": self.version,
+            "operation_type": str(self.operation_type),
+            "amount_minor": self.amount_minor,
+            "currency": self.currency,
+            "sender_id": self.sender_id,
+            "recipient_id": self.recipient_id,
+            "channel": self.channel,
+            "fee_pre_minor": self.fee_pre_minor,
+            "fee_post_minor": self.fee_post_minor,
+            "tags": list(self.tags),
+            "operator_id": self.operator_id,
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "fee_rules": list(self.fee_rules),
+        }
 
     @classmethod
     def from_message(cls, data: dict[str, Any]) -> Intent:

@@ -11,8 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pm.constants import PREFER_WAIT_MAX_S
+from pm.intents import HISTORY_PAGE_MAX
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -35,6 +38,31 @@ class Settings(BaseSettings):
     test_database_url: str | None = None
     test_redis_url: str | None = None
 
+    # The gateway (gateway/): where it listens, and a bound on everything a caller can send.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    # Off by default: aiohttp's access log halves requests/s (DESIGN.md §10); metrics count requests.
+    http_access_log: bool = False
+    http_body_bytes_max: int = Field(default=16_384, ge=1_024, le=1_048_576)
+    # aiohttp's parser limits: the request line and one header line, and one header field's value.
+    http_header_line_bytes_max: int = Field(default=8_190, ge=256, le=65_536)
+    http_header_field_bytes_max: int = Field(default=8_190, ge=256, le=65_536)
+    http_database_connections_max: int = Field(default=10, ge=1, le=200)
+    http_redis_connections_max: int = Field(default=64, ge=2, le=1_000)
+    intent_amount_minor_min: int = Field(default=1, ge=1)
+    # 100,000,000.00 THB: far above any wallet limit, far below bigint and TigerBeetle's u128.
+    intent_amount_minor_max: int = Field(default=10_000_000_000, ge=1, le=2**63 - 1)
+    intent_tags_count_max: int = Field(default=16, ge=0, le=256)
+    intent_tag_length_max: int = Field(default=64, ge=1, le=256)
+    # One below pm.intents.HISTORY_PAGE_MAX: a page reads one row more to know whether another follows.
+    history_page_size_max: int = Field(default=100, ge=1, le=HISTORY_PAGE_MAX - 1)
+    # POST /intents answers 503 OVERLOADED once the first stage's backlog (lag + pending) passes this.
+    backpressure_backlog_entries_max: int = Field(default=100_000, ge=1)
+    prefer_wait_s_max: float = Field(default=PREFER_WAIT_MAX_S, gt=0, le=PREFER_WAIT_MAX_S)
+    # An SSE stream ends after this long (the client reconnects with Last-Event-ID); pings keep it open.
+    sse_duration_s_max: float = Field(default=300.0, gt=0, le=3_600)
+    sse_ping_interval_s: float = Field(default=15.0, gt=0, le=300)
+
     @field_validator("tigerbeetle_addresses")
     @classmethod
     def _normalize_addresses(cls, value: str | None) -> str | None:
@@ -53,6 +81,12 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:
         return value.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _amount_bounds_ordered(self) -> Settings:
+        if self.intent_amount_minor_min > self.intent_amount_minor_max:
+            raise ValueError("intent_amount_minor_min must not exceed intent_amount_minor_max")
+        return self
 
     def effective_ledger_url(self, database_url: str | None) -> str:
         """The ledger to open: PM_LEDGER_URL if set; else TigerBeetle when addresses are set; else the
