@@ -1,0 +1,146 @@
+"""A pipeline on real servers for one test: a fresh migrated database (which also holds the `postgres`
+ledger), streams with names of its own in the session's Valkey, and a way to run the stages in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import tigerbeetle as tb
+import yaml
+
+from consumers.context import StageContext, open_stage_context
+from consumers.main import running_stages
+from ledger import accounts
+from ledger.check import CheckReport, run_check
+from pm import intents, streams
+from pm.domain import Intent, OperationType, State
+from pm.migrate import migrate
+from pm.topology import TOPOLOGY_FILE, Topology, parse_topology
+
+FINISHED = ("SETTLED", "REJECTED", "FAILED")
+
+
+def isolated_topology(**stage_overrides: Any) -> Topology:
+    """streams.yaml with every stream and group renamed for this test, plus overrides for all stages."""
+    document = yaml.safe_load(TOPOLOGY_FILE.read_text())
+    prefix = f"t{uuid.uuid4().hex[:10]}:"
+    for stage in document["stages"].values():
+        stage["stream"] = prefix + stage["stream"]
+        stage["dead_letter_stream"] = prefix + stage["dead_letter_stream"]
+        stage.update(stage_overrides)
+    document["status_channel"] = prefix + document["status_channel"]
+    return parse_topology(document)
+
+
+@dataclasses.dataclass
+class Pipeline:
+    context: StageContext
+    redis_url: str
+    database_url: str
+
+    @property
+    def topology(self) -> Topology:
+        return self.context.topology
+
+    async def submit(
+        self,
+        operation_type: OperationType,
+        amount_minor: int,
+        sender_id: int | None,
+        recipient_id: int | None,
+        publish: bool = True,
+    ) -> Intent:
+        """Create an intent as the gateway does (row, then the first stream's entry)."""
+        outcome = await intents.create_intent(
+            self.context.pool,
+            api_key_id="test",
+            idempotency_key=uuid.uuid4().hex,
+            request_hash=b"test",
+            operation_type=operation_type,
+            amount_minor=amount_minor,
+            currency="THB",
+            sender_id=sender_id,
+            recipient_id=recipient_id,
+            operator_id=None,
+            tags=[],
+        )
+        assert outcome.created is not None
+        if publish:
+            await self.context.redis.xadd(self.topology.first_stage.stream, streams.entry_fields(outcome.created))
+        return outcome.created
+
+    async def fund(self, user_id: int, amount_minor: int) -> Intent:
+        return await self.submit(OperationType.ADMIN_ADJUSTMENT, amount_minor, None, user_id)
+
+    async def wait_finished(self, ids: list[uuid.UUID], timeout_s: float = 30.0) -> dict[uuid.UUID, Intent]:
+        """Wait until every intent is final and its history written; return them."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rows = await self.context.pool.fetch(
+                "SELECT id FROM pm.intent WHERE id = ANY($1::uuid[]) AND state = ANY($2::text[]) AND history_written",
+                ids,
+                list(FINISHED),
+            )
+            if len(rows) == len(set(ids)):
+                return {i.id: i for i in await intents.load_intents(self.context.pool, ids)}
+            if time.monotonic() > deadline:
+                states = await self.context.pool.fetch(
+                    "SELECT state, count(*) FROM pm.intent WHERE id = ANY($1::uuid[]) GROUP BY state", ids
+                )
+                raise AssertionError(f"intents not finished after {timeout_s} s: {[tuple(r) for r in states]}")
+            await asyncio.sleep(0.05)
+
+    async def balance(self, user_id: int) -> tuple[int, int]:
+        """(posted balance, pending debits) of a user's THB account."""
+        found = await self.context.ledger.lookup_accounts([accounts.user(user_id, "THB").id])
+        if not found:
+            return 0, 0
+        account = found[0]
+        return account.credits_posted - account.debits_posted, account.debits_pending
+
+    async def check(self) -> CheckReport:
+        return await run_check(self.context.ledger)
+
+    async def history(self, user_id: int) -> list[dict[str, Any]]:
+        rows = await self.context.pool.fetch(
+            "SELECT * FROM pm.history WHERE user_id = $1 ORDER BY created_at, intent_id", user_id
+        )
+        return [dict(row) for row in rows]
+
+    async def states(self, intent_id: uuid.UUID) -> list[str]:
+        rows = await self.context.pool.fetch(
+            "SELECT state FROM pm.intent_event WHERE intent_id = $1 ORDER BY version", intent_id
+        )
+        return [row["state"] for row in rows]
+
+    @contextlib.asynccontextmanager
+    async def stages(self, names: list[str] | None = None, with_poller: bool = False) -> AsyncIterator[None]:
+        async with running_stages(self.context, self.redis_url, names or list(self.topology.stages), with_poller):
+            yield
+
+
+@contextlib.asynccontextmanager
+async def open_pipeline(fresh_database: Any, redis_url: str, topology: Topology) -> AsyncIterator[Pipeline]:
+    database_url = await fresh_database()
+    await migrate(database_url)
+    async with open_stage_context(database_url, redis_url, database_url) as context:
+        context.topology = topology
+        await streams.ensure_groups(context.redis, topology)
+        yield Pipeline(context, redis_url, database_url)
+
+
+def ledger_transfers_of(intent: Intent) -> list[int]:
+    return [accounts.transfer_id(intent.id, leg) for leg in ("hold", "post", "recipient", "fees", "void")]
+
+
+async def transfers_in_ledger(pipeline: Pipeline, intent: Intent) -> list[tb.Transfer]:
+    return await pipeline.context.ledger.lookup_transfers(ledger_transfers_of(intent))
+
+
+__all__ = ["FINISHED", "Pipeline", "State", "isolated_topology", "open_pipeline", "transfers_in_ledger"]
