@@ -18,7 +18,7 @@ import tigerbeetle as tb
 
 from ledger import Ledger, open_ledger
 from pm.domain import Intent, Transition
-from pm.metrics import LEDGER_RESULTS
+from pm.metrics import LEDGER_REQUEST_EVENTS, LEDGER_RESULTS
 from pm.topology import Topology, load_topology
 
 log = logging.getLogger("pm.consumers")
@@ -74,13 +74,19 @@ class StageContext:
     routes: RouteTable = field(default_factory=RouteTable)
 
     async def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
-        results = await self.ledger.create_transfers(transfers) if transfers else []
+        if not transfers:
+            return []
+        LEDGER_REQUEST_EVENTS.labels("create_transfers").observe(len(transfers))
+        results = await self.ledger.create_transfers(transfers)
         for result in results:
             LEDGER_RESULTS.labels("create_transfers", result.status.name).inc()
         return results
 
     async def create_accounts(self, accounts: list[tb.Account]) -> list[tb.CreateAccountResult]:
-        results = await self.ledger.create_accounts(accounts) if accounts else []
+        if not accounts:
+            return []
+        LEDGER_REQUEST_EVENTS.labels("create_accounts").observe(len(accounts))
+        results = await self.ledger.create_accounts(accounts)
         for result in results:
             LEDGER_RESULTS.labels("create_accounts", result.status.name).inc()
         return results

@@ -34,18 +34,16 @@ INTENT_END_TO_END_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 DEAD_LETTERS = Counter("pm_dead_letters_total", "Entries moved to a dead-letter stream", ["stage"])
-CLAIMED = Counter(
-    "pm_stage_claimed_total", "Entries claimed from consumers that stopped answering", ["stage"]
+CLAIMED = Counter("pm_stage_claimed_total", "Entries claimed from consumers that stopped answering", ["stage"])
+LEDGER_RESULTS = Counter("pm_ledger_results_total", "Ledger results by operation and status", ["operation", "status"])
+LEDGER_REQUEST_EVENTS = Histogram(
+    "pm_ledger_request_events",
+    "Events per ledger request (how well the stages batch)",
+    ["operation"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8189),
 )
-LEDGER_RESULTS = Counter(
-    "pm_ledger_results_total", "Ledger results by operation and status", ["operation", "status"]
-)
-STREAM_BACKLOG = Gauge(
-    "pm_stream_backlog_entries", "Entries not yet delivered to the group", ["stream", "group"]
-)
-STREAM_PENDING = Gauge(
-    "pm_stream_pending_entries", "Entries delivered, not yet acknowledged", ["stream", "group"]
-)
+STREAM_BACKLOG = Gauge("pm_stream_backlog_entries", "Entries not yet delivered to the group", ["stream", "group"])
+STREAM_PENDING = Gauge("pm_stream_pending_entries", "Entries delivered, not yet acknowledged", ["stream", "group"])
 REDRIVEN = Counter("pm_poller_redriven_total", "Intents re-published by the status poller", ["state"])
 OPEN_INTENTS = Gauge("pm_intents_open", "Intents not yet final, by state (status poller)", ["state"])
 
