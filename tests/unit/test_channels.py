@@ -1,0 +1,102 @@
+"""Channels build the ledger legs of DESIGN.md §4 with derived ids: on a memory ledger, a P2P with PRE and
+POST fees moves a+f out of the sender, a-g to the recipient, f+g to fees, and leaves transit at zero;
+voiding releases the hold; retrying any step moves nothing twice."""
+
+from __future__ import annotations
+
+import uuid
+
+import tigerbeetle as tb
+
+import channels
+from ledger import accounts, open_ledger
+from ledger.check import run_check
+from pm.domain import Intent, OperationType, State
+
+S = tb.CreateTransferStatus
+
+
+def p2p(amount: int, fee_pre: int, fee_post: int) -> Intent:
+    return Intent(
+        id=uuid.uuid4(), state=State.CLEARED, version=4, operation_type=OperationType.P2P_TRANSFER,
+        amount_minor=amount, currency="THB", sender_id=1, recipient_id=2, channel="INTERNAL_P2P",
+        fee_pre_minor=fee_pre, fee_post_minor=fee_post,
+    )  # fmt: skip
+
+
+async def balances(ledger, names: list[accounts.NamedAccount]) -> list[int]:
+    found = {a.id: a for a in await ledger.lookup_accounts([n.id for n in names])}
+    return [found[n.id].credits_posted - found[n.id].debits_posted for n in names]
+
+
+def test_channels_are_discovered_from_their_files() -> None:
+    assert set(channels.REGISTRY) >= {"INTERNAL_P2P", "ADJUSTMENT"}
+    assert OperationType.P2P_TRANSFER in channels.REGISTRY["INTERNAL_P2P"].operation_types
+
+
+def test_leg_ids_are_derived_from_the_intent() -> None:
+    intent = p2p(1_000, 10, 5)
+    channel = channels.REGISTRY["INTERNAL_P2P"]
+    assert [t.id for t in channel.settle(intent)] == [t.id for t in channel.settle(intent)]
+    assert channel.authorize(intent)[0].id == accounts.transfer_id(intent.id, "hold")
+    assert channel.settle(intent)[0].pending_id == accounts.transfer_id(intent.id, "hold")
+
+
+async def test_p2p_with_fees_moves_exact_amounts_and_transit_returns_to_zero() -> None:
+    channel = channels.REGISTRY["INTERNAL_P2P"]
+    intent = p2p(amount=10_000, fee_pre=150, fee_post=70)
+    sender, recipient = accounts.user(1, "THB"), accounts.user(2, "THB")
+    transit, fees, adjustments = accounts.transit("THB"), accounts.fees("THB"), accounts.adjustments("THB")
+    async with open_ledger("memory://") as ledger:
+        await ledger.create_accounts([a.to_tigerbeetle() for a in (sender, recipient, transit, fees, adjustments)])
+        funding = tb.Transfer(
+            id=tb.id(),
+            debit_account_id=adjustments.id,
+            credit_account_id=sender.id,
+            amount=20_000,
+            ledger=764,
+            code=900,
+        )
+        assert (await ledger.create_transfers([funding]))[0].status == S.CREATED
+
+        hold = channel.authorize(intent)
+        assert [r.status for r in await ledger.create_transfers(hold)] == [S.CREATED]
+        (held,) = await ledger.lookup_accounts([sender.id])
+        assert held.debits_pending == 10_150
+
+        chain = channel.settle(intent)
+        assert [r.status for r in await ledger.create_transfers(chain)] == [S.CREATED] * 3
+        assert await balances(ledger, [sender, recipient, fees, transit]) == [20_000 - 10_150, 9_930, 220, 0]
+
+        # A retry of the settlement (a redelivered entry) moves nothing.
+        again = await ledger.create_transfers(channel.settle(intent))
+        assert again[0].status == S.EXISTS
+        assert await balances(ledger, [sender, recipient, fees, transit]) == [20_000 - 10_150, 9_930, 220, 0]
+        report = await run_check(ledger)
+        assert report.ok, report.problems
+
+
+async def test_void_releases_the_hold() -> None:
+    channel = channels.REGISTRY["INTERNAL_P2P"]
+    intent = p2p(amount=500, fee_pre=0, fee_post=0)
+    sender, transit = accounts.user(1, "THB"), accounts.transit("THB")
+    adjustments = accounts.adjustments("THB")
+    async with open_ledger("memory://") as ledger:
+        await ledger.create_accounts([a.to_tigerbeetle() for a in (sender, transit, adjustments)])
+        await ledger.create_transfers(
+            [
+                tb.Transfer(
+                    id=tb.id(),
+                    debit_account_id=adjustments.id,
+                    credit_account_id=sender.id,
+                    amount=500,
+                    ledger=764,
+                    code=900,
+                )
+            ]
+        )
+        await ledger.create_transfers(channel.authorize(intent))
+        assert [r.status for r in await ledger.create_transfers(channel.void(intent))] == [S.CREATED]
+        (account,) = await ledger.lookup_accounts([sender.id])
+        assert (account.debits_pending, account.credits_posted - account.debits_posted) == (0, 500)
+        assert (await run_check(ledger)).ok

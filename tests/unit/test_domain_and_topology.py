@@ -1,0 +1,128 @@
+"""The intent's transition table refuses every transition it does not list, refusals carry error codes,
+intents survive the stream encoding unchanged, and streams.yaml is read strictly (a malformed file is
+refused with the stage and field named)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+import yaml
+
+from pm.domain import (
+    TERMINAL_STATES,
+    TRANSITIONS,
+    ErrorCode,
+    Intent,
+    OperationType,
+    State,
+    Transition,
+    TransitionError,
+    check_transition,
+)
+from pm.topology import TOPOLOGY_FILE, TopologyError, load_topology, parse_topology
+
+
+def intent(**changes: object) -> Intent:
+    fields: dict[str, object] = {
+        "id": uuid.uuid4(),
+        "state": State.CREATED,
+        "version": 1,
+        "operation_type": OperationType.P2P_TRANSFER,
+        "amount_minor": 10_000,
+        "currency": "THB",
+        "sender_id": 1001,
+        "recipient_id": 1002,
+        "tags": ("kyc_verified",),
+        "created_at": datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+        "updated_at": datetime(2026, 11, 26, 12, 0, 1, tzinfo=UTC),
+    }
+    fields.update(changes)
+    return Intent(**fields)  # type: ignore[arg-type]
+
+
+def test_terminal_states_never_change() -> None:
+    for state in TERMINAL_STATES:
+        assert TRANSITIONS[state] == frozenset()
+        for target in State:
+            with pytest.raises(TransitionError):
+                check_transition(state, target)
+
+
+def test_only_listed_transitions_are_allowed() -> None:
+    allowed = {(a, b) for a, targets in TRANSITIONS.items() for b in targets}
+    for current in State:
+        for new in State:
+            if (current, new) in allowed:
+                check_transition(current, new)
+            else:
+                with pytest.raises(TransitionError):
+                    check_transition(current, new)
+    # Money is held only at AUTHORIZED; only what holds money can FAIL, only what holds none is REJECTED.
+    assert {a for a, b in allowed if b == State.FAILED} == {State.AUTHORIZED}
+    assert State.AUTHORIZED not in {a for a, b in allowed if b == State.REJECTED}
+
+
+def test_refusals_carry_a_code_and_progress_does_not() -> None:
+    with pytest.raises(AssertionError):
+        Transition(uuid.uuid4(), State.CREATED, State.REJECTED)
+    with pytest.raises(AssertionError):
+        Transition(uuid.uuid4(), State.CREATED, State.VALIDATED, error_code=ErrorCode.NO_ROUTE)
+    Transition(uuid.uuid4(), State.CREATED, State.REJECTED, error_code=ErrorCode.NO_ROUTE, error_message="x")
+
+
+def test_intent_amounts_are_positive_integers() -> None:
+    with pytest.raises(AssertionError):
+        intent(amount_minor=0)
+    with pytest.raises(AssertionError):
+        intent(fee_pre_minor=-1)
+
+
+def test_stream_encoding_round_trips() -> None:
+    original = intent(fee_rules=({"id": 1, "version": 2, "kind": "PRE", "fee_minor": 50},), operator_id=7)
+    assert Intent.from_message(original.to_message()) == original
+
+
+def test_api_json_shape() -> None:
+    refused = intent(state=State.REJECTED, error_code="NO_ROUTE", error_message="none")
+    body = refused.to_json()
+    assert set(body) == {
+        "id", "state", "version", "operation_type", "amount_minor", "currency", "sender_id", "recipient_id",
+        "channel", "fee_pre_minor", "fee_post_minor", "error", "created_at", "updated_at",
+    }  # fmt: skip
+    assert body["error"] == {"code": "NO_ROUTE", "message": "none"}
+    assert intent().to_json()["error"] is None
+
+
+def test_the_shipped_topology_routes_every_state_to_one_stage() -> None:
+    topology = load_topology()
+    assert list(topology.stages) == ["validation", "fees", "limits", "dispatch", "settlement", "history"]
+    for state in State:
+        assert state in topology.stage_for_state(state).input_states
+    assert topology.first_stage.name == "validation"
+    assert topology.channel_for("abc") == "intent.abc"
+    assert all(stage.batch_size <= 8189 for stage in topology.stages.values())
+
+
+def _document() -> dict:
+    return yaml.safe_load(TOPOLOGY_FILE.read_text())
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["stages"]["fees"].update(batch_size=0), "stage 'fees': batch_size must be a positive integer"),
+        (lambda d: d["stages"]["fees"].update(batch_size=9000), "batch_size must be at most 8189"),
+        (lambda d: d["stages"]["fees"].update(colour="red"), "unknown keys"),
+        (lambda d: d["stages"]["fees"].pop("stream"), "stage 'fees': stream is required"),
+        (lambda d: d["stages"]["fees"].update(input_states=["LOST"]), "'LOST' is not a valid State"),
+        (lambda d: d["stages"]["fees"].update(input_states=["CREATED"]), "exactly one stage"),
+        (lambda d: d["stages"]["fees"].update(stream="pm:intents:created"), "share a stream"),
+    ],
+)
+def test_malformed_topology_is_refused(edit, message: str) -> None:
+    document = _document()
+    edit(document)
+    with pytest.raises(TopologyError, match=message):
+        parse_topology(document)
