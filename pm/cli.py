@@ -5,6 +5,11 @@
     pm ledger check   check the ledger's invariants
     pm ledger demo    seed a small demo ledger
     pm up             servers, migrations, demo ledger, check (grows into the whole fleet later)
+    pm keys create NAME --scopes intents:write,intents:read [--merchant-id N] [--json]
+                      make an API key; prints its id and secret (the only time the secret is shown)
+    pm keys rotate KEY_ID [--json]   a new secret; the previous one keeps working until the next rotation
+    pm keys revoke KEY_ID            refuse the key from now on (every gateway within a second)
+    pm keys list [--json]            every key, without secrets
 
 Exit codes: 0 done (and the check is ok); 1 the command ran and found a problem (check not ok,
 migration refused or failed); 2 it could not run: bad configuration or an unreachable server, told
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import signal
@@ -24,9 +30,11 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
+import asyncpg
 import pydantic
 
-from pm.embedded import EmbeddedServerError, embedded_database, embedded_servers
+from pm import keys
+from pm.embedded import CONNECT_TIMEOUT_S, EmbeddedServerError, embedded_database, embedded_servers
 from pm.migrate import DatabaseUnavailableError, MigrationError, migrate
 from pm.settings import Settings
 
@@ -93,7 +101,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(command=_ledger_check)
     ledger.add_parser("demo", help="seed a small demo ledger").set_defaults(command=_ledger_demo)
+    _add_keys_commands(commands)
     return parser
+
+
+def _add_keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    key_commands = commands.add_parser("keys", help="API keys of callers (HMAC)").add_subparsers(
+        required=True, metavar="COMMAND"
+    )
+    create = key_commands.add_parser("create", help="make a key; prints its id and secret once")
+    create.add_argument("name", help="who uses it, e.g. auth-center")
+    create.add_argument("--scopes", required=True, help="comma-separated: " + ",".join(keys.SCOPES))
+    create.add_argument("--merchant-id", type=int, default=None, help="bind the key to one merchant")
+    create.add_argument("--json", action="store_true", help="print JSON")
+    create.set_defaults(command=_keys_create)
+    rotate = key_commands.add_parser("rotate", help="issue a new secret; the previous one stays valid")
+    rotate.add_argument("key_id")
+    rotate.add_argument("--json", action="store_true", help="print JSON")
+    rotate.set_defaults(command=_keys_rotate)
+    revoke = key_commands.add_parser("revoke", help="refuse the key from now on")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(command=_keys_revoke)
+    listing = key_commands.add_parser("list", help="every key, without secrets")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(command=_keys_list)
 
 
 async def _run_until_terminated(command: Awaitable[int]) -> int:
@@ -173,6 +204,72 @@ async def _up(settings: Settings, arguments: argparse.Namespace) -> int:
     print(f"redis:    {redact_url(redis_url)}")
     print(f"ledger:   {redact_url(ledger_url)}")
     return EXIT_OK if report.ok else EXIT_PROBLEM_FOUND
+
+
+async def _keys_create(settings: Settings, arguments: argparse.Namespace) -> int:
+    async with _keys_connection(settings) as connection:
+        try:
+            key, secret = await keys.create_key(connection, arguments.name, arguments.scopes, arguments.merchant_id)
+        except keys.ApiKeyError as exc:
+            raise CommandError(str(exc)) from exc
+    _print_secret(key, secret, arguments.json)
+    return EXIT_OK
+
+
+async def _keys_rotate(settings: Settings, arguments: argparse.Namespace) -> int:
+    async with _keys_connection(settings) as connection:
+        rotated = await keys.rotate_key(connection, arguments.key_id)
+    if rotated is None:
+        raise CommandError(f"no active key {arguments.key_id!r}", EXIT_PROBLEM_FOUND)
+    _print_secret(*rotated, arguments.json)
+    return EXIT_OK
+
+
+async def _keys_revoke(settings: Settings, arguments: argparse.Namespace) -> int:
+    async with _keys_connection(settings) as connection:
+        revoked = await keys.revoke_key(connection, arguments.key_id)
+    if not revoked:
+        raise CommandError(f"no active key {arguments.key_id!r}", EXIT_PROBLEM_FOUND)
+    print(f"pm: key {arguments.key_id} revoked")
+    return EXIT_OK
+
+
+async def _keys_list(settings: Settings, arguments: argparse.Namespace) -> int:
+    async with _keys_connection(settings) as connection:
+        listed = await keys.list_keys(connection)
+    if arguments.json:
+        print(json.dumps([key.to_json() for key in listed], indent=2))
+        return EXIT_OK
+    for key in listed:
+        status = "revoked" if key.revoked else "active"
+        merchant = f" merchant={key.merchant_id}" if key.merchant_id else ""
+        print(f"{key.key_id}  {status:7}  {','.join(sorted(key.scopes))}{merchant}  {key.name}")
+    return EXIT_OK
+
+
+def _print_secret(key: keys.ApiKey, secret: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({**key.to_json(), "secret": secret}, indent=2))
+        return
+    print(f"key_id: {key.key_id}")
+    print(f"secret: {secret}")
+    print("pm: store the secret now; it is not shown again", file=sys.stderr)
+
+
+@contextlib.asynccontextmanager
+async def _keys_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the migrated database (configured or embedded), or a one-line CommandError."""
+    async with _database(settings) as database_url:
+        try:
+            connection = await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise CommandError(f"database {redact_url(database_url)}: {_first_line(exc)}") from exc
+        try:
+            yield connection
+        except asyncpg.UndefinedTableError as exc:
+            raise CommandError("the database has no pm.api_key table; run `pm db migrate` first") from exc
+        finally:
+            await connection.close(timeout=CONNECT_TIMEOUT_S)
 
 
 async def _migrate(database_url: str) -> None:

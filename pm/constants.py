@@ -20,6 +20,9 @@ PREFER_WAIT_MAX_S = 10
 # An API key read from PostgreSQL is trusted this long, so a revocation takes effect within a second
 # while a busy caller costs one key lookup per second instead of one per request.
 API_KEY_CACHE_TTL_S = 1.0
+# A signature that matches no cached secret re-reads a key cached longer than this (a rotation may
+# have issued a new secret since): new secrets work at once; bad signatures cost <= 10 reads/s per key.
+API_KEY_RECHECK_S = 0.1
 # Bounds the cache against a flood of made-up key ids (each is cached as unknown for the TTL too).
 API_KEY_CACHE_ENTRIES_MAX = 10_000
 
@@ -38,8 +41,10 @@ BACKPRESSURE_RETRY_AFTER_S = 1
 # subscriber may have unread before they are replaced by a re-read from PostgreSQL.
 STATUS_SUBSCRIBE_TIMEOUT_S = 2.0
 STATUS_SUBSCRIBER_BUFFER_MAX = 64
-# Back-off between reconnection attempts of the status connection when Redis is down.
+# Back-off between reconnection attempts of the status connection when Redis is down: doubling from
+# the first to the most, so an outage costs a log line every few seconds, not a storm.
 STATUS_RECONNECT_DELAY_S = 0.5
+STATUS_RECONNECT_DELAY_S_MAX = 5.0
 
 # /readyz: each dependency must answer within this.
 READY_CHECK_TIMEOUT_S = 2.0

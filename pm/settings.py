@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     http_header_line_bytes_max: int = Field(default=8_190, ge=256, le=65_536)
     http_header_field_bytes_max: int = Field(default=8_190, ge=256, le=65_536)
     http_database_connections_max: int = Field(default=10, ge=1, le=200)
-    http_redis_connections_max: int = Field(default=64, ge=2, le=1_000)
+    http_redis_connections_max: int = Field(default=16, ge=4, le=1_000)
     intent_amount_minor_min: int = Field(default=1, ge=1)
     # 100,000,000.00 THB: far above any wallet limit, far below bigint and TigerBeetle's u128.
     intent_amount_minor_max: int = Field(default=10_000_000_000, ge=1, le=2**63 - 1)

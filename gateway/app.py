@@ -1,0 +1,217 @@
+"""The gateway's composition root: routes, middlewares, and the resources every view shares.
+
+    app = create_app(settings, database_url=..., redis_url=..., ledger_url=...)
+    await run_gateway(settings, database_url=..., redis_url=..., ledger_url=...)   # serves until cancelled
+
+Each resource is opened and closed by one async generator in `cleanup_ctx`, in order: PostgreSQL pool,
+Redis client, ledger, then what is built on them (API key cache, status hub, backlog monitor), closed
+in reverse. `topology` may be given (tests use streams of their own); by default it is streams.yaml.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from aiohttp import web
+from aiohttp.web_log import AccessLogger
+
+from gateway import account, health, intents
+from gateway.auth import KeyCache, authenticate
+from gateway.backpressure import BacklogMonitor
+from gateway.batching import RedisBatch, ResponseRecorder
+from gateway.errors import Handler
+from gateway.metrics import observe
+from gateway.resources import (
+    BACKLOG,
+    DATABASE,
+    KEYS,
+    LEDGER,
+    REDIS,
+    REDIS_BATCH,
+    RESPONSES,
+    ROUTE_SCOPES,
+    SETTINGS,
+    STATUS_HUB,
+    TOPOLOGY,
+)
+from gateway.status import StatusHub
+from ledger import open_ledger
+from pm.constants import (
+    GATEWAY_DATABASE_COMMAND_TIMEOUT_S,
+    GATEWAY_REDIS_CONNECT_TIMEOUT_S,
+    GATEWAY_REDIS_POOL_WAIT_S,
+    GATEWAY_REDIS_SOCKET_TIMEOUT_S,
+    GATEWAY_SHUTDOWN_TIMEOUT_S,
+)
+from pm.keys import SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, SCOPE_INTENTS_WRITE
+from pm.settings import Settings
+from pm.topology import Topology, load_topology
+
+log = logging.getLogger("pm.gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    name: str
+    scope: str | None  # None: public, no signature
+
+
+ROUTES = (
+    Route("POST", "/intents", intents.create_intent, "create_intent", SCOPE_INTENTS_WRITE),
+    Route("GET", "/intents/{id}", intents.get_intent, "get_intent", SCOPE_INTENTS_READ),
+    Route("GET", "/intents/{id}/events", intents.intent_events, "intent_events", SCOPE_INTENTS_READ),
+    Route("GET", "/api/pm/balance", account.balance, "balance", SCOPE_BALANCE_READ),
+    Route("GET", "/api/pm/history", account.history, "history", SCOPE_BALANCE_READ),
+    Route("GET", "/healthz", health.healthz, "healthz", None),
+    Route("GET", "/readyz", health.readyz, "readyz", None),
+    Route("GET", "/metrics", health.metrics, "metrics", None),
+    Route("GET", "/openapi.json", health.openapi, "openapi", None),
+)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    database_url: str,
+    redis_url: str,
+    ledger_url: str,
+    topology: Topology | None = None,
+) -> web.Application:
+    app = web.Application(client_max_size=settings.http_body_bytes_max, middlewares=[observe, authenticate])
+    app[SETTINGS] = settings
+    app[TOPOLOGY] = topology or load_topology()
+    app[ROUTE_SCOPES] = {route.name: route.scope for route in ROUTES}
+    app[health.LEDGER_PROBE] = {}
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler, name=route.name)
+    app.cleanup_ctx.extend(
+        [
+            _database(database_url, settings),
+            _redis(redis_url, settings),
+            _ledger(ledger_url),
+            _built_on_resources,
+        ]
+    )
+    app.on_shutdown.append(_stop_waiting)
+    return app
+
+
+def runner_options(settings: Settings) -> dict[str, Any]:
+    """Options of aiohttp's runner (and of its test server): parser limits and the access log."""
+    return {
+        "access_log": logging.getLogger("aiohttp.access") if settings.http_access_log else None,
+        "access_log_class": AccessLogger,
+        "max_line_size": settings.http_header_line_bytes_max,
+        "max_field_size": settings.http_header_field_bytes_max,
+        "shutdown_timeout": GATEWAY_SHUTDOWN_TIMEOUT_S,
+    }
+
+
+async def run_gateway(
+    settings: Settings,
+    *,
+    database_url: str,
+    redis_url: str,
+    ledger_url: str,
+    started: Callable[[str], None] | None = None,
+) -> None:
+    """Serve on PM_HTTP_HOST:PM_HTTP_PORT until cancelled (Ctrl-C, SIGTERM), then shut down gracefully.
+
+    `started`, if given, is called with the URL once the socket listens."""
+    app = create_app(settings, database_url=database_url, redis_url=redis_url, ledger_url=ledger_url)
+    runner = web.AppRunner(app, handle_signals=False, **runner_options(settings))
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True)
+        await site.start()
+        url = f"http://{settings.http_host}:{settings.http_port}"
+        log.info("gateway listening", extra={"url": url})
+        if started is not None:
+            started(url)
+        await asyncio.Event().wait()  # Serves until cancelled: meant to run forever.
+    finally:
+        await runner.cleanup()
+
+
+# -- resources, one async generator each -----------------------------------------------------------
+
+
+def _database(database_url: str, settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        pool = await asyncpg.create_pool(
+            database_url,
+            min_size=1,
+            max_size=settings.http_database_connections_max,
+            command_timeout=GATEWAY_DATABASE_COMMAND_TIMEOUT_S,
+        )
+        app[DATABASE] = pool
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    return context
+
+
+def _redis(redis_url: str, settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        # Requests share pipelined round trips (gateway/batching.py), so few connections serve many
+        # requests; when all are busy a command waits for one (bounded) rather than failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url,
+            max_connections=settings.http_redis_connections_max,
+            timeout=GATEWAY_REDIS_POOL_WAIT_S,
+            socket_timeout=GATEWAY_REDIS_SOCKET_TIMEOUT_S,
+            socket_connect_timeout=GATEWAY_REDIS_CONNECT_TIMEOUT_S,
+            health_check_interval=0,
+        )
+        client = aioredis.Redis(connection_pool=pool)
+        app[REDIS] = client
+        try:
+            yield
+        finally:
+            await client.aclose()
+            await pool.aclose()
+
+    return context
+
+
+def _ledger(ledger_url: str) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        async with open_ledger(ledger_url) as ledger:
+            app[LEDGER] = ledger
+            yield
+
+    return context
+
+
+async def _stop_waiting(app: web.Application) -> None:
+    # on_shutdown runs before aiohttp waits for in-flight requests: long waits end now, with an answer.
+    app[STATUS_HUB].begin_closing()
+
+
+async def _built_on_resources(app: web.Application) -> AsyncIterator[None]:
+    topology = app[TOPOLOGY]
+    first_stage = topology.first_stage
+    app[KEYS] = KeyCache(app[DATABASE])
+    app[REDIS_BATCH] = RedisBatch(app[REDIS])
+    app[RESPONSES] = ResponseRecorder(app[DATABASE])
+    app[BACKLOG] = BacklogMonitor(
+        app[REDIS], first_stage.stream, first_stage.group, app[SETTINGS].backpressure_backlog_entries_max
+    )
+    hub = StatusHub(app[REDIS])
+    app[STATUS_HUB] = hub
+    await hub.start()
+    try:
+        yield
+    finally:
+        await hub.close()

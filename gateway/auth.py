@@ -1,0 +1,156 @@
+"""HMAC authentication of every request (DESIGN.md §7) and the API keys behind it.
+
+Order of checks, cheapest and least trusting first, so that nothing unsigned costs a write:
+    1. the four X-PM-* headers are present and well formed, all signed text ASCII (else 401)
+    2. the timestamp is within ±300 s of our clock                 (else 401)
+    3. the key exists and is not revoked (cached for ~1 s)          (else 401)
+    4. the body is read (bounded by the body size setting: 413)
+    5. the signature matches one of the key's active secrets        (else 401; constant time; a
+       mismatch re-reads a key older than 0.1 s once, so a just-rotated secret works at once)
+    6. the nonce was never seen: Redis SET NX EX, only now, so garbage cannot fill Redis (else 401)
+    7. the key holds the route's scope                              (else 403)
+Public routes (health, readiness, metrics, the OpenAPI document) skip all of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import asyncpg
+from aiohttp import web
+
+from gateway.errors import ApiError, Handler, bad_request
+from gateway.resources import API_KEY, KEYS, REDIS_BATCH, ROUTE_SCOPES
+from pm import signing
+from pm.constants import (
+    API_KEY_CACHE_ENTRIES_MAX,
+    API_KEY_CACHE_TTL_S,
+    API_KEY_RECHECK_S,
+    NONCE_KEY_PREFIX,
+    NONCE_TTL_S,
+)
+from pm.domain import ErrorCode
+from pm.keys import ApiKey, lookup_key
+
+# A nonce is what our client sends (32 hex digits) or anything alike: bounded, no separators.
+NONCE_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,64}")
+SIGNATURE_LENGTH_MAX = 128
+# X-User-Id: a positive bigint, written the one canonical way (no sign, no leading zero).
+USER_ID_PATTERN = re.compile(r"[1-9][0-9]{0,18}")
+USER_ID_MAX = 2**63 - 1
+
+
+class KeyCache:
+    """API keys by id, each trusted for `ttl_s` after it was read (unknown ids too), so a revocation
+    is seen within `ttl_s`. Concurrent misses of one id share a single query.
+
+    A signature that matches none of a cached key's secrets may have been made with a secret issued
+    since (`pm keys rotate`): the verifier asks again with `max_age_s=API_KEY_RECHECK_S`, so a new secret
+    works at once, while a stream of bad signatures costs at most one query per key per recheck interval.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, ttl_s: float = API_KEY_CACHE_TTL_S) -> None:
+        self._pool = pool
+        self._ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, ApiKey | None]] = {}
+        self._loading: dict[str, asyncio.Task[ApiKey | None]] = {}
+
+    async def get(self, key_id: str, max_age_s: float | None = None) -> ApiKey | None:
+        """The key (None: no such key), read at most `max_age_s` (default: the TTL) ago."""
+        entry = self._entries.get(key_id)
+        if entry is not None and time.monotonic() - entry[0] < min(self._ttl_s, max_age_s or self._ttl_s):
+            return entry[1]
+        loading = self._loading.get(key_id)
+        if loading is None:
+            # A task of its own: a caller that gives up (disconnects) does not cancel the others' read.
+            loading = asyncio.create_task(self._load(key_id))
+            self._loading[key_id] = loading
+        return await asyncio.shield(loading)
+
+    async def _load(self, key_id: str) -> ApiKey | None:
+        try:
+            key = await lookup_key(self._pool, key_id)
+        finally:
+            del self._loading[key_id]
+        if len(self._entries) >= API_KEY_CACHE_ENTRIES_MAX:
+            self._entries.clear()  # a flood of made-up ids: start over rather than grow
+        self._entries[key_id] = (time.monotonic(), key)
+        return key
+
+
+def unauthenticated(message: str) -> ApiError:
+    return ApiError(401, ErrorCode.UNAUTHENTICATED, message)
+
+
+def forbidden(message: str) -> ApiError:
+    return ApiError(403, ErrorCode.FORBIDDEN, message)
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Verify the request's signature and scope (module docstring), then call the view."""
+    name = request.match_info.route.name
+    route_scopes = request.app[ROUTE_SCOPES]
+    if name is not None and name in route_scopes and route_scopes[name] is None:
+        return await handler(request)
+    headers = request.headers
+    key_id = headers.get(signing.HEADER_KEY_ID, "")
+    timestamp = headers.get(signing.HEADER_TIMESTAMP, "")
+    nonce = headers.get(signing.HEADER_NONCE, "")
+    presented = headers.get(signing.HEADER_SIGNATURE, "")
+    if not (key_id and timestamp and nonce and presented):
+        raise unauthenticated("sign the request: X-PM-Key-Id, X-PM-Timestamp, X-PM-Nonce, X-PM-Signature")
+    user_id = headers.get(signing.HEADER_USER_ID, "")
+    idempotency_key = headers.get(signing.HEADER_IDEMPOTENCY_KEY, "")
+    if not NONCE_PATTERN.fullmatch(nonce) or len(presented) > SIGNATURE_LENGTH_MAX:
+        raise unauthenticated("malformed signature headers")
+    # Everything signed is ASCII: aiohttp hands other bytes over as surrogates, which neither int()
+    # (a "²" passes str.isdigit) nor UTF-8 encoding of the canonical string would survive.
+    signed_text = (timestamp, user_id, idempotency_key, presented, request.raw_path)
+    if not all(text.isascii() for text in signed_text):
+        raise unauthenticated("signed headers and the path must be ASCII")
+    if not signing.timestamp_fresh(timestamp):
+        raise unauthenticated(f"X-PM-Timestamp is more than {signing.CLOCK_SKEW_MAX_S} s from the server's clock")
+    key = await request.app[KEYS].get(key_id)
+    if key is None or key.revoked:
+        raise unauthenticated("unknown or revoked key")
+    body = await request.read()
+    path, _, raw_query = request.raw_path.partition("?")
+    canonical = signing.canonical_string(
+        timestamp=timestamp,
+        nonce=nonce,
+        method=request.method,
+        path=path,
+        raw_query=raw_query,
+        user_id=user_id,
+        idempotency_key=idempotency_key,
+        body=body,
+    )
+    if not signing.signature_matches(key.active_secrets, canonical, presented):
+        key = await request.app[KEYS].get(key_id, max_age_s=API_KEY_RECHECK_S)
+        if key is None or not signing.signature_matches(key.active_secrets, canonical, presented):
+            raise unauthenticated("signature does not match")
+    # Only a verified request may claim a nonce, so unsigned traffic never writes to Redis.
+    nonce_key = f"{NONCE_KEY_PREFIX}{key.key_id}:{nonce}"
+    claimed = await request.app[REDIS_BATCH].execute("SET", nonce_key, b"1", "NX", "EX", NONCE_TTL_S)
+    if not claimed:
+        raise unauthenticated("nonce already used")
+    scope = route_scopes.get(name) if name is not None else None
+    if scope is not None and not key.allows(scope):
+        raise forbidden(f"this key lacks the {scope} scope")
+    request[API_KEY] = key
+    return await handler(request)
+
+
+def acting_user(request: web.Request, *, required: bool) -> int | None:
+    """The signed X-User-Id as an int; a missing one is None, or 400 when `required`."""
+    text = request.headers.get(signing.HEADER_USER_ID)
+    if text is None or text == "":
+        if required:
+            raise bad_request("X-User-Id is required")
+        return None
+    if not USER_ID_PATTERN.fullmatch(text) or int(text) > USER_ID_MAX:
+        raise bad_request("X-User-Id must be a positive integer")
+    return int(text)

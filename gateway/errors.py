@@ -1,0 +1,108 @@
+"""The one place where the gateway's errors become HTTP answers (DESIGN.md §7).
+
+Every error body is `{"error": {"code": <pm.domain.ErrorCode>, "message": "..."}}`:
+
+    ApiError(status, code, message)   raised by views and middlewares for what a caller got wrong
+    web.HTTPException                 raised by aiohttp itself (no route: 404, body too large: 413, ...)
+    asyncpg / Redis unavailable       503 OVERLOADED with Retry-After: try again shortly
+    anything else                     500 INTERNAL, logged with its traceback (a bug)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import asyncpg
+import redis.exceptions
+from aiohttp import web
+
+from pm.constants import BACKPRESSURE_RETRY_AFTER_S
+from pm.domain import ErrorCode
+
+log = logging.getLogger("pm.gateway")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+dumps = functools.partial(json.dumps, separators=(",", ":"))
+
+# aiohttp's own refusals, by status, with our code.
+_HTTP_EXCEPTION_CODES: dict[int, ErrorCode] = {
+    404: ErrorCode.NOT_FOUND,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+}
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.CannotConnectNowError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+class ApiError(Exception):
+    """A refusal with an HTTP status and a stable machine code."""
+
+    def __init__(self, status: int, code: ErrorCode, message: str, headers: Mapping[str, str] | None = None) -> None:
+        assert 400 <= status < 600, status
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response(body, status=status, headers=headers, dumps=dumps)
+
+
+def error_response(
+    status: int, code: ErrorCode, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return json_response({"error": {"code": str(code), "message": message}}, status, headers)
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, ErrorCode.BAD_REQUEST, message)
+
+
+def validation_failed(message: str, code: ErrorCode = ErrorCode.VALIDATION_FAILED) -> ApiError:
+    return ApiError(422, code, message)
+
+
+def not_found() -> ApiError:
+    # One message for "does not exist" and "not yours": the answer must not tell them apart.
+    return ApiError(404, ErrorCode.NOT_FOUND, "no such resource")
+
+
+def overloaded(message: str) -> ApiError:
+    return ApiError(503, ErrorCode.OVERLOADED, message, {"Retry-After": str(BACKPRESSURE_RETRY_AFTER_S)})
+
+
+async def to_error_response(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Run `handler`; turn whatever it raises into a JSON error answer."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise  # redirects and successes raised as exceptions are answers, not errors
+        code = _HTTP_EXCEPTION_CODES.get(exc.status, ErrorCode.BAD_REQUEST)
+        headers = {name: value for name, value in exc.headers.items() if name in ("Allow", "Retry-After")}
+        return error_response(exc.status, code, exc.reason, headers)
+    except _UNAVAILABLE as exc:
+        log.warning("dependency unavailable", extra={"path": request.path, "error": repr(exc)})
+        return error_response(
+            503,
+            ErrorCode.OVERLOADED,
+            "a dependency is unavailable; retry shortly",
+            {"Retry-After": str(BACKPRESSURE_RETRY_AFTER_S)},
+        )
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path, "method": request.method})
+        return error_response(500, ErrorCode.INTERNAL, "internal error")

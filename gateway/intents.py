@@ -1,0 +1,315 @@
+"""Views of intents: POST /intents, GET /intents/{id}, GET /intents/{id}/events (Server-Sent Events).
+
+POST /intents, for a request that passed authentication:
+    backpressure (503) -> Idempotency-Key (400) -> body (422) -> parties and scope (400/403/422)
+    -> one SQL statement claims the key and inserts the intent (CREATED, version 1)
+    -> [Prefer: wait -> subscribe to the intent's status channel] -> XADD to the first stage's stream
+    -> store the response for replays -> 202 (or, having waited, 200 once the intent is final)
+A replay of the same key and request answers the stored response; nothing is created twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse, sse_response
+from redis.exceptions import RedisError
+
+from gateway.auth import acting_user, forbidden
+from gateway.errors import ApiError, bad_request, dumps, json_response, not_found, overloaded, validation_failed
+from gateway.metrics import IDEMPOTENT_REPLAYS, INTENT_PUBLISH_FAILURES, INTENTS_CREATED, OVERLOADED
+from gateway.models import IntentLimits, IntentRequest, parse_intent_request
+from gateway.resources import API_KEY, BACKLOG, DATABASE, REDIS_BATCH, RESPONSES, SETTINGS, STATUS_HUB, TOPOLOGY
+from gateway.status import Subscription
+from pm import intents as store
+from pm import signing, streams
+from pm.constants import IDEMPOTENCY_IN_FLIGHT_S_MAX, IDEMPOTENCY_KEY_LENGTH_MAX
+from pm.domain import TERMINAL_STATES, ErrorCode, Intent, OperationType
+from pm.keys import SCOPE_ADMIN, ApiKey
+
+log = logging.getLogger("pm.gateway")
+
+IDEMPOTENCY_KEY_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{IDEMPOTENCY_KEY_LENGTH_MAX}}}")
+PREFER_WAIT_PATTERN = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})(?:$|[,;\s])", re.IGNORECASE)
+TERMINAL_STATE_NAMES = frozenset(str(state) for state in TERMINAL_STATES)
+
+
+# -- POST /intents ---------------------------------------------------------------------------------
+
+
+async def create_intent(request: web.Request) -> web.Response:
+    app = request.app
+    if await app[BACKLOG].overloaded():
+        OVERLOADED.inc()
+        raise overloaded("the payment pipeline is busy; retry shortly")
+    idempotency_key = _idempotency_key(request)
+    body = await request.read()
+    intent_request = parse_intent_request(body, IntentLimits.from_settings(app[SETTINGS]))
+    key = request[API_KEY]
+    sender_id, recipient_id, operator_id = _parties(intent_request, key, acting_user(request, required=False))
+    outcome = await store.create_intent(
+        app[DATABASE],
+        api_key_id=key.key_id,
+        idempotency_key=idempotency_key,
+        request_hash=_request_hash(request, body),
+        operation_type=OperationType(intent_request.operation_type),
+        amount_minor=intent_request.amount_minor,
+        currency=intent_request.currency,
+        sender_id=sender_id,
+        recipient_id=recipient_id,
+        operator_id=operator_id,
+        tags=list(intent_request.metadata.tags),
+    )
+    if outcome.created is None:
+        assert outcome.existing is not None
+        return await _answer_existing(request, outcome.existing)
+    intent = outcome.created
+    INTENTS_CREATED.labels(str(intent.operation_type)).inc()
+    wait_s = _prefer_wait_s(request.headers.get("Prefer"), app[SETTINGS].prefer_wait_s_max)
+    if wait_s is None:
+        return json_response(await _publish(request, intent, idempotency_key), 202)
+    # Subscribed before the entry exists, so no transition can be published unseen.
+    async with app[STATUS_HUB].subscribe(app[TOPOLOGY].channel_for(intent.id)) as subscription:
+        await _publish(request, intent, idempotency_key)
+        await _wait_for_final(app, subscription, intent.id, wait_s)
+    current = await store.load_intent(app[DATABASE], intent.id)
+    assert current is not None, "an intent is never deleted"
+    headers = {"Preference-Applied": f"wait={wait_s}"}
+    return json_response(current.to_json(), 200 if current.terminal else 202, headers)
+
+
+def _idempotency_key(request: web.Request) -> str:
+    value = request.headers.get(signing.HEADER_IDEMPOTENCY_KEY)
+    if not value:
+        raise ApiError(400, ErrorCode.IDEMPOTENCY_KEY_REQUIRED, "Idempotency-Key is required")
+    if not IDEMPOTENCY_KEY_PATTERN.fullmatch(value):
+        raise bad_request(f"Idempotency-Key is 1 to {IDEMPOTENCY_KEY_LENGTH_MAX} visible ASCII characters")
+    return value
+
+
+def _parties(
+    intent_request: IntentRequest, key: ApiKey, user_id: int | None
+) -> tuple[int | None, int | None, int | None]:
+    """(sender_id, recipient_id, operator_id) of the intent asked for, or the refusal."""
+    recipient_id = intent_request.recipient_id
+    if intent_request.operation_type == OperationType.ADMIN_ADJUSTMENT:
+        if not key.allows(SCOPE_ADMIN):
+            raise forbidden("ADMIN_ADJUSTMENT needs the admin scope")
+        if recipient_id is None:
+            raise validation_failed("ADMIN_ADJUSTMENT needs recipient_id", ErrorCode.INVALID_PARTY)
+        # The adjustments account pays; the operator (X-User-Id) is recorded, not a party.
+        return None, recipient_id, user_id
+    assert intent_request.operation_type == OperationType.P2P_TRANSFER
+    if user_id is None:
+        raise bad_request("X-User-Id (the sender) is required for P2P_TRANSFER")
+    if recipient_id is None:
+        raise validation_failed("P2P_TRANSFER needs recipient_id", ErrorCode.INVALID_PARTY)
+    if recipient_id == user_id:
+        raise validation_failed("sender and recipient must differ", ErrorCode.SAME_PARTY)
+    return user_id, recipient_id, None
+
+
+def _request_hash(request: web.Request, body: bytes) -> bytes:
+    path = request.raw_path.partition("?")[0]
+    return request_hash(request.method, path, request.headers.get(signing.HEADER_USER_ID, ""), body)
+
+
+def request_hash(method: str, path: str, user_id: str, body: bytes) -> bytes:
+    """What makes two requests "the same" for one Idempotency-Key: method, path, user and body."""
+    digest = hashlib.sha256()
+    for part in (method, path, user_id):
+        digest.update(part.encode())
+        digest.update(b"\n")
+    digest.update(body)
+    return digest.digest()
+
+
+async def _answer_existing(request: web.Request, existing: store.IdempotencyRecord) -> web.Response:
+    if existing.request_hash != _request_hash(request, await request.read()):
+        raise validation_failed(
+            "this Idempotency-Key was used for a different request", ErrorCode.IDEMPOTENCY_KEY_REUSED
+        )
+    if existing.response_status is not None:
+        IDEMPOTENT_REPLAYS.inc()
+        return json_response(existing.response_body, existing.response_status, {"Idempotent-Replayed": "true"})
+    age_s = (datetime.now(UTC) - existing.created_at).total_seconds()
+    if age_s <= IDEMPOTENCY_IN_FLIGHT_S_MAX:
+        raise ApiError(409, ErrorCode.REQUEST_IN_FLIGHT, "the first request with this Idempotency-Key is in flight")
+    # The first request committed its intent and died before storing its answer: the intent is real
+    # (the status poller drives it on), so answer with what it is now.
+    assert existing.intent_id is not None, "a claim is made together with its intent"
+    intent = await store.load_intent(request.app[DATABASE], existing.intent_id)
+    assert intent is not None, "a claimed intent exists"
+    return json_response(intent.to_json(), 202)
+
+
+async def _publish(request: web.Request, intent: Intent, idempotency_key: str) -> dict[str, Any]:
+    """Write the first stream entry and store the answer for replays; returns that answer's body."""
+    app = request.app
+    fields = streams.entry_fields(intent)
+    try:
+        # No MAXLEN: trimming only ever drops entries every group has acknowledged (pm.streams).
+        arguments = [item for pair in fields.items() for item in pair]
+        await app[REDIS_BATCH].execute("XADD", app[TOPOLOGY].first_stage.stream, "*", *arguments)
+    except (RedisError, OSError) as exc:
+        # The intent is committed; the status poller re-publishes intents left in CREATED.
+        INTENT_PUBLISH_FAILURES.inc()
+        log.error("could not publish a new intent", extra={"intent_id": str(intent.id), "error": repr(exc)})
+    body = intent.to_json()
+    await app[RESPONSES].record(request[API_KEY].key_id, idempotency_key, 202, body)
+    return body
+
+
+def _prefer_wait_s(header: str | None, wait_s_max: float) -> int | None:
+    """`Prefer: wait=N` (RFC 7240) as whole seconds, capped at the setting; None when absent or 0."""
+    if not header:
+        return None
+    match = PREFER_WAIT_PATTERN.search(header)
+    if match is None:
+        return None
+    wait_s = min(int(match.group(1)), int(wait_s_max))
+    return wait_s or None
+
+
+async def _wait_for_final(
+    app: web.Application, subscription: Subscription, intent_id: uuid.UUID, wait_s: float
+) -> None:
+    """Return once a final status arrives or `wait_s` passes (or the app shuts down). A resync (statuses
+    may have been lost) asks PostgreSQL whether the intent is final already, and otherwise waits on."""
+    deadline_s = time.monotonic() + wait_s
+    while (remaining_s := deadline_s - time.monotonic()) > 0:
+        if not await subscription.wait(remaining_s):
+            return
+        statuses, resync = subscription.drain()
+        if any(status.get("state") in TERMINAL_STATE_NAMES for status in statuses):
+            return
+        if resync:
+            if app[STATUS_HUB].closing:
+                return
+            current = await store.load_intent(app[DATABASE], intent_id)
+            if current is None or current.terminal:
+                return
+
+
+# -- GET /intents/{id} ----------------------------------------------------------------------------
+
+
+async def get_intent(request: web.Request) -> web.Response:
+    intent = await _readable_intent(request)
+    return json_response(intent.to_json())
+
+
+async def _readable_intent(request: web.Request) -> Intent:
+    """The intent named in the path, if the caller may read it; 404 for every other case alike."""
+    key = request[API_KEY]
+    is_admin = key.allows(SCOPE_ADMIN)
+    user_id = acting_user(request, required=not is_admin)
+    try:
+        intent_id = uuid.UUID(request.match_info["id"])
+    except ValueError:
+        raise not_found() from None
+    intent = await store.load_intent(request.app[DATABASE], intent_id)
+    if intent is None or not (is_admin or user_id in intent.parties()):
+        raise not_found()
+    return intent
+
+
+# -- GET /intents/{id}/events ---------------------------------------------------------------------
+
+
+async def intent_events(request: web.Request) -> web.StreamResponse:
+    """Every transition after `Last-Event-ID` (or `?after_version=`), then live ones, until final.
+
+    Subscribe first, then read PostgreSQL, then stream live statuses, skipping versions already sent:
+    nothing is missed between the read and the subscription. A gap in the live versions, or a resync
+    from the hub, is filled from PostgreSQL; so is every quiet ping interval, which makes the stream
+    right even if pub/sub lost everything.
+    """
+    intent = await _readable_intent(request)
+    after_version = _after_version(request)
+    app = request.app
+    settings = app[SETTINGS]
+    deadline_s = time.monotonic() + settings.sse_duration_s_max
+    async with app[STATUS_HUB].subscribe(app[TOPOLOGY].channel_for(intent.id)) as subscription:
+        async with sse_response(request, ping_interval=settings.sse_ping_interval_s) as response:
+            stream = _EventStream(app[DATABASE], response, intent.id, after_version)
+            # A final intent whose last event the client has already seen: nothing more will come.
+            stream.finished = intent.terminal and after_version >= intent.version
+            try:
+                await stream.send_from_database()
+                while not stream.finished and response.is_connected() and not app[STATUS_HUB].closing:
+                    remaining_s = deadline_s - time.monotonic()
+                    if remaining_s <= 0:
+                        break
+                    if not await subscription.wait(min(remaining_s, settings.sse_ping_interval_s)):
+                        await stream.send_from_database()
+                        continue
+                    statuses, resync = subscription.drain()
+                    await (stream.send_from_database() if resync else stream.send_live(statuses))
+            except ConnectionResetError:
+                pass  # the client left
+    return response
+
+
+def _after_version(request: web.Request) -> int:
+    text = request.headers.get("Last-Event-ID") or request.query.get("after_version") or "0"
+    if not text.isascii() or not text.isdigit() or len(text) > 9:
+        raise bad_request("Last-Event-ID / after_version must be a version number")
+    return int(text)
+
+
+class _EventStream:
+    """What one SSE response has sent: the last version, and whether the final state went out."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, response: EventSourceResponse, intent_id: uuid.UUID, after_version: int
+    ) -> None:
+        self.pool = pool
+        self.response = response
+        self.intent_id = intent_id
+        self.last_version = after_version
+        self.finished = False
+
+    async def send_from_database(self) -> None:
+        events = await store.events_since(self.pool, self.intent_id, self.last_version)
+        for event in events:
+            await self._send(event.to_json())
+
+    async def send_live(self, statuses: list[dict[str, Any]]) -> None:
+        for status in statuses:
+            version = status["version"]
+            if version <= self.last_version or self.finished:
+                continue
+            if version > self.last_version + 1:
+                await self.send_from_database()  # a status was lost on the way: PostgreSQL has it
+                continue
+            await self._send(_event_from_status(status))
+
+    async def _send(self, event: dict[str, Any]) -> None:
+        if self.finished or event["version"] <= self.last_version:
+            return
+        await self.response.send(dumps(event), id=str(event["version"]))
+        self.last_version = event["version"]
+        self.finished = event["state"] in TERMINAL_STATE_NAMES
+
+
+def _event_from_status(status: dict[str, Any]) -> dict[str, Any]:
+    """A published status (`Intent.to_json()`) in the shape of `IntentEvent.to_json()`, so live and
+    replayed events look the same (the event's time is the transition's, i.e. `updated_at`)."""
+    error = status.get("error") or {}
+    return {
+        "intent_id": status["id"],
+        "version": status["version"],
+        "state": status["state"],
+        "error_code": error.get("code"),
+        "error_message": error.get("message"),
+        "created_at": status.get("updated_at"),
+    }

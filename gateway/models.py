@@ -1,0 +1,116 @@
+"""Request bodies, parsed strictly: unknown fields are refused (so no PII slips in), integers are
+integers (never floats or strings), and every size is bounded by a setting.
+
+    request = parse_intent_request(body, IntentLimits.from_settings(settings))   # or raises ApiError
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from gateway.errors import ApiError, bad_request, validation_failed
+from ledger.accounts import CURRENCY_LEDGER
+from pm.domain import ErrorCode, OperationType
+from pm.settings import Settings
+
+BIGINT_MAX = 2**63 - 1
+# Hard caps of the schema itself, above any setting; the settings' bounds are checked after parsing
+# so that each refusal can carry its own machine code.
+TAGS_COUNT_HARD_MAX = 256
+TAG_LENGTH_HARD_MAX = 256
+# A tag is a machine word ("kyc_verified", "risk:low"), never free text: no spaces, no names.
+TAG_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=TAG_LENGTH_HARD_MAX, pattern=TAG_PATTERN)]
+UserId = Annotated[int, Field(gt=0, le=BIGINT_MAX)]
+
+# What POST /intents accepts today; the other operation types wait for their channels (issues 4-5).
+SUPPORTED_OPERATIONS = frozenset({OperationType.P2P_TRANSFER, OperationType.ADMIN_ADJUSTMENT})
+
+
+class IntentMetadata(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    tags: list[Tag] = Field(default_factory=list, max_length=TAGS_COUNT_HARD_MAX)
+
+
+class IntentRequest(BaseModel):
+    """The body of POST /intents."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    operation_type: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    amount_minor: Annotated[int, Field(gt=0, le=BIGINT_MAX)]
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+    recipient_id: UserId | None = None
+    metadata: IntentMetadata = Field(default_factory=IntentMetadata)
+
+
+@dataclass(frozen=True, slots=True)
+class IntentLimits:
+    amount_minor_min: int
+    amount_minor_max: int
+    tags_count_max: int
+    tag_length_max: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IntentLimits:
+        return cls(
+            amount_minor_min=settings.intent_amount_minor_min,
+            amount_minor_max=settings.intent_amount_minor_max,
+            tags_count_max=settings.intent_tags_count_max,
+            tag_length_max=settings.intent_tag_length_max,
+        )
+
+
+def parse_intent_request(body: bytes, limits: IntentLimits) -> IntentRequest:
+    try:
+        request = IntentRequest.model_validate_json(body)
+    except pydantic.ValidationError as exc:
+        raise _refusal(exc) from None
+    check_limits(request, limits)
+    return request
+
+
+def check_limits(request: IntentRequest, limits: IntentLimits) -> None:
+    if request.operation_type not in OperationType.__members__:
+        known = ", ".join(OperationType.__members__)
+        raise validation_failed(f"unknown operation_type; known: {known}", ErrorCode.UNKNOWN_OPERATION)
+    if request.operation_type not in SUPPORTED_OPERATIONS:
+        supported = ", ".join(sorted(SUPPORTED_OPERATIONS))
+        raise validation_failed(
+            f"this operation_type is not available yet; available: {supported}", ErrorCode.CHANNEL_UNAVAILABLE
+        )
+    if not limits.amount_minor_min <= request.amount_minor <= limits.amount_minor_max:
+        raise validation_failed(
+            f"amount_minor must be from {limits.amount_minor_min} to {limits.amount_minor_max}",
+            ErrorCode.AMOUNT_OUT_OF_RANGE,
+        )
+    if request.currency not in CURRENCY_LEDGER:
+        raise validation_failed(
+            f"currency must be one of {', '.join(sorted(CURRENCY_LEDGER))}", ErrorCode.UNSUPPORTED_CURRENCY
+        )
+    tags = request.metadata.tags
+    if len(tags) > limits.tags_count_max:
+        raise validation_failed(f"metadata.tags holds at most {limits.tags_count_max} tags")
+    if any(len(tag) > limits.tag_length_max for tag in tags):
+        raise validation_failed(f"a tag is at most {limits.tag_length_max} characters")
+    if len(set(tags)) != len(tags):
+        raise validation_failed("metadata.tags must not repeat a tag")
+
+
+def _refusal(exc: pydantic.ValidationError) -> ApiError:
+    """Say where and what, never echo the input (it may be the very PII we refuse)."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    if any(error["type"] == "json_invalid" for error in errors):
+        return bad_request("the body is not valid JSON")
+    if any(error["type"] == "model_type" and not error["loc"] for error in errors):
+        return validation_failed("the body must be a JSON object")
+    described = "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}" for error in errors[:5]
+    )
+    return validation_failed(described)

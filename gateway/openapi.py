@@ -1,0 +1,316 @@
+"""The OpenAPI 3.1 description of the gateway, served at GET /openapi.json.
+
+Written out by hand next to the routes (tests/integration/gateway/test_gateway_openapi.py checks that
+every route of the app is described here and nothing else is); the request body's schema comes from
+the pydantic model the gateway parses with, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Any
+
+from gateway.models import IntentRequest
+from pm.domain import ErrorCode, OperationType, State
+from pm.keys import SCOPE_ADMIN, SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, SCOPE_INTENTS_WRITE
+from pm.signing import HEADER_KEY_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
+
+SCHEMAS = "#/components/schemas/"
+SIGNED = [{"keyId": [], "timestamp": [], "nonce": [], "signature": []}]
+SIGNING_DESCRIPTION = (
+    "Every request except /healthz, /readyz, /metrics and /openapi.json is signed (HMAC-SHA256, all four "
+    "headers together). X-PM-Signature is `v1=<lower-case hex HMAC-SHA256(secret, canonical)>` where "
+    "canonical = `PM1\\n{timestamp}\\n{nonce}\\n{METHOD}\\n{path}\\n{sorted query}\\n{X-User-Id}\\n"
+    "{Idempotency-Key}\\n{hex sha256(body)}`; the query's `name=value` pairs are kept as sent and sorted "
+    "by byte value; a missing X-User-Id or Idempotency-Key is an empty line. Timestamps more than 300 s "
+    "from the server's clock and reused nonces are refused (401)."
+)
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": SCHEMAS + name}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    reasons = {
+        400: "malformed request (header, query or JSON)",
+        401: "missing or bad signature, unknown or revoked key, stale timestamp, reused nonce",
+        403: "the key lacks the scope",
+        404: "no such intent, or not one the user is party to",
+        409: "the first request with this Idempotency-Key is still in flight",
+        413: "body larger than the configured maximum",
+        422: "the body or a parameter is invalid",
+        503: "overloaded or a dependency is unavailable; see Retry-After",
+    }
+    return {str(status): _json(_ref("Error"), reasons[status]) for status in statuses}
+
+
+def _header(name: str, description: str, *, required: bool, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": required,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
+
+
+USER_HEADER = _header(
+    "X-User-Id",
+    "the acting user (a positive integer), part of the signature",
+    required=True,
+    schema={"type": "string", "pattern": "^[1-9][0-9]{0,18}$"},
+)
+OPTIONAL_USER_HEADER = {**USER_HEADER, "required": False, "description": "the acting user; optional with admin"}
+INTENT_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+
+
+def _operation(summary: str, scope: str | None, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "responses": responses, **extra}
+    if scope is None:
+        operation["security"] = []
+    else:
+        operation["security"] = SIGNED
+        operation["x-pm-scope"] = scope
+    return operation
+
+
+def _paths() -> dict[str, Any]:
+    return {
+        "/intents": {
+            "post": _operation(
+                "Create an intent (the one entry point for moving money)",
+                SCOPE_INTENTS_WRITE,
+                {
+                    "200": _json(_ref("Intent"), "with Prefer: wait, the intent reached a final state in time"),
+                    "202": _json(_ref("Intent"), "accepted: the intent is CREATED and on its way"),
+                    **_errors(400, 401, 403, 409, 413, 422, 503),
+                },
+                description="ADMIN_ADJUSTMENT also needs the admin scope; X-User-Id is then the operator. "
+                "The same Idempotency-Key and request answer the stored response again.",
+                parameters=[
+                    OPTIONAL_USER_HEADER | {"description": "the sender (required for P2P_TRANSFER)"},
+                    _header("Idempotency-Key", "1-128 visible ASCII characters, unique per caller", required=True),
+                    _header("Prefer", "`wait=N`: wait up to N seconds (at most 10) for a final state", required=False),
+                ],
+                requestBody={"required": True, "content": {"application/json": {"schema": _ref("IntentRequest")}}},
+            )
+        },
+        "/intents/{id}": {
+            "get": _operation(
+                "Read an intent (its sender or recipient; any with admin)",
+                SCOPE_INTENTS_READ,
+                {"200": _json(_ref("Intent"), "the intent"), **_errors(400, 401, 403, 404)},
+                parameters=[INTENT_ID, OPTIONAL_USER_HEADER],
+            )
+        },
+        "/intents/{id}/events": {
+            "get": _operation(
+                "The intent's transitions as Server-Sent Events, then live ones until it is final",
+                SCOPE_INTENTS_READ,
+                {
+                    "200": {
+                        "description": "`text/event-stream`: one event per transition, `id` = version, "
+                        "`data` = an IntentEvent; ends after the final state or the configured duration",
+                        "content": {
+                            "text/event-stream": {"schema": {"type": "string"}, "x-event-data": _ref("IntentEvent")}
+                        },
+                    },
+                    **_errors(400, 401, 403, 404),
+                },
+                parameters=[
+                    INTENT_ID,
+                    OPTIONAL_USER_HEADER,
+                    _header("Last-Event-ID", "resume after this version", required=False),
+                    {
+                        "name": "after_version",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 0},
+                    },
+                ],
+            )
+        },
+        "/api/pm/balance": {
+            "get": _operation(
+                "The user's balance in one currency (zeros before the first movement)",
+                SCOPE_BALANCE_READ,
+                {"200": _json(_ref("Balance"), "the balance"), **_errors(400, 401, 403, 422)},
+                parameters=[
+                    USER_HEADER,
+                    {
+                        "name": "currency",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                    },
+                ],
+            )
+        },
+        "/api/pm/history": {
+            "get": _operation(
+                "The user's history, newest first, a page at a time",
+                SCOPE_BALANCE_READ,
+                {"200": _json(_ref("HistoryPage"), "one page"), **_errors(400, 401, 403, 422)},
+                parameters=[
+                    USER_HEADER,
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1},
+                        "description": "at most the configured page size",
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "next_cursor of the previous page",
+                    },
+                ],
+            )
+        },
+        "/healthz": {"get": _operation("Liveness", None, {"200": {"description": "the process serves"}})},
+        "/readyz": {
+            "get": _operation(
+                "Readiness: PostgreSQL, Redis and the ledger answer",
+                None,
+                {"200": {"description": "ready"}, "503": {"description": "not ready; `checks` names what failed"}},
+            )
+        },
+        "/metrics": {
+            "get": _operation(
+                "Prometheus metrics of this process",
+                None,
+                {"200": {"description": "text exposition format", "content": {"text/plain": {}}}},
+            )
+        },
+        "/openapi.json": {"get": _operation("This document", None, {"200": {"description": "OpenAPI 3.1"}})},
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    request_schema = IntentRequest.model_json_schema(ref_template=SCHEMAS + "{model}")
+    definitions = request_schema.pop("$defs", {})
+    nullable_int = {"type": ["integer", "null"]}
+    nullable_str = {"type": ["string", "null"]}
+    timestamp = {"type": ["string", "null"], "format": "date-time"}
+    return {
+        **definitions,
+        "IntentRequest": request_schema,
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"type": "string", "enum": [str(code) for code in ErrorCode]},
+                        "message": {"type": "string"},
+                    },
+                }
+            },
+        },
+        "Intent": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "format": "uuid"},
+                "state": {"type": "string", "enum": [str(state) for state in State]},
+                "version": {"type": "integer", "minimum": 1},
+                "operation_type": {"type": "string", "enum": [str(kind) for kind in OperationType]},
+                "amount_minor": {"type": "integer", "minimum": 1},
+                "currency": {"type": "string"},
+                "sender_id": nullable_int,
+                "recipient_id": nullable_int,
+                "channel": nullable_str,
+                "fee_pre_minor": {"type": "integer", "minimum": 0},
+                "fee_post_minor": {"type": "integer", "minimum": 0},
+                "error": {"oneOf": [{"type": "null"}, _ref("Error/properties/error")]},
+                "created_at": timestamp,
+                "updated_at": timestamp,
+            },
+        },
+        "IntentEvent": {
+            "type": "object",
+            "properties": {
+                "intent_id": {"type": "string", "format": "uuid"},
+                "version": {"type": "integer", "minimum": 1},
+                "state": {"type": "string", "enum": [str(state) for state in State]},
+                "error_code": nullable_str,
+                "error_message": nullable_str,
+                "created_at": {"type": "string", "format": "date-time"},
+            },
+        },
+        "Balance": {
+            "type": "object",
+            "properties": {
+                "currency": {"type": "string"},
+                "available_minor": {"type": "integer", "description": "posted minus pending debits"},
+                "pending_minor": {"type": "integer", "description": "held for payments in flight"},
+                "posted_minor": {"type": "integer"},
+            },
+        },
+        "HistoryPage": {
+            "type": "object",
+            "properties": {
+                "items": {"type": "array", "items": _ref("HistoryItem")},
+                "next_cursor": nullable_str,
+            },
+        },
+        "HistoryItem": {
+            "type": "object",
+            "properties": {
+                "intent_id": {"type": "string", "format": "uuid"},
+                "direction": {"type": "string", "enum": ["DEBIT", "CREDIT"]},
+                "counterparty_id": nullable_int,
+                "operation_type": {"type": "string"},
+                "amount_minor": {"type": "integer", "minimum": 0},
+                "fee_minor": {"type": "integer", "minimum": 0},
+                "currency": {"type": "string"},
+                "state": {"type": "string"},
+                "error_code": nullable_str,
+                "created_at": {"type": "string", "format": "date-time"},
+                "finished_at": {"type": "string", "format": "date-time"},
+            },
+        },
+    }
+
+
+@functools.cache
+def _document() -> dict[str, Any]:
+    def signing_header(name: str, description: str) -> dict[str, str]:
+        return {"type": "apiKey", "in": "header", "name": name, "description": description}
+
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "OneWallet Payment Manager",
+            "version": "1",
+            "description": "Intents move money; balances live in the ledger. "
+            + SIGNING_DESCRIPTION
+            + f" Scopes: {SCOPE_INTENTS_WRITE}, {SCOPE_INTENTS_READ}, {SCOPE_BALANCE_READ}, {SCOPE_ADMIN} "
+            "(admin grants all).",
+        },
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "keyId": signing_header(HEADER_KEY_ID, "the API key's id"),
+                "timestamp": signing_header(HEADER_TIMESTAMP, "unix seconds, within 300 s of the server"),
+                "nonce": signing_header(HEADER_NONCE, "unique per request (8-64 of A-Z a-z 0-9 _ -)"),
+                "signature": signing_header(HEADER_SIGNATURE, "v1=<hex HMAC-SHA256>, see info.description"),
+            },
+        },
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    """A fresh copy (callers may change theirs)."""
+    return copy.deepcopy(_document())

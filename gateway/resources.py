@@ -1,0 +1,40 @@
+"""Typed keys of what the gateway's views share: the app's resources and what a request carries.
+
+Only names live here (no behaviour), so every gateway module can import it without import cycles.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from pm.keys import ApiKey
+from pm.settings import Settings
+from pm.topology import Topology
+
+if TYPE_CHECKING:
+    from gateway.auth import KeyCache
+    from gateway.backpressure import BacklogMonitor
+    from gateway.batching import RedisBatch, ResponseRecorder
+    from gateway.status import StatusHub
+    from ledger import Ledger
+
+SETTINGS = web.AppKey("settings", Settings)
+TOPOLOGY = web.AppKey("topology", Topology)
+DATABASE = web.AppKey("database", asyncpg.Pool)
+REDIS = web.AppKey("redis", aioredis.Redis)
+LEDGER: web.AppKey[Ledger] = web.AppKey("ledger")
+KEYS: web.AppKey[KeyCache] = web.AppKey("keys")
+# Concurrent requests' Redis commands (nonces, stream entries) and stored responses, batched.
+REDIS_BATCH: web.AppKey[RedisBatch] = web.AppKey("redis_batch")
+RESPONSES: web.AppKey[ResponseRecorder] = web.AppKey("responses")
+STATUS_HUB: web.AppKey[StatusHub] = web.AppKey("status_hub")
+BACKLOG: web.AppKey[BacklogMonitor] = web.AppKey("backlog")
+# The required scope of each named route (None: public, no signature); filled by create_app.
+ROUTE_SCOPES: web.AppKey[dict[str, str | None]] = web.AppKey("route_scopes")
+
+# Set by the authentication middleware on every signed request.
+API_KEY = web.RequestKey("api_key", ApiKey)

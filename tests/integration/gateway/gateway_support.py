@@ -1,0 +1,148 @@
+"""A gateway on real servers for a test: the app in aiohttp's test server, streams and a status channel
+of its own (so tests never see each other's entries), API keys made on the spot, and signed requests."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import random
+import uuid
+from typing import Any
+
+import aiohttp
+import asyncpg
+import redis.asyncio as aioredis
+import yaml
+from aiohttp.test_utils import TestClient
+
+from gateway.resources import DATABASE, REDIS
+from pm import keys, signing
+from pm.client import PMClient
+from pm.keys import SCOPE_ADMIN, SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, SCOPE_INTENTS_WRITE
+from pm.topology import TOPOLOGY_FILE, Topology, parse_topology
+
+ALL_BUT_ADMIN = (SCOPE_INTENTS_WRITE, SCOPE_INTENTS_READ, SCOPE_BALANCE_READ)
+ADMIN = (SCOPE_ADMIN,)
+# Users of the session's shared database: a random base, so reruns against a kept server never collide.
+_users = itertools.count(random.randrange(10**12, 10**15, 10**6))
+
+
+def new_user() -> int:
+    return next(_users)
+
+
+def isolated_topology() -> Topology:
+    """streams.yaml with every stream, dead-letter stream and the status channel renamed for one test."""
+    document = yaml.safe_load(TOPOLOGY_FILE.read_text())
+    prefix = f"gw{uuid.uuid4().hex[:10]}:"
+    for stage in document["stages"].values():
+        stage["stream"] = prefix + stage["stream"]
+        stage["dead_letter_stream"] = prefix + stage["dead_letter_stream"]
+    document["status_channel"] = prefix + document["status_channel"]
+    return parse_topology(document)
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+    key_id: str
+    secret: str
+
+
+def p2p_body(recipient_id: int, amount_minor: int = 10_000, **extra: Any) -> bytes:
+    body = {
+        "operation_type": "P2P_TRANSFER",
+        "amount_minor": amount_minor,
+        "currency": "THB",
+        "recipient_id": recipient_id,
+        **extra,
+    }
+    return json.dumps(body).encode()
+
+
+@dataclasses.dataclass
+class Gateway:
+    client: TestClient
+    topology: Topology
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.client.app[DATABASE]
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self.client.app[REDIS]
+
+    @property
+    def base_url(self) -> str:
+        return str(self.client.make_url("")).rstrip("/")
+
+    async def key(self, *scopes: str, merchant_id: int | None = None) -> Key:
+        api_key, secret = await keys.create_key(
+            self.pool, f"test-{uuid.uuid4().hex[:8]}", scopes or ALL_BUT_ADMIN, merchant_id
+        )
+        return Key(api_key.key_id, secret)
+
+    def pm_client(self, key: Key) -> PMClient:
+        return PMClient(self.base_url, key.key_id, key.secret)
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        key: Key,
+        body: bytes = b"",
+        user_id: int | str | None = None,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        timestamp: int | None = None,
+        nonce: str | None = None,
+    ) -> aiohttp.ClientResponse:
+        """A request signed exactly as sent (path with its query as written here)."""
+        bare_path, _, raw_query = path.partition("?")
+        signed = signing.sign_headers(
+            key_id=key.key_id,
+            secret=key.secret,
+            method=method,
+            path=bare_path,
+            raw_query=raw_query,
+            body=body,
+            user_id=user_id,
+            idempotency_key=idempotency_key,
+            timestamp=timestamp,
+            nonce=nonce,
+        )
+        return await self.raw(method, path, body=body, headers={**signed, **(headers or {})})
+
+    async def raw(
+        self, method: str, path: str, *, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> aiohttp.ClientResponse:
+        return await self.client.request(method, path, data=body or None, headers=headers or {})
+
+    async def post_intent(
+        self, key: Key, body: bytes, *, user_id: int | None, idempotency_key: str | None = None, **kwargs: Any
+    ) -> aiohttp.ClientResponse:
+        return await self.send(
+            "POST",
+            "/intents",
+            key=key,
+            body=body,
+            user_id=user_id,
+            idempotency_key=idempotency_key or uuid.uuid4().hex,
+            **kwargs,
+        )
+
+    async def stream_length(self) -> int:
+        return int(await self.redis.xlen(self.topology.first_stage.stream))
+
+    async def writes_by(self, key: Key) -> tuple[int, int]:
+        """(intent rows, idempotency rows) created with this key."""
+        intents = await self.pool.fetchval("SELECT count(*) FROM pm.intent WHERE api_key_id = $1", key.key_id)
+        claims = await self.pool.fetchval("SELECT count(*) FROM pm.idempotency WHERE api_key_id = $1", key.key_id)
+        return intents, claims
+
+
+async def error_of(response: aiohttp.ClientResponse) -> tuple[int, str]:
+    body = await response.json()
+    return response.status, body["error"]["code"]
