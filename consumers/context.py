@@ -96,14 +96,16 @@ Handler = Callable[[list[Intent], StageContext], Awaitable[list[Transition]]]
 
 
 @contextlib.asynccontextmanager
-async def open_stage_context(database_url: str, redis_url: str, ledger_url: str) -> AsyncIterator[StageContext]:
+async def open_stage_context(
+    database_url: str, redis_url: str, ledger_url: str, topology: Topology | None = None
+) -> AsyncIterator[StageContext]:
     pool = await asyncpg.create_pool(
         database_url, min_size=1, max_size=DATABASE_POOL_SIZE_MAX, command_timeout=DATABASE_COMMAND_TIMEOUT_S
     )
     redis = aioredis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
     try:
         async with open_ledger(ledger_url) as ledger:
-            yield StageContext(pool=pool, ledger=ledger, redis=redis, topology=load_topology())
+            yield StageContext(pool=pool, ledger=ledger, redis=redis, topology=topology or load_topology())
     finally:
         await redis.aclose()
         await pool.close()

@@ -17,6 +17,7 @@ from consumers.context import StageContext, open_stage_context
 from consumers.poller import run_poller
 from consumers.runtime import StageRunner, subscribe
 from pm import streams
+from pm.topology import Topology
 
 log = logging.getLogger("pm.consumers")
 
@@ -30,29 +31,37 @@ async def running_stages(
     """Start the stages' subscribers, claim loops and (optionally) the poller; stop them on exit."""
     await streams.ensure_groups(context.redis, context.topology)
     runners = [StageRunner(context.topology.stage(name), context) for name in stage_names]
-    broker = RedisBroker(redis_url, graceful_timeout=GRACEFUL_TIMEOUT_S, logger=None)
+    broker = RedisBroker(redis_url, graceful_timeout=GRACEFUL_TIMEOUT_S, logger=None) if runners else None
     for runner in runners:
+        assert broker is not None
         subscribe(broker, runner)
     tasks = [asyncio.create_task(runner.claim_forever(), name=f"claim-{runner.stage.name}") for runner in runners]
     if with_poller:
         tasks.append(asyncio.create_task(run_poller(context), name="poller"))
-    await broker.start()
+    if broker is not None:
+        await broker.start()
     log.info("stages running", extra={"stages": ",".join(stage_names), "poller": with_poller})
     try:
         yield runners
     finally:
-        await broker.stop()
+        if broker is not None:
+            await broker.stop()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def run_stages(
-    database_url: str, redis_url: str, ledger_url: str, stage_names: list[str], with_poller: bool
+    database_url: str,
+    redis_url: str,
+    ledger_url: str,
+    stage_names: list[str],
+    with_poller: bool,
+    topology: Topology | None = None,
 ) -> None:
     """Runs until cancelled (SIGTERM / Ctrl-C)."""
     async with (
-        open_stage_context(database_url, redis_url, ledger_url) as context,
+        open_stage_context(database_url, redis_url, ledger_url, topology) as context,
         running_stages(context, redis_url, stage_names, with_poller),
     ):
         await asyncio.Event().wait()  # meant to run forever

@@ -88,7 +88,7 @@ def create_app(
 ) -> web.Application:
     app = web.Application(client_max_size=settings.http_body_bytes_max, middlewares=[observe, authenticate])
     app[SETTINGS] = settings
-    app[TOPOLOGY] = topology or load_topology()
+    app[TOPOLOGY] = topology or load_topology(settings.streams_file)
     app[ROUTE_SCOPES] = {route.name: route.scope for route in ROUTES}
     app[health.LEDGER_PROBE] = {}
     for route in ROUTES:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import pydantic
 
-from pm import keys
+from pm import fleet, keys
 from pm.embedded import CONNECT_TIMEOUT_S, EmbeddedServerError, embedded_database, embedded_servers
 from pm.migrate import DatabaseUnavailableError, MigrationError, migrate
 from pm.settings import Settings
@@ -80,19 +80,23 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pm", description="OneWallet Payment Manager")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    up = commands.add_parser("up", help="start servers, migrate, seed the demo ledger, check it")
+    up = commands.add_parser("up", help="run the whole fleet (servers, migrations, Procfile) with a demo")
+    up.add_argument(
+        "-c", "--concurrency", action="append", default=[], metavar="TYPE=N",
+        help="processes of a type, e.g. -c settlement=3 (passed to honcho)",
+    )  # fmt: skip
     up.set_defaults(command=_up)
+    run = commands.add_parser("run", help="run one Procfile process type in this process (or `all`)")
+    run.add_argument("process", choices=fleet.PROCESS_TYPES)
+    run.set_defaults(command=_run)
+    _add_send_commands(commands)
     servers = commands.add_parser("servers", help="start the embedded servers and run until Ctrl-C")
     servers.set_defaults(command=_servers)
 
-    database = commands.add_parser("db", help="database commands").add_subparsers(
-        required=True, metavar="COMMAND"
-    )
+    database = commands.add_parser("db", help="database commands").add_subparsers(required=True, metavar="COMMAND")
     database.add_parser("migrate", help="apply pending sql/ migrations").set_defaults(command=_db_migrate)
 
-    ledger = commands.add_parser("ledger", help="ledger commands").add_subparsers(
-        required=True, metavar="COMMAND"
-    )
+    ledger = commands.add_parser("ledger", help="ledger commands").add_subparsers(required=True, metavar="COMMAND")
     check = ledger.add_parser("check", help="check the ledger's invariants")
     check.add_argument(
         "--allow-pending-transit",
@@ -103,6 +107,29 @@ def _parser() -> argparse.ArgumentParser:
     ledger.add_parser("demo", help="seed a small demo ledger").set_defaults(command=_ledger_demo)
     _add_keys_commands(commands)
     return parser
+
+
+def _add_send_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    send = commands.add_parser("send", help="post a signed intent and follow its states").add_subparsers(
+        required=True, metavar="KIND"
+    )
+    p2p = send.add_parser("p2p", help="a P2P transfer: --from USER --to USER --amount 150.00")
+    p2p.add_argument("--from", dest="sender", type=int, required=True)
+    p2p.add_argument("--to", dest="recipient", type=int, required=True)
+    p2p.add_argument("--amount", required=True, help="in major units, e.g. 150.00")
+    p2p.add_argument("--currency", default="THB")
+    p2p.add_argument("--tags", default="", help="comma-separated, e.g. kyc_verified")
+    p2p.set_defaults(command=_send_p2p)
+    adjust = send.add_parser("adjust", help="credit a user from adjustments (admin key): --to USER --amount")
+    adjust.add_argument("--to", dest="recipient", type=int, required=True)
+    adjust.add_argument("--amount", required=True)
+    adjust.add_argument("--currency", default="THB")
+    adjust.add_argument("--operator", type=int, default=None, help="the operator's user id, recorded")
+    adjust.set_defaults(command=_send_adjust)
+    balance = commands.add_parser("balance", help="a user's balance through the gateway")
+    balance.add_argument("--user", type=int, required=True)
+    balance.add_argument("--currency", default="THB")
+    balance.set_defaults(command=_balance)
 
 
 def _add_keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -190,20 +217,71 @@ async def _ledger_demo(settings: Settings, arguments: argparse.Namespace) -> int
 
 
 async def _up(settings: Settings, arguments: argparse.Namespace) -> int:
-    from ledger.check import format_report, run_check
-    from ledger.demo import seed_demo
+    from pm.up import run_up
 
     async with _servers_running(settings) as (database_url, redis_url):
         await _migrate(database_url)
         ledger_url = settings.effective_ledger_url(database_url)
-        async with _opened_ledger(ledger_url) as ledger:
-            await seed_demo(ledger)
-            report = await run_check(ledger)
-    print(format_report(report))
-    print(f"database: {redact_url(database_url)}")
-    print(f"redis:    {redact_url(redis_url)}")
-    print(f"ledger:   {redact_url(ledger_url)}")
-    return EXIT_OK if report.ok else EXIT_PROBLEM_FOUND
+        print(f"database: {redact_url(database_url)}")
+        print(f"redis:    {redact_url(redis_url)}")
+        print(f"ledger:   {redact_url(ledger_url)}", flush=True)
+        try:
+            await run_up(settings, database_url, redis_url, ledger_url, arguments.concurrency)
+        except RuntimeError as exc:
+            raise CommandError(str(exc)) from exc
+    return EXIT_OK
+
+
+async def _run(settings: Settings, arguments: argparse.Namespace) -> int:
+    from pm.logs import configure_json_logging
+
+    configure_json_logging(settings.log_level)
+    async with _servers_running(settings) as (database_url, redis_url):
+        ledger_url = settings.effective_ledger_url(database_url)
+        await fleet.run_process(arguments.process, settings, database_url, redis_url, ledger_url)
+    return EXIT_OK
+
+
+async def _send_p2p(settings: Settings, arguments: argparse.Namespace) -> int:
+    from pm.send import SendError, send_and_follow, to_minor_units
+
+    try:
+        request = {
+            "operation_type": "P2P_TRANSFER",
+            "amount_minor": to_minor_units(arguments.amount, arguments.currency),
+            "currency": arguments.currency,
+            "user_id": arguments.sender,
+            "recipient_id": arguments.recipient,
+            "tags": [tag for tag in arguments.tags.split(",") if tag],
+        }
+        return await send_and_follow(settings, "app", request)
+    except SendError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+async def _send_adjust(settings: Settings, arguments: argparse.Namespace) -> int:
+    from pm.send import SendError, send_and_follow, to_minor_units
+
+    try:
+        request = {
+            "operation_type": "ADMIN_ADJUSTMENT",
+            "amount_minor": to_minor_units(arguments.amount, arguments.currency),
+            "currency": arguments.currency,
+            "user_id": arguments.operator,
+            "recipient_id": arguments.recipient,
+        }
+        return await send_and_follow(settings, "admin", request)
+    except SendError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+async def _balance(settings: Settings, arguments: argparse.Namespace) -> int:
+    from pm.send import SendError, show_balance
+
+    try:
+        return await show_balance(settings, arguments.user, arguments.currency)
+    except SendError as exc:
+        raise CommandError(str(exc)) from exc
 
 
 async def _keys_create(settings: Settings, arguments: argparse.Namespace) -> int:
@@ -338,9 +416,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _describe_validation_error(exc: pydantic.ValidationError) -> str:
-    return "; ".join(
-        f"PM_{'_'.join(map(str, error['loc'])).upper()}: {error['msg']}" for error in exc.errors()
-    )
+    return "; ".join(f"PM_{'_'.join(map(str, error['loc'])).upper()}: {error['msg']}" for error in exc.errors())
 
 
 def _configure_logging(settings: Settings) -> None:

@@ -7,6 +7,7 @@ restart.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 import signal
@@ -16,6 +17,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pm.settings import Settings
+from pm.topology import load_topology
 
 PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
 STOP_TIMEOUT_S = 15.0
@@ -88,3 +92,31 @@ class Fleet:
 
     def logs(self, process_type: str) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob(f"{process_type}.*.log")))
+
+
+# -- running one process type in this process (`pm run NAME`) -----------------------------------
+
+PROCESS_TYPES = ("gateway", "validation", "fees", "limits", "dispatch", "settlement", "history", "poller", "all")
+
+
+async def run_process(name: str, settings: Settings, database_url: str, redis_url: str, ledger_url: str) -> None:
+    """Run one Procfile process type (or `all` of them) until cancelled."""
+    from consumers.main import run_stages
+    from gateway.app import run_gateway
+    from pm.metrics import serve_metrics
+
+    topology = load_topology(settings.streams_file)
+    if name not in (*PROCESS_TYPES, *topology.stages):
+        raise ValueError(f"unknown process type {name!r}; one of: {', '.join(PROCESS_TYPES)}")
+    urls = {"database_url": database_url, "redis_url": redis_url, "ledger_url": ledger_url}
+    if name == "gateway":
+        await run_gateway(settings, **urls)
+        return
+    if name != "all" and settings.metrics_port is not None:
+        serve_metrics(settings.metrics_port)
+    stage_names = list(topology.stages) if name == "all" else [] if name == "poller" else [name]
+    stages = run_stages(**urls, stage_names=stage_names, with_poller=name in ("poller", "all"), topology=topology)
+    if name == "all":
+        await asyncio.gather(run_gateway(settings, **urls), stages)
+    else:
+        await stages

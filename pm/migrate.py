@@ -143,18 +143,14 @@ async def migrate(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[s
         # Likely a non-editable install: sql/ is not packaged, only the repository has it.
         raise MigrationFileError(f"no migrations found in {directory}")
     try:
-        connection = await asyncpg.connect(
-            database_url, timeout=CONNECT_TIMEOUT_S, command_timeout=STATEMENT_TIMEOUT_S
-        )
+        connection = await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_S, command_timeout=STATEMENT_TIMEOUT_S)
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         raise DatabaseUnavailableError(f"cannot connect to the database: {exc}") from exc
     try:
         # Session-level lock; closing the connection releases it too, so a crashed runner cannot
         # leave it held.
         try:
-            await connection.execute(
-                "SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY, timeout=LOCK_WAIT_TIMEOUT_S
-            )
+            await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY, timeout=LOCK_WAIT_TIMEOUT_S)
         except TimeoutError as exc:
             raise MigrationLockTimeoutError(
                 f"another runner held the migration lock for over {LOCK_WAIT_TIMEOUT_S:.0f} s"
@@ -172,9 +168,7 @@ async def migrate(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[s
 
 async def _applied_migrations(connection: asyncpg.Connection) -> list[AppliedMigration]:
     rows = await connection.fetch("SELECT version, name, checksum FROM pm.schema_migrations ORDER BY version")
-    return [
-        AppliedMigration(version=row["version"], name=row["name"], checksum=row["checksum"]) for row in rows
-    ]
+    return [AppliedMigration(version=row["version"], name=row["name"], checksum=row["checksum"]) for row in rows]
 
 
 async def _apply(connection: asyncpg.Connection, migration: Migration) -> None:

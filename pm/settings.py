@@ -11,11 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pm.constants import PREFER_WAIT_MAX_S
 from pm.intents import HISTORY_PAGE_MAX
+from pm.topology import TOPOLOGY_FILE
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -37,6 +38,19 @@ class Settings(BaseSettings):
     # Read only by the test suite (tests/conftest.py): servers to test against instead of embedded ones.
     test_database_url: str | None = None
     test_redis_url: str | None = None
+
+    # The pipeline's topology (streams, groups, batch sizes); another file lets a test or a benchmark run
+    # with streams of its own or other tuning numbers.
+    streams_file: Path = TOPOLOGY_FILE
+    # A stage or poller process serves /metrics on this port; honcho gives each process a $PORT.
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, validation_alias=AliasChoices("PM_METRICS_PORT", "PORT")
+    )
+
+    # `pm send` / `pm balance`: which gateway and key (else the demo keys `pm up` wrote to the data dir).
+    gateway_url: str | None = None
+    api_key_id: str | None = None
+    api_key_secret: str | None = None
 
     # The gateway (gateway/): where it listens, and a bound on everything a caller can send.
     http_host: str = "127.0.0.1"

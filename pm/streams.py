@@ -74,9 +74,7 @@ class PendingEntry:
     deliveries: int
 
 
-async def pending_idle(
-    redis: aioredis.Redis, stream: str, group: str, idle_ms: int, count: int
-) -> list[PendingEntry]:
+async def pending_idle(redis: aioredis.Redis, stream: str, group: str, idle_ms: int, count: int) -> list[PendingEntry]:
     """Entries pending for at least `idle_ms` on any consumer of `group` (oldest first)."""
     rows = await redis.xpending_range(stream, group, min="-", max="+", count=count, idle=idle_ms)
     return [

@@ -114,9 +114,7 @@ def parse_topology(document: dict[str, Any]) -> Topology:
     consumed = [s for stage in stages.values() for s in stage.input_states]
     for state in State:
         if consumed.count(state) != 1:
-            raise TopologyError(
-                f"state {state} must be consumed by exactly one stage, not {consumed.count(state)}"
-            )
+            raise TopologyError(f"state {state} must be consumed by exactly one stage, not {consumed.count(state)}")
     streams = [s.stream for s in stages.values()]
     if len(set(streams)) != len(streams):
         raise TopologyError("two stages share a stream")

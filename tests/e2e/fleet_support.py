@@ -1,0 +1,165 @@
+"""The fleet as separate processes (the Procfile's commands) on real servers, for one test module:
+a fresh migrated database (also the `postgres` ledger), streams of its own in the session's Valkey,
+a gateway on a free port, and signed clients for an app key and an admin key."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import yaml
+
+from ledger import accounts, open_ledger
+from ledger.check import CheckReport, run_check
+from pm import keys
+from pm.client import PMClient
+from pm.fleet import Fleet
+from pm.migrate import migrate
+from pm.topology import TOPOLOGY_FILE, Topology, parse_topology
+
+READY_TIMEOUT_S = 60.0
+FINISHED = ("SETTLED", "REJECTED", "FAILED")
+APP_SCOPES = "intents:write,intents:read,balance:read"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def write_streams_file(directory: Path, **stage_overrides: Any) -> tuple[Path, Topology]:
+    document = yaml.safe_load(TOPOLOGY_FILE.read_text())
+    prefix = f"e{uuid.uuid4().hex[:10]}:"
+    for stage in document["stages"].values():
+        stage["stream"] = prefix + stage["stream"]
+        stage["dead_letter_stream"] = prefix + stage["dead_letter_stream"]
+        stage.update(stage_overrides)
+    document["status_channel"] = prefix + document["status_channel"]
+    path = directory / "streams.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path, parse_topology(document)
+
+
+@dataclass
+class RunningFleet:
+    fleet: Fleet
+    database_url: str
+    redis_url: str
+    base_url: str
+    topology: Topology
+    app: PMClient
+    admin: PMClient
+    pool: asyncpg.Pool
+
+    async def fund(self, user_id: int, amount_minor: int) -> dict[str, Any]:
+        intent = await self.admin.create_intent(
+            operation_type="ADMIN_ADJUSTMENT", amount_minor=amount_minor, currency="THB",
+            recipient_id=user_id, user_id=1, wait_s=10,
+        )  # fmt: skip
+        assert intent["state"] == "SETTLED", intent
+        return intent
+
+    async def wait_finished(self, ids: list[str], timeout_s: float = 120.0) -> dict[str, asyncpg.Record]:
+        deadline = time.monotonic() + timeout_s
+        uuids = [uuid.UUID(i) for i in ids]
+        while True:
+            rows = await self.pool.fetch(
+                "SELECT id, state, error_code, version FROM pm.intent"
+                " WHERE id = ANY($1::uuid[]) AND state = ANY($2::text[]) AND history_written",
+                uuids,
+                list(FINISHED),
+            )
+            if len(rows) == len(set(uuids)):
+                return {str(row["id"]): row for row in rows}
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(set(uuids)) - len(rows)} intents not finished after {timeout_s} s")
+            await asyncio.sleep(0.2)
+
+    async def balance(self, user_id: int) -> tuple[int, int]:
+        async with open_ledger(self.database_url) as ledger:
+            found = await ledger.lookup_accounts([accounts.user(user_id, "THB").id])
+        if not found:
+            return 0, 0
+        return found[0].credits_posted - found[0].debits_posted, found[0].debits_pending
+
+    async def check(self) -> CheckReport:
+        async with open_ledger(self.database_url) as ledger:
+            return await run_check(ledger)
+
+    async def pending_entries(self) -> int:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(self.redis_url)
+        try:
+            total = 0
+            for stage in self.topology.stages.values():
+                total += (await client.xpending(stage.stream, stage.group))["pending"]
+            return total
+        finally:
+            await client.aclose()
+
+
+async def _wait_healthy(base_url: str, fleet: Fleet) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"{base_url}/readyz") as response:
+                    if response.status == 200:
+                        return
+            if not fleet.alive("gateway"):
+                raise AssertionError(f"the gateway died:\n{fleet.logs('gateway')[-4000:]}")
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"the gateway was not ready within {READY_TIMEOUT_S} s:\n{fleet.logs('gateway')[-4000:]}")
+
+
+@contextlib.asynccontextmanager
+async def running_fleet(
+    fresh_database: Any,
+    redis_url: str,
+    counts: dict[str, int] | None = None,
+    **stage_overrides: Any,
+) -> AsyncIterator[RunningFleet]:
+    database_url = await fresh_database()
+    await migrate(database_url)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    app_key, app_secret = await keys.create_key(pool, name="e2e-app", scopes=APP_SCOPES)
+    admin_key, admin_secret = await keys.create_key(pool, name="e2e-admin", scopes="admin,intents:read")
+    with tempfile.TemporaryDirectory(prefix="pm-e2e-") as directory:
+        streams_file, topology = write_streams_file(Path(directory), **stage_overrides)
+        port = free_port()
+        environment = {
+            "PM_DATABASE_URL": database_url,
+            "PM_REDIS_URL": redis_url,
+            "PM_LEDGER_URL": database_url,
+            "PM_STREAMS_FILE": str(streams_file),
+            "PM_HTTP_PORT": str(port),
+            "PM_LOG_LEVEL": "WARNING",
+        }
+        fleet = Fleet(environment=environment, log_dir=Path(directory))
+        wanted = {"gateway": 1, "validation": 1, "fees": 1, "limits": 1, "dispatch": 1, "settlement": 1,
+                  "history": 1, "poller": 1, **(counts or {})}  # fmt: skip
+        try:
+            for process_type, count in wanted.items():
+                fleet.start(process_type, count)
+            base_url = f"http://127.0.0.1:{port}"
+            await _wait_healthy(base_url, fleet)
+            async with (
+                PMClient(base_url, app_key.key_id, app_secret) as app,
+                PMClient(base_url, admin_key.key_id, admin_secret) as admin,
+            ):
+                yield RunningFleet(fleet, database_url, redis_url, base_url, topology, app, admin, pool)
+        finally:
+            await asyncio.to_thread(fleet.stop)
+            await pool.close()
