@@ -15,12 +15,13 @@ request, which is what bounds a 2-core machine. Every batch is bounded (`BATCH_S
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
+
+from pm import intents
 
 log = logging.getLogger("pm.gateway")
 
@@ -67,27 +68,20 @@ class RedisBatch:
                     future.set_result(reply)
 
 
-_COMPLETE_SQL = """
-UPDATE pm.idempotency i SET response_status = u.status, response_body = u.body, completed_at = now()
-FROM unnest($1::text[], $2::text[], $3::int[], $4::jsonb[]) AS u(api_key_id, idempotency_key, status, body)
-WHERE i.api_key_id = u.api_key_id AND i.idempotency_key = u.idempotency_key AND i.response_status IS NULL
-"""
-
-
 class ResponseRecorder:
-    """Stores first responses for idempotent replays, as `pm.intents.complete_idempotency` does for one,
-    but for every request waiting at that moment in one statement. A request waits for its row, so a
+    """Stores first responses for idempotent replays with `pm.intents.complete_idempotency`, for every
+    request waiting at that moment in one statement. A request waits for its row, so a
     replay after the answer always finds it. A failed write is logged, not raised: the intent exists,
     and its claim ages into the "first request died" case, answered from the intent itself."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._queued: list[tuple[tuple[str, str, int, str], asyncio.Future[None]]] = []
+        self._queued: list[tuple[tuple[str, str, int, Any], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
     async def record(self, api_key_id: str, idempotency_key: str, status: int, body: Any) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queued.append(((api_key_id, idempotency_key, status, json.dumps(body)), future))
+        self._queued.append(((api_key_id, idempotency_key, status, body), future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_queued())
         await future
@@ -95,9 +89,8 @@ class ResponseRecorder:
     async def _write_queued(self) -> None:
         while self._queued:
             batch, self._queued = self._queued[:BATCH_SIZE_MAX], self._queued[BATCH_SIZE_MAX:]
-            columns = [list(column) for column in zip(*(row for row, _ in batch), strict=True)]
             try:
-                await self._pool.execute(_COMPLETE_SQL, *columns)
+                await intents.complete_idempotency(self._pool, [row for row, _ in batch])
             except Exception as exc:  # never leave a waiting request hanging
                 log.error("could not store idempotent responses", extra={"count": len(batch), "error": repr(exc)})
             for _, future in batch:

@@ -4,7 +4,7 @@ Every error body is `{"error": {"code": <pm.domain.ErrorCode>, "message": "..."}
 
     ApiError(status, code, message)   raised by views and middlewares for what a caller got wrong
     web.HTTPException                 raised by aiohttp itself (no route: 404, body too large: 413, ...)
-    asyncpg / Redis unavailable       503 OVERLOADED with Retry-After: try again shortly
+    asyncpg / Redis unavailable       503 UNAVAILABLE with Retry-After: try again shortly
     anything else                     500 INTERNAL, logged with its traceback (a bug)
 """
 
@@ -31,6 +31,7 @@ dumps = functools.partial(json.dumps, separators=(",", ":"))
 # aiohttp's own refusals, by status, with our code.
 _HTTP_EXCEPTION_CODES: dict[int, ErrorCode] = {
     404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
 }
 _UNAVAILABLE = (
@@ -99,7 +100,7 @@ async def to_error_response(request: web.Request, handler: Handler) -> web.Strea
         log.warning("dependency unavailable", extra={"path": request.path, "error": repr(exc)})
         return error_response(
             503,
-            ErrorCode.OVERLOADED,
+            ErrorCode.UNAVAILABLE,
             "a dependency is unavailable; retry shortly",
             {"Retry-After": str(BACKPRESSURE_RETRY_AFTER_S)},
         )

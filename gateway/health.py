@@ -45,7 +45,7 @@ async def readyz(request: web.Request) -> web.Response:
     failed = [name for name, result in checks.items() if result != "ok"]
     if not failed:
         return json_response({"status": "ready", "checks": checks})
-    error = {"code": str(ErrorCode.OVERLOADED), "message": f"not ready: {', '.join(failed)}"}
+    error = {"code": str(ErrorCode.UNAVAILABLE), "message": f"not ready: {', '.join(failed)}"}
     headers = {"Retry-After": str(BACKPRESSURE_RETRY_AFTER_S)}
     return json_response({"status": "unavailable", "checks": checks, "error": error}, 503, headers)
 

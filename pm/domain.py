@@ -104,7 +104,9 @@ class ErrorCode(enum.StrEnum):
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
     REQUEST_IN_FLIGHT = "REQUEST_IN_FLIGHT"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
-    OVERLOADED = "OVERLOADED"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    OVERLOADED = "OVERLOADED"  # the pipeline is behind: retry after Retry-After
+    UNAVAILABLE = "UNAVAILABLE"  # a dependency (PostgreSQL, Redis, the ledger) does not answer
     INTERNAL = "INTERNAL"
 
 

@@ -154,17 +154,28 @@ async def create_intent(
     )
 
 
+_COMPLETE_SQL = """
+UPDATE pm.idempotency i SET response_status = u.status, response_body = u.body, completed_at = now()
+FROM unnest($1::text[], $2::text[], $3::int[], $4::jsonb[]) AS u(api_key_id, idempotency_key, status, body)
+WHERE i.api_key_id = u.api_key_id AND i.idempotency_key = u.idempotency_key AND i.response_status IS NULL
+"""
+
+
 async def complete_idempotency(
-    conn: asyncpg.Connection | asyncpg.Pool, api_key_id: str, idempotency_key: str, status: int, body: Any
+    conn: asyncpg.Connection | asyncpg.Pool, responses: list[tuple[str, str, int, Any]]
 ) -> None:
-    """Store the response the first request got, for replays of the same key."""
+    """Store the responses first requests got, for replays of the same keys: one statement for all.
+
+    `responses` holds (api_key_id, idempotency_key, status, body); a key already completed keeps its
+    first response."""
+    if not responses:
+        return
     await conn.execute(
-        "UPDATE pm.idempotency SET response_status = $3, response_body = $4::jsonb, completed_at = now()"
-        " WHERE api_key_id = $1 AND idempotency_key = $2 AND response_status IS NULL",
-        api_key_id,
-        idempotency_key,
-        status,
-        json.dumps(body),
+        _COMPLETE_SQL,
+        [r[0] for r in responses],
+        [r[1] for r in responses],
+        [r[2] for r in responses],
+        [json.dumps(r[3]) for r in responses],
     )
 
 

@@ -80,7 +80,8 @@ def signature_matches(secrets_to_try: Iterable[str], canonical: str, presented: 
 
 
 def timestamp_fresh(timestamp: str, now_s: float | None = None) -> bool:
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    # isascii: str.isdigit accepts digits like "²" that int() refuses.
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         return False
     now = time.time() if now_s is None else now_s
     return abs(int(timestamp) - now) <= CLOCK_SKEW_MAX_S

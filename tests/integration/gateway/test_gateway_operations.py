@@ -44,7 +44,7 @@ async def test_readyz_names_the_dependency_that_does_not_answer(postgres_url: st
         body = await response.json()
         assert body["checks"]["postgres"] == "ok" and body["checks"]["ledger"] == "ok"
         assert body["checks"]["redis"].startswith("error")
-        assert body["error"]["code"] == "OVERLOADED" and "redis" in body["error"]["message"]
+        assert body["error"]["code"] == "UNAVAILABLE" and "redis" in body["error"]["message"]
         assert (await client.get("/healthz")).status == 200
 
 
