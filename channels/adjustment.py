@@ -40,8 +40,6 @@ class Adjustment(Channel):
         return linked(
             [
                 self.post_hold(intent, intent.amount_minor),
-                self.leg(
-                    intent, "recipient", accounts.transit(intent.currency), recipient, intent.amount_minor
-                ),
+                self.leg(intent, "recipient", accounts.transit(intent.currency), recipient, intent.amount_minor),
             ]
         )

@@ -12,11 +12,14 @@ Lifecycle, and which stage calls what:
                 submit(intents)            external channels: send to the PSP (instant: nothing)
     settlement  settle(intent)             post the hold and pay out, one linked chain
                 void(intent)               release the hold (FAILED)
-    (issue 5)   on_callback / poll_status  external channels: outcome from the PSP
+    gateway     parse_callback(...)        external channels: a PSP's webhook -> PspOutcome
+    poller      poll_status(intent)        external channels: ask the PSP -> PspOutcome or None
 """
 
 from __future__ import annotations
 
+import enum
+from dataclasses import dataclass
 from typing import ClassVar
 
 import tigerbeetle as tb
@@ -24,6 +27,22 @@ import tigerbeetle as tb
 from ledger import accounts
 from ledger.accounts import NamedAccount, currency_ledger, transfer_id
 from pm.domain import OPERATION_CODE, ErrorCode, Intent, OperationType
+
+
+class PspResult(enum.StrEnum):
+    SUCCEEDED = "SUCCEEDED"
+    DECLINED = "DECLINED"
+    PROCESSING = "PROCESSING"
+
+
+@dataclass(frozen=True, slots=True)
+class PspOutcome:
+    """What a PSP says about one of our payments: by our reference (the intent id) and its event id."""
+
+    intent_reference: str
+    result: PspResult
+    event_id: str
+
 
 HOLD_LEG = "hold"
 POST_LEG = "post"
@@ -64,12 +83,18 @@ class Channel:
         """External channels send the payouts to their PSP here; instant channels have nothing to do."""
         return None
 
+    def parse_callback(self, headers: dict[str, str], body: bytes) -> PspOutcome:
+        """External channels: verify and read a PSP webhook. Instant channels receive none."""
+        raise NotImplementedError(f"channel {self.name} settles instantly and takes no callbacks")
+
+    async def poll_status(self, intent: Intent) -> PspOutcome | None:
+        """External channels: ask the PSP what became of the payment; None when it does not know yet."""
+        raise NotImplementedError(f"channel {self.name} settles instantly; there is no status to poll")
+
     # -- helpers for subclasses ----------------------------------------------------------------
 
     @staticmethod
-    def leg(
-        intent: Intent, name: str, debit: NamedAccount, credit: NamedAccount, amount_minor: int
-    ) -> tb.Transfer:
+    def leg(intent: Intent, name: str, debit: NamedAccount, credit: NamedAccount, amount_minor: int) -> tb.Transfer:
         assert amount_minor >= 0, amount_minor
         return tb.Transfer(
             id=transfer_id(intent.id, name),

@@ -39,9 +39,7 @@ class InternalP2P(Channel):
 
     def settle(self, intent: Intent) -> list[tb.Transfer]:
         assert intent.recipient_id is not None
-        assert intent.fee_post_minor <= intent.amount_minor, (
-            "the fees stage refuses a POST fee above the amount"
-        )
+        assert intent.fee_post_minor <= intent.amount_minor, "the fees stage refuses a POST fee above the amount"
         transit = accounts.transit(intent.currency)
         chain = [
             self.post_hold(intent, intent.amount_minor + intent.fee_pre_minor),

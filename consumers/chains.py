@@ -1,10 +1,10 @@
 """Run many intents' transfer chains in one ledger request, and read each intent's outcome.
 
-Each intent contributes a contiguous chain; chains are never split across requests (a request larger
-than TigerBeetle's limit is cut between chains). TigerBeetle answers a chain applied earlier with
-`exists` for its first event and `linked_event_failed` for the rest (an `exists` breaks a chain like
-any other non-`created` status), so such chains are confirmed by looking their ids up — one lookup
-for the whole batch.
+Each intent contributes a contiguous chain; chains are never split across requests (a batch larger
+than `ledger_request_events_max` is cut between chains, into as few requests as fit). TigerBeetle
+answers a chain applied earlier with `exists` for its first event and `linked_event_failed` for the
+rest (an `exists` breaks a chain like any other non-`created` status), so such chains are confirmed by
+looking their ids up: one lookup for the whole batch.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class ChainOutcome:
 
 async def run_chains(context: StageContext, chains: list[tuple[Intent, list[tb.Transfer]]]) -> list[ChainOutcome]:
     statuses: list[tb.CreateTransferStatus] = []
-    for request in _requests(chains):
+    for request in _requests(chains, context.ledger_request_events_max):
         results = await context.create_transfers(request)
         assert len(results) == len(request), "TigerBeetle answers every event"
         statuses.extend(result.status for result in results)
@@ -75,11 +75,12 @@ async def run_chains(context: StageContext, chains: list[tuple[Intent, list[tb.T
     return outcomes
 
 
-def _requests(chains: list[tuple[Intent, list[tb.Transfer]]]) -> list[list[tb.Transfer]]:
+def _requests(chains: list[tuple[Intent, list[tb.Transfer]]], events_max: int) -> list[list[tb.Transfer]]:
+    assert 0 < events_max <= BATCH_EVENTS_MAX
     requests: list[list[tb.Transfer]] = [[]]
     for _, transfers in chains:
-        assert 0 < len(transfers) <= BATCH_EVENTS_MAX
-        if len(requests[-1]) + len(transfers) > BATCH_EVENTS_MAX:
+        assert 0 < len(transfers) <= events_max, "a chain longer than a request could never be applied"
+        if len(requests[-1]) + len(transfers) > events_max:
             requests.append([])
         requests[-1].extend(transfers)
     return [request for request in requests if request]

@@ -16,7 +16,7 @@ import asyncpg
 import redis.asyncio as aioredis
 import tigerbeetle as tb
 
-from ledger import Ledger, open_ledger
+from ledger import BATCH_EVENTS_MAX, Ledger, open_ledger
 from pm.domain import Intent, Transition
 from pm.metrics import LEDGER_REQUEST_EVENTS, LEDGER_RESULTS
 from pm.topology import Topology, load_topology
@@ -72,6 +72,7 @@ class StageContext:
     redis: aioredis.Redis
     topology: Topology
     routes: RouteTable = field(default_factory=RouteTable)
+    ledger_request_events_max: int = BATCH_EVENTS_MAX
 
     async def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
         if not transfers:

@@ -58,10 +58,15 @@ async def run_stages(
     stage_names: list[str],
     with_poller: bool,
     topology: Topology | None = None,
+    ledger_request_events_max: int | None = None,
 ) -> None:
     """Runs until cancelled (SIGTERM / Ctrl-C)."""
-    async with (
-        open_stage_context(database_url, redis_url, ledger_url, topology) as context,
-        running_stages(context, redis_url, stage_names, with_poller),
-    ):
+    async with open_stage_context(database_url, redis_url, ledger_url, topology) as context:
+        if ledger_request_events_max is not None:
+            context.ledger_request_events_max = ledger_request_events_max
+        await _run_forever(context, redis_url, stage_names, with_poller)
+
+
+async def _run_forever(context: StageContext, redis_url: str, stage_names: list[str], with_poller: bool) -> None:
+    async with running_stages(context, redis_url, stage_names, with_poller):
         await asyncio.Event().wait()  # meant to run forever

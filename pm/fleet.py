@@ -115,7 +115,13 @@ async def run_process(name: str, settings: Settings, database_url: str, redis_ur
     if name != "all" and settings.metrics_port is not None:
         serve_metrics(settings.metrics_port)
     stage_names = list(topology.stages) if name == "all" else [] if name == "poller" else [name]
-    stages = run_stages(**urls, stage_names=stage_names, with_poller=name in ("poller", "all"), topology=topology)
+    stages = run_stages(
+        **urls,
+        stage_names=stage_names,
+        with_poller=name in ("poller", "all"),
+        topology=topology,
+        ledger_request_events_max=settings.ledger_request_events_max,
+    )
     if name == "all":
         await asyncio.gather(run_gateway(settings, **urls), stages)
     else:

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # The pipeline's topology (streams, groups, batch sizes); another file lets a test or a benchmark run
     # with streams of its own or other tuning numbers.
     streams_file: Path = TOPOLOGY_FILE
+    # Events per ledger request from the stages (chains are never split). TigerBeetle takes 8189; a server
+    # in --development mode only 253 (DESIGN.md §10), so set this to 253 against one.
+    ledger_request_events_max: int = Field(default=8189, ge=1, le=8189)
     # A stage or poller process serves /metrics on this port; honcho gives each process a $PORT.
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535, validation_alias=AliasChoices("PM_METRICS_PORT", "PORT")

@@ -276,3 +276,17 @@ async def test_expired_hold_fails_the_intent(fresh_database, redis_url, monkeypa
         assert await pipeline.balance(alice) == (1_000, 0)
         assert await pipeline.balance(bob) == (0, 0)
         assert (await pipeline.check()).ok
+
+
+async def test_ledger_requests_are_cut_between_chains_never_inside(fresh_database, redis_url) -> None:
+    """With a 5-event request limit, the 2-transfer settlement chains go 2 per request and all still settle."""
+    alice, bob = new_users(2)
+    async with open_pipeline(fresh_database, redis_url, isolated_topology()) as pipeline:
+        pipeline.context.ledger_request_events_max = 5
+        async with pipeline.stages():
+            await pipeline.wait_finished([(await pipeline.fund(alice, 10_000)).id])
+            payments = [await pipeline.submit(P2P, 1_000, alice, bob) for _ in range(4)]
+            finished = await pipeline.wait_finished([p.id for p in payments])
+        assert {i.state for i in finished.values()} == {State.SETTLED}
+        assert await pipeline.balance(bob) == (4_000, 0)
+        assert (await pipeline.check()).ok

@@ -100,3 +100,15 @@ async def test_void_releases_the_hold() -> None:
         (account,) = await ledger.lookup_accounts([sender.id])
         assert (account.debits_pending, account.credits_posted - account.debits_posted) == (0, 500)
         assert (await run_check(ledger)).ok
+
+
+def test_ledger_requests_are_cut_between_chains() -> None:
+    from consumers.chains import _requests
+
+    channel = channels.REGISTRY["INTERNAL_P2P"]
+    chains = [(intent, channel.settle(intent)) for intent in (p2p(100, 1, 0) for _ in range(5))]  # 3 legs each
+    requests = _requests(chains, events_max=7)
+    assert [len(r) for r in requests] == [6, 6, 3]
+    assert [t.id for r in requests for t in r] == [t.id for _, chain in chains for t in chain]
+    for request in requests:  # every request ends where a chain ends
+        assert not request[-1].flags & tb.TransferFlags.LINKED
