@@ -51,8 +51,11 @@ class Fleet:
     log_dir: Path
     processes: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
 
-    def start(self, process_type: str, count: int = 1, port_base: int | None = None) -> list[subprocess.Popen[bytes]]:
-        command = read_procfile()[process_type]
+    def start(
+        self, process_type: str, count: int = 1, port_base: int | None = None, command: str | None = None
+    ) -> list[subprocess.Popen[bytes]]:
+        """Start `count` processes of a Procfile type (or of `command`, tracked under that type's name)."""
+        command = command or read_procfile()[process_type]
         started = []
         for index in range(count):
             env = {**os.environ, **self.environment, "PATH": f"{_bin_dir()}:{os.environ.get('PATH', '')}"}
