@@ -61,6 +61,14 @@ class RunningFleet:
     app: PMClient
     admin: PMClient
     pool: asyncpg.Pool
+    metrics_ports: dict[str, list[int]]
+
+    async def metrics(self, process_type: str) -> str:
+        """The Prometheus exposition of the first process of a type."""
+        port = self.metrics_ports[process_type][0]
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as response:
+            assert response.status == 200
+            return await response.text()
 
     async def fund(self, user_id: int, amount_minor: int) -> dict[str, Any]:
         intent = await self.admin.create_intent(
@@ -150,16 +158,23 @@ async def running_fleet(
         fleet = Fleet(environment=environment, log_dir=Path(directory))
         wanted = {"gateway": 1, "validation": 1, "fees": 1, "limits": 1, "dispatch": 1, "settlement": 1,
                   "history": 1, "poller": 1, **(counts or {})}  # fmt: skip
+        metrics_ports: dict[str, list[int]] = {}
         try:
             for process_type, count in wanted.items():
-                fleet.start(process_type, count)
+                if process_type == "gateway":
+                    fleet.start(process_type, count)
+                    continue
+                ports = [free_port() for _ in range(count)]
+                for metrics_port in ports:  # each stage process serves /metrics on its $PORT
+                    fleet.start(process_type, 1, port_base=metrics_port)
+                metrics_ports[process_type] = ports
             base_url = f"http://127.0.0.1:{port}"
             await _wait_healthy(base_url, fleet)
             async with (
                 PMClient(base_url, app_key.key_id, app_secret) as app,
                 PMClient(base_url, admin_key.key_id, admin_secret) as admin,
             ):
-                yield RunningFleet(fleet, database_url, redis_url, base_url, topology, app, admin, pool)
+                yield RunningFleet(fleet, database_url, redis_url, base_url, topology, app, admin, pool, metrics_ports)
         finally:
             await asyncio.to_thread(fleet.stop)
             await pool.close()

@@ -10,6 +10,7 @@ import itertools
 import random
 import uuid
 
+import aiohttp
 import pytest
 from fleet_support import running_fleet
 
@@ -47,6 +48,26 @@ async def test_p2p_settles_through_the_fleet(fleet) -> None:
     assert [(i["direction"], i["amount_minor"]) for i in history["items"]] == [("DEBIT", 15_000), ("CREDIT", 100_000)]
     report = await fleet.check()
     assert report.ok, report.problems
+
+
+async def test_every_process_serves_its_metrics(fleet) -> None:
+    alice, bob = new_users(2)
+    await fleet.fund(alice, 1_000)
+    await fleet.app.create_intent(
+        operation_type="P2P_TRANSFER", amount_minor=10, currency="THB", user_id=alice, recipient_id=bob, wait_s=10
+    )
+    settlement = await fleet.metrics("settlement")
+    assert 'pm_intents_finished_total{state="SETTLED"}' in settlement
+    assert 'pm_stage_messages_total{outcome="applied",stage="settlement"}' in settlement
+    assert "pm_ledger_results_total" in settlement and "pm_stage_batch_seconds_bucket" in settlement
+    for _ in range(50):  # the poller measures every second
+        poller = await fleet.metrics("poller")
+        if "pm_stream_backlog_entries{" in poller:
+            break
+        await asyncio.sleep(0.1)
+    assert "pm_stream_pending_entries{" in poller and "pm_intents_open{" in poller
+    async with aiohttp.ClientSession() as session, session.get(f"{fleet.base_url}/metrics") as response:
+        assert "pm_http_requests_total" in await response.text()
 
 
 async def test_insufficient_funds_is_rejected_with_nothing_held(fleet) -> None:
