@@ -135,3 +135,15 @@ def parse_topology(document: dict[str, Any]) -> Topology:
 def load_topology(path: Path = TOPOLOGY_FILE) -> Topology:
     with open(path, encoding="utf-8") as file:
         return parse_topology(yaml.safe_load(file))
+
+
+def renamed_document(prefix: str, path: Path = TOPOLOGY_FILE, **stage_overrides: Any) -> dict[str, Any]:
+    """streams.yaml with every stream, dead-letter stream and the status channel prefixed, and the same
+    overrides applied to every stage: a pipeline of its own on a shared Redis (tests, the benchmark)."""
+    document = yaml.safe_load(path.read_text())
+    for stage in document["stages"].values():
+        stage["stream"] = prefix + stage["stream"]
+        stage["dead_letter_stream"] = prefix + stage["dead_letter_stream"]
+        stage.update(stage_overrides)
+    document["status_channel"] = prefix + document["status_channel"]
+    return document

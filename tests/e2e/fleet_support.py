@@ -25,7 +25,7 @@ from pm import keys
 from pm.client import PMClient
 from pm.fleet import Fleet
 from pm.migrate import migrate
-from pm.topology import TOPOLOGY_FILE, Topology, parse_topology
+from pm.topology import Topology, parse_topology, renamed_document
 
 READY_TIMEOUT_S = 60.0
 FINISHED = ("SETTLED", "REJECTED", "FAILED")
@@ -39,13 +39,7 @@ def free_port() -> int:
 
 
 def write_streams_file(directory: Path, **stage_overrides: Any) -> tuple[Path, Topology]:
-    document = yaml.safe_load(TOPOLOGY_FILE.read_text())
-    prefix = f"e{uuid.uuid4().hex[:10]}:"
-    for stage in document["stages"].values():
-        stage["stream"] = prefix + stage["stream"]
-        stage["dead_letter_stream"] = prefix + stage["dead_letter_stream"]
-        stage.update(stage_overrides)
-    document["status_channel"] = prefix + document["status_channel"]
+    document = renamed_document(f"e{uuid.uuid4().hex[:10]}:", **stage_overrides)
     path = directory / "streams.yaml"
     path.write_text(yaml.safe_dump(document))
     return path, parse_topology(document)

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import tigerbeetle as tb
-import yaml
 
 from consumers.context import StageContext, open_stage_context
 from consumers.main import running_stages
@@ -21,21 +20,14 @@ from ledger.check import CheckReport, run_check
 from pm import intents, streams
 from pm.domain import Intent, OperationType, State
 from pm.migrate import migrate
-from pm.topology import TOPOLOGY_FILE, Topology, parse_topology
+from pm.topology import Topology, parse_topology, renamed_document
 
 FINISHED = ("SETTLED", "REJECTED", "FAILED")
 
 
 def isolated_topology(**stage_overrides: Any) -> Topology:
     """streams.yaml with every stream and group renamed for this test, plus overrides for all stages."""
-    document = yaml.safe_load(TOPOLOGY_FILE.read_text())
-    prefix = f"t{uuid.uuid4().hex[:10]}:"
-    for stage in document["stages"].values():
-        stage["stream"] = prefix + stage["stream"]
-        stage["dead_letter_stream"] = prefix + stage["dead_letter_stream"]
-        stage.update(stage_overrides)
-    document["status_channel"] = prefix + document["status_channel"]
-    return parse_topology(document)
+    return parse_topology(renamed_document(f"t{uuid.uuid4().hex[:10]}:", **stage_overrides))
 
 
 @dataclasses.dataclass

@@ -13,14 +13,13 @@ from typing import Any
 import aiohttp
 import asyncpg
 import redis.asyncio as aioredis
-import yaml
 from aiohttp.test_utils import TestClient
 
 from gateway.resources import DATABASE, REDIS
 from pm import keys, signing
 from pm.client import PMClient
 from pm.keys import SCOPE_ADMIN, SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, SCOPE_INTENTS_WRITE
-from pm.topology import TOPOLOGY_FILE, Topology, parse_topology
+from pm.topology import Topology, parse_topology, renamed_document
 
 ALL_BUT_ADMIN = (SCOPE_INTENTS_WRITE, SCOPE_INTENTS_READ, SCOPE_BALANCE_READ)
 ADMIN = (SCOPE_ADMIN,)
@@ -34,13 +33,7 @@ def new_user() -> int:
 
 def isolated_topology() -> Topology:
     """streams.yaml with every stream, dead-letter stream and the status channel renamed for one test."""
-    document = yaml.safe_load(TOPOLOGY_FILE.read_text())
-    prefix = f"gw{uuid.uuid4().hex[:10]}:"
-    for stage in document["stages"].values():
-        stage["stream"] = prefix + stage["stream"]
-        stage["dead_letter_stream"] = prefix + stage["dead_letter_stream"]
-    document["status_channel"] = prefix + document["status_channel"]
-    return parse_topology(document)
+    return parse_topology(renamed_document(f"gw{uuid.uuid4().hex[:10]}:"))
 
 
 @dataclasses.dataclass(frozen=True)
