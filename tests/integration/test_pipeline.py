@@ -209,7 +209,7 @@ async def test_a_failing_entry_is_dead_lettered_and_flagged_without_its_batchmat
                 await pipeline.context.redis.xadd(stream, streams.entry_fields(intent))
             async with pipeline.stages():
                 await pipeline.wait_finished([healthy.id])
-                for _ in range(100):
+                for _ in range(600):  # up to a minute: claims run every claim_idle_ms / 2, slower on a busy machine
                     dead = await pipeline.context.redis.xrange(topology.stage("settlement").dead_letter_stream)
                     if dead:
                         break
