@@ -17,8 +17,11 @@ import redis.asyncio as aioredis
 import tigerbeetle as tb
 
 from ledger import BATCH_EVENTS_MAX, Ledger, open_ledger
+from ledger.postgres import keep_session
 from pm.domain import Intent, Transition
+from pm.limit_rules import LimitRuleCache
 from pm.metrics import LEDGER_REQUEST_EVENTS, LEDGER_RESULTS
+from pm.rule_cache import FeeRuleCache
 from pm.topology import Topology, load_topology
 
 log = logging.getLogger("pm.consumers")
@@ -45,14 +48,16 @@ class RouteTable:
     loaded_at_s: float = float("-inf")
 
     async def refresh(self, pool: asyncpg.Pool) -> None:
-        if time.monotonic() - self.loaded_at_s < ROUTES_REFRESH_S:
+        started_s = time.monotonic()
+        if started_s - self.loaded_at_s < ROUTES_REFRESH_S:
             return
         rows = await pool.fetch(
             "SELECT operation_type, min_amount_minor, max_amount_minor, channel, priority"
             " FROM pm.payment_route WHERE enabled ORDER BY priority, id"
         )
         self.routes = [Route(**dict(row)) for row in rows]
-        self.loaded_at_s = time.monotonic()
+        # The time before the read: an edit committed during a slow read is still seen within a second.
+        self.loaded_at_s = started_s
 
     def choose(self, operation_type: str, amount_minor: int) -> Route | None:
         """The enabled route with the best (lowest) priority whose range holds the amount."""
@@ -72,6 +77,8 @@ class StageContext:
     redis: aioredis.Redis
     topology: Topology
     routes: RouteTable = field(default_factory=RouteTable)
+    limit_rules: LimitRuleCache = field(default_factory=LimitRuleCache)
+    fee_rules: FeeRuleCache = field(default_factory=FeeRuleCache)
     ledger_request_events_max: int = BATCH_EVENTS_MAX
 
     async def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
@@ -101,7 +108,11 @@ async def open_stage_context(
     database_url: str, redis_url: str, ledger_url: str, topology: Topology | None = None
 ) -> AsyncIterator[StageContext]:
     pool = await asyncpg.create_pool(
-        database_url, min_size=1, max_size=DATABASE_POOL_SIZE_MAX, command_timeout=DATABASE_COMMAND_TIMEOUT_S
+        database_url,
+        min_size=1,
+        max_size=DATABASE_POOL_SIZE_MAX,
+        command_timeout=DATABASE_COMMAND_TIMEOUT_S,
+        reset=keep_session,
     )
     redis = aioredis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
     try:

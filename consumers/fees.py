@@ -1,31 +1,58 @@
-"""Fees (VALIDATED -> PRICED | REJECTED): price the intent.
+"""Fees (VALIDATED -> PRICED | REJECTED): price each intent with the CEL fee rules (pm/pricing.py).
 
-No fee rules are configured yet (the money-rules issue brings CEL rules): every intent is priced at
-zero PRE and zero POST fee, and records that no rule priced it.
+One batch: the process's rule cache (at most one generation query per 0.5 s, a reload when rules
+changed), then every intent priced in memory, no SQL per intent. A priced intent records its PRE and
+POST fees and the rules that priced it (`fee_rules`: id, version, kind, fee), so a later edit of a rule
+never changes it. A broken rule or a POST fee above the amount rejects the intent before any money is
+held (FEE_RULE_ERROR / FEE_EXCEEDS_AMOUNT).
 """
 
 from __future__ import annotations
 
+import logging
+
 from consumers.context import StageContext
-from pm.domain import Intent, State, Transition, advance
+from pm.domain import Intent, State, Transition, advance, reject
+from pm.pricing import PricingError, PricingRequest, RuleSet
+
+log = logging.getLogger("pm.consumers.fees")
 
 
-def price(intent: Intent) -> tuple[int, int, tuple[dict[str, object], ...]]:
-    """(PRE fee, POST fee, the rules that priced it) in minor units."""
-    return 0, 0, ()
+def pricing_request(intent: Intent) -> PricingRequest:
+    # Priced at the time the intent was made, so a redelivery sees the same validity windows and hour.
+    assert intent.created_at is not None, "intents come from pm.intent, which stamps created_at"
+    return PricingRequest(
+        operation_type=str(intent.operation_type),
+        channel=intent.channel,
+        amount_minor=intent.amount_minor,
+        currency=intent.currency,
+        tags=intent.tags,
+        sender_id=intent.sender_id,
+        recipient_id=intent.recipient_id,
+        at=intent.created_at,
+    )
+
+
+def price(intent: Intent, rules: RuleSet) -> Transition:
+    """The fees stage's decision for one intent: PRICED with its fees, or REJECTED."""
+    try:
+        fees = rules.price(pricing_request(intent))
+    except PricingError as exc:
+        if exc.rule_id is not None:  # a rule an operator must fix, not the user's doing
+            log.warning(
+                "a fee rule failed; intent rejected",
+                extra={"intent_id": str(intent.id), "rule_id": exc.rule_id, "error": exc.message},
+            )
+        return reject(intent, exc.code, exc.message)
+    return advance(
+        intent,
+        State.PRICED,
+        fee_pre_minor=fees.fee_pre_minor,
+        fee_post_minor=fees.fee_post_minor,
+        fee_rules=tuple(rule.to_json() for rule in fees.rules),
+    )
 
 
 async def handle(intents: list[Intent], context: StageContext) -> list[Transition]:
-    transitions = []
-    for intent in intents:
-        fee_pre_minor, fee_post_minor, rules = price(intent)
-        transitions.append(
-            advance(
-                intent,
-                State.PRICED,
-                fee_pre_minor=fee_pre_minor,
-                fee_post_minor=fee_post_minor,
-                fee_rules=rules,
-            )
-        )
-    return transitions
+    rules = await context.fee_rules.current(context.pool)
+    return [price(intent, rules) for intent in intents]

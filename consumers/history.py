@@ -4,7 +4,9 @@ One row per user and intent: a settled transfer shows as a debit for the sender 
 and a credit for the recipient (amount minus POST fee); an intent that ended without moving money
 shows only to its sender, with amount 0 and the error code. One SQL statement per batch writes the
 rows (a replay writes nothing twice) and marks the intents done, so the status poller stops re-driving
-them. No state changes here: the status messages were published by the stage that ended the intent.
+them. The limits places of the batch's REJECTED and FAILED intents are given back first (one Redis round
+trip, consumers/limits.py). No state changes here: the status messages were published by the stage that
+ended the intent.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from consumers.context import StageContext
+from consumers.limits import release_refused
 from pm.domain import TERMINAL_STATES, Intent, State, Transition
 
 
@@ -71,6 +74,8 @@ UPDATE pm.intent SET history_written = true WHERE id = ANY($13::uuid[]) AND NOT 
 
 async def handle(intents: list[Intent], context: StageContext) -> list[Transition]:
     finished = [intent for intent in intents if intent.state in TERMINAL_STATES]
+    # Before the rows are marked written: should Redis fail, the poller re-drives the intents too.
+    await release_refused(finished, context)
     rows = [row for intent in finished for row in history_rows(intent)]
     await context.pool.execute(
         _WRITE_SQL,

@@ -21,7 +21,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
 
-from gateway import account, health, intents
+from gateway import account, admin_fee_rules, health, intents, quote
+from gateway.admin_api import ADMIN_ROUTES
 from gateway.auth import KeyCache, authenticate
 from gateway.backpressure import BacklogMonitor
 from gateway.batching import RedisBatch, ResponseRecorder
@@ -42,6 +43,7 @@ from gateway.resources import (
 )
 from gateway.status import StatusHub
 from ledger import open_ledger
+from ledger.postgres import keep_session
 from pm.constants import (
     GATEWAY_DATABASE_COMMAND_TIMEOUT_S,
     GATEWAY_REDIS_CONNECT_TIMEOUT_S,
@@ -49,7 +51,7 @@ from pm.constants import (
     GATEWAY_REDIS_SOCKET_TIMEOUT_S,
     GATEWAY_SHUTDOWN_TIMEOUT_S,
 )
-from pm.keys import SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, SCOPE_INTENTS_WRITE
+from pm.keys import SCOPE_ADMIN, SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, SCOPE_INTENTS_WRITE
 from pm.settings import Settings
 from pm.topology import Topology, load_topology
 
@@ -71,6 +73,13 @@ ROUTES = (
     Route("GET", "/intents/{id}/events", intents.intent_events, "intent_events", SCOPE_INTENTS_READ),
     Route("GET", "/api/pm/balance", account.balance, "balance", SCOPE_BALANCE_READ),
     Route("GET", "/api/pm/history", account.history, "history", SCOPE_BALANCE_READ),
+    Route("POST", "/quote", quote.quote, "quote", SCOPE_INTENTS_WRITE),
+    Route("POST", "/admin/fee-rules", admin_fee_rules.create_fee_rule, "create_fee_rule", SCOPE_ADMIN),
+    Route("GET", "/admin/fee-rules", admin_fee_rules.list_fee_rules, "list_fee_rules", SCOPE_ADMIN),
+    Route("GET", "/admin/fee-rules/{id}", admin_fee_rules.get_fee_rule, "get_fee_rule", SCOPE_ADMIN),
+    Route("PUT", "/admin/fee-rules/{id}", admin_fee_rules.update_fee_rule, "update_fee_rule", SCOPE_ADMIN),
+    Route("DELETE", "/admin/fee-rules/{id}", admin_fee_rules.delete_fee_rule, "delete_fee_rule", SCOPE_ADMIN),
+    *(Route(*admin_route) for admin_route in ADMIN_ROUTES),  # limit rules, routes, audit (gateway/admin_api.py)
     Route("GET", "/healthz", health.healthz, "healthz", None),
     Route("GET", "/readyz", health.readyz, "readyz", None),
     Route("GET", "/metrics", health.metrics, "metrics", None),
@@ -91,6 +100,7 @@ def create_app(
     app[TOPOLOGY] = topology or load_topology(settings.streams_file)
     app[ROUTE_SCOPES] = {route.name: route.scope for route in ROUTES}
     app[health.LEDGER_PROBE] = {}
+    quote.add_resources(app)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler, name=route.name)
     app.cleanup_ctx.extend(
@@ -152,6 +162,7 @@ def _database(database_url: str, settings: Settings) -> Callable[[web.Applicatio
             min_size=1,
             max_size=settings.http_database_connections_max,
             command_timeout=GATEWAY_DATABASE_COMMAND_TIMEOUT_S,
+            reset=keep_session,
         )
         app[DATABASE] = pool
         try:

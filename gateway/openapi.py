@@ -11,6 +11,7 @@ import copy
 import functools
 from typing import Any
 
+from gateway import admin_api, openapi_fees
 from gateway.models import IntentRequest
 from pm.domain import ErrorCode, OperationType, State
 from pm.keys import SCOPE_ADMIN, SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, SCOPE_INTENTS_WRITE
@@ -176,6 +177,8 @@ def _paths() -> dict[str, Any]:
                 ],
             )
         },
+        **admin_api.paths(),  # limit rules, routes, the audit trail
+        **openapi_fees.paths(),  # POST /quote, fee rules
         "/healthz": {"get": _operation("Liveness", None, {"200": {"description": "the process serves"}})},
         "/readyz": {
             "get": _operation(
@@ -203,6 +206,8 @@ def _schemas() -> dict[str, Any]:
     timestamp = {"type": ["string", "null"], "format": "date-time"}
     return {
         **definitions,
+        **admin_api.schemas(),
+        **openapi_fees.schemas(),
         "IntentRequest": request_schema,
         "Error": {
             "type": "object",

@@ -51,6 +51,17 @@ BALANCE_COLUMNS = (
 TRANSFER_INSERT_COLUMNS = (*TRANSFER_COLUMNS.split(", "), "pending_status", "expires_at", *BALANCE_COLUMNS)
 
 
+async def keep_session(connection: asyncpg.Connection) -> None:
+    """asyncpg pool `reset` hook that sends nothing: every pool of the PM passes it.
+
+    asyncpg's default reset runs `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on
+    every release: one more round trip and one more PostgreSQL transaction per pooled statement (it was
+    half the commits of a P2P intent). No pooled connection here keeps session state (no SET, LISTEN,
+    cursors outside a transaction or session advisory locks), and asyncpg still rolls back a
+    transaction left open before it calls this hook.
+    """
+
+
 def _uuid(value: int) -> uuid.UUID:
     return uuid.UUID(int=value)
 
@@ -103,6 +114,7 @@ class PostgresLedger:
                 max_size=POOL_SIZE_MAX,
                 timeout=CONNECT_TIMEOUT_S,
                 command_timeout=COMMAND_TIMEOUT_S,
+                reset=keep_session,
             )
         except (OSError, asyncpg.PostgresError, TimeoutError, ValueError) as exc:
             raise LedgerUnavailableError(f"cannot connect to the ledger database: {exc}") from exc

@@ -10,6 +10,9 @@
     pm keys rotate KEY_ID [--json]   a new secret; the previous one keeps working until the next rotation
     pm keys revoke KEY_ID            refuse the key from now on (every gateway within a second)
     pm keys list [--json]            every key, without secrets
+    pm rules test --op P2P_TRANSFER --amount 1500.00 [--tags vip,kyc_verified] [--channel C] [--currency THB]
+                  [--sender ID --recipient ID] [--at ISO] [--engine production|reference] [--json]
+                      evaluate the active fee rules for a made-up intent: which match, the fees (1: refused)
 
 Exit codes: 0 done (and the check is ok); 1 the command ran and found a problem (check not ok,
 migration refused or failed); 2 it could not run: bad configuration or an unreachable server, told
@@ -22,12 +25,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -40,6 +45,7 @@ from pm.settings import Settings
 
 if TYPE_CHECKING:
     from ledger import Ledger
+    from pm.pricing import PricingRequest
 
 EXIT_OK = 0
 EXIT_PROBLEM_FOUND = 1
@@ -106,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(command=_ledger_check)
     ledger.add_parser("demo", help="seed a small demo ledger").set_defaults(command=_ledger_demo)
     _add_keys_commands(commands)
+    _add_rules_commands(commands)
     return parser
 
 
@@ -152,6 +159,22 @@ def _add_keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     listing = key_commands.add_parser("list", help="every key, without secrets")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(command=_keys_list)
+
+
+def _add_rules_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rule_commands = commands.add_parser("rules", help="fee rules").add_subparsers(required=True, metavar="COMMAND")
+    test = rule_commands.add_parser("test", help="evaluate the active fee rules for a made-up intent")
+    test.add_argument("--op", required=True, help="operation type, e.g. P2P_TRANSFER")
+    test.add_argument("--amount", required=True, help="in major units, e.g. 1500.00")
+    test.add_argument("--currency", default="THB")
+    test.add_argument("--tags", default="", help="comma-separated, e.g. vip,kyc_verified")
+    test.add_argument("--channel", default=None, help="default: the channel the routes choose")
+    test.add_argument("--sender", type=int, default=None, help="sender user id")
+    test.add_argument("--recipient", type=int, default=None, help="recipient user id")
+    test.add_argument("--at", default=None, help="ISO 8601 time of the intent (default: now)")
+    test.add_argument("--engine", choices=("production", "reference"), default="production")
+    test.add_argument("--json", action="store_true", help="print JSON")
+    test.set_defaults(command=_rules_test)
 
 
 async def _run_until_terminated(command: Awaitable[int]) -> int:
@@ -323,6 +346,46 @@ async def _keys_list(settings: Settings, arguments: argparse.Namespace) -> int:
         merchant = f" merchant={key.merchant_id}" if key.merchant_id else ""
         print(f"{key.key_id}  {status:7}  {','.join(sorted(key.scopes))}{merchant}  {key.name}")
     return EXIT_OK
+
+
+async def _rules_test(settings: Settings, arguments: argparse.Namespace) -> int:
+    """Exit 0 when the intent would be priced, 1 when it would be refused (FEE_RULE_ERROR, ...)."""
+    from pm.cel import ENGINES
+    from pm.rules_report import channel_for, format_report, rules_test
+
+    request = _pricing_request(arguments)
+    async with _keys_connection(settings) as connection:
+        if arguments.channel is None:
+            request = dataclasses.replace(
+                request, channel=await channel_for(connection, request.operation_type, request.amount_minor)
+            )
+        report = await rules_test(connection, request, ENGINES[arguments.engine]())
+    print(json.dumps(report.to_json(), indent=2) if arguments.json else format_report(report))
+    return EXIT_OK if report.refusal is None else EXIT_PROBLEM_FOUND
+
+
+def _pricing_request(arguments: argparse.Namespace) -> PricingRequest:
+    from pm.domain import OperationType
+    from pm.pricing import PricingRequest
+    from pm.send import SendError, to_minor_units
+
+    if arguments.op not in OperationType.__members__:
+        raise CommandError(f"unknown operation type {arguments.op!r}; one of: {', '.join(OperationType.__members__)}")
+    try:
+        amount_minor = to_minor_units(arguments.amount, arguments.currency)
+        at = datetime.fromisoformat(arguments.at) if arguments.at else datetime.now(UTC)
+    except (SendError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    return PricingRequest(
+        operation_type=arguments.op,
+        channel=arguments.channel,
+        amount_minor=amount_minor,
+        currency=arguments.currency,
+        tags=[tag for tag in arguments.tags.split(",") if tag],
+        sender_id=arguments.sender,
+        recipient_id=arguments.recipient,
+        at=at if at.tzinfo is not None else at.replace(tzinfo=UTC),
+    )
 
 
 def _print_secret(key: keys.ApiKey, secret: str, as_json: bool) -> None:

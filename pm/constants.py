@@ -57,3 +57,42 @@ GATEWAY_REDIS_CONNECT_TIMEOUT_S = 5.0
 GATEWAY_REDIS_POOL_WAIT_S = 5.0
 # Graceful shutdown: in-flight requests get this long to finish.
 GATEWAY_SHUTDOWN_TIMEOUT_S = 10.0
+
+# Limits (pm/limits.py, pm/limit_counters.py). Every limit key starts with LIMIT_KEY_PREFIX, so an
+# operator can drop the limit cache alone (`SCAN MATCH pm:limit:*`) without touching the streams.
+LIMIT_KEY_PREFIX = "pm:limit:"
+# A hash per (user, rule id, rule version, period start): `_amount`, `_count`, and one field per intent
+# that holds a place in it (the intent id -> its amount), which makes a reservation idempotent.
+LIMIT_COUNTER_KEY_PREFIX = LIMIT_KEY_PREFIX + "counter:"
+# Written when an intent's places are given back (it ended REJECTED or FAILED): a late redelivery of its
+# limits entry must not take a place again, and a rebuild must not count it.
+LIMIT_RELEASED_KEY_PREFIX = LIMIT_KEY_PREFIX + "released:"
+# A counter outlives its period by a day: intents created just before midnight are checked after it, and
+# refused ones are released after it (a PSP may take hours to decline); a day costs little memory.
+LIMIT_COUNTER_EXPIRY_MARGIN_S = 24 * 3600
+# An intent re-driven long after its period (a stuck intent, the poller) is still checked in that period:
+# its counter then lives at least this long, instead of expiring the moment it is rebuilt.
+LIMIT_COUNTER_TTL_S_MIN = 3600
+# A redelivered limits entry arrives within claim_idle_ms x max_deliveries (minutes); a rebuild reads
+# PostgreSQL milliseconds before it writes. A day is far beyond both.
+LIMIT_RELEASED_TTL_S = 24 * 3600
+# A rebuild counts at most this many intents of one user in one period; beyond it the batch fails (and,
+# retried, goes to the dead-letter stream) rather than loading an unbounded list into Redis.
+LIMIT_REBUILD_INTENTS_MAX = 100_000
+# Every intent is matched against every enabled rule in Python: keep that list short.
+LIMIT_RULES_ENABLED_MAX = 100
+# Rule and route edits take effect within this in every process: the generation is polled this often.
+LIMIT_RULES_REFRESH_S = 1.0
+
+# Fee rules (pm/pricing.py, pm/fee_rules.py, pm/rule_cache.py).
+# The schema's cap on a stored CEL expression (sql/0003_money_rules.sql); the setting may only lower it.
+CEL_EXPRESSION_LENGTH_HARD_MAX = 2_000
+# Every process checks pm.rule_generation at most this often when it prices (one cheap query), so an
+# edit applies everywhere within 0.5 s plus one query: the issue asks for a second.
+FEE_RULES_POLL_INTERVAL_S = 0.5
+# Each enabled rule is compiled in every process (0.2 ms each here: 500 take 0.1 s, once per change) and
+# candidates are matched in Python per intent: a ceiling far above any fee schedule.
+FEE_RULES_ENABLED_MAX = 500
+# GET /admin/fee-rules answers at most this many rules (disabled ones last); a rule's versions, this many.
+FEE_RULES_LISTED_MAX = 1_000
+FEE_RULE_VERSIONS_LISTED_MAX = 100

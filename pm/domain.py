@@ -91,6 +91,7 @@ class ErrorCode(enum.StrEnum):
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
     LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
     FEE_RULE_ERROR = "FEE_RULE_ERROR"
+    FEE_EXCEEDS_AMOUNT = "FEE_EXCEEDS_AMOUNT"  # a POST fee larger than the amount
     ACCOUNT_CLOSED = "ACCOUNT_CLOSED"
     EXPIRED = "EXPIRED"
     LEDGER_REFUSED = "LEDGER_REFUSED"
@@ -103,10 +104,12 @@ class ErrorCode(enum.StrEnum):
     IDEMPOTENCY_KEY_REQUIRED = "IDEMPOTENCY_KEY_REQUIRED"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
     REQUEST_IN_FLIGHT = "REQUEST_IN_FLIGHT"
+    CONFLICT = "CONFLICT"  # the change clashes with what is stored (admin API: a route priority taken)
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     OVERLOADED = "OVERLOADED"  # the pipeline is behind: retry after Retry-After
     UNAVAILABLE = "UNAVAILABLE"  # a dependency (PostgreSQL, Redis, the ledger) does not answer
+    RULE_INVALID = "RULE_INVALID"  # a fee rule that does not compile or type-check (admin API)
     INTERNAL = "INTERNAL"
 
 

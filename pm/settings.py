@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pm.constants import PREFER_WAIT_MAX_S
+from pm.constants import CEL_EXPRESSION_LENGTH_HARD_MAX, PREFER_WAIT_MAX_S
 from pm.intents import HISTORY_PAGE_MAX
 from pm.topology import TOPOLOGY_FILE
 
@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # An SSE stream ends after this long (the client reconnects with Last-Event-ID); pings keep it open.
     sse_duration_s_max: float = Field(default=300.0, gt=0, le=3_600)
     sse_ping_interval_s: float = Field(default=15.0, gt=0, le=300)
+    # The longest CEL expression (condition or amount) a fee rule may be saved with; rules already saved
+    # still load. Short rules are the point: the length bounds what one evaluation can cost (pm/cel).
+    fee_rule_expression_length_max: int = Field(default=1_000, ge=16, le=CEL_EXPRESSION_LENGTH_HARD_MAX)
 
     @field_validator("tigerbeetle_addresses")
     @classmethod

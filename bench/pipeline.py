@@ -1,0 +1,779 @@
+"""Pipeline throughput: signed P2P intents through the whole fleet, from POST /intents to SETTLED.
+
+    python bench/pipeline.py                                   # 5,000 intents at concurrency 64
+    python bench/pipeline.py --floor                           # ... then the plumbing floor, and the ratio
+    python bench/pipeline.py --processes settlement=2,dispatch=2 --batch-size 512 --json
+
+With no PM_DATABASE_URL / PM_REDIS_URL it starts embedded PostgreSQL and Valkey in a temp dir (stopped
+at the end, also on Ctrl-C); with them set, it creates its databases on that PostgreSQL server (and
+drops them at the end) and uses that Redis with streams of its own. Per run:
+
+1. a fresh migrated database (also the `postgres` ledger), two API keys, a streams.yaml of its own
+   (unique stream names; `--batch-size` / `--block-ms` override every stage);
+2. the Procfile's process types started as separate processes by `pm.fleet.Fleet` (counts from
+   `--processes`, default one of each), each stage process serving /metrics on its own $PORT;
+3. /readyz, then `--senders` users funded with ADMIN_ADJUSTMENT through the pipeline (enough that
+   every payment settles; this is also the warm-up), then a pause so PostgreSQL's statistics settle;
+4. N signed P2P intents (`--intents`) at concurrency C (`--concurrency`), no Prefer: wait, each POST's
+   start time recorded; then wait (bounded) until all are SETTLED and their history is written;
+5. figures: accepted/s = N / (last 202 - first POST); settled/s = N / (last SETTLED - first POST), the
+   SETTLED times being `pm.intent_event.created_at`; latency p50/p95/p99 = that SETTLED time minus the
+   intent's own POST start; PostgreSQL commits per intent = `pg_stat_database.xact_commit` delta of the
+   bench database over the run / N (the bench's own monitoring queries subtracted); write
+   transactions per intent (transaction ids consumed, server-wide); mean ledger batch size =
+   sum/count of `pm_ledger_request_events{operation="create_transfers"}` over every stage process;
+   mean entries per stage batch (`pm_stage_batch_entries`); CPU seconds per process type;
+6. verification: all N intents SETTLED, no entry left in any stream (pending or undelivered), and
+   (real run) `ledger.check.run_check` ok, i.e. debits = credits and transit back to zero.
+
+With `--floor` the same invocation then runs the plumbing floor the same way: a second fleet, on a
+second fresh database, whose stages all use `consumers.floor` (no ledger, no routes, no fees: one
+batched SQL update per stage) and streams of their own, the same warm-up and the same N intents; it
+prints floor settled/s and the ratio real/floor.
+
+Target on the 2-core machine (the benchmark issue): >= 1,000 P2P intents/s settled on the embedded
+servers; the goal beyond it is 2,000. The client runs on the same machine and shares its cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import aiohttp
+import asyncpg
+import psutil
+import redis.asyncio as aioredis
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from ledger import open_ledger
+from ledger.check import run_check
+from pm import keys, streams
+from pm.client import PMApiError, PMClient
+from pm.embedded import create_database, running_postgres, running_valkey
+from pm.fleet import Fleet, read_procfile
+from pm.migrate import migrate
+from pm.topology import TOPOLOGY_FILE, Topology, parse_topology
+
+AMOUNT_MINOR = 100  # 1.00 THB per P2P intent
+CURRENCY = "THB"
+SENDER_ID_BASE = 1_000_000
+RECIPIENT_ID_BASE = 2_000_000
+ADMIN_OPERATOR_ID = 1
+APP_SCOPES = "intents:write,intents:read,balance:read"
+ADMIN_SCOPES = "admin,intents:read"
+FLOOR_HANDLER = "consumers.floor"
+
+READY_TIMEOUT_S = 60.0
+METRICS_READY_TIMEOUT_S = 30.0
+FUNDING_TIMEOUT_S = 120.0
+DRAIN_TIMEOUT_S = 30.0  # after the last SETTLED: history written, nothing pending in any stream
+POLL_INTERVAL_S = 0.25
+# A PostgreSQL 15+ backend flushes its statistics at most once a second while busy, and an idle one
+# up to 10 s after its last transaction: waiting this long after the warm-up makes the xact_commit
+# baseline exact (nothing of the warm-up is still unflushed).
+STATS_SETTLE_S = 10.5
+STATS_FLUSH_AFTER_STOP_S = 1.0  # exiting backends flush their statistics; give them a moment
+SCRAPE_TIMEOUT_S = 5.0
+PROCESS_TYPES_WITHOUT_METRICS = ("gateway",)  # the gateway serves /metrics on its HTTP port instead
+REFERENCE_LOOP_ITERATIONS = 1_000_000
+MACHINE = "machine busy"
+OTHER = "other (not this run)"
+
+
+class BenchError(Exception):
+    """The run did not do what it must (an intent refused or unfinished, a process died, a check failed)."""
+
+
+# -- configuration ---------------------------------------------------------------------------------
+
+
+def parse_counts(text: str) -> dict[str, int]:
+    """`gateway=1,settlement=2` over the default of one process per Procfile type."""
+    types = list(read_procfile())
+    counts = dict.fromkeys(types, 1)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, separator, value = item.partition("=")
+        if not separator or name.strip() not in counts or not value.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"expected TYPE=COUNT with TYPE one of {', '.join(types)}; got {item!r}")
+        counts[name.strip()] = int(value)
+    for required in ("gateway", *(t for t in types if t not in ("gateway", "poller"))):
+        if counts[required] < 1:
+            raise argparse.ArgumentTypeError(f"{required} needs at least one process")
+    return counts
+
+
+def write_streams_file(directory: Path, handler: str | None, overrides: dict[str, Any]) -> tuple[Path, Topology]:
+    """streams.yaml with unique stream names (and `handler` for every stage, for the floor)."""
+    document = yaml.safe_load(TOPOLOGY_FILE.read_text())
+    prefix = f"bench{uuid.uuid4().hex[:10]}:"
+    for stage in document["stages"].values():
+        stage["stream"] = prefix + stage["stream"]
+        stage["dead_letter_stream"] = prefix + stage["dead_letter_stream"]
+        if handler is not None:
+            stage["handler"] = handler
+        stage.update(overrides)
+    document["status_channel"] = prefix + document["status_channel"]
+    path = directory / "streams.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path, parse_topology(document)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def free_port_range(count: int, taken: set[int]) -> int:
+    """The first of `count` consecutive free ports (none in `taken`)."""
+    for _ in range(200):
+        base = free_port()
+        ports = range(base, base + count)
+        if base + count > 65535 or taken & set(ports):
+            continue
+        if all(_port_free(port) for port in ports):
+            taken.update(ports)
+            return base
+    raise BenchError(f"no {count} consecutive free ports")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+# -- measurements ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Monitor:
+    """The bench's own connection to the bench database; counts its statements (each is a transaction
+    that `xact_commit` counts too, and is subtracted)."""
+
+    connection: asyncpg.Connection
+    statements: int = 0
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        self.statements += 1
+        return await self.connection.fetch(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record:
+        self.statements += 1
+        row = await self.connection.fetchrow(query, *args)
+        assert row is not None
+        return row
+
+
+async def transaction_counters(database_url: str) -> tuple[int, int]:
+    """(xact_commit of this database, next transaction id of the server), on a connection of its own."""
+    connection = await asyncpg.connect(database_url, timeout=10)
+    try:
+        row = await connection.fetchrow(
+            "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()) AS commits,"
+            " pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid"
+        )
+        assert row is not None
+        return int(row["commits"]), int(row["next_xid"])
+    finally:
+        await connection.close(timeout=10)
+
+
+@dataclass
+class Scrape:
+    """Sums and counts of the histograms we read, over every stage process."""
+
+    ledger_sum: float = 0.0
+    ledger_count: float = 0.0
+    batch_sum: dict[str, float] = field(default_factory=dict)
+    batch_count: dict[str, float] = field(default_factory=dict)
+
+    def minus(self, earlier: Scrape) -> Scrape:
+        return Scrape(
+            self.ledger_sum - earlier.ledger_sum,
+            self.ledger_count - earlier.ledger_count,
+            {k: v - earlier.batch_sum.get(k, 0.0) for k, v in self.batch_sum.items()},
+            {k: v - earlier.batch_count.get(k, 0.0) for k, v in self.batch_count.items()},
+        )
+
+
+async def scrape(session: aiohttp.ClientSession, ports: list[int]) -> Scrape:
+    result = Scrape()
+    for port in ports:
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+            text = await response.text()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name.startswith("pm_ledger_request_events_"):
+                    if sample.labels.get("operation") != "create_transfers":
+                        continue
+                    if sample.name.endswith("_sum"):
+                        result.ledger_sum += sample.value
+                    elif sample.name.endswith("_count"):
+                        result.ledger_count += sample.value
+                elif sample.name.startswith("pm_stage_batch_entries_"):
+                    stage = sample.labels["stage"]
+                    if sample.name.endswith("_sum"):
+                        result.batch_sum[stage] = result.batch_sum.get(stage, 0.0) + sample.value
+                    elif sample.name.endswith("_count"):
+                        result.batch_count[stage] = result.batch_count.get(stage, 0.0) + sample.value
+    return result
+
+
+@dataclass
+class ServerPids:
+    """The server processes this run uses, when they run on this machine (None: not measurable here)."""
+
+    postmaster: int | None
+    valkey: int | None
+
+
+async def server_pids(monitor: Monitor, redis: aioredis.Redis) -> ServerPids:
+    postmaster = valkey = None
+    with contextlib.suppress(psutil.Error, AttributeError):
+        backend = psutil.Process(int((await monitor.fetchrow("SELECT pg_backend_pid() AS pid"))["pid"]))
+        postmaster = backend.parent().pid
+    with contextlib.suppress(psutil.Error, KeyError, ValueError):
+        pid = int((await redis.info("server"))["process_id"])
+        valkey = pid if psutil.pid_exists(pid) else None
+    return ServerPids(postmaster, valkey)
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def cpu_seconds(fleet: Fleet, servers: ServerPids) -> dict[str, float]:
+    """CPU seconds (user + system) so far: per process type, the servers, this client, and the machine.
+
+    PostgreSQL counts the postmaster and its children alive now (a backend that exits meanwhile is
+    missed, the bench's fleet keeps its pools open); "other" below is what none of these account for.
+    """
+    seconds: dict[str, float] = {}
+    for process_type, processes in fleet.processes.items():
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                seconds[process_type] = seconds.get(process_type, 0.0) + _cpu(psutil.Process(process.pid))
+    if servers.postmaster is not None:
+        with contextlib.suppress(psutil.Error):
+            postmaster = psutil.Process(servers.postmaster)
+            total = _cpu(postmaster)
+            for child in postmaster.children():
+                with contextlib.suppress(psutil.Error):
+                    total += _cpu(child)
+            seconds["postgres"] = total
+    if servers.valkey is not None:
+        with contextlib.suppress(psutil.Error):
+            seconds["valkey"] = _cpu(psutil.Process(servers.valkey))
+    seconds["bench client"] = _cpu(psutil.Process())
+    machine = psutil.cpu_times()
+    busy = ("user", "nice", "system", "irq", "softirq", "steal")
+    seconds[MACHINE] = sum(getattr(machine, name, 0.0) for name in busy)
+    return seconds
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    delta = {k: round(after[k] - before.get(k, 0.0), 2) for k in after}
+    delta[OTHER] = round(delta[MACHINE] - sum(v for k, v in delta.items() if k != MACHINE), 2)
+    return delta
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def reference_ms() -> float:
+    """How long a fixed pure-Python workload takes now (best of three): this VM's speed drifts by a
+    quarter between minutes, so runs compare fairly only next to this number."""
+    best_s = float("inf")
+    for _ in range(3):
+        started_s = time.perf_counter()
+        total = 0
+        for i in range(REFERENCE_LOOP_ITERATIONS):
+            total += i % 7
+        best_s = min(best_s, time.perf_counter() - started_s)
+    assert total > 0
+    return round(best_s * 1000, 1)
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    assert sorted_values
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+# -- one run -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunOptions:
+    name: str  # "pipeline" or "floor"
+    handler: str | None  # None: the real handlers of streams.yaml
+    intents: int
+    concurrency: int
+    senders: int
+    counts: dict[str, int]
+    stage_overrides: dict[str, Any]
+    finish_timeout_s: float
+    stats_settle_s: float
+    log_dir: Path
+
+
+@dataclass
+class SendResult:
+    started_at: dict[str, float]  # intent id -> wall-clock time its POST started
+    first_post_at: float
+    last_accepted_at: float
+
+
+async def send_intents(client: PMClient, count: int, concurrency: int, senders: int) -> SendResult:
+    """`count` P2P intents, `concurrency` at a time; any refusal ends the run."""
+    started_at: dict[str, float] = {}
+    next_index = 0
+    last_accepted_at = 0.0
+    first_post_at = time.time()
+
+    async def worker() -> None:
+        nonlocal next_index, last_accepted_at
+        while next_index < count:
+            index = next_index
+            next_index += 1
+            sender = SENDER_ID_BASE + index % senders
+            # Recipients are another set of users, paired differently each round.
+            recipient = RECIPIENT_ID_BASE + (index * 7919) % senders
+            start = time.time()
+            try:
+                body = await client.create_intent(
+                    operation_type="P2P_TRANSFER", amount_minor=AMOUNT_MINOR, currency=CURRENCY,
+                    user_id=sender, recipient_id=recipient,
+                )  # fmt: skip
+            except PMApiError as exc:
+                raise BenchError(f"intent {index} refused by the gateway: {exc}") from exc
+            accepted = time.time()
+            if body.get("state") != "CREATED":
+                raise BenchError(f"intent {index}: expected CREATED, got {body}")
+            started_at[body["id"]] = start
+            last_accepted_at = max(last_accepted_at, accepted)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(concurrency, count)):
+            group.create_task(worker())
+    assert len(started_at) == count, f"{len(started_at)} of {count} intents answered"
+    return SendResult(started_at, first_post_at, last_accepted_at)
+
+
+async def fund_senders(admin: PMClient, monitor: Monitor, senders: int, amount_minor: int, concurrency: int) -> None:
+    """One ADMIN_ADJUSTMENT per sender through the pipeline; waits until all are final (bounded)."""
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def fund(user_id: int) -> str:
+        async with semaphore:
+            body = await admin.create_intent(
+                operation_type="ADMIN_ADJUSTMENT", amount_minor=amount_minor, currency=CURRENCY,
+                recipient_id=user_id, user_id=ADMIN_OPERATOR_ID,
+            )  # fmt: skip
+            return body["id"]
+
+    await asyncio.gather(*(fund(SENDER_ID_BASE + i) for i in range(senders)))
+    deadline = time.monotonic() + FUNDING_TIMEOUT_S
+    while True:
+        row = await monitor.fetchrow(
+            "SELECT count(*) FILTER (WHERE state = 'SETTLED' AND history_written) AS done,"
+            " count(*) FILTER (WHERE state IN ('REJECTED', 'FAILED')) AS refused"
+            " FROM pm.intent WHERE operation_type = 'ADMIN_ADJUSTMENT'"
+        )
+        if row["refused"]:
+            raise BenchError(f"{row['refused']} funding intents were refused")
+        if row["done"] == senders:
+            return
+        if time.monotonic() > deadline:
+            raise BenchError(f"funding: {senders - row['done']} of {senders} not settled after {FUNDING_TIMEOUT_S} s")
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+def check_alive(fleet: Fleet) -> None:
+    """Every process started is still running (a stage or gateway that exits fails the run)."""
+    for process_type, processes in fleet.processes.items():
+        for number, process in enumerate(processes, start=1):
+            if process.poll() is not None:
+                log = fleet.log_dir / f"{process_type}.{number}.log"
+                tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+                raise BenchError(f"{process_type} #{number} exited with {process.returncode}:\n{tail}")
+
+
+async def wait_settled(monitor: Monitor, fleet: Fleet, count: int, last_accepted_at: float, timeout_s: float) -> None:
+    """Until all `count` P2P intents are SETTLED; fails on a refusal, a dead process or the time bound."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = await monitor.fetch(
+            "SELECT state, count(*) AS n FROM pm.intent WHERE operation_type = 'P2P_TRANSFER' GROUP BY state"
+        )
+        states = {row["state"]: row["n"] for row in rows}
+        if states.get("SETTLED", 0) == count:
+            return
+        refused = states.get("REJECTED", 0) + states.get("FAILED", 0)
+        if refused:
+            raise BenchError(f"{refused} intents were not settled: {states}")
+        check_alive(fleet)
+        if time.monotonic() > deadline:
+            raise BenchError(
+                f"{count - states.get('SETTLED', 0)} of {count} intents not SETTLED {timeout_s:.0f} s after the "
+                f"last was accepted; states: {states}"
+            )
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+async def wait_drained(monitor: Monitor, redis: aioredis.Redis, topology: Topology) -> None:
+    """Until every finished intent's history is written and no stream holds an unacknowledged entry."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while True:
+        row = await monitor.fetchrow("SELECT count(*) AS n FROM pm.intent WHERE NOT history_written")
+        left = {}
+        for stage in topology.stages.values():
+            backlog = await streams.backlog(redis, stage.stream, stage.group)
+            if backlog is None:
+                raise BenchError(f"stream {stage.stream} or its group {stage.group} is missing")
+            if backlog.lag or backlog.pending:
+                left[stage.name] = {"undelivered": backlog.lag, "pending": backlog.pending}
+        if row["n"] == 0 and not left:
+            return
+        if time.monotonic() > deadline:
+            raise BenchError(f"not drained after {DRAIN_TIMEOUT_S} s: {row['n']} without history; streams {left}")
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+async def wait_ready(base_url: str, metrics_ports: list[int], fleet: Fleet) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    waiting = [f"{base_url}/readyz", *(f"http://127.0.0.1:{p}/metrics" for p in metrics_ports)]
+    timeout = aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while waiting:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(waiting[0]) as response:
+                    if response.status == 200:
+                        waiting.pop(0)
+                        continue
+            check_alive(fleet)
+            if time.monotonic() > deadline:
+                raise BenchError(f"not ready within {READY_TIMEOUT_S} s: {waiting[0]}\n{fleet.logs('gateway')[-3000:]}")
+            await asyncio.sleep(0.2)
+
+
+async def run_once(options: RunOptions, server_url: str, redis_url: str, databases: list[str]) -> dict[str, Any]:
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    database_url = await create_database(server_url, name, exist_ok=False)
+    databases.append(name)
+    await migrate(database_url)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        app_key, app_secret = await keys.create_key(pool, name="bench-app", scopes=APP_SCOPES)
+        admin_key, admin_secret = await keys.create_key(pool, name="bench-admin", scopes=ADMIN_SCOPES)
+    finally:
+        await pool.close()
+
+    run_dir = options.log_dir / options.name
+    run_dir.mkdir(parents=True)
+    streams_file, topology = write_streams_file(run_dir, options.handler, options.stage_overrides)
+    http_port = free_port()
+    taken = {http_port}
+    environment = {
+        "PM_DATABASE_URL": database_url,
+        "PM_REDIS_URL": redis_url,
+        "PM_LEDGER_URL": database_url,
+        "PM_STREAMS_FILE": str(streams_file),
+        "PM_HTTP_PORT": str(http_port),
+        "PM_LOG_LEVEL": "WARNING",
+    }
+    fleet = Fleet(environment=environment, log_dir=run_dir)
+    metrics_ports: list[int] = []
+    redis = aioredis.Redis.from_url(redis_url, socket_timeout=10)
+    monitor: Monitor | None = None
+    try:
+        progress(f"{options.name}: starting the fleet ({run_dir})")
+        for process_type, count in options.counts.items():
+            if count == 0:
+                continue
+            if process_type in PROCESS_TYPES_WITHOUT_METRICS:
+                fleet.start(process_type, count)
+            else:
+                port_base = free_port_range(count, taken)
+                fleet.start(process_type, count, port_base=port_base)
+                metrics_ports.extend(range(port_base, port_base + count))
+        base_url = f"http://127.0.0.1:{http_port}"
+        await wait_ready(base_url, metrics_ports, fleet)
+        await asyncio.sleep(1.0)  # a second gateway that cannot bind dies just after the first answers
+        check_alive(fleet)
+        monitor = Monitor(await asyncpg.connect(database_url, timeout=10))
+        pids = await server_pids(monitor, redis)
+
+        # Every P2P intent of a sender is covered twice over: no payment can fail for lack of funds.
+        per_sender = math.ceil(options.intents / options.senders)
+        session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=30),
+            connector=aiohttp.TCPConnector(limit=max(options.concurrency, 8)),
+        )
+        scrape_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_S))
+        async with (
+            session,
+            scrape_session,
+            PMClient(base_url, app_key.key_id, app_secret, session=session) as app,
+            PMClient(base_url, admin_key.key_id, admin_secret, session=session) as admin,
+        ):
+            progress(f"{options.name}: ready; funding {options.senders} senders (the warm-up)")
+            await fund_senders(admin, monitor, options.senders, 2 * per_sender * AMOUNT_MINOR, options.concurrency)
+            progress(f"{options.name}: funded; {options.stats_settle_s} s for PostgreSQL's statistics to settle")
+            await asyncio.sleep(options.stats_settle_s)
+
+            commits_before, xid_before = await transaction_counters(database_url)
+            monitor.statements = 0
+            scrape_before = await scrape(scrape_session, metrics_ports)
+            reference_before_ms = reference_ms()
+            progress(f"{options.name}: sending {options.intents} intents at concurrency {options.concurrency}")
+            cpu_before, cpu_from = cpu_seconds(fleet, pids), time.time()
+            sent = await send_intents(app, options.intents, options.concurrency, options.senders)
+            progress(f"{options.name}: all accepted; waiting for SETTLED")
+            await wait_settled(monitor, fleet, options.intents, sent.last_accepted_at, options.finish_timeout_s)
+            cpu_after, cpu_to = cpu_seconds(fleet, pids), time.time()
+            reference_after_ms = reference_ms()
+            progress(f"{options.name}: all settled; checking")
+            await wait_drained(monitor, redis, topology)
+            scrape_delta = (await scrape(scrape_session, metrics_ports)).minus(scrape_before)
+
+        rows = await monitor.fetch(
+            "SELECT e.intent_id, e.created_at FROM pm.intent_event e JOIN pm.intent i ON i.id = e.intent_id"
+            " WHERE i.operation_type = 'P2P_TRANSFER' AND e.state = 'SETTLED'"
+        )
+        assert len(rows) == options.intents, f"{len(rows)} SETTLED events for {options.intents} intents"
+        latencies_s = sorted(row["created_at"].timestamp() - sent.started_at[str(row["intent_id"])] for row in rows)
+        last_settled_at = max(row["created_at"].timestamp() for row in rows)
+        own_statements = monitor.statements
+
+        ledger_ok: bool | None = None
+        if options.handler is None:
+            async with open_ledger(database_url) as ledger:
+                report = await run_check(ledger)
+            if not report.ok:
+                raise BenchError(f"ledger check failed: {report.problems}")
+            ledger_ok = True
+    finally:
+        # Synchronous on purpose: also runs to completion while the run is being cancelled (Ctrl-C).
+        fleet.stop()
+        if monitor is not None:
+            await monitor.connection.close(timeout=10)
+        await redis.aclose()
+
+    await asyncio.sleep(STATS_FLUSH_AFTER_STOP_S)
+    commits_after, xid_after = await transaction_counters(database_url)
+    commits = commits_after - commits_before - own_statements
+    n = options.intents
+    accept_s = sent.last_accepted_at - sent.first_post_at
+    settle_s = last_settled_at - sent.first_post_at
+    return {
+        "run": options.name,
+        "intents": n,
+        "concurrency": options.concurrency,
+        "processes": {k: v for k, v in options.counts.items() if v},
+        "stage_overrides": options.stage_overrides,
+        "accepted_per_s": round(n / accept_s),
+        "settled_per_s": round(n / settle_s),
+        "seconds_to_last_settled": round(settle_s, 3),
+        "latency_ms": {
+            "p50": round(percentile(latencies_s, 0.50) * 1000, 1),
+            "p95": round(percentile(latencies_s, 0.95) * 1000, 1),
+            "p99": round(percentile(latencies_s, 0.99) * 1000, 1),
+            "max": round(latencies_s[-1] * 1000, 1),
+        },
+        "commits_per_intent": round(commits / n, 3),
+        "write_transactions_per_intent": round((xid_after - xid_before) / n, 3),
+        "ledger_batch_mean": (
+            round(scrape_delta.ledger_sum / scrape_delta.ledger_count, 1) if scrape_delta.ledger_count else None
+        ),
+        "ledger_requests": int(scrape_delta.ledger_count),
+        "stage_batch_mean": {
+            stage: round(scrape_delta.batch_sum[stage] / count, 1)
+            for stage, count in sorted(scrape_delta.batch_count.items())
+            if count
+        },
+        "cpu_s": cpu_delta(cpu_before, cpu_after),
+        "cpu_window_s": round(cpu_to - cpu_from, 3),
+        "reference_loop_ms": round((reference_before_ms + reference_after_ms) / 2, 1),
+        "checks": {"all_settled": True, "streams_drained": True, "ledger_ok": ledger_ok},
+    }
+
+
+# -- output ------------------------------------------------------------------------------------------
+
+
+def print_table(row: dict[str, Any]) -> None:
+    latency = row["latency_ms"]
+    cpu = row["cpu_s"]
+    processes = " ".join(f"{k}={v}" for k, v in row["processes"].items())
+    overrides = " ".join(f"{k}={v}" for k, v in row["stage_overrides"].items()) or "streams.yaml defaults"
+    lines = [
+        f"== {row['run']}: {row['intents']:,} P2P intents, concurrency {row['concurrency']}",
+        f"   processes        {processes}",
+        f"   stages           {overrides}",
+        f"   accepted/s       {row['accepted_per_s']:>8,}",
+        f"   settled/s        {row['settled_per_s']:>8,}   (last SETTLED after {row['seconds_to_last_settled']:.2f} s)",
+        f"   POST -> SETTLED  p50 {latency['p50']:.0f} ms   p95 {latency['p95']:.0f} ms   "
+        f"p99 {latency['p99']:.0f} ms   max {latency['max']:.0f} ms",
+        f"   PG commits       {row['commits_per_intent']:.2f} per intent "
+        f"({row['write_transactions_per_intent']:.2f} write transactions per intent)",
+        f"   ledger batch     {row['ledger_batch_mean'] if row['ledger_batch_mean'] is not None else '-'} "
+        f"transfers per create_transfers ({row['ledger_requests']} requests)",
+        "   stage batch      " + "  ".join(f"{k} {v}" for k, v in row["stage_batch_mean"].items()),
+        f"   CPU seconds      {cpu[MACHINE]:.1f} busy in {row['cpu_window_s']:.1f} s "
+        f"({cpu[MACHINE] / row['cpu_window_s']:.2f} of {psutil.cpu_count()} cores; "
+        f"{1000 * cpu[MACHINE] / row['intents']:.2f} ms per intent)",
+        "      " + ", ".join(f"{k} {v}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]) if k != MACHINE),
+        f"   machine speed    reference loop {row['reference_loop_ms']} ms (lower is faster; compare runs by it)",
+        "   checks           "
+        + ", ".join(f"{k} {'ok' if v else ('-' if v is None else 'FAILED')}" for k, v in row["checks"].items()),
+    ]
+    if "ratio_real_to_floor" in row:
+        lines.append(f"   real / floor     {row['ratio_real_to_floor']:.2f} (settled/s)")
+    print("\n".join(lines), flush=True)
+
+
+# -- main --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def servers(data_dir: Path) -> Iterator[tuple[str, str, bool]]:
+    """(PostgreSQL server URL, Redis URL, embedded?): configured ones, or embedded ones for the block."""
+    with contextlib.ExitStack() as stack:
+        database_url = os.environ.get("PM_DATABASE_URL") or None
+        redis_url = os.environ.get("PM_REDIS_URL") or None
+        embedded = database_url is None
+        if database_url is None:
+            database_url = stack.enter_context(running_postgres(data_dir / "postgres"))
+        if redis_url is None:
+            redis_url = stack.enter_context(running_valkey(data_dir / "valkey"))
+        yield database_url, redis_url, embedded
+
+
+async def run_all(args: argparse.Namespace, server_url: str, redis_url: str, log_dir: Path) -> list[dict[str, Any]]:
+    overrides: dict[str, Any] = {}
+    if args.batch_size is not None:
+        overrides["batch_size"] = args.batch_size
+    if args.block_ms is not None:
+        overrides["block_ms"] = args.block_ms
+    finish_timeout_s = args.timeout_s if args.timeout_s is not None else max(60.0, args.intents / 100)
+    common = {
+        "intents": args.intents,
+        "concurrency": args.concurrency,
+        "senders": args.senders,
+        "counts": args.processes,
+        "stage_overrides": overrides,
+        "finish_timeout_s": finish_timeout_s,
+        "stats_settle_s": args.stats_settle_s,
+        "log_dir": log_dir,
+    }
+    databases: list[str] = []
+    rows = []
+    try:
+        real = await run_once(RunOptions(name="pipeline", handler=None, **common), server_url, redis_url, databases)
+        _emit(real, args.json)
+        rows.append(real)
+        if args.floor:
+            floor = await run_once(
+                RunOptions(name="floor", handler=FLOOR_HANDLER, **common), server_url, redis_url, databases
+            )
+            floor["ratio_real_to_floor"] = round(real["settled_per_s"] / floor["settled_per_s"], 3)
+            _emit(floor, args.json)
+            rows.append(floor)
+    finally:
+        if os.environ.get("PM_DATABASE_URL"):
+            await _drop_databases(server_url, databases)
+    return rows
+
+
+async def _drop_databases(server_url: str, names: list[str]) -> None:
+    connection = await asyncpg.connect(server_url, timeout=10)
+    try:
+        for name in names:
+            await connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await connection.close(timeout=10)
+
+
+def _emit(row: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(row), flush=True)
+    else:
+        print_table(row)
+
+
+def _raise_keyboard_interrupt(signal_number: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signal_number}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--intents", type=int, default=5000, help="P2P intents per run (N)")
+    parser.add_argument("--concurrency", type=int, default=64, help="POSTs in flight at once (C)")
+    parser.add_argument(
+        "--processes", type=parse_counts, default=parse_counts(""),
+        help="process counts per Procfile type, e.g. gateway=1,settlement=2 (default: one of each)",
+    )  # fmt: skip
+    parser.add_argument("--senders", type=int, default=1000, help="distinct paying users (funded first)")
+    parser.add_argument("--batch-size", type=int, default=None, help="every stage's batch_size (streams.yaml)")
+    parser.add_argument("--block-ms", type=int, default=None, help="every stage's block_ms (streams.yaml)")
+    parser.add_argument("--floor", action="store_true", help="also run the plumbing floor and print the ratio")
+    parser.add_argument("--timeout-s", type=float, default=None, help="bound on settling after the last 202")
+    parser.add_argument("--stats-settle-s", type=float, default=STATS_SETTLE_S, help=argparse.SUPPRESS)
+    parser.add_argument("--keep-logs", action="store_true", help="keep the fleet logs (printed path)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per run")
+    args = parser.parse_args()
+    if args.intents < 1 or args.concurrency < 1 or args.senders < 1:
+        parser.error("--intents, --concurrency and --senders must be positive")
+
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # stop the fleet and servers on SIGTERM too
+    work_dir = Path(tempfile.mkdtemp(prefix="pm-bench-pipeline-"))
+    failed = True
+    try:
+        with servers(work_dir / "data") as (server_url, redis_url, _):
+            asyncio.run(run_all(args, server_url, redis_url, work_dir / "logs"))
+        failed = False
+        return 0
+    except BenchError as exc:
+        print(f"bench/pipeline.py: FAILED: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench/pipeline.py: interrupted; fleet and servers stopped", file=sys.stderr)
+        return 130
+    finally:
+        if failed or args.keep_logs:
+            print(f"bench/pipeline.py: fleet logs in {work_dir / 'logs'}", file=sys.stderr)
+            shutil.rmtree(work_dir / "data", ignore_errors=True)
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

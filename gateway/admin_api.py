@@ -1,0 +1,139 @@
+"""The admin API of limit rules, routes and the audit trail: its routes for `gateway/app.py` and its part
+of the OpenAPI document for `gateway/openapi.py`, kept together so neither can miss an endpoint.
+
+Self-contained on purpose (openapi.py imports this module, so this one cannot import openapi.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway import admin_audit, admin_limits, admin_routes
+from gateway.errors import Handler
+from pm.keys import SCOPE_ADMIN
+
+# (method, path, view, route name, scope) of every admin endpoint here.
+ADMIN_ROUTES: tuple[tuple[str, str, Handler, str, str], ...] = tuple(
+    (method, path, view, name, SCOPE_ADMIN)
+    for method, path, view, name in (*admin_limits.ROUTES, *admin_routes.ROUTES, *admin_audit.ROUTES)
+)
+
+SCHEMAS = "#/components/schemas/"
+SIGNED = [{"keyId": [], "timestamp": [], "nonce": [], "signature": []}]
+_REASONS = {
+    400: "the body is not JSON",
+    401: "missing or bad signature, unknown or revoked key, stale timestamp, reused nonce",
+    403: "the key lacks the admin scope",
+    404: "no such rule or route",
+    409: "the change clashes with what is stored (a route priority taken; too many rules or routes)",
+    422: "the body or a parameter is invalid (unknown fields are refused)",
+    503: "a dependency is unavailable; see Retry-After",
+}
+OPERATOR_HEADER = {
+    "name": "X-User-Id",
+    "in": "header",
+    "required": False,
+    "description": "the operator, recorded in the audit trail (a positive integer), part of the signature",
+    "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,18}$"},
+}
+ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,18}$"}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": SCHEMAS + name}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _operation(summary: str, responses: dict[str, Any], *statuses: int, **extra: Any) -> dict[str, Any]:
+    errors = {str(status): _json(_ref("Error"), _REASONS[status]) for status in (401, 403, 503, *statuses)}
+    return {"summary": summary, "security": SIGNED, "x-pm-scope": SCOPE_ADMIN, "responses": responses | errors, **extra}
+
+
+def _crud(plural: str, thing: str, schema: str, request_schema: str, delete_means: str) -> dict[str, Any]:
+    body = {"required": True, "content": {"application/json": {"schema": _ref(request_schema)}}}
+    listed = {"type": "object", "properties": {"items": {"type": "array", "items": _ref(schema)}}}
+    return {
+        f"/admin/{plural}": {
+            "post": _operation(
+                f"Create a {thing} (version 1); recorded in the audit trail",
+                {"201": _json(_ref(schema), f"the {thing}")},
+                400, 409, 422,
+                parameters=[OPERATOR_HEADER], requestBody=body,
+            ),
+            "get": _operation(f"Every {thing}, enabled or not", {"200": _json(listed, f"the {thing}s")},
+                              parameters=[OPERATOR_HEADER]),
+        },
+        f"/admin/{plural}/{{id}}": {
+            "put": _operation(
+                f"Replace a {thing} (version + 1); recorded in the audit trail",
+                {"200": _json(_ref(schema), f"the {thing}")},
+                400, 404, 409, 422,
+                parameters=[ID, OPERATOR_HEADER], requestBody=body,
+            ),
+            "delete": _operation(
+                f"Disable a {thing} ({delete_means}); recorded in the audit trail",
+                {"200": _json(_ref(schema), f"the {thing}, disabled")},
+                404,
+                parameters=[ID, OPERATOR_HEADER],
+            ),
+        },
+    }  # fmt: skip
+
+
+def paths() -> dict[str, Any]:
+    page_parameters = [
+        {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": admin_audit.AUDIT_PAGE_SIZE_MAX}},
+        {"name": "before", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1},
+         "description": "next_before of the previous page"},
+    ]  # fmt: skip
+    return {
+        **_crud("limit-rules", "limit rule", "LimitRule", "LimitRuleRequest", "it no longer limits"),
+        **_crud("routes", "route", "PaymentRoute", "PaymentRouteRequest", "validation no longer picks it"),
+        "/admin/audit": {
+            "get": _operation(
+                "The admin audit trail, newest first",
+                {"200": _json(_ref("AuditPage"), "one page")},
+                422,
+                parameters=page_parameters,
+            )
+        },
+    }
+
+
+def schemas() -> dict[str, Any]:
+    timestamp = {"type": "string", "format": "date-time"}
+    common = {"id": {"type": "integer"}, "version": {"type": "integer", "minimum": 1}, "enabled": {"type": "boolean"},
+              "created_at": timestamp, "updated_at": timestamp}  # fmt: skip
+    limit_rule = admin_limits.LimitRuleBody.model_json_schema()["properties"]
+    route = admin_routes.RouteBody.model_json_schema()["properties"]
+    return {
+        "LimitRuleRequest": admin_limits.LimitRuleBody.model_json_schema(),
+        "PaymentRouteRequest": admin_routes.RouteBody.model_json_schema(),
+        "LimitRule": {"type": "object", "properties": {**limit_rule, **common}},
+        "PaymentRoute": {"type": "object", "properties": {**route, **common}},
+        "AuditPage": {
+            "type": "object",
+            "properties": {
+                "items": {"type": "array", "items": _ref("AuditEntry")},
+                "next_before": {"type": ["integer", "null"]},
+            },
+        },
+        "AuditEntry": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer"},
+                "at": timestamp,
+                "api_key_id": {"type": "string"},
+                "operator_id": {"type": ["integer", "null"]},
+                "entity": {"type": "string", "enum": ["fee_rule", "limit_rule", "route"]},
+                "entity_id": {"type": "integer"},
+                "action": {"type": "string", "enum": ["create", "update", "delete"]},
+                "before": {"type": ["object", "null"]},
+                "after": {"type": ["object", "null"]},
+            },
+        },
+    }

@@ -1,0 +1,49 @@
+"""What every admin view does with a request: who acts, which row, which body.
+
+actor = actor_of(request)                       # the API key id, and X-User-Id as the operator
+rule_id = path_id(request)                      # 404 unless a positive bigint
+body = await parse_body(request, LimitRuleBody) # 400 not JSON, 422 not the model (unknown fields too)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TypeVar
+
+import pydantic
+from aiohttp import web
+
+from gateway.auth import acting_user
+from gateway.errors import ApiError, not_found
+from gateway.models import _refusal as refusal
+from gateway.resources import API_KEY
+from pm.audit import Actor
+from pm.domain import ErrorCode
+
+BIGINT_MAX = 2**63 - 1
+ID_PATTERN = re.compile(r"[1-9][0-9]{0,18}")
+
+Body = TypeVar("Body", bound=pydantic.BaseModel)
+
+
+def actor_of(request: web.Request) -> Actor:
+    return Actor(api_key_id=request[API_KEY].key_id, operator_id=acting_user(request, required=False))
+
+
+def path_id(request: web.Request) -> int:
+    """The `{id}` of the path; anything but a positive bigint names no row (404, like a missing one)."""
+    text = request.match_info["id"]
+    if not ID_PATTERN.fullmatch(text) or int(text) > BIGINT_MAX:
+        raise not_found()
+    return int(text)
+
+
+async def parse_body(request: web.Request, model: type[Body]) -> Body:
+    try:
+        return model.model_validate_json(await request.read())
+    except pydantic.ValidationError as exc:
+        raise refusal(exc) from None
+
+
+def conflict(message: str) -> ApiError:
+    return ApiError(409, ErrorCode.CONFLICT, message)

@@ -1,0 +1,171 @@
+"""The OpenAPI description of POST /quote and the fee-rule admin API, merged into gateway/openapi.py.
+
+Self-contained on purpose (openapi.py imports this module, so this one cannot import openapi.py); the
+rule body's schema comes from the pydantic model the views parse with, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.admin_fee_rules import FeeRuleBody
+from pm.keys import SCOPE_ADMIN, SCOPE_INTENTS_WRITE
+
+SCHEMAS = "#/components/schemas/"
+SIGNED = [{"keyId": [], "timestamp": [], "nonce": [], "signature": []}]
+_REASONS = {
+    400: "malformed request (header or JSON)",
+    401: "missing or bad signature, unknown or revoked key, stale timestamp, reused nonce",
+    403: "the key lacks the scope",
+    404: "no such fee rule",
+    413: "body larger than the configured maximum",
+    422: "the body is invalid (unknown fields are refused), or the intent would be refused (its code)",
+    503: "a dependency is unavailable; see Retry-After",
+}
+OPTIONAL_USER_HEADER = {
+    "name": "X-User-Id",
+    "in": "header",
+    "required": False,
+    "description": "the acting user (a positive integer), part of the signature",
+    "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,18}$"},
+}
+RULE_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,18}$"}}
+OPERATOR_HEADER = OPTIONAL_USER_HEADER | {"description": "the operator, recorded in the audit trail"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": SCHEMAS + name}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(status): _json(_ref("Error"), _REASONS[status]) for status in statuses}
+
+
+def _operation(summary: str, scope: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"summary": summary, "responses": responses, "security": SIGNED, "x-pm-scope": scope, **extra}
+
+
+def paths() -> dict[str, Any]:
+    rule_invalid = {"400": _json(_ref("Error"), "RULE_INVALID: an expression does not compile, type-check or fit")}
+    rule_body = {"required": True, "content": {"application/json": {"schema": _ref("FeeRuleRequest")}}}
+    return {
+        "/quote": {
+            "post": _operation(
+                "What an intent would cost (fees, sender debit, recipient credit); nothing is created",
+                SCOPE_INTENTS_WRITE,
+                {"200": _json(_ref("Quote"), "the quote"), **_errors(400, 401, 403, 413, 422, 503)},
+                description="The body, signing and parties of POST /intents; no Idempotency-Key. 422 with the "
+                "code the intent would be rejected with: NO_ROUTE, FEE_RULE_ERROR, FEE_EXCEEDS_AMOUNT, or a "
+                "body refusal.",
+                parameters=[OPTIONAL_USER_HEADER | {"description": "the sender (required for P2P_TRANSFER)"}],
+                requestBody={"required": True, "content": {"application/json": {"schema": _ref("IntentRequest")}}},
+            )
+        },
+        "/admin/fee-rules": {
+            "post": _operation(
+                "Create a fee rule (version 1)",
+                SCOPE_ADMIN,
+                {"201": _json(_ref("FeeRule"), "the rule as saved"), **_errors(401, 403, 413, 422), **rule_invalid},
+                parameters=[OPERATOR_HEADER],
+                requestBody=rule_body,
+            ),
+            "get": _operation(
+                "Every fee rule's current version (enabled first)",
+                SCOPE_ADMIN,
+                {"200": _json(_ref("FeeRuleList"), "the rules"), **_errors(401, 403)},
+                parameters=[OPERATOR_HEADER],
+            ),
+        },
+        "/admin/fee-rules/{id}": {
+            "get": _operation(
+                "A fee rule's current version and its earlier versions",
+                SCOPE_ADMIN,
+                {"200": _json(_ref("FeeRuleHistory"), "the rule"), **_errors(401, 403, 404)},
+                parameters=[RULE_ID, OPERATOR_HEADER],
+            ),
+            "put": _operation(
+                "Replace a fee rule (the whole rule): a new version; priced intents keep theirs",
+                SCOPE_ADMIN,
+                {"200": _json(_ref("FeeRule"), "the new version"), **_errors(401, 403, 404, 413, 422), **rule_invalid},
+                parameters=[RULE_ID, OPERATOR_HEADER],
+                requestBody=rule_body,
+            ),
+            "delete": _operation(
+                "Disable a fee rule: a new version with enabled false (history kept)",
+                SCOPE_ADMIN,
+                {"200": _json(_ref("FeeRule"), "the disabled rule"), **_errors(401, 403, 404)},
+                parameters=[RULE_ID, OPERATOR_HEADER],
+            ),
+        },
+    }
+
+
+def schemas() -> dict[str, Any]:
+    request_schema = FeeRuleBody.model_json_schema(ref_template=SCHEMAS + "{model}")
+    nullable_int = {"type": ["integer", "null"]}
+    nullable_str = {"type": ["string", "null"]}
+    timestamp = {"type": ["string", "null"], "format": "date-time"}
+    applied = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "version": {"type": "integer", "minimum": 1},
+            "kind": {"type": "string", "enum": ["PRE", "POST"]},
+            "fee_minor": {"type": "integer", "minimum": 0},
+        },
+    }
+    rule = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "version": {"type": "integer", "minimum": 1},
+            "name": {"type": "string"},
+            "operation_type": nullable_str,
+            "channel": nullable_str,
+            "condition": {"type": "string"},
+            "amount": {"type": "string"},
+            "kind": {"type": "string", "enum": ["PRE", "POST"]},
+            "priority": {"type": "integer", "minimum": 0},
+            "min_fee_minor": {"type": "integer", "minimum": 0},
+            "max_fee_minor": nullable_int,
+            "valid_from": timestamp,
+            "valid_to": timestamp,
+            "enabled": {"type": "boolean"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+        },
+    }
+    version = {
+        "type": "object",
+        "properties": {
+            "version": {"type": "integer", "minimum": 1},
+            "created_at": {"type": "string", "format": "date-time"},
+            "definition": {"type": "object", "description": "every field of the rule as saved in this version"},
+        },
+    }
+    return {
+        "FeeRuleRequest": request_schema,
+        "FeeRule": rule,
+        "FeeRuleList": {"type": "object", "properties": {"rules": {"type": "array", "items": _ref("FeeRule")}}},
+        "FeeRuleHistory": {
+            "allOf": [
+                _ref("FeeRule"),
+                {"type": "object", "properties": {"versions": {"type": "array", "items": version}}},
+            ]
+        },
+        "AppliedFeeRule": applied,
+        "Quote": {
+            "type": "object",
+            "properties": {
+                "fee_pre_minor": {"type": "integer", "minimum": 0, "description": "the sender pays it on top"},
+                "fee_post_minor": {"type": "integer", "minimum": 0, "description": "deducted from the recipient"},
+                "sender_debit_minor": {"type": "integer", "description": "amount + PRE fee"},
+                "recipient_credit_minor": {"type": "integer", "description": "amount - POST fee"},
+                "rules": {"type": "array", "items": _ref("AppliedFeeRule")},
+            },
+        },
+    }

@@ -1,0 +1,69 @@
+"""POST /quote: what an intent would cost, before the user confirms. Nothing is created or stored.
+
+The same signing, scope and body as POST /intents (the same pydantic model and checks, the same parties
+from X-User-Id), no Idempotency-Key. The channel is chosen as validation chooses it (the enabled route
+with the best priority for the amount), and the fees come from the same rules and pricing as the fees
+stage, at the current time:
+
+    {"fee_pre_minor", "fee_post_minor", "sender_debit_minor", "recipient_credit_minor",
+     "rules": [{"id", "version", "kind", "fee_minor"}]}
+
+Refusals are those the intent would meet in the pipeline, as 422 with the intent's code: NO_ROUTE,
+FEE_RULE_ERROR (a rule failed to evaluate; its id is in the message), FEE_EXCEEDS_AMOUNT.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from consumers.context import RouteTable
+from gateway.auth import acting_user
+from gateway.errors import json_response, validation_failed
+from gateway.intents import _parties as parties
+from gateway.models import IntentLimits, parse_intent_request
+from gateway.resources import API_KEY, DATABASE, SETTINGS
+from pm.domain import ErrorCode
+from pm.pricing import PricingError, PricingRequest
+from pm.rule_cache import FeeRuleCache
+
+# Set by create_app: this process's fee rules and routes, each re-read when they change.
+FEE_RULES = web.AppKey("fee_rules", FeeRuleCache)
+ROUTES = web.AppKey("quote_routes", RouteTable)
+
+
+async def quote(request: web.Request) -> web.Response:
+    app = request.app
+    body = await request.read()
+    intent_request = parse_intent_request(body, IntentLimits.from_settings(app[SETTINGS]))
+    sender_id, recipient_id, _ = parties(intent_request, request[API_KEY], acting_user(request, required=False))
+    pool = app[DATABASE]
+    routes = app[ROUTES]
+    await routes.refresh(pool)
+    route = routes.choose(intent_request.operation_type, intent_request.amount_minor)
+    if route is None:
+        message = f"no enabled route for {intent_request.operation_type} of this amount"
+        raise validation_failed(message, ErrorCode.NO_ROUTE)
+    rules = await app[FEE_RULES].current(pool)
+    pricing_request = PricingRequest(
+        operation_type=intent_request.operation_type,
+        channel=route.channel,
+        amount_minor=intent_request.amount_minor,
+        currency=intent_request.currency,
+        tags=intent_request.metadata.tags,
+        sender_id=sender_id,
+        recipient_id=recipient_id,
+        at=datetime.now(UTC),
+    )
+    try:
+        fees = rules.price(pricing_request)
+    except PricingError as exc:
+        raise validation_failed(exc.message, exc.code) from None
+    return json_response(fees.quote(intent_request.amount_minor))
+
+
+def add_resources(app: web.Application) -> None:
+    """Called by create_app: the caches start empty and load on the first quote."""
+    app[FEE_RULES] = FeeRuleCache()
+    app[ROUTES] = RouteTable()

@@ -1,0 +1,197 @@
+"""The admin API of limit rules, routes and the audit trail on real PostgreSQL: create, replace, list and
+disable with a version each, one audit row per change with who, before and after, a new rule generation;
+refusals with stable codes (400 not JSON, 422 bad or unknown fields, 404 no such row, 409 a route
+priority taken); the audit pages newest first; and keys without the admin scope get 403 everywhere."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+from gateway_support import ADMIN, Gateway, Key, error_of
+
+from gateway.admin_api import ADMIN_ROUTES
+from pm.audit import current_rule_generation
+
+LIMIT_RULE = {"operation_type": "P2P_TRANSFER", "tag": None, "period": "daily", "max_amount_minor": 50_000,
+              "max_count": None}  # fmt: skip
+
+
+def route_body(**changes: Any) -> dict[str, Any]:
+    # Tests share the session's database and UNIQUE(operation_type, priority): a priority of its own.
+    body = {"operation_type": "P2P_TRANSFER", "min_amount_minor": 1, "max_amount_minor": 1_000, "channel":
+            "INTERNAL_P2P", "priority": random.randrange(10_000, 2**31 - 1), "enabled": False}  # fmt: skip
+    return body | changes
+
+
+async def admin_send(gateway: Gateway, key: Key, method: str, path: str, body: Any = None, operator: int | None = 7):
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else b""
+    return await gateway.send(method, path, key=key, body=payload, user_id=operator)
+
+
+async def audit_of(gateway: Gateway, key: Key) -> list[dict[str, Any]]:
+    """This key's changes, newest first, read through GET /admin/audit."""
+    response = await admin_send(gateway, key, "GET", "/admin/audit?limit=200")
+    assert response.status == 200
+    return [item for item in (await response.json())["items"] if item["api_key_id"] == key.key_id]
+
+
+async def test_limit_rules_are_created_replaced_listed_and_disabled_with_an_audit_row_each(gateway: Gateway) -> None:
+    admin = await gateway.key(*ADMIN)
+    generation = await current_rule_generation(gateway.pool)
+
+    created = await admin_send(gateway, admin, "POST", "/admin/limit-rules", LIMIT_RULE, operator=42)
+    assert created.status == 201, await created.text()
+    rule = await created.json()
+    assert (rule["version"], rule["enabled"], rule["max_count"]) == (1, True, None)
+    changed = {**LIMIT_RULE, "tag": "kyc_verified", "period": "monthly", "max_count": 30}
+    replaced = await admin_send(gateway, admin, "PUT", f"/admin/limit-rules/{rule['id']}", changed)
+    assert replaced.status == 200
+    assert (await replaced.json()) | {"updated_at": None} == rule | changed | {"version": 2, "updated_at": None}
+    listed = await (await admin_send(gateway, admin, "GET", "/admin/limit-rules")).json()
+    assert next(item for item in listed["items"] if item["id"] == rule["id"])["version"] == 2
+    deleted = await admin_send(gateway, admin, "DELETE", f"/admin/limit-rules/{rule['id']}", operator=None)
+    assert deleted.status == 200
+    assert ((await deleted.json())["enabled"], (await deleted.json())["version"]) == (False, 3)
+    again = await admin_send(gateway, admin, "DELETE", f"/admin/limit-rules/{rule['id']}")
+    assert again.status == 200 and (await again.json())["version"] == 3  # nothing changed, nothing recorded
+
+    audit = await audit_of(gateway, admin)
+    assert [(a["entity"], a["entity_id"], a["action"]) for a in audit] == [
+        ("limit_rule", rule["id"], "delete"),
+        ("limit_rule", rule["id"], "update"),
+        ("limit_rule", rule["id"], "create"),
+    ]
+    delete, update, create = audit
+    assert (create["operator_id"], create["before"], create["after"]["version"]) == (42, None, 1)
+    assert (update["before"]["tag"], update["after"]["tag"], update["after"]["max_count"]) == (None, "kyc_verified", 30)
+    assert (delete["operator_id"], delete["before"]["enabled"], delete["after"]["enabled"]) == (None, True, False)
+    assert await current_rule_generation(gateway.pool) >= generation + 3
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"{not json", 400, "BAD_REQUEST"),
+        (b"[]", 422, "VALIDATION_FAILED"),
+        (LIMIT_RULE | {"currency": "THB"}, 422, "VALIDATION_FAILED"),  # unknown fields are refused
+        ({k: v for k, v in LIMIT_RULE.items() if k != "max_count"}, 422, "VALIDATION_FAILED"),
+        (LIMIT_RULE | {"period": "weekly"}, 422, "VALIDATION_FAILED"),
+        (LIMIT_RULE | {"max_amount_minor": -1}, 422, "VALIDATION_FAILED"),
+        (LIMIT_RULE | {"max_amount_minor": "500"}, 422, "VALIDATION_FAILED"),  # integers are integers
+        (LIMIT_RULE | {"max_amount_minor": 2**60}, 422, "VALIDATION_FAILED"),
+        (LIMIT_RULE | {"operation_type": "TELEPORT"}, 422, "VALIDATION_FAILED"),
+        (LIMIT_RULE | {"operation_type": "ADMIN_ADJUSTMENT"}, 422, "VALIDATION_FAILED"),  # never limited
+        (LIMIT_RULE | {"tag": "has space"}, 422, "VALIDATION_FAILED"),
+    ],
+)
+async def test_a_bad_limit_rule_is_refused_and_nothing_is_written(
+    gateway: Gateway, body: Any, status: int, code: str
+) -> None:
+    admin = await gateway.key(*ADMIN)
+    response = await admin_send(gateway, admin, "POST", "/admin/limit-rules", body)
+    assert await error_of(response) == (status, code)
+    assert await audit_of(gateway, admin) == []
+
+
+@pytest.mark.parametrize(("method", "body"), [("PUT", LIMIT_RULE), ("DELETE", None)])
+@pytest.mark.parametrize("collection", ["limit-rules", "routes"])
+@pytest.mark.parametrize("rule_id", ["999999999", "abc", "0", "99999999999999999999"])
+async def test_an_unknown_id_is_404(gateway: Gateway, method: str, body: Any, collection: str, rule_id: str) -> None:
+    admin = await gateway.key(*ADMIN)
+    payload = route_body() if body is not None and collection == "routes" else body
+    response = await admin_send(gateway, admin, method, f"/admin/{collection}/{rule_id}", payload)
+    assert await error_of(response) == (404, "NOT_FOUND")
+
+
+async def test_routes_are_created_replaced_and_disabled_and_a_taken_priority_is_409(gateway: Gateway) -> None:
+    admin = await gateway.key(*ADMIN)
+    first = await admin_send(gateway, admin, "POST", "/admin/routes", route_body())
+    assert first.status == 201, await first.text()
+    route = await first.json()
+    assert (route["version"], route["channel"], route["enabled"]) == (1, "INTERNAL_P2P", False)
+    clash = await admin_send(gateway, admin, "POST", "/admin/routes", route_body(priority=route["priority"]))
+    assert await error_of(clash) == (409, "CONFLICT")
+    second = await (await admin_send(gateway, admin, "POST", "/admin/routes", route_body())).json()
+    moved = await admin_send(
+        gateway, admin, "PUT", f"/admin/routes/{second['id']}", route_body(priority=route["priority"])
+    )
+    assert await error_of(moved) == (409, "CONFLICT")
+    wider = route_body(priority=route["priority"], max_amount_minor=5_000)
+    replaced = await admin_send(gateway, admin, "PUT", f"/admin/routes/{route['id']}", wider)
+    assert replaced.status == 200
+    assert ((await replaced.json())["version"], (await replaced.json())["max_amount_minor"]) == (2, 5_000)
+    listed = await (await admin_send(gateway, admin, "GET", "/admin/routes")).json()
+    assert {"P2P_TRANSFER", "ADMIN_ADJUSTMENT"} <= {item["operation_type"] for item in listed["items"]}
+    await admin_send(gateway, admin, "PUT", f"/admin/routes/{route['id']}", wider | {"enabled": True})
+    deleted = await (await admin_send(gateway, admin, "DELETE", f"/admin/routes/{route['id']}")).json()
+    assert (deleted["enabled"], deleted["version"]) == (False, 4)
+
+    audit = await audit_of(gateway, admin)
+    assert [(a["entity_id"], a["action"]) for a in audit] == [
+        (route["id"], "delete"), (route["id"], "update"), (route["id"], "update"), (second["id"], "create"),
+        (route["id"], "create"),
+    ]  # fmt: skip
+    assert audit[2]["before"]["max_amount_minor"] == 1_000 and audit[2]["after"]["max_amount_minor"] == 5_000
+    assert {a["entity"] for a in audit} == {"route"}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"channel": "ADJUSTMENT"},  # exists, but does not carry P2P transfers
+        {"channel": "NO_SUCH_CHANNEL"},
+        {"operation_type": "TELEPORT"},
+        {"min_amount_minor": 500, "max_amount_minor": 100},
+        {"min_amount_minor": 0},
+        {"priority": -1},
+        {"enabled": "yes"},
+        {"weight": 3},
+    ],
+)
+async def test_a_bad_route_is_refused_with_422(gateway: Gateway, changes: dict[str, Any]) -> None:
+    admin = await gateway.key(*ADMIN)
+    response = await admin_send(gateway, admin, "POST", "/admin/routes", route_body(**changes))
+    assert await error_of(response) == (422, "VALIDATION_FAILED")
+
+
+async def test_the_audit_pages_newest_first(gateway: Gateway) -> None:
+    admin = await gateway.key(*ADMIN)
+    ids = []
+    for amount in (1_000, 2_000, 3_000):
+        created = await admin_send(
+            gateway, admin, "POST", "/admin/limit-rules", LIMIT_RULE | {"max_amount_minor": amount}
+        )
+        ids.append((await created.json())["id"])
+        await admin_send(gateway, admin, "DELETE", f"/admin/limit-rules/{ids[-1]}")  # keep enabled rules few
+    seen: list[dict[str, Any]] = []
+    path = "/admin/audit?limit=2"
+    for _ in range(100):
+        page = await (await admin_send(gateway, admin, "GET", path)).json()
+        assert len(page["items"]) <= 2
+        seen.extend(page["items"])
+        if page["next_before"] is None or len([s for s in seen if s["api_key_id"] == admin.key_id]) == 6:
+            break
+        path = f"/admin/audit?limit=2&before={page['next_before']}"
+    mine = [s for s in seen if s["api_key_id"] == admin.key_id]
+    assert [(s["entity_id"], s["action"]) for s in mine] == [
+        (ids[2], "delete"), (ids[2], "create"), (ids[1], "delete"), (ids[1], "create"), (ids[0], "delete"),
+        (ids[0], "create"),
+    ]  # fmt: skip
+    assert [s["id"] for s in seen] == sorted((s["id"] for s in seen), reverse=True)
+    for query in ("limit=0", "limit=500", "limit=x", "before=-3"):
+        assert await error_of(await admin_send(gateway, admin, "GET", f"/admin/audit?{query}")) == (
+            422,
+            "VALIDATION_FAILED",
+        )
+
+
+@pytest.mark.parametrize(("method", "path", "view", "name", "scope"), ADMIN_ROUTES)
+async def test_a_key_without_the_admin_scope_is_403(gateway: Gateway, method, path, view, name, scope) -> None:
+    key = await gateway.key()  # every scope but admin
+    body = LIMIT_RULE if method in ("POST", "PUT") else None
+    response = await admin_send(gateway, key, method, path.replace("{id}", "1"), body)
+    assert await error_of(response) == (403, "FORBIDDEN")
+    assert await gateway.pool.fetchval("SELECT count(*) FROM pm.admin_audit WHERE api_key_id = $1", key.key_id) == 0

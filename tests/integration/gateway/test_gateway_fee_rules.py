@@ -1,0 +1,205 @@
+"""The fee-rule admin API and POST /quote on real PostgreSQL: rules are created, listed, replaced and
+disabled as new versions with every version kept, an audit row each and a new rule generation; a rule
+that does not compile is refused with 400 RULE_INVALID and the compiler's message, with nothing written;
+and a quote prices with the current rules, creates nothing, and refuses as the pipeline would."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from gateway_support import ADMIN, Gateway, Key, error_of, new_user, p2p_body
+
+from pm.audit import current_rule_generation
+
+
+def rule_body(sender_id: int, **changes: Any) -> dict[str, Any]:
+    """A rule that applies only to this test's sender: tests share the session's database."""
+    return {
+        "name": "one percent",
+        "operation_type": "P2P_TRANSFER",
+        "channel": None,
+        "condition": f"sender_id == {sender_id}",
+        "amount": "amount / 100",
+        "kind": "PRE",
+        "priority": 10,
+        "min_fee_minor": 0,
+        "max_fee_minor": None,
+        "valid_from": None,
+        "valid_to": None,
+        "enabled": True,
+        **changes,
+    }
+
+
+async def admin_send(gateway: Gateway, key: Key, method: str, path: str, body: Any = None, operator: int = 7):
+    payload = json.dumps(body).encode() if body is not None else b""
+    return await gateway.send(method, path, key=key, body=payload, user_id=operator)
+
+
+async def audit_rows(gateway: Gateway, rule_id: int) -> list[dict[str, Any]]:
+    rows = await gateway.pool.fetch(
+        "SELECT api_key_id, operator_id, action, before, after FROM pm.admin_audit"
+        " WHERE entity = 'fee_rule' AND entity_id = $1 ORDER BY id",
+        rule_id,
+    )
+    return [
+        {**dict(row), "before": json.loads(row["before"] or "null"), "after": json.loads(row["after"] or "null")}
+        for row in rows
+    ]
+
+
+async def test_create_list_replace_disable_keeps_versions_audit_and_bumps_the_generation(gateway: Gateway) -> None:
+    admin = await gateway.key(*ADMIN)
+    sender = new_user()
+    generation = await current_rule_generation(gateway.pool)
+
+    created = await admin_send(gateway, admin, "POST", "/admin/fee-rules", rule_body(sender), operator=42)
+    assert created.status == 201, await created.text()
+    rule = await created.json()
+    assert (rule["version"], rule["enabled"], rule["kind"], rule["amount"]) == (1, True, "PRE", "amount / 100")
+    rule_id = rule["id"]
+
+    listed = await (await admin_send(gateway, admin, "GET", "/admin/fee-rules")).json()
+    assert any(r["id"] == rule_id and r["version"] == 1 for r in listed["rules"])
+
+    replaced = await admin_send(
+        gateway, admin, "PUT", f"/admin/fee-rules/{rule_id}", rule_body(sender, amount="amount / 50", priority=5)
+    )
+    assert replaced.status == 200
+    assert {k: (await replaced.json())[k] for k in ("version", "amount", "priority")} == {
+        "version": 2, "amount": "amount / 50", "priority": 5,
+    }  # fmt: skip
+
+    disabled = await admin_send(gateway, admin, "DELETE", f"/admin/fee-rules/{rule_id}")
+    assert disabled.status == 200 and (await disabled.json())["enabled"] is False
+    again = await admin_send(gateway, admin, "DELETE", f"/admin/fee-rules/{rule_id}")
+    assert (await again.json())["version"] == 3  # disabling a disabled rule changes nothing
+
+    history = await (await admin_send(gateway, admin, "GET", f"/admin/fee-rules/{rule_id}")).json()
+    assert (history["version"], history["enabled"]) == (3, False)
+    assert [(v["version"], v["definition"]["amount"], v["definition"]["enabled"]) for v in history["versions"]] == [
+        (3, "amount / 50", False),
+        (2, "amount / 50", True),
+        (1, "amount / 100", True),
+    ]
+    audit = await audit_rows(gateway, rule_id)
+    assert [(a["action"], a["api_key_id"], a["operator_id"]) for a in audit] == [
+        ("create", admin.key_id, 42), ("update", admin.key_id, 7), ("delete", admin.key_id, 7),
+    ]  # fmt: skip
+    assert audit[0]["before"] is None and audit[0]["after"]["version"] == 1
+    assert (audit[1]["before"]["amount"], audit[1]["after"]["amount"]) == ("amount / 100", "amount / 50")
+    assert (audit[2]["before"]["enabled"], audit[2]["after"]["enabled"]) == (True, False)
+    assert await current_rule_generation(gateway.pool) >= generation + 3
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "code", "message"),
+    [
+        ({"amount": "amount + 'x'"}, 400, "RULE_INVALID", "amount: ERROR: <input>:1:8: found no matching overload"),
+        ({"condition": "amount"}, 400, "RULE_INVALID", "condition: the expression gives int; it must give bool"),
+        ({"amount": "double(amount) * 0.01"}, 400, "RULE_INVALID", "amount: the expression gives double"),
+        ({"condition": "nosuch == 1"}, 400, "RULE_INVALID", "undeclared reference to 'nosuch'"),
+        ({"amount": "amount +"}, 400, "RULE_INVALID", "Syntax error"),
+        ({"amount": "1 + " * 300 + "1"}, 400, "RULE_INVALID", "at most 1000"),
+        ({"condition": "tags.exists(t, tags.exists(u, u == t))"}, 400, "RULE_INVALID", "inside another"),
+        ({"surprise": 1}, 422, "VALIDATION_FAILED", "surprise"),
+        ({"kind": "DURING"}, 422, "VALIDATION_FAILED", "kind"),
+        ({"priority": "1"}, 422, "VALIDATION_FAILED", "priority"),
+        ({"operation_type": "NOPE"}, 422, "VALIDATION_FAILED", "unknown operation_type"),
+        ({"operation_type": "ADMIN_ADJUSTMENT"}, 422, "VALIDATION_FAILED", "never priced"),
+        ({"channel": "ADJUSTMENT"}, 422, "VALIDATION_FAILED", "never priced"),
+        ({"operation_type": "THAI_QR_PAY", "channel": "INTERNAL_P2P"}, 422, "VALIDATION_FAILED", "does not carry"),
+        ({"min_fee_minor": 10, "max_fee_minor": 5}, 422, "VALIDATION_FAILED", "max_fee_minor"),
+        ({"valid_from": "2026-01-02T00:00:00+07:00", "valid_to": "2026-01-01T00:00:00+07:00"}, 422,
+         "VALIDATION_FAILED", "valid_to"),
+        ({"valid_from": "2026-01-01T00:00:00"}, 422, "VALIDATION_FAILED", "timezone"),
+    ],
+)  # fmt: skip
+async def test_a_bad_rule_is_refused_with_nothing_written(gateway: Gateway, changes, status, code, message) -> None:
+    admin = await gateway.key(*ADMIN)
+    before = await gateway.pool.fetchval("SELECT count(*) FROM pm.fee_rule")
+    response = await admin_send(gateway, admin, "POST", "/admin/fee-rules", rule_body(new_user(), **changes))
+    error = (await response.json())["error"]
+    assert (response.status, error["code"]) == (status, code)
+    assert message in error["message"]
+    assert await gateway.pool.fetchval("SELECT count(*) FROM pm.fee_rule") == before
+
+
+async def test_unknown_rules_are_404_and_the_admin_scope_is_required(gateway: Gateway) -> None:
+    admin, app_key = await gateway.key(*ADMIN), await gateway.key()
+    assert await error_of(await admin_send(gateway, admin, "PUT", "/admin/fee-rules/999999999", rule_body(1))) == (
+        404, "NOT_FOUND",
+    )  # fmt: skip
+    assert await error_of(await admin_send(gateway, admin, "DELETE", "/admin/fee-rules/999999999")) == (
+        404,
+        "NOT_FOUND",
+    )
+    assert await error_of(await admin_send(gateway, admin, "GET", "/admin/fee-rules/x1")) == (404, "NOT_FOUND")
+    refused = await admin_send(gateway, app_key, "POST", "/admin/fee-rules", rule_body(1))
+    assert await error_of(refused) == (403, "FORBIDDEN")
+
+
+async def test_a_bad_rule_on_replace_keeps_the_current_version(gateway: Gateway) -> None:
+    admin = await gateway.key(*ADMIN)
+    sender = new_user()
+    rule_id = (await (await admin_send(gateway, admin, "POST", "/admin/fee-rules", rule_body(sender))).json())["id"]
+    broken = rule_body(sender, amount="amount / 'x'")
+    assert await error_of(await admin_send(gateway, admin, "PUT", f"/admin/fee-rules/{rule_id}", broken)) == (
+        400, "RULE_INVALID",
+    )  # fmt: skip
+    current = await (await admin_send(gateway, admin, "GET", f"/admin/fee-rules/{rule_id}")).json()
+    assert current["version"] == 1 and len(current["versions"]) == 1
+
+
+async def quote(gateway: Gateway, key: Key, sender: int, amount_minor: int, **extra: Any):
+    return await gateway.send(
+        "POST", "/quote", key=key, body=p2p_body(new_user(), amount_minor, **extra), user_id=sender
+    )
+
+
+async def test_quote_prices_with_the_current_rules_and_creates_nothing(gateway: Gateway) -> None:
+    admin, app_key = await gateway.key(*ADMIN), await gateway.key()
+    sender = new_user()
+    answer = await quote(gateway, app_key, sender, 10_000)
+    assert answer.status == 200, await answer.text()
+    assert await answer.json() == {
+        "fee_pre_minor": 0, "fee_post_minor": 0, "sender_debit_minor": 10_000, "recipient_credit_minor": 10_000,
+        "rules": [],
+    }  # fmt: skip
+
+    pre = await (await admin_send(gateway, admin, "POST", "/admin/fee-rules", rule_body(sender))).json()
+    post_body = rule_body(sender, kind="POST", amount="25", condition=f"sender_id == {sender} && 'vip' in tags")
+    post = await (await admin_send(gateway, admin, "POST", "/admin/fee-rules", post_body)).json()
+    answer = await quote(gateway, app_key, sender, 10_000, metadata={"tags": ["vip"]})
+    assert await answer.json() == {
+        "fee_pre_minor": 100, "fee_post_minor": 25, "sender_debit_minor": 10_100, "recipient_credit_minor": 9_975,
+        "rules": [
+            {"id": pre["id"], "version": 1, "kind": "PRE", "fee_minor": 100},
+            {"id": post["id"], "version": 1, "kind": "POST", "fee_minor": 25},
+        ],
+    }  # fmt: skip
+    assert (await (await quote(gateway, app_key, sender, 10_000)).json())["fee_post_minor"] == 0  # no vip tag
+    assert await gateway.writes_by(app_key) == (0, 0)
+
+    too_small = await quote(gateway, app_key, sender, 20, metadata={"tags": ["vip"]})
+    assert await error_of(too_small) == (422, "FEE_EXCEEDS_AMOUNT")
+
+
+async def test_quote_refuses_on_a_rule_that_fails_and_as_post_intents_does(gateway: Gateway) -> None:
+    admin, app_key = await gateway.key(*ADMIN), await gateway.key()
+    sender = new_user()
+    failing = rule_body(sender, condition=f"sender_id == {sender} && amount / (amount - 500) > 0")
+    rule_id = (await (await admin_send(gateway, admin, "POST", "/admin/fee-rules", failing)).json())["id"]
+    refused = await quote(gateway, app_key, sender, 500)
+    assert await error_of(refused) == (422, "FEE_RULE_ERROR")
+    assert f"fee rule {rule_id}" in (await (await quote(gateway, app_key, sender, 500)).json())["error"]["message"]
+    assert (await quote(gateway, app_key, sender, 501)).status == 200
+
+    same_party = await gateway.send("POST", "/quote", key=app_key, body=p2p_body(sender), user_id=sender)
+    assert await error_of(same_party) == (422, "SAME_PARTY")
+    no_sender = await gateway.send("POST", "/quote", key=app_key, body=p2p_body(sender))
+    assert await error_of(no_sender) == (400, "BAD_REQUEST")
+    not_json = await gateway.send("POST", "/quote", key=app_key, body=b"{", user_id=sender)
+    assert await error_of(not_json) == (400, "BAD_REQUEST")

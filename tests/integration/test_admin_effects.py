@@ -1,0 +1,122 @@
+"""Proves that admin API changes reach the running stages within a second, without a restart: disabling
+the P2P route rejects NO_ROUTE, a better-priority route for an amount range takes those amounts to its
+channel, and a limit rule created, raised and disabled through the API limits, then stops limiting."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from pipeline_support import Pipeline, isolated_topology, open_pipeline
+
+import channels
+from channels.internal_p2p import InternalP2P
+from consumers.context import ROUTES_REFRESH_S
+from gateway.app import create_app, runner_options
+from pm import keys
+from pm.client import PMClient
+from pm.constants import LIMIT_RULES_REFRESH_S
+from pm.domain import ErrorCode, Intent, OperationType, State
+from pm.settings import Settings
+
+P2P = OperationType.P2P_TRANSFER
+# A change commits, then every process sees it at its next read that starts a second or more later.
+TAKES_EFFECT_S = max(ROUTES_REFRESH_S, LIMIT_RULES_REFRESH_S) + 0.2
+_users = iter(range(random.randrange(10**12, 10**14, 10**6), 10**15))
+
+
+class ExpressP2P(InternalP2P):
+    """A second channel for P2P transfers, registered only by this module's tests."""
+
+    name = "P2P_EXPRESS"
+
+
+@dataclass
+class Admin:
+    pipeline: Pipeline
+    client: PMClient
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        return (await self.client.request(method, path, body=body, user_id=9)).body
+
+    async def pay(self, amount_minor: int, sender: int, recipient: int) -> Intent:
+        intent = await self.pipeline.submit(P2P, amount_minor, sender, recipient)
+        return (await self.pipeline.wait_finished([intent.id]))[intent.id]
+
+
+@contextlib.asynccontextmanager
+async def admin_and_stages(fresh_database: Any, redis_url: str) -> AsyncIterator[Admin]:
+    """A pipeline's stages and a gateway on the same fresh database, and an admin client."""
+    topology = isolated_topology()
+    async with open_pipeline(fresh_database, redis_url, topology) as pipeline:
+        database_url = pipeline.database_url
+        app = create_app(Settings(), database_url=database_url, redis_url=redis_url, ledger_url=database_url,
+                         topology=topology)  # fmt: skip
+        server = TestServer(app)
+        await server.start_server(**runner_options(Settings()))
+        api_key, secret = await keys.create_key(pipeline.context.pool, "admin-effects", "admin")
+        async with (
+            TestClient(server) as http,
+            PMClient(str(http.make_url("")).rstrip("/"), api_key.key_id, secret) as client,
+            pipeline.stages(),
+        ):
+            yield Admin(pipeline, client)
+
+
+async def test_route_edits_take_effect_within_a_second(fresh_database, redis_url, monkeypatch) -> None:
+    monkeypatch.setitem(channels.REGISTRY, ExpressP2P.name, ExpressP2P())
+    alice, bob = next(_users), next(_users)
+    async with admin_and_stages(fresh_database, redis_url) as admin:
+        await admin.pipeline.wait_finished([(await admin.pipeline.fund(alice, 100_000)).id])
+        assert (await admin.pay(2_000, alice, bob)).channel == "INTERNAL_P2P"  # the routes are loaded
+
+        express = await admin.call("POST", "/admin/routes", {
+            "operation_type": "P2P_TRANSFER", "min_amount_minor": 1_000, "max_amount_minor": 5_000,
+            "channel": "P2P_EXPRESS", "priority": 10, "enabled": True,
+        })  # fmt: skip
+        await asyncio.sleep(TAKES_EFFECT_S)
+        in_range, below = await admin.pay(2_000, alice, bob), await admin.pay(999, alice, bob)
+        assert (in_range.state, in_range.channel) == (State.SETTLED, "P2P_EXPRESS")
+        assert (below.state, below.channel) == (State.SETTLED, "INTERNAL_P2P")
+
+        routes = (await admin.call("GET", "/admin/routes"))["items"]
+        [default] = [r for r in routes if r["channel"] == "INTERNAL_P2P"]
+        await admin.call("DELETE", f"/admin/routes/{default['id']}")
+        await asyncio.sleep(TAKES_EFFECT_S)
+        refused, still_express = await admin.pay(6_000, alice, bob), await admin.pay(1_500, alice, bob)
+        assert (refused.state, refused.error_code) == (State.REJECTED, ErrorCode.NO_ROUTE)
+        assert (still_express.state, still_express.channel) == (State.SETTLED, "P2P_EXPRESS")
+
+        await admin.call("DELETE", f"/admin/routes/{express['id']}")
+        await asyncio.sleep(TAKES_EFFECT_S)
+        assert (await admin.pay(1_500, alice, bob)).error_code == ErrorCode.NO_ROUTE
+
+
+@pytest.mark.parametrize("period", ["daily", "monthly"])
+async def test_limit_rule_edits_take_effect_within_a_second(fresh_database, redis_url, period) -> None:
+    alice, bob = next(_users), next(_users)
+    async with admin_and_stages(fresh_database, redis_url) as admin:
+        await admin.pipeline.wait_finished([(await admin.pipeline.fund(alice, 100_000)).id])
+        assert (await admin.pay(1_000, alice, bob)).state == State.SETTLED  # the (no) rules are loaded
+
+        body = {"operation_type": None, "tag": None, "period": period, "max_amount_minor": 2_000, "max_count": None}
+        rule = await admin.call("POST", "/admin/limit-rules", body)
+        await asyncio.sleep(TAKES_EFFECT_S)
+        refused = await admin.pay(1_500, alice, bob)  # 1,000 already paid today counts (rebuilt from PostgreSQL)
+        assert (refused.state, refused.error_code) == (State.REJECTED, ErrorCode.LIMIT_EXCEEDED)
+        assert refused.error_message is not None and "1000 of 2000 minor units remain" in refused.error_message
+
+        await admin.call("PUT", f"/admin/limit-rules/{rule['id']}", body | {"max_amount_minor": 5_000})
+        await asyncio.sleep(TAKES_EFFECT_S)
+        assert (await admin.pay(1_500, alice, bob)).state == State.SETTLED  # 2,500 of 5,000
+        assert (await admin.pay(3_000, alice, bob)).error_code == ErrorCode.LIMIT_EXCEEDED
+
+        await admin.call("DELETE", f"/admin/limit-rules/{rule['id']}")
+        await asyncio.sleep(TAKES_EFFECT_S)
+        assert (await admin.pay(3_000, alice, bob)).state == State.SETTLED
