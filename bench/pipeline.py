@@ -72,7 +72,7 @@ from pm.client import PMApiError, PMClient
 from pm.embedded import create_database, running_postgres, running_valkey
 from pm.fleet import Fleet, read_procfile
 from pm.migrate import migrate
-from pm.topology import TOPOLOGY_FILE, Topology, parse_topology
+from pm.topology import Topology, parse_topology, renamed_document
 
 AMOUNT_MINOR = 100  # 1.00 THB per P2P intent
 CURRENCY = "THB"
@@ -84,7 +84,6 @@ ADMIN_SCOPES = "admin,intents:read"
 FLOOR_HANDLER = "consumers.floor"
 
 READY_TIMEOUT_S = 60.0
-METRICS_READY_TIMEOUT_S = 30.0
 FUNDING_TIMEOUT_S = 120.0
 DRAIN_TIMEOUT_S = 30.0  # after the last SETTLED: history written, nothing pending in any stream
 POLL_INTERVAL_S = 0.25
@@ -123,16 +122,9 @@ def parse_counts(text: str) -> dict[str, int]:
 
 
 def write_streams_file(directory: Path, handler: str | None, overrides: dict[str, Any]) -> tuple[Path, Topology]:
-    """streams.yaml with unique stream names (and `handler` for every stage, for the floor)."""
-    document = yaml.safe_load(TOPOLOGY_FILE.read_text())
-    prefix = f"bench{uuid.uuid4().hex[:10]}:"
-    for stage in document["stages"].values():
-        stage["stream"] = prefix + stage["stream"]
-        stage["dead_letter_stream"] = prefix + stage["dead_letter_stream"]
-        if handler is not None:
-            stage["handler"] = handler
-        stage.update(overrides)
-    document["status_channel"] = prefix + document["status_channel"]
+    """streams.yaml with streams of its own (and `handler` for every stage: the floor)."""
+    stage_overrides = {**overrides, **({"handler": handler} if handler is not None else {})}
+    document = renamed_document(f"bench{uuid.uuid4().hex[:10]}:", **stage_overrides)
     path = directory / "streams.yaml"
     path.write_text(yaml.safe_dump(document))
     return path, parse_topology(document)
@@ -291,7 +283,7 @@ def cpu_seconds(fleet: Fleet, servers: ServerPids) -> dict[str, float]:
             seconds["valkey"] = _cpu(psutil.Process(servers.valkey))
     seconds["bench client"] = _cpu(psutil.Process())
     machine = psutil.cpu_times()
-    busy = ("user", "nice", "system", "irq", "softirq", "steal")
+    busy = ("user", "nice", "system", "irq", "softirq")  # not steal: another VM's time
     seconds[MACHINE] = sum(getattr(machine, name, 0.0) for name in busy)
     return seconds
 
@@ -374,15 +366,20 @@ async def send_intents(client: PMClient, count: int, concurrency: int, senders: 
                 )  # fmt: skip
             except PMApiError as exc:
                 raise BenchError(f"intent {index} refused by the gateway: {exc}") from exc
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise BenchError(f"intent {index} got no answer from the gateway: {exc!r}") from exc
             accepted = time.time()
             if body.get("state") != "CREATED":
                 raise BenchError(f"intent {index}: expected CREATED, got {body}")
             started_at[body["id"]] = start
             last_accepted_at = max(last_accepted_at, accepted)
 
-    async with asyncio.TaskGroup() as group:
-        for _ in range(min(concurrency, count)):
-            group.create_task(worker())
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(concurrency, count)):
+                group.create_task(worker())
+    except* BenchError as failures:
+        raise failures.exceptions[0] from None
     assert len(started_at) == count, f"{len(started_at)} of {count} intents answered"
     return SendResult(started_at, first_post_at, last_accepted_at)
 
@@ -393,10 +390,13 @@ async def fund_senders(admin: PMClient, monitor: Monitor, senders: int, amount_m
 
     async def fund(user_id: int) -> str:
         async with semaphore:
-            body = await admin.create_intent(
-                operation_type="ADMIN_ADJUSTMENT", amount_minor=amount_minor, currency=CURRENCY,
-                recipient_id=user_id, user_id=ADMIN_OPERATOR_ID,
-            )  # fmt: skip
+            try:
+                body = await admin.create_intent(
+                    operation_type="ADMIN_ADJUSTMENT", amount_minor=amount_minor, currency=CURRENCY,
+                    recipient_id=user_id, user_id=ADMIN_OPERATOR_ID,
+                )  # fmt: skip
+            except (PMApiError, aiohttp.ClientError, TimeoutError) as exc:
+                raise BenchError(f"funding user {user_id} failed: {exc!r}") from exc
             return body["id"]
 
     await asyncio.gather(*(fund(SENDER_ID_BASE + i) for i in range(senders)))
@@ -426,7 +426,7 @@ def check_alive(fleet: Fleet) -> None:
                 raise BenchError(f"{process_type} #{number} exited with {process.returncode}:\n{tail}")
 
 
-async def wait_settled(monitor: Monitor, fleet: Fleet, count: int, last_accepted_at: float, timeout_s: float) -> None:
+async def wait_settled(monitor: Monitor, fleet: Fleet, count: int, timeout_s: float) -> None:
     """Until all `count` P2P intents are SETTLED; fails on a refusal, a dead process or the time bound."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -449,7 +449,8 @@ async def wait_settled(monitor: Monitor, fleet: Fleet, count: int, last_accepted
 
 
 async def wait_drained(monitor: Monitor, redis: aioredis.Redis, topology: Topology) -> None:
-    """Until every finished intent's history is written and no stream holds an unacknowledged entry."""
+    """Until every finished intent's history is written and no stream holds an unacknowledged entry;
+    then no dead-letter stream may hold an entry either."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     while True:
         row = await monitor.fetchrow("SELECT count(*) AS n FROM pm.intent WHERE NOT history_written")
@@ -461,6 +462,9 @@ async def wait_drained(monitor: Monitor, redis: aioredis.Redis, topology: Topolo
             if backlog.lag or backlog.pending:
                 left[stage.name] = {"undelivered": backlog.lag, "pending": backlog.pending}
         if row["n"] == 0 and not left:
+            dead = {stage.name: await redis.xlen(stage.dead_letter_stream) for stage in topology.stages.values()}
+            if any(dead.values()):
+                raise BenchError(f"entries in dead-letter streams: {dead}")
             return
         if time.monotonic() > deadline:
             raise BenchError(f"not drained after {DRAIN_TIMEOUT_S} s: {row['n']} without history; streams {left}")
@@ -557,7 +561,7 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
             cpu_before, cpu_from = cpu_seconds(fleet, pids), time.time()
             sent = await send_intents(app, options.intents, options.concurrency, options.senders)
             progress(f"{options.name}: all accepted; waiting for SETTLED")
-            await wait_settled(monitor, fleet, options.intents, sent.last_accepted_at, options.finish_timeout_s)
+            await wait_settled(monitor, fleet, options.intents, options.finish_timeout_s)
             cpu_after, cpu_to = cpu_seconds(fleet, pids), time.time()
             reference_after_ms = reference_ms()
             progress(f"{options.name}: all settled; checking")
@@ -622,7 +626,7 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
         "cpu_s": cpu_delta(cpu_before, cpu_after),
         "cpu_window_s": round(cpu_to - cpu_from, 3),
         "reference_loop_ms": round((reference_before_ms + reference_after_ms) / 2, 1),
-        "checks": {"all_settled": True, "streams_drained": True, "ledger_ok": ledger_ok},
+        "checks": {"all_settled": True, "streams_drained": True, "no_dead_letters": True, "ledger_ok": ledger_ok},
     }
 
 
