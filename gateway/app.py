@@ -141,7 +141,9 @@ async def run_gateway(
     runner = web.AppRunner(app, handle_signals=False, **runner_options(settings))
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True)
+        # reuse_port: several gateway processes (`pm up -c gateway=2`) share one port; the kernel
+        # spreads connections across them.
+        site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True, reuse_port=True)
         await site.start()
         url = f"http://{settings.http_host}:{settings.http_port}"
         log.info("gateway listening", extra={"url": url})

@@ -129,7 +129,7 @@ FUNDING_MINOR = 1_000_000
 
 async def test_sigkill_settlement_processes_mid_run(fresh_database, redis_url) -> None:
     async with running_fleet(
-        fresh_database, redis_url, counts={"settlement": 3, "dispatch": 2}, claim_idle_ms=1_000
+        fresh_database, redis_url, counts={"gateway": 2, "settlement": 3, "dispatch": 2}, claim_idle_ms=1_000
     ) as fleet:
         users = new_users(USERS)
         await asyncio.gather(*(fleet.fund(user, FUNDING_MINOR) for user in users))
@@ -177,3 +177,4 @@ async def test_sigkill_settlement_processes_mid_run(fresh_database, redis_url) -
         report = await fleet.check()
         assert report.ok, report.problems
         assert await fleet.pending_entries() == 0
+        assert len(fleet.fleet.alive("gateway")) == 2  # two gateways share the port (SO_REUSEPORT)
