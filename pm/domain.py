@@ -33,6 +33,12 @@ class State(enum.StrEnum):
 
 TERMINAL_STATES = frozenset({State.SETTLED, State.REJECTED, State.FAILED})
 
+# What the HTTP API shows of an intent, in this order, with `error` after them (Intent.to_json).
+API_FIELDS = (
+    "id", "state", "version", "operation_type", "amount_minor", "currency", "sender_id", "recipient_id",
+    "channel", "fee_pre_minor", "fee_post_minor", "created_at", "updated_at",
+)  # fmt: skip
+
 # The one table of allowed transitions (STYLE.md §2).
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.CREATED: frozenset({State.VALIDATED, State.REJECTED}),
@@ -150,24 +156,11 @@ class Intent:
         return tuple(p for p in (self.sender_id, self.recipient_id) if p is not None)
 
     def to_json(self) -> dict[str, Any]:
-        """The intent as the HTTP API shows it (issue 3: intent JSON)."""
-        error = {"code": self.error_code, "message": self.error_message} if self.error_code else None
-        return {
-            "id": str(self.id),
-            "state": str(self.state),
-            "version": self.version,
-            "operation_type": str(self.operation_type),
-            "amount_minor": self.amount_minor,
-            "currency": self.currency,
-            "sender_id": self.sender_id,
-            "recipient_id": self.recipient_id,
-            "channel": self.channel,
-            "fee_pre_minor": self.fee_pre_minor,
-            "fee_post_minor": self.fee_post_minor,
-            "error": error,
-            "created_at": _iso(self.created_at),
-            "updated_at": _iso(self.updated_at),
-        }
+        """The intent as the HTTP API shows it (issue 3: intent JSON): the message's public fields."""
+        message = self.to_message()
+        body = {name: message[name] for name in API_FIELDS}
+        body["error"] = {"code": self.error_code, "message": self.error_message} if self.error_code else None
+        return body
 
     def to_message(self) -> dict[str, Any]:
         """The intent as a stream entry carries it (all fields, JSON-safe). Runs once per hop: no asdict."""
