@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 import tigerbeetle as tb
 
 from ledger import BATCH_EVENTS_MAX, Ledger, open_ledger
-from ledger.postgres import keep_session
+from ledger.postgres import close_pool, keep_session
 from pm.domain import Intent, Transition
 from pm.limit_rules import LimitRuleCache
 from pm.metrics import LEDGER_REQUEST_EVENTS, LEDGER_RESULTS
@@ -120,4 +120,4 @@ async def open_stage_context(
             yield StageContext(pool=pool, ledger=ledger, redis=redis, topology=topology or load_topology())
     finally:
         await redis.aclose()
-        await pool.close()
+        await close_pool(pool)

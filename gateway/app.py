@@ -43,7 +43,7 @@ from gateway.resources import (
 )
 from gateway.status import StatusHub
 from ledger import open_ledger
-from ledger.postgres import keep_session
+from ledger.postgres import close_pool, keep_session
 from pm.constants import (
     GATEWAY_DATABASE_COMMAND_TIMEOUT_S,
     GATEWAY_REDIS_CONNECT_TIMEOUT_S,
@@ -170,7 +170,7 @@ def _database(database_url: str, settings: Settings) -> Callable[[web.Applicatio
         try:
             yield
         finally:
-            await pool.close()
+            await close_pool(pool)
 
     return context
 

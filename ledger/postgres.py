@@ -12,6 +12,7 @@ A failure anywhere rolls the whole request back: nothing is ever half-applied.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import importlib.resources
 import uuid
@@ -60,6 +61,18 @@ async def keep_session(connection: asyncpg.Connection) -> None:
     cursors outside a transaction or session advisory locks), and asyncpg still rolls back a
     transaction left open before it calls this hook.
     """
+
+
+POOL_CLOSE_TIMEOUT_S = 10.0
+
+
+async def close_pool(pool: asyncpg.Pool, timeout_s: float = POOL_CLOSE_TIMEOUT_S) -> None:
+    """Close gracefully, but bounded: asyncpg's close waits without limit for every connection to be
+    released, so one stuck holder would hang shutdown; after `timeout_s` the rest are terminated."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout_s)
+    except TimeoutError:
+        pool.terminate()
 
 
 def _uuid(value: int) -> uuid.UUID:
@@ -130,7 +143,7 @@ class PostgresLedger:
             await conn.execute(ddl)
 
     async def close(self) -> None:
-        await self._pool.close()
+        await close_pool(self._pool)
 
     # -- writes ------------------------------------------------------------------------------
 
