@@ -30,8 +30,8 @@ from gateway.resources import DATABASE, SETTINGS
 from pm import fee_rules
 from pm.cel import EXPRESSION_LENGTH_HARD_MAX, Bounds, CelCompileError, ProductionEngine, ReferenceEngine
 from pm.domain import ErrorCode, OperationType
-from pm.fee_rules import FeeRuleFields, StoredFeeRule
-from pm.pricing import UNPRICED_OPERATIONS, FeeKind, check_expressions
+from pm.fee_rules import StoredFeeRule
+from pm.pricing import UNPRICED_OPERATIONS, FeeKind, FeeRuleFields, check_expressions
 
 # Upper-case machine names, as the schema's CHECK has them.
 Code = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{0,62}$")]
@@ -108,20 +108,8 @@ async def _fields(request: web.Request) -> FeeRuleFields:
         check_expressions(body.condition, body.amount, _ENGINES, bounds)
     except CelCompileError as exc:
         raise ApiError(400, ErrorCode.RULE_INVALID, str(exc)) from None
-    return FeeRuleFields(
-        name=body.name,
-        operation_type=body.operation_type,
-        channel=body.channel,
-        condition=body.condition,
-        amount=body.amount,
-        kind=FeeKind(body.kind),
-        priority=body.priority,
-        min_fee_minor=body.min_fee_minor,
-        max_fee_minor=body.max_fee_minor,
-        valid_from=body.valid_from,
-        valid_to=body.valid_to,
-        enabled=body.enabled,
-    )
+    # The body's fields are the rule's fields, by name (FeeRuleBody mirrors FeeRuleFields).
+    return FeeRuleFields(**{**body.model_dump(), "kind": FeeKind(body.kind)})
 
 
 def _check_consistent(body: FeeRuleBody) -> None:

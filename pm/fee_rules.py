@@ -12,6 +12,7 @@ that the expressions compile: callers do that first (pm.pricing.check_fields), w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -21,45 +22,17 @@ import asyncpg
 
 from pm.audit import Action, Actor, bump_rule_generation, record_change
 from pm.constants import FEE_RULE_VERSIONS_LISTED_MAX, FEE_RULES_ENABLED_MAX, FEE_RULES_LISTED_MAX
-from pm.pricing import FeeKind, FeeRule
+from pm.pricing import FeeKind, FeeRule, FeeRuleFields
 
-_COLUMNS = (
-    "id, version, name, operation_type, channel, condition, amount, kind, priority, min_fee_minor,"
-    " max_fee_minor, valid_from, valid_to, enabled, created_at, updated_at"
-)
-_FIELDS = (
-    "name, operation_type, channel, condition, amount, kind, priority, min_fee_minor, max_fee_minor,"
-    " valid_from, valid_to, enabled"
-)
+# The columns an author sets, in the order of FeeRuleFields (and of `_values`).
+_FIELD_NAMES = tuple(field.name for field in dataclasses.fields(FeeRuleFields))
+_FIELDS = ", ".join(_FIELD_NAMES)
+_COLUMNS = f"id, version, {_FIELDS}, created_at, updated_at"
 Connection = asyncpg.Connection | asyncpg.Pool
 
 
 class TooManyRulesError(Exception):
     """Enabling one more rule would pass FEE_RULES_ENABLED_MAX."""
-
-
-@dataclass(frozen=True, slots=True)
-class FeeRuleFields:
-    """What an author writes: a rule without id, version and timestamps."""
-
-    name: str
-    operation_type: str | None
-    channel: str | None
-    condition: str
-    amount: str
-    kind: FeeKind
-    priority: int
-    min_fee_minor: int = 0
-    max_fee_minor: int | None = None
-    valid_from: datetime | None = None
-    valid_to: datetime | None = None
-    enabled: bool = True
-
-    def values(self) -> tuple[Any, ...]:
-        return (
-            self.name, self.operation_type, self.channel, self.condition, self.amount, str(self.kind),
-            self.priority, self.min_fee_minor, self.max_fee_minor, self.valid_from, self.valid_to, self.enabled,
-        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +48,16 @@ class StoredFeeRule:
 
 def rule_json(rule: FeeRule) -> dict[str, Any]:
     """One version of a rule as JSON: the admin API's answer, the version row and the audit trail."""
-    data = asdict(rule)
+    data = {"id": rule.id, "version": rule.version, **asdict(rule)}  # id and version first, as before
     data["kind"] = str(rule.kind)
     for key in ("valid_from", "valid_to"):
         data[key] = data[key].isoformat() if data[key] is not None else None
     return data
+
+
+def _values(fields: FeeRuleFields) -> tuple[Any, ...]:
+    values = (getattr(fields, name) for name in _FIELD_NAMES)
+    return tuple(str(value) if isinstance(value, FeeKind) else value for value in values)
 
 
 def _stored(row: asyncpg.Record) -> StoredFeeRule:
@@ -139,7 +117,7 @@ async def create_rule(pool: asyncpg.Pool, actor: Actor, fields: FeeRuleFields) -
         row = await conn.fetchrow(
             f"INSERT INTO pm.fee_rule (version, {_FIELDS}) VALUES (1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
             f" $12) RETURNING {_COLUMNS}",
-            *fields.values(),
+            *_values(fields),
         )
         saved = _stored(row)
         await _record_version(conn, actor, "create", None, saved)
@@ -159,7 +137,7 @@ async def update_rule(pool: asyncpg.Pool, actor: Actor, rule_id: int, fields: Fe
             f"UPDATE pm.fee_rule SET version = version + 1, updated_at = now(), ({_FIELDS}) ="
             f" ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) WHERE id = $1 RETURNING {_COLUMNS}",
             rule_id,
-            *fields.values(),
+            *_values(fields),
         )
         saved = _stored(row)
         assert saved.rule.version == before.rule.version + 1

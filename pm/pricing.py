@@ -61,11 +61,9 @@ class FeeKind(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class FeeRule:
-    """One version of a fee rule, as stored in pm.fee_rule / pm.fee_rule_version."""
+class FeeRuleFields:
+    """What an author writes (the admin API's body): a rule without its id and version."""
 
-    id: int
-    version: int
     name: str
     operation_type: str | None
     channel: str | None
@@ -78,6 +76,14 @@ class FeeRule:
     valid_from: datetime | None = None
     valid_to: datetime | None = None
     enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeeRule(FeeRuleFields):
+    """One version of a fee rule, as stored in pm.fee_rule / pm.fee_rule_version."""
+
+    id: int
+    version: int
 
     def valid_at(self, at: datetime) -> bool:
         return (self.valid_from is None or self.valid_from <= at) and (self.valid_to is None or at < self.valid_to)
