@@ -89,6 +89,27 @@ class Bounds:
 DEFAULT_BOUNDS = Bounds()
 
 
+class BoundedEngine:
+    """What every engine shares: an expression beyond `bounds` is refused before the engine parses it.
+    An engine subclasses this and implements `_compile`."""
+
+    name: str
+
+    def compile(
+        self,
+        expression: str,
+        variables: Mapping[str, CelType],
+        result_type: CelType,
+        bounds: Bounds | None = DEFAULT_BOUNDS,
+    ) -> Program:
+        if bounds is not None:
+            check_bounds(expression, bounds)
+        return self._compile(expression, variables, result_type)
+
+    def _compile(self, expression: str, variables: Mapping[str, CelType], result_type: CelType) -> Program:
+        raise NotImplementedError
+
+
 def check_bounds(expression: str, bounds: Bounds) -> None:
     """Raise CelCompileError when the expression is longer, deeper or loops more than `bounds` allow."""
     if len(expression) > bounds.length_max:

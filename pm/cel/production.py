@@ -12,16 +12,7 @@ from collections.abc import Mapping
 
 from cel_expr_python import cel
 
-from pm.cel.base import (
-    DEFAULT_BOUNDS,
-    ActivationValue,
-    Bounds,
-    CelCompileError,
-    CelEvaluationError,
-    CelType,
-    check_bounds,
-    parse_type,
-)
+from pm.cel.base import ActivationValue, BoundedEngine, CelCompileError, CelEvaluationError, CelType, parse_type
 
 _SCALARS = {
     "bool": cel.Type.BOOL,
@@ -37,22 +28,14 @@ _STATUS_SUFFIX = " [INVALID_ARGUMENT]"
 _STATUS_CODE = re.compile(r"^[A-Z_]+: ")
 
 
-class ProductionEngine:
+class ProductionEngine(BoundedEngine):
     name = "cel-expr-python"
 
     def __init__(self) -> None:
         # One environment per set of declared variables (building one costs far more than a compile).
         self._environments: dict[tuple[tuple[str, CelType], ...], cel.Env] = {}
 
-    def compile(
-        self,
-        expression: str,
-        variables: Mapping[str, CelType],
-        result_type: CelType,
-        bounds: Bounds | None = DEFAULT_BOUNDS,
-    ) -> ProductionProgram:
-        if bounds is not None:
-            check_bounds(expression, bounds)
+    def _compile(self, expression: str, variables: Mapping[str, CelType], result_type: CelType) -> ProductionProgram:
         try:
             compiled = self._environment(variables).compile(expression)
         except RuntimeError as exc:

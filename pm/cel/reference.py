@@ -13,16 +13,7 @@ from collections.abc import Mapping
 import celpy
 from celpy import celtypes
 
-from pm.cel.base import (
-    DEFAULT_BOUNDS,
-    ActivationValue,
-    Bounds,
-    CelCompileError,
-    CelEvaluationError,
-    CelType,
-    check_bounds,
-    parse_type,
-)
+from pm.cel.base import ActivationValue, BoundedEngine, CelCompileError, CelEvaluationError, CelType, parse_type
 
 _ANNOTATIONS = {
     "bool": celtypes.BoolType,
@@ -39,18 +30,10 @@ logging.getLogger("celpy").setLevel(logging.WARNING)
 logging.getLogger("Evaluator").setLevel(logging.WARNING)
 
 
-class ReferenceEngine:
+class ReferenceEngine(BoundedEngine):
     name = "cel-python"
 
-    def compile(
-        self,
-        expression: str,
-        variables: Mapping[str, CelType],
-        result_type: CelType,
-        bounds: Bounds | None = DEFAULT_BOUNDS,
-    ) -> ReferenceProgram:
-        if bounds is not None:
-            check_bounds(expression, bounds)
+    def _compile(self, expression: str, variables: Mapping[str, CelType], result_type: CelType) -> ReferenceProgram:
         annotations = {name: _annotation(parse_type(spelling)) for name, spelling in variables.items()}
         environment = celpy.Environment(annotations=annotations)  # type: ignore[arg-type]
         try:
