@@ -25,12 +25,13 @@ from gateway import account, admin_fee_rules, health, intents, quote
 from gateway.admin_api import ADMIN_ROUTES
 from gateway.auth import KeyCache, authenticate
 from gateway.backpressure import BacklogMonitor
-from gateway.batching import RedisBatch, ResponseRecorder
+from gateway.batching import IntentWriter, RedisBatch, ResponseRecorder
 from gateway.errors import Handler
 from gateway.metrics import observe
 from gateway.resources import (
     BACKLOG,
     DATABASE,
+    INTENT_WRITER,
     KEYS,
     LEDGER,
     REDIS,
@@ -216,6 +217,7 @@ async def _built_on_resources(app: web.Application) -> AsyncIterator[None]:
     topology = app[TOPOLOGY]
     first_stage = topology.first_stage
     app[KEYS] = KeyCache(app[DATABASE])
+    app[INTENT_WRITER] = IntentWriter(app[DATABASE])
     app[REDIS_BATCH] = RedisBatch(app[REDIS])
     app[RESPONSES] = ResponseRecorder(app[DATABASE])
     app[BACKLOG] = BacklogMonitor(

@@ -2,7 +2,8 @@
 
 POST /intents, for a request that passed authentication:
     backpressure (503) -> Idempotency-Key (400) -> body (422) -> parties and scope (400/403/422)
-    -> one SQL statement claims the key and inserts the intent (CREATED, version 1)
+    -> one SQL statement claims the key and inserts the intent (CREATED, version 1), shared with the
+       concurrent requests (gateway.batching.IntentWriter)
     -> [Prefer: wait -> subscribe to the intent's status channel] -> XADD to the first stage's stream
     -> store the response for replays -> 202 (or, having waited, 200 once the intent is final)
 A replay of the same key and request answers the stored response; nothing is created twice.
@@ -27,7 +28,17 @@ from gateway.auth import acting_user, forbidden
 from gateway.errors import ApiError, bad_request, dumps, json_response, not_found, overloaded, validation_failed
 from gateway.metrics import IDEMPOTENT_REPLAYS, INTENT_PUBLISH_FAILURES, INTENTS_CREATED, OVERLOADED
 from gateway.models import IntentLimits, IntentRequest, parse_intent_request
-from gateway.resources import API_KEY, BACKLOG, DATABASE, REDIS_BATCH, RESPONSES, SETTINGS, STATUS_HUB, TOPOLOGY
+from gateway.resources import (
+    API_KEY,
+    BACKLOG,
+    DATABASE,
+    INTENT_WRITER,
+    REDIS_BATCH,
+    RESPONSES,
+    SETTINGS,
+    STATUS_HUB,
+    TOPOLOGY,
+)
 from gateway.status import Subscription
 from pm import intents as store
 from pm import signing, streams
@@ -55,18 +66,19 @@ async def create_intent(request: web.Request) -> web.Response:
     intent_request = parse_intent_request(body, IntentLimits.from_settings(app[SETTINGS]))
     key = request[API_KEY]
     sender_id, recipient_id, operator_id = _parties(intent_request, key, acting_user(request, required=False))
-    outcome = await store.create_intent(
-        app[DATABASE],
-        api_key_id=key.key_id,
-        idempotency_key=idempotency_key,
-        request_hash=_request_hash(request, body),
-        operation_type=OperationType(intent_request.operation_type),
-        amount_minor=intent_request.amount_minor,
-        currency=intent_request.currency,
-        sender_id=sender_id,
-        recipient_id=recipient_id,
-        operator_id=operator_id,
-        tags=list(intent_request.metadata.tags),
+    outcome = await app[INTENT_WRITER].create(
+        store.NewIntent(
+            api_key_id=key.key_id,
+            idempotency_key=idempotency_key,
+            request_hash=_request_hash(request, body),
+            operation_type=OperationType(intent_request.operation_type),
+            amount_minor=intent_request.amount_minor,
+            currency=intent_request.currency,
+            sender_id=sender_id,
+            recipient_id=recipient_id,
+            operator_id=operator_id,
+            tags=tuple(intent_request.metadata.tags),
+        )
     )
     if outcome.created is None:
         assert outcome.existing is not None

@@ -18,7 +18,7 @@ from pm.topology import Topology
 if TYPE_CHECKING:
     from gateway.auth import KeyCache
     from gateway.backpressure import BacklogMonitor
-    from gateway.batching import RedisBatch, ResponseRecorder
+    from gateway.batching import IntentWriter, RedisBatch, ResponseRecorder
     from gateway.status import StatusHub
     from ledger import Ledger
 
@@ -28,7 +28,8 @@ DATABASE = web.AppKey("database", asyncpg.Pool)
 REDIS = web.AppKey("redis", aioredis.Redis)
 LEDGER: web.AppKey[Ledger] = web.AppKey("ledger")
 KEYS: web.AppKey[KeyCache] = web.AppKey("keys")
-# Concurrent requests' Redis commands (nonces, stream entries) and stored responses, batched.
+# Concurrent requests' new intents, Redis commands (nonces, stream entries) and stored responses, batched.
+INTENT_WRITER: web.AppKey[IntentWriter] = web.AppKey("intent_writer")
 REDIS_BATCH: web.AppKey[RedisBatch] = web.AppKey("redis_batch")
 RESPONSES: web.AppKey[ResponseRecorder] = web.AppKey("responses")
 STATUS_HUB: web.AppKey[StatusHub] = web.AppKey("status_hub")

@@ -74,12 +74,23 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(settings)
     command: Command = arguments.command
     try:
-        return asyncio.run(_run_until_terminated(command(settings, arguments)))
+        with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
+            return runner.run(_run_until_terminated(command(settings, arguments)))
     except CommandError as exc:
         print(f"pm: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if settings.event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # not built for this platform: the standard loop runs the same code
+            return None
+        return uvloop.new_event_loop
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:

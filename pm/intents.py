@@ -1,8 +1,8 @@
 """Intents in PostgreSQL: create, compare-and-set transitions, reads. One SQL statement per batch.
 
-Every function takes an asyncpg connection (or pool) and does exactly one round trip, so callers
-batch: the gateway creates one intent per statement, a stage applies a whole batch of transitions
-in one statement.
+Every function takes an asyncpg connection (or pool) and does one round trip for a whole batch:
+the gateway creates the intents of concurrent requests in one statement, a stage applies a batch of
+transitions in one statement.
 """
 
 from __future__ import annotations
@@ -72,73 +72,76 @@ class CreateOutcome:
     existing: IdempotencyRecord | None
 
 
+@dataclass(frozen=True, slots=True)
+class NewIntent:
+    """What a caller asked to create, under its Idempotency-Key (validated before it gets here)."""
+
+    api_key_id: str
+    idempotency_key: str
+    request_hash: bytes
+    operation_type: OperationType
+    amount_minor: int
+    currency: str
+    sender_id: int | None
+    recipient_id: int | None
+    operator_id: int | None
+    tags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        assert self.amount_minor > 0
+
+
+CREATE_BATCH_MAX = 512
+
+_NO_INTENT = ", ".join(["NULL"] * len(INTENT_COLUMNS.split(", ")))
+
+# Claims every key, inserts an intent (CREATED, version 1) and its first event for each key claimed
+# now, and answers the idempotency record for each key claimed before. `request_id` (the id the intent
+# gets if created) ties every output row to its input row. Keys are claimed in key order, so two
+# gateways' batches that share keys wait on each other in one order and cannot deadlock.
 _CREATE_SQL = f"""
-WITH claim AS (
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::uuid[], $5::text[], $6::bigint[],
+                         $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::jsonb[])
+        AS u(api_key_id, idempotency_key, request_hash, id, operation_type, amount_minor, currency,
+             sender_id, recipient_id, operator_id, tags)
+), claim AS (
     INSERT INTO pm.idempotency (api_key_id, idempotency_key, request_hash, intent_id)
-    VALUES ($1, $2, $3, $4)
+    SELECT api_key_id, idempotency_key, request_hash, id FROM input ORDER BY api_key_id, idempotency_key
     ON CONFLICT DO NOTHING
     RETURNING intent_id
 ), created AS (
     INSERT INTO pm.intent (id, state, version, operation_type, amount_minor, currency, sender_id,
                            recipient_id, operator_id, tags, api_key_id, idempotency_key)
-    SELECT $4, 'CREATED', 1, $5, $6, $7, $8, $9, $10, $11, $1, $2 FROM claim
+    SELECT input.id, 'CREATED', 1, input.operation_type, input.amount_minor, input.currency, input.sender_id,
+           input.recipient_id, input.operator_id,
+           ARRAY(SELECT jsonb_array_elements_text(input.tags)), input.api_key_id, input.idempotency_key
+    FROM input JOIN claim ON claim.intent_id = input.id
     RETURNING {INTENT_COLUMNS}
 ), event AS (
     INSERT INTO pm.intent_event (intent_id, version, state, created_at)
     SELECT id, version, state, created_at FROM created
 )
-SELECT true AS created, c.*, NULL::bytea AS request_hash, NULL::int AS response_status,
+SELECT c.id AS request_id, true AS created, c.*, NULL::bytea AS request_hash, NULL::int AS response_status,
        NULL::jsonb AS response_body, NULL::timestamptz AS claimed_at, NULL::uuid AS claimed_intent_id
 FROM created c
 UNION ALL
-SELECT false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, i.request_hash, i.response_status, i.response_body, i.created_at, i.intent_id
-FROM pm.idempotency i
-WHERE i.api_key_id = $1 AND i.idempotency_key = $2 AND NOT EXISTS (SELECT 1 FROM claim)
+SELECT input.id, false, {_NO_INTENT}, i.request_hash, i.response_status, i.response_body, i.created_at, i.intent_id
+FROM input JOIN pm.idempotency i USING (api_key_id, idempotency_key)
+WHERE NOT EXISTS (SELECT 1 FROM claim WHERE claim.intent_id = input.id)
+"""
+
+# Keys claimed by transactions that committed after the statement above took its snapshot (its
+# ON CONFLICT waited for them, its join could not see them): read now.
+_CLAIMED_SQL = """
+SELECT u.n, false AS created, i.request_hash, i.response_status, i.response_body, i.created_at AS claimed_at,
+       i.intent_id AS claimed_intent_id
+FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(api_key_id, idempotency_key, n)
+JOIN pm.idempotency i USING (api_key_id, idempotency_key)
 """
 
 
-async def create_intent(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    *,
-    api_key_id: str,
-    idempotency_key: str,
-    request_hash: bytes,
-    operation_type: OperationType,
-    amount_minor: int,
-    currency: str,
-    sender_id: int | None,
-    recipient_id: int | None,
-    operator_id: int | None,
-    tags: list[str],
-) -> CreateOutcome:
-    """Claim the idempotency key and insert the intent (CREATED, version 1) in one statement."""
-    assert amount_minor > 0
-    row = await conn.fetchrow(
-        _CREATE_SQL,
-        api_key_id,
-        idempotency_key,
-        request_hash,
-        uuid.uuid4(),
-        str(operation_type),
-        amount_minor,
-        currency,
-        sender_id,
-        recipient_id,
-        operator_id,
-        tags,
-    )
-    if row is None:
-        # The key was claimed by a request that committed after this statement's snapshot was taken
-        # (ON CONFLICT waited for it): read its record now.
-        row = await conn.fetchrow(
-            "SELECT false AS created, request_hash, response_status, response_body, created_at AS claimed_at,"
-            " intent_id AS claimed_intent_id"
-            " FROM pm.idempotency WHERE api_key_id = $1 AND idempotency_key = $2",
-            api_key_id,
-            idempotency_key,
-        )
-        assert row is not None, "a conflicting idempotency key has a row"
+def _outcome(row: asyncpg.Record) -> CreateOutcome:
     if row["created"]:
         return CreateOutcome(created=intent_from_row(row), existing=None)
     body = row["response_body"]
@@ -152,6 +155,78 @@ async def create_intent(
             created_at=row["claimed_at"],
         ),
     )
+
+
+async def create_intents(conn: asyncpg.Connection | asyncpg.Pool, requests: list[NewIntent]) -> list[CreateOutcome]:
+    """Claim each request's idempotency key and insert its intent, in one statement for the batch;
+    one outcome per request, in order.
+
+    A key asked for twice in one batch is claimed by the first; the others see that claim in flight,
+    exactly as if they had come a moment later."""
+    assert 0 < len(requests) <= CREATE_BATCH_MAX
+    position: dict[tuple[str, str], int] = {}  # key -> index in `unique`
+    unique: list[NewIntent] = []
+    for request in requests:
+        if (request.api_key_id, request.idempotency_key) not in position:
+            position[(request.api_key_id, request.idempotency_key)] = len(unique)
+            unique.append(request)
+    ids = [uuid.uuid4() for _ in unique]
+    rows = await conn.fetch(
+        _CREATE_SQL,
+        [r.api_key_id for r in unique],
+        [r.idempotency_key for r in unique],
+        [r.request_hash for r in unique],
+        ids,
+        [str(r.operation_type) for r in unique],
+        [r.amount_minor for r in unique],
+        [r.currency for r in unique],
+        [r.sender_id for r in unique],
+        [r.recipient_id for r in unique],
+        [r.operator_id for r in unique],
+        [json.dumps(list(r.tags)) for r in unique],
+    )
+    by_id = {row["request_id"]: _outcome(row) for row in rows}
+    missing = [index for index, intent_id in enumerate(ids) if intent_id not in by_id]
+    if missing:
+        claimed = await conn.fetch(
+            _CLAIMED_SQL, [unique[i].api_key_id for i in missing], [unique[i].idempotency_key for i in missing]
+        )
+        for row in claimed:
+            by_id[ids[missing[row["n"] - 1]]] = _outcome(row)
+    assert len(by_id) == len(unique), "every claimed key has an idempotency row"
+    outcomes: list[CreateOutcome] = []
+    answered: set[tuple[str, str]] = set()
+    for request in requests:
+        key = (request.api_key_id, request.idempotency_key)
+        outcome = by_id[ids[position[key]]]
+        outcomes.append(_claimed_by(unique[position[key]], outcome) if key in answered else outcome)
+        answered.add(key)
+    return outcomes
+
+
+def _claimed_by(first: NewIntent, outcome: CreateOutcome) -> CreateOutcome:
+    """How a second request with the first's key sees the first's claim: in flight, not answered yet."""
+    if outcome.existing is not None:
+        return outcome
+    assert outcome.created is not None
+    intent = outcome.created
+    return CreateOutcome(
+        created=None,
+        existing=IdempotencyRecord(
+            request_hash=first.request_hash,
+            intent_id=intent.id,
+            response_status=None,
+            response_body=None,
+            created_at=intent.created_at,
+        ),
+    )
+
+
+async def create_intent(conn: asyncpg.Connection | asyncpg.Pool, **fields: Any) -> CreateOutcome:
+    """`create_intents` for one request: `NewIntent`'s fields as keywords."""
+    fields["tags"] = tuple(fields.get("tags", ()))
+    (outcome,) = await create_intents(conn, [NewIntent(**fields)])
+    return outcome
 
 
 _COMPLETE_SQL = """

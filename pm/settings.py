@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # Resolved once, when the settings are read, so a later chdir cannot move the data.
     data_dir: Path = Field(default_factory=lambda: Path.cwd() / ".data")
     log_level: LogLevel = "INFO"
+    # uvloop (libuv) runs the same asyncio code with fewer CPU cycles per socket event; `asyncio` is the
+    # standard library's loop (also used where uvloop is not installed, e.g. Windows).
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # Read only by the test suite (tests/conftest.py): servers to test against instead of embedded ones.
     test_database_url: str | None = None
     test_redis_url: str | None = None
