@@ -81,6 +81,10 @@ LIMIT_RELEASED_TTL_S = 24 * 3600
 LIMIT_REBUILD_INTENTS_MAX = 100_000
 # Every intent is matched against every enabled rule in Python: keep that list short.
 LIMIT_RULES_ENABLED_MAX = 100
+# GET /admin/limit-rules and /admin/routes answer at most this many rows, disabled ones included.
+LIMIT_RULES_LISTED_MAX = 1_000
+# Every validation process holds all enabled routes and scans them per intent; disabled ones count too.
+ROUTES_MAX = 1_000
 # Rule and route edits take effect within this in every process: the generation is polled this often.
 LIMIT_RULES_REFRESH_S = 1.0
 

@@ -1,29 +1,27 @@
 """Limit rules in PostgreSQL (`pm.limit_rule`): what the stages read, and what the admin API changes.
 
     rules = await cache.current(pool)        # the enabled rules; at most LIMIT_RULES_REFRESH_S old
-    rule = await create_rule(pool, actor, fields)
+    rule = await create_rule(pool, actor, fields)             # TooManyRulesError: 409
     rule = await update_rule(pool, actor, rule_id, fields)    # None: no such rule
     rule = await disable_rule(pool, actor, rule_id)
 
-Every change is one transaction: the row (its version grows by one), the audit row (before and after)
-and a bump of `pm.rule_generation`, which every process polls, so a change counts everywhere within a
-second. The generation row is bumped first: it serializes changes, so the cap on enabled rules holds.
+Each change is one transaction with its audit row and a bump of `pm.rule_generation` (pm/versioned_rows.py),
+which serializes changes, so the cap on enabled rules holds.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 
-from pm.audit import Actor, bump_rule_generation, current_rule_generation, record_change
-from pm.constants import LIMIT_RULES_ENABLED_MAX, LIMIT_RULES_REFRESH_S
+from pm.audit import current_rule_generation
+from pm.constants import LIMIT_RULES_ENABLED_MAX, LIMIT_RULES_LISTED_MAX, LIMIT_RULES_REFRESH_S
 from pm.limits import LimitRule, Period
+from pm.versioned_rows import VersionedTable
 
-RULES_LISTED_MAX = 1_000
-_COLUMNS = "id, version, operation_type, tag, period, max_amount_minor, max_count, enabled, created_at, updated_at"
+_COLUMNS = "id, version, operation_type, tag, period, max_amount_minor, max_count"
 
 
 class TooManyRulesError(Exception):
@@ -76,84 +74,22 @@ async def load_enabled_rules(pool: asyncpg.Pool | asyncpg.Connection) -> tuple[L
     return tuple(_rule(row) for row in rows)
 
 
-async def list_rules(pool: asyncpg.Pool) -> list[dict[str, Any]]:
-    rows = await pool.fetch(f"SELECT {_COLUMNS} FROM pm.limit_rule ORDER BY id LIMIT $1", RULES_LISTED_MAX)
-    return [rule_json(row) for row in rows]
-
-
-async def create_rule(pool: asyncpg.Pool, actor: Actor, fields: LimitRuleFields) -> dict[str, Any]:
-    async with pool.acquire() as conn, conn.transaction():
-        await bump_rule_generation(conn)
-        if fields.enabled:
-            await _check_room(conn, excluding_id=None)
-        row = await conn.fetchrow(
-            "INSERT INTO pm.limit_rule (operation_type, tag, period, max_amount_minor, max_count, enabled)"
-            f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}",
-            *_values(fields),
-        )
-        after = rule_json(row)
-        await record_change(conn, actor, "limit_rule", row["id"], "create", None, after)
-        return after
-
-
-async def update_rule(pool: asyncpg.Pool, actor: Actor, rule_id: int, fields: LimitRuleFields) -> dict[str, Any] | None:
-    async with pool.acquire() as conn, conn.transaction():
-        await bump_rule_generation(conn)
-        before = await conn.fetchrow(f"SELECT {_COLUMNS} FROM pm.limit_rule WHERE id = $1 FOR UPDATE", rule_id)
-        if before is None:
-            return None
-        if fields.enabled and not before["enabled"]:
-            await _check_room(conn, excluding_id=rule_id)
-        row = await conn.fetchrow(
-            "UPDATE pm.limit_rule SET operation_type = $2, tag = $3, period = $4, max_amount_minor = $5,"
-            " max_count = $6, enabled = $7, version = version + 1, updated_at = now()"
-            f" WHERE id = $1 RETURNING {_COLUMNS}",
-            rule_id,
-            *_values(fields),
-        )
-        after = rule_json(row)
-        await record_change(conn, actor, "limit_rule", rule_id, "update", rule_json(before), after)
-        return after
-
-
-async def disable_rule(pool: asyncpg.Pool, actor: Actor, rule_id: int) -> dict[str, Any] | None:
-    """Disable (rules are never deleted: the audit trail and old counters refer to them)."""
-    async with pool.acquire() as conn, conn.transaction():
-        # Bumped first like every change (one lock order: no deadlock with a concurrent update); a
-        # needless bump only makes processes re-read the rules once.
-        await bump_rule_generation(conn)
-        before = await conn.fetchrow(f"SELECT {_COLUMNS} FROM pm.limit_rule WHERE id = $1 FOR UPDATE", rule_id)
-        if before is None:
-            return None
-        if not before["enabled"]:
-            return rule_json(before)  # already disabled: nothing changes, nothing to record
-        row = await conn.fetchrow(
-            "UPDATE pm.limit_rule SET enabled = false, version = version + 1, updated_at = now()"
-            f" WHERE id = $1 RETURNING {_COLUMNS}",
-            rule_id,
-        )
-        after = rule_json(row)
-        await record_change(conn, actor, "limit_rule", rule_id, "delete", rule_json(before), after)
-        return after
-
-
-async def _check_room(conn: asyncpg.Connection, excluding_id: int | None) -> None:
-    enabled = await conn.fetchval(
-        "SELECT count(*) FROM pm.limit_rule WHERE enabled AND id IS DISTINCT FROM $1", excluding_id
-    )
+async def _room_for_one_more(conn: asyncpg.Connection, fields: LimitRuleFields, before: asyncpg.Record | None) -> None:
+    """Refuse to enable one more rule than LIMIT_RULES_ENABLED_MAX (a rule enabled before is counted already)."""
+    if not fields.enabled or (before is not None and before["enabled"]):
+        return
+    enabled = await conn.fetchval("SELECT count(*) FROM pm.limit_rule WHERE enabled")
     if enabled >= LIMIT_RULES_ENABLED_MAX:
         raise TooManyRulesError(f"at most {LIMIT_RULES_ENABLED_MAX} limit rules may be enabled; disable one first")
 
 
-def _values(fields: LimitRuleFields) -> tuple[Any, ...]:
-    return (
-        fields.operation_type,
-        fields.tag,
-        str(fields.period),
-        fields.max_amount_minor,
-        fields.max_count,
-        fields.enabled,
-    )
+TABLE = VersionedTable(
+    "pm.limit_rule", "limit_rule", LimitRuleFields, "id", LIMIT_RULES_LISTED_MAX, check=_room_for_one_more
+)
+list_rules = TABLE.list_rows
+create_rule = TABLE.create
+update_rule = TABLE.update  # None: no such rule
+disable_rule = TABLE.disable  # rules are never deleted: the audit trail and old counters refer to them
 
 
 def _rule(row: asyncpg.Record) -> LimitRule:
@@ -166,19 +102,3 @@ def _rule(row: asyncpg.Record) -> LimitRule:
         max_amount_minor=row["max_amount_minor"],
         max_count=row["max_count"],
     )
-
-
-def rule_json(row: asyncpg.Record) -> dict[str, Any]:
-    """A rule as the admin API shows it and the audit trail records it."""
-    return {
-        "id": row["id"],
-        "version": row["version"],
-        "operation_type": row["operation_type"],
-        "tag": row["tag"],
-        "period": row["period"],
-        "max_amount_minor": row["max_amount_minor"],
-        "max_count": row["max_count"],
-        "enabled": row["enabled"],
-        "created_at": row["created_at"].isoformat(),
-        "updated_at": row["updated_at"].isoformat(),
-    }
