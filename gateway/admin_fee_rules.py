@@ -24,7 +24,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 import channels
 from gateway.admin_requests import actor_of, parse_body, path_id
 from gateway.errors import ApiError, json_response, not_found, validation_failed
-from gateway.models import BIGINT_MAX
+from gateway.models import BIGINT_MAX, INT4_MAX
 from gateway.quote import FEE_RULES
 from gateway.resources import DATABASE, SETTINGS
 from pm import fee_rules
@@ -53,7 +53,7 @@ class FeeRuleBody(BaseModel):
     condition: Expression
     amount: Expression
     kind: Literal["PRE", "POST"]
-    priority: Annotated[int, Field(ge=0, le=2**31 - 1)]
+    priority: Annotated[int, Field(ge=0, le=INT4_MAX)]
     min_fee_minor: Minor = 0
     max_fee_minor: Minor | None = None
     valid_from: AwareDatetime | None = None

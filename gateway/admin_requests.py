@@ -15,12 +15,11 @@ from aiohttp import web
 
 from gateway.auth import acting_user
 from gateway.errors import ApiError, not_found
-from gateway.models import _refusal as refusal
+from gateway.models import BIGINT_MAX, parse_model
 from gateway.resources import API_KEY
 from pm.audit import Actor
 from pm.domain import ErrorCode
 
-BIGINT_MAX = 2**63 - 1
 ID_PATTERN = re.compile(r"[1-9][0-9]{0,18}")
 
 Body = TypeVar("Body", bound=pydantic.BaseModel)
@@ -39,10 +38,7 @@ def path_id(request: web.Request) -> int:
 
 
 async def parse_body(request: web.Request, model: type[Body]) -> Body:
-    try:
-        return model.model_validate_json(await request.read())
-    except pydantic.ValidationError as exc:
-        raise refusal(exc) from None
+    return parse_model(await request.read(), model)
 
 
 def conflict(message: str) -> ApiError:

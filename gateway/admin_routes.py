@@ -14,18 +14,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 import channels
-from gateway.admin_requests import actor_of, conflict, parse_body, path_id
-from gateway.errors import json_response, not_found
-from gateway.resources import DATABASE
+from gateway.admin_crud import crud_routes
+from gateway.models import BIGINT_MAX, INT4_MAX
 from pm import payment_routes
 from pm.domain import OperationType
-
-BIGINT_MAX = 2**63 - 1
-INT4_MAX = 2**31 - 1
 
 
 class RouteBody(BaseModel):
@@ -54,52 +49,13 @@ class RouteBody(BaseModel):
         return self
 
     def fields(self) -> payment_routes.RouteFields:
-        return payment_routes.RouteFields(
-            operation_type=self.operation_type,
-            min_amount_minor=self.min_amount_minor,
-            max_amount_minor=self.max_amount_minor,
-            channel=self.channel,
-            priority=self.priority,
-            enabled=self.enabled,
-        )
+        return payment_routes.RouteFields(**self.model_dump())
 
 
-async def create_route(request: web.Request) -> web.Response:
-    body = await parse_body(request, RouteBody)
-    try:
-        route = await payment_routes.create_route(request.app[DATABASE], actor_of(request), body.fields())
-    except (payment_routes.PriorityClashError, payment_routes.TooManyRoutesError) as exc:
-        raise conflict(str(exc)) from None
-    return json_response(route, 201)
-
-
-async def update_route(request: web.Request) -> web.Response:
-    route_id = path_id(request)
-    body = await parse_body(request, RouteBody)
-    try:
-        route = await payment_routes.update_route(request.app[DATABASE], actor_of(request), route_id, body.fields())
-    except payment_routes.PriorityClashError as exc:
-        raise conflict(str(exc)) from None
-    if route is None:
-        raise not_found()
-    return json_response(route)
-
-
-async def list_routes(request: web.Request) -> web.Response:
-    return json_response({"items": await payment_routes.list_routes(request.app[DATABASE])})
-
-
-async def delete_route(request: web.Request) -> web.Response:
-    route = await payment_routes.disable_route(request.app[DATABASE], actor_of(request), path_id(request))
-    if route is None:
-        raise not_found()
-    return json_response(route)
-
-
-# (method, path, view, route name), served with the admin scope (gateway/admin_api.py).
-ROUTES = (
-    ("POST", "/admin/routes", create_route, "create_route"),
-    ("GET", "/admin/routes", list_routes, "list_routes"),
-    ("PUT", "/admin/routes/{id}", update_route, "update_route"),
-    ("DELETE", "/admin/routes/{id}", delete_route, "delete_route"),
+ROUTES = crud_routes(
+    "routes",
+    "route",
+    RouteBody,
+    payment_routes.TABLE,
+    (payment_routes.PriorityClashError, payment_routes.TooManyRoutesError),
 )

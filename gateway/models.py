@@ -2,12 +2,13 @@
 integers (never floats or strings), and every size is bounded by a setting.
 
     request = parse_intent_request(body, IntentLimits.from_settings(settings))   # or raises ApiError
+    body = parse_model(raw, LimitRuleBody)                                        # any model, as strictly
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -18,6 +19,7 @@ from pm.domain import ErrorCode, OperationType
 from pm.settings import Settings
 
 BIGINT_MAX = 2**63 - 1
+INT4_MAX = 2**31 - 1  # an `integer` column (priorities, counts)
 # Hard caps of the schema itself, above any setting; the settings' bounds are checked after parsing
 # so that each refusal can carry its own machine code.
 TAGS_COUNT_HARD_MAX = 256
@@ -27,6 +29,7 @@ TAG_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=TAG_LENGTH_HARD_MAX, pattern=TAG_PATTERN)]
 UserId = Annotated[int, Field(gt=0, le=BIGINT_MAX)]
+Model = TypeVar("Model", bound=BaseModel)
 
 # What POST /intents accepts today; the other operation types wait for their channels (issues 4-5).
 SUPPORTED_OPERATIONS = frozenset({OperationType.P2P_TRANSFER, OperationType.ADMIN_ADJUSTMENT})
@@ -68,12 +71,17 @@ class IntentLimits:
 
 
 def parse_intent_request(body: bytes, limits: IntentLimits) -> IntentRequest:
-    try:
-        request = IntentRequest.model_validate_json(body)
-    except pydantic.ValidationError as exc:
-        raise _refusal(exc) from None
+    request = parse_model(body, IntentRequest)
     check_limits(request, limits)
     return request
+
+
+def parse_model(body: bytes, model: type[Model]) -> Model:
+    """The body as `model` (strict), or ApiError: 400 not JSON, 422 not the model, naming the fields."""
+    try:
+        return model.model_validate_json(body)
+    except pydantic.ValidationError as exc:
+        raise _refusal(exc) from None
 
 
 def check_limits(request: IntentRequest, limits: IntentLimits) -> None:
