@@ -1,7 +1,7 @@
 """The admin API of limit rules, routes and the audit trail: its routes for `gateway/app.py` and its part
 of the OpenAPI document for `gateway/openapi.py`, kept together so neither can miss an endpoint.
 
-Self-contained on purpose (openapi.py imports this module, so this one cannot import openapi.py).
+Built from gateway/openapi_parts.py (openapi.py imports this module, so this one cannot import it).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway import admin_audit, admin_limits, admin_routes
 from gateway.errors import Handler
+from gateway.openapi_parts import OPERATOR_HEADER, ROW_ID, errors, json_content, operation, ref
 from pm.keys import SCOPE_ADMIN
 
 # (method, path, view, route name, scope) of every admin endpoint here.
@@ -18,8 +19,6 @@ ADMIN_ROUTES: tuple[tuple[str, str, Handler, str, str], ...] = tuple(
     for method, path, view, name in (*admin_limits.ROUTES, *admin_routes.ROUTES, *admin_audit.ROUTES)
 )
 
-SCHEMAS = "#/components/schemas/"
-SIGNED = [{"keyId": [], "timestamp": [], "nonce": [], "signature": []}]
 _REASONS = {
     400: "the body is not JSON",
     401: "missing or bad signature, unknown or revoked key, stale timestamp, reused nonce",
@@ -29,55 +28,38 @@ _REASONS = {
     422: "the body or a parameter is invalid (unknown fields are refused)",
     503: "a dependency is unavailable; see Retry-After",
 }
-OPERATOR_HEADER = {
-    "name": "X-User-Id",
-    "in": "header",
-    "required": False,
-    "description": "the operator, recorded in the audit trail (a positive integer), part of the signature",
-    "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,18}$"},
-}
-ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,18}$"}}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": SCHEMAS + name}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def _operation(summary: str, responses: dict[str, Any], *statuses: int, **extra: Any) -> dict[str, Any]:
-    errors = {str(status): _json(_ref("Error"), _REASONS[status]) for status in (401, 403, 503, *statuses)}
-    return {"summary": summary, "security": SIGNED, "x-pm-scope": SCOPE_ADMIN, "responses": responses | errors, **extra}
+    return operation(summary, SCOPE_ADMIN, responses | errors(_REASONS, 401, 403, 503, *statuses), **extra)
 
 
 def _crud(plural: str, thing: str, schema: str, request_schema: str, delete_means: str) -> dict[str, Any]:
-    body = {"required": True, "content": {"application/json": {"schema": _ref(request_schema)}}}
-    listed = {"type": "object", "properties": {"items": {"type": "array", "items": _ref(schema)}}}
+    body = {"required": True, "content": {"application/json": {"schema": ref(request_schema)}}}
+    listed = {"type": "object", "properties": {"items": {"type": "array", "items": ref(schema)}}}
     return {
         f"/admin/{plural}": {
             "post": _operation(
                 f"Create a {thing} (version 1); recorded in the audit trail",
-                {"201": _json(_ref(schema), f"the {thing}")},
+                {"201": json_content(ref(schema), f"the {thing}")},
                 400, 409, 422,
                 parameters=[OPERATOR_HEADER], requestBody=body,
             ),
-            "get": _operation(f"Every {thing}, enabled or not", {"200": _json(listed, f"the {thing}s")},
+            "get": _operation(f"Every {thing}, enabled or not", {"200": json_content(listed, f"the {thing}s")},
                               parameters=[OPERATOR_HEADER]),
         },
         f"/admin/{plural}/{{id}}": {
             "put": _operation(
                 f"Replace a {thing} (version + 1); recorded in the audit trail",
-                {"200": _json(_ref(schema), f"the {thing}")},
+                {"200": json_content(ref(schema), f"the {thing}")},
                 400, 404, 409, 422,
-                parameters=[ID, OPERATOR_HEADER], requestBody=body,
+                parameters=[ROW_ID, OPERATOR_HEADER], requestBody=body,
             ),
             "delete": _operation(
                 f"Disable a {thing} ({delete_means}); recorded in the audit trail",
-                {"200": _json(_ref(schema), f"the {thing}, disabled")},
+                {"200": json_content(ref(schema), f"the {thing}, disabled")},
                 404,
-                parameters=[ID, OPERATOR_HEADER],
+                parameters=[ROW_ID, OPERATOR_HEADER],
             ),
         },
     }  # fmt: skip
@@ -96,7 +78,7 @@ def paths() -> dict[str, Any]:
         "/admin/audit": {
             "get": _operation(
                 "The admin audit trail, newest first",
-                {"200": _json(_ref("AuditPage"), "one page")},
+                {"200": json_content(ref("AuditPage"), "one page")},
                 422,
                 parameters=page_parameters,
             )
@@ -118,7 +100,7 @@ def schemas() -> dict[str, Any]:
         "AuditPage": {
             "type": "object",
             "properties": {
-                "items": {"type": "array", "items": _ref("AuditEntry")},
+                "items": {"type": "array", "items": ref("AuditEntry")},
                 "next_before": {"type": ["integer", "null"]},
             },
         },

@@ -13,12 +13,11 @@ from typing import Any
 
 from gateway import admin_api, openapi_fees
 from gateway.models import IntentRequest
+from gateway.openapi_parts import POSITIVE_ID, SCHEMAS, errors, header, json_content, operation, query, ref
 from pm.domain import ErrorCode, OperationType, State
 from pm.keys import SCOPE_ADMIN, SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, SCOPE_INTENTS_WRITE
 from pm.signing import HEADER_KEY_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
 
-SCHEMAS = "#/components/schemas/"
-SIGNED = [{"keyId": [], "timestamp": [], "nonce": [], "signature": []}]
 SIGNING_DESCRIPTION = (
     "Every request except /healthz, /readyz, /metrics and /openapi.json is signed (HMAC-SHA256, all four "
     "headers together). X-PM-Signature is `v1=<lower-case hex HMAC-SHA256(secret, canonical)>` where "
@@ -29,89 +28,63 @@ SIGNING_DESCRIPTION = (
 )
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": SCHEMAS + name}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+_REASONS = {
+    400: "malformed request (header, query or JSON)",
+    401: "missing or bad signature, unknown or revoked key, stale timestamp, reused nonce",
+    403: "the key lacks the scope",
+    404: "no such intent, or not one the user is party to",
+    409: "the first request with this Idempotency-Key is still in flight",
+    413: "body larger than the configured maximum",
+    422: "the body or a parameter is invalid",
+    503: "overloaded or a dependency is unavailable; see Retry-After",
+}
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    reasons = {
-        400: "malformed request (header, query or JSON)",
-        401: "missing or bad signature, unknown or revoked key, stale timestamp, reused nonce",
-        403: "the key lacks the scope",
-        404: "no such intent, or not one the user is party to",
-        409: "the first request with this Idempotency-Key is still in flight",
-        413: "body larger than the configured maximum",
-        422: "the body or a parameter is invalid",
-        503: "overloaded or a dependency is unavailable; see Retry-After",
-    }
-    return {str(status): _json(_ref("Error"), reasons[status]) for status in statuses}
+    return errors(_REASONS, *statuses)
 
 
-def _header(name: str, description: str, *, required: bool, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "header",
-        "required": required,
-        "description": description,
-        "schema": schema or {"type": "string"},
-    }
-
-
-USER_HEADER = _header(
+USER_HEADER = header(
     "X-User-Id",
     "the acting user (a positive integer), part of the signature",
     required=True,
-    schema={"type": "string", "pattern": "^[1-9][0-9]{0,18}$"},
+    schema=POSITIVE_ID,
 )
 OPTIONAL_USER_HEADER = {**USER_HEADER, "required": False, "description": "the acting user; optional with admin"}
 INTENT_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 
 
-def _operation(summary: str, scope: str | None, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    operation: dict[str, Any] = {"summary": summary, "responses": responses, **extra}
-    if scope is None:
-        operation["security"] = []
-    else:
-        operation["security"] = SIGNED
-        operation["x-pm-scope"] = scope
-    return operation
-
-
 def _paths() -> dict[str, Any]:
     return {
         "/intents": {
-            "post": _operation(
+            "post": operation(
                 "Create an intent (the one entry point for moving money)",
                 SCOPE_INTENTS_WRITE,
                 {
-                    "200": _json(_ref("Intent"), "with Prefer: wait, the intent reached a final state in time"),
-                    "202": _json(_ref("Intent"), "accepted: the intent is CREATED and on its way"),
+                    "200": json_content(ref("Intent"), "with Prefer: wait, the intent reached a final state in time"),
+                    "202": json_content(ref("Intent"), "accepted: the intent is CREATED and on its way"),
                     **_errors(400, 401, 403, 409, 413, 422, 503),
                 },
                 description="ADMIN_ADJUSTMENT also needs the admin scope; X-User-Id is then the operator. "
                 "The same Idempotency-Key and request answer the stored response again.",
                 parameters=[
                     OPTIONAL_USER_HEADER | {"description": "the sender (required for P2P_TRANSFER)"},
-                    _header("Idempotency-Key", "1-128 visible ASCII characters, unique per caller", required=True),
-                    _header("Prefer", "`wait=N`: wait up to N seconds (at most 10) for a final state", required=False),
+                    header("Idempotency-Key", "1-128 visible ASCII characters, unique per caller", required=True),
+                    header("Prefer", "`wait=N`: wait up to N seconds (at most 10) for a final state", required=False),
                 ],
-                requestBody={"required": True, "content": {"application/json": {"schema": _ref("IntentRequest")}}},
+                requestBody={"required": True, "content": {"application/json": {"schema": ref("IntentRequest")}}},
             )
         },
         "/intents/{id}": {
-            "get": _operation(
+            "get": operation(
                 "Read an intent (its sender or recipient; any with admin)",
                 SCOPE_INTENTS_READ,
-                {"200": _json(_ref("Intent"), "the intent"), **_errors(400, 401, 403, 404)},
+                {"200": json_content(ref("Intent"), "the intent"), **_errors(400, 401, 403, 404)},
                 parameters=[INTENT_ID, OPTIONAL_USER_HEADER],
             )
         },
         "/intents/{id}/events": {
-            "get": _operation(
+            "get": operation(
                 "The intent's transitions as Server-Sent Events, then live ones until it is final",
                 SCOPE_INTENTS_READ,
                 {
@@ -119,7 +92,7 @@ def _paths() -> dict[str, Any]:
                         "description": "`text/event-stream`: one event per transition, `id` = version, "
                         "`data` = an IntentEvent; ends after the final state or the configured duration",
                         "content": {
-                            "text/event-stream": {"schema": {"type": "string"}, "x-event-data": _ref("IntentEvent")}
+                            "text/event-stream": {"schema": {"type": "string"}, "x-event-data": ref("IntentEvent")}
                         },
                     },
                     **_errors(400, 401, 403, 404),
@@ -127,21 +100,16 @@ def _paths() -> dict[str, Any]:
                 parameters=[
                     INTENT_ID,
                     OPTIONAL_USER_HEADER,
-                    _header("Last-Event-ID", "resume after this version", required=False),
-                    {
-                        "name": "after_version",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "integer", "minimum": 0},
-                    },
+                    header("Last-Event-ID", "resume after this version", required=False),
+                    query("after_version", {"type": "integer", "minimum": 0}),
                 ],
             )
         },
         "/api/pm/balance": {
-            "get": _operation(
+            "get": operation(
                 "The user's balance in one currency (zeros before the first movement)",
                 SCOPE_BALANCE_READ,
-                {"200": _json(_ref("Balance"), "the balance"), **_errors(400, 401, 403, 422)},
+                {"200": json_content(ref("Balance"), "the balance"), **_errors(400, 401, 403, 422)},
                 parameters=[
                     USER_HEADER,
                     {
@@ -154,47 +122,35 @@ def _paths() -> dict[str, Any]:
             )
         },
         "/api/pm/history": {
-            "get": _operation(
+            "get": operation(
                 "The user's history, newest first, a page at a time",
                 SCOPE_BALANCE_READ,
-                {"200": _json(_ref("HistoryPage"), "one page"), **_errors(400, 401, 403, 422)},
+                {"200": json_content(ref("HistoryPage"), "one page"), **_errors(400, 401, 403, 422)},
                 parameters=[
                     USER_HEADER,
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "integer", "minimum": 1},
-                        "description": "at most the configured page size",
-                    },
-                    {
-                        "name": "cursor",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string"},
-                        "description": "next_cursor of the previous page",
-                    },
+                    query("limit", {"type": "integer", "minimum": 1}, "at most the configured page size"),
+                    query("cursor", {"type": "string"}, "next_cursor of the previous page"),
                 ],
             )
         },
         **admin_api.paths(),  # limit rules, routes, the audit trail
         **openapi_fees.paths(),  # POST /quote, fee rules
-        "/healthz": {"get": _operation("Liveness", None, {"200": {"description": "the process serves"}})},
+        "/healthz": {"get": operation("Liveness", None, {"200": {"description": "the process serves"}})},
         "/readyz": {
-            "get": _operation(
+            "get": operation(
                 "Readiness: PostgreSQL, Redis and the ledger answer",
                 None,
                 {"200": {"description": "ready"}, "503": {"description": "not ready; `checks` names what failed"}},
             )
         },
         "/metrics": {
-            "get": _operation(
+            "get": operation(
                 "Prometheus metrics of this process",
                 None,
                 {"200": {"description": "text exposition format", "content": {"text/plain": {}}}},
             )
         },
-        "/openapi.json": {"get": _operation("This document", None, {"200": {"description": "OpenAPI 3.1"}})},
+        "/openapi.json": {"get": operation("This document", None, {"200": {"description": "OpenAPI 3.1"}})},
     }
 
 
@@ -237,7 +193,7 @@ def _schemas() -> dict[str, Any]:
                 "channel": nullable_str,
                 "fee_pre_minor": {"type": "integer", "minimum": 0},
                 "fee_post_minor": {"type": "integer", "minimum": 0},
-                "error": {"oneOf": [{"type": "null"}, _ref("Error/properties/error")]},
+                "error": {"oneOf": [{"type": "null"}, ref("Error/properties/error")]},
                 "created_at": timestamp,
                 "updated_at": timestamp,
             },
@@ -265,7 +221,7 @@ def _schemas() -> dict[str, Any]:
         "HistoryPage": {
             "type": "object",
             "properties": {
-                "items": {"type": "array", "items": _ref("HistoryItem")},
+                "items": {"type": "array", "items": ref("HistoryItem")},
                 "next_cursor": nullable_str,
             },
         },

@@ -1,6 +1,6 @@
 """The OpenAPI description of POST /quote and the fee-rule admin API, merged into gateway/openapi.py.
 
-Self-contained on purpose (openapi.py imports this module, so this one cannot import openapi.py); the
+Built from gateway/openapi_parts.py (openapi.py imports this module, so this one cannot import it); the
 rule body's schema comes from the pydantic model the views parse with, so the two cannot drift.
 """
 
@@ -9,10 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.admin_fee_rules import FeeRuleBody
+from gateway.openapi_parts import (
+    OPERATOR_HEADER,
+    POSITIVE_ID,
+    ROW_ID,
+    SCHEMAS,
+    errors,
+    header,
+    json_content,
+    operation,
+    ref,
+)
 from pm.keys import SCOPE_ADMIN, SCOPE_INTENTS_WRITE
 
-SCHEMAS = "#/components/schemas/"
-SIGNED = [{"keyId": [], "timestamp": [], "nonce": [], "signature": []}]
 _REASONS = {
     400: "malformed request (header or JSON)",
     401: "missing or bad signature, unknown or revoked key, stale timestamp, reused nonce",
@@ -22,83 +31,75 @@ _REASONS = {
     422: "the body is invalid (unknown fields are refused), or the intent would be refused (its code)",
     503: "a dependency is unavailable; see Retry-After",
 }
-OPTIONAL_USER_HEADER = {
-    "name": "X-User-Id",
-    "in": "header",
-    "required": False,
-    "description": "the acting user (a positive integer), part of the signature",
-    "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,18}$"},
-}
-RULE_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,18}$"}}
-OPERATOR_HEADER = OPTIONAL_USER_HEADER | {"description": "the operator, recorded in the audit trail"}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": SCHEMAS + name}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+SENDER_HEADER = header(
+    "X-User-Id", "the sender (required for P2P_TRANSFER), part of the signature", required=False, schema=POSITIVE_ID
+)
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    return {str(status): _json(_ref("Error"), _REASONS[status]) for status in statuses}
-
-
-def _operation(summary: str, scope: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"summary": summary, "responses": responses, "security": SIGNED, "x-pm-scope": scope, **extra}
+    return errors(_REASONS, *statuses)
 
 
 def paths() -> dict[str, Any]:
-    rule_invalid = {"400": _json(_ref("Error"), "RULE_INVALID: an expression does not compile, type-check or fit")}
-    rule_body = {"required": True, "content": {"application/json": {"schema": _ref("FeeRuleRequest")}}}
+    rule_invalid = {
+        "400": json_content(ref("Error"), "RULE_INVALID: an expression does not compile, type-check or fit")
+    }
+    rule_body = {"required": True, "content": {"application/json": {"schema": ref("FeeRuleRequest")}}}
     return {
         "/quote": {
-            "post": _operation(
+            "post": operation(
                 "What an intent would cost (fees, sender debit, recipient credit); nothing is created",
                 SCOPE_INTENTS_WRITE,
-                {"200": _json(_ref("Quote"), "the quote"), **_errors(400, 401, 403, 413, 422, 503)},
+                {"200": json_content(ref("Quote"), "the quote"), **_errors(400, 401, 403, 413, 422, 503)},
                 description="The body, signing and parties of POST /intents; no Idempotency-Key. 422 with the "
                 "code the intent would be rejected with: NO_ROUTE, FEE_RULE_ERROR, FEE_EXCEEDS_AMOUNT, or a "
                 "body refusal.",
-                parameters=[OPTIONAL_USER_HEADER | {"description": "the sender (required for P2P_TRANSFER)"}],
-                requestBody={"required": True, "content": {"application/json": {"schema": _ref("IntentRequest")}}},
+                parameters=[SENDER_HEADER],
+                requestBody={"required": True, "content": {"application/json": {"schema": ref("IntentRequest")}}},
             )
         },
         "/admin/fee-rules": {
-            "post": _operation(
+            "post": operation(
                 "Create a fee rule (version 1)",
                 SCOPE_ADMIN,
-                {"201": _json(_ref("FeeRule"), "the rule as saved"), **_errors(401, 403, 413, 422), **rule_invalid},
+                {
+                    "201": json_content(ref("FeeRule"), "the rule as saved"),
+                    **_errors(401, 403, 413, 422),
+                    **rule_invalid,
+                },
                 parameters=[OPERATOR_HEADER],
                 requestBody=rule_body,
             ),
-            "get": _operation(
+            "get": operation(
                 "Every fee rule's current version (enabled first)",
                 SCOPE_ADMIN,
-                {"200": _json(_ref("FeeRuleList"), "the rules"), **_errors(401, 403)},
+                {"200": json_content(ref("FeeRuleList"), "the rules"), **_errors(401, 403)},
                 parameters=[OPERATOR_HEADER],
             ),
         },
         "/admin/fee-rules/{id}": {
-            "get": _operation(
+            "get": operation(
                 "A fee rule's current version and its earlier versions",
                 SCOPE_ADMIN,
-                {"200": _json(_ref("FeeRuleHistory"), "the rule"), **_errors(401, 403, 404)},
-                parameters=[RULE_ID, OPERATOR_HEADER],
+                {"200": json_content(ref("FeeRuleHistory"), "the rule"), **_errors(401, 403, 404)},
+                parameters=[ROW_ID, OPERATOR_HEADER],
             ),
-            "put": _operation(
+            "put": operation(
                 "Replace a fee rule (the whole rule): a new version; priced intents keep theirs",
                 SCOPE_ADMIN,
-                {"200": _json(_ref("FeeRule"), "the new version"), **_errors(401, 403, 404, 413, 422), **rule_invalid},
-                parameters=[RULE_ID, OPERATOR_HEADER],
+                {
+                    "200": json_content(ref("FeeRule"), "the new version"),
+                    **_errors(401, 403, 404, 413, 422),
+                    **rule_invalid,
+                },
+                parameters=[ROW_ID, OPERATOR_HEADER],
                 requestBody=rule_body,
             ),
-            "delete": _operation(
+            "delete": operation(
                 "Disable a fee rule: a new version with enabled false (history kept)",
                 SCOPE_ADMIN,
-                {"200": _json(_ref("FeeRule"), "the disabled rule"), **_errors(401, 403, 404)},
-                parameters=[RULE_ID, OPERATOR_HEADER],
+                {"200": json_content(ref("FeeRule"), "the disabled rule"), **_errors(401, 403, 404)},
+                parameters=[ROW_ID, OPERATOR_HEADER],
             ),
         },
     }
@@ -150,10 +151,10 @@ def schemas() -> dict[str, Any]:
     return {
         "FeeRuleRequest": request_schema,
         "FeeRule": rule,
-        "FeeRuleList": {"type": "object", "properties": {"rules": {"type": "array", "items": _ref("FeeRule")}}},
+        "FeeRuleList": {"type": "object", "properties": {"rules": {"type": "array", "items": ref("FeeRule")}}},
         "FeeRuleHistory": {
             "allOf": [
-                _ref("FeeRule"),
+                ref("FeeRule"),
                 {"type": "object", "properties": {"versions": {"type": "array", "items": version}}},
             ]
         },
@@ -165,7 +166,7 @@ def schemas() -> dict[str, Any]:
                 "fee_post_minor": {"type": "integer", "minimum": 0, "description": "deducted from the recipient"},
                 "sender_debit_minor": {"type": "integer", "description": "amount + PRE fee"},
                 "recipient_credit_minor": {"type": "integer", "description": "amount - POST fee"},
-                "rules": {"type": "array", "items": _ref("AppliedFeeRule")},
+                "rules": {"type": "array", "items": ref("AppliedFeeRule")},
             },
         },
     }
