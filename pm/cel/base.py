@@ -60,21 +60,6 @@ class Program(Protocol):
         ...
 
 
-class Engine(Protocol):
-    name: str
-
-    def compile(
-        self,
-        expression: str,
-        variables: Mapping[str, CelType],
-        result_type: CelType,
-        bounds: Bounds | None = ...,
-    ) -> Program:
-        """A program, or CelCompileError with the compiler's message. `bounds=None` only for programs
-        we compose ourselves from expressions that passed their bounds one by one."""
-        ...
-
-
 @dataclass(frozen=True, slots=True)
 class Bounds:
     length_max: int = EXPRESSION_LENGTH_HARD_MAX
@@ -89,8 +74,8 @@ class Bounds:
 DEFAULT_BOUNDS = Bounds()
 
 
-class BoundedEngine:
-    """What every engine shares: an expression beyond `bounds` is refused before the engine parses it.
+class Engine:
+    """The base of every engine: an expression beyond `bounds` is refused before the engine parses it.
     An engine subclasses this and implements `_compile`."""
 
     name: str
@@ -102,6 +87,8 @@ class BoundedEngine:
         result_type: CelType,
         bounds: Bounds | None = DEFAULT_BOUNDS,
     ) -> Program:
+        """A program, or CelCompileError with the compiler's message. `bounds=None` only for programs
+        we compose ourselves from expressions that passed their bounds one by one."""
         if bounds is not None:
             check_bounds(expression, bounds)
         return self._compile(expression, variables, result_type)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from cel_expr_python import cel
 
-from pm.cel.base import ActivationValue, BoundedEngine, CelCompileError, CelEvaluationError, CelType, parse_type
+from pm.cel.base import ActivationValue, CelCompileError, CelEvaluationError, CelType, Engine, parse_type
 
 _SCALARS = {
     "bool": cel.Type.BOOL,
@@ -28,7 +28,7 @@ _STATUS_SUFFIX = " [INVALID_ARGUMENT]"
 _STATUS_CODE = re.compile(r"^[A-Z_]+: ")
 
 
-class ProductionEngine(BoundedEngine):
+class ProductionEngine(Engine):
     name = "cel-expr-python"
 
     def __init__(self) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import celpy
 from celpy import celtypes
 
-from pm.cel.base import ActivationValue, BoundedEngine, CelCompileError, CelEvaluationError, CelType, parse_type
+from pm.cel.base import ActivationValue, CelCompileError, CelEvaluationError, CelType, Engine, parse_type
 
 _ANNOTATIONS = {
     "bool": celtypes.BoolType,
@@ -30,7 +30,7 @@ logging.getLogger("celpy").setLevel(logging.WARNING)
 logging.getLogger("Evaluator").setLevel(logging.WARNING)
 
 
-class ReferenceEngine(BoundedEngine):
+class ReferenceEngine(Engine):
     name = "cel-python"
 
     def _compile(self, expression: str, variables: Mapping[str, CelType], result_type: CelType) -> ReferenceProgram:
