@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from gateway.admin_crud import crud_routes
 from gateway.models import INT4_MAX, TAG_PATTERN
 from pm import limit_rules
+from pm.constants import AMOUNT_MINOR_EXACT_MAX
 from pm.domain import OperationType
-from pm.limits import AMOUNT_MINOR_EXACT_MAX, EXEMPT_OPERATIONS, Period
+from pm.limits import EXEMPT_OPERATIONS, Period
 
 
 class LimitRuleBody(BaseModel):

@@ -58,6 +58,10 @@ GATEWAY_REDIS_POOL_WAIT_S = 5.0
 # Graceful shutdown: in-flight requests get this long to finish.
 GATEWAY_SHUTDOWN_TIMEOUT_S = 10.0
 
+# Amounts the limits stage checks: its Redis script compares in Lua numbers (doubles), exact only up to
+# 2**53. 2**53 satang is 90 trillion THB, far above any cap or intent; the settings cap intents at it.
+AMOUNT_MINOR_EXACT_MAX = 2**53 - 1
+
 # Limits (pm/limits.py, pm/limit_counters.py). Every limit key starts with LIMIT_KEY_PREFIX, so an
 # operator can drop the limit cache alone (`SCAN MATCH pm:limit:*`) without touching the streams.
 LIMIT_KEY_PREFIX = "pm:limit:"

@@ -21,15 +21,17 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from pm.constants import LIMIT_COUNTER_EXPIRY_MARGIN_S, LIMIT_COUNTER_KEY_PREFIX, LIMIT_RELEASED_KEY_PREFIX
+from pm.constants import (
+    AMOUNT_MINOR_EXACT_MAX,
+    LIMIT_COUNTER_EXPIRY_MARGIN_S,
+    LIMIT_COUNTER_KEY_PREFIX,
+    LIMIT_RELEASED_KEY_PREFIX,
+)
 from pm.domain import Intent, OperationType
 
 WALLET_TIME_ZONE = ZoneInfo("Asia/Bangkok")
 # Operator corrections are not a user's spending.
 EXEMPT_OPERATIONS = frozenset({OperationType.ADMIN_ADJUSTMENT})
-# The reserve script compares in Lua numbers (doubles): integers above 2**53 would compare inexactly.
-# 2**53 satang is 90 trillion THB, far above any cap or intent.
-AMOUNT_MINOR_EXACT_MAX = 2**53 - 1
 
 
 class Period(enum.StrEnum):

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pm.constants import CEL_EXPRESSION_LENGTH_HARD_MAX, PREFER_WAIT_MAX_S
+from pm.constants import AMOUNT_MINOR_EXACT_MAX, CEL_EXPRESSION_LENGTH_HARD_MAX, PREFER_WAIT_MAX_S
 from pm.intents import HISTORY_PAGE_MAX
 from pm.topology import TOPOLOGY_FILE
 
@@ -70,8 +70,9 @@ class Settings(BaseSettings):
     http_database_connections_max: int = Field(default=10, ge=1, le=200)
     http_redis_connections_max: int = Field(default=16, ge=4, le=1_000)
     intent_amount_minor_min: int = Field(default=1, ge=1)
-    # 100,000,000.00 THB: far above any wallet limit, far below bigint and TigerBeetle's u128.
-    intent_amount_minor_max: int = Field(default=10_000_000_000, ge=1, le=2**63 - 1)
+    # 100,000,000.00 THB: far above any wallet limit, far below bigint and TigerBeetle's u128. At most
+    # what the limits stage compares exactly (pm/constants.py), or a larger intent would stop that stage.
+    intent_amount_minor_max: int = Field(default=10_000_000_000, ge=1, le=AMOUNT_MINOR_EXACT_MAX)
     intent_tags_count_max: int = Field(default=16, ge=0, le=256)
     intent_tag_length_max: int = Field(default=64, ge=1, le=256)
     # One below pm.intents.HISTORY_PAGE_MAX: a page reads one row more to know whether another follows.

@@ -65,7 +65,13 @@ def test_relative_data_dir_is_made_absolute(tmp_path: Path, monkeypatch: pytest.
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("PM_TIGERBEETLE_CLUSTER_ID", "abc"), ("PM_TIGERBEETLE_CLUSTER_ID", "-1"), ("PM_LOG_LEVEL", "loud")],
+    [
+        ("PM_TIGERBEETLE_CLUSTER_ID", "abc"),
+        ("PM_TIGERBEETLE_CLUSTER_ID", "-1"),
+        ("PM_LOG_LEVEL", "loud"),
+        # The limits stage compares amounts in Lua doubles: a larger intent would stop it (an assertion).
+        ("PM_INTENT_AMOUNT_MINOR_MAX", str(2**53)),
+    ],
 )
 def test_invalid_values_are_refused(name: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(name, value)
