@@ -1,7 +1,8 @@
 """The admin API of limit rules, routes and the audit trail on real PostgreSQL: create, replace, list and
 disable with a version each, one audit row per change with who, before and after, a new rule generation;
 refusals with stable codes (400 not JSON, 422 bad or unknown fields, 404 no such row, 409 a route
-priority taken); the audit pages newest first; and keys without the admin scope get 403 everywhere."""
+priority taken or a cap on enabled limit rules or on routes reached, with nothing written); the audit
+pages newest first; and keys without the admin scope get 403 everywhere."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from gateway_support import ADMIN, Gateway, Key, error_of
 
 from gateway.admin_api import ADMIN_ROUTES
+from pm import limit_rules, payment_routes
 from pm.audit import current_rule_generation
 
 LIMIT_RULE = {"operation_type": "P2P_TRANSFER", "tag": None, "period": "daily", "max_amount_minor": 50_000,
@@ -195,3 +197,38 @@ async def test_a_key_without_the_admin_scope_is_403(gateway: Gateway, method, pa
     response = await admin_send(gateway, key, method, path.replace("{id}", "1"), body)
     assert await error_of(response) == (403, "FORBIDDEN")
     assert await gateway.pool.fetchval("SELECT count(*) FROM pm.admin_audit WHERE api_key_id = $1", key.key_id) == 0
+
+
+async def test_the_caps_on_enabled_limit_rules_and_on_routes_are_409_with_nothing_written(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = await gateway.key(*ADMIN)
+    pool = gateway.pool
+    # A tag no intent carries: the rule limits nothing even while enabled.
+    quiet_rule = LIMIT_RULE | {"tag": f"cap-test-{random.randrange(10**9)}"}
+    enabled = await pool.fetchval("SELECT count(*) FROM pm.limit_rule WHERE enabled")
+    monkeypatch.setattr(limit_rules, "LIMIT_RULES_ENABLED_MAX", enabled)
+    refused = await admin_send(gateway, admin, "POST", "/admin/limit-rules", quiet_rule)
+    assert await error_of(refused) == (409, "CONFLICT")
+    disabled = await admin_send(gateway, admin, "POST", "/admin/limit-rules", quiet_rule | {"enabled": False})
+    assert disabled.status == 201  # a disabled rule takes no room
+    rule_id = (await disabled.json())["id"]
+    enabling = await admin_send(gateway, admin, "PUT", f"/admin/limit-rules/{rule_id}", quiet_rule)
+    assert await error_of(enabling) == (409, "CONFLICT")
+    monkeypatch.setattr(limit_rules, "LIMIT_RULES_ENABLED_MAX", enabled + 1)
+    enabled_now = await admin_send(gateway, admin, "PUT", f"/admin/limit-rules/{rule_id}", quiet_rule)
+    assert enabled_now.status == 200
+    # Replacing a rule that is enabled already takes no more room, even at the cap.
+    raised = await admin_send(gateway, admin, "PUT", f"/admin/limit-rules/{rule_id}", quiet_rule | {"max_count": 3})
+    assert raised.status == 200 and (await raised.json())["version"] == 3
+    await admin_send(gateway, admin, "DELETE", f"/admin/limit-rules/{rule_id}")
+
+    routes = await pool.fetchval("SELECT count(*) FROM pm.payment_route")
+    monkeypatch.setattr(payment_routes, "ROUTES_MAX", routes)
+    assert await error_of(await admin_send(gateway, admin, "POST", "/admin/routes", route_body())) == (409, "CONFLICT")
+    assert await pool.fetchval("SELECT count(*) FROM pm.payment_route") == routes
+
+    audit = await audit_of(gateway, admin)
+    assert [(a["entity"], a["action"]) for a in audit] == [
+        ("limit_rule", "delete"), ("limit_rule", "update"), ("limit_rule", "update"), ("limit_rule", "create"),
+    ]  # fmt: skip
