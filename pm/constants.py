@@ -89,8 +89,9 @@ LIMIT_RULES_ENABLED_MAX = 100
 LIMIT_RULES_LISTED_MAX = 1_000
 # Every validation process holds all enabled routes and scans them per intent; disabled ones count too.
 ROUTES_MAX = 1_000
-# Rule and route edits take effect within this in every process: the generation is polled this often.
-LIMIT_RULES_REFRESH_S = 1.0
+# Each limits process polls pm.rule_generation this often, so a limit rule edit applies everywhere within
+# 0.5 s plus one query: within a second, as for fee rules (one cheap query per process per interval).
+LIMIT_RULES_REFRESH_S = 0.5
 
 # Fee rules (pm/pricing.py, pm/fee_rules.py, pm/rule_cache.py).
 # The schema's cap on a stored CEL expression (sql/0003_money_rules.sql); the setting may only lower it.
