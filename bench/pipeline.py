@@ -9,7 +9,7 @@ at the end, also on Ctrl-C); with them set, it creates its databases on that Pos
 drops them at the end) and uses that Redis with streams of its own. Per run:
 
 1. a fresh migrated database (also the `postgres` ledger), two API keys, a streams.yaml of its own
-   (unique stream names; `--batch-size` / `--block-ms` override every stage);
+   (unique stream names; `--batch-size` / `--block-ms` / `--linger-ms` override every stage);
 2. the Procfile's process types started as separate processes by `pm.fleet.Fleet` (counts from
    `--processes`, default one of each), each stage process serving /metrics on its own $PORT;
 3. /readyz, then `--senders` users funded with ADMIN_ADJUSTMENT through the pipeline (enough that
@@ -687,6 +687,8 @@ async def run_all(args: argparse.Namespace, server_url: str, redis_url: str, log
         overrides["batch_size"] = args.batch_size
     if args.block_ms is not None:
         overrides["block_ms"] = args.block_ms
+    if args.linger_ms is not None:
+        overrides["linger_ms"] = args.linger_ms
     finish_timeout_s = args.timeout_s if args.timeout_s is not None else max(60.0, args.intents / 100)
     common = {
         "intents": args.intents,
@@ -748,6 +750,7 @@ def main() -> int:
     parser.add_argument("--senders", type=int, default=1000, help="distinct paying users (funded first)")
     parser.add_argument("--batch-size", type=int, default=None, help="every stage's batch_size (streams.yaml)")
     parser.add_argument("--block-ms", type=int, default=None, help="every stage's block_ms (streams.yaml)")
+    parser.add_argument("--linger-ms", type=int, default=None, help="every stage's linger_ms (streams.yaml)")
     parser.add_argument("--floor", action="store_true", help="also run the plumbing floor and print the ratio")
     parser.add_argument("--timeout-s", type=float, default=None, help="bound on settling after the last 202")
     parser.add_argument("--stats-settle-s", type=float, default=STATS_SETTLE_S, help=argparse.SUPPRESS)

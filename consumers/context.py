@@ -21,6 +21,7 @@ from ledger.postgres import close_pool, keep_session
 from pm.domain import Intent, Transition
 from pm.limit_rules import LimitRuleCache
 from pm.metrics import LEDGER_REQUEST_EVENTS, LEDGER_RESULTS
+from pm.redis_wire import redis_from_url
 from pm.rule_cache import FeeRuleCache
 from pm.topology import Topology, load_topology
 
@@ -70,6 +71,25 @@ class RouteTable:
         return None
 
 
+class KnownAccounts:
+    """Ids of ledger accounts this process saw created or existing. Accounts are never deleted, so a
+    stage need not ask the ledger to create them again: one ledger request (and lock) saved per batch
+    once the users are known. Bounded: when full it starts over (the ledger answers `exists`)."""
+
+    SIZE_MAX = 200_000
+
+    def __init__(self) -> None:
+        self._ids: set[int] = set()
+
+    def unknown(self, account_ids: list[int]) -> list[int]:
+        return [account_id for account_id in account_ids if account_id not in self._ids]
+
+    def add(self, account_ids: list[int]) -> None:
+        if len(self._ids) + len(account_ids) > self.SIZE_MAX:
+            self._ids.clear()
+        self._ids.update(account_ids)
+
+
 @dataclass(slots=True)
 class StageContext:
     pool: asyncpg.Pool
@@ -79,6 +99,7 @@ class StageContext:
     routes: RouteTable = field(default_factory=RouteTable)
     limit_rules: LimitRuleCache = field(default_factory=LimitRuleCache)
     fee_rules: FeeRuleCache = field(default_factory=FeeRuleCache)
+    known_accounts: KnownAccounts = field(default_factory=KnownAccounts)
     ledger_request_events_max: int = BATCH_EVENTS_MAX
 
     async def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
@@ -114,7 +135,7 @@ async def open_stage_context(
         command_timeout=DATABASE_COMMAND_TIMEOUT_S,
         reset=keep_session,
     )
-    redis = aioredis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+    redis = redis_from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
     try:
         async with open_ledger(ledger_url) as ledger:
             yield StageContext(pool=pool, ledger=ledger, redis=redis, topology=topology or load_topology())

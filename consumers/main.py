@@ -31,7 +31,13 @@ async def running_stages(
     """Start the stages' subscribers, claim loops and (optionally) the poller; stop them on exit."""
     await streams.ensure_groups(context.redis, context.topology)
     runners = [StageRunner(context.topology.stage(name), context) for name in stage_names]
-    broker = RedisBroker(redis_url, graceful_timeout=GRACEFUL_TIMEOUT_S, logger=None) if runners else None
+    # apply_types=False: our handlers take the raw entries (see `subscribe`), so FastStream's dependency
+    # injection, which resolves its context in a worker thread on every batch, has nothing to do.
+    broker = (
+        RedisBroker(redis_url, graceful_timeout=GRACEFUL_TIMEOUT_S, logger=None, apply_types=False)
+        if runners
+        else None
+    )
     for runner in runners:
         assert broker is not None
         subscribe(broker, runner)

@@ -28,11 +28,11 @@ _REDRIVE_SQL = f"""
 UPDATE pm.intent SET redriven_at = clock_timestamp()
 WHERE id IN (
     SELECT id FROM pm.intent
-    WHERE state = ANY($1::text[])
-      AND (state <> ALL($4::text[]) OR NOT history_written)
+    WHERE NOT history_written  -- the unfinished ones, from the partial index intent_unfinished
+      AND state = ANY($1::text[])
       AND updated_at < clock_timestamp() - make_interval(secs => $2)
       AND (redriven_at IS NULL OR redriven_at < clock_timestamp() - make_interval(secs => $2))
-    ORDER BY updated_at
+    ORDER BY created_at
     LIMIT $3
     FOR UPDATE SKIP LOCKED
 )
@@ -43,7 +43,7 @@ TERMINAL = [str(state) for state in TERMINAL_STATES]
 
 async def redrive_stage(context: StageContext, stage: Stage, limit: int) -> int:
     rows = await context.pool.fetch(
-        _REDRIVE_SQL, [str(s) for s in stage.input_states], float(stage.stuck_after_s), limit, TERMINAL
+        _REDRIVE_SQL, [str(s) for s in stage.input_states], float(stage.stuck_after_s), limit
     )
     if not rows:
         return 0
@@ -76,8 +76,11 @@ async def measure_once(context: StageContext) -> None:
         if backlog is not None:
             metrics.STREAM_BACKLOG.labels(stage.stream, stage.group).set(backlog.lag)
             metrics.STREAM_PENDING.labels(stage.stream, stage.group).set(backlog.pending)
+    # An open intent is unfinished (its history comes after its end): the partial index serves this.
     rows = await context.pool.fetch(
-        "SELECT state, count(*) AS n FROM pm.intent WHERE state <> ALL($1::text[]) GROUP BY state", TERMINAL
+        "SELECT state, count(*) AS n FROM pm.intent WHERE NOT history_written AND state <> ALL($1::text[])"
+        " GROUP BY state",
+        TERMINAL,
     )
     counts = {row["state"]: row["n"] for row in rows}
     for state in State:

@@ -1,4 +1,4 @@
-"""The stage loop: read a batch, handle it, commit, then publish-and-ack in one MULTI/EXEC.
+"""The stage loop: read a batch, handle it, commit, then publish-and-ack in one atomic call.
 
 Reading is FastStream's (a batch Redis Streams subscriber per stage, `max_records` = the stage's
 batch size, manual acknowledgement). What FastStream does not do is here, on redis-py
@@ -9,7 +9,8 @@ and the atomic publish-and-ack. Per batch:
 2. call the stage's handler for the whole batch -> transitions (if the batch fails, each entry is
    retried alone, so one poisoned entry cannot take its batchmates down with it);
 3. apply all transitions in one SQL statement (compare-and-set on state);
-4. one MULTI/EXEC: the next stage's entries, a status message per transition, XACK of the batch.
+4. one atomic Redis call (a Lua script, pm.streams): the next stage's entries, a status message per
+   transition, XACK of the batch.
 A crash anywhere before 4 leaves the entries pending; they are claimed and handled again, and the
 compare-and-set, the derived ledger ids and idempotent handlers make that harmless.
 """
@@ -267,9 +268,20 @@ def subscribe(broker: RedisBroker, runner: StageRunner) -> None:
     """Register the stage's batch subscriber on `broker` (FastStream reads, we acknowledge)."""
     stage = runner.stage
 
-    async def on_batch(message: RedisBatchStreamMessage) -> None:
+    async def entries_of(message: RedisBatchStreamMessage) -> list[Entry]:
+        """The batch as read (ids and field maps): our own decoding happens in `StageRunner`."""
         raw = message.raw_message
-        await runner.process(list(zip(raw["message_ids"], raw["data"], strict=True)))
+        return list(zip(raw["message_ids"], raw["data"], strict=True))
+
+    async def on_batch(entries: list[Entry]) -> None:
+        started_s = time.monotonic()
+        await runner.process(entries)
+        if len(entries) < stage.batch_size and stage.linger_ms:
+            # Let the next batch fill: a stage with spare time would otherwise spend it (and the
+            # machine's CPU) on many small batches, each paying its round trips and commit.
+            rest_s = stage.linger_ms / 1000 - (time.monotonic() - started_s)
+            if rest_s > 0:
+                await asyncio.sleep(rest_s)
 
     broker.subscriber(
         stream=StreamSub(
@@ -281,5 +293,6 @@ def subscribe(broker: RedisBroker, runner: StageRunner) -> None:
             polling_interval=stage.block_ms,
         ),
         ack_policy=AckPolicy.MANUAL,
+        decoder=entries_of,
         title=f"{stage.name}",
     )(on_batch)

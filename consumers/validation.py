@@ -56,12 +56,14 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
             assert channel is not None
             for account in channel.accounts(intent):
                 needed[account.id] = account
-    results = await context.create_accounts([account.to_tigerbeetle() for account in needed.values()])
+    unknown = [needed[account_id] for account_id in context.known_accounts.unknown(list(needed))]
+    results = await context.create_accounts([account.to_tigerbeetle() for account in unknown])
     refused = [
         (account.name, result.status.name)
-        for account, result in zip(needed.values(), results, strict=True)
+        for account, result in zip(unknown, results, strict=True)
         if result.status not in OK_ACCOUNT_STATUSES
     ]
     if refused:
         raise AccountCreationError(f"ledger refused accounts: {refused}")
+    context.known_accounts.add([account.id for account in unknown])
     return transitions

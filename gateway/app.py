@@ -53,6 +53,7 @@ from pm.constants import (
     GATEWAY_SHUTDOWN_TIMEOUT_S,
 )
 from pm.keys import SCOPE_ADMIN, SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, SCOPE_INTENTS_WRITE
+from pm.redis_wire import redis_pool_from_url
 from pm.settings import Settings
 from pm.topology import Topology, load_topology
 
@@ -180,8 +181,9 @@ def _redis(redis_url: str, settings: Settings) -> Callable[[web.Application], As
     async def context(app: web.Application) -> AsyncIterator[None]:
         # Requests share pipelined round trips (gateway/batching.py), so few connections serve many
         # requests; when all are busy a command waits for one (bounded) rather than failing.
-        pool = aioredis.BlockingConnectionPool.from_url(
+        pool = redis_pool_from_url(
             redis_url,
+            aioredis.BlockingConnectionPool,
             max_connections=settings.http_redis_connections_max,
             timeout=GATEWAY_REDIS_POOL_WAIT_S,
             socket_timeout=GATEWAY_REDIS_SOCKET_TIMEOUT_S,

@@ -14,8 +14,9 @@ from pm.domain import State
 TOPOLOGY_FILE = Path(__file__).resolve().parent.parent / "streams.yaml"
 STAGE_KEYS = {
     "handler", "stream", "group", "dead_letter_stream", "input_states",
-    "batch_size", "block_ms", "claim_idle_ms", "max_deliveries", "stuck_after_s",
+    "batch_size", "block_ms", "linger_ms", "claim_idle_ms", "max_deliveries", "stuck_after_s",
 }  # fmt: skip
+LINGER_MS_MAX = 1000
 BATCH_SIZE_MAX = 8189  # one ledger request per batch: never more events than TigerBeetle takes
 
 
@@ -33,6 +34,8 @@ class Stage:
     input_states: tuple[State, ...]
     batch_size: int
     block_ms: int
+    # After a batch smaller than batch_size, wait until this long after its start before reading again.
+    linger_ms: int
     claim_idle_ms: int
     max_deliveries: int
     stuck_after_s: int
@@ -81,6 +84,12 @@ def _positive_int(stage: str, key: str, value: Any, maximum: int | None = None) 
     return value
 
 
+def _linger_ms(stage: str, value: Any) -> int:
+    if value == 0:
+        return 0
+    return _positive_int(stage, "linger_ms", value, LINGER_MS_MAX)
+
+
 def parse_topology(document: dict[str, Any]) -> Topology:
     defaults = document.get("defaults", {})
     stages: dict[str, Stage] = {}
@@ -107,6 +116,7 @@ def parse_topology(document: dict[str, Any]) -> Topology:
             input_states=states,
             batch_size=_positive_int(name, "batch_size", merged.get("batch_size"), BATCH_SIZE_MAX),
             block_ms=_positive_int(name, "block_ms", merged.get("block_ms")),
+            linger_ms=_linger_ms(name, merged.get("linger_ms", 0)),
             claim_idle_ms=_positive_int(name, "claim_idle_ms", merged.get("claim_idle_ms")),
             max_deliveries=_positive_int(name, "max_deliveries", merged.get("max_deliveries")),
             stuck_after_s=_positive_int(name, "stuck_after_s", merged.get("stuck_after_s")),

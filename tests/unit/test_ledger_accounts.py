@@ -6,6 +6,8 @@ import uuid
 
 import pytest
 import tigerbeetle as tb
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ledger import accounts
 from ledger.accounts import ACCOUNT_NAMESPACE, AccountKind, account_id
@@ -56,3 +58,8 @@ def test_ledger_is_iso_4217_numeric_and_code_is_the_kind() -> None:
 def test_unknown_currency_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unsupported currency 'XXX'"):
         accounts.transit("XXX").to_tigerbeetle()
+
+
+@given(st.text(min_size=1, max_size=80))
+def test_derived_ids_are_rfc4122_uuid5(name: str) -> None:
+    assert accounts.uuid5_int(name) == uuid.uuid5(accounts.ACCOUNT_NAMESPACE, name).int

@@ -1,0 +1,62 @@
+"""Redis clients that pack commands with hiredis (C) instead of redis-py's pure-Python packer.
+
+redis-py's synchronous client already packs with `hiredis.pack_command` when hiredis is installed;
+its asyncio client does not. Measured here, packing a stage's publish-and-ack pipeline (an XADD and
+a PUBLISH per intent, each carrying the intent's JSON) took ~17 µs per command in Python and a fifth
+of that with hiredis: on a 2-core machine that is several percent of the whole pipeline's CPU.
+
+    redis = redis_from_url(url, socket_timeout=10)
+    pool = redis_pool_from_url(url, aioredis.BlockingConnectionPool, max_connections=8)
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import DataError
+
+try:
+    import hiredis
+except ImportError:  # pragma: no cover - hiredis is a dependency (redis[hiredis]); the packer is optional
+    hiredis = None
+
+Pool = TypeVar("Pool", bound=aioredis.ConnectionPool)
+
+
+@functools.cache
+def with_hiredis_packing(base: type[AbstractConnection]) -> type[AbstractConnection]:
+    """`base` (plain, TLS or Unix socket connection) packing commands with hiredis."""
+    if hiredis is None:
+        return base
+
+    def pack_command(self: AbstractConnection, *args: Any) -> list[bytes]:
+        # As redis-py's own HiredisRespSerializer (redis/connection.py): split a command name given with
+        # its subcommand ("CLIENT SETNAME"), accept what the Python packer accepts.
+        if isinstance(args[0], str):
+            args = tuple(args[0].encode().split()) + args[1:]
+        elif b" " in args[0]:
+            args = tuple(args[0].split()) + args[1:]
+        args = tuple(bytes(arg) if isinstance(arg, (bytearray, memoryview)) else arg for arg in args)
+        for arg in args:
+            if isinstance(arg, bool) or not isinstance(arg, (bytes, str, int, float)):
+                raise DataError(f"Invalid input of type {type(arg).__name__!r}: convert to bytes, str, int or float")
+        return [hiredis.pack_command(args)]
+
+    def pack_commands(self: AbstractConnection, commands: Any) -> list[bytes]:
+        return [b"".join(self.pack_command(*command)[0] for command in commands)]
+
+    return type(f"Hiredis{base.__name__}", (base,), {"pack_command": pack_command, "pack_commands": pack_commands})
+
+
+def redis_pool_from_url(url: str, pool_class: type[Pool] = aioredis.ConnectionPool, **kwargs: Any) -> Pool:  # type: ignore[assignment]
+    pool = pool_class.from_url(url, **kwargs)
+    pool.connection_class = with_hiredis_packing(pool.connection_class)
+    return pool
+
+
+def redis_from_url(url: str, **kwargs: Any) -> aioredis.Redis:
+    """`redis.asyncio.Redis.from_url`, packing with hiredis; closing the client closes its pool."""
+    return aioredis.Redis.from_pool(redis_pool_from_url(url, **kwargs))
