@@ -81,9 +81,7 @@ async def _setup_and_send(url: str, count: int, batch_size: int) -> float:
         return elapsed_s
 
 
-def _process_main(
-    url: str, count: int, account_ids: list[int], seed: int, batch_size: int, start_at: float
-) -> float:
+def _process_main(url: str, count: int, account_ids: list[int], seed: int, batch_size: int, start_at: float) -> float:
     transfers = _transfers(count, account_ids, seed)
     time.sleep(max(0.0, start_at - time.time()))  # start together
     return asyncio.run(_send(url, transfers, batch_size))
@@ -91,9 +89,7 @@ def _process_main(
 
 async def _create_accounts(ledger: object) -> list[int]:
     account_ids = [tb.id() for _ in range(ACCOUNTS)]
-    results = await ledger.create_accounts(
-        [tb.Account(id=i, ledger=LEDGER_NUMBER, code=1) for i in account_ids]
-    )
+    results = await ledger.create_accounts([tb.Account(id=i, ledger=LEDGER_NUMBER, code=1) for i in account_ids])
     assert all(r.status == tb.CreateAccountStatus.CREATED for r in results)
     return account_ids
 
@@ -118,10 +114,7 @@ def run_one(url: str, backend: str, batch_size: int, count: int, processes: int)
         start_at = time.time() + 2.0
         context = multiprocessing.get_context("spawn")
         with context.Pool(processes) as pool:
-            args = [
-                (url, share, account_ids, batch_size * 100 + p, batch_size, start_at)
-                for p in range(processes)
-            ]
+            args = [(url, share, account_ids, batch_size * 100 + p, batch_size, start_at) for p in range(processes)]
             started = time.time()
             pool.starmap(_process_main, args)
             elapsed_s = time.time() - max(started, start_at)
@@ -150,12 +143,8 @@ def _postgres_url(args: argparse.Namespace, stack: list) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--backends", default="memory,postgres", help="comma list: memory,postgres,tigerbeetle"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default="memory,postgres", help="comma list: memory,postgres,tigerbeetle")
     parser.add_argument("--batch-sizes", default="1,100,8189")
     parser.add_argument("--processes", type=int, default=2, help="writers at once for the concurrent run")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the number of transfers")
@@ -179,17 +168,12 @@ def main() -> int:
             else:
                 parser.error(f"unknown backend {backend!r}")
             for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-                count = max(
-                    batch_size, int(TRANSFERS_PER_BATCH_SIZE.get(batch_size, 10 * batch_size) * args.scale)
-                )
+                count = max(batch_size, int(TRANSFERS_PER_BATCH_SIZE.get(batch_size, 10 * batch_size) * args.scale))
                 rows.append(run_one(url, backend, batch_size, count, 1))
                 _print(rows[-1], args.json)
             if backend != "memory" and args.processes > 1:
                 batch_size = max(int(b) for b in args.batch_sizes.split(","))
-                count = (
-                    int(TRANSFERS_PER_BATCH_SIZE.get(batch_size, 10 * batch_size) * args.scale)
-                    * args.processes
-                )
+                count = int(TRANSFERS_PER_BATCH_SIZE.get(batch_size, 10 * batch_size) * args.scale) * args.processes
                 rows.append(run_one(url, backend, batch_size, count, args.processes))
                 _print(rows[-1], args.json)
     finally:

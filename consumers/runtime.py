@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import logging
 import os
 import socket
@@ -27,6 +26,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
+import orjson
 from faststream.middlewares import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisBatchStreamMessage
@@ -151,13 +151,13 @@ class StageRunner:
 
     def _publication(self, results: list[TransitionResult], redelivered: bool) -> streams.Publication:
         topology = self.context.topology
-        entries: list[tuple[str, dict[str, str]]] = []
-        statuses: list[tuple[str, str]] = []
+        entries: list[tuple[str, dict[str, bytes]]] = []
+        statuses: list[tuple[str, bytes]] = []
         for result in results:
             intent = result.intent
             if result.applied:
                 entries.append((topology.stage_for_state(intent.state).stream, streams.entry_fields(intent)))
-                statuses.append((topology.channel_for(intent.id), json.dumps(intent.to_json())))
+                statuses.append((topology.channel_for(intent.id), orjson.dumps(intent.to_json())))
             elif redelivered and topology.stage_for_state(intent.state).name != self.stage.name:
                 # A redelivered entry whose transition is already committed: the earlier attempt may
                 # have died before publishing, so publish the intent onward again (handlers downstream

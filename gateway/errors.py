@@ -10,13 +10,12 @@ Every error body is `{"error": {"code": <pm.domain.ErrorCode>, "message": "..."}
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
+import orjson
 import redis.exceptions
 from aiohttp import web
 
@@ -26,7 +25,9 @@ from pm.domain import ErrorCode
 log = logging.getLogger("pm.gateway")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-dumps = functools.partial(json.dumps, separators=(",", ":"))
+def dumps(value: Any) -> str:
+    """Compact JSON (orjson: a tenth of the standard library's CPU on the request path)."""
+    return orjson.dumps(value).decode()
 
 # aiohttp's own refusals, by status, with our code.
 _HTTP_EXCEPTION_CODES: dict[int, ErrorCode] = {
@@ -58,7 +59,7 @@ class ApiError(Exception):
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.json_response(body, status=status, headers=headers, dumps=dumps)
+    return web.Response(body=orjson.dumps(body), status=status, headers=headers, content_type="application/json")
 
 
 def error_response(

@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
@@ -254,7 +254,7 @@ class StatusHub:
 def _parse_status(data: bytes) -> dict[str, Any] | None:
     """A stage's status message (`intent.to_json()`), or None when it is not one."""
     try:
-        status = json.loads(data)
+        status = orjson.loads(data)
     except ValueError:
         return None
     if not isinstance(status, dict) or not isinstance(status.get("version"), int):

@@ -14,11 +14,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -28,13 +28,15 @@ from pm.topology import Topology
 ENTRY_FIELD = b"intent"
 
 
-def entry_fields(intent: Intent) -> dict[str, str]:
-    return {"intent": json.dumps(intent.to_message(), separators=(",", ":"))}
+def entry_fields(intent: Intent) -> dict[str, bytes]:
+    # orjson: the intent is encoded and decoded once per stage hop; the standard library's json was a
+    # tenth of each stage's CPU.
+    return {"intent": orjson.dumps(intent.to_message())}
 
 
 def decode_entry(fields: dict[bytes, bytes]) -> Intent:
     """The intent in a stream entry; raises ValueError/KeyError on a malformed entry."""
-    return Intent.from_message(json.loads(fields[ENTRY_FIELD]))
+    return Intent.from_message(orjson.loads(fields[ENTRY_FIELD]))
 
 
 async def ensure_groups(redis: aioredis.Redis, topology: Topology) -> None:
@@ -50,8 +52,8 @@ async def ensure_groups(redis: aioredis.Redis, topology: Topology) -> None:
 class Publication:
     """What a batch sends on: stream entries and status messages."""
 
-    entries: list[tuple[str, dict[str, str]]]  # (stream, fields)
-    statuses: list[tuple[str, str]]  # (channel, payload)
+    entries: list[tuple[str, dict[str, bytes]]]  # (stream, fields)
+    statuses: list[tuple[str, bytes]]  # (channel, payload)
 
 
 # One script call instead of a MULTI/EXEC of 2n+1 commands: Redis runs a script atomically just as it

@@ -106,7 +106,7 @@ async def test_a_redelivered_limits_entry_counts_once(fresh_database, redis_url)
             await wait_state(pipeline, payment, "PRICED")
         priced = await intents.load_intent(pipeline.context.pool, payment.id)
         assert priced is not None and priced.state == State.PRICED
-        fields = {key.encode(): value.encode() for key, value in streams.entry_fields(priced).items()}
+        fields = {key.encode(): value for key, value in streams.entry_fields(priced).items()}
         runner = StageRunner(topology.stage("limits"), pipeline.context)
         first = await runner.process([(b"1-1", fields)])
         # The same entry again (a lost acknowledgement), and the handler alone on it once more.

@@ -122,7 +122,7 @@ async def test_the_same_entry_twice_changes_nothing_the_second_time(fresh_databa
             from pm.intents import load_intent
 
             snapshot = await load_intent(pipeline.context.pool, intent.id)
-            fields = {key.encode(): value.encode() for key, value in streams.entry_fields(snapshot).items()}
+            fields = {key.encode(): value for key, value in streams.entry_fields(snapshot).items()}
             runner = StageRunner(stage, pipeline.context)
             first = await runner.process([(b"1-1", fields)])
             balances_after_first = (await pipeline.balance(alice), await pipeline.balance(bob))
