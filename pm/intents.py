@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from pm.domain import Intent, OperationType, State, Transition
 
@@ -183,7 +184,7 @@ async def create_intents(conn: asyncpg.Connection | asyncpg.Pool, requests: list
         [r.sender_id for r in unique],
         [r.recipient_id for r in unique],
         [r.operator_id for r in unique],
-        [json.dumps(list(r.tags)) for r in unique],
+        [orjson.dumps(r.tags).decode() for r in unique],
     )
     by_id = {row["request_id"]: _outcome(row) for row in rows}
     missing = [index for index, intent_id in enumerate(ids) if intent_id not in by_id]
@@ -250,7 +251,7 @@ async def complete_idempotency(
         [r[0] for r in responses],
         [r[1] for r in responses],
         [r[2] for r in responses],
-        [json.dumps(r[3]) for r in responses],
+        [orjson.dumps(r[3]).decode() for r in responses],
     )
 
 
@@ -310,7 +311,7 @@ async def apply_transitions(
         [t.channel for t in transitions],
         [t.fee_pre_minor for t in transitions],
         [t.fee_post_minor for t in transitions],
-        [json.dumps(list(t.fee_rules)) if t.fee_rules is not None else None for t in transitions],
+        [orjson.dumps(t.fee_rules).decode() if t.fee_rules is not None else None for t in transitions],
         [str(t.error_code) if t.error_code else None for t in transitions],
         [t.error_message for t in transitions],
     )
