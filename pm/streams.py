@@ -90,7 +90,8 @@ _PUBLISH_AND_ACK_SHA = hashlib.sha1(_PUBLISH_AND_ACK_LUA.encode()).hexdigest()
 async def publish_and_ack(
     redis: aioredis.Redis, publication: Publication, stream: str, group: str, entry_ids: list[bytes]
 ) -> None:
-    """XADD the publication's entries, PUBLISH its statuses and XACK `entry_ids`, all or none."""
+    """XADD the publication's entries, PUBLISH its statuses and XACK `entry_ids` in one call: no other
+    client runs a command in between, and a crash of this process cannot leave the batch half sent."""
     keys = [stream]
     key_index: dict[str, int] = {}
     arguments: list[Any] = [group, ENTRY_FIELD, len(publication.entries)]

@@ -85,9 +85,9 @@ def _positive_int(stage: str, key: str, value: Any, maximum: int | None = None) 
 
 
 def _linger_ms(stage: str, value: Any) -> int:
-    if value == 0:
-        return 0
-    return _positive_int(stage, "linger_ms", value, LINGER_MS_MAX)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= LINGER_MS_MAX:
+        raise TopologyError(f"stage {stage!r}: linger_ms must be an integer from 0 to {LINGER_MS_MAX}, not {value!r}")
+    return value
 
 
 def parse_topology(document: dict[str, Any]) -> Topology:

@@ -105,6 +105,18 @@ def test_the_shipped_topology_routes_every_state_to_one_stage() -> None:
     assert all(stage.batch_size <= 8189 for stage in topology.stages.values())
 
 
+def test_linger_is_per_stage_with_a_default_and_zero_turns_it_off() -> None:
+    document = _document()
+    document["stages"]["fees"]["linger_ms"] = 0
+    document["stages"]["history"]["linger_ms"] = 250
+    topology = parse_topology(document)
+    assert topology.stage("fees").linger_ms == 0
+    assert topology.stage("history").linger_ms == 250
+    assert topology.stage("validation").linger_ms == document["defaults"]["linger_ms"] == 10
+    document["defaults"].pop("linger_ms")
+    assert parse_topology(document).stage("validation").linger_ms == 0
+
+
 def _document() -> dict:
     return yaml.safe_load(TOPOLOGY_FILE.read_text())
 
@@ -114,6 +126,9 @@ def _document() -> dict:
     [
         (lambda d: d["stages"]["fees"].update(batch_size=0), "stage 'fees': batch_size must be a positive integer"),
         (lambda d: d["stages"]["fees"].update(batch_size=9000), "batch_size must be at most 8189"),
+        (lambda d: d["stages"]["fees"].update(linger_ms=-1), "stage 'fees': linger_ms must be an integer from 0 to"),
+        (lambda d: d["stages"]["fees"].update(linger_ms=1001), "linger_ms must be an integer from 0 to 1000"),
+        (lambda d: d["stages"]["fees"].update(linger_ms="10"), "linger_ms must be an integer"),
         (lambda d: d["stages"]["fees"].update(colour="red"), "unknown keys"),
         (lambda d: d["stages"]["fees"].pop("stream"), "stage 'fees': stream is required"),
         (lambda d: d["stages"]["fees"].update(input_states=["LOST"]), "'LOST' is not a valid State"),

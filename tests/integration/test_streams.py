@@ -1,0 +1,94 @@
+"""pm.streams on real Valkey: the publish-and-ack script, claiming, dead letters and trimming below
+what every group acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from pm import streams
+from pm.redis_wire import redis_from_url
+
+
+@pytest.fixture
+async def redis(redis_url: str):
+    client = redis_from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def _names() -> tuple[str, str, str, str]:
+    prefix = f"test:{uuid.uuid4().hex[:10]}"
+    return f"{prefix}:in", f"{prefix}:a", f"{prefix}:b", "group"
+
+
+async def _read_all(redis, stream: str, group: str, count: int) -> list[bytes]:
+    await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    rows = await redis.xreadgroup(group, "reader", {stream: ">"}, count=count)
+    return [entry_id for _, entries in rows for entry_id, _ in entries]
+
+
+async def test_one_call_publishes_to_every_target_and_acks_the_whole_batch(redis) -> None:
+    source, target_a, target_b, group = _names()
+    for i in range(2_500):  # more ids than one XACK inside the script takes (chunks of 1,000)
+        await redis.xadd(source, {"intent": f"{i}"})
+    entry_ids = await _read_all(redis, source, group, 2_500)
+    assert len(entry_ids) == 2_500
+    channel = f"intent.{uuid.uuid4()}"
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(channel)
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    publication = streams.Publication(
+        entries=[(target_a, {"intent": b'{"n":1}'}), (target_b, {"intent": b'{"n":2}'}), (target_a, {"intent": b"3"})],
+        statuses=[(channel, b'{"state":"PRICED","version":3}')],
+    )
+    await streams.publish_and_ack(redis, publication, source, group, entry_ids)
+    assert [fields for _, fields in await redis.xrange(target_a)] == [{b"intent": b'{"n":1}'}, {b"intent": b"3"}]
+    assert [fields for _, fields in await redis.xrange(target_b)] == [{b"intent": b'{"n":2}'}]
+    assert (await redis.xpending(source, group))["pending"] == 0
+    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
+    assert message is not None and message["data"] == b'{"state":"PRICED","version":3}'
+    await pubsub.aclose()
+
+
+async def test_the_script_is_loaded_again_after_the_server_forgot_it(redis) -> None:
+    source, target_a, _, group = _names()
+    await redis.xadd(source, {"intent": b"x"})
+    entry_ids = await _read_all(redis, source, group, 10)
+    await redis.script_flush()
+    publication = streams.Publication(entries=[(target_a, {"intent": b"y"})], statuses=[])
+    await streams.publish_and_ack(redis, publication, source, group, entry_ids)
+    assert await redis.xlen(target_a) == 1
+    assert (await redis.xpending(source, group))["pending"] == 0
+
+
+async def test_an_empty_batch_is_a_no_op(redis) -> None:
+    source, _, _, group = _names()
+    await redis.xgroup_create(source, group, id="0", mkstream=True)
+    await streams.publish_and_ack(redis, streams.Publication(entries=[], statuses=[]), source, group, [])
+    assert await redis.xlen(source) == 0
+
+
+async def test_concurrent_batches_keep_every_entry(redis) -> None:
+    source, target_a, _, group = _names()
+    for i in range(50):  # at once: within the client's connection pool
+        await redis.xadd(source, {"intent": f"{i}"})
+    entry_ids = await _read_all(redis, source, group, 50)
+    await asyncio.gather(
+        *(
+            streams.publish_and_ack(
+                redis,
+                streams.Publication(entries=[(target_a, {"intent": entry_id})], statuses=[]),
+                source,
+                group,
+                [entry_id],
+            )
+            for entry_id in entry_ids
+        )
+    )
+    assert sorted(fields[b"intent"] for _, fields in await redis.xrange(target_a)) == sorted(entry_ids)
+    assert (await redis.xpending(source, group))["pending"] == 0
