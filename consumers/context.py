@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -21,54 +20,15 @@ from ledger.postgres import close_pool, keep_session
 from pm.domain import Intent, Transition
 from pm.limit_rules import LimitRuleCache
 from pm.metrics import LEDGER_REQUEST_EVENTS, LEDGER_RESULTS
+from pm.payment_routes import RouteTable
 from pm.redis_wire import redis_from_url
 from pm.rule_cache import FeeRuleCache
 from pm.topology import Topology, load_topology
 
 log = logging.getLogger("pm.consumers")
 
-ROUTES_REFRESH_S = 1.0  # route edits take effect within a second in every process
 DATABASE_POOL_SIZE_MAX = 4
 DATABASE_COMMAND_TIMEOUT_S = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    operation_type: str
-    min_amount_minor: int
-    max_amount_minor: int
-    channel: str
-    priority: int
-
-
-@dataclass(slots=True)
-class RouteTable:
-    """The enabled routes, re-read from pm.payment_route at most once per `ROUTES_REFRESH_S`."""
-
-    routes: list[Route] = field(default_factory=list)
-    loaded_at_s: float = float("-inf")
-
-    async def refresh(self, pool: asyncpg.Pool) -> None:
-        started_s = time.monotonic()
-        if started_s - self.loaded_at_s < ROUTES_REFRESH_S:
-            return
-        rows = await pool.fetch(
-            "SELECT operation_type, min_amount_minor, max_amount_minor, channel, priority"
-            " FROM pm.payment_route WHERE enabled ORDER BY priority, id"
-        )
-        self.routes = [Route(**dict(row)) for row in rows]
-        # The time before the read: an edit committed during a slow read is still seen within a second.
-        self.loaded_at_s = started_s
-
-    def choose(self, operation_type: str, amount_minor: int) -> Route | None:
-        """The enabled route with the best (lowest) priority whose range holds the amount."""
-        for route in self.routes:
-            if (
-                route.operation_type == operation_type
-                and route.min_amount_minor <= amount_minor <= route.max_amount_minor
-            ):
-                return route
-        return None
 
 
 class KnownAccounts:

@@ -22,7 +22,7 @@ from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 import channels
-from gateway.admin_requests import actor_of, parse_body, path_id
+from gateway.admin_requests import actor_of, conflict, parse_body, path_id
 from gateway.errors import ApiError, json_response, not_found, validation_failed
 from gateway.models import BIGINT_MAX, INT4_MAX
 from gateway.quote import FEE_RULES
@@ -70,7 +70,7 @@ async def create_fee_rule(request: web.Request) -> web.Response:
 
 async def list_fee_rules(request: web.Request) -> web.Response:
     listed = await fee_rules.list_rules(request.app[DATABASE])
-    return json_response({"rules": [stored.to_json() for stored in listed]})
+    return json_response({"items": [stored.to_json() for stored in listed]})
 
 
 async def get_fee_rule(request: web.Request) -> web.Response:
@@ -136,8 +136,8 @@ def _check_consistent(body: FeeRuleBody) -> None:
 async def _saving(change: Awaitable[Saved]) -> Saved:
     try:
         return await change
-    except fee_rules.TooManyRulesError as exc:
-        raise validation_failed(str(exc)) from None
+    except fee_rules.TooManyRulesError as exc:  # as for limit rules and routes (gateway/admin_crud.py)
+        raise conflict(str(exc)) from None
 
 
 __all__ = ["FeeRuleBody", "create_fee_rule", "delete_fee_rule", "get_fee_rule", "list_fee_rules", "update_fee_rule"]

@@ -65,7 +65,7 @@ async def create_intent(request: web.Request) -> web.Response:
     body = await request.read()
     intent_request = parse_intent_request(body, IntentLimits.from_settings(app[SETTINGS]))
     key = request[API_KEY]
-    sender_id, recipient_id, operator_id = _parties(intent_request, key, acting_user(request, required=False))
+    sender_id, recipient_id, operator_id = parties(intent_request, key, acting_user(request, required=False))
     outcome = await app[INTENT_WRITER].create(
         store.NewIntent(
             api_key_id=key.key_id,
@@ -107,10 +107,10 @@ def _idempotency_key(request: web.Request) -> str:
     return value
 
 
-def _parties(
+def parties(
     intent_request: IntentRequest, key: ApiKey, user_id: int | None
 ) -> tuple[int | None, int | None, int | None]:
-    """(sender_id, recipient_id, operator_id) of the intent asked for, or the refusal."""
+    """(sender_id, recipient_id, operator_id) of the intent asked for, or the refusal (also /quote's)."""
     recipient_id = intent_request.recipient_id
     if intent_request.operation_type == OperationType.ADMIN_ADJUSTMENT:
         if not key.allows(SCOPE_ADMIN):

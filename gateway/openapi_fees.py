@@ -27,6 +27,7 @@ _REASONS = {
     401: "missing or bad signature, unknown or revoked key, stale timestamp, reused nonce",
     403: "the key lacks the scope",
     404: "no such fee rule",
+    409: "CONFLICT: enabling this rule would pass the cap on enabled fee rules",
     413: "body larger than the configured maximum",
     422: "the body is invalid (unknown fields are refused), or the intent would be refused (its code)",
     503: "a dependency is unavailable; see Retry-After",
@@ -64,7 +65,7 @@ def paths() -> dict[str, Any]:
                 SCOPE_ADMIN,
                 {
                     "201": json_content(ref("FeeRule"), "the rule as saved"),
-                    **_errors(401, 403, 413, 422),
+                    **_errors(401, 403, 409, 413, 422),
                     **rule_invalid,
                 },
                 parameters=[OPERATOR_HEADER],
@@ -89,7 +90,7 @@ def paths() -> dict[str, Any]:
                 SCOPE_ADMIN,
                 {
                     "200": json_content(ref("FeeRule"), "the new version"),
-                    **_errors(401, 403, 404, 413, 422),
+                    **_errors(401, 403, 404, 409, 413, 422),
                     **rule_invalid,
                 },
                 parameters=[ROW_ID, OPERATOR_HEADER],
@@ -151,7 +152,7 @@ def schemas() -> dict[str, Any]:
     return {
         "FeeRuleRequest": request_schema,
         "FeeRule": rule,
-        "FeeRuleList": {"type": "object", "properties": {"rules": {"type": "array", "items": ref("FeeRule")}}},
+        "FeeRuleList": {"type": "object", "properties": {"items": {"type": "array", "items": ref("FeeRule")}}},
         "FeeRuleHistory": {
             "allOf": [
                 ref("FeeRule"),

@@ -18,13 +18,13 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from consumers.context import RouteTable
 from gateway.auth import acting_user
 from gateway.errors import json_response, validation_failed
-from gateway.intents import _parties as parties
+from gateway.intents import parties
 from gateway.models import IntentLimits, parse_intent_request
 from gateway.resources import API_KEY, DATABASE, SETTINGS
 from pm.domain import ErrorCode
+from pm.payment_routes import RouteTable
 from pm.pricing import PricingError, PricingRequest
 from pm.rule_cache import FeeRuleCache
 

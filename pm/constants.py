@@ -89,16 +89,14 @@ LIMIT_RULES_ENABLED_MAX = 100
 LIMIT_RULES_LISTED_MAX = 1_000
 # Every validation process holds all enabled routes and scans them per intent; disabled ones count too.
 ROUTES_MAX = 1_000
-# Each limits process polls pm.rule_generation this often, so a limit rule edit applies everywhere within
-# 0.5 s plus one query: within a second, as for fee rules (one cheap query per process per interval).
-LIMIT_RULES_REFRESH_S = 0.5
+# Every process that uses fee rules, limit rules or routes polls pm.rule_generation at most this often
+# (pm/generation_cache.py), so an edit applies everywhere within 0.5 s plus one query: the issue asks
+# for a second. One cheap query per process per interval.
+RULES_POLL_INTERVAL_S = 0.5
 
 # Fee rules (pm/pricing.py, pm/fee_rules.py, pm/rule_cache.py).
 # The schema's cap on a stored CEL expression (sql/0003_money_rules.sql); the setting may only lower it.
 CEL_EXPRESSION_LENGTH_HARD_MAX = 2_000
-# Every process checks pm.rule_generation at most this often when it prices (one cheap query), so an
-# edit applies everywhere within 0.5 s plus one query: the issue asks for a second.
-FEE_RULES_POLL_INTERVAL_S = 0.5
 # Each enabled rule is compiled in every process (0.2 ms each here: 500 take 0.1 s, once per change) and
 # candidates are matched in Python per intent: a ceiling far above any fee schedule.
 FEE_RULES_ENABLED_MAX = 500

@@ -1,6 +1,6 @@
 """Limit rules in PostgreSQL (`pm.limit_rule`): what the stages read, and what the admin API changes.
 
-    rules = await cache.current(pool)        # the enabled rules; at most LIMIT_RULES_REFRESH_S old
+    rules = await cache.current(pool)        # the enabled rules; at most RULES_POLL_INTERVAL_S old
     rule = await create_rule(pool, actor, fields)             # TooManyRulesError: 409
     rule = await update_rule(pool, actor, rule_id, fields)    # None: no such rule
     rule = await disable_rule(pool, actor, rule_id)
@@ -11,13 +11,12 @@ which serializes changes, so the cap on enabled rules holds.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import asyncpg
 
-from pm.audit import current_rule_generation
-from pm.constants import LIMIT_RULES_ENABLED_MAX, LIMIT_RULES_LISTED_MAX, LIMIT_RULES_REFRESH_S
+from pm.constants import LIMIT_RULES_ENABLED_MAX, LIMIT_RULES_LISTED_MAX
+from pm.generation_cache import GenerationCache
 from pm.limits import LimitRule, Period
 from pm.versioned_rows import VersionedTable
 
@@ -40,29 +39,12 @@ class LimitRuleFields:
     enabled: bool
 
 
-class LimitRuleCache:
-    """The enabled rules of this process, re-read when `pm.rule_generation` moves (polled at most once
-    per LIMIT_RULES_REFRESH_S)."""
+class LimitRuleCache(GenerationCache[tuple[LimitRule, ...]]):
+    """The enabled rules of this process, re-read when `pm.rule_generation` moves (pm/generation_cache.py).
+    A failed read raises (the batch is retried): never limits on rules unread."""
 
     def __init__(self) -> None:
-        self._rules: tuple[LimitRule, ...] = ()
-        self._generation: int | None = None
-        self._checked_at_s = float("-inf")
-
-    async def current(self, pool: asyncpg.Pool) -> tuple[LimitRule, ...]:
-        """The enabled rules; a failed read raises (the batch is retried): never limits on rules unread."""
-        started_s = time.monotonic()
-        if started_s - self._checked_at_s < LIMIT_RULES_REFRESH_S:
-            return self._rules
-        # The generation before the rules: a change committed in between is read again next time,
-        # never missed.
-        generation = await current_rule_generation(pool)
-        if generation != self._generation:
-            self._rules = await load_enabled_rules(pool)
-            self._generation = generation
-        # The time before the read, so "at most a second old" counts from the snapshot, however slow.
-        self._checked_at_s = started_s
-        return self._rules
+        super().__init__(lambda pool, _previous, _generation: load_enabled_rules(pool))
 
 
 async def load_enabled_rules(pool: asyncpg.Pool | asyncpg.Connection) -> tuple[LimitRule, ...]:

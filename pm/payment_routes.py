@@ -4,9 +4,9 @@
     route = await update_route(pool, actor, route_id, fields)   # None: no such route
     route = await disable_route(pool, actor, route_id)
 
-Validation reads the enabled routes through `consumers.context.RouteTable` (re-read every second in
-every process). Each change is one transaction with its audit row and a bump of `pm.rule_generation`
-(pm/versioned_rows.py).
+Validation (and /quote, `pm rules test`) read the enabled routes through `RouteTable` (a
+`GenerationCache`: an edit is seen within a second in every process). Each change is one transaction
+with its audit row and a bump of `pm.rule_generation` (pm/versioned_rows.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,48 @@ from dataclasses import dataclass
 import asyncpg
 
 from pm.constants import ROUTES_MAX
+from pm.generation_cache import GenerationCache
 from pm.versioned_rows import VersionedTable
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    operation_type: str
+    min_amount_minor: int
+    max_amount_minor: int
+    channel: str
+    priority: int
+
+
+class RouteTable:
+    """The enabled routes of this process, best priority first; `refresh` before `choose`."""
+
+    def __init__(self) -> None:
+        self._cache = GenerationCache(lambda pool, _previous, _generation: load_enabled_routes(pool))
+        self.routes: tuple[Route, ...] = ()
+
+    async def refresh(self, pool: asyncpg.Pool | asyncpg.Connection) -> None:
+        self.routes = await self._cache.current(pool)
+
+    def choose(self, operation_type: str, amount_minor: int) -> Route | None:
+        """The enabled route with the best (lowest) priority whose range holds the amount."""
+        for route in self.routes:
+            if (
+                route.operation_type == operation_type
+                and route.min_amount_minor <= amount_minor <= route.max_amount_minor
+            ):
+                return route
+        return None
+
+
+async def load_enabled_routes(pool: asyncpg.Pool | asyncpg.Connection) -> tuple[Route, ...]:
+    rows = await pool.fetch(
+        "SELECT operation_type, min_amount_minor, max_amount_minor, channel, priority"
+        " FROM pm.payment_route WHERE enabled ORDER BY priority, id LIMIT $1",
+        ROUTES_MAX + 1,
+    )
+    assert len(rows) <= ROUTES_MAX, "the admin API never stores more routes than this"
+    return tuple(Route(**dict(row)) for row in rows)
 
 
 class PriorityClashError(Exception):

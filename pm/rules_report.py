@@ -15,9 +15,9 @@ from typing import Any
 
 import asyncpg
 
-from consumers.context import RouteTable
 from pm import fee_rules
 from pm.cel import Engine
+from pm.payment_routes import RouteTable
 from pm.pricing import WALLET_TIME_ZONE, Fees, PricingError, PricingRequest, RuleOutcome, RuleSet
 
 
@@ -57,7 +57,7 @@ class RulesTestReport:
 async def channel_for(connection: asyncpg.Connection, operation_type: str, amount_minor: int) -> str | None:
     """The channel validation would route the intent to (None: no enabled route)."""
     routes = RouteTable()
-    await routes.refresh(connection)  # type: ignore[arg-type]  # a connection answers fetch() as a pool does
+    await routes.refresh(connection)
     route = routes.choose(operation_type, amount_minor)
     return route.channel if route is not None else None
 

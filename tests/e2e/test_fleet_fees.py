@@ -14,7 +14,7 @@ import pytest
 from fleet_support import running_fleet
 
 from ledger import accounts, open_ledger
-from pm.constants import FEE_RULES_POLL_INTERVAL_S
+from pm.constants import RULES_POLL_INTERVAL_S
 
 _users = itertools.count(700_000)
 
@@ -64,7 +64,7 @@ async def test_a_rule_created_through_the_api_applies_in_the_running_fees_proces
     pre = (await fleet.admin.request("POST", "/admin/fee-rules", body=rule(alice, "PRE", "amount / 100"))).body
     post = (await fleet.admin.request("POST", "/admin/fee-rules", body=rule(alice, "POST", "25"))).body
     # Every process re-reads the rule generation within this; the gateway that took the change at once.
-    await asyncio.sleep(2 * FEE_RULES_POLL_INTERVAL_S)
+    await asyncio.sleep(2 * RULES_POLL_INTERVAL_S)
     body = {"operation_type": "P2P_TRANSFER", "amount_minor": 20_000, "currency": "THB", "recipient_id": bob}
     quote = (await fleet.app.request("POST", "/quote", body=body, user_id=alice)).body
     assert quote == {
@@ -84,7 +84,7 @@ async def test_a_rule_created_through_the_api_applies_in_the_running_fees_proces
 
     edited = await fleet.admin.request("PUT", f"/admin/fee-rules/{post['id']}", body=rule(alice, "POST", "40"))
     assert edited.body["version"] == 2
-    await asyncio.sleep(2 * FEE_RULES_POLL_INTERVAL_S)
+    await asyncio.sleep(2 * RULES_POLL_INTERVAL_S)
     again = await p2p(fleet, alice, bob, 20_000)
     assert (again["fee_pre_minor"], again["fee_post_minor"]) == (200, 40)
     assert [(r["id"], r["version"]) for r in await recorded_rules(fleet, again["id"])] == [

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from fleet_support import running_fleet
 
-from pm.constants import LIMIT_KEY_PREFIX, LIMIT_RULES_REFRESH_S
+from pm.constants import LIMIT_KEY_PREFIX, RULES_POLL_INTERVAL_S
 
 CAP_INTENTS = 20
 AMOUNT_MINOR = 1_000
@@ -42,7 +42,7 @@ async def test_a_limit_rule_holds_across_flushes_of_the_limit_keys(fleet) -> Non
         )
     ).body  # fmt: skip
     assert rule["version"] == 1
-    await asyncio.sleep(LIMIT_RULES_REFRESH_S + 0.5)  # every limits process has read it
+    await asyncio.sleep(RULES_POLL_INTERVAL_S + 0.5)  # every limits process has read it
 
     async def pay() -> str:
         intent = await fleet.app.create_intent(

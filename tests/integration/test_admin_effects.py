@@ -17,17 +17,16 @@ from pipeline_support import Pipeline, isolated_topology, open_pipeline
 
 import channels
 from channels.internal_p2p import InternalP2P
-from consumers.context import ROUTES_REFRESH_S
 from gateway.app import create_app, runner_options
 from pm import keys
 from pm.client import PMClient
-from pm.constants import LIMIT_RULES_REFRESH_S
+from pm.constants import RULES_POLL_INTERVAL_S
 from pm.domain import ErrorCode, Intent, OperationType, State
 from pm.settings import Settings
 
 P2P = OperationType.P2P_TRANSFER
 # A change commits, then every process sees it at its next read that starts a second or more later.
-TAKES_EFFECT_S = max(ROUTES_REFRESH_S, LIMIT_RULES_REFRESH_S) + 0.2
+TAKES_EFFECT_S = RULES_POLL_INTERVAL_S + 0.2
 _users = iter(range(random.randrange(10**12, 10**14, 10**6), 10**15))
 
 

@@ -14,7 +14,7 @@ from pipeline_support import isolated_topology, open_pipeline, transfers_in_ledg
 from ledger import accounts
 from pm import fee_rules
 from pm.audit import Actor
-from pm.constants import FEE_RULES_POLL_INTERVAL_S
+from pm.constants import RULES_POLL_INTERVAL_S
 from pm.domain import ErrorCode, OperationType, State
 from pm.fee_rules import FeeRuleFields
 from pm.pricing import FeeKind
@@ -42,7 +42,7 @@ async def fees_balance(pipeline) -> int:
 
 async def wait_for_reload() -> None:
     # Every process re-reads the rule generation at most this long after a change (pm.rule_cache).
-    await asyncio.sleep(2 * FEE_RULES_POLL_INTERVAL_S)
+    await asyncio.sleep(2 * RULES_POLL_INTERVAL_S)
 
 
 async def test_pre_and_post_fees_settle_into_the_fees_account(fresh_database, redis_url) -> None:

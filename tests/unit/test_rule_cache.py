@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pm.cel import ProductionEngine
-from pm.constants import FEE_RULES_POLL_INTERVAL_S
+from pm.constants import RULES_POLL_INTERVAL_S
 from pm.pricing import PricingRequest
 from pm.rule_cache import FeeRuleCache
 
@@ -68,11 +68,11 @@ async def test_a_change_is_seen_within_one_poll_interval_with_one_query_per_inte
         await cache.current(database)
     assert database.generation_reads == 1
 
-    clock.now_s += FEE_RULES_POLL_INTERVAL_S
+    clock.now_s += RULES_POLL_INTERVAL_S
     assert (await cache.current(database)).price(REQUEST).fee_pre_minor == 25
     assert (database.generation_reads, database.rule_reads) == (2, 2)
 
-    clock.now_s += FEE_RULES_POLL_INTERVAL_S
+    clock.now_s += RULES_POLL_INTERVAL_S
     await cache.current(database)  # the generation did not move: no reload
     assert (database.generation_reads, database.rule_reads, cache.reloads) == (3, 2, 2)
 
@@ -84,7 +84,7 @@ async def test_unchanged_rules_keep_their_compiled_programs() -> None:
     cache = FeeRuleCache(ProductionEngine(), clock=clock)
     before = {c.rule.id: c for c in (await cache.current(database)).rules}
     database.save(2, 2, "35")
-    clock.now_s += FEE_RULES_POLL_INTERVAL_S
+    clock.now_s += RULES_POLL_INTERVAL_S
     after = {c.rule.id: c for c in (await cache.current(database)).rules}
     assert after[1] is before[1] and after[2] is not before[2]
     assert after[2].rule.version == 2

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from gateway_support import ADMIN, Gateway, Key, error_of, new_user, p2p_body
 
+from pm import fee_rules
 from pm.audit import current_rule_generation
 
 
@@ -62,7 +63,7 @@ async def test_create_list_replace_disable_keeps_versions_audit_and_bumps_the_ge
     rule_id = rule["id"]
 
     listed = await (await admin_send(gateway, admin, "GET", "/admin/fee-rules")).json()
-    assert any(r["id"] == rule_id and r["version"] == 1 for r in listed["rules"])
+    assert any(r["id"] == rule_id and r["version"] == 1 for r in listed["items"])
 
     replaced = await admin_send(
         gateway, admin, "PUT", f"/admin/fee-rules/{rule_id}", rule_body(sender, amount="amount / 50", priority=5)
@@ -203,3 +204,26 @@ async def test_quote_refuses_on_a_rule_that_fails_and_as_post_intents_does(gatew
     assert await error_of(no_sender) == (400, "BAD_REQUEST")
     not_json = await gateway.send("POST", "/quote", key=app_key, body=b"{", user_id=sender)
     assert await error_of(not_json) == (400, "BAD_REQUEST")
+
+
+async def test_the_cap_on_enabled_fee_rules_is_409_with_nothing_written(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = await gateway.key(*ADMIN)
+    sender = new_user()
+    enabled = await gateway.pool.fetchval("SELECT count(*) FROM pm.fee_rule WHERE enabled")
+    rules = await gateway.pool.fetchval("SELECT count(*) FROM pm.fee_rule")
+    monkeypatch.setattr(fee_rules, "FEE_RULES_ENABLED_MAX", enabled)
+    refused = await admin_send(gateway, admin, "POST", "/admin/fee-rules", rule_body(sender))
+    assert await error_of(refused) == (409, "CONFLICT")
+    assert await gateway.pool.fetchval("SELECT count(*) FROM pm.fee_rule") == rules
+    disabled = await admin_send(gateway, admin, "POST", "/admin/fee-rules", rule_body(sender, enabled=False))
+    assert disabled.status == 201  # a disabled rule takes no room
+    rule_id = (await disabled.json())["id"]
+    enabling = await admin_send(gateway, admin, "PUT", f"/admin/fee-rules/{rule_id}", rule_body(sender))
+    assert await error_of(enabling) == (409, "CONFLICT")
+    monkeypatch.setattr(fee_rules, "FEE_RULES_ENABLED_MAX", enabled + 1)
+    enabled_now = await admin_send(gateway, admin, "PUT", f"/admin/fee-rules/{rule_id}", rule_body(sender))
+    assert enabled_now.status == 200 and (await enabled_now.json())["version"] == 2
+    assert [row["action"] for row in await audit_rows(gateway, rule_id)] == ["create", "update"]
+    await admin_send(gateway, admin, "DELETE", f"/admin/fee-rules/{rule_id}")
