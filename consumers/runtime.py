@@ -156,8 +156,9 @@ class StageRunner:
         for result in results:
             intent = result.intent
             if result.applied:
-                entries.append((topology.stage_for_state(intent.state).stream, streams.entry_fields(intent)))
-                statuses.append((topology.channel_for(intent.id), orjson.dumps(intent.to_json())))
+                message = intent.to_message()
+                entries.append((topology.stage_for_state(intent.state).stream, streams.entry_fields(intent, message)))
+                statuses.append((topology.channel_for(intent.id), orjson.dumps(intent.to_json(message))))
             elif redelivered and topology.stage_for_state(intent.state).name != self.stage.name:
                 # A redelivered entry whose transition is already committed: the earlier attempt may
                 # have died before publishing, so publish the intent onward again (handlers downstream

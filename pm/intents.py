@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from pm.domain import Intent, OperationType, State, Transition
+from pm.domain import OPERATION_NAMED, STATE_NAMED, Intent, OperationType, State, Transition
 
 INTENT_COLUMNS = (
     "id, state, version, operation_type, amount_minor, currency, sender_id, recipient_id, channel, "
@@ -30,12 +30,12 @@ HISTORY_PAGE_MAX = 200
 def intent_from_row(row: asyncpg.Record) -> Intent:
     fee_rules = row["fee_rules"]
     if isinstance(fee_rules, str):
-        fee_rules = json.loads(fee_rules)
+        fee_rules = orjson.loads(fee_rules)
     return Intent(
         id=row["id"],
-        state=State(row["state"]),
+        state=STATE_NAMED[row["state"]],
         version=row["version"],
-        operation_type=OperationType(row["operation_type"]),
+        operation_type=OPERATION_NAMED[row["operation_type"]],
         amount_minor=row["amount_minor"],
         currency=row["currency"],
         sender_id=row["sender_id"],
@@ -287,18 +287,14 @@ WITH input AS (
     INSERT INTO pm.intent_event (intent_id, version, state, error_code, error_message, created_at)
     SELECT id, version, state, error_code, error_message, updated_at FROM updated
 )
-SELECT true AS applied, {INTENT_COLUMNS} FROM updated
-UNION ALL
-SELECT false, {", ".join("i." + c for c in INTENT_COLUMNS.split(", "))}
-FROM pm.intent i JOIN input ON input.id = i.id
-WHERE NOT EXISTS (SELECT 1 FROM updated WHERE updated.id = i.id)
+SELECT {INTENT_COLUMNS} FROM updated
 """
 
 
 async def apply_transitions(
     conn: asyncpg.Connection | asyncpg.Pool, transitions: list[Transition]
 ) -> list[TransitionResult]:
-    """Compare-and-set every transition in one statement; one result per input intent."""
+    """Compare-and-set every transition in one statement; one result per input intent (that exists)."""
     if not transitions:
         return []
     ids = [t.intent_id for t in transitions]
@@ -315,7 +311,13 @@ async def apply_transitions(
         [str(t.error_code) if t.error_code else None for t in transitions],
         [t.error_message for t in transitions],
     )
-    results = [TransitionResult(applied=row["applied"], intent=intent_from_row(row)) for row in rows]
+    results = [TransitionResult(applied=True, intent=intent_from_row(row)) for row in rows]
+    if len(results) < len(ids):
+        # Not in the expected state (a redelivery, or another consumer was first): as they are now. Rare,
+        # so a second round trip then, rather than a lookup of every row in every batch.
+        applied = {result.intent.id for result in results}
+        stale = await load_intents(conn, [intent_id for intent_id in ids if intent_id not in applied])
+        results += [TransitionResult(applied=False, intent=intent) for intent in stale]
     expected_new = {t.intent_id: t.new for t in transitions}
     for result in results:
         # Pair the write with a read (TigerStyle): what was applied is what was asked.
