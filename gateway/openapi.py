@@ -193,6 +193,8 @@ def _schemas() -> dict[str, Any]:
                 "channel": nullable_str,
                 "fee_pre_minor": {"type": "integer", "minimum": 0},
                 "fee_post_minor": {"type": "integer", "minimum": 0},
+                "merchant_id": {**nullable_int, "description": "MINIAPP_*: the merchant (from the caller's key)"},
+                "destination_ref": {**nullable_str, "description": "IPPS_WITHDRAWAL, THAI_QR_PAY: the payee token"},
                 "error": {"oneOf": [{"type": "null"}, ref("Error/properties/error")]},
                 "created_at": timestamp,
                 "updated_at": timestamp,

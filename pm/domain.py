@@ -36,7 +36,7 @@ TERMINAL_STATES = frozenset({State.SETTLED, State.REJECTED, State.FAILED})
 # What the HTTP API shows of an intent, in this order, with `error` after them (Intent.to_json).
 API_FIELDS = (
     "id", "state", "version", "operation_type", "amount_minor", "currency", "sender_id", "recipient_id",
-    "channel", "fee_pre_minor", "fee_post_minor", "created_at", "updated_at",
+    "channel", "fee_pre_minor", "fee_post_minor", "merchant_id", "destination_ref", "created_at", "updated_at",
 )  # fmt: skip
 
 # The one table of allowed transitions (STYLE.md §2).
@@ -146,6 +146,8 @@ class Intent:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     fee_rules: tuple[dict[str, Any], ...] = field(default=())
+    merchant_id: int | None = None  # MINIAPP_*: the merchant party (from the caller's key)
+    destination_ref: str | None = None  # IPPS_*/THAI_QR_PAY: the Auth Center's token for the payee
 
     def __post_init__(self) -> None:
         assert self.amount_minor > 0, self.amount_minor
@@ -190,6 +192,8 @@ class Intent:
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
             "fee_rules": list(self.fee_rules),
+            "merchant_id": self.merchant_id,
+            "destination_ref": self.destination_ref,
         }
 
     @classmethod
@@ -213,6 +217,8 @@ class Intent:
             created_at=_parse_iso(data.get("created_at")),
             updated_at=_parse_iso(data.get("updated_at")),
             fee_rules=tuple(data.get("fee_rules", ())),
+            merchant_id=data.get("merchant_id"),
+            destination_ref=data.get("destination_ref"),
         )
 
 

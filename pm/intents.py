@@ -22,7 +22,7 @@ from pm.domain import OPERATION_NAMED, STATE_NAMED, Intent, OperationType, State
 INTENT_COLUMNS = (
     "id, state, version, operation_type, amount_minor, currency, sender_id, recipient_id, channel, "
     "fee_pre_minor, fee_post_minor, tags, operator_id, error_code, error_message, created_at, updated_at, "
-    "fee_rules"
+    "fee_rules, merchant_id, destination_ref"
 )
 HISTORY_PAGE_MAX = 200
 
@@ -50,6 +50,8 @@ def intent_from_row(row: asyncpg.Record) -> Intent:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         fee_rules=tuple(fee_rules or ()),
+        merchant_id=row["merchant_id"],
+        destination_ref=row["destination_ref"],
     )
 
 
@@ -87,6 +89,8 @@ class NewIntent:
     recipient_id: int | None
     operator_id: int | None
     tags: tuple[str, ...] = ()
+    merchant_id: int | None = None
+    destination_ref: str | None = None
 
     def __post_init__(self) -> None:
         assert self.amount_minor > 0
@@ -103,9 +107,10 @@ _NO_INTENT = ", ".join(["NULL"] * len(INTENT_COLUMNS.split(", ")))
 _CREATE_SQL = f"""
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::uuid[], $5::text[], $6::bigint[],
-                         $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::jsonb[])
+                         $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::jsonb[], $12::bigint[],
+                         $13::text[])
         AS u(api_key_id, idempotency_key, request_hash, id, operation_type, amount_minor, currency,
-             sender_id, recipient_id, operator_id, tags)
+             sender_id, recipient_id, operator_id, tags, merchant_id, destination_ref)
 ), claim AS (
     INSERT INTO pm.idempotency (api_key_id, idempotency_key, request_hash, intent_id)
     SELECT api_key_id, idempotency_key, request_hash, id FROM input ORDER BY api_key_id, idempotency_key
@@ -113,10 +118,11 @@ WITH input AS (
     RETURNING intent_id
 ), created AS (
     INSERT INTO pm.intent (id, state, version, operation_type, amount_minor, currency, sender_id,
-                           recipient_id, operator_id, tags, api_key_id, idempotency_key)
+                           recipient_id, operator_id, tags, api_key_id, idempotency_key, merchant_id, destination_ref)
     SELECT input.id, 'CREATED', 1, input.operation_type, input.amount_minor, input.currency, input.sender_id,
            input.recipient_id, input.operator_id,
-           ARRAY(SELECT jsonb_array_elements_text(input.tags)), input.api_key_id, input.idempotency_key
+           ARRAY(SELECT jsonb_array_elements_text(input.tags)), input.api_key_id, input.idempotency_key,
+           input.merchant_id, input.destination_ref
     FROM input JOIN claim ON claim.intent_id = input.id
     RETURNING {INTENT_COLUMNS}
 ), event AS (
@@ -185,6 +191,8 @@ async def create_intents(conn: asyncpg.Connection | asyncpg.Pool, requests: list
         [r.recipient_id for r in unique],
         [r.operator_id for r in unique],
         [orjson.dumps(r.tags).decode() for r in unique],
+        [r.merchant_id for r in unique],
+        [r.destination_ref for r in unique],
     )
     by_id = {row["request_id"]: _outcome(row) for row in rows}
     missing = [index for index, intent_id in enumerate(ids) if intent_id not in by_id]

@@ -82,6 +82,8 @@ def test_intent_amounts_are_positive_integers() -> None:
 def test_stream_encoding_round_trips() -> None:
     original = intent(fee_rules=({"id": 1, "version": 2, "kind": "PRE", "fee_minor": 50},), operator_id=7)
     assert Intent.from_message(original.to_message()) == original
+    original = intent(merchant_id=42, destination_ref="tok_abc")
+    assert Intent.from_message(original.to_message()) == original
 
 
 def test_api_json_shape() -> None:
@@ -90,6 +92,7 @@ def test_api_json_shape() -> None:
     assert set(body) == {
         "id", "state", "version", "operation_type", "amount_minor", "currency", "sender_id", "recipient_id",
         "channel", "fee_pre_minor", "fee_post_minor", "error", "created_at", "updated_at",
+        "merchant_id", "destination_ref",  # issue 5: mini-app and payout intents
     }  # fmt: skip
     assert body["error"] == {"code": "NO_ROUTE", "message": "none"}
     assert intent().to_json()["error"] is None
