@@ -16,6 +16,7 @@ import logging
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,7 +66,7 @@ async def create_intent(request: web.Request) -> web.Response:
     body = await request.read()
     intent_request = parse_intent_request(body, IntentLimits.from_settings(app[SETTINGS]))
     key = request[API_KEY]
-    sender_id, recipient_id, operator_id = parties(intent_request, key, acting_user(request, required=False))
+    who = parties(intent_request, key, acting_user(request, required=False))
     outcome = await app[INTENT_WRITER].create(
         store.NewIntent(
             api_key_id=key.key_id,
@@ -74,10 +75,12 @@ async def create_intent(request: web.Request) -> web.Response:
             operation_type=OperationType(intent_request.operation_type),
             amount_minor=intent_request.amount_minor,
             currency=intent_request.currency,
-            sender_id=sender_id,
-            recipient_id=recipient_id,
-            operator_id=operator_id,
+            sender_id=who.sender_id,
+            recipient_id=who.recipient_id,
+            operator_id=who.operator_id,
             tags=tuple(intent_request.metadata.tags),
+            merchant_id=who.merchant_id,
+            destination_ref=intent_request.destination_ref,
         )
     )
     if outcome.created is None:
@@ -107,26 +110,56 @@ def _idempotency_key(request: web.Request) -> str:
     return value
 
 
-def parties(
-    intent_request: IntentRequest, key: ApiKey, user_id: int | None
-) -> tuple[int | None, int | None, int | None]:
-    """(sender_id, recipient_id, operator_id) of the intent asked for, or the refusal (also /quote's)."""
+@dataclass(frozen=True, slots=True)
+class Parties:
+    """Who an intent asked for moves money between: users, the merchant (mini-apps), the operator."""
+
+    sender_id: int | None = None
+    recipient_id: int | None = None
+    operator_id: int | None = None
+    merchant_id: int | None = None
+
+
+PAYOUTS = frozenset({OperationType.IPPS_WITHDRAWAL, OperationType.THAI_QR_PAY})
+MINIAPP = frozenset({OperationType.MINIAPP_CHARGE, OperationType.MINIAPP_CREDIT})
+
+
+def parties(intent_request: IntentRequest, key: ApiKey, user_id: int | None) -> Parties:
+    """The parties of the intent asked for, or the refusal (also /quote's). The acting user is the signed
+    X-User-Id; a merchant only ever comes from the caller's key, never from the body."""
+    operation = OperationType(intent_request.operation_type)
     recipient_id = intent_request.recipient_id
-    if intent_request.operation_type == OperationType.ADMIN_ADJUSTMENT:
+    if operation not in PAYOUTS and intent_request.destination_ref is not None:
+        raise validation_failed(f"{operation} takes no destination_ref", ErrorCode.INVALID_PARTY)
+    if operation in MINIAPP and key.merchant_id is None:
+        raise forbidden(f"{operation} needs a key bound to a merchant (pm keys create --merchant-id)")
+    if operation == OperationType.ADMIN_ADJUSTMENT:
         if not key.allows(SCOPE_ADMIN):
             raise forbidden("ADMIN_ADJUSTMENT needs the admin scope")
         if recipient_id is None:
             raise validation_failed("ADMIN_ADJUSTMENT needs recipient_id", ErrorCode.INVALID_PARTY)
         # The adjustments account pays; the operator (X-User-Id) is recorded, not a party.
-        return None, recipient_id, user_id
-    assert intent_request.operation_type == OperationType.P2P_TRANSFER
+        return Parties(recipient_id=recipient_id, operator_id=user_id)
     if user_id is None:
-        raise bad_request("X-User-Id (the sender) is required for P2P_TRANSFER")
-    if recipient_id is None:
-        raise validation_failed("P2P_TRANSFER needs recipient_id", ErrorCode.INVALID_PARTY)
-    if recipient_id == user_id:
-        raise validation_failed("sender and recipient must differ", ErrorCode.SAME_PARTY)
-    return user_id, recipient_id, None
+        raise bad_request(f"X-User-Id (the user whose money moves) is required for {operation}")
+    if operation == OperationType.P2P_TRANSFER:
+        if recipient_id is None:
+            raise validation_failed("P2P_TRANSFER needs recipient_id", ErrorCode.INVALID_PARTY)
+        if recipient_id == user_id:
+            raise validation_failed("sender and recipient must differ", ErrorCode.SAME_PARTY)
+        return Parties(sender_id=user_id, recipient_id=recipient_id)
+    if recipient_id is not None:
+        raise validation_failed(f"{operation} takes no recipient_id", ErrorCode.INVALID_PARTY)
+    if operation in PAYOUTS:
+        if intent_request.destination_ref is None:
+            raise validation_failed(f"{operation} needs destination_ref", ErrorCode.INVALID_PARTY)
+        return Parties(sender_id=user_id)
+    if operation == OperationType.QP_TOPUP:
+        return Parties(recipient_id=user_id)
+    if operation == OperationType.MINIAPP_CHARGE:
+        return Parties(sender_id=user_id, merchant_id=key.merchant_id)
+    assert operation == OperationType.MINIAPP_CREDIT, operation
+    return Parties(recipient_id=user_id, merchant_id=key.merchant_id)
 
 
 def _request_hash(request: web.Request, body: bytes) -> bytes:

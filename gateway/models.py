@@ -27,6 +27,8 @@ TAG_LENGTH_HARD_MAX = 256
 # A tag is a machine word ("kyc_verified", "risk:low"), never free text: no spaces, no names.
 TAG_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 
+DESTINATION_REF_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"  # as the schema's CHECK (sql/0006)
+
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=TAG_LENGTH_HARD_MAX, pattern=TAG_PATTERN)]
 UserId = Annotated[int, Field(gt=0, le=BIGINT_MAX)]
 Model = TypeVar("Model", bound=BaseModel)
@@ -50,6 +52,8 @@ class IntentRequest(BaseModel):
     amount_minor: Annotated[int, Field(gt=0, le=BIGINT_MAX)]
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
     recipient_id: UserId | None = None
+    # IPPS_WITHDRAWAL, THAI_QR_PAY: the Auth Center's opaque token for the payee (never a name or number).
+    destination_ref: Annotated[str, StringConstraints(pattern=DESTINATION_REF_PATTERN)] | None = None
     metadata: IntentMetadata = Field(default_factory=IntentMetadata)
 
 

@@ -37,7 +37,7 @@ async def quote(request: web.Request) -> web.Response:
     app = request.app
     body = await request.read()
     intent_request = parse_intent_request(body, IntentLimits.from_settings(app[SETTINGS]))
-    sender_id, recipient_id, _ = parties(intent_request, request[API_KEY], acting_user(request, required=False))
+    who = parties(intent_request, request[API_KEY], acting_user(request, required=False))
     pool = app[DATABASE]
     routes = app[ROUTES]
     await routes.refresh(pool)
@@ -52,8 +52,8 @@ async def quote(request: web.Request) -> web.Response:
         amount_minor=intent_request.amount_minor,
         currency=intent_request.currency,
         tags=intent_request.metadata.tags,
-        sender_id=sender_id,
-        recipient_id=recipient_id,
+        sender_id=who.sender_id,
+        recipient_id=who.recipient_id,
         at=datetime.now(UTC),
     )
     try:
