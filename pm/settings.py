@@ -87,6 +87,22 @@ class Settings(BaseSettings):
     # still load. Short rules are the point: the length bounds what one evaluation can cost (pm/cel).
     fee_rule_expression_length_max: int = Field(default=1_000, ge=16, le=CEL_EXPRESSION_LENGTH_HARD_MAX)
 
+    # Payment service providers (issue 5). PM calls each PSP at its URL with `psp_api_key`; each PSP signs
+    # its callbacks with its own secret (X-PSP-Signature). The defaults are those of the PSP simulator that
+    # `pm up` runs (`pm run psp-sim`); in production every one of them is set.
+    psp_ipps_url: str = "http://127.0.0.1:8090/ipps"
+    psp_qp_url: str = "http://127.0.0.1:8090/qp"
+    psp_api_key: str = Field(default="sandbox-api-key", min_length=8)
+    psp_ipps_callback_secret: str = Field(default="sandbox-ipps-callback-secret", min_length=16)
+    psp_qp_callback_secret: str = Field(default="sandbox-qp-callback-secret", min_length=16)
+    psp_request_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    # Where PSPs send callbacks: the gateway as the PSP reaches it (else http://PM_HTTP_HOST:PM_HTTP_PORT).
+    public_url: str | None = None
+    # The simulator: where it listens, and how long a payout or payment takes before its outcome.
+    psp_sim_host: str = "127.0.0.1"
+    psp_sim_port: int = Field(default=8090, ge=1, le=65535)
+    psp_sim_delay_ms: int = Field(default=300, ge=0, le=60_000)
+
     @field_validator("tigerbeetle_addresses")
     @classmethod
     def _normalize_addresses(cls, value: str | None) -> str | None:
