@@ -3,9 +3,11 @@ counter each cap is kept in (DESIGN.md §6).
 
 A limit rule caps the sum of `amount_minor` (and, optionally, the number) of one user's intents of an
 operation type (or any) that carry a tag (or any), per calendar day or month in the wallet's time zone
-(Asia/Bangkok). The user is the sender: intents without one (top-ups, credits, adjustments) and
-`ADMIN_ADJUSTMENT` are never limited. An intent falls in the period of its `created_at`, so every
-redelivery and every rebuild puts it in the same counter, whenever it is checked.
+(Asia/Bangkok). The user is the sender: limits cap money leaving a wallet. Intents without one (top-ups,
+mini-app credits, adjustments) and `ADMIN_ADJUSTMENT` are never limited; a mini-app charge counts
+against the paying user (its sender), never against the merchant, which is not a user. An intent falls
+in the period of its `created_at`, so every redelivery and every rebuild puts it in the same counter,
+whenever it is checked.
 
     counters = counters_for(intent, rules)          # one Counter per applicable rule
     counters[0].key                                  # pm:limit:counter:{user}:{rule}:{version}:{YYYYMMDD}

@@ -1,0 +1,79 @@
+"""MINIAPP: a mini-app's merchant and a wallet user, settled right after authorization (DESIGN.md §3, §4).
+
+The caller is the mini-app backend; its key is bound to one merchant (`pm keys create --merchant-id`), and
+the gateway takes `merchant_id` from that key, never from the body. The user is the signed X-User-Id.
+
+MINIAPP_CHARGE (user pays the merchant; the user is the intent's sender):
+    authorize  user:sender -> transit   a + f   pending, with a timeout
+    settle     post the hold (a + f); transit -> merchant  a - g; transit -> fees  f + g
+MINIAPP_CREDIT (the merchant pays the user; the user is the intent's recipient):
+    authorize  merchant -> transit      a + f   pending, with a timeout
+    settle     post the hold (a + f); transit -> user:recipient  a - g; transit -> fees  f + g
+
+Merchant accounts carry `debits_must_not_exceed_credits` like user accounts: a credit beyond the
+merchant's balance is refused at the hold (`exceeds_credits`), which dispatch maps to REJECTED
+INSUFFICIENT_FUNDS with nothing held, whoever pays.
+"""
+
+from __future__ import annotations
+
+import tigerbeetle as tb
+
+from channels.base import Channel, linked
+from ledger import accounts
+from ledger.accounts import NamedAccount
+from pm.domain import ErrorCode, Intent, OperationType
+
+CHARGE = OperationType.MINIAPP_CHARGE
+CREDIT = OperationType.MINIAPP_CREDIT
+
+
+class MiniApp(Channel):
+    name = "MINIAPP"
+    operation_types = frozenset({CHARGE, CREDIT})
+
+    def refusal(self, intent: Intent) -> tuple[ErrorCode, str] | None:
+        if intent.merchant_id is None or intent.merchant_id <= 0:
+            return ErrorCode.INVALID_PARTY, f"{intent.operation_type} needs the merchant of a merchant-bound key"
+        if intent.operation_type == CHARGE and (intent.sender_id is None or intent.recipient_id is not None):
+            return ErrorCode.INVALID_PARTY, "a mini-app charge has the paying user as its only user"
+        if intent.operation_type == CREDIT and (intent.recipient_id is None or intent.sender_id is not None):
+            return ErrorCode.INVALID_PARTY, "a mini-app credit has the credited user as its only user"
+        return None
+
+    def accounts(self, intent: Intent) -> list[NamedAccount]:
+        return [
+            self._user(intent),
+            self._merchant(intent),
+            accounts.transit(intent.currency),
+            accounts.fees(intent.currency),
+        ]
+
+    def authorize(self, intent: Intent) -> list[tb.Transfer]:
+        payer = self._user(intent) if intent.operation_type == CHARGE else self._merchant(intent)
+        return [self.hold(intent, payer, intent.amount_minor + intent.fee_pre_minor)]
+
+    def settle(self, intent: Intent) -> list[tb.Transfer]:
+        assert intent.fee_post_minor <= intent.amount_minor, "the fees stage refuses a POST fee above the amount"
+        payee = self._merchant(intent) if intent.operation_type == CHARGE else self._user(intent)
+        transit = accounts.transit(intent.currency)
+        chain = [
+            self.post_hold(intent, intent.amount_minor + intent.fee_pre_minor),
+            self.leg(intent, "recipient", transit, payee, intent.amount_minor - intent.fee_post_minor),
+        ]
+        fee_minor = intent.fee_pre_minor + intent.fee_post_minor
+        if fee_minor > 0:
+            chain.append(self.leg(intent, "fees", transit, accounts.fees(intent.currency), fee_minor))
+        return linked(chain)
+
+    @staticmethod
+    def _user(intent: Intent) -> NamedAccount:
+        """The wallet user: the sender of a charge, the recipient of a credit (refusal checked it)."""
+        user_id = intent.sender_id if intent.operation_type == CHARGE else intent.recipient_id
+        assert intent.operation_type in (CHARGE, CREDIT) and user_id is not None, intent.id
+        return accounts.user(user_id, intent.currency)
+
+    @staticmethod
+    def _merchant(intent: Intent) -> NamedAccount:
+        assert intent.merchant_id is not None, intent.id
+        return accounts.merchant(intent.merchant_id, intent.currency)
