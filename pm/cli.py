@@ -270,6 +270,9 @@ async def _run(settings: Settings, arguments: argparse.Namespace) -> int:
     from pm.logs import configure_json_logging
 
     configure_json_logging(settings.log_level)
+    if arguments.process == "psp-sim":  # the simulator uses no server: starting embedded ones would be waste
+        await fleet.run_process(arguments.process, settings, database_url="", redis_url="", ledger_url="")
+        return EXIT_OK
     async with _servers_running(settings) as (database_url, redis_url):
         ledger_url = settings.effective_ledger_url(database_url)
         await fleet.run_process(arguments.process, settings, database_url, redis_url, ledger_url)

@@ -99,7 +99,9 @@ class Fleet:
 
 # -- running one process type in this process (`pm run NAME`) -----------------------------------
 
-PROCESS_TYPES = ("gateway", "validation", "fees", "limits", "dispatch", "settlement", "history", "poller", "all")
+PROCESS_TYPES = (
+    "gateway", "validation", "fees", "limits", "dispatch", "settlement", "history", "poller", "psp-sim", "all"
+)  # fmt: skip
 
 
 async def run_process(name: str, settings: Settings, database_url: str, redis_url: str, ledger_url: str) -> None:
@@ -117,6 +119,11 @@ async def run_process(name: str, settings: Settings, database_url: str, redis_ur
         return
     if name != "all" and settings.metrics_port is not None:
         serve_metrics(settings.metrics_port)
+    if name == "psp-sim":  # a stand-in for the PSPs: it needs none of the servers
+        from pm.psp_sim import run_psp_sim
+
+        await run_psp_sim(settings)
+        return
     stage_names = list(topology.stages) if name == "all" else [] if name == "poller" else [name]
     stages = run_stages(
         **urls,
