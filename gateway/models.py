@@ -34,7 +34,14 @@ UserId = Annotated[int, Field(gt=0, le=BIGINT_MAX)]
 Model = TypeVar("Model", bound=BaseModel)
 
 # What POST /intents accepts today; the other operation types wait for their channels (issues 4-5).
-SUPPORTED_OPERATIONS = frozenset({OperationType.P2P_TRANSFER, OperationType.ADMIN_ADJUSTMENT})
+SUPPORTED_OPERATIONS = frozenset(
+    {
+        OperationType.P2P_TRANSFER,
+        OperationType.ADMIN_ADJUSTMENT,
+        OperationType.MINIAPP_CHARGE,
+        OperationType.MINIAPP_CREDIT,
+    }
+)
 
 
 class IntentMetadata(BaseModel):
