@@ -1,0 +1,87 @@
+"""Mini-app payments through the fleet (separate processes) with a merchant-bound key: a charge moves the
+user's amount plus its PRE fee to the merchant and the fees account, a credit moves the merchant's money to
+another user, a credit beyond what the merchant holds is REJECTED INSUFFICIENT_FUNDS with nothing held;
+the users' history shows their side only, transit returns to zero and debits equal credits."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+from fleet_support import APP_SCOPES, running_fleet
+
+from ledger import accounts, open_ledger
+from pm import keys
+from pm.client import PMClient
+from pm.constants import RULES_POLL_INTERVAL_S
+
+_ids = itertools.count(900_000)
+
+
+@pytest.fixture(scope="module")
+async def fleet(fresh_database, redis_url):
+    async with running_fleet(fresh_database, redis_url) as running:
+        yield running
+
+
+async def posted(fleet, account: accounts.NamedAccount) -> tuple[int, int]:
+    async with open_ledger(fleet.database_url) as ledger:
+        found = await ledger.lookup_accounts([account.id])
+    return (found[0].credits_posted - found[0].debits_posted, found[0].debits_pending) if found else (0, 0)
+
+
+async def test_a_charge_then_a_credit_settle_through_the_fleet(fleet) -> None:
+    user, other, merchant_id = next(_ids), next(_ids), next(_ids)
+    merchant = accounts.merchant(merchant_id, "THB")
+    api_key, secret = await keys.create_key(fleet.pool, "e2e-miniapp", APP_SCOPES, merchant_id)
+    fee_rule = {
+        "name": "mini-app charge fee", "operation_type": "MINIAPP_CHARGE", "channel": "MINIAPP",
+        "condition": "true", "amount": "100", "kind": "PRE", "priority": 10,
+    }  # fmt: skip
+    await fleet.admin.request("POST", "/admin/fee-rules", body=fee_rule)
+    await asyncio.sleep(2 * RULES_POLL_INTERVAL_S)  # every fees process has re-read the rules
+    await fleet.fund(user, 100_000)
+    fees_before = (await posted(fleet, accounts.fees("THB")))[0]
+
+    async with PMClient(fleet.base_url, api_key.key_id, secret) as miniapp:
+        charge = await miniapp.create_intent(
+            operation_type="MINIAPP_CHARGE", amount_minor=30_000, currency="THB", user_id=user, wait_s=10
+        )
+        assert (charge["state"], charge["merchant_id"], charge["sender_id"]) == ("SETTLED", merchant_id, user)
+        assert (charge["fee_pre_minor"], charge["fee_post_minor"]) == (100, 0)
+        assert await fleet.balance(user) == (100_000 - 30_100, 0)
+        assert await posted(fleet, merchant) == (30_000, 0)
+        assert (await posted(fleet, accounts.fees("THB")))[0] == fees_before + 100
+
+        credit = await miniapp.create_intent(
+            operation_type="MINIAPP_CREDIT", amount_minor=12_000, currency="THB", user_id=other, wait_s=10
+        )
+        assert (credit["state"], credit["merchant_id"], credit["recipient_id"]) == ("SETTLED", merchant_id, other)
+        assert await fleet.balance(other) == (12_000, 0)
+        assert await posted(fleet, merchant) == (18_000, 0)
+
+        too_much = await miniapp.create_intent(
+            operation_type="MINIAPP_CREDIT", amount_minor=18_001, currency="THB", user_id=other, wait_s=10
+        )
+        assert (too_much["state"], too_much["error"]["code"]) == ("REJECTED", "INSUFFICIENT_FUNDS")
+        assert await posted(fleet, merchant) == (18_000, 0)
+        assert await fleet.balance(other) == (12_000, 0)
+
+        await fleet.wait_finished([charge["id"], credit["id"], too_much["id"]])
+        history = (await fleet.app.history(user_id=user))["items"]
+        assert [(i["operation_type"], i["direction"], i["amount_minor"]) for i in history] == [
+            ("MINIAPP_CHARGE", "DEBIT", 30_100), ("ADMIN_ADJUSTMENT", "CREDIT", 100_000),
+        ]  # fmt: skip
+        received = (await fleet.app.history(user_id=other))["items"]
+        assert [(i["operation_type"], i["direction"], i["amount_minor"]) for i in received] == [
+            ("MINIAPP_CREDIT", "CREDIT", 12_000)
+        ]
+    report = await fleet.check()
+    assert report.ok, report.problems
+    assert [t.posted_net for t in report.transit] == [0]
+    for _ in range(50):  # the last acknowledgement follows the history commit by a moment
+        if await fleet.pending_entries() == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await fleet.pending_entries() == 0
