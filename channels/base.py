@@ -9,17 +9,17 @@ Lifecycle, and which stage calls what:
     validation  refusal(intent)            channel-specific checks -> error or None
                 accounts(intent)           ledger accounts to create on first use
     dispatch    authorize(intent)          the hold: pending transfer(s) into transit
-                submit(intents)            external channels: send to the PSP (instant: nothing)
+                submit_one(intent, psp)    external channels: send to the PSP, by our reference
     settlement  settle(intent)             post the hold and pay out, one linked chain
                 void(intent)               release the hold (FAILED)
-    gateway     parse_callback(...)        external channels: a PSP's webhook -> PspOutcome
-    poller      poll_status(intent)        external channels: ask the PSP -> PspOutcome or None
+                status(intent, psp)        external channels without an outcome yet: ask the PSP
+                outcome(status)            which PSP statuses decide the intent
+                past_deadline(intent, t)   external channels: give up waiting (void, EXPIRED)
+    gateway     (gateway/psp_callbacks.py) a signed PSP callback -> the outcome, to settlement
 """
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
 from typing import ClassVar
 
 import tigerbeetle as tb
@@ -27,22 +27,8 @@ import tigerbeetle as tb
 from ledger import accounts
 from ledger.accounts import NamedAccount, currency_ledger, transfer_id
 from pm.domain import OPERATION_CODE, ErrorCode, Intent, OperationType
-
-
-class PspResult(enum.StrEnum):
-    SUCCEEDED = "SUCCEEDED"
-    DECLINED = "DECLINED"
-    PROCESSING = "PROCESSING"
-
-
-@dataclass(frozen=True, slots=True)
-class PspOutcome:
-    """What a PSP says about one of our payments: by our reference (the intent id) and its event id."""
-
-    intent_reference: str
-    result: PspResult
-    event_id: str
-
+from pm.psp_client import PspClient
+from pm.settings import Settings
 
 HOLD_LEG = "hold"
 POST_LEG = "post"
@@ -55,7 +41,11 @@ class Channel:
     name: ClassVar[str]
     operation_types: ClassVar[frozenset[OperationType]]
     settles_instantly: ClassVar[bool] = True
-    hold_timeout_s: ClassVar[int] = 300  # the ledger releases an unsettled hold after this
+    hold_timeout_s: int = 300  # the ledger releases an unsettled hold after this
+
+    def configure(self, settings: Settings) -> None:
+        """Called once per process with its settings (PSP channels read their timings here)."""
+        return None
 
     def refusal(self, intent: Intent) -> tuple[ErrorCode, str] | None:
         return None
@@ -79,17 +69,24 @@ class Channel:
             )
         ]
 
-    async def submit(self, intents: list[Intent]) -> None:
-        """External channels send the payouts to their PSP here; instant channels have nothing to do."""
+    # -- external channels (settles_instantly = False): the PSP --------------------------------
+
+    async def submit_one(self, intent: Intent, psp: PspClient) -> str:
+        """Send the payment to the PSP, idempotent by our reference (the intent id); its PSP status."""
+        raise NotImplementedError(f"channel {self.name} settles instantly; there is no PSP")
+
+    async def status(self, intent: Intent, psp: PspClient) -> str | None:
+        """The PSP's status of our payment; None when the PSP does not know it (submit it)."""
+        raise NotImplementedError(f"channel {self.name} settles instantly; there is no PSP")
+
+    def past_deadline(self, intent: Intent, now_s: float) -> bool:
+        """No outcome yet and too late to wait for one: void the hold and fail the intent EXPIRED."""
+        return False
+
+    @staticmethod
+    def outcome(psp_status: str | None) -> str | None:
+        """A PSP status that decides the intent ("SUCCEEDED" or "DECLINED"), else None."""
         return None
-
-    def parse_callback(self, headers: dict[str, str], body: bytes) -> PspOutcome:
-        """External channels: verify and read a PSP webhook. Instant channels receive none."""
-        raise NotImplementedError(f"channel {self.name} settles instantly and takes no callbacks")
-
-    async def poll_status(self, intent: Intent) -> PspOutcome | None:
-        """External channels: ask the PSP what became of the payment; None when it does not know yet."""
-        raise NotImplementedError(f"channel {self.name} settles instantly; there is no status to poll")
 
     # -- helpers for subclasses ----------------------------------------------------------------
 

@@ -15,14 +15,17 @@ import asyncpg
 import redis.asyncio as aioredis
 import tigerbeetle as tb
 
+import channels
 from ledger import BATCH_EVENTS_MAX, Ledger, open_ledger
 from ledger.postgres import close_pool, keep_session
 from pm.domain import Intent, Transition
 from pm.limit_rules import LimitRuleCache
 from pm.metrics import LEDGER_REQUEST_EVENTS, LEDGER_RESULTS
 from pm.payment_routes import RouteTable
+from pm.psp_client import PspClient
 from pm.redis_wire import redis_from_url
 from pm.rule_cache import FeeRuleCache
+from pm.settings import Settings
 from pm.topology import Topology, load_topology
 
 log = logging.getLogger("pm.consumers")
@@ -60,6 +63,7 @@ class StageContext:
     limit_rules: LimitRuleCache = field(default_factory=LimitRuleCache)
     fee_rules: FeeRuleCache = field(default_factory=FeeRuleCache)
     known_accounts: KnownAccounts = field(default_factory=KnownAccounts)
+    psp: PspClient | None = None  # external channels' PSPs (dispatch submits, settlement asks)
     ledger_request_events_max: int = BATCH_EVENTS_MAX
 
     async def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
@@ -86,8 +90,16 @@ Handler = Callable[[list[Intent], StageContext], Awaitable[list[Transition]]]
 
 @contextlib.asynccontextmanager
 async def open_stage_context(
-    database_url: str, redis_url: str, ledger_url: str, topology: Topology | None = None
+    database_url: str,
+    redis_url: str,
+    ledger_url: str,
+    topology: Topology | None = None,
+    settings: Settings | None = None,
 ) -> AsyncIterator[StageContext]:
+    settings = settings or Settings()
+    for channel in channels.REGISTRY.values():
+        channel.configure(settings)
+    psp = PspClient(settings)
     pool = await asyncpg.create_pool(
         database_url,
         min_size=1,
@@ -98,7 +110,10 @@ async def open_stage_context(
     redis = redis_from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
     try:
         async with open_ledger(ledger_url) as ledger:
-            yield StageContext(pool=pool, ledger=ledger, redis=redis, topology=topology or load_topology())
+            yield StageContext(
+                pool=pool, ledger=ledger, redis=redis, topology=topology or load_topology(), psp=psp
+            )
     finally:
+        await psp.close()
         await redis.aclose()
         await close_pool(pool)

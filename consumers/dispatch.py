@@ -2,12 +2,14 @@
 
 The hold is a pending transfer into transit (the channel's `authorize`); all holds of a batch go in one
 ledger request. Insufficient funds -> REJECTED `INSUFFICIENT_FUNDS` with nothing held. External
-channels then hand their authorized intents to their PSP (`submit`).
+channels then send their authorized intents to their PSP (`submit_one`, idempotent by the intent id).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
 
 import tigerbeetle as tb
 
@@ -15,6 +17,7 @@ import channels
 from consumers.chains import S, run_chains
 from consumers.context import StageContext
 from pm.domain import ErrorCode, Intent, State, Transition, advance, reject
+from pm.psp_client import PspUnavailable
 
 log = logging.getLogger("pm.consumers.dispatch")
 
@@ -50,8 +53,25 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
         if refusal is None:
             raise LedgerAnswerError(f"hold of intent {intent.id}: ledger answered {[s.name for s in outcome.statuses]}")
         transitions.append(reject(intent, *refusal))
+    await submit_to_psps(context, authorized_by_channel)
+    return transitions
+
+
+async def submit_to_psps(context: StageContext, authorized_by_channel: dict[str, list[Intent]]) -> None:
+    """First try at sending each held payout to its PSP, all at once and each bounded in time. A PSP that
+    does not answer fails nothing here: the intent is AUTHORIZED either way, and settlement (now, and
+    whenever the poller re-drives it) asks the PSP and submits again by the same reference."""
+    sends: list[tuple[Intent, Awaitable[str]]] = []
     for channel_name, authorized in authorized_by_channel.items():
         channel = channels.channel_named(channel_name)
         assert channel is not None
-        await channel.submit(authorized)
-    return transitions
+        if channel.settles_instantly:
+            continue
+        assert context.psp is not None, "a stage context always has a PSP client"
+        sends.extend((intent, channel.submit_one(intent, context.psp)) for intent in authorized)
+    results = await asyncio.gather(*(send for _, send in sends), return_exceptions=True)
+    for (intent, _), result in zip(sends, results, strict=True):
+        if isinstance(result, PspUnavailable):
+            log.warning("payout not submitted yet; settlement retries", extra={"intent_id": str(intent.id)})
+        elif isinstance(result, BaseException):
+            raise result

@@ -4,18 +4,30 @@ For instant channels, settlement follows authorization at once: post the pending
 transit -> recipient and transit -> fees (DESIGN.md §4), all in one linked chain, all chains of a batch
 in one ledger request. A hold that expired fails the intent (`EXPIRED`, nothing to release); a payout
 the ledger refuses (e.g. a closed recipient account) voids the hold and fails the intent. External
-channels settle on their PSP's outcome instead (not in this stage's input yet): they are left alone.
+channels (IPPS_TRANSFER) settle on their PSP's outcome: a callback's (the gateway puts it on this
+stage's stream), or the status this stage asks the PSP for; an intent with no outcome yet stays
+AUTHORIZED (the poller brings it back), and one past its channel's deadline is voided (EXPIRED).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+
 import tigerbeetle as tb
 
 import channels
-from consumers.chains import IN_LEDGER, ChainOutcome, S, run_chains
+from consumers.chains import IN_LEDGER, S, run_chains
 from consumers.context import StageContext
 from consumers.dispatch import LedgerAnswerError
+from pm import reviews
 from pm.domain import ErrorCode, Intent, State, Transition, advance, fail
+from pm.psp_client import PspClient, PspUnavailable
+
+log = logging.getLogger("pm.consumers.settlement")
+SUCCEEDED, DECLINED = "SUCCEEDED", "DECLINED"
+EXPIRED = "EXPIRED"  # our decision: no outcome by the channel's deadline
 
 # Failures after which the hold is still pending and must be voided.
 VOID_AND_FAIL: dict[tb.CreateTransferStatus, tuple[ErrorCode, str]] = {
@@ -35,34 +47,95 @@ VOID_OK = (*IN_LEDGER, S.PENDING_TRANSFER_EXPIRED, S.PENDING_TRANSFER_ALREADY_VO
 
 async def handle(intents: list[Intent], context: StageContext) -> list[Transition]:
     chains = []
+    to_void: list[tuple[Intent, ErrorCode, str]] = []
+    external = []
     for intent in intents:
         channel = channels.channel_named(intent.channel)
         assert channel is not None, f"intent {intent.id} has unknown channel {intent.channel}"
         if channel.settles_instantly:
             chains.append((intent, channel.settle(intent)))
+        else:
+            external.append(intent)
+    paid_out: set[object] = set()  # intents a PSP reports paid: failing one of them needs an operator
+    for intent, decision in await _psp_decisions(context, external):
+        channel = channels.channel_named(intent.channel)
+        assert channel is not None
+        if decision == SUCCEEDED:
+            chains.append((intent, channel.settle(intent)))
+            paid_out.add(intent.id)
+        elif decision == DECLINED:
+            to_void.append((intent, ErrorCode.PSP_DECLINED, "the payment service provider declined it"))
+        else:
+            assert decision == EXPIRED
+            to_void.append((intent, ErrorCode.EXPIRED, "no outcome from the payment service provider in time"))
     transitions: list[Transition] = []
-    to_void: list[tuple[ChainOutcome, ErrorCode, str]] = []
     for outcome in await run_chains(context, chains):
         if outcome.in_ledger:
             transitions.append(advance(outcome.intent, State.SETTLED))
         elif outcome.cause in FAIL_ONLY:
             transitions.append(fail(outcome.intent, *FAIL_ONLY[outcome.cause]))
         elif outcome.cause in VOID_AND_FAIL:
-            to_void.append((outcome, *VOID_AND_FAIL[outcome.cause]))
+            to_void.append((outcome.intent, *VOID_AND_FAIL[outcome.cause]))
         else:
             statuses = [s.name for s in outcome.statuses]
             raise LedgerAnswerError(f"settlement of intent {outcome.intent.id}: ledger answered {statuses}")
     if to_void:
         transitions.extend(await _void(context, to_void))
+    failed_after_payout = [t.intent_id for t in transitions if t.new == State.FAILED and t.intent_id in paid_out]
+    if failed_after_payout:
+        await reviews.flag(context.pool, failed_after_payout, "the PSP paid out, but the hold could not be posted")
     return transitions
 
 
-async def _void(context: StageContext, to_void: list[tuple[ChainOutcome, ErrorCode, str]]) -> list[Transition]:
-    voids = []
-    for outcome, _, _ in to_void:
-        channel = channels.channel_named(outcome.intent.channel)
+async def _psp_decisions(context: StageContext, intents: list[Intent]) -> list[tuple[Intent, str]]:
+    """What to do with external-channel intents: SUCCEEDED, DECLINED, EXPIRED, or nothing yet (left out).
+
+    An entry carrying a signature-checked callback's status (`psp_status`) is decided by it. Any other
+    (just authorized, or re-driven by the poller because it waits too long) asks the PSP, all at once,
+    and submits again, by the same reference, a payout the PSP does not know. Past the channel's
+    deadline without an outcome, PM voids the hold itself (before the ledger's timeout would)."""
+    if not intents:
+        return []
+    assert context.psp is not None
+    psp = context.psp
+    asked = [intent for intent in intents if intent.psp_status is None]
+    answers = await asyncio.gather(*(_ask(intent, psp) for intent in asked), return_exceptions=True)
+    status_of: dict[object, str | None] = {intent.id: intent.psp_status for intent in intents}
+    for intent, answer in zip(asked, answers, strict=True):
+        if isinstance(answer, BaseException):
+            if not isinstance(answer, PspUnavailable):
+                raise answer
+            log.warning("PSP unavailable; the poller brings the intent back", extra={"intent_id": str(intent.id)})
+            answer = None
+        status_of[intent.id] = answer
+    now_s = time.time()
+    decisions = []
+    for intent in intents:
+        channel = channels.channel_named(intent.channel)
         assert channel is not None
-        voids.append((outcome.intent, channel.void(outcome.intent)))
+        decision = channel.outcome(status_of[intent.id])
+        if decision is None and intent.psp_status is None and channel.past_deadline(intent, now_s):
+            decision = EXPIRED
+        if decision is not None:
+            decisions.append((intent, decision))
+    return decisions
+
+
+async def _ask(intent: Intent, psp: PspClient) -> str:
+    channel = channels.channel_named(intent.channel)
+    assert channel is not None
+    status = await channel.status(intent, psp)
+    if status is None:  # never reached the PSP (dispatch's try failed): send it now
+        status = await channel.submit_one(intent, psp)
+    return status
+
+
+async def _void(context: StageContext, to_void: list[tuple[Intent, ErrorCode, str]]) -> list[Transition]:
+    voids = []
+    for intent, _, _ in to_void:
+        channel = channels.channel_named(intent.channel)
+        assert channel is not None
+        voids.append((intent, channel.void(intent)))
     transitions = []
     for (_, code, message), voided in zip(to_void, await run_chains(context, voids), strict=True):
         if not all(status in VOID_OK for status in voided.statuses):

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
 
-from gateway import account, admin_fee_rules, health, intents, quote
+from gateway import account, admin_fee_rules, health, intents, psp_callbacks, quote
 from gateway.admin_api import ADMIN_ROUTES
 from gateway.auth import KeyCache, authenticate
 from gateway.backpressure import BacklogMonitor
@@ -34,6 +34,7 @@ from gateway.resources import (
     INTENT_WRITER,
     KEYS,
     LEDGER,
+    PSP,
     REDIS,
     REDIS_BATCH,
     RESPONSES,
@@ -53,6 +54,7 @@ from pm.constants import (
     GATEWAY_SHUTDOWN_TIMEOUT_S,
 )
 from pm.keys import SCOPE_ADMIN, SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, SCOPE_INTENTS_WRITE
+from pm.psp_client import PspClient
 from pm.redis_wire import redis_pool_from_url
 from pm.settings import Settings
 from pm.topology import Topology, load_topology
@@ -82,6 +84,8 @@ ROUTES = (
     Route("PUT", "/admin/fee-rules/{id}", admin_fee_rules.update_fee_rule, "update_fee_rule", SCOPE_ADMIN),
     Route("DELETE", "/admin/fee-rules/{id}", admin_fee_rules.delete_fee_rule, "delete_fee_rule", SCOPE_ADMIN),
     *(Route(*admin_route) for admin_route in ADMIN_ROUTES),  # limit rules, routes, audit (gateway/admin_api.py)
+    # Signed by the PSP (X-PSP-Signature), not by an API key: public to our HMAC middleware.
+    Route("POST", "/psp/{channel}/callback", psp_callbacks.callback, "psp_callback", None),
     Route("GET", "/healthz", health.healthz, "healthz", None),
     Route("GET", "/readyz", health.readyz, "readyz", None),
     Route("GET", "/metrics", health.metrics, "metrics", None),
@@ -102,6 +106,7 @@ def create_app(
     app[TOPOLOGY] = topology or load_topology(settings.streams_file)
     app[ROUTE_SCOPES] = {route.name: route.scope for route in ROUTES}
     app[health.LEDGER_PROBE] = {}
+    app[PSP] = PspClient(settings)  # only its callback signature check: the gateway calls no PSP
     quote.add_resources(app)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler, name=route.name)

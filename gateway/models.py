@@ -40,6 +40,8 @@ SUPPORTED_OPERATIONS = frozenset(
         OperationType.ADMIN_ADJUSTMENT,
         OperationType.MINIAPP_CHARGE,
         OperationType.MINIAPP_CREDIT,
+        OperationType.IPPS_WITHDRAWAL,
+        OperationType.THAI_QR_PAY,
     }
 )
 

@@ -135,6 +135,23 @@ def _paths() -> dict[str, Any]:
         },
         **admin_api.paths(),  # limit rules, routes, the audit trail
         **openapi_fees.paths(),  # POST /quote, fee rules
+        "/psp/{channel}/callback": {
+            "post": operation(
+                "A payment service provider's callback (signed with X-PSP-Signature, not an API key)",
+                None,
+                {
+                    "200": {"description": "recorded (or a duplicate event id, dropped)"},
+                    "400": {"description": "not a callback body"},
+                    "401": {"description": "bad or missing X-PSP-Signature: nothing trusted, the status is checked"},
+                    "404": {"description": "no such channel, or no such payment"},
+                },
+                parameters=[
+                    {"name": "channel", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "X-PSP-Signature", "in": "header", "required": True, "schema": {"type": "string"}},
+                ],
+                requestBody={"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            )
+        },
         "/healthz": {"get": operation("Liveness", None, {"200": {"description": "the process serves"}})},
         "/readyz": {
             "get": operation(

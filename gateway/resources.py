@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from gateway.batching import IntentWriter, RedisBatch, ResponseRecorder
     from gateway.status import StatusHub
     from ledger import Ledger
+    from pm.psp_client import PspClient
 
 SETTINGS = web.AppKey("settings", Settings)
 TOPOLOGY = web.AppKey("topology", Topology)
@@ -33,6 +34,8 @@ INTENT_WRITER: web.AppKey[IntentWriter] = web.AppKey("intent_writer")
 REDIS_BATCH: web.AppKey[RedisBatch] = web.AppKey("redis_batch")
 RESPONSES: web.AppKey[ResponseRecorder] = web.AppKey("responses")
 STATUS_HUB: web.AppKey[StatusHub] = web.AppKey("status_hub")
+# The payment service providers: callback signatures (issue 5).
+PSP: web.AppKey[PspClient] = web.AppKey("psp")
 BACKLOG: web.AppKey[BacklogMonitor] = web.AppKey("backlog")
 # The required scope of each named route (None: public, no signature); filled by create_app.
 ROUTE_SCOPES: web.AppKey[dict[str, str | None]] = web.AppKey("route_scopes")

@@ -98,6 +98,7 @@ class PMClient:
         tags: Iterable[str] = (),
         idempotency_key: str | None = None,
         wait_s: int | None = None,
+        destination_ref: str | None = None,
     ) -> dict[str, Any]:
         """POST /intents; the intent as the gateway answered it (CREATED, or final with `wait_s`).
 
@@ -110,6 +111,7 @@ class PMClient:
             recipient_id=recipient_id,
             tags=tags,
             idempotency_key=idempotency_key,
+            destination_ref=destination_ref,
             wait_s=wait_s,
         )
         return answer.body
@@ -125,11 +127,14 @@ class PMClient:
         tags: Iterable[str] = (),
         idempotency_key: str | None = None,
         wait_s: int | None = None,
+        destination_ref: str | None = None,
     ) -> Answer:
         """`create_intent`, with the answer's status (200 final, 202 accepted) and headers."""
         body: dict[str, Any] = {"operation_type": operation_type, "amount_minor": amount_minor, "currency": currency}
         if recipient_id is not None:
             body["recipient_id"] = recipient_id
+        if destination_ref is not None:
+            body["destination_ref"] = destination_ref
         tag_list = list(tags)
         if tag_list:
             body["metadata"] = {"tags": tag_list}

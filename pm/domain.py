@@ -105,6 +105,7 @@ class ErrorCode(enum.StrEnum):
     FEE_EXCEEDS_AMOUNT = "FEE_EXCEEDS_AMOUNT"  # a POST fee larger than the amount
     ACCOUNT_CLOSED = "ACCOUNT_CLOSED"
     EXPIRED = "EXPIRED"
+    PSP_DECLINED = "PSP_DECLINED"  # the payment service provider refused the payout
     LEDGER_REFUSED = "LEDGER_REFUSED"
     # HTTP edge.
     BAD_REQUEST = "BAD_REQUEST"
@@ -148,6 +149,9 @@ class Intent:
     fee_rules: tuple[dict[str, Any], ...] = field(default=())
     merchant_id: int | None = None  # MINIAPP_*: the merchant party (from the caller's key)
     destination_ref: str | None = None  # IPPS_*/THAI_QR_PAY: the Auth Center's token for the payee
+    # Carried only by a settlement entry that hands over a PSP's (signature-checked) outcome; never
+    # stored on the intent row (pm.psp_event keeps the events).
+    psp_status: str | None = None
 
     def __post_init__(self) -> None:
         assert self.amount_minor > 0, self.amount_minor
@@ -194,6 +198,7 @@ class Intent:
             "fee_rules": list(self.fee_rules),
             "merchant_id": self.merchant_id,
             "destination_ref": self.destination_ref,
+            "psp_status": self.psp_status,
         }
 
     @classmethod
@@ -219,6 +224,7 @@ class Intent:
             fee_rules=tuple(data.get("fee_rules", ())),
             merchant_id=data.get("merchant_id"),
             destination_ref=data.get("destination_ref"),
+            psp_status=data.get("psp_status"),
         )
 
 

@@ -51,3 +51,11 @@ OPEN_INTENTS = Gauge("pm_intents_open", "Intents not yet final, by state (status
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
     """Expose this process's metrics on http://host:port/metrics (a daemon thread)."""
     start_http_server(port, addr=host)
+
+# Issue 5: PSPs.
+REVIEWS_FLAGGED = Counter(
+    "pm_reviews_flagged_total", "Intents flagged for an operator: a PSP paid out what the wallet had failed"
+)
+PSP_CALLBACKS = Counter(
+    "pm_psp_callbacks_total", "PSP callbacks by channel and what became of them", ["channel", "outcome"]
+)

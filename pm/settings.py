@@ -96,12 +96,22 @@ class Settings(BaseSettings):
     psp_ipps_callback_secret: str = Field(default="sandbox-ipps-callback-secret", min_length=16)
     psp_qp_callback_secret: str = Field(default="sandbox-qp-callback-secret", min_length=16)
     psp_request_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    # A payout's hold (the ledger releases it after this, the backstop) and how long PM waits for the
+    # PSP's outcome before it voids the hold itself and fails the intent EXPIRED; the deadline comes first.
+    psp_hold_timeout_s: int = Field(default=900, ge=2, le=7 * 86_400)
+    psp_outcome_deadline_s: int = Field(default=600, ge=1, le=7 * 86_400)
     # Where PSPs send callbacks: the gateway as the PSP reaches it (else http://PM_HTTP_HOST:PM_HTTP_PORT).
     public_url: str | None = None
     # The simulator: where it listens, and how long a payout or payment takes before its outcome.
     psp_sim_host: str = "127.0.0.1"
     psp_sim_port: int = Field(default=8090, ge=1, le=65535)
     psp_sim_delay_ms: int = Field(default=300, ge=0, le=60_000)
+
+    @model_validator(mode="after")
+    def _deadline_before_hold(self) -> Settings:
+        if self.psp_outcome_deadline_s >= self.psp_hold_timeout_s:
+            raise ValueError("PM_PSP_OUTCOME_DEADLINE_S must be below PM_PSP_HOLD_TIMEOUT_S (PM voids first)")
+        return self
 
     @field_validator("tigerbeetle_addresses")
     @classmethod

@@ -131,8 +131,11 @@ async def running_fleet(
     fresh_database: Any,
     redis_url: str,
     counts: dict[str, int] | None = None,
+    extra_environment: dict[str, str] | None = None,
     **stage_overrides: Any,
 ) -> AsyncIterator[RunningFleet]:
+    """The Procfile's processes on a fresh database; `counts` adds or scales types (e.g. {"psp-sim": 1}),
+    `extra_environment` adds PM_* variables (a value may name "{http_port}": the gateway's port)."""
     database_url = await fresh_database()
     await migrate(database_url)
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
@@ -148,6 +151,7 @@ async def running_fleet(
             "PM_STREAMS_FILE": str(streams_file),
             "PM_HTTP_PORT": str(port),
             "PM_LOG_LEVEL": "WARNING",
+            **{name: value.replace("{http_port}", str(port)) for name, value in (extra_environment or {}).items()},
         }
         fleet = Fleet(environment=environment, log_dir=Path(directory))
         wanted = {"gateway": 1, "validation": 1, "fees": 1, "limits": 1, "dispatch": 1, "settlement": 1,

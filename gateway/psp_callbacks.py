@@ -1,0 +1,130 @@
+"""POST /psp/{channel}/callback: a payment service provider tells us what became of a payment.
+
+Fast and without ledger work (the PSP is waiting): one SQL statement records the event once per
+(channel, event id) and reads the intent; one XADD hands the outcome to the settlement stage, which
+makes the (compare-and-set) transition. So a duplicate, late or out-of-order callback causes at most
+one transition: a repeated event id is answered 200 and dropped, and settlement ignores statuses
+that decide nothing (PROCESSING) and intents no longer AUTHORIZED.
+
+The body is trusted only under a valid `X-PSP-Signature` (the channel's secret, ±300 s). Without
+one, the body's reference only names which intent to look at: settlement then asks the PSP itself
+for the status (as it does for an intent the poller re-drives), and the callback is answered 401.
+A success reported for an intent we had already failed is flagged for an operator (pm/reviews.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+import channels
+from gateway.errors import ApiError, bad_request, json_response, not_found
+from gateway.resources import DATABASE, PSP, REDIS_BATCH, TOPOLOGY
+from pm import reviews, streams
+from pm.domain import ErrorCode, Intent, State
+from pm.intents import INTENT_COLUMNS, intent_from_row
+from pm.metrics import PSP_CALLBACKS
+
+log = logging.getLogger("pm.gateway.psp")
+
+EVENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+STATUS_PATTERN = re.compile(r"[A-Z_]{1,32}")
+SUCCESS_STATUSES = frozenset({"SUCCEEDED", "PAID"})
+
+# Records the event once and reads the intent it names, in one round trip. An event for an intent we
+# do not have is not recorded.
+_RECORD_SQL = f"""
+WITH recorded AS (
+    INSERT INTO pm.psp_event (channel, event_id, intent_id, status)
+    SELECT $1, $2, id, $4 FROM pm.intent WHERE id = $3
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM recorded) = 1 AS new_event, {INTENT_COLUMNS} FROM pm.intent WHERE id = $3
+"""
+
+
+async def callback(request: web.Request) -> web.Response:
+    channel_name = request.match_info["channel"]
+    channel = channels.channel_named(channel_name)
+    if channel is None or channel.settles_instantly:
+        raise not_found()
+    body = await request.read()
+    app = request.app
+    signed = app[PSP].callback_signature_ok(channel_name, request.headers, body)
+    event = _parse(body)
+    intent_id = _reference(event)
+    if not signed:
+        # Not the PSP's word: look at the intent, ask the PSP ourselves (settlement), trust nothing here.
+        intent = await _load(request, intent_id)
+        if intent is not None and intent.state == State.AUTHORIZED and intent.channel == channel_name:
+            await _to_settlement(request, intent)
+        PSP_CALLBACKS.labels(channel_name, "bad_signature").inc()
+        log.warning("PSP callback without a valid signature", extra={"intent_id": str(intent_id)})
+        raise ApiError(401, ErrorCode.UNAUTHENTICATED, "bad or missing X-PSP-Signature; the status is checked")
+    event_id, status = _event_id_and_status(event)
+    row = await app[DATABASE].fetchrow(_RECORD_SQL, channel_name, event_id, intent_id, status)
+    if row is None:
+        PSP_CALLBACKS.labels(channel_name, "unknown_intent").inc()
+        raise not_found()
+    if not row["new_event"]:
+        PSP_CALLBACKS.labels(channel_name, "duplicate").inc()
+        return json_response({"received": True, "duplicate": True})
+    intent = intent_from_row(row)
+    if intent.channel != channel_name:
+        PSP_CALLBACKS.labels(channel_name, "wrong_channel").inc()
+        raise not_found()
+    if intent.state == State.AUTHORIZED:
+        await _to_settlement(request, intent, status)
+        PSP_CALLBACKS.labels(channel_name, "handed_over").inc()
+    elif intent.state == State.FAILED and status in SUCCESS_STATUSES:
+        # Money may have left at the PSP for an intent whose hold we released: an operator decides.
+        await reviews.flag(app[DATABASE], [intent.id], f"{channel_name} reported {status} after the intent failed")
+        PSP_CALLBACKS.labels(channel_name, "flagged_for_review").inc()
+    else:
+        PSP_CALLBACKS.labels(channel_name, "no_effect").inc()
+    return json_response({"received": True, "duplicate": False})
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    try:
+        event = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise bad_request("the body is not JSON") from None
+    if not isinstance(event, dict):
+        raise bad_request("the body is not a JSON object")
+    return event
+
+
+def _reference(event: dict[str, Any]) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(event.get("reference")))
+    except ValueError:
+        raise bad_request("reference is not one of our payment references") from None
+
+
+def _event_id_and_status(event: dict[str, Any]) -> tuple[str, str]:
+    event_id, status = event.get("event_id"), event.get("status")
+    if not isinstance(event_id, str) or not EVENT_ID_PATTERN.fullmatch(event_id):
+        raise bad_request("event_id must be 1 to 128 token characters")
+    if not isinstance(status, str) or not STATUS_PATTERN.fullmatch(status):
+        raise bad_request("status must be an upper-case word")
+    return event_id, status
+
+
+async def _load(request: web.Request, intent_id: uuid.UUID) -> Intent | None:
+    row = await request.app[DATABASE].fetchrow(f"SELECT {INTENT_COLUMNS} FROM pm.intent WHERE id = $1", intent_id)
+    return intent_from_row(row) if row is not None else None
+
+
+async def _to_settlement(request: web.Request, intent: Intent, psp_status: str | None = None) -> None:
+    """The intent on the settlement stage's stream, with the PSP's status when the callback was signed."""
+    app = request.app
+    fields = streams.entry_fields(intent, {**intent.to_message(), "psp_status": psp_status})
+    stream = app[TOPOLOGY].stage_for_state(State.AUTHORIZED).stream
+    await app[REDIS_BATCH].execute("XADD", stream, "*", *[item for pair in fields.items() for item in pair])

@@ -1,0 +1,92 @@
+"""IPPS withdrawals through the whole fleet and the PSP simulator, one per way a PSP behaves (the
+amount's last two digits pick it): every intent ends terminal exactly once, the sender pays exactly
+the settled payouts, `psp:IPPS_TRANSFER:THB` receives them, transit returns to 0, no entry is left
+pending, and a success that comes after PM gave up is flagged for an operator, not settled."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from fleet_support import free_port, running_fleet
+
+from ledger import accounts, open_ledger
+
+HOLD_TIMEOUT_S = 8
+OUTCOME_DEADLINE_S = 4
+SIM_DELAY_MS = 100
+
+# amount_minor (last two digits = the simulator's behaviour) -> (final state, error code)
+CASES = {
+    50_000: ("SETTLED", None),  # 00: success, one callback
+    50_113: ("FAILED", "PSP_DECLINED"),  # 13: declined
+    50_221: ("SETTLED", None),  # 21: no callback: the poller re-drives, settlement asks the status
+    50_322: ("SETTLED", None),  # 22: the same callback twice
+    50_423: ("SETTLED", None),  # 23: success, then a stale PROCESSING event
+    50_524: ("FAILED", "EXPIRED"),  # 24: success only after the hold expired: PM voids at its deadline
+    50_625: ("SETTLED", None),  # 25: callbacks signed with a wrong secret: PM pulls the status
+    50_726: ("SETTLED", None),  # 26: no callback, status 503 twice before the truth
+}
+
+
+async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database, redis_url) -> None:
+    sim_port = free_port()
+    environment = {
+        "PM_PSP_SIM_PORT": str(sim_port),
+        "PM_PSP_SIM_DELAY_MS": str(SIM_DELAY_MS),
+        "PM_PSP_IPPS_URL": f"http://127.0.0.1:{sim_port}/ipps",
+        "PM_PSP_QP_URL": f"http://127.0.0.1:{sim_port}/qp",
+        "PM_PUBLIC_URL": "http://127.0.0.1:{http_port}",
+        "PM_PSP_HOLD_TIMEOUT_S": str(HOLD_TIMEOUT_S),
+        "PM_PSP_OUTCOME_DEADLINE_S": str(OUTCOME_DEADLINE_S),
+    }
+    async with running_fleet(
+        fresh_database, redis_url, counts={"psp-sim": 1}, extra_environment=environment, stuck_after_s=1
+    ) as pm:
+        sender = random.randrange(10**9, 2 * 10**9)  # a user no other test touches
+        funded = 1_000_000
+        await pm.wait_finished([(await pm.fund(sender, funded))["id"]])
+        created = {}
+        for amount_minor in CASES:
+            intent = await pm.app.create_intent(
+                operation_type="IPPS_WITHDRAWAL", amount_minor=amount_minor, currency="THB", user_id=sender,
+                destination_ref=f"tok_{amount_minor}",
+            )  # fmt: skip
+            assert (intent["state"], intent["destination_ref"], intent["sender_id"]) == (
+                "CREATED",
+                f"tok_{amount_minor}",
+                sender,
+            )
+            created[intent["id"]] = amount_minor
+        finished = await pm.wait_finished(list(created), timeout_s=60)
+        outcome = {created[i]: (row["state"], row["error_code"]) for i, row in finished.items()}
+        assert outcome == CASES
+
+        # The late success (24) arrives after PM voided: flagged for review, never settled.
+        late_id = next(i for i, amount in created.items() if amount == 50_524)
+        deadline_s = time.monotonic() + HOLD_TIMEOUT_S + 10
+        while not await pm.pool.fetchval("SELECT needs_review FROM pm.intent WHERE id = $1::uuid", late_id):
+            assert time.monotonic() < deadline_s, "the late PSP success was never flagged for review"
+            await asyncio.sleep(0.3)
+        assert await pm.pool.fetchval("SELECT state FROM pm.intent WHERE id = $1::uuid", late_id) == "FAILED"
+
+        # Each intent made exactly one terminal transition.
+        terminal_events = await pm.pool.fetch(
+            "SELECT intent_id, count(*) AS n FROM pm.intent_event"
+            " WHERE intent_id = ANY($1::uuid[]) AND state IN ('SETTLED', 'FAILED', 'REJECTED') GROUP BY intent_id",
+            list(created),
+        )
+        assert sorted(row["n"] for row in terminal_events) == [1] * len(CASES)
+
+        settled_minor = sum(amount for amount, (state, _) in CASES.items() if state == "SETTLED")
+        assert await pm.balance(sender) == (funded - settled_minor, 0)
+        async with open_ledger(pm.database_url) as ledger:
+            (psp,) = await ledger.lookup_accounts([accounts.psp("IPPS_TRANSFER", "THB").id])
+            (transit,) = await ledger.lookup_accounts([accounts.transit("THB").id])
+        assert (psp.credits_posted, psp.debits_posted) == (settled_minor, 0)
+        assert (transit.debits_pending, transit.credits_pending) == (0, 0)
+        assert transit.credits_posted == transit.debits_posted
+        report = await pm.check()
+        assert report.ok, report
+        assert await pm.pending_entries() == 0
