@@ -512,13 +512,15 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
     run_dir.mkdir(parents=True)
     streams_file, topology = write_streams_file(run_dir, options.handler, options.stage_overrides)
     http_port = free_port()
-    taken = {http_port}
+    psp_sim_port = free_port()
+    taken = {http_port, psp_sim_port}
     environment = {
         "PM_DATABASE_URL": database_url,
         "PM_REDIS_URL": redis_url,
         "PM_LEDGER_URL": database_url,
         "PM_STREAMS_FILE": str(streams_file),
         "PM_HTTP_PORT": str(http_port),
+        "PM_PSP_SIM_PORT": str(psp_sim_port),  # the Procfile's PSP simulator, on a port of its own
         "PM_LOG_LEVEL": "WARNING",
     }
     fleet = Fleet(environment=environment, log_dir=run_dir)

@@ -1,0 +1,153 @@
+"""POST /psp/{channel}/callback on real PostgreSQL and Valkey: a signed callback is recorded once per
+(channel, event id) and handed to settlement's stream with the PSP's status; a repeat is dropped; an
+unsigned or wrongly signed one trusts nothing (401) and only asks settlement to check the status; bad
+bodies, unknown channels and unknown payments get stable codes; a success for an intent already
+failed is flagged for review. Nothing here moves money."""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+
+import orjson
+import pytest
+from gateway_support import Gateway, error_of, new_user
+
+from pm import intents as store
+from pm import psp_signing
+from pm.domain import ErrorCode, OperationType, State, Transition
+from pm.settings import Settings
+
+SECRET = Settings().psp_ipps_callback_secret
+PATH = "/psp/IPPS_TRANSFER/callback"
+
+
+async def authorized_payout(gateway: Gateway, *, fail: bool = False) -> uuid.UUID:
+    (outcome,) = await store.create_intents(
+        gateway.pool,
+        [
+            store.NewIntent(
+                api_key_id="psp-callback-test", idempotency_key=uuid.uuid4().hex, request_hash=b"h",
+                operation_type=OperationType.IPPS_WITHDRAWAL, amount_minor=12_300, currency="THB",
+                sender_id=new_user(), recipient_id=None, operator_id=None, destination_ref="tok_1",
+            )
+        ],
+    )  # fmt: skip
+    assert outcome.created is not None
+    intent_id = outcome.created.id
+    path = [State.CREATED, State.VALIDATED, State.PRICED, State.CLEARED, State.AUTHORIZED]
+    for expected, new in itertools.pairwise(path):
+        channel = "IPPS_TRANSFER" if new == State.VALIDATED else None
+        (result,) = await store.apply_transitions(gateway.pool, [Transition(intent_id, expected, new, channel=channel)])
+        assert result.applied
+    if fail:
+        transition = Transition(
+            intent_id, State.AUTHORIZED, State.FAILED, error_code=ErrorCode.EXPIRED, error_message="x"
+        )
+        (result,) = await store.apply_transitions(gateway.pool, [transition])
+        assert result.applied
+    return intent_id
+
+
+def event_body(intent_id: uuid.UUID, status: str = "SUCCEEDED", event_id: str | None = None) -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": event_id or uuid.uuid4().hex, "provider": "ipps", "reference": str(intent_id),
+            "status": status, "amount_minor": 12_300, "currency": "THB", "occurred_at": "2026-11-26T10:00:00Z",
+        }
+    )  # fmt: skip
+
+
+def signed(body: bytes, secret: str = SECRET) -> dict[str, str]:
+    return {
+        psp_signing.SIGNATURE_HEADER: psp_signing.sign(secret, body, int(time.time())),
+        "Content-Type": "application/json",
+    }
+
+
+async def handed_over(gateway: Gateway, intent_id: uuid.UUID) -> list[str | None]:
+    """The psp_status of every entry on settlement's stream for this intent."""
+    stream = gateway.topology.stage_for_state(State.AUTHORIZED).stream
+    entries = await gateway.redis.xrange(stream)
+    messages = [orjson.loads(fields[b"intent"]) for _, fields in entries]
+    return [m.get("psp_status") for m in messages if m["id"] == str(intent_id)]
+
+
+async def recorded_events(gateway: Gateway, intent_id: uuid.UUID) -> list[str]:
+    rows = await gateway.pool.fetch(
+        "SELECT status FROM pm.psp_event WHERE intent_id = $1 ORDER BY received_at", intent_id
+    )
+    return [row["status"] for row in rows]
+
+
+async def test_a_signed_callback_is_recorded_once_and_handed_to_settlement(gateway: Gateway) -> None:
+    intent_id = await authorized_payout(gateway)
+    body = event_body(intent_id, event_id="evt-" + uuid.uuid4().hex)
+    first = await gateway.raw("POST", PATH, body=body, headers=signed(body))
+    assert first.status == 200 and (await first.json()) == {"received": True, "duplicate": False}
+    repeat = await gateway.raw("POST", PATH, body=body, headers=signed(body))
+    assert repeat.status == 200 and (await repeat.json())["duplicate"] is True
+    assert await recorded_events(gateway, intent_id) == ["SUCCEEDED"]
+    assert await handed_over(gateway, intent_id) == ["SUCCEEDED"]
+    # A later, stale event (new id) is recorded and handed over too: settlement ignores PROCESSING.
+    stale = event_body(intent_id, status="PROCESSING")
+    assert (await gateway.raw("POST", PATH, body=stale, headers=signed(stale))).status == 200
+    assert await handed_over(gateway, intent_id) == ["SUCCEEDED", "PROCESSING"]
+    state = await gateway.pool.fetchval("SELECT state FROM pm.intent WHERE id = $1", intent_id)
+    assert state == "AUTHORIZED"  # the gateway never transitions: settlement does
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-PSP-Signature": "t=1,v1=00"}, "wrong-secret"])
+async def test_an_unsigned_callback_trusts_nothing_and_asks_for_the_status(gateway: Gateway, headers) -> None:
+    intent_id = await authorized_payout(gateway)
+    body = event_body(intent_id, status="DECLINED")
+    if headers == "wrong-secret":
+        headers = signed(body, secret="not-the-psp-secret-at-all")
+    response = await gateway.raw("POST", PATH, body=body, headers=headers)
+    assert await error_of(response) == (401, "UNAUTHENTICATED")
+    assert await recorded_events(gateway, intent_id) == []
+    assert await handed_over(gateway, intent_id) == [None]  # no status: settlement asks the PSP
+
+
+async def test_a_tampered_body_is_not_trusted(gateway: Gateway) -> None:
+    intent_id = await authorized_payout(gateway)
+    body = event_body(intent_id, status="SUCCEEDED")
+    headers = signed(body)
+    tampered = body.replace(b"SUCCEEDED", b"DECLINED_")
+    assert await error_of(await gateway.raw("POST", PATH, body=tampered, headers=headers)) == (401, "UNAUTHENTICATED")
+    assert await recorded_events(gateway, intent_id) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "expected"),
+    [
+        (PATH, b"not json", (400, "BAD_REQUEST")),
+        (PATH, b"[1, 2]", (400, "BAD_REQUEST")),
+        (PATH, orjson.dumps({"event_id": "e1", "status": "SUCCEEDED", "reference": "nope"}), (400, "BAD_REQUEST")),
+        (PATH, orjson.dumps({"event_id": "e 1", "status": "SUCCEEDED", "reference": str(uuid.uuid4())}),
+         (400, "BAD_REQUEST")),
+        (PATH, orjson.dumps({"event_id": "e1", "status": "done!", "reference": str(uuid.uuid4())}),
+         (400, "BAD_REQUEST")),
+        (PATH, orjson.dumps({"event_id": "e1", "status": "SUCCEEDED", "reference": str(uuid.uuid4())}),
+         (404, "NOT_FOUND")),
+        ("/psp/NOPE/callback", b"{}", (404, "NOT_FOUND")),
+        ("/psp/INTERNAL_P2P/callback", b"{}", (404, "NOT_FOUND")),
+    ],
+)  # fmt: skip
+async def test_bad_callbacks_get_stable_codes_and_write_nothing(gateway: Gateway, path, body, expected) -> None:
+    before = await gateway.pool.fetchval("SELECT count(*) FROM pm.psp_event")
+    assert await error_of(await gateway.raw("POST", path, body=body, headers=signed(body))) == expected
+    assert await gateway.pool.fetchval("SELECT count(*) FROM pm.psp_event") == before
+
+
+async def test_a_success_for_a_failed_intent_is_flagged_for_review_not_settled(gateway: Gateway) -> None:
+    intent_id = await authorized_payout(gateway, fail=True)
+    body = event_body(intent_id, status="SUCCEEDED")
+    assert (await gateway.raw("POST", PATH, body=body, headers=signed(body))).status == 200
+    row = await gateway.pool.fetchrow(
+        "SELECT state, needs_review, review_reason FROM pm.intent WHERE id = $1", intent_id
+    )
+    assert (row["state"], row["needs_review"]) == ("FAILED", True)
+    assert "SUCCEEDED after the intent failed" in row["review_reason"]
+    assert await handed_over(gateway, intent_id) == []
