@@ -13,6 +13,8 @@
     pm rules test --op P2P_TRANSFER --amount 1500.00 [--tags vip,kyc_verified] [--channel C] [--currency THB]
                   [--sender ID --recipient ID] [--at ISO] [--engine production|reference] [--json]
                       evaluate the active fee rules for a made-up intent: which match, the fees (1: refused)
+    pm send p2p|withdraw|adjust ...  post a signed intent through the gateway and follow its states
+    pm review list [--json]          intents flagged for an operator (a PSP paid what the wallet failed)
 
 Exit codes: 0 done (and the check is ok); 1 the command ran and found a problem (check not ok,
 migration refused or failed); 2 it could not run: bad configuration or an unreachable server, told
@@ -124,6 +126,13 @@ def _parser() -> argparse.ArgumentParser:
     ledger.add_parser("demo", help="seed a small demo ledger").set_defaults(command=_ledger_demo)
     _add_keys_commands(commands)
     _add_rules_commands(commands)
+    review = commands.add_parser("review", help="intents an operator must look at").add_subparsers(
+        required=True, metavar="COMMAND"
+    )
+    review_list = review.add_parser("list", help="intents flagged for review (a PSP paid what the wallet failed)")
+    review_list.add_argument("--limit", type=int, default=100)
+    review_list.add_argument("--json", action="store_true", help="print JSON")
+    review_list.set_defaults(command=_review_list)
     return parser
 
 
@@ -138,6 +147,13 @@ def _add_send_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     p2p.add_argument("--currency", default="THB")
     p2p.add_argument("--tags", default="", help="comma-separated, e.g. kyc_verified")
     p2p.set_defaults(command=_send_p2p)
+    withdraw = send.add_parser("withdraw", help="an IPPS withdrawal: --from USER --amount 500.00 [--destination T]")
+    withdraw.add_argument("--from", dest="sender", type=int, required=True)
+    withdraw.add_argument("--amount", required=True, help="in major units; with the simulator the last two "
+                          "digits of the minor units pick its behaviour (README: PSP simulator)")  # fmt: skip
+    withdraw.add_argument("--currency", default="THB")
+    withdraw.add_argument("--destination", default="demo-bank-token", help="the Auth Center's payee token")
+    withdraw.set_defaults(command=_send_withdraw)
     adjust = send.add_parser("adjust", help="credit a user from adjustments (admin key): --to USER --amount")
     adjust.add_argument("--to", dest="recipient", type=int, required=True)
     adjust.add_argument("--amount", required=True)
@@ -296,6 +312,22 @@ async def _send_p2p(settings: Settings, arguments: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
 
 
+async def _send_withdraw(settings: Settings, arguments: argparse.Namespace) -> int:
+    from pm.send import SendError, send_and_follow, to_minor_units
+
+    try:
+        request = {
+            "operation_type": "IPPS_WITHDRAWAL",
+            "amount_minor": to_minor_units(arguments.amount, arguments.currency),
+            "currency": arguments.currency,
+            "user_id": arguments.sender,
+            "destination_ref": arguments.destination,
+        }
+        return await send_and_follow(settings, "app", request)
+    except SendError as exc:
+        raise CommandError(str(exc)) from exc
+
+
 async def _send_adjust(settings: Settings, arguments: argparse.Namespace) -> int:
     from pm.send import SendError, send_and_follow, to_minor_units
 
@@ -346,6 +378,24 @@ async def _keys_revoke(settings: Settings, arguments: argparse.Namespace) -> int
     if not revoked:
         raise CommandError(f"no active key {arguments.key_id!r}", EXIT_PROBLEM_FOUND)
     print(f"pm: key {arguments.key_id} revoked")
+    return EXIT_OK
+
+
+async def _review_list(settings: Settings, arguments: argparse.Namespace) -> int:
+    from pm import reviews
+
+    async with _keys_connection(settings) as connection:
+        flagged = await reviews.list_flagged(connection, arguments.limit)
+    if arguments.json:
+        print(json.dumps(flagged, indent=2, default=str))
+        return EXIT_OK
+    for row in flagged:
+        print(
+            f"{row['id']}  {row['state']:8} {row['operation_type']:16} {row['amount_minor']} minor {row['currency']}"
+            f"  {row['channel']}  {row['review_reason']}"
+        )
+    if not flagged:
+        print("nothing to review")
     return EXIT_OK
 
 

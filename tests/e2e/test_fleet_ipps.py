@@ -6,13 +6,19 @@ pending, and a success that comes after PM gave up is flagged for an operator, n
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from fleet_support import free_port, running_fleet
 
 from ledger import accounts, open_ledger
 
+PM = str(Path(sys.executable).parent / "pm")
 HOLD_TIMEOUT_S = 8
 OUTCOME_DEADLINE_S = 4
 SIM_DELAY_MS = 100
@@ -70,6 +76,16 @@ async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database
             assert time.monotonic() < deadline_s, "the late PSP success was never flagged for review"
             await asyncio.sleep(0.3)
         assert await pm.pool.fetchval("SELECT state FROM pm.intent WHERE id = $1::uuid", late_id) == "FAILED"
+        listed = await asyncio.to_thread(
+            subprocess.run,
+            [PM, "review", "list", "--json"],
+            env={**os.environ, "PM_DATABASE_URL": pm.database_url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert [row["id"] for row in json.loads(listed.stdout)] == [late_id]
 
         # Each intent made exactly one terminal transition.
         terminal_events = await pm.pool.fetch(
