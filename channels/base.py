@@ -41,6 +41,7 @@ class Channel:
     name: ClassVar[str]
     operation_types: ClassVar[frozenset[OperationType]]
     settles_instantly: ClassVar[bool] = True
+    holds: ClassVar[bool] = True  # False: authorization holds nothing (a top-up), and void releases nothing
     hold_timeout_s: int = 300  # the ledger releases an unsettled hold after this
 
     def configure(self, settings: Settings) -> None:

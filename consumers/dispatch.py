@@ -16,6 +16,7 @@ import tigerbeetle as tb
 import channels
 from consumers.chains import S, run_chains
 from consumers.context import StageContext
+from pm import streams
 from pm.domain import ErrorCode, Intent, State, Transition, advance, reject
 from pm.psp_client import PspUnavailable
 
@@ -37,10 +38,16 @@ class LedgerAnswerError(RuntimeError):
 
 async def handle(intents: list[Intent], context: StageContext) -> list[Transition]:
     chains = []
+    jobs: dict[str, list[Intent]] = {}  # connector stream -> intents with nothing to hold (top-ups)
     for intent in intents:
         channel = channels.channel_named(intent.channel)
         assert channel is not None, f"validation routed {intent.id} to unknown channel {intent.channel}"
-        chains.append((intent, channel.authorize(intent)))
+        if channel.holds:
+            chains.append((intent, channel.authorize(intent)))
+        else:
+            jobs.setdefault(context.topology.connector_of(channel.name).stream, []).append(intent)
+    if jobs:
+        await put_jobs(context, jobs)
     transitions = []
     authorized_by_channel: dict[str, list[Intent]] = {}
     for outcome in await run_chains(context, chains):
@@ -55,6 +62,17 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
         transitions.append(reject(intent, *refusal))
     await submit_to_psps(context, authorized_by_channel)
     return transitions
+
+
+async def put_jobs(context: StageContext, jobs: dict[str, list[Intent]]) -> None:
+    """Hand intents that hold nothing to their PSP connector (one pipeline): they stay CLEARED until the
+    connector has the PSP's answer. A job written twice (a redelivered batch) is harmless: the
+    connector's request is idempotent and its transition a compare-and-set."""
+    async with context.redis.pipeline(transaction=False) as pipe:
+        for stream, intents in jobs.items():
+            for intent in intents:
+                pipe.xadd(stream, streams.entry_fields(intent))
+        await pipe.execute()
 
 
 async def submit_to_psps(context: StageContext, authorized_by_channel: dict[str, list[Intent]]) -> None:

@@ -131,13 +131,21 @@ async def _ask(intent: Intent, psp: PspClient) -> str:
 
 
 async def _void(context: StageContext, to_void: list[tuple[Intent, ErrorCode, str]]) -> list[Transition]:
+    transitions = []
+    holding = []
+    for intent, code, message in to_void:
+        channel = channels.channel_named(intent.channel)
+        assert channel is not None
+        if channel.holds:
+            holding.append((intent, code, message))
+        else:  # a top-up held nothing: nothing to release
+            transitions.append(fail(intent, code, message))
     voids = []
-    for intent, _, _ in to_void:
+    for intent, _, _ in holding:
         channel = channels.channel_named(intent.channel)
         assert channel is not None
         voids.append((intent, channel.void(intent)))
-    transitions = []
-    for (_, code, message), voided in zip(to_void, await run_chains(context, voids), strict=True):
+    for (_, code, message), voided in zip(holding, await run_chains(context, voids), strict=True):
         if not all(status in VOID_OK for status in voided.statuses):
             raise LedgerAnswerError(f"void of intent {voided.intent.id}: ledger answered {voided.statuses}")
         transitions.append(fail(voided.intent, code, message))

@@ -42,6 +42,7 @@ SUPPORTED_OPERATIONS = frozenset(
         OperationType.MINIAPP_CREDIT,
         OperationType.IPPS_WITHDRAWAL,
         OperationType.THAI_QR_PAY,
+        OperationType.QP_TOPUP,
     }
 )
 

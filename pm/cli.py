@@ -13,7 +13,7 @@
     pm rules test --op P2P_TRANSFER --amount 1500.00 [--tags vip,kyc_verified] [--channel C] [--currency THB]
                   [--sender ID --recipient ID] [--at ISO] [--engine production|reference] [--json]
                       evaluate the active fee rules for a made-up intent: which match, the fees (1: refused)
-    pm send p2p|withdraw|adjust ...  post a signed intent through the gateway and follow its states
+    pm send p2p|withdraw|topup|adjust ...  post a signed intent through the gateway and follow its states
     pm review list [--json]          intents flagged for an operator (a PSP paid what the wallet failed)
 
 Exit codes: 0 done (and the check is ok); 1 the command ran and found a problem (check not ok,
@@ -154,6 +154,11 @@ def _add_send_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     withdraw.add_argument("--currency", default="THB")
     withdraw.add_argument("--destination", default="demo-bank-token", help="the Auth Center's payee token")
     withdraw.set_defaults(command=_send_withdraw)
+    topup = send.add_parser("topup", help="a QP top-up: --to USER --amount 1000.00 (the user pays a QR at QP)")
+    topup.add_argument("--to", dest="recipient", type=int, required=True)
+    topup.add_argument("--amount", required=True, help="in major units; the simulator reads the last two digits")
+    topup.add_argument("--currency", default="THB")
+    topup.set_defaults(command=_send_topup)
     adjust = send.add_parser("adjust", help="credit a user from adjustments (admin key): --to USER --amount")
     adjust.add_argument("--to", dest="recipient", type=int, required=True)
     adjust.add_argument("--amount", required=True)
@@ -322,6 +327,21 @@ async def _send_withdraw(settings: Settings, arguments: argparse.Namespace) -> i
             "currency": arguments.currency,
             "user_id": arguments.sender,
             "destination_ref": arguments.destination,
+        }
+        return await send_and_follow(settings, "app", request)
+    except SendError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+async def _send_topup(settings: Settings, arguments: argparse.Namespace) -> int:
+    from pm.send import SendError, send_and_follow, to_minor_units
+
+    try:
+        request = {
+            "operation_type": "QP_TOPUP",
+            "amount_minor": to_minor_units(arguments.amount, arguments.currency),
+            "currency": arguments.currency,
+            "user_id": arguments.recipient,
         }
         return await send_and_follow(settings, "app", request)
     except SendError as exc:

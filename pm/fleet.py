@@ -100,7 +100,8 @@ class Fleet:
 # -- running one process type in this process (`pm run NAME`) -----------------------------------
 
 PROCESS_TYPES = (
-    "gateway", "validation", "fees", "limits", "dispatch", "settlement", "history", "poller", "psp-sim", "all"
+    "gateway", "validation", "fees", "limits", "dispatch", "settlement", "history", "poller", "qp-connector",
+    "psp-sim", "all",
 )  # fmt: skip
 
 

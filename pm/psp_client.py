@@ -83,6 +83,29 @@ class PspClient:
             raise PspUnavailable(f"PSP refused reference {reference}: reference_reused")
         return _status_of(status, body)
 
+    # -- QP payment requests (top-ups) ----------------------------------------------------------
+
+    async def payment_request_status(self, reference: str) -> str | None:
+        status, body = await self._call("GET", f"{self._urls['QP_TRANSFER']}/v1/payment-requests/{reference}")
+        if status == 404:
+            return None
+        return _status_of(status, body)
+
+    async def submit_payment_request(
+        self, reference: str, *, amount_minor: int, currency: str, expires_in_s: int
+    ) -> str:
+        payload = {
+            "reference": reference,
+            "amount_minor": amount_minor,
+            "currency": currency,
+            "callback_url": self.callback_url("QP_TRANSFER"),
+            "expires_in_s": expires_in_s,
+        }
+        status, body = await self._call("POST", f"{self._urls['QP_TRANSFER']}/v1/payment-requests", payload)
+        if status == 409:
+            raise PspUnavailable(f"PSP refused reference {reference}: reference_reused")
+        return _status_of(status, body)
+
     # -- transport -------------------------------------------------------------------------------
 
     async def _call(self, method: str, url: str, payload: Any = None) -> tuple[int, Any]:

@@ -13,7 +13,7 @@ from pm.domain import State
 
 TOPOLOGY_FILE = Path(__file__).resolve().parent.parent / "streams.yaml"
 STAGE_KEYS = {
-    "handler", "stream", "group", "dead_letter_stream", "input_states",
+    "handler", "stream", "group", "dead_letter_stream", "input_states", "connector_for",
     "batch_size", "block_ms", "linger_ms", "claim_idle_ms", "max_deliveries", "stuck_after_s",
 }  # fmt: skip
 LINGER_MS_MAX = 1000
@@ -39,6 +39,8 @@ class Stage:
     claim_idle_ms: int
     max_deliveries: int
     stuck_after_s: int
+    # A PSP connector (issue 5) is fed by a channel, not by a state: the channel's name, else None.
+    connector_for: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,13 @@ class Topology:
     @property
     def first_stage(self) -> Stage:
         return self.stage_for_state(State.CREATED)
+
+    def connector_of(self, channel: str) -> Stage:
+        """The PSP connector stage a channel puts its jobs on."""
+        for stage in self.stages.values():
+            if stage.connector_for == channel:
+                return stage
+        raise TopologyError(f"no connector stage for channel {channel} in streams.yaml")
 
     def channel_for(self, intent_id: object) -> str:
         return self.status_channel.format(id=intent_id)
@@ -105,7 +114,10 @@ def parse_topology(document: dict[str, Any]) -> Topology:
             states = tuple(State(s) for s in merged.get("input_states", ()))
         except ValueError as exc:
             raise TopologyError(f"stage {name!r}: {exc}") from None
-        if not states:
+        connector_for = merged.get("connector_for")
+        if connector_for is not None and (not isinstance(connector_for, str) or states):
+            raise TopologyError(f"stage {name!r}: a connector names its channel (connector_for) and no input_states")
+        if not states and connector_for is None:
             raise TopologyError(f"stage {name!r}: input_states is required")
         stages[name] = Stage(
             name=name,
@@ -120,6 +132,7 @@ def parse_topology(document: dict[str, Any]) -> Topology:
             claim_idle_ms=_positive_int(name, "claim_idle_ms", merged.get("claim_idle_ms")),
             max_deliveries=_positive_int(name, "max_deliveries", merged.get("max_deliveries")),
             stuck_after_s=_positive_int(name, "stuck_after_s", merged.get("stuck_after_s")),
+            connector_for=connector_for,
         )
     consumed = [s for stage in stages.values() for s in stage.input_states]
     for state in State:

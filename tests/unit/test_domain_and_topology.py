@@ -100,7 +100,16 @@ def test_api_json_shape() -> None:
 
 def test_the_shipped_topology_routes_every_state_to_one_stage() -> None:
     topology = load_topology()
-    assert list(topology.stages) == ["validation", "fees", "limits", "dispatch", "settlement", "history"]
+    assert list(topology.stages) == [
+        "validation",
+        "fees",
+        "limits",
+        "dispatch",
+        "settlement",
+        "history",
+        "qp-connector",
+    ]
+    assert topology.connector_of("QP_TRANSFER").name == "qp-connector"
     for state in State:
         assert state in topology.stage_for_state(state).input_states
     assert topology.first_stage.name == "validation"

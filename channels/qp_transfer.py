@@ -1,0 +1,104 @@
+"""QP_TRANSFER: top-ups through the QP PSP (QP_TOPUP): the user pays a QR payment request at QP, and the
+money arrives in the wallet.
+
+dispatch   no hold (nothing leaves the wallet): a job on the `qp-connector` stage's stream
+connector  POST the payment request to QP by our reference (the intent id, idempotent), valid for
+           `psp_hold_timeout_s`                                          -> AUTHORIZED (awaiting the money)
+outcome    PAID: psp:QP_TRANSFER -> transit  a + f; transit -> user  a - g; transit -> fees  f + g (SETTLED)
+           EXPIRED, or nothing by `psp_outcome_deadline_s` after authorization: FAILED EXPIRED
+`psp:QP_TRANSFER:THB` is the clearing account of what QP owes us: it goes negative by what users paid
+at QP until QP pays out to our bank (reconciliation, outside PM). A payment reported after PM failed
+the intent is flagged for review, never credited silently (the user paid: an operator credits or
+refunds).
+"""
+
+from __future__ import annotations
+
+import tigerbeetle as tb
+
+from channels.base import Channel, linked
+from ledger import accounts
+from ledger.accounts import NamedAccount
+from pm.domain import ErrorCode, Intent, OperationType
+from pm.psp_client import PspClient
+from pm.settings import Settings
+
+OUTCOMES = {"PAID": "SUCCEEDED", "EXPIRED": "EXPIRED"}
+
+
+class QpTransfer(Channel):
+    name = "QP_TRANSFER"
+    operation_types = frozenset({OperationType.QP_TOPUP})
+    settles_instantly = False
+    holds = False
+    request_valid_s = 900
+    outcome_deadline_s = 600
+
+    def configure(self, settings: Settings) -> None:
+        self.request_valid_s = settings.psp_hold_timeout_s
+        self.outcome_deadline_s = settings.psp_outcome_deadline_s
+
+    def refusal(self, intent: Intent) -> tuple[ErrorCode, str] | None:
+        if intent.recipient_id is None or intent.sender_id is not None or intent.merchant_id is not None:
+            return ErrorCode.INVALID_PARTY, "a top-up credits one user and has no sender"
+        return None
+
+    def accounts(self, intent: Intent) -> list[NamedAccount]:
+        assert intent.recipient_id is not None
+        return [
+            accounts.user(intent.recipient_id, intent.currency),
+            accounts.transit(intent.currency),
+            accounts.fees(intent.currency),
+            accounts.psp(self.name, intent.currency),
+        ]
+
+    def authorize(self, intent: Intent) -> list[tb.Transfer]:
+        return []  # nothing to hold: the money is not ours until QP says PAID
+
+    def void(self, intent: Intent) -> list[tb.Transfer]:
+        return []
+
+    def settle(self, intent: Intent) -> list[tb.Transfer]:
+        assert intent.recipient_id is not None
+        assert intent.fee_post_minor <= intent.amount_minor, "the fees stage refuses a POST fee above the amount"
+        transit = accounts.transit(intent.currency)
+        chain = [
+            self.leg(intent, "paid", accounts.psp(self.name, intent.currency), transit, self.charged_minor(intent)),
+            self.leg(
+                intent,
+                "recipient",
+                transit,
+                accounts.user(intent.recipient_id, intent.currency),
+                intent.amount_minor - intent.fee_post_minor,
+            ),
+        ]
+        fee_minor = intent.fee_pre_minor + intent.fee_post_minor
+        if fee_minor > 0:
+            chain.append(self.leg(intent, "fees", transit, accounts.fees(intent.currency), fee_minor))
+        return linked(chain)
+
+    @staticmethod
+    def charged_minor(intent: Intent) -> int:
+        """What the user pays at QP: the amount and the PRE fee."""
+        return intent.amount_minor + intent.fee_pre_minor
+
+    # -- the PSP ---------------------------------------------------------------------------------
+
+    async def submit_one(self, intent: Intent, psp: PspClient) -> str:
+        return await psp.submit_payment_request(
+            str(intent.id),
+            amount_minor=self.charged_minor(intent),
+            currency=intent.currency,
+            expires_in_s=self.request_valid_s,
+        )
+
+    async def status(self, intent: Intent, psp: PspClient) -> str | None:
+        return await psp.payment_request_status(str(intent.id))
+
+    def past_deadline(self, intent: Intent, now_s: float) -> bool:
+        assert intent.updated_at is not None, "an AUTHORIZED intent comes from its row"
+        return now_s - intent.updated_at.timestamp() >= self.outcome_deadline_s
+
+    @staticmethod
+    def outcome(psp_status: str | None) -> str | None:
+        return OUTCOMES.get(psp_status or "")

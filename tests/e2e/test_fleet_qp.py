@@ -1,0 +1,92 @@
+"""QP top-ups through the whole fleet, the QP connector group and the PSP simulator, one per way a PSP
+behaves (the amount's last two digits pick it): every intent ends terminal exactly once, the user gets
+exactly the paid top-ups, `psp:QP_TRANSFER:THB` owes them, transit returns to 0, nothing is left
+pending, and a payment that comes after PM gave up is flagged for an operator, not credited."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from fleet_support import free_port, running_fleet
+
+from ledger import accounts, open_ledger
+
+REQUEST_VALID_S = 8  # PM_PSP_HOLD_TIMEOUT_S: how long the QR payment request is valid at QP
+OUTCOME_DEADLINE_S = 4
+
+# amount_minor (last two digits = the simulator's behaviour) -> (final state, error code)
+CASES = {
+    100_000: ("SETTLED", None),  # 00: paid, one callback
+    100_113: ("FAILED", "EXPIRED"),  # 13: the user never pays: PM gives up at its deadline
+    100_221: ("SETTLED", None),  # 21: no callback: the poller re-drives, settlement asks the status
+    100_322: ("SETTLED", None),  # 22: the same callback twice
+    100_423: ("SETTLED", None),  # 23: paid, then a stale PENDING event
+    100_524: ("FAILED", "EXPIRED"),  # 24: paid only after the request expired: flagged for review
+    100_625: ("SETTLED", None),  # 25: callbacks signed with a wrong secret: PM pulls the status
+    100_726: ("SETTLED", None),  # 26: no callback, status 503 twice before the truth
+}
+
+
+async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database, redis_url) -> None:
+    sim_port = free_port()
+    environment = {
+        "PM_PSP_SIM_PORT": str(sim_port),
+        "PM_PSP_SIM_DELAY_MS": "100",
+        "PM_PSP_IPPS_URL": f"http://127.0.0.1:{sim_port}/ipps",
+        "PM_PSP_QP_URL": f"http://127.0.0.1:{sim_port}/qp",
+        "PM_PUBLIC_URL": "http://127.0.0.1:{http_port}",
+        "PM_PSP_HOLD_TIMEOUT_S": str(REQUEST_VALID_S),
+        "PM_PSP_OUTCOME_DEADLINE_S": str(OUTCOME_DEADLINE_S),
+    }
+    async with running_fleet(
+        fresh_database,
+        redis_url,
+        counts={"psp-sim": 1, "qp-connector": 1},
+        extra_environment=environment,
+        stuck_after_s=1,
+    ) as pm:
+        user = random.randrange(10**9, 2 * 10**9)  # a user no other test touches
+        created = {}
+        for amount_minor in CASES:
+            intent = await pm.app.create_intent(
+                operation_type="QP_TOPUP", amount_minor=amount_minor, currency="THB", user_id=user
+            )
+            assert (intent["state"], intent["recipient_id"], intent["sender_id"]) == ("CREATED", user, None)
+            created[intent["id"]] = amount_minor
+        finished = await pm.wait_finished(list(created), timeout_s=60)
+        outcome = {created[i]: (row["state"], row["error_code"]) for i, row in finished.items()}
+        assert outcome == CASES
+
+        late_id = next(i for i, amount in created.items() if amount == 100_524)
+        deadline_s = time.monotonic() + REQUEST_VALID_S + 10
+        while not await pm.pool.fetchval("SELECT needs_review FROM pm.intent WHERE id = $1::uuid", late_id):
+            assert time.monotonic() < deadline_s, "the late payment was never flagged for review"
+            await asyncio.sleep(0.3)
+        assert await pm.pool.fetchval("SELECT state FROM pm.intent WHERE id = $1::uuid", late_id) == "FAILED"
+
+        terminal_events = await pm.pool.fetch(
+            "SELECT intent_id, count(*) AS n FROM pm.intent_event"
+            " WHERE intent_id = ANY($1::uuid[]) AND state IN ('SETTLED', 'FAILED', 'REJECTED') GROUP BY intent_id",
+            list(created),
+        )
+        assert sorted(row["n"] for row in terminal_events) == [1] * len(CASES)
+        authorized = await pm.pool.fetchval(
+            "SELECT count(DISTINCT intent_id) FROM pm.intent_event"
+            " WHERE intent_id = ANY($1::uuid[]) AND state = 'AUTHORIZED'",
+            list(created),
+        )
+        assert authorized == len(CASES)  # every payment request existed at QP before we waited on it
+
+        paid_minor = sum(amount for amount, (state, _) in CASES.items() if state == "SETTLED")
+        assert await pm.balance(user) == (paid_minor, 0)
+        async with open_ledger(pm.database_url) as ledger:
+            (psp,) = await ledger.lookup_accounts([accounts.psp("QP_TRANSFER", "THB").id])
+            (transit,) = await ledger.lookup_accounts([accounts.transit("THB").id])
+        assert (psp.debits_posted, psp.credits_posted) == (paid_minor, 0)
+        assert (transit.debits_pending, transit.credits_pending) == (0, 0)
+        assert transit.credits_posted == transit.debits_posted
+        report = await pm.check()
+        assert report.ok, report
+        assert await pm.pending_entries() == 0
