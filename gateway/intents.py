@@ -130,9 +130,9 @@ def parties(intent_request: IntentRequest, key: ApiKey, user_id: int | None) -> 
     operation = OperationType(intent_request.operation_type)
     recipient_id = intent_request.recipient_id
     if operation not in PAYOUTS and intent_request.destination_ref is not None:
-        raise validation_failed(f"{operation} takes no destination_ref", ErrorCode.INVALID_PARTY)
+        raise validation_failed("only IPPS_WITHDRAWAL and THAI_QR_PAY take destination_ref", ErrorCode.INVALID_PARTY)
     if operation in MINIAPP and key.merchant_id is None:
-        raise forbidden(f"{operation} needs a key bound to a merchant (pm keys create --merchant-id)")
+        raise forbidden("mini-app operations need a key bound to a merchant (pm keys create --merchant-id)")
     if operation == OperationType.ADMIN_ADJUSTMENT:
         if not key.allows(SCOPE_ADMIN):
             raise forbidden("ADMIN_ADJUSTMENT needs the admin scope")
@@ -141,7 +141,7 @@ def parties(intent_request: IntentRequest, key: ApiKey, user_id: int | None) -> 
         # The adjustments account pays; the operator (X-User-Id) is recorded, not a party.
         return Parties(recipient_id=recipient_id, operator_id=user_id)
     if user_id is None:
-        raise bad_request(f"X-User-Id (the user whose money moves) is required for {operation}")
+        raise bad_request("X-User-Id (the user whose money moves) is required for this operation_type")
     if operation == OperationType.P2P_TRANSFER:
         if recipient_id is None:
             raise validation_failed("P2P_TRANSFER needs recipient_id", ErrorCode.INVALID_PARTY)
@@ -149,10 +149,10 @@ def parties(intent_request: IntentRequest, key: ApiKey, user_id: int | None) -> 
             raise validation_failed("sender and recipient must differ", ErrorCode.SAME_PARTY)
         return Parties(sender_id=user_id, recipient_id=recipient_id)
     if recipient_id is not None:
-        raise validation_failed(f"{operation} takes no recipient_id", ErrorCode.INVALID_PARTY)
+        raise validation_failed("this operation_type takes no recipient_id: the acting user (X-User-Id) is the party", ErrorCode.INVALID_PARTY)
     if operation in PAYOUTS:
         if intent_request.destination_ref is None:
-            raise validation_failed(f"{operation} needs destination_ref", ErrorCode.INVALID_PARTY)
+            raise validation_failed("a payout needs destination_ref", ErrorCode.INVALID_PARTY)
         return Parties(sender_id=user_id)
     if operation == OperationType.QP_TOPUP:
         return Parties(recipient_id=user_id)

@@ -141,7 +141,11 @@ INVALID_BODIES = [
     ({"currency": "XXX"}, 422, "UNSUPPORTED_CURRENCY"),
     ({"currency": "thb"}, 422, "VALIDATION_FAILED"),
     ({"operation_type": "STEAL"}, 422, "UNKNOWN_OPERATION"),
-    ({"operation_type": "QP_TOPUP"}, 422, "CHANNEL_UNAVAILABLE"),
+    ({"operation_type": "QP_TOPUP"}, 422, "INVALID_PARTY"),  # a top-up credits the acting user: no recipient_id
+    ({"operation_type": "IPPS_WITHDRAWAL"}, 422, "INVALID_PARTY"),  # a payout has no recipient in the wallet
+    ({"operation_type": "IPPS_WITHDRAWAL", "recipient_id": None}, 422, "INVALID_PARTY"),  # nor no destination
+    ({"operation_type": "IPPS_WITHDRAWAL", "recipient_id": None, "destination_ref": "a b"}, 422, "VALIDATION_FAILED"),
+    ({"destination_ref": "tok_1"}, 422, "INVALID_PARTY"),  # only payouts take a destination
     ({"recipient_name": "Somchai Jaidee"}, 422, "VALIDATION_FAILED"),
     ({"phone": "+66812345678"}, 422, "VALIDATION_FAILED"),
     ({"metadata": {"tags": ["kyc_verified"], "citizen_id": "1101700203451"}}, 422, "VALIDATION_FAILED"),
