@@ -19,6 +19,7 @@ from consumers.runtime import StageRunner, subscribe
 from pm import streams
 from pm.topology import Topology
 
+TASK_STOP_TIMEOUT_S = 10.0
 log = logging.getLogger("pm.consumers")
 
 GRACEFUL_TIMEOUT_S = 30.0  # a batch in flight at shutdown gets this long to commit and ack
@@ -34,16 +35,15 @@ async def running_stages(
     # apply_types=False: our handlers take the raw entries (see `subscribe`), so FastStream's dependency
     # injection, which resolves its context in a worker thread on every batch, has nothing to do.
     broker = (
-        RedisBroker(redis_url, graceful_timeout=GRACEFUL_TIMEOUT_S, logger=None, apply_types=False)
-        if runners
-        else None
+        RedisBroker(redis_url, graceful_timeout=GRACEFUL_TIMEOUT_S, logger=None, apply_types=False) if runners else None
     )
     for runner in runners:
         assert broker is not None
         subscribe(broker, runner)
-    tasks = [asyncio.create_task(runner.claim_forever(), name=f"claim-{runner.stage.name}") for runner in runners]
+    stop = asyncio.Event()  # ends the claim loops and the poller at their next wait
+    tasks = [asyncio.create_task(runner.claim_forever(stop), name=f"claim-{runner.stage.name}") for runner in runners]
     if with_poller:
-        tasks.append(asyncio.create_task(run_poller(context), name="poller"))
+        tasks.append(asyncio.create_task(run_poller(context, stop), name="poller"))
     if broker is not None:
         await broker.start()
     log.info("stages running", extra={"stages": ",".join(stage_names), "poller": with_poller})
@@ -52,9 +52,15 @@ async def running_stages(
     finally:
         if broker is not None:
             await broker.stop()
-        for task in tasks:
+        stop.set()
+        _, running = await asyncio.wait(tasks, timeout=TASK_STOP_TIMEOUT_S) if tasks else (set(), set())
+        for task in running:  # in the middle of a round: cancel it
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if running:
+            # Bounded: a task that swallowed its cancellation must not hang the process's exit.
+            _, stuck = await asyncio.wait(running, timeout=TASK_STOP_TIMEOUT_S)
+            if stuck:
+                log.error("tasks did not stop when cancelled", extra={"tasks": ",".join(t.get_name() for t in stuck)})
 
 
 async def run_stages(

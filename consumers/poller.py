@@ -17,6 +17,7 @@ import logging
 import time
 
 from consumers.context import StageContext
+from consumers.runtime import raise_if_cancelling, wait_or_stop
 from pm import metrics, streams
 from pm.domain import TERMINAL_STATES, State
 from pm.intents import INTENT_COLUMNS, intent_from_row
@@ -88,11 +89,12 @@ async def measure_once(context: StageContext) -> None:
             metrics.OPEN_INTENTS.labels(str(state)).set(counts.get(str(state), 0))
 
 
-async def run_poller(context: StageContext) -> None:
-    """Runs until cancelled: one round per `interval_ms`, trims and measures on their own periods."""
+async def run_poller(context: StageContext, stop: asyncio.Event | None = None) -> None:
+    """Until `stop` is set (or cancelled): one round per `interval_ms`, trims and measures on their own periods."""
+    stop = stop or asyncio.Event()
     config = context.topology.poller
     last_trim_s = last_measure_s = 0.0
-    while True:
+    while not stop.is_set():
         started_s = time.monotonic()
         try:
             await streams.ensure_groups(context.redis, context.topology)
@@ -104,5 +106,6 @@ async def run_poller(context: StageContext) -> None:
                 await measure_once(context)
                 last_measure_s = started_s
         except Exception:
+            raise_if_cancelling()
             log.exception("poller round failed; retrying next round")
-        await asyncio.sleep(max(0.0, config.interval_ms / 1000 - (time.monotonic() - started_s)))
+        await wait_or_stop(stop, max(0.0, config.interval_ms / 1000 - (time.monotonic() - started_s)))

@@ -250,15 +250,38 @@ class StageRunner:
                        "error": error[:500]},
             )  # fmt: skip
 
-    async def claim_forever(self) -> None:
-        """Runs until cancelled: look for orphaned entries every half claim-idle period."""
+    async def claim_forever(self, stop: asyncio.Event | None = None) -> None:
+        """Until `stop` is set (or the task is cancelled): look for orphaned entries every half claim-idle
+        period. Stopping by the event does not depend on a library letting a cancellation through."""
+        stop = stop or asyncio.Event()
         interval_s = max(self.stage.claim_idle_ms / 2000, 0.05)
-        while True:
-            await asyncio.sleep(interval_s)
+        while not await wait_or_stop(stop, interval_s):
             try:
                 await self.claim_once()
             except Exception:
+                raise_if_cancelling()
                 log.exception("claiming failed; retrying next round", extra={"stage": self.stage.name})
+
+
+async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep `seconds` unless `stop` is set first; whether to stop."""
+    if stop.is_set():
+        return True
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+def raise_if_cancelling() -> None:
+    """In an `except Exception` of a loop that runs until cancelled: if this task is being cancelled, end.
+
+    A library may turn the CancelledError it received into another error (redis-py's connection code
+    can); swallowing that and looping on would leave the task "cancelling" forever and hang shutdown."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _flatten(groups: object) -> list[bytes]:
