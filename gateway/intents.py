@@ -149,7 +149,10 @@ def parties(intent_request: IntentRequest, key: ApiKey, user_id: int | None) -> 
             raise validation_failed("sender and recipient must differ", ErrorCode.SAME_PARTY)
         return Parties(sender_id=user_id, recipient_id=recipient_id)
     if recipient_id is not None:
-        raise validation_failed("this operation_type takes no recipient_id: the acting user (X-User-Id) is the party", ErrorCode.INVALID_PARTY)
+        raise validation_failed(
+            "this operation_type takes no recipient_id: the acting user (X-User-Id) is the party",
+            ErrorCode.INVALID_PARTY,
+        )
     if operation in PAYOUTS:
         if intent_request.destination_ref is None:
             raise validation_failed("a payout needs destination_ref", ErrorCode.INVALID_PARTY)
