@@ -15,6 +15,8 @@
                       evaluate the active fee rules for a made-up intent: which match, the fees (1: refused)
     pm send p2p|withdraw|topup|adjust ...  post a signed intent through the gateway and follow its states
     pm review list [--json]          intents flagged for an operator (a PSP paid what the wallet failed)
+    pm outbox list [--undelivered] [--json] | pm outbox retry ID     webhooks the outbox worker delivers
+    pm merchants webhook set MERCHANT_ID URL                          where a merchant's webhooks go
 
 Exit codes: 0 done (and the check is ok); 1 the command ran and found a problem (check not ok,
 migration refused or failed); 2 it could not run: bad configuration or an unreachable server, told
@@ -40,7 +42,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import pydantic
 
-from pm import fleet, keys
+from pm import fleet, keys, signing
 from pm.embedded import CONNECT_TIMEOUT_S, EmbeddedServerError, embedded_database, embedded_servers
 from pm.migrate import DatabaseUnavailableError, MigrationError, migrate
 from pm.settings import Settings
@@ -133,6 +135,27 @@ def _parser() -> argparse.ArgumentParser:
     review_list.add_argument("--limit", type=int, default=100)
     review_list.add_argument("--json", action="store_true", help="print JSON")
     review_list.set_defaults(command=_review_list)
+    outbox = commands.add_parser("outbox", help="what the outbox worker delivers").add_subparsers(
+        required=True, metavar="COMMAND"
+    )
+    outbox_list = outbox.add_parser("list", help="newest outbox rows (webhooks) and their delivery")
+    outbox_list.add_argument("--undelivered", action="store_true", help="only rows not delivered yet")
+    outbox_list.add_argument("--limit", type=int, default=50)
+    outbox_list.add_argument("--json", action="store_true", help="print JSON")
+    outbox_list.set_defaults(command=_outbox_list)
+    outbox_retry = outbox.add_parser("retry", help="send an undelivered row again now (also one given up)")
+    outbox_retry.add_argument("row_id", type=int)
+    outbox_retry.set_defaults(command=_outbox_retry)
+    merchants = commands.add_parser("merchants", help="mini-app merchants").add_subparsers(
+        required=True, metavar="COMMAND"
+    )
+    webhook = merchants.add_parser("webhook", help="the merchant's webhook").add_subparsers(
+        required=True, metavar="COMMAND"
+    )
+    webhook_set = webhook.add_parser("set", help="where the merchant's webhooks go; prints the signing secret once")
+    webhook_set.add_argument("merchant_id", type=int)
+    webhook_set.add_argument("url")
+    webhook_set.set_defaults(command=_webhook_set)
     return parser
 
 
@@ -398,6 +421,46 @@ async def _keys_revoke(settings: Settings, arguments: argparse.Namespace) -> int
     if not revoked:
         raise CommandError(f"no active key {arguments.key_id!r}", EXIT_PROBLEM_FOUND)
     print(f"pm: key {arguments.key_id} revoked")
+    return EXIT_OK
+
+
+async def _outbox_list(settings: Settings, arguments: argparse.Namespace) -> int:
+    from pm import outbox
+
+    async with _keys_connection(settings) as connection:
+        rows = await outbox.list_rows(connection, arguments.undelivered, arguments.limit)
+    if arguments.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return EXIT_OK
+    for row in rows:
+        state = "delivered" if row["delivered_at"] else "GAVE UP" if row["gave_up_at"] else "pending"
+        error = f"  {row['last_error']}" if row["last_error"] and not row["delivered_at"] else ""
+        print(f"{row['id']:>8}  {state:9} merchant={row['merchant_id']} intent={row['intent_id']} v{row['version']}"
+              f" attempts={row['attempts']}{error}")  # fmt: skip
+    return EXIT_OK
+
+
+async def _outbox_retry(settings: Settings, arguments: argparse.Namespace) -> int:
+    from pm import outbox
+
+    async with _keys_connection(settings) as connection:
+        found = await outbox.retry(connection, arguments.row_id)
+    if not found:
+        raise CommandError(f"no undelivered outbox row {arguments.row_id}", EXIT_PROBLEM_FOUND)
+    print(f"outbox row {arguments.row_id} is due now")
+    return EXIT_OK
+
+
+async def _webhook_set(settings: Settings, arguments: argparse.Namespace) -> int:
+    from pm import outbox
+
+    if arguments.merchant_id <= 0 or not re.fullmatch(r"https?://\S{1,1990}", arguments.url):
+        raise CommandError("merchant_id is a positive integer and url an http(s) URL", EXIT_PROBLEM_FOUND)
+    secret = signing.new_secret()
+    async with _keys_connection(settings) as connection:
+        await outbox.set_webhook(connection, arguments.merchant_id, arguments.url, secret)
+    print(f"merchant {arguments.merchant_id} webhooks go to {arguments.url}")
+    print(f"signing secret (shown once): {secret}")
     return EXIT_OK
 
 

@@ -101,7 +101,7 @@ class Fleet:
 
 PROCESS_TYPES = (
     "gateway", "validation", "fees", "limits", "dispatch", "settlement", "history", "poller", "qp-connector",
-    "psp-sim", "all",
+    "outbox", "psp-sim", "all",
 )  # fmt: skip
 
 
@@ -125,6 +125,9 @@ async def run_process(name: str, settings: Settings, database_url: str, redis_ur
 
         await run_psp_sim(settings)
         return
+    if name == "outbox":
+        await _run_outbox(database_url)
+        return
     stage_names = list(topology.stages) if name == "all" else [] if name == "poller" else [name]
     stages = run_stages(
         **urls,
@@ -134,6 +137,19 @@ async def run_process(name: str, settings: Settings, database_url: str, redis_ur
         ledger_request_events_max=settings.ledger_request_events_max,
     )
     if name == "all":
-        await asyncio.gather(run_gateway(settings, **urls), stages)
+        await asyncio.gather(run_gateway(settings, **urls), stages, _run_outbox(database_url))
     else:
         await stages
+
+
+async def _run_outbox(database_url: str) -> None:
+    import asyncpg
+
+    from ledger.postgres import close_pool
+    from pm.outbox import run_outbox
+
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    try:
+        await run_outbox(pool)
+    finally:
+        await close_pool(pool)

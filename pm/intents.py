@@ -294,6 +294,19 @@ WITH input AS (
 ), events AS (
     INSERT INTO pm.intent_event (intent_id, version, state, error_code, error_message, created_at)
     SELECT id, version, state, error_code, error_message, updated_at FROM updated
+), outbox AS (
+    -- A mini-app intent's final state goes to its merchant's backend (the outbox worker signs and
+    -- delivers it), written in this statement so no committed change can miss its webhook.
+    INSERT INTO pm.outbox (event_id, kind, intent_id, version, merchant_id, payload)
+    SELECT gen_random_uuid(), 'merchant_webhook', id, version, merchant_id,
+           jsonb_build_object('type', 'intent.' || lower(state), 'intent_id', id, 'version', version,
+                              'state', state, 'operation_type', operation_type, 'amount_minor', amount_minor,
+                              'currency', currency, 'merchant_id', merchant_id, 'user_id',
+                              coalesce(sender_id, recipient_id), 'fee_pre_minor', fee_pre_minor,
+                              'fee_post_minor', fee_post_minor, 'error_code', error_code,
+                              'occurred_at', updated_at)
+    FROM updated
+    WHERE merchant_id IS NOT NULL AND state IN ('SETTLED', 'REJECTED', 'FAILED')
 )
 SELECT {INTENT_COLUMNS} FROM updated
 """

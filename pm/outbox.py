@@ -1,0 +1,168 @@
+"""The outbox worker (`pm run outbox`): delivers what the transitions wrote to `pm.outbox`, at least once.
+
+Today the outbox carries mini-app webhooks: a MINIAPP intent's final state, POSTed to its merchant's
+registered URL (`pm merchants webhook set`) with `X-PM-Signature: t=<ts>,v1=<hex HMAC-SHA256(secret,
+"{t}." + body)>` (the PSPs' scheme, pm/psp_signing.py) and `X-PM-Event-Id`. A receiver dedupes by
+`event_id` and orders by the intent's `version`, both in the body.
+
+Per round: take up to `BATCH_MAX` due rows with FOR UPDATE SKIP LOCKED, lease them (so several workers
+never send the same row at once, and a killed worker's rows come back after the lease), send them at
+once, each bounded by `DELIVERY_TIMEOUT_S`; a 2xx marks the row delivered, anything else schedules a
+retry with doubling backoff (1 s up to an hour) until `RETRY_WINDOW_S` (24 h) after the row was
+written; then the row is given up and an operator looks (`pm outbox list`, `pm outbox retry ID`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+
+from pm import psp_signing
+
+log = logging.getLogger("pm.outbox")
+
+BATCH_MAX = 100
+LEASE_S = 60
+DELIVERY_TIMEOUT_S = 10.0
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 3_600.0
+RETRY_WINDOW_S = 24 * 3_600
+IDLE_WAIT_S = 0.5
+ERROR_LENGTH_MAX = 500
+SIGNATURE_HEADER = "X-PM-Signature"
+EVENT_ID_HEADER = "X-PM-Event-Id"
+
+_TAKE_SQL = """
+UPDATE pm.outbox o SET next_attempt_at = now() + make_interval(secs => $2), attempts = o.attempts + 1
+WHERE o.id IN (
+    SELECT id FROM pm.outbox
+    WHERE delivered_at IS NULL AND gave_up_at IS NULL AND next_attempt_at <= now()
+    ORDER BY next_attempt_at LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING o.id, o.event_id, o.payload, o.attempts, o.created_at, o.merchant_id,
+          (SELECT url FROM pm.merchant_webhook w WHERE w.merchant_id = o.merchant_id) AS url,
+          (SELECT secret FROM pm.merchant_webhook w WHERE w.merchant_id = o.merchant_id) AS secret
+"""
+_DELIVERED_SQL = "UPDATE pm.outbox SET delivered_at = now(), last_error = NULL WHERE id = ANY($1::bigint[])"
+_RETRY_SQL = """
+UPDATE pm.outbox o SET
+    last_error = u.error,
+    next_attempt_at = now() + make_interval(secs => u.backoff_s),
+    gave_up_at = CASE WHEN o.created_at + make_interval(secs => $4) <= now() THEN now() END
+FROM unnest($1::bigint[], $2::text[], $3::float8[]) AS u(id, error, backoff_s)
+WHERE o.id = u.id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RoundResult:
+    delivered: int
+    failed: int
+
+
+def backoff_s(attempts: int) -> float:
+    """1 s after the first failure, doubling, at most an hour."""
+    assert attempts >= 1
+    return min(BACKOFF_FIRST_S * 2 ** (attempts - 1), BACKOFF_MAX_S)
+
+
+async def deliver_once(pool: asyncpg.Pool, session: aiohttp.ClientSession) -> RoundResult:
+    rows = await pool.fetch(_TAKE_SQL, BATCH_MAX, float(LEASE_S))
+    if not rows:
+        return RoundResult(0, 0)
+    results = await asyncio.gather(*(_send(session, row) for row in rows))
+    delivered = [row["id"] for row, error in zip(rows, results, strict=True) if error is None]
+    failed = [(row, error) for row, error in zip(rows, results, strict=True) if error is not None]
+    if delivered:
+        await pool.execute(_DELIVERED_SQL, delivered)
+    if failed:
+        await pool.execute(
+            _RETRY_SQL,
+            [row["id"] for row, _ in failed],
+            [error[:ERROR_LENGTH_MAX] for _, error in failed],
+            [backoff_s(row["attempts"]) for row, _ in failed],
+            float(RETRY_WINDOW_S),
+        )
+        for row, error in failed:
+            log.warning("webhook not delivered; retrying", extra={"event_id": str(row["event_id"]), "error": error})
+    return RoundResult(len(delivered), len(failed))
+
+
+async def _send(session: aiohttp.ClientSession, row: asyncpg.Record) -> str | None:
+    """None when the receiver answered 2xx; else why not."""
+    if row["url"] is None:
+        return f"merchant {row['merchant_id']} has no webhook URL (pm merchants webhook set)"
+    payload = row["payload"]
+    body = orjson.dumps(
+        {"event_id": str(row["event_id"]), **(orjson.loads(payload) if isinstance(payload, str) else payload)}
+    )
+    headers = {
+        "Content-Type": "application/json",
+        SIGNATURE_HEADER: psp_signing.sign(row["secret"], body, int(time.time())),
+        EVENT_ID_HEADER: str(row["event_id"]),
+    }
+    try:
+        async with session.post(row["url"], data=body, headers=headers) as response:
+            if 200 <= response.status < 300:
+                return None
+            return f"answered {response.status}"
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return repr(exc)
+
+
+async def run_outbox(pool: asyncpg.Pool, stop: asyncio.Event | None = None) -> None:
+    """Deliver until `stop` is set (or cancelled); wait a little only when there was nothing to send."""
+    stop = stop or asyncio.Event()
+    timeout = aiohttp.ClientTimeout(total=DELIVERY_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while not stop.is_set():
+            try:
+                result = await deliver_once(pool, session)
+            except (asyncpg.PostgresError, OSError) as exc:
+                log.error("outbox round failed; retrying", extra={"error": repr(exc)})
+                result = RoundResult(0, 0)
+            if result.delivered + result.failed == 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), IDLE_WAIT_S)
+                except TimeoutError:
+                    pass
+
+
+async def set_webhook(conn: asyncpg.Connection | asyncpg.Pool, merchant_id: int, url: str, secret: str) -> None:
+    await conn.execute(
+        "INSERT INTO pm.merchant_webhook (merchant_id, url, secret) VALUES ($1, $2, $3)"
+        " ON CONFLICT (merchant_id) DO UPDATE SET url = $2, secret = $3, updated_at = now()",
+        merchant_id,
+        url,
+        secret,
+    )
+
+
+async def list_rows(
+    conn: asyncpg.Connection | asyncpg.Pool, undelivered_only: bool, limit: int
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT id, event_id, intent_id, version, merchant_id, attempts, next_attempt_at, delivered_at,"
+        " gave_up_at, last_error FROM pm.outbox WHERE NOT $1 OR delivered_at IS NULL ORDER BY id DESC LIMIT $2",
+        undelivered_only,
+        min(max(limit, 1), 1_000),
+    )
+    return [dict(row) for row in rows]
+
+
+async def retry(conn: asyncpg.Connection | asyncpg.Pool, row_id: int) -> bool:
+    """Send an undelivered row again now (also one given up); False when there is no such row."""
+    status = await conn.execute(
+        "UPDATE pm.outbox SET next_attempt_at = now(), gave_up_at = NULL, created_at = now()"
+        " WHERE id = $1 AND delivered_at IS NULL",
+        row_id,
+    )
+    return status.endswith(" 1")

@@ -1,0 +1,163 @@
+"""The outbox on real PostgreSQL and a real HTTP receiver: a mini-app intent's final transition writes
+its webhook in the same statement (and only the final one); the worker signs and delivers it, retries
+a failed delivery with backoff under the same event id, leases rows so two workers never send one
+twice, gives up after the retry window, and `retry` brings a row back."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import time
+import uuid
+
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+from aiohttp import web
+
+from pm import intents as store
+from pm import outbox, psp_signing
+from pm.domain import OperationType, State, Transition
+from pm.migrate import migrate
+
+SECRET = "merchant-webhook-secret-0123456789"
+_merchants = itertools.count(900_001)
+
+
+class Receiver:
+    """A mini-app backend: answers with the queued statuses (then 200), records what it got."""
+
+    def __init__(self) -> None:
+        self.answers: list[int] = []
+        self.got: list[tuple[dict[str, str], bytes]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.got.append((dict(request.headers), await request.read()))
+        return web.Response(status=self.answers.pop(0) if self.answers else 200)
+
+
+@pytest.fixture
+async def pool(fresh_database):
+    url = await fresh_database()
+    await migrate(url)
+    created = await asyncpg.create_pool(url, min_size=1, max_size=4)
+    yield created
+    await created.close()
+
+
+@pytest.fixture
+async def receiver():
+    got = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", got.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    got.url = f"http://127.0.0.1:{port}/hook"  # type: ignore[attr-defined]
+    yield got
+    await runner.cleanup()
+
+
+async def settled_charge(pool, merchant_id: int) -> uuid.UUID:
+    (outcome,) = await store.create_intents(
+        pool,
+        [
+            store.NewIntent(
+                api_key_id="outbox-test", idempotency_key=uuid.uuid4().hex, request_hash=b"h",
+                operation_type=OperationType.MINIAPP_CHARGE, amount_minor=4_200, currency="THB", sender_id=77,
+                recipient_id=None, operator_id=None, merchant_id=merchant_id,
+            )
+        ],
+    )  # fmt: skip
+    assert outcome.created is not None
+    states = [State.CREATED, State.VALIDATED, State.PRICED, State.CLEARED, State.AUTHORIZED, State.SETTLED]
+    for expected, new in itertools.pairwise(states):
+        channel = "MINIAPP" if new == State.VALIDATED else None
+        transition = Transition(outcome.created.id, expected, new, channel=channel)
+        (result,) = await store.apply_transitions(pool, [transition])
+        assert result.applied
+    return outcome.created.id
+
+
+async def test_the_final_transition_writes_one_webhook_and_it_is_delivered_signed(pool, receiver) -> None:
+    merchant = next(_merchants)
+    intent_id = await settled_charge(pool, merchant)
+    rows = await pool.fetch("SELECT version, payload FROM pm.outbox WHERE intent_id = $1", intent_id)
+    assert [row["version"] for row in rows] == [6]  # SETTLED only, not the steps before it
+    await outbox.set_webhook(pool, merchant, receiver.url, SECRET)
+    async with aiohttp.ClientSession() as session:
+        assert await outbox.deliver_once(pool, session) == outbox.RoundResult(1, 0)
+        assert await outbox.deliver_once(pool, session) == outbox.RoundResult(0, 0)  # delivered: never again
+    ((headers, body),) = receiver.got
+    assert psp_signing.verify([SECRET], headers[outbox.SIGNATURE_HEADER], body, time.time())
+    event = orjson.loads(body)
+    assert event["event_id"] == headers[outbox.EVENT_ID_HEADER]
+    assert (event["type"], event["intent_id"], event["version"], event["state"]) == (
+        "intent.settled",
+        str(intent_id),
+        6,
+        "SETTLED",
+    )
+    assert (event["merchant_id"], event["user_id"], event["amount_minor"]) == (merchant, 77, 4_200)
+
+
+async def test_a_failed_delivery_is_retried_with_backoff_under_the_same_event_id(pool, receiver) -> None:
+    merchant = next(_merchants)
+    intent_id = await settled_charge(pool, merchant)
+    await outbox.set_webhook(pool, merchant, receiver.url, SECRET)
+    receiver.answers = [500]
+    async with aiohttp.ClientSession() as session:
+        assert await outbox.deliver_once(pool, session) == outbox.RoundResult(0, 1)
+        row = await pool.fetchrow(
+            "SELECT attempts, last_error, next_attempt_at - now() AS wait FROM pm.outbox WHERE intent_id = $1",
+            intent_id,
+        )
+        assert (row["attempts"], row["last_error"]) == (1, "answered 500")
+        assert 0 < row["wait"].total_seconds() <= outbox.backoff_s(1)
+        assert await outbox.deliver_once(pool, session) == outbox.RoundResult(0, 0)  # not due yet
+        await pool.execute("UPDATE pm.outbox SET next_attempt_at = now() WHERE intent_id = $1", intent_id)
+        assert await outbox.deliver_once(pool, session) == outbox.RoundResult(1, 0)
+    first, second = (headers[outbox.EVENT_ID_HEADER] for headers, _ in receiver.got)
+    assert first == second  # the receiver dedupes by it
+    assert [outbox.backoff_s(n) for n in (1, 2, 3, 20)] == [1.0, 2.0, 4.0, outbox.BACKOFF_MAX_S]
+
+
+async def test_no_url_waits_and_the_window_ends_in_giving_up_until_retried(pool, receiver) -> None:
+    merchant = next(_merchants)
+    intent_id = await settled_charge(pool, merchant)
+    async with aiohttp.ClientSession() as session:
+        assert await outbox.deliver_once(pool, session) == outbox.RoundResult(0, 1)
+        row = await pool.fetchrow("SELECT id, last_error, gave_up_at FROM pm.outbox WHERE intent_id = $1", intent_id)
+        assert "no webhook URL" in row["last_error"] and row["gave_up_at"] is None
+        # A day later, still undeliverable: given up.
+        await pool.execute(
+            "UPDATE pm.outbox SET next_attempt_at = now(), created_at = now() - interval '25 hours' WHERE id = $1",
+            row["id"],
+        )
+        assert await outbox.deliver_once(pool, session) == outbox.RoundResult(0, 1)
+        assert await pool.fetchval("SELECT gave_up_at IS NOT NULL FROM pm.outbox WHERE id = $1", row["id"])
+        assert await outbox.deliver_once(pool, session) == outbox.RoundResult(0, 0)
+        # The merchant registers; the operator retries it.
+        await outbox.set_webhook(pool, merchant, receiver.url, SECRET)
+        assert await outbox.retry(pool, row["id"])
+        assert await outbox.deliver_once(pool, session) == outbox.RoundResult(1, 0)
+        assert not await outbox.retry(pool, row["id"])  # delivered: nothing to retry
+    listed = await outbox.list_rows(pool, undelivered_only=False, limit=10)
+    assert any(r["id"] == row["id"] and r["delivered_at"] is not None for r in listed)
+
+
+async def test_two_workers_never_send_the_same_row(pool, receiver) -> None:
+    merchant = next(_merchants)
+    await outbox.set_webhook(pool, merchant, receiver.url, SECRET)
+    for _ in range(20):
+        await settled_charge(pool, merchant)
+    async with aiohttp.ClientSession() as one, aiohttp.ClientSession() as two:
+        results = await asyncio.gather(outbox.deliver_once(pool, one), outbox.deliver_once(pool, two))
+    assert sum(r.delivered for r in results) == 20
+    event_ids = [headers[outbox.EVENT_ID_HEADER] for headers, _ in receiver.got]
+    assert len(event_ids) == len(set(event_ids)) == 20
