@@ -1,0 +1,161 @@
+"""Crash safety of the async channels: SIGKILL two of three settlement processes and the outbox worker in
+the middle of 500 mixed intents (IPPS withdrawals, QP top-ups and mini-app charges through the PSP
+simulator), start new ones, and everything converges: every intent terminal exactly once in the state
+its PSP behaviour decides, balances exact, transit back to 0, no entry pending, and every mini-app
+intent's webhook delivered (at least once, same event id on a repeat)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import socket
+import uuid
+
+import orjson
+from aiohttp import web
+from fleet_support import APP_SCOPES, free_port, running_fleet
+
+from ledger import accounts, open_ledger
+from pm import keys, outbox
+from pm.client import PMClient
+
+INTENTS = 500
+SECRET = "merchant-webhook-secret-crash-test"
+# (operation, amount_minor): the last two digits pick the simulator's behaviour; each ends as written.
+KINDS = [
+    ("IPPS_WITHDRAWAL", 1_000, "SETTLED"),  # 00: callback
+    ("IPPS_WITHDRAWAL", 1_013, "FAILED"),  # 13: declined
+    ("IPPS_WITHDRAWAL", 1_021, "SETTLED"),  # 21: no callback, polled
+    ("IPPS_WITHDRAWAL", 1_022, "SETTLED"),  # 22: callback twice
+    ("IPPS_WITHDRAWAL", 1_025, "SETTLED"),  # 25: wrongly signed, polled
+    ("QP_TOPUP", 2_000, "SETTLED"),
+    ("QP_TOPUP", 2_022, "SETTLED"),
+    ("QP_TOPUP", 2_025, "SETTLED"),
+    ("MINIAPP_CHARGE", 3_000, "SETTLED"),
+]
+
+
+async def test_sigkill_settlement_and_outbox_mid_run_converges(fresh_database, redis_url) -> None:
+    sim_port = free_port()
+    environment = {
+        "PM_PSP_SIM_PORT": str(sim_port),
+        "PM_PSP_SIM_DELAY_MS": "200",
+        "PM_PSP_IPPS_URL": f"http://127.0.0.1:{sim_port}/ipps",
+        "PM_PSP_QP_URL": f"http://127.0.0.1:{sim_port}/qp",
+        "PM_PUBLIC_URL": "http://127.0.0.1:{http_port}",
+        "PM_PSP_HOLD_TIMEOUT_S": "600",
+        "PM_PSP_OUTCOME_DEADLINE_S": "300",
+    }
+    received: list[dict] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(orjson.loads(await request.read()))
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        hook_port = probe.getsockname()[1]
+    await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+    try:
+        async with running_fleet(
+            fresh_database,
+            redis_url,
+            counts={"settlement": 3, "psp-sim": 1, "qp-connector": 1, "outbox": 1},
+            extra_environment=environment,
+            stuck_after_s=1,
+            claim_idle_ms=1_000,
+        ) as pm:
+            ids = itertools.count(random.randrange(10**9, 2 * 10**9, 1_000))
+            users = [next(ids) for _ in range(20)]
+            merchant_id = next(ids)
+            await outbox.set_webhook(pm.pool, merchant_id, f"http://127.0.0.1:{hook_port}/hook", SECRET)
+            merchant_key, merchant_secret = await keys.create_key(pm.pool, "crash-miniapp", APP_SCOPES, merchant_id)
+            await pm.wait_finished([(await pm.fund(user, 1_000_000))["id"] for user in users])
+            rng = random.Random(11)
+            plan = [(rng.choice(users), *rng.choice(KINDS)) for _ in range(INTENTS)]
+            semaphore = asyncio.Semaphore(30)
+            a_third_sent = asyncio.Event()
+            sent = itertools.count(1)
+
+            async with PMClient(pm.base_url, merchant_key.key_id, merchant_secret) as miniapp:
+
+                async def send(user: int, operation: str, amount: int) -> str:
+                    client = miniapp if operation == "MINIAPP_CHARGE" else pm.app
+                    extra = {"destination_ref": "tok_crash"} if operation == "IPPS_WITHDRAWAL" else {}
+                    async with semaphore:
+                        intent = await client.create_intent(
+                            operation_type=operation, amount_minor=amount, currency="THB", user_id=user, **extra
+                        )
+                    if next(sent) == INTENTS // 3:
+                        a_third_sent.set()
+                    return intent["id"]
+
+                sending = [asyncio.create_task(send(user, op, amount)) for user, op, amount, _ in plan]
+                await a_third_sent.wait()
+                victims = [*pm.fleet.alive("settlement")[:2], *pm.fleet.alive("outbox")]
+                for victim in victims:
+                    await asyncio.to_thread(pm.fleet.kill, victim)
+                pm.fleet.start("settlement", 2)
+                pm.fleet.start("outbox", 1)
+                intent_ids = await asyncio.gather(*sending)
+
+            finished = await pm.wait_finished(intent_ids, timeout_s=240)
+            states = [finished[i]["state"] for i in intent_ids]
+            assert states == [expected for _, _, _, expected in plan]
+            terminal_events = await pm.pool.fetch(
+                "SELECT intent_id, count(*) AS n FROM pm.intent_event WHERE intent_id = ANY($1::uuid[])"
+                " AND state = ANY(ARRAY['SETTLED','REJECTED','FAILED']) GROUP BY intent_id",
+                [uuid.UUID(i) for i in intent_ids],
+            )
+            assert len(terminal_events) == INTENTS and {row["n"] for row in terminal_events} == {1}
+
+            expected = dict.fromkeys(users, 1_000_000)
+            merchant_minor = psp_ipps = psp_qp = 0
+            for user, operation, amount, state in plan:
+                if state != "SETTLED":
+                    continue
+                if operation == "IPPS_WITHDRAWAL":
+                    expected[user] -= amount
+                    psp_ipps += amount
+                elif operation == "QP_TOPUP":
+                    expected[user] += amount
+                    psp_qp += amount
+                else:
+                    expected[user] -= amount
+                    merchant_minor += amount
+            for user in users:
+                assert await pm.balance(user) == (expected[user], 0), user
+            async with open_ledger(pm.database_url) as ledger:
+                ipps, qp, merchant = await ledger.lookup_accounts(
+                    [
+                        accounts.psp("IPPS_TRANSFER", "THB").id,
+                        accounts.psp("QP_TRANSFER", "THB").id,
+                        accounts.merchant(merchant_id, "THB").id,
+                    ]
+                )
+            assert ipps.credits_posted - ipps.debits_posted == psp_ipps
+            assert qp.debits_posted - qp.credits_posted == psp_qp
+            assert merchant.credits_posted - merchant.debits_posted == merchant_minor
+            report = await pm.check()
+            assert report.ok, report.problems
+            assert await pm.pending_entries() == 0
+
+            # Every mini-app intent's final state reached its merchant, at least once.
+            miniapp_ids = {i for i, (_, op, _, _) in zip(intent_ids, plan, strict=True) if op == "MINIAPP_CHARGE"}
+            deadline = asyncio.get_running_loop().time() + 60
+            while {event["intent_id"] for event in received} < miniapp_ids:
+                assert asyncio.get_running_loop().time() < deadline, "webhooks missing after the outbox restart"
+                await asyncio.sleep(0.5)
+            by_event: dict[str, set[str]] = {}
+            for event in received:
+                by_event.setdefault(event["event_id"], set()).add(event["intent_id"])
+            assert all(len(intents) == 1 for intents in by_event.values())  # a repeat keeps its event id
+            undelivered = await pm.pool.fetchval("SELECT count(*) FROM pm.outbox WHERE delivered_at IS NULL")
+            assert undelivered == 0
+    finally:
+        await runner.cleanup()
