@@ -17,6 +17,7 @@ from pathlib import Path
 from fleet_support import free_port, running_fleet
 
 from ledger import accounts, open_ledger
+from pm.constants import RULES_POLL_INTERVAL_S
 
 PM = str(Path(sys.executable).parent / "pm")
 HOLD_TIMEOUT_S = 8
@@ -36,6 +37,12 @@ CASES = {
 }
 
 
+async def fees_posted(pm) -> int:
+    async with open_ledger(pm.database_url) as ledger:
+        found = await ledger.lookup_accounts([accounts.fees("THB").id])
+    return found[0].credits_posted - found[0].debits_posted if found else 0
+
+
 async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database, redis_url) -> None:
     sim_port = free_port()
     environment = {
@@ -53,6 +60,17 @@ async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database
         sender = random.randrange(10**9, 2 * 10**9)  # a user no other test touches
         funded = 1_000_000
         await pm.wait_finished([(await pm.fund(sender, funded))["id"]])
+        # A PRE fee on payouts (held with the amount, kept only when the payout settles) and a POST fee
+        # (taken from what leaves to the PSP: a whole baht, so the amount's last two digits, which pick
+        # the simulator's behaviour, stay as written).
+        for kind, amount in (("PRE", "25"), ("POST", "100")):
+            rule = {
+                "name": f"payout {kind}", "operation_type": "IPPS_WITHDRAWAL", "channel": "IPPS_TRANSFER",
+                "condition": "true", "amount": amount, "kind": kind, "priority": 10,
+            }  # fmt: skip
+            await pm.admin.request("POST", "/admin/fee-rules", body=rule)
+        await asyncio.sleep(2 * RULES_POLL_INTERVAL_S)  # every fees process has re-read the rules
+        fees_before = await fees_posted(pm)
         created = {}
         for amount_minor in CASES:
             intent = await pm.app.create_intent(
@@ -95,8 +113,12 @@ async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database
         )
         assert sorted(row["n"] for row in terminal_events) == [1] * len(CASES)
 
-        settled_minor = sum(amount for amount, (state, _) in CASES.items() if state == "SETTLED")
-        assert await pm.balance(sender) == (funded - settled_minor, 0)
+        settled = [amount for amount, (state, _) in CASES.items() if state == "SETTLED"]
+        settled_minor = sum(settled)
+        # The sender pays amount + PRE fee for each settled payout; the declined and expired paid nothing.
+        assert await pm.balance(sender) == (funded - settled_minor - 25 * len(settled), 0)
+        assert await fees_posted(pm) - fees_before == (25 + 100) * len(settled)
+        settled_minor -= 100 * len(settled)  # what left to the PSP: amount - POST fee
         async with open_ledger(pm.database_url) as ledger:
             (psp,) = await ledger.lookup_accounts([accounts.psp("IPPS_TRANSFER", "THB").id])
             (transit,) = await ledger.lookup_accounts([accounts.transit("THB").id])
