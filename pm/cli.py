@@ -37,7 +37,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pydantic
@@ -323,68 +323,44 @@ async def _run(settings: Settings, arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _send_p2p(settings: Settings, arguments: argparse.Namespace) -> int:
+async def _send(
+    settings: Settings, arguments: argparse.Namespace, role: str, operation_type: str, **fields: Any
+) -> int:
+    """Post one signed intent (amount in major units from the arguments) and follow its states."""
     from pm.send import SendError, send_and_follow, to_minor_units
 
     try:
-        request = {
-            "operation_type": "P2P_TRANSFER",
-            "amount_minor": to_minor_units(arguments.amount, arguments.currency),
-            "currency": arguments.currency,
-            "user_id": arguments.sender,
-            "recipient_id": arguments.recipient,
-            "tags": [tag for tag in arguments.tags.split(",") if tag],
-        }
-        return await send_and_follow(settings, "app", request)
+        amount_minor = to_minor_units(arguments.amount, arguments.currency)
+        request = {"operation_type": operation_type, "amount_minor": amount_minor, "currency": arguments.currency}
+        return await send_and_follow(settings, role, {**request, **fields})
     except SendError as exc:
         raise CommandError(str(exc)) from exc
+
+
+async def _send_p2p(settings: Settings, arguments: argparse.Namespace) -> int:
+    tags = [tag for tag in arguments.tags.split(",") if tag]
+    return await _send(
+        settings, arguments, "app", "P2P_TRANSFER", user_id=arguments.sender, recipient_id=arguments.recipient,
+        tags=tags,
+    )  # fmt: skip
 
 
 async def _send_withdraw(settings: Settings, arguments: argparse.Namespace) -> int:
-    from pm.send import SendError, send_and_follow, to_minor_units
-
-    try:
-        request = {
-            "operation_type": "IPPS_WITHDRAWAL",
-            "amount_minor": to_minor_units(arguments.amount, arguments.currency),
-            "currency": arguments.currency,
-            "user_id": arguments.sender,
-            "destination_ref": arguments.destination,
-        }
-        return await send_and_follow(settings, "app", request)
-    except SendError as exc:
-        raise CommandError(str(exc)) from exc
+    return await _send(
+        settings, arguments, "app", "IPPS_WITHDRAWAL", user_id=arguments.sender,
+        destination_ref=arguments.destination,
+    )  # fmt: skip
 
 
 async def _send_topup(settings: Settings, arguments: argparse.Namespace) -> int:
-    from pm.send import SendError, send_and_follow, to_minor_units
-
-    try:
-        request = {
-            "operation_type": "QP_TOPUP",
-            "amount_minor": to_minor_units(arguments.amount, arguments.currency),
-            "currency": arguments.currency,
-            "user_id": arguments.recipient,
-        }
-        return await send_and_follow(settings, "app", request)
-    except SendError as exc:
-        raise CommandError(str(exc)) from exc
+    return await _send(settings, arguments, "app", "QP_TOPUP", user_id=arguments.recipient)
 
 
 async def _send_adjust(settings: Settings, arguments: argparse.Namespace) -> int:
-    from pm.send import SendError, send_and_follow, to_minor_units
-
-    try:
-        request = {
-            "operation_type": "ADMIN_ADJUSTMENT",
-            "amount_minor": to_minor_units(arguments.amount, arguments.currency),
-            "currency": arguments.currency,
-            "user_id": arguments.operator,
-            "recipient_id": arguments.recipient,
-        }
-        return await send_and_follow(settings, "admin", request)
-    except SendError as exc:
-        raise CommandError(str(exc)) from exc
+    return await _send(
+        settings, arguments, "admin", "ADMIN_ADJUSTMENT", user_id=arguments.operator,
+        recipient_id=arguments.recipient,
+    )  # fmt: skip
 
 
 async def _balance(settings: Settings, arguments: argparse.Namespace) -> int:
