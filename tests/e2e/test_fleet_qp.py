@@ -6,13 +6,19 @@ pending, and a payment that comes after PM gave up is flagged for an operator, n
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import subprocess
+import sys
 import time
+from pathlib import Path
 
-from fleet_support import free_port, running_fleet
+from fleet_support import APP_SCOPES, free_port, running_fleet
 
 from ledger import accounts, open_ledger
+from pm import keys
 
+PM = str(Path(sys.executable).parent / "pm")
 REQUEST_VALID_S = 8  # PM_PSP_HOLD_TIMEOUT_S: how long the QR payment request is valid at QP
 OUTCOME_DEADLINE_S = 4
 
@@ -90,3 +96,19 @@ async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database
         report = await pm.check()
         assert report.ok, report
         assert await pm.pending_entries() == 0
+
+        # The commands the README shows: a top-up and a withdrawal, followed to SETTLED (exit 0).
+        key, secret = await keys.create_key(pm.pool, "e2e-cli", APP_SCOPES)
+        environment = {
+            **os.environ, "PM_GATEWAY_URL": pm.base_url, "PM_API_KEY_ID": key.key_id, "PM_API_KEY_SECRET": secret,
+        }  # fmt: skip
+        for command in (
+            ["topup", "--to", str(user), "--amount", "20.00"],
+            ["withdraw", "--from", str(user), "--amount", "5.00"],
+        ):
+            done = await asyncio.to_thread(
+                subprocess.run, [PM, "send", *command], env=environment, capture_output=True, text=True, timeout=60
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert done.stdout.rstrip().endswith("SETTLED"), done.stdout
+        assert await pm.balance(user) == (paid_minor + 2_000 - 500, 0)
