@@ -110,6 +110,19 @@ class Channel:
         transfer.timeout = self.hold_timeout_s
         return transfer
 
+    def pay_out(
+        self, intent: Intent, funding: tb.Transfer, payee: NamedAccount, payee_leg: str = "recipient"
+    ) -> list[tb.Transfer]:
+        """The settlement chain of DESIGN.md §4, linked: `funding` brings a + f into transit (the posted
+        hold, or a PSP's money), then transit -> payee a - g and transit -> fees f + g (when above 0)."""
+        assert intent.fee_post_minor <= intent.amount_minor, "the fees stage refuses a POST fee above the amount"
+        transit = accounts.transit(intent.currency)
+        chain = [funding, self.leg(intent, payee_leg, transit, payee, intent.amount_minor - intent.fee_post_minor)]
+        fee_minor = intent.fee_pre_minor + intent.fee_post_minor
+        if fee_minor > 0:
+            chain.append(self.leg(intent, "fees", transit, accounts.fees(intent.currency), fee_minor))
+        return linked(chain)
+
     @staticmethod
     def post_hold(intent: Intent, amount_minor: int) -> tb.Transfer:
         return tb.Transfer(

@@ -17,7 +17,7 @@ import time
 
 import tigerbeetle as tb
 
-from channels.base import Channel, linked
+from channels.base import Channel
 from ledger import accounts
 from ledger.accounts import NamedAccount
 from pm.domain import ErrorCode, Intent, OperationType
@@ -62,22 +62,8 @@ class IppsTransfer(Channel):
         return [self.hold(intent, sender, intent.amount_minor + intent.fee_pre_minor)]
 
     def settle(self, intent: Intent) -> list[tb.Transfer]:
-        assert intent.fee_post_minor <= intent.amount_minor, "the fees stage refuses a POST fee above the amount"
-        transit = accounts.transit(intent.currency)
-        chain = [
-            self.post_hold(intent, intent.amount_minor + intent.fee_pre_minor),
-            self.leg(
-                intent,
-                "payout",
-                transit,
-                accounts.psp(self.name, intent.currency),
-                intent.amount_minor - intent.fee_post_minor,
-            ),
-        ]
-        fee_minor = intent.fee_pre_minor + intent.fee_post_minor
-        if fee_minor > 0:
-            chain.append(self.leg(intent, "fees", transit, accounts.fees(intent.currency), fee_minor))
-        return linked(chain)
+        hold = self.post_hold(intent, intent.amount_minor + intent.fee_pre_minor)
+        return self.pay_out(intent, hold, accounts.psp(self.name, intent.currency), payee_leg="payout")
 
     # -- the PSP ---------------------------------------------------------------------------------
 

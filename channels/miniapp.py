@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import tigerbeetle as tb
 
-from channels.base import Channel, linked
+from channels.base import Channel
 from ledger import accounts
 from ledger.accounts import NamedAccount
 from pm.domain import ErrorCode, Intent, OperationType
@@ -54,17 +54,8 @@ class MiniApp(Channel):
         return [self.hold(intent, payer, intent.amount_minor + intent.fee_pre_minor)]
 
     def settle(self, intent: Intent) -> list[tb.Transfer]:
-        assert intent.fee_post_minor <= intent.amount_minor, "the fees stage refuses a POST fee above the amount"
         payee = self._merchant(intent) if intent.operation_type == CHARGE else self._user(intent)
-        transit = accounts.transit(intent.currency)
-        chain = [
-            self.post_hold(intent, intent.amount_minor + intent.fee_pre_minor),
-            self.leg(intent, "recipient", transit, payee, intent.amount_minor - intent.fee_post_minor),
-        ]
-        fee_minor = intent.fee_pre_minor + intent.fee_post_minor
-        if fee_minor > 0:
-            chain.append(self.leg(intent, "fees", transit, accounts.fees(intent.currency), fee_minor))
-        return linked(chain)
+        return self.pay_out(intent, self.post_hold(intent, intent.amount_minor + intent.fee_pre_minor), payee)
 
     @staticmethod
     def _user(intent: Intent) -> NamedAccount:

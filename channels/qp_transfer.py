@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import tigerbeetle as tb
 
-from channels.base import Channel, linked
+from channels.base import Channel
 from ledger import accounts
 from ledger.accounts import NamedAccount
 from pm.domain import ErrorCode, Intent, OperationType
@@ -60,22 +60,9 @@ class QpTransfer(Channel):
 
     def settle(self, intent: Intent) -> list[tb.Transfer]:
         assert intent.recipient_id is not None
-        assert intent.fee_post_minor <= intent.amount_minor, "the fees stage refuses a POST fee above the amount"
         transit = accounts.transit(intent.currency)
-        chain = [
-            self.leg(intent, "paid", accounts.psp(self.name, intent.currency), transit, self.charged_minor(intent)),
-            self.leg(
-                intent,
-                "recipient",
-                transit,
-                accounts.user(intent.recipient_id, intent.currency),
-                intent.amount_minor - intent.fee_post_minor,
-            ),
-        ]
-        fee_minor = intent.fee_pre_minor + intent.fee_post_minor
-        if fee_minor > 0:
-            chain.append(self.leg(intent, "fees", transit, accounts.fees(intent.currency), fee_minor))
-        return linked(chain)
+        paid = self.leg(intent, "paid", accounts.psp(self.name, intent.currency), transit, self.charged_minor(intent))
+        return self.pay_out(intent, paid, accounts.user(intent.recipient_id, intent.currency))
 
     @staticmethod
     def charged_minor(intent: Intent) -> int:
