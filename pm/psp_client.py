@@ -58,51 +58,43 @@ class PspClient:
             await self._session.close()
             self._session = None
 
-    # -- IPPS payouts --------------------------------------------------------------------------
+    # -- IPPS payouts, QP payment requests (top-ups) ---------------------------------------------
 
     async def payout_status(self, reference: str) -> str | None:
-        status, body = await self._call("GET", f"{self._urls['IPPS_TRANSFER']}/v1/payouts/{reference}")
-        if status == 404:
-            return None
-        return _status_of(status, body)
+        return await self._status("IPPS_TRANSFER", "payouts", reference)
 
     async def submit_payout(
         self, reference: str, *, amount_minor: int, currency: str, destination_ref: str, hold_expires_at_s: int
     ) -> str:
-        payload = {
-            "reference": reference,
-            "amount_minor": amount_minor,
-            "currency": currency,
-            "destination_ref": destination_ref,
-            "callback_url": self.callback_url("IPPS_TRANSFER"),
-            "hold_expires_at": hold_expires_at_s,
-        }
-        status, body = await self._call("POST", f"{self._urls['IPPS_TRANSFER']}/v1/payouts", payload)
-        if status == 409:
-            # Our reference names another payout at the PSP: never pay against it; an operator looks.
-            raise PspUnavailable(f"PSP refused reference {reference}: reference_reused")
-        return _status_of(status, body)
-
-    # -- QP payment requests (top-ups) ----------------------------------------------------------
+        return await self._submit(
+            "IPPS_TRANSFER", "payouts", reference, amount_minor=amount_minor, currency=currency,
+            destination_ref=destination_ref, hold_expires_at=hold_expires_at_s,
+        )  # fmt: skip
 
     async def payment_request_status(self, reference: str) -> str | None:
-        status, body = await self._call("GET", f"{self._urls['QP_TRANSFER']}/v1/payment-requests/{reference}")
-        if status == 404:
-            return None
-        return _status_of(status, body)
+        return await self._status("QP_TRANSFER", "payment-requests", reference)
 
     async def submit_payment_request(
         self, reference: str, *, amount_minor: int, currency: str, expires_in_s: int
     ) -> str:
-        payload = {
-            "reference": reference,
-            "amount_minor": amount_minor,
-            "currency": currency,
-            "callback_url": self.callback_url("QP_TRANSFER"),
-            "expires_in_s": expires_in_s,
-        }
-        status, body = await self._call("POST", f"{self._urls['QP_TRANSFER']}/v1/payment-requests", payload)
+        return await self._submit(
+            "QP_TRANSFER", "payment-requests", reference, amount_minor=amount_minor, currency=currency,
+            expires_in_s=expires_in_s,
+        )  # fmt: skip
+
+    async def _status(self, channel: str, collection: str, reference: str) -> str | None:
+        """The PSP's status of our payment; None when the PSP does not know the reference."""
+        status, body = await self._call("GET", f"{self._urls[channel]}/v1/{collection}/{reference}")
+        if status == 404:
+            return None
+        return _status_of(status, body)
+
+    async def _submit(self, channel: str, collection: str, reference: str, **fields: Any) -> str:
+        """Create the payment at the PSP (idempotent by `reference`); its status."""
+        payload = {"reference": reference, "callback_url": self.callback_url(channel), **fields}
+        status, body = await self._call("POST", f"{self._urls[channel]}/v1/{collection}", payload)
         if status == 409:
+            # Our reference names another payment at the PSP: never pay against it; an operator looks.
             raise PspUnavailable(f"PSP refused reference {reference}: reference_reused")
         return _status_of(status, body)
 
