@@ -1,0 +1,71 @@
+"""PM's PSP client against the simulator over real HTTP: unknown references are None, a submit is
+idempotent by reference, a reference reused for another payment and a PSP that answers 5xx or refuses
+our key are `PspUnavailable` (never a status PM would act on)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from pm.psp_client import PspClient, PspUnavailable
+from pm.psp_sim import create_sim_app
+from pm.settings import Settings
+
+
+@pytest.fixture
+async def base_url():
+    async with TestServer(create_sim_app(Settings(psp_sim_delay_ms=0)), host="127.0.0.1") as server:
+        yield str(server.make_url("")).rstrip("/")
+
+
+def client(base_url: str, **settings) -> PspClient:
+    return PspClient(Settings(psp_ipps_url=f"{base_url}/ipps", psp_qp_url=f"{base_url}/qp", **settings))
+
+
+async def test_submit_is_idempotent_and_status_reads_it(base_url) -> None:
+    psp = client(base_url)
+    try:
+        reference = str(uuid.uuid4())
+        assert await psp.payout_status(reference) is None
+        payout = {"amount_minor": 5_000, "currency": "THB", "destination_ref": "tok", "hold_expires_at_s": 2**31}
+        assert await psp.submit_payout(reference, **payout) == "PROCESSING"
+        assert await psp.submit_payout(reference, **payout) in ("PROCESSING", "SUCCEEDED")  # the same payout
+        assert await psp.payout_status(reference) in ("PROCESSING", "SUCCEEDED")
+        with pytest.raises(PspUnavailable, match="reference_reused"):
+            await psp.submit_payout(reference, **{**payout, "amount_minor": 5_001})
+        top_up = str(uuid.uuid4())
+        assert await psp.payment_request_status(top_up) is None
+        assert (
+            await psp.submit_payment_request(top_up, amount_minor=7_000, currency="THB", expires_in_s=60) == "PENDING"
+        )
+    finally:
+        await psp.close()
+
+
+async def test_a_psp_that_fails_or_refuses_our_key_is_unavailable(base_url) -> None:
+    wrong_key = client(base_url, psp_api_key="not-the-sandbox-key")
+    try:
+        with pytest.raises(PspUnavailable):
+            await wrong_key.payout_status(str(uuid.uuid4()))
+    finally:
+        await wrong_key.close()
+    psp = client(base_url)
+    try:
+        reference = str(uuid.uuid4())
+        # Behaviour 26: the first two status queries answer 503.
+        payout = {"amount_minor": 5_026, "currency": "THB", "destination_ref": "tok", "hold_expires_at_s": 2**31}
+        await psp.submit_payout(reference, **payout)
+        for _ in range(2):
+            with pytest.raises(PspUnavailable, match="503"):
+                await psp.payout_status(reference)
+        assert await psp.payout_status(reference) in ("PROCESSING", "SUCCEEDED")
+    finally:
+        await psp.close()
+    nowhere = PspClient(Settings(psp_ipps_url="http://127.0.0.1:1/ipps"))
+    try:
+        with pytest.raises(PspUnavailable):
+            await nowhere.payout_status(str(uuid.uuid4()))
+    finally:
+        await nowhere.close()
