@@ -10,6 +10,7 @@ import importlib
 import pkgutil
 
 from channels.base import Channel
+from pm.domain import Intent
 
 
 def _discover() -> dict[str, Channel]:
@@ -33,4 +34,11 @@ def channel_named(name: str | None) -> Channel | None:
     return REGISTRY.get(name) if name else None
 
 
-__all__ = ["REGISTRY", "Channel", "channel_named"]
+def channel_of(intent: Intent) -> Channel:
+    """The channel validation routed the intent to (every intent past validation has a known one)."""
+    channel = channel_named(intent.channel)
+    assert channel is not None, f"intent {intent.id} has unknown channel {intent.channel}"
+    return channel
+
+
+__all__ = ["REGISTRY", "Channel", "channel_named", "channel_of"]

@@ -40,8 +40,7 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
     chains = []
     jobs: dict[str, list[Intent]] = {}  # connector stream -> intents with nothing to hold (top-ups)
     for intent in intents:
-        channel = channels.channel_named(intent.channel)
-        assert channel is not None, f"validation routed {intent.id} to unknown channel {intent.channel}"
+        channel = channels.channel_of(intent)
         if channel.holds:
             chains.append((intent, channel.authorize(intent)))
         else:
@@ -80,9 +79,8 @@ async def submit_to_psps(context: StageContext, authorized_by_channel: dict[str,
     does not answer fails nothing here: the intent is AUTHORIZED either way, and settlement (now, and
     whenever the poller re-drives it) asks the PSP and submits again by the same reference."""
     sends: list[tuple[Intent, Awaitable[str]]] = []
-    for channel_name, authorized in authorized_by_channel.items():
-        channel = channels.channel_named(channel_name)
-        assert channel is not None
+    for authorized in authorized_by_channel.values():
+        channel = channels.channel_of(authorized[0])
         if channel.settles_instantly:
             continue
         assert context.psp is not None, "a stage context always has a PSP client"

@@ -23,8 +23,8 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
     psp = context.psp
     sends = []
     for intent in waiting:
-        channel = channels.channel_named(intent.channel)
-        assert channel is not None and channel.name == "QP_TRANSFER", intent.channel
+        channel = channels.channel_of(intent)
+        assert channel.name == "QP_TRANSFER", intent.channel
         sends.append(channel.submit_one(intent, psp))
     await asyncio.gather(*sends)  # PspUnavailable fails the batch: retried entry by entry, then claimed
     return [advance(intent, State.AUTHORIZED) for intent in waiting]

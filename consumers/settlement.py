@@ -50,16 +50,14 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
     to_void: list[tuple[Intent, ErrorCode, str]] = []
     external = []
     for intent in intents:
-        channel = channels.channel_named(intent.channel)
-        assert channel is not None, f"intent {intent.id} has unknown channel {intent.channel}"
+        channel = channels.channel_of(intent)
         if channel.settles_instantly:
             chains.append((intent, channel.settle(intent)))
         else:
             external.append(intent)
     paid_out: set[object] = set()  # intents a PSP reports paid: failing one of them needs an operator
     for intent, decision in await _psp_decisions(context, external):
-        channel = channels.channel_named(intent.channel)
-        assert channel is not None
+        channel = channels.channel_of(intent)
         if decision == SUCCEEDED:
             chains.append((intent, channel.settle(intent)))
             paid_out.add(intent.id)
@@ -111,8 +109,7 @@ async def _psp_decisions(context: StageContext, intents: list[Intent]) -> list[t
     now_s = time.time()
     decisions = []
     for intent in intents:
-        channel = channels.channel_named(intent.channel)
-        assert channel is not None
+        channel = channels.channel_of(intent)
         decision = channel.outcome(status_of[intent.id])
         if decision is None and intent.psp_status is None and channel.past_deadline(intent, now_s):
             decision = EXPIRED
@@ -122,8 +119,7 @@ async def _psp_decisions(context: StageContext, intents: list[Intent]) -> list[t
 
 
 async def _ask(intent: Intent, psp: PspClient) -> str:
-    channel = channels.channel_named(intent.channel)
-    assert channel is not None
+    channel = channels.channel_of(intent)
     status = await channel.status(intent, psp)
     if status is None:  # never reached the PSP (dispatch's try failed): send it now
         status = await channel.submit_one(intent, psp)
@@ -134,16 +130,14 @@ async def _void(context: StageContext, to_void: list[tuple[Intent, ErrorCode, st
     transitions = []
     holding = []
     for intent, code, message in to_void:
-        channel = channels.channel_named(intent.channel)
-        assert channel is not None
+        channel = channels.channel_of(intent)
         if channel.holds:
             holding.append((intent, code, message))
         else:  # a top-up held nothing: nothing to release
             transitions.append(fail(intent, code, message))
     voids = []
     for intent, _, _ in holding:
-        channel = channels.channel_named(intent.channel)
-        assert channel is not None
+        channel = channels.channel_of(intent)
         voids.append((intent, channel.void(intent)))
     for (_, code, message), voided in zip(holding, await run_chains(context, voids), strict=True):
         if not all(status in VOID_OK for status in voided.statuses):
