@@ -112,3 +112,43 @@ def test_ledger_requests_are_cut_between_chains() -> None:
     assert [t.id for r in requests for t in r] == [t.id for _, chain in chains for t in chain]
     for request in requests:  # every request ends where a chain ends
         assert not request[-1].flags & tb.TransferFlags.LINKED
+
+
+def external(operation: OperationType, channel: str, fee_pre: int, fee_post: int, **parties) -> Intent:
+    return Intent(
+        id=uuid.uuid4(), state=State.AUTHORIZED, version=5, operation_type=operation, amount_minor=10_000,
+        currency="THB", channel=channel, fee_pre_minor=fee_pre, fee_post_minor=fee_post, **parties,
+    )  # fmt: skip
+
+
+async def test_payouts_and_top_ups_with_fees_move_exact_amounts_and_transit_returns_to_zero() -> None:
+    ipps, qp = channels.REGISTRY["IPPS_TRANSFER"], channels.REGISTRY["QP_TRANSFER"]
+    payout = external(OperationType.IPPS_WITHDRAWAL, "IPPS_TRANSFER", 150, 100, sender_id=1, recipient_id=None,
+                      destination_ref="tok")  # fmt: skip
+    top_up = external(OperationType.QP_TOPUP, "QP_TRANSFER", 30, 200, sender_id=None, recipient_id=2)
+    user1, user2 = accounts.user(1, "THB"), accounts.user(2, "THB")
+    transit, fees, adjustments = accounts.transit("THB"), accounts.fees("THB"), accounts.adjustments("THB")
+    psp_ipps, psp_qp = accounts.psp("IPPS_TRANSFER", "THB"), accounts.psp("QP_TRANSFER", "THB")
+    everyone = (user1, user2, transit, fees, adjustments, psp_ipps, psp_qp)
+    async with open_ledger("memory://") as ledger:
+        await ledger.create_accounts([a.to_tigerbeetle() for a in everyone])
+        funding = tb.Transfer(
+            id=tb.id(), debit_account_id=adjustments.id, credit_account_id=user1.id, amount=20_000, ledger=764, code=900
+        )
+        assert (await ledger.create_transfers([funding]))[0].status == S.CREATED
+        assert qp.authorize(top_up) == [] and qp.void(top_up) == []  # a top-up holds nothing
+        for step in (ipps.authorize(payout), ipps.settle(payout), qp.settle(top_up)):
+            assert {r.status for r in await ledger.create_transfers(step)} == {S.CREATED}
+        # user1 paid a + PRE; the PSP got a - POST; user2 got a - POST and paid a + PRE at QP.
+        assert await balances(ledger, [user1, psp_ipps, user2, psp_qp, fees, transit]) == [
+            20_000 - 10_150,
+            9_900,
+            9_800,
+            -10_030,
+            (150 + 100) + (30 + 200),
+            0,
+        ]
+        assert (await run_check(ledger)).ok
+        # Retried, nothing moves twice.
+        for step in (ipps.settle(payout), qp.settle(top_up)):
+            assert {r.status for r in await ledger.create_transfers(step)} <= {S.EXISTS, S.LINKED_EVENT_FAILED}
