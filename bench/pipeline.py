@@ -411,7 +411,7 @@ async def fund_senders(admin: PMClient, monitor: Monitor, senders: int, amount_m
     deadline = time.monotonic() + FUNDING_TIMEOUT_S
     while True:
         row = await monitor.fetchrow(
-            "SELECT count(*) FILTER (WHERE state = 'SETTLED' AND history_written) AS done,"
+            "SELECT count(*) FILTER (WHERE state = 'SETTLED' AND finished) AS done,"
             " count(*) FILTER (WHERE state IN ('REJECTED', 'FAILED')) AS refused"
             " FROM pm.intent WHERE operation_type = 'ADMIN_ADJUSTMENT'"
         )
@@ -461,7 +461,7 @@ async def wait_drained(monitor: Monitor, redis: aioredis.Redis, topology: Topolo
     then no dead-letter stream may hold an entry either."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     while True:
-        row = await monitor.fetchrow("SELECT count(*) AS n FROM pm.intent WHERE NOT history_written")
+        row = await monitor.fetchrow("SELECT count(*) AS n FROM pm.intent WHERE NOT finished")
         left = {}
         for stage in topology.stages.values():
             backlog = await streams.backlog(redis, stage.stream, stage.group)

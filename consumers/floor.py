@@ -3,7 +3,7 @@
 Each stage moves its intents to the next state with no ledger call, no routes and no fees, so a run
 through the same streams, runtime and one batched SQL compare-and-set per stage measures what the
 pipeline costs before any money logic. The last stage (finished intents) has no state to move: its one
-batched SQL statement marks them done, as the history stage does, so the status poller does not
+batched SQL statement marks them done, as the finish stage does, so the status poller does not
 re-drive them. Used only by the benchmark, through a streams.yaml whose handlers point here.
 """
 
@@ -25,7 +25,7 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
     finished = [intent.id for intent in intents if intent.state in TERMINAL_STATES]
     if finished:
         await context.pool.execute(
-            "UPDATE pm.intent SET history_written = true WHERE id = ANY($1::uuid[]) AND NOT history_written",
+            "UPDATE pm.intent SET finished = true WHERE id = ANY($1::uuid[]) AND NOT finished",
             finished,
         )
     return [

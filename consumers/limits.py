@@ -3,7 +3,7 @@
 Per batch: the enabled rules (cached, at most a second old), the counters each intent takes a place in,
 then one Redis script call that reserves for the whole batch, all or nothing per intent and idempotent
 per intent id (pm/limit_counters.py). An intent over a cap is REJECTED `LIMIT_EXCEEDED`, saying which
-limit and what remains. The places are given back when the intent ends REJECTED or FAILED: the history
+limit and what remains. The places are given back when the intent ends REJECTED or FAILED: the finish
 stage calls `release_refused` for its batch.
 """
 

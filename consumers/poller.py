@@ -2,7 +2,7 @@
 
 Every round it
 - re-drives intents left in a stage's input state longer than that stage's `stuck_after_s` (and
-  finished intents whose history is not written yet) by publishing their entry again — after a lost
+  final intents the finish stage has not finished yet) by publishing their entry again — after a lost
   entry, a crash, or a Redis that lost its data; handlers are idempotent, so a duplicate is harmless;
 - recreates missing consumer groups (a Redis that restarted empty);
 - trims every stream below what all its groups have acknowledged (never an unread entry);
@@ -29,7 +29,7 @@ _REDRIVE_SQL = f"""
 UPDATE pm.intent SET redriven_at = clock_timestamp()
 WHERE id IN (
     SELECT id FROM pm.intent
-    WHERE NOT history_written  -- the unfinished ones, from the partial index intent_unfinished
+    WHERE NOT finished  -- the unfinished ones, from the partial index intent_unfinished
       AND state = ANY($1::text[])
       AND updated_at < clock_timestamp() - make_interval(secs => $2)
       AND (redriven_at IS NULL OR redriven_at < clock_timestamp() - make_interval(secs => $2))
@@ -77,9 +77,9 @@ async def measure_once(context: StageContext) -> None:
         if backlog is not None:
             metrics.STREAM_BACKLOG.labels(stage.stream, stage.group).set(backlog.lag)
             metrics.STREAM_PENDING.labels(stage.stream, stage.group).set(backlog.pending)
-    # An open intent is unfinished (its history comes after its end): the partial index serves this.
+    # An open intent is unfinished (finishing comes after its end): the partial index serves this.
     rows = await context.pool.fetch(
-        "SELECT state, count(*) AS n FROM pm.intent WHERE NOT history_written AND state <> ALL($1::text[])"
+        "SELECT state, count(*) AS n FROM pm.intent WHERE NOT finished AND state <> ALL($1::text[])"
         " GROUP BY state",
         TERMINAL,
     )

@@ -9,8 +9,9 @@ and the atomic publish-and-ack. Per batch:
 2. call the stage's handler for the whole batch -> transitions (if the batch fails, each entry is
    retried alone, so one poisoned entry cannot take its batchmates down with it);
 3. apply all transitions in one SQL statement (compare-and-set on state);
-4. one atomic Redis call (a Lua script, pm.streams): the next stage's entries, a status message per
-   transition, XACK of the batch.
+4. one atomic Redis call (a Lua script, pm.streams): the next stage's entries and the XACK of the batch.
+The app's status messages are not sent here: the outbox worker publishes them from the event rows that
+step 3 wrote in the same statement (pm/outbox_feed.py), so a crash after a commit cannot lose one.
 A crash anywhere before 4 leaves the entries pending; they are claimed and handled again, and the
 compare-and-set, the derived ledger ids and idempotent handlers make that harmless.
 """
@@ -26,7 +27,6 @@ import time
 import traceback
 from dataclasses import dataclass
 
-import orjson
 from faststream.middlewares import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisBatchStreamMessage
@@ -152,19 +152,16 @@ class StageRunner:
     def _publication(self, results: list[TransitionResult], redelivered: bool) -> streams.Publication:
         topology = self.context.topology
         entries: list[tuple[str, dict[str, bytes]]] = []
-        statuses: list[tuple[str, bytes]] = []
         for result in results:
             intent = result.intent
             if result.applied:
-                message = intent.to_message()
-                entries.append((topology.stage_for_state(intent.state).stream, streams.entry_fields(intent, message)))
-                statuses.append((topology.channel_for(intent.id), orjson.dumps(intent.to_json(message))))
+                entries.append((topology.stage_for_state(intent.state).stream, streams.entry_fields(intent)))
             elif redelivered and topology.stage_for_state(intent.state).name != self.stage.name:
                 # A redelivered entry whose transition is already committed: the earlier attempt may
                 # have died before publishing, so publish the intent onward again (handlers downstream
                 # are idempotent; a duplicate costs one stale entry).
                 entries.append((topology.stage_for_state(intent.state).stream, streams.entry_fields(intent)))
-        return streams.Publication(entries=entries, statuses=statuses)
+        return streams.Publication(entries=entries)
 
     def _observe(self, results: list[TransitionResult], outcome: BatchOutcome, elapsed_s: float) -> None:
         name = self.stage.name

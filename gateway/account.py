@@ -108,6 +108,7 @@ def _history_item(row: asyncpg.Record) -> dict[str, Any]:
         "intent_id": str(row["intent_id"]),
         "direction": row["direction"],
         "counterparty_id": row["counterparty_id"],
+        "merchant_id": row["merchant_id"],
         "operation_type": row["operation_type"],
         "amount_minor": row["amount_minor"],
         "fee_minor": row["fee_minor"],

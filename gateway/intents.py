@@ -339,7 +339,7 @@ class _EventStream:
             if version > self.last_version + 1:
                 await self.send_from_database()  # a status was lost on the way: PostgreSQL has it
                 continue
-            await self._send(_event_from_status(status))
+            await self._send(status)  # published as `IntentEvent.to_json()`: live and replayed look the same
 
     async def _send(self, event: dict[str, Any]) -> None:
         if self.finished or event["version"] <= self.last_version:
@@ -347,17 +347,3 @@ class _EventStream:
         await self.response.send(dumps(event), id=str(event["version"]))
         self.last_version = event["version"]
         self.finished = event["state"] in TERMINAL_STATE_NAMES
-
-
-def _event_from_status(status: dict[str, Any]) -> dict[str, Any]:
-    """A published status (`Intent.to_json()`) in the shape of `IntentEvent.to_json()`, so live and
-    replayed events look the same (the event's time is the transition's, i.e. `updated_at`)."""
-    error = status.get("error") or {}
-    return {
-        "intent_id": status["id"],
-        "version": status["version"],
-        "state": status["state"],
-        "error_code": error.get("code"),
-        "error_message": error.get("message"),
-        "created_at": status.get("updated_at"),
-    }

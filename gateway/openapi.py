@@ -250,6 +250,7 @@ def _schemas() -> dict[str, Any]:
                 "intent_id": {"type": "string", "format": "uuid"},
                 "direction": {"type": "string", "enum": ["DEBIT", "CREDIT"]},
                 "counterparty_id": nullable_int,
+                "merchant_id": {**nullable_int, "description": "the mini-app merchant of a charge or credit"},
                 "operation_type": {"type": "string"},
                 "amount_minor": {"type": "integer", "minimum": 0},
                 "fee_minor": {"type": "integer", "minimum": 0},

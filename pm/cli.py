@@ -15,7 +15,7 @@
                       evaluate the active fee rules for a made-up intent: which match, the fees (1: refused)
     pm send p2p|withdraw|topup|adjust ...  post a signed intent through the gateway and follow its states
     pm review list [--json]          intents flagged for an operator (a PSP paid what the wallet failed)
-    pm outbox list [--undelivered] [--json] | pm outbox retry ID     webhooks the outbox worker delivers
+    pm outbox list [--undelivered] [--json] | pm outbox retry ID     webhooks and review events to deliver
     pm merchants webhook set MERCHANT_ID URL                          where a merchant's webhooks go
 
 Exit codes: 0 done (and the check is ok); 1 the command ran and found a problem (check not ok,
@@ -138,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     outbox = commands.add_parser("outbox", help="what the outbox worker delivers").add_subparsers(
         required=True, metavar="COMMAND"
     )
-    outbox_list = outbox.add_parser("list", help="newest outbox rows (webhooks) and their delivery")
+    outbox_list = outbox.add_parser("list", help="newest outbox rows (webhooks, review events) and their delivery")
     outbox_list.add_argument("--undelivered", action="store_true", help="only rows not delivered yet")
     outbox_list.add_argument("--limit", type=int, default=50)
     outbox_list.add_argument("--json", action="store_true", help="print JSON")
@@ -411,7 +411,8 @@ async def _outbox_list(settings: Settings, arguments: argparse.Namespace) -> int
     for row in rows:
         state = "delivered" if row["delivered_at"] else "GAVE UP" if row["gave_up_at"] else "pending"
         error = f"  {row['last_error']}" if row["last_error"] and not row["delivered_at"] else ""
-        print(f"{row['id']:>8}  {state:9} merchant={row['merchant_id']} intent={row['intent_id']} v{row['version']}"
+        receiver = f"merchant={row['merchant_id']}" if row["kind"] == "merchant_webhook" else row["kind"]
+        print(f"{row['id']:>8}  {state:9} {receiver} intent={row['intent_id']} v{row['version']}"
               f" attempts={row['attempts']}{error}")  # fmt: skip
     return EXIT_OK
 

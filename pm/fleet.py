@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pm.settings import Settings
-from pm.topology import load_topology
+from pm.topology import Topology, load_topology
 
 PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
 STOP_TIMEOUT_S = 15.0
@@ -100,7 +100,7 @@ class Fleet:
 # -- running one process type in this process (`pm run NAME`) -----------------------------------
 
 PROCESS_TYPES = (
-    "gateway", "validation", "fees", "limits", "dispatch", "settlement", "history", "poller", "qp-connector",
+    "gateway", "validation", "fees", "limits", "dispatch", "settlement", "finish", "poller", "qp-connector",
     "outbox", "psp-sim", "all",
 )  # fmt: skip
 
@@ -126,7 +126,7 @@ async def run_process(name: str, settings: Settings, database_url: str, redis_ur
         await run_psp_sim(settings)
         return
     if name == "outbox":
-        await _run_outbox(database_url)
+        await _run_outbox(database_url, redis_url, topology)
         return
     stage_names = list(topology.stages) if name == "all" else [] if name == "poller" else [name]
     stages = run_stages(
@@ -137,19 +137,22 @@ async def run_process(name: str, settings: Settings, database_url: str, redis_ur
         ledger_request_events_max=settings.ledger_request_events_max,
     )
     if name == "all":
-        await asyncio.gather(run_gateway(settings, **urls), stages, _run_outbox(database_url))
+        await asyncio.gather(run_gateway(settings, **urls), stages, _run_outbox(database_url, redis_url, topology))
     else:
         await stages
 
 
-async def _run_outbox(database_url: str) -> None:
+async def _run_outbox(database_url: str, redis_url: str, topology: Topology) -> None:
     import asyncpg
 
     from ledger.postgres import close_pool
     from pm.outbox import run_outbox
+    from pm.redis_wire import redis_from_url
 
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    redis = redis_from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
     try:
-        await run_outbox(pool)
+        await run_outbox(pool, redis, topology)
     finally:
+        await redis.aclose()
         await close_pool(pool)

@@ -7,7 +7,6 @@ transitions in one statement.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import uuid
 from dataclasses import dataclass
@@ -359,8 +358,18 @@ async def load_intents(conn: asyncpg.Connection | asyncpg.Pool, ids: list[uuid.U
     return [intent_from_row(row) for row in rows]
 
 
+# Status messages' event ids: derived from (intent, version), so a re-sent message has the same one.
+EVENT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "onewallet-pm:intent-event")
+
+
+def event_id(intent_id: uuid.UUID, version: int) -> uuid.UUID:
+    return uuid.uuid5(EVENT_ID_NAMESPACE, f"{intent_id}:{version}")
+
+
 @dataclass(frozen=True, slots=True)
 class IntentEvent:
+    """One transition, as SSE replays it and the outbox worker publishes it on `intent.{id}`."""
+
     intent_id: uuid.UUID
     version: int
     state: State
@@ -368,12 +377,24 @@ class IntentEvent:
     error_message: str | None
     created_at: datetime
 
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> IntentEvent:
+        return cls(
+            row["intent_id"], row["version"], STATE_NAMED[row["state"]], row["error_code"], row["error_message"],
+            row["created_at"],
+        )  # fmt: skip
+
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["intent_id"] = str(self.intent_id)
-        data["state"] = str(self.state)
-        data["created_at"] = self.created_at.isoformat()
-        return data
+        """A receiver drops an `event_id` it has seen, and orders by `version`."""
+        return {
+            "event_id": str(event_id(self.intent_id, self.version)),
+            "intent_id": str(self.intent_id),
+            "version": self.version,
+            "state": str(self.state),
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "created_at": self.created_at.isoformat(),
+        }
 
 
 async def events_since(
@@ -385,17 +406,7 @@ async def events_since(
         intent_id,
         after_version,
     )
-    return [
-        IntentEvent(
-            r["intent_id"],
-            r["version"],
-            State(r["state"]),
-            r["error_code"],
-            r["error_message"],
-            r["created_at"],
-        )
-        for r in rows
-    ]
+    return [IntentEvent.from_row(r) for r in rows]
 
 
 async def history_page(

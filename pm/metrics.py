@@ -52,10 +52,21 @@ def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
     """Expose this process's metrics on http://host:port/metrics (a daemon thread)."""
     start_http_server(port, addr=host)
 
+
 # Issue 5: PSPs.
 REVIEWS_FLAGGED = Counter(
     "pm_reviews_flagged_total", "Intents flagged for an operator: a PSP paid out what the wallet had failed"
 )
 PSP_CALLBACKS = Counter(
     "pm_psp_callbacks_total", "PSP callbacks by channel and what became of them", ["channel", "outcome"]
+)
+# Issue 5: the outbox worker.
+OUTBOX_DELIVERED = Counter(
+    "pm_outbox_delivered_total",
+    "Deliveries of the outbox worker by kind: status, history, merchant_webhook, review",
+    ["kind"],
+)
+OUTBOX_FAILED = Counter("pm_outbox_failed_total", "Outbox deliveries that failed and will be retried", ["kind"])
+OUTBOX_FEED_DELAY_SECONDS = Gauge(
+    "pm_outbox_feed_delay_seconds", "Age of the oldest event in the feed's last round (0: caught up)"
 )

@@ -1,9 +1,15 @@
-"""The outbox worker (`pm run outbox`): delivers what the transitions wrote to `pm.outbox`, at least once.
+"""The outbox worker (`pm run outbox`): delivers, at least once, what state changes wrote in the same
+statement as the change. Two loops:
 
-Today the outbox carries mini-app webhooks: a MINIAPP intent's final state, POSTed to its merchant's
-registered URL (`pm merchants webhook set`) with `X-PM-Signature: t=<ts>,v1=<hex HMAC-SHA256(secret,
-"{t}." + body)>` (the PSPs' scheme, pm/psp_signing.py) and `X-PM-Event-Id`. A receiver dedupes by
-`event_id` and orders by the intent's `version`, both in the body.
+- the feed (pm/outbox_feed.py): every transition's event row becomes the app's status message on Redis
+  pub/sub `intent.{id}`, and a final one the users' history rows;
+- the rows of `pm.outbox`, one delivery each with its own retries:
+  - `merchant_webhook`: a MINIAPP intent's final state, POSTed to its merchant's registered URL
+    (`pm merchants webhook set`) with `X-PM-Signature: t=<ts>,v1=<hex HMAC-SHA256(secret, "{t}." +
+    body)>` (the PSPs' scheme, pm/psp_signing.py) and `X-PM-Event-Id`;
+  - `review`: an intent flagged for an operator (pm/reviews.py), added to the review stream
+    (streams.yaml `review_stream`) for alerting.
+  A receiver dedupes by `event_id` and orders by the intent's `version`, both in the body.
 
 Per round: take up to `BATCH_MAX` due rows with FOR UPDATE SKIP LOCKED, lease them (so several workers
 never send the same row at once, and a killed worker's rows come back after the lease), send them at
@@ -23,8 +29,12 @@ from typing import Any
 import aiohttp
 import asyncpg
 import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
-from pm import psp_signing
+from pm import metrics, psp_signing
+from pm.outbox_feed import feed_once
+from pm.topology import Topology
 
 log = logging.getLogger("pm.outbox")
 
@@ -35,6 +45,11 @@ BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 3_600.0
 RETRY_WINDOW_S = 24 * 3_600
 IDLE_WAIT_S = 0.5
+# The feed polls the event log this often when it is caught up: the most a status message waits.
+FEED_IDLE_WAIT_S = 0.02
+# Another worker holds the feed: look again this much later (it takes over if that worker dies).
+FEED_STANDBY_WAIT_S = 1.0
+REVIEW_STREAM_LENGTH_MAX = 10_000
 ERROR_LENGTH_MAX = 500
 SIGNATURE_HEADER = "X-PM-Signature"
 EVENT_ID_HEADER = "X-PM-Event-Id"
@@ -47,7 +62,7 @@ WHERE o.id IN (
     ORDER BY next_attempt_at LIMIT $1
     FOR UPDATE SKIP LOCKED
 )
-RETURNING o.id, o.event_id, o.payload, o.attempts, o.created_at, o.merchant_id,
+RETURNING o.id, o.kind, o.event_id, o.payload, o.attempts, o.created_at, o.merchant_id,
           (SELECT url FROM pm.merchant_webhook w WHERE w.merchant_id = o.merchant_id) AS url,
           (SELECT secret FROM pm.merchant_webhook w WHERE w.merchant_id = o.merchant_id) AS secret
 """
@@ -74,11 +89,20 @@ def backoff_s(attempts: int) -> float:
     return min(BACKOFF_FIRST_S * 2 ** (attempts - 1), BACKOFF_MAX_S)
 
 
-async def deliver_once(pool: asyncpg.Pool, session: aiohttp.ClientSession) -> RoundResult:
+@dataclass(frozen=True, slots=True)
+class Receivers:
+    """Where outbox rows go: merchants' backends over HTTP, the review stream on Redis."""
+
+    session: aiohttp.ClientSession
+    redis: aioredis.Redis
+    topology: Topology
+
+
+async def deliver_once(pool: asyncpg.Pool, receivers: Receivers) -> RoundResult:
     rows = await pool.fetch(_TAKE_SQL, BATCH_MAX, float(LEASE_S))
     if not rows:
         return RoundResult(0, 0)
-    results = await asyncio.gather(*(_send(session, row) for row in rows))
+    results = await asyncio.gather(*(_deliver(receivers, row) for row in rows))
     delivered = [row["id"] for row, error in zip(rows, results, strict=True) if error is None]
     failed = [(row, error) for row, error in zip(rows, results, strict=True) if error is not None]
     if delivered:
@@ -92,18 +116,46 @@ async def deliver_once(pool: asyncpg.Pool, session: aiohttp.ClientSession) -> Ro
             float(RETRY_WINDOW_S),
         )
         for row, error in failed:
-            log.warning("webhook not delivered; retrying", extra={"event_id": str(row["event_id"]), "error": error})
+            metrics.OUTBOX_FAILED.labels(row["kind"]).inc()
+            log.warning(
+                "outbox row not delivered; retrying",
+                extra={"kind": row["kind"], "event_id": str(row["event_id"]), "error": error},
+            )
+    for row, error in zip(rows, results, strict=True):
+        if error is None:
+            metrics.OUTBOX_DELIVERED.labels(row["kind"]).inc()
     return RoundResult(len(delivered), len(failed))
 
 
-async def _send(session: aiohttp.ClientSession, row: asyncpg.Record) -> str | None:
+def _body(row: asyncpg.Record) -> bytes:
+    payload = row["payload"]
+    return orjson.dumps(
+        {"event_id": str(row["event_id"]), **(orjson.loads(payload) if isinstance(payload, str) else payload)}
+    )
+
+
+async def _deliver(receivers: Receivers, row: asyncpg.Record) -> str | None:
+    """None when delivered; else why not."""
+    if row["kind"] == "review":
+        try:
+            await receivers.redis.xadd(
+                receivers.topology.review_stream,
+                {"event_id": str(row["event_id"]), "event": _body(row)},
+                maxlen=REVIEW_STREAM_LENGTH_MAX,
+                approximate=True,
+            )
+        except RedisError as exc:
+            return repr(exc)
+        return None
+    assert row["kind"] == "merchant_webhook", row["kind"]
+    return await _send_webhook(receivers.session, row)
+
+
+async def _send_webhook(session: aiohttp.ClientSession, row: asyncpg.Record) -> str | None:
     """None when the receiver answered 2xx; else why not."""
     if row["url"] is None:
         return f"merchant {row['merchant_id']} has no webhook URL (pm merchants webhook set)"
-    payload = row["payload"]
-    body = orjson.dumps(
-        {"event_id": str(row["event_id"]), **(orjson.loads(payload) if isinstance(payload, str) else payload)}
-    )
+    body = _body(row)
     headers = {
         "Content-Type": "application/json",
         SIGNATURE_HEADER: psp_signing.sign(row["secret"], body, int(time.time())),
@@ -118,22 +170,49 @@ async def _send(session: aiohttp.ClientSession, row: asyncpg.Record) -> str | No
         return repr(exc)
 
 
-async def run_outbox(pool: asyncpg.Pool, stop: asyncio.Event | None = None) -> None:
-    """Deliver until `stop` is set (or cancelled); wait a little only when there was nothing to send."""
+async def run_outbox(
+    pool: asyncpg.Pool, redis: aioredis.Redis, topology: Topology, stop: asyncio.Event | None = None
+) -> None:
+    """Run the feed and the row deliveries until `stop` is set (or cancelled)."""
     stop = stop or asyncio.Event()
     timeout = aiohttp.ClientTimeout(total=DELIVERY_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        while not stop.is_set():
-            try:
-                result = await deliver_once(pool, session)
-            except (asyncpg.PostgresError, OSError) as exc:
-                log.error("outbox round failed; retrying", extra={"error": repr(exc)})
-                result = RoundResult(0, 0)
-            if result.delivered + result.failed == 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), IDLE_WAIT_S)
-                except TimeoutError:
-                    pass
+        receivers = Receivers(session, redis, topology)
+        await asyncio.gather(_feed_loop(pool, redis, topology, stop), _rows_loop(pool, receivers, stop))
+
+
+async def _feed_loop(pool: asyncpg.Pool, redis: aioredis.Redis, topology: Topology, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        wait_s = 0.0
+        try:
+            result = await feed_once(pool, redis, topology)
+            if result.locked_out:
+                wait_s = FEED_STANDBY_WAIT_S
+            elif result.events == 0:
+                wait_s = FEED_IDLE_WAIT_S
+        except (asyncpg.PostgresError, RedisError, OSError) as exc:
+            log.error("outbox feed round failed; retrying", extra={"error": repr(exc)})
+            wait_s = IDLE_WAIT_S
+        if wait_s:
+            await _wait(stop, wait_s)
+
+
+async def _rows_loop(pool: asyncpg.Pool, receivers: Receivers, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            result = await deliver_once(pool, receivers)
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.error("outbox round failed; retrying", extra={"error": repr(exc)})
+            result = RoundResult(0, 0)
+        if result.delivered + result.failed == 0:
+            await _wait(stop, IDLE_WAIT_S)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
 
 
 async def set_webhook(conn: asyncpg.Connection | asyncpg.Pool, merchant_id: int, url: str, secret: str) -> None:
@@ -150,7 +229,7 @@ async def list_rows(
     conn: asyncpg.Connection | asyncpg.Pool, undelivered_only: bool, limit: int
 ) -> list[dict[str, Any]]:
     rows = await conn.fetch(
-        "SELECT id, event_id, intent_id, version, merchant_id, attempts, next_attempt_at, delivered_at,"
+        "SELECT id, kind, event_id, intent_id, version, merchant_id, attempts, next_attempt_at, delivered_at,"
         " gave_up_at, last_error FROM pm.outbox WHERE NOT $1 OR delivered_at IS NULL ORDER BY id DESC LIMIT $2",
         undelivered_only,
         min(max(limit, 1), 1_000),

@@ -4,7 +4,9 @@ reported a payout done for an intent the wallet had already failed (its hold voi
     await flag(pool, [intent_id], "why")      # idempotent; counted in pm_reviews_flagged_total
     rows = await list_flagged(pool, limit)     # `pm review list`
 
-Nothing here moves money: README "Reviews" says what the operator does.
+A flag writes, in the same statement, an outbox row the outbox worker adds to the review stream
+(streams.yaml `review_stream`), for alerting. Nothing here moves money: README "Reviews" says what the
+operator does.
 """
 
 from __future__ import annotations
@@ -20,12 +22,29 @@ REASON_LENGTH_MAX = 500
 LISTED_MAX = 1_000
 
 
+_FLAG_SQL = """
+WITH marked AS (
+    UPDATE pm.intent SET needs_review = true, review_reason = $2
+    WHERE id = ANY($1::uuid[]) AND NOT needs_review
+    RETURNING *
+), outbox AS (
+    INSERT INTO pm.outbox (event_id, kind, intent_id, version, payload)
+    SELECT gen_random_uuid(), 'review', id, version,
+           jsonb_build_object('type', 'intent.review_flagged', 'intent_id', id, 'version', version, 'state', state,
+                              'operation_type', operation_type, 'amount_minor', amount_minor, 'currency', currency,
+                              'channel', channel, 'sender_id', sender_id, 'recipient_id', recipient_id,
+                              'error_code', error_code, 'reason', review_reason, 'flagged_at', now())
+    FROM marked
+)
+SELECT id FROM marked
+"""
+
+
 async def flag(conn: asyncpg.Pool | asyncpg.Connection, intent_ids: list[Any], reason: str) -> int:
     """Mark the intents for review (once each); the number newly marked."""
     assert intent_ids and reason
     marked = await conn.fetch(
-        "UPDATE pm.intent SET needs_review = true, review_reason = $2"
-        " WHERE id = ANY($1::uuid[]) AND NOT needs_review RETURNING id",
+        _FLAG_SQL,
         [uuid.UUID(str(intent_id)) for intent_id in intent_ids],
         reason[:REASON_LENGTH_MAX],
     )

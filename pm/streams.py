@@ -2,8 +2,9 @@
 
 - `ensure_groups`: create every stage's group at id 0 (entries written before the group existed
   are still delivered);
-- `publish_and_ack`: next-stage entries, status publications and the XACK of the batch in ONE
-  atomic script call, so a crash can never leave a batch half published;
+- `publish_and_ack`: next-stage entries and the XACK of the batch in ONE atomic script call, so a
+  crash can never leave a batch half published;
+- `publish_many`: many pub/sub messages in one script call (the outbox worker's status messages);
 - `pending_idle` / `claim`: find and take over entries a dead consumer left pending;
 - `dead_letter`: move an entry that keeps failing to its dead-letter stream, atomically with its ack;
 - `trim_acknowledged`: trim a stream only below what every group has acknowledged (never XADD MAXLEN,
@@ -51,10 +52,9 @@ async def ensure_groups(redis: aioredis.Redis, topology: Topology) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Publication:
-    """What a batch sends on: stream entries and status messages."""
+    """What a batch sends on: the next stages' stream entries."""
 
     entries: list[tuple[str, dict[str, bytes]]]  # (stream, fields)
-    statuses: list[tuple[str, bytes]]  # (channel, payload)
 
 
 # One script call instead of a MULTI/EXEC of 2n+1 commands: Redis runs a script atomically just as it
@@ -62,7 +62,7 @@ class Publication:
 # and the client packs one command and reads one reply instead of one "QUEUED" reply per command,
 # which measured here was most of a stage's Redis CPU.
 # KEYS: the acknowledged stream, then the target streams. ARGV: group, entry field, entry count,
-# (target key index, payload) per entry, status count, (channel, payload) per status, entry ids to ack.
+# (target key index, payload) per entry, entry ids to ack.
 _PUBLISH_AND_ACK_LUA = """
 local group, field = ARGV[1], ARGV[2]
 local i = 3
@@ -70,12 +70,6 @@ local count = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, count do
     redis.call('XADD', KEYS[tonumber(ARGV[i])], '*', field, ARGV[i + 1])
-    i = i + 2
-end
-count = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, count do
-    redis.call('PUBLISH', ARGV[i], ARGV[i + 1])
     i = i + 2
 end
 while i <= #ARGV do
@@ -91,7 +85,7 @@ _PUBLISH_AND_ACK_SHA = hashlib.sha1(_PUBLISH_AND_ACK_LUA.encode()).hexdigest()
 async def publish_and_ack(
     redis: aioredis.Redis, publication: Publication, stream: str, group: str, entry_ids: list[bytes]
 ) -> None:
-    """XADD the publication's entries, PUBLISH its statuses and XACK `entry_ids` in one call: no other
+    """XADD the publication's entries and XACK `entry_ids` in one call: no other
     client runs a command in between, and a crash of this process cannot leave the batch half sent."""
     keys = [stream]
     key_index: dict[str, int] = {}
@@ -103,15 +97,34 @@ async def publish_and_ack(
             index = key_index[target] = len(keys)  # Lua's KEYS is 1-based
         assert list(fields) == [ENTRY_FIELD.decode()], fields
         arguments += (index, fields[ENTRY_FIELD.decode()])
-    arguments.append(len(publication.statuses))
-    for channel, payload in publication.statuses:
-        arguments += (channel, payload)
     arguments += entry_ids
+    await _run_script(redis, _PUBLISH_AND_ACK_LUA, _PUBLISH_AND_ACK_SHA, keys, arguments)
+
+
+# ARGV: (channel, payload) pairs. One command and one reply for a whole batch of messages.
+_PUBLISH_MANY_LUA = """
+for i = 1, #ARGV, 2 do
+    redis.call('PUBLISH', ARGV[i], ARGV[i + 1])
+end
+return #ARGV / 2
+"""
+_PUBLISH_MANY_SHA = hashlib.sha1(_PUBLISH_MANY_LUA.encode()).hexdigest()
+PUBLISH_MANY_MAX = 10_000
+
+
+async def publish_many(redis: aioredis.Redis, messages: list[tuple[str, bytes]]) -> None:
+    """PUBLISH every (channel, payload) in one call, in order."""
+    assert len(messages) <= PUBLISH_MANY_MAX, len(messages)
+    if messages:
+        await _run_script(redis, _PUBLISH_MANY_LUA, _PUBLISH_MANY_SHA, [], [part for m in messages for part in m])
+
+
+async def _run_script(redis: aioredis.Redis, script: str, sha: str, keys: list[Any], arguments: list[Any]) -> None:
     try:
-        await redis.evalsha(_PUBLISH_AND_ACK_SHA, len(keys), *keys, *arguments)
+        await redis.evalsha(sha, len(keys), *keys, *arguments)
     except NoScriptError:  # a Redis that restarted (or another server): load it, once
-        await redis.script_load(_PUBLISH_AND_ACK_LUA)
-        await redis.evalsha(_PUBLISH_AND_ACK_SHA, len(keys), *keys, *arguments)
+        await redis.script_load(script)
+        await redis.evalsha(sha, len(keys), *keys, *arguments)
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,9 @@ class Topology:
     stages: dict[str, Stage]
     poller: PollerConfig
     status_channel: str
+    # Where the outbox worker announces intents flagged for an operator (pm/reviews.py): a stream, so an
+    # alerting consumer that was away reads what it missed.
+    review_stream: str = "pm:reviews"
 
     def stage(self, name: str) -> Stage:
         try:
@@ -151,6 +154,7 @@ def parse_topology(document: dict[str, Any]) -> Topology:
             lag_interval_ms=_positive_int("poller", "lag_interval_ms", poller.get("lag_interval_ms")),
         ),
         status_channel=str(document.get("status_channel", "intent.{id}")),
+        review_stream=str(document.get("review_stream", "pm:reviews")),
     )
 
 
@@ -169,4 +173,5 @@ def renamed_document(prefix: str, path: Path = TOPOLOGY_FILE, **stage_overrides:
         stage["dead_letter_stream"] = prefix + stage["dead_letter_stream"]
         stage.update(stage_overrides)
     document["status_channel"] = prefix + document["status_channel"]
+    document["review_stream"] = prefix + document["review_stream"]
     return document

@@ -21,7 +21,7 @@ import yaml
 
 from ledger import accounts, open_ledger
 from ledger.check import CheckReport, run_check
-from pm import keys
+from pm import keys, outbox_feed
 from pm.client import PMClient
 from pm.fleet import Fleet
 from pm.migrate import migrate
@@ -78,11 +78,11 @@ class RunningFleet:
         while True:
             rows = await self.pool.fetch(
                 "SELECT id, state, error_code, version FROM pm.intent"
-                " WHERE id = ANY($1::uuid[]) AND state = ANY($2::text[]) AND history_written",
+                " WHERE id = ANY($1::uuid[]) AND state = ANY($2::text[]) AND finished",
                 uuids,
                 list(FINISHED),
             )
-            if len(rows) == len(set(uuids)):
+            if len(rows) == len(set(uuids)) and len(await outbox_feed.delivered(self.pool, uuids)) == len(set(uuids)):
                 return {str(row["id"]): row for row in rows}
             if time.monotonic() > deadline:
                 raise AssertionError(f"{len(set(uuids)) - len(rows)} intents not finished after {timeout_s} s")
@@ -155,7 +155,7 @@ async def running_fleet(
         }
         fleet = Fleet(environment=environment, log_dir=Path(directory))
         wanted = {"gateway": 1, "validation": 1, "fees": 1, "limits": 1, "dispatch": 1, "settlement": 1,
-                  "history": 1, "poller": 1, **(counts or {})}  # fmt: skip
+                  "finish": 1, "poller": 1, "outbox": 1, **(counts or {})}  # fmt: skip
         metrics_ports: dict[str, list[int]] = {}
         try:
             for process_type, count in wanted.items():

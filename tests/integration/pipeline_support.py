@@ -17,9 +17,10 @@ from consumers.context import StageContext, open_stage_context
 from consumers.main import running_stages
 from ledger import accounts
 from ledger.check import CheckReport, run_check
-from pm import intents, streams
+from pm import intents, outbox_feed, streams
 from pm.domain import Intent, OperationType, State
 from pm.migrate import migrate
+from pm.outbox import run_outbox
 from pm.topology import Topology, parse_topology, renamed_document
 
 FINISHED = ("SETTLED", "REJECTED", "FAILED")
@@ -71,15 +72,15 @@ class Pipeline:
         return await self.submit(OperationType.ADMIN_ADJUSTMENT, amount_minor, None, user_id)
 
     async def wait_finished(self, ids: list[uuid.UUID], timeout_s: float = 30.0) -> dict[uuid.UUID, Intent]:
-        """Wait until every intent is final and its history written; return them."""
+        """Wait until every intent is final, finished and fed (status published, history written)."""
         deadline = time.monotonic() + timeout_s
         while True:
             rows = await self.context.pool.fetch(
-                "SELECT id FROM pm.intent WHERE id = ANY($1::uuid[]) AND state = ANY($2::text[]) AND history_written",
+                "SELECT id FROM pm.intent WHERE id = ANY($1::uuid[]) AND state = ANY($2::text[]) AND finished",
                 ids,
                 list(FINISHED),
             )
-            if len(rows) == len(set(ids)):
+            if len(rows) == len(set(ids)) and len(await outbox_feed.delivered(self.context.pool, ids)) == len(set(ids)):
                 return {i.id: i for i in await intents.load_intents(self.context.pool, ids)}
             if time.monotonic() > deadline:
                 states = await self.context.pool.fetch(
@@ -112,9 +113,28 @@ class Pipeline:
         return [row["state"] for row in rows]
 
     @contextlib.asynccontextmanager
-    async def stages(self, names: list[str] | None = None, with_poller: bool = False) -> AsyncIterator[None]:
-        async with running_stages(self.context, self.redis_url, names or list(self.topology.stages), with_poller):
+    async def stages(
+        self, names: list[str] | None = None, with_poller: bool = False, with_outbox: bool = True
+    ) -> AsyncIterator[None]:
+        """Run these stages (all by default) in-process, and the outbox worker (statuses, history)."""
+        async with contextlib.AsyncExitStack() as stack:
+            if with_outbox:
+                await stack.enter_async_context(running_outbox(self.context))
+            await stack.enter_async_context(
+                running_stages(self.context, self.redis_url, names or list(self.topology.stages), with_poller)
+            )
             yield
+
+
+@contextlib.asynccontextmanager
+async def running_outbox(context: StageContext) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_outbox(context.pool, context.redis, context.topology, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
 
 
 @contextlib.asynccontextmanager

@@ -1,7 +1,8 @@
-"""The outbox on real PostgreSQL and a real HTTP receiver: a mini-app intent's final transition writes
-its webhook in the same statement (and only the final one); the worker signs and delivers it, retries
-a failed delivery with backoff under the same event id, leases rows so two workers never send one
-twice, gives up after the retry window, and `retry` brings a row back."""
+"""The outbox rows on real PostgreSQL, Valkey and a real HTTP receiver: a mini-app intent's final
+transition writes its webhook in the same statement (and only the final one); the worker signs and
+delivers it, retries a failed delivery with backoff under the same event id, leases rows so two workers
+never send one twice, gives up after the retry window, and `retry` brings a row back. A review flag
+writes its event in the flag's statement, once, and the worker adds it to the review stream."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ import pytest
 from aiohttp import web
 
 from pm import intents as store
-from pm import outbox, psp_signing
+from pm import outbox, psp_signing, reviews
 from pm.domain import OperationType, State, Transition
 from pm.migrate import migrate
+from pm.redis_wire import redis_from_url
+from pm.topology import parse_topology, renamed_document
 
 SECRET = "merchant-webhook-secret-0123456789"
 _merchants = itertools.count(900_001)
@@ -45,6 +48,32 @@ async def pool(fresh_database):
     created = await asyncpg.create_pool(url, min_size=1, max_size=4)
     yield created
     await created.close()
+
+
+@pytest.fixture
+async def redis(redis_url: str):
+    client = redis_from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def topology():
+    return parse_topology(renamed_document(f"t{uuid.uuid4().hex[:10]}:"))
+
+
+@pytest.fixture
+async def receivers(redis, topology):
+    """The worker's receivers, made with a session per call (two workers: two sessions)."""
+    sessions: list[aiohttp.ClientSession] = []
+
+    def make() -> outbox.Receivers:
+        sessions.append(aiohttp.ClientSession())
+        return outbox.Receivers(sessions[-1], redis, topology)
+
+    yield make
+    for session in sessions:
+        await session.close()
 
 
 @pytest.fixture
@@ -84,15 +113,15 @@ async def settled_charge(pool, merchant_id: int) -> uuid.UUID:
     return outcome.created.id
 
 
-async def test_the_final_transition_writes_one_webhook_and_it_is_delivered_signed(pool, receiver) -> None:
+async def test_the_final_transition_writes_one_webhook_and_it_is_delivered_signed(pool, receiver, receivers) -> None:
     merchant = next(_merchants)
     intent_id = await settled_charge(pool, merchant)
     rows = await pool.fetch("SELECT version, payload FROM pm.outbox WHERE intent_id = $1", intent_id)
     assert [row["version"] for row in rows] == [6]  # SETTLED only, not the steps before it
     await outbox.set_webhook(pool, merchant, receiver.url, SECRET)
-    async with aiohttp.ClientSession() as session:
-        assert await outbox.deliver_once(pool, session) == outbox.RoundResult(1, 0)
-        assert await outbox.deliver_once(pool, session) == outbox.RoundResult(0, 0)  # delivered: never again
+    session = receivers()
+    assert await outbox.deliver_once(pool, session) == outbox.RoundResult(1, 0)
+    assert await outbox.deliver_once(pool, session) == outbox.RoundResult(0, 0)  # delivered: never again
     ((headers, body),) = receiver.got
     assert psp_signing.verify([SECRET], headers[outbox.SIGNATURE_HEADER], body, time.time())
     event = orjson.loads(body)
@@ -106,58 +135,94 @@ async def test_the_final_transition_writes_one_webhook_and_it_is_delivered_signe
     assert (event["merchant_id"], event["user_id"], event["amount_minor"]) == (merchant, 77, 4_200)
 
 
-async def test_a_failed_delivery_is_retried_with_backoff_under_the_same_event_id(pool, receiver) -> None:
+async def test_a_failed_delivery_is_retried_with_backoff_under_the_same_event_id(pool, receiver, receivers) -> None:
     merchant = next(_merchants)
     intent_id = await settled_charge(pool, merchant)
     await outbox.set_webhook(pool, merchant, receiver.url, SECRET)
     receiver.answers = [500]
-    async with aiohttp.ClientSession() as session:
-        assert await outbox.deliver_once(pool, session) == outbox.RoundResult(0, 1)
-        row = await pool.fetchrow(
-            "SELECT attempts, last_error, next_attempt_at - now() AS wait FROM pm.outbox WHERE intent_id = $1",
-            intent_id,
-        )
-        assert (row["attempts"], row["last_error"]) == (1, "answered 500")
-        assert 0 < row["wait"].total_seconds() <= outbox.backoff_s(1)
-        assert await outbox.deliver_once(pool, session) == outbox.RoundResult(0, 0)  # not due yet
-        await pool.execute("UPDATE pm.outbox SET next_attempt_at = now() WHERE intent_id = $1", intent_id)
-        assert await outbox.deliver_once(pool, session) == outbox.RoundResult(1, 0)
+    session = receivers()
+    assert await outbox.deliver_once(pool, session) == outbox.RoundResult(0, 1)
+    row = await pool.fetchrow(
+        "SELECT attempts, last_error, next_attempt_at - now() AS wait FROM pm.outbox WHERE intent_id = $1",
+        intent_id,
+    )
+    assert (row["attempts"], row["last_error"]) == (1, "answered 500")
+    assert 0 < row["wait"].total_seconds() <= outbox.backoff_s(1)
+    assert await outbox.deliver_once(pool, session) == outbox.RoundResult(0, 0)  # not due yet
+    await pool.execute("UPDATE pm.outbox SET next_attempt_at = now() WHERE intent_id = $1", intent_id)
+    assert await outbox.deliver_once(pool, session) == outbox.RoundResult(1, 0)
     first, second = (headers[outbox.EVENT_ID_HEADER] for headers, _ in receiver.got)
     assert first == second  # the receiver dedupes by it
     assert [outbox.backoff_s(n) for n in (1, 2, 3, 20)] == [1.0, 2.0, 4.0, outbox.BACKOFF_MAX_S]
 
 
-async def test_no_url_waits_and_the_window_ends_in_giving_up_until_retried(pool, receiver) -> None:
+async def test_no_url_waits_and_the_window_ends_in_giving_up_until_retried(pool, receiver, receivers) -> None:
     merchant = next(_merchants)
     intent_id = await settled_charge(pool, merchant)
-    async with aiohttp.ClientSession() as session:
-        assert await outbox.deliver_once(pool, session) == outbox.RoundResult(0, 1)
-        row = await pool.fetchrow("SELECT id, last_error, gave_up_at FROM pm.outbox WHERE intent_id = $1", intent_id)
-        assert "no webhook URL" in row["last_error"] and row["gave_up_at"] is None
-        # A day later, still undeliverable: given up.
-        await pool.execute(
-            "UPDATE pm.outbox SET next_attempt_at = now(), created_at = now() - interval '25 hours' WHERE id = $1",
-            row["id"],
-        )
-        assert await outbox.deliver_once(pool, session) == outbox.RoundResult(0, 1)
-        assert await pool.fetchval("SELECT gave_up_at IS NOT NULL FROM pm.outbox WHERE id = $1", row["id"])
-        assert await outbox.deliver_once(pool, session) == outbox.RoundResult(0, 0)
-        # The merchant registers; the operator retries it.
-        await outbox.set_webhook(pool, merchant, receiver.url, SECRET)
-        assert await outbox.retry(pool, row["id"])
-        assert await outbox.deliver_once(pool, session) == outbox.RoundResult(1, 0)
-        assert not await outbox.retry(pool, row["id"])  # delivered: nothing to retry
+    session = receivers()
+    assert await outbox.deliver_once(pool, session) == outbox.RoundResult(0, 1)
+    row = await pool.fetchrow("SELECT id, last_error, gave_up_at FROM pm.outbox WHERE intent_id = $1", intent_id)
+    assert "no webhook URL" in row["last_error"] and row["gave_up_at"] is None
+    # A day later, still undeliverable: given up.
+    await pool.execute(
+        "UPDATE pm.outbox SET next_attempt_at = now(), created_at = now() - interval '25 hours' WHERE id = $1",
+        row["id"],
+    )
+    assert await outbox.deliver_once(pool, session) == outbox.RoundResult(0, 1)
+    assert await pool.fetchval("SELECT gave_up_at IS NOT NULL FROM pm.outbox WHERE id = $1", row["id"])
+    assert await outbox.deliver_once(pool, session) == outbox.RoundResult(0, 0)
+    # The merchant registers; the operator retries it.
+    await outbox.set_webhook(pool, merchant, receiver.url, SECRET)
+    assert await outbox.retry(pool, row["id"])
+    assert await outbox.deliver_once(pool, session) == outbox.RoundResult(1, 0)
+    assert not await outbox.retry(pool, row["id"])  # delivered: nothing to retry
     listed = await outbox.list_rows(pool, undelivered_only=False, limit=10)
     assert any(r["id"] == row["id"] and r["delivered_at"] is not None for r in listed)
 
 
-async def test_two_workers_never_send_the_same_row(pool, receiver) -> None:
+async def test_two_workers_never_send_the_same_row(pool, receiver, receivers) -> None:
     merchant = next(_merchants)
     await outbox.set_webhook(pool, merchant, receiver.url, SECRET)
     for _ in range(20):
         await settled_charge(pool, merchant)
-    async with aiohttp.ClientSession() as one, aiohttp.ClientSession() as two:
-        results = await asyncio.gather(outbox.deliver_once(pool, one), outbox.deliver_once(pool, two))
+    results = await asyncio.gather(outbox.deliver_once(pool, receivers()), outbox.deliver_once(pool, receivers()))
     assert sum(r.delivered for r in results) == 20
     event_ids = [headers[outbox.EVENT_ID_HEADER] for headers, _ in receiver.got]
     assert len(event_ids) == len(set(event_ids)) == 20
+
+
+async def test_a_review_flag_writes_one_event_and_the_worker_adds_it_to_the_review_stream(
+    pool, redis, topology, receivers
+) -> None:
+    intent_id = await settled_charge(pool, next(_merchants))
+    assert await reviews.flag(pool, [intent_id], "the PSP paid out after the hold expired") == 1
+    assert await reviews.flag(pool, [intent_id], "again") == 0  # flagged once: one event
+    rows = await pool.fetch("SELECT kind, version, merchant_id FROM pm.outbox WHERE kind = 'review'")
+    assert [(r["kind"], r["version"]) for r in rows] == [("review", 6)]
+    # The review event goes out; the charge's webhook has no URL registered, so it waits for a retry.
+    assert await outbox.deliver_once(pool, receivers()) == outbox.RoundResult(1, 1)
+    assert await outbox.deliver_once(pool, receivers()) == outbox.RoundResult(0, 0)
+    ((_, fields),) = await redis.xrange(topology.review_stream)
+    event = orjson.loads(fields[b"event"])
+    assert fields[b"event_id"].decode() == event["event_id"]
+    assert (event["type"], event["intent_id"], event["version"], event["state"]) == (
+        "intent.review_flagged",
+        str(intent_id),
+        6,
+        "SETTLED",
+    )
+    assert event["reason"] == "the PSP paid out after the hold expired"
+    listed = await outbox.list_rows(pool, undelivered_only=False, limit=10)
+    assert [r["kind"] for r in listed if r["intent_id"] == intent_id] == ["review", "merchant_webhook"]
+
+
+async def test_a_review_event_is_retried_while_redis_is_unreachable(pool, topology) -> None:
+    intent_id = await settled_charge(pool, next(_merchants))
+    await reviews.flag(pool, [intent_id], "late success")
+    unreachable = redis_from_url("redis://127.0.0.1:1", socket_connect_timeout=1)
+    async with aiohttp.ClientSession() as session:
+        result = await outbox.deliver_once(pool, outbox.Receivers(session, unreachable, topology))
+    await unreachable.aclose()
+    assert result.failed >= 1
+    row = await pool.fetchrow("SELECT attempts, delivered_at, last_error FROM pm.outbox WHERE kind = 'review'")
+    assert (row["attempts"], row["delivered_at"]) == (1, None) and row["last_error"]

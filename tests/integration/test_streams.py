@@ -38,20 +38,31 @@ async def test_one_call_publishes_to_every_target_and_acks_the_whole_batch(redis
         await redis.xadd(source, {"intent": f"{i}"})
     entry_ids = await _read_all(redis, source, group, 2_500)
     assert len(entry_ids) == 2_500
-    channel = f"intent.{uuid.uuid4()}"
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(channel)
-    await pubsub.get_message(timeout=1)  # the subscribe confirmation
     publication = streams.Publication(
         entries=[(target_a, {"intent": b'{"n":1}'}), (target_b, {"intent": b'{"n":2}'}), (target_a, {"intent": b"3"})],
-        statuses=[(channel, b'{"state":"PRICED","version":3}')],
     )
     await streams.publish_and_ack(redis, publication, source, group, entry_ids)
     assert [fields for _, fields in await redis.xrange(target_a)] == [{b"intent": b'{"n":1}'}, {b"intent": b"3"}]
     assert [fields for _, fields in await redis.xrange(target_b)] == [{b"intent": b'{"n":2}'}]
     assert (await redis.xpending(source, group))["pending"] == 0
-    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
-    assert message is not None and message["data"] == b'{"state":"PRICED","version":3}'
+
+
+async def test_publish_many_sends_every_message_in_order_in_one_call(redis) -> None:
+    channels = [f"intent.{uuid.uuid4()}" for _ in range(2)]
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(*channels)
+    for _ in channels:
+        await pubsub.get_message(timeout=1)  # the subscribe confirmations
+    await redis.script_flush()  # and the script is loaded again when the server forgot it
+    messages = [(channels[i % 2], f'{{"version":{i}}}'.encode()) for i in range(1, 301)]
+    await streams.publish_many(redis, messages)
+    await streams.publish_many(redis, [])
+    received = []
+    while len(received) < len(messages):
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
+        assert message is not None, f"only {len(received)} of {len(messages)} messages arrived"
+        received.append((message["channel"].decode(), message["data"]))
+    assert received == messages
     await pubsub.aclose()
 
 
@@ -60,7 +71,7 @@ async def test_the_script_is_loaded_again_after_the_server_forgot_it(redis) -> N
     await redis.xadd(source, {"intent": b"x"})
     entry_ids = await _read_all(redis, source, group, 10)
     await redis.script_flush()
-    publication = streams.Publication(entries=[(target_a, {"intent": b"y"})], statuses=[])
+    publication = streams.Publication(entries=[(target_a, {"intent": b"y"})])
     await streams.publish_and_ack(redis, publication, source, group, entry_ids)
     assert await redis.xlen(target_a) == 1
     assert (await redis.xpending(source, group))["pending"] == 0
@@ -69,7 +80,7 @@ async def test_the_script_is_loaded_again_after_the_server_forgot_it(redis) -> N
 async def test_an_empty_batch_is_a_no_op(redis) -> None:
     source, _, _, group = _names()
     await redis.xgroup_create(source, group, id="0", mkstream=True)
-    await streams.publish_and_ack(redis, streams.Publication(entries=[], statuses=[]), source, group, [])
+    await streams.publish_and_ack(redis, streams.Publication(entries=[]), source, group, [])
     assert await redis.xlen(source) == 0
 
 
@@ -82,7 +93,7 @@ async def test_concurrent_batches_keep_every_entry(redis) -> None:
         *(
             streams.publish_and_ack(
                 redis,
-                streams.Publication(entries=[(target_a, {"intent": entry_id})], statuses=[]),
+                streams.Publication(entries=[(target_a, {"intent": entry_id})]),
                 source,
                 group,
                 [entry_id],

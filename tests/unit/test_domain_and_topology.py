@@ -106,7 +106,7 @@ def test_the_shipped_topology_routes_every_state_to_one_stage() -> None:
         "limits",
         "dispatch",
         "settlement",
-        "history",
+        "finish",
         "qp-connector",
     ]
     assert topology.connector_of("QP_TRANSFER").name == "qp-connector"
@@ -120,10 +120,10 @@ def test_the_shipped_topology_routes_every_state_to_one_stage() -> None:
 def test_linger_is_per_stage_with_a_default_and_zero_turns_it_off() -> None:
     document = _document()
     document["stages"]["fees"]["linger_ms"] = 0
-    document["stages"]["history"]["linger_ms"] = 250
+    document["stages"]["finish"]["linger_ms"] = 250
     topology = parse_topology(document)
     assert topology.stage("fees").linger_ms == 0
-    assert topology.stage("history").linger_ms == 250
+    assert topology.stage("finish").linger_ms == 250
     assert topology.stage("validation").linger_ms == document["defaults"]["linger_ms"] == 10
     document["defaults"].pop("linger_ms")
     assert parse_topology(document).stage("validation").linger_ms == 0

@@ -23,7 +23,8 @@ TO_SETTLED = (State.VALIDATED, State.PRICED, State.CLEARED, State.AUTHORIZED, St
 
 
 async def fake_stage(gateway: Gateway, intent_id: uuid.UUID, *states: State, publish: bool = True) -> Intent:
-    """Move the intent through `states` as the stages do: compare-and-set in PostgreSQL, then publish."""
+    """Move the intent through `states` as the stages do (compare-and-set in PostgreSQL), and publish each
+    transition as the outbox worker does (its event JSON; `publish=False`: a message lost on the way)."""
     intent = await store.load_intent(gateway.pool, intent_id)
     assert intent is not None
     for state in states:
@@ -35,7 +36,10 @@ async def fake_stage(gateway: Gateway, intent_id: uuid.UUID, *states: State, pub
         assert result.applied
         intent = result.intent
         if publish:
-            await gateway.redis.publish(gateway.topology.channel_for(intent_id), json.dumps(intent.to_json()))
+            event = store.IntentEvent(
+                intent.id, intent.version, intent.state, intent.error_code, intent.error_message, intent.updated_at
+            )
+            await gateway.redis.publish(gateway.topology.channel_for(intent_id), json.dumps(event.to_json()))
     return intent
 
 

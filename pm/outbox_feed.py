@@ -1,0 +1,102 @@
+"""The app's feed, delivered by the outbox worker: status messages on Redis pub/sub `intent.{id}` and the
+users' history rows, both from the intent event log.
+
+Every transition writes its `pm.intent_event` row in the statement that makes it (pm/intents.py), so
+that log is the outbox record of both deliveries: a committed change cannot miss them. Per round, in
+one PostgreSQL transaction:
+
+1. take the feed's advisory lock (one worker feeds at a time; another skips the round and delivers
+   webhooks), and read the cursor: the last event delivered, as (xid, intent_id, version);
+2. read up to `FEED_BATCH_MAX` events after it, only those whose transaction ended before this
+   statement's snapshot (`xid < pg_snapshot_xmin`): an event in flight now commits with a larger key
+   than any read, so none ever lands behind the cursor (a sequence, numbered at insert and committed
+   in another order, could not promise that);
+3. publish their status messages (one Redis call);
+4. write the history rows of the final ones and move the cursor; commit.
+
+Delivery is at least once: a crash before the commit publishes the same messages again, with the same
+derived `event_id`; a receiver drops those and orders by `version`. History rows commit with the
+cursor, so each is written once. A transaction left open anywhere in the cluster holds the feed back
+(it cannot know what that transaction will write): `pm_outbox_feed_delay_seconds` shows it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+import orjson
+import redis.asyncio as aioredis
+
+from pm import history, metrics, streams
+from pm.domain import TERMINAL_STATES
+from pm.intents import IntentEvent, load_intents
+from pm.topology import Topology
+
+FEED_BATCH_MAX = 2_000
+CURSOR_NAME = "app"
+# Any constant works if every worker uses it: the ASCII bytes "pm_feed!".
+FEED_LOCK_KEY = 0x706D5F6665656421
+
+_CURSOR_SQL = """
+SELECT xid::text AS xid, intent_id, version FROM pm.outbox_cursor
+WHERE name = $1 AND pg_try_advisory_xact_lock($2)
+"""
+_EVENTS_SQL = """
+SELECT xid::text AS xid, intent_id, version, state, error_code, error_message, created_at FROM pm.intent_event
+WHERE (xid, intent_id, version) > ($1::text::xid8, $2, $3) AND xid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY xid, intent_id, version
+LIMIT $4
+"""
+_MOVE_SQL = """
+UPDATE pm.outbox_cursor SET xid = $2::text::xid8, intent_id = $3, version = $4, updated_at = now() WHERE name = $1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRound:
+    events: int  # status messages published
+    history_rows: int
+    locked_out: bool = False  # another worker holds the feed
+
+
+async def feed_once(pool: asyncpg.Pool, redis: aioredis.Redis, topology: Topology) -> FeedRound:
+    async with pool.acquire() as conn, conn.transaction():
+        cursor = await conn.fetchrow(_CURSOR_SQL, CURSOR_NAME, FEED_LOCK_KEY)
+        if cursor is None:
+            return FeedRound(0, 0, locked_out=True)
+        rows = await conn.fetch(_EVENTS_SQL, cursor["xid"], cursor["intent_id"], cursor["version"], FEED_BATCH_MAX)
+        if not rows:
+            metrics.OUTBOX_FEED_DELAY_SECONDS.set(0)
+            return FeedRound(0, 0)
+        events = [IntentEvent.from_row(row) for row in rows]
+        await streams.publish_many(
+            redis, [(topology.channel_for(e.intent_id), orjson.dumps(e.to_json())) for e in events]
+        )
+        final_ids = [e.intent_id for e in events if e.state in TERMINAL_STATES]
+        # A final state is an intent's last transition, so its row as it is now is as it ended.
+        written = await history.write(conn, await load_intents(conn, final_ids)) if final_ids else 0
+        last = rows[-1]
+        await conn.execute(_MOVE_SQL, CURSOR_NAME, last["xid"], last["intent_id"], last["version"])
+    oldest_s = (datetime.now(UTC) - events[0].created_at).total_seconds()
+    metrics.OUTBOX_FEED_DELAY_SECONDS.set(max(oldest_s, 0.0))
+    metrics.OUTBOX_DELIVERED.labels("status").inc(len(events))
+    metrics.OUTBOX_DELIVERED.labels("history").inc(written)
+    return FeedRound(len(events), written)
+
+
+async def delivered(conn: asyncpg.Pool | asyncpg.Connection, intent_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these intents are final with their final event behind the cursor (status published,
+    history written): what tests and the benchmark wait for."""
+    rows = await conn.fetch(
+        "SELECT e.intent_id FROM pm.intent_event e JOIN pm.intent i ON i.id = e.intent_id AND i.version = e.version"
+        " JOIN pm.outbox_cursor c ON c.name = $2"
+        " WHERE e.intent_id = ANY($1::uuid[]) AND i.state = ANY($3::text[])"
+        " AND (e.xid, e.intent_id, e.version) <= (c.xid, c.intent_id, c.version)",
+        intent_ids,
+        CURSOR_NAME,
+        [str(state) for state in TERMINAL_STATES],
+    )
+    return {row["intent_id"] for row in rows}

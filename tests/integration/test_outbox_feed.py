@@ -1,0 +1,179 @@
+"""The outbox worker's feed on real PostgreSQL and Valkey: every committed transition becomes one status
+message on `intent.{id}` (in version order, with a derived event id), a final one the users' history rows
+(once); a transaction still open holds later events back instead of letting them be skipped; a failed
+round delivers nothing and loses nothing; one worker feeds at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+
+import asyncpg
+import orjson
+import pytest
+from redis.exceptions import RedisError
+
+from pm import intents as store
+from pm import outbox_feed
+from pm.domain import OperationType, State, Transition
+from pm.migrate import migrate
+from pm.redis_wire import redis_from_url
+from pm.topology import parse_topology, renamed_document
+
+PATH = [State.CREATED, State.VALIDATED, State.PRICED, State.CLEARED, State.AUTHORIZED, State.SETTLED]
+
+
+@pytest.fixture
+async def pool(fresh_database):
+    url = await fresh_database()
+    await migrate(url)
+    created = await asyncpg.create_pool(url, min_size=1, max_size=4)
+    yield created
+    await created.close()
+
+
+@pytest.fixture
+async def redis(redis_url: str):
+    client = redis_from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def topology():
+    return parse_topology(renamed_document(f"t{uuid.uuid4().hex[:10]}:"))
+
+
+async def created(pool, operation_type=OperationType.P2P_TRANSFER, sender=1001, recipient=1002, merchant=None):
+    outcome = await store.create_intent(
+        pool, api_key_id="feed-test", idempotency_key=uuid.uuid4().hex, request_hash=b"h",
+        operation_type=operation_type, amount_minor=10_000, currency="THB", sender_id=sender, recipient_id=recipient,
+        operator_id=None, merchant_id=merchant,
+    )  # fmt: skip
+    assert outcome.created is not None
+    return outcome.created.id
+
+
+async def walk(conn, intent_id: uuid.UUID, states: list[State]) -> None:
+    for expected, new in itertools.pairwise(states):
+        fees = {"fee_pre_minor": 150, "fee_post_minor": 40} if new == State.PRICED else {}
+        error = {"error_code": "PSP_DECLINED"} if new in (State.FAILED, State.REJECTED) else {}
+        (result,) = await store.apply_transitions(conn, [Transition(intent_id, expected, new, **fees, **error)])
+        assert result.applied
+
+
+class Listener:
+    def __init__(self, redis, topology, intent_ids):
+        self.pubsub = redis.pubsub()
+        self.channels = [topology.channel_for(i) for i in intent_ids]
+
+    async def __aenter__(self):
+        await self.pubsub.subscribe(*self.channels)
+        for _ in self.channels:
+            await self.pubsub.get_message(timeout=1)
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.pubsub.aclose()
+
+    async def take(self, count: int) -> list[dict]:
+        got = []
+        while len(got) < count:
+            message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
+            assert message is not None, f"{len(got)} of {count} messages arrived: {got}"
+            got.append(orjson.loads(message["data"]))
+        assert await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2) is None, "one too many"
+        return got
+
+
+async def history(pool, intent_id):
+    rows = await pool.fetch(
+        "SELECT user_id, direction, amount_minor, fee_minor, state FROM pm.history"
+        " WHERE intent_id = $1 ORDER BY user_id",
+        intent_id,
+    )
+    return [tuple(row) for row in rows]
+
+
+async def test_every_transition_is_published_in_order_and_a_final_one_writes_history_once(
+    pool, redis, topology
+) -> None:
+    intent_id = await created(pool)
+    await walk(pool, intent_id, PATH)
+    async with Listener(redis, topology, [intent_id]) as listener:
+        assert await outbox_feed.feed_once(pool, redis, topology) == outbox_feed.FeedRound(6, 2)
+        messages = await listener.take(6)
+        assert [(m["version"], m["state"]) for m in messages] == [(v, str(s)) for v, s in enumerate(PATH, 1)]
+        assert [m["event_id"] for m in messages] == [str(store.event_id(intent_id, v)) for v in range(1, 7)]
+        assert {m["intent_id"] for m in messages} == {str(intent_id)}
+        assert await history(pool, intent_id) == [
+            (1001, "DEBIT", 10_150, 150, "SETTLED"),
+            (1002, "CREDIT", 9_960, 40, "SETTLED"),
+        ]
+        assert await outbox_feed.delivered(pool, [intent_id]) == {intent_id}
+        assert await outbox_feed.feed_once(pool, redis, topology) == outbox_feed.FeedRound(0, 0)
+
+        # As after a crash before the cursor committed: the same messages again, same event ids; the
+        # history is not written twice.
+        await pool.execute(
+            "UPDATE pm.outbox_cursor SET xid = '0', intent_id = '00000000-0000-0000-0000-000000000000', version = 0"
+        )
+        assert await outbox_feed.feed_once(pool, redis, topology) == outbox_feed.FeedRound(6, 2)
+        again = await listener.take(6)
+        assert [m["event_id"] for m in again] == [m["event_id"] for m in messages]
+        assert len(await history(pool, intent_id)) == 2
+
+
+async def test_an_open_transaction_holds_later_events_back_and_none_is_skipped(pool, redis, topology) -> None:
+    early, late = await created(pool), await created(pool)
+    assert (await outbox_feed.feed_once(pool, redis, topology)).events == 2  # both CREATED
+    async with pool.acquire() as open_conn:
+        transaction = open_conn.transaction()
+        await transaction.start()
+        await walk(open_conn, early, PATH[:2])  # early's VALIDATED: written, not committed yet
+        await walk(pool, late, PATH[:2])  # late's VALIDATED: committed, by a later transaction
+        # The feed cannot know what the open transaction will commit: it waits rather than skip past it.
+        assert (await outbox_feed.feed_once(pool, redis, topology)).events == 0
+        await transaction.commit()
+    async with Listener(redis, topology, [early, late]) as listener:
+        assert (await outbox_feed.feed_once(pool, redis, topology)).events == 2
+        messages = await listener.take(2)
+    assert [(m["intent_id"], m["state"]) for m in messages] == [(str(early), "VALIDATED"), (str(late), "VALIDATED")]
+
+
+async def test_a_round_that_cannot_publish_moves_nothing(pool, redis, topology) -> None:
+    intent_id = await created(pool)
+    await walk(pool, intent_id, [*PATH[:5], State.FAILED])
+    unreachable = redis_from_url("redis://127.0.0.1:1", socket_connect_timeout=1)
+    with pytest.raises(RedisError):
+        await outbox_feed.feed_once(pool, unreachable, topology)
+    await unreachable.aclose()
+    assert await history(pool, intent_id) == []
+    assert await outbox_feed.delivered(pool, [intent_id]) == set()
+    async with Listener(redis, topology, [intent_id]) as listener:
+        assert await outbox_feed.feed_once(pool, redis, topology) == outbox_feed.FeedRound(6, 1)
+        assert [m["state"] for m in await listener.take(6)][-1] == "FAILED"
+    assert await history(pool, intent_id) == [(1001, "DEBIT", 0, 0, "FAILED")]
+
+
+async def test_one_worker_feeds_at_a_time(pool, redis, topology) -> None:
+    await created(pool)
+    async with pool.acquire() as other, other.transaction():
+        await other.execute("SELECT pg_advisory_xact_lock($1)", outbox_feed.FEED_LOCK_KEY)
+        assert await outbox_feed.feed_once(pool, redis, topology) == outbox_feed.FeedRound(0, 0, locked_out=True)
+    results = await asyncio.gather(*(outbox_feed.feed_once(pool, redis, topology) for _ in range(3)))
+    assert sum(r.events for r in results) == 1  # whoever held the lock delivered it; the others stood by
+
+
+async def test_history_names_the_merchant_and_shows_a_failed_top_up(pool, redis, topology) -> None:
+    charge = await created(pool, OperationType.MINIAPP_CHARGE, sender=1001, recipient=None, merchant=77)
+    await walk(pool, charge, PATH)
+    topup = await created(pool, OperationType.QP_TOPUP, sender=None, recipient=1001)
+    await walk(pool, topup, [*PATH[:5], State.FAILED])
+    credit = await created(pool, OperationType.MINIAPP_CREDIT, sender=None, recipient=1001, merchant=77)
+    await walk(pool, credit, [State.CREATED, State.REJECTED])
+    await outbox_feed.feed_once(pool, redis, topology)
+    rows = await pool.fetch("SELECT intent_id, direction, amount_minor, merchant_id, state FROM pm.history")
+    shown = sorted((r["intent_id"], r["direction"], r["amount_minor"], r["merchant_id"], r["state"]) for r in rows)
+    assert shown == sorted([(charge, "DEBIT", 10_150, 77, "SETTLED"), (topup, "CREDIT", 0, None, "FAILED")])
