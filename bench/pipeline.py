@@ -15,7 +15,8 @@ drops them at the end) and uses that Redis with streams of its own. Per run:
 3. /readyz, then `--senders` users funded with ADMIN_ADJUSTMENT through the pipeline (enough that
    every payment settles; this is also the warm-up), then a pause so PostgreSQL's statistics settle;
 4. N signed P2P intents (`--intents`) at concurrency C (`--concurrency`), no Prefer: wait, each POST's
-   start time recorded; then wait (bounded) until all are SETTLED and their history is written;
+   start time recorded; then wait (bounded) until all are SETTLED, finished, and fed by the outbox
+   worker (status messages published, history written);
 5. figures: accepted/s = N / (last 202 - first POST); settled/s = N / (last SETTLED - first POST), the
    SETTLED times being `pm.intent_event.created_at`; latency p50/p95/p99 = that SETTLED time minus the
    intent's own POST start; PostgreSQL commits per intent = `pg_stat_database.xact_commit` delta of the
@@ -90,7 +91,7 @@ FLOOR_HANDLER = "consumers.floor"
 
 READY_TIMEOUT_S = 60.0
 FUNDING_TIMEOUT_S = 120.0
-DRAIN_TIMEOUT_S = 30.0  # after the last SETTLED: history written, nothing pending in any stream
+DRAIN_TIMEOUT_S = 30.0  # after the last SETTLED: finished and fed, nothing pending in any stream
 POLL_INTERVAL_S = 0.25
 # A PostgreSQL 15+ backend flushes its statistics at most once a second while busy, and an idle one
 # up to 10 s after its last transaction: waiting this long after the warm-up makes the xact_commit
@@ -457,11 +458,15 @@ async def wait_settled(monitor: Monitor, fleet: Fleet, count: int, timeout_s: fl
 
 
 async def wait_drained(monitor: Monitor, redis: aioredis.Redis, topology: Topology) -> None:
-    """Until every finished intent's history is written and no stream holds an unacknowledged entry;
-    then no dead-letter stream may hold an entry either."""
+    """Until every intent is finished, the outbox feed has delivered every event (statuses, history)
+    and no stream holds an unacknowledged entry; then no dead-letter stream may hold an entry either."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     while True:
         row = await monitor.fetchrow("SELECT count(*) AS n FROM pm.intent WHERE NOT finished")
+        unfed = await monitor.fetchrow(
+            "SELECT count(*) AS n FROM pm.intent_event e JOIN pm.outbox_cursor c ON c.name = 'app'"
+            " WHERE (e.xid, e.intent_id, e.version) > (c.xid, c.intent_id, c.version)"
+        )
         left = {}
         for stage in topology.stages.values():
             backlog = await streams.backlog(redis, stage.stream, stage.group)
@@ -469,13 +474,15 @@ async def wait_drained(monitor: Monitor, redis: aioredis.Redis, topology: Topolo
                 raise BenchError(f"stream {stage.stream} or its group {stage.group} is missing")
             if backlog.lag or backlog.pending:
                 left[stage.name] = {"undelivered": backlog.lag, "pending": backlog.pending}
+        if unfed["n"]:
+            left["outbox feed"] = {"undelivered": unfed["n"]}
         if row["n"] == 0 and not left:
             dead = {stage.name: await redis.xlen(stage.dead_letter_stream) for stage in topology.stages.values()}
             if any(dead.values()):
                 raise BenchError(f"entries in dead-letter streams: {dead}")
             return
         if time.monotonic() > deadline:
-            raise BenchError(f"not drained after {DRAIN_TIMEOUT_S} s: {row['n']} without history; streams {left}")
+            raise BenchError(f"not drained after {DRAIN_TIMEOUT_S} s: {row['n']} not finished; {left}")
         await asyncio.sleep(POLL_INTERVAL_S)
 
 
