@@ -7,6 +7,7 @@ transitions in one statement.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -360,15 +361,42 @@ async def load_intents(conn: asyncpg.Connection | asyncpg.Pool, ids: list[uuid.U
 
 # Status messages' event ids: derived from (intent, version), so a re-sent message has the same one.
 EVENT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "onewallet-pm:intent-event")
+_EVENT_ID_NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
+
+
+def event_id_text(intent_id_text: str, version: int) -> str:
+    """`str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{intent_id}:{version}"))`, without UUID objects: the outbox
+    worker derives one per status message (a unit test checks it against uuid5)."""
+    digest = bytearray(hashlib.sha1(_EVENT_ID_NAMESPACE_BYTES + f"{intent_id_text}:{version}".encode()).digest())
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest[:16].hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def event_id(intent_id: uuid.UUID, version: int) -> uuid.UUID:
-    return uuid.uuid5(EVENT_ID_NAMESPACE, f"{intent_id}:{version}")
+    return uuid.UUID(event_id_text(str(intent_id), version))
+
+
+def event_message(
+    intent_id_text: str, version: int, state: str, error_code: str | None, error_message: str | None, created_at: Any
+) -> dict[str, Any]:
+    """A transition as the app hears it (pub/sub `intent.{id}`, SSE): a receiver drops an `event_id` it has
+    seen and orders by `version`. `created_at` is a datetime (orjson writes it as isoformat does) or text."""
+    return {
+        "event_id": event_id_text(intent_id_text, version),
+        "intent_id": intent_id_text,
+        "version": version,
+        "state": state,
+        "error_code": error_code,
+        "error_message": error_message,
+        "created_at": created_at,
+    }
 
 
 @dataclass(frozen=True, slots=True)
 class IntentEvent:
-    """One transition, as SSE replays it and the outbox worker publishes it on `intent.{id}`."""
+    """One transition, as SSE replays it (the outbox worker publishes the same `event_message`)."""
 
     intent_id: uuid.UUID
     version: int
@@ -385,16 +413,10 @@ class IntentEvent:
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
-        """A receiver drops an `event_id` it has seen, and orders by `version`."""
-        return {
-            "event_id": str(event_id(self.intent_id, self.version)),
-            "intent_id": str(self.intent_id),
-            "version": self.version,
-            "state": str(self.state),
-            "error_code": self.error_code,
-            "error_message": self.error_message,
-            "created_at": self.created_at.isoformat(),
-        }
+        return event_message(
+            str(self.intent_id), self.version, str(self.state), self.error_code, self.error_message,
+            self.created_at.isoformat(),
+        )  # fmt: skip
 
 
 async def events_since(

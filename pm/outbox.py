@@ -33,7 +33,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from pm import metrics, psp_signing
-from pm.outbox_feed import feed_once
+from pm.outbox_feed import FEED_BATCH_MAX, feed_once
 from pm.topology import Topology
 
 log = logging.getLogger("pm.outbox")
@@ -45,8 +45,9 @@ BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 3_600.0
 RETRY_WINDOW_S = 24 * 3_600
 IDLE_WAIT_S = 0.5
-# The feed polls the event log this often when it is caught up: the most a status message waits.
-FEED_IDLE_WAIT_S = 0.02
+# A feed round starts at most this often unless the last one was full: under load, rounds of a few hundred
+# events (one transaction each) instead of a round per handful; the most a status message waits extra.
+FEED_LINGER_S = 0.025
 # Another worker holds the feed: look again this much later (it takes over if that worker dies).
 FEED_STANDBY_WAIT_S = 1.0
 REVIEW_STREAM_LENGTH_MAX = 10_000
@@ -182,18 +183,21 @@ async def run_outbox(
 
 
 async def _feed_loop(pool: asyncpg.Pool, redis: aioredis.Redis, topology: Topology, stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
     while not stop.is_set():
-        wait_s = 0.0
+        started_s = loop.time()
         try:
             result = await feed_once(pool, redis, topology)
             if result.locked_out:
                 wait_s = FEED_STANDBY_WAIT_S
-            elif result.events == 0:
-                wait_s = FEED_IDLE_WAIT_S
+            elif result.events >= FEED_BATCH_MAX:
+                wait_s = 0.0  # behind: the next round at once
+            else:
+                wait_s = started_s + FEED_LINGER_S - loop.time()
         except (asyncpg.PostgresError, RedisError, OSError) as exc:
             log.error("outbox feed round failed; retrying", extra={"error": repr(exc)})
             wait_s = IDLE_WAIT_S
-        if wait_s:
+        if wait_s > 0:
             await _wait(stop, wait_s)
 
 

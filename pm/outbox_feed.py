@@ -32,10 +32,11 @@ import redis.asyncio as aioredis
 
 from pm import history, metrics, streams
 from pm.domain import TERMINAL_STATES
-from pm.intents import IntentEvent, load_intents
+from pm.intents import event_message, load_intents
 from pm.topology import Topology
 
 FEED_BATCH_MAX = 2_000
+_FINAL_STATE_NAMES = frozenset(str(state) for state in TERMINAL_STATES)
 CURSOR_NAME = "app"
 # Any constant works if every worker uses it: the ASCII bytes "pm_feed!".
 FEED_LOCK_KEY = 0x706D5F6665656421
@@ -45,7 +46,7 @@ SELECT xid::text AS xid, intent_id, version FROM pm.outbox_cursor
 WHERE name = $1 AND pg_try_advisory_xact_lock($2)
 """
 _EVENTS_SQL = """
-SELECT xid::text AS xid, intent_id, version, state, error_code, error_message, created_at FROM pm.intent_event
+SELECT xid::text AS xid_text, intent_id, version, state, error_code, error_message, created_at FROM pm.intent_event
 WHERE (xid, intent_id, version) > ($1::text::xid8, $2, $3) AND xid < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY xid, intent_id, version
 LIMIT $4
@@ -71,20 +72,26 @@ async def feed_once(pool: asyncpg.Pool, redis: aioredis.Redis, topology: Topolog
         if not rows:
             metrics.OUTBOX_FEED_DELAY_SECONDS.set(0)
             return FeedRound(0, 0)
-        events = [IntentEvent.from_row(row) for row in rows]
-        await streams.publish_many(
-            redis, [(topology.channel_for(e.intent_id), orjson.dumps(e.to_json())) for e in events]
-        )
-        final_ids = [e.intent_id for e in events if e.state in TERMINAL_STATES]
+        await streams.publish_many(redis, [_status_message(topology, row) for row in rows])
+        final_ids = [row["intent_id"] for row in rows if row["state"] in _FINAL_STATE_NAMES]
         # A final state is an intent's last transition, so its row as it is now is as it ended.
         written = await history.write(conn, await load_intents(conn, final_ids)) if final_ids else 0
         last = rows[-1]
-        await conn.execute(_MOVE_SQL, CURSOR_NAME, last["xid"], last["intent_id"], last["version"])
-    oldest_s = (datetime.now(UTC) - events[0].created_at).total_seconds()
+        await conn.execute(_MOVE_SQL, CURSOR_NAME, last["xid_text"], last["intent_id"], last["version"])
+    oldest_s = (datetime.now(UTC) - rows[0]["created_at"]).total_seconds()
     metrics.OUTBOX_FEED_DELAY_SECONDS.set(max(oldest_s, 0.0))
-    metrics.OUTBOX_DELIVERED.labels("status").inc(len(events))
+    metrics.OUTBOX_DELIVERED.labels("status").inc(len(rows))
     metrics.OUTBOX_DELIVERED.labels("history").inc(written)
-    return FeedRound(len(events), written)
+    return FeedRound(len(rows), written)
+
+
+def _status_message(topology: Topology, row: asyncpg.Record) -> tuple[str, bytes]:
+    """(channel, payload) of one event row; per message, so built from the row without objects."""
+    intent_id = str(row["intent_id"])
+    message = event_message(
+        intent_id, row["version"], row["state"], row["error_code"], row["error_message"], row["created_at"]
+    )
+    return topology.channel_for(intent_id), orjson.dumps(message)
 
 
 async def delivered(conn: asyncpg.Pool | asyncpg.Connection, intent_ids: list[uuid.UUID]) -> set[uuid.UUID]:
