@@ -2,15 +2,14 @@
 
 Each stage moves its intents to the next state with no ledger call, no routes and no fees, so a run
 through the same streams, runtime and one batched SQL compare-and-set per stage measures what the
-pipeline costs before any money logic. The last stage (finished intents) has no state to move: its one
-batched SQL statement marks them done, as the finish stage does, so the status poller does not
-re-drive them. Used only by the benchmark, through a streams.yaml whose handlers point here.
+pipeline costs before any money logic. Final intents are the outbox worker's, as in a real run.
+Used only by the benchmark, through a streams.yaml whose handlers point here.
 """
 
 from __future__ import annotations
 
 from consumers.context import StageContext
-from pm.domain import TERMINAL_STATES, Intent, State, Transition, advance
+from pm.domain import Intent, State, Transition, advance
 
 NEXT_STATE = {
     State.CREATED: State.VALIDATED,
@@ -22,14 +21,8 @@ NEXT_STATE = {
 
 
 async def handle(intents: list[Intent], context: StageContext) -> list[Transition]:
-    finished = [intent.id for intent in intents if intent.state in TERMINAL_STATES]
-    if finished:
-        await context.pool.execute(
-            "UPDATE pm.intent SET finished = true WHERE id = ANY($1::uuid[]) AND NOT finished",
-            finished,
-        )
     return [
         advance(intent, NEXT_STATE[intent.state], channel="FLOOR" if intent.state == State.CREATED else None)
         for intent in intents
-        if intent.state not in TERMINAL_STATES
+        if intent.state in NEXT_STATE
     ]

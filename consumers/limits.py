@@ -3,8 +3,8 @@
 Per batch: the enabled rules (cached, at most a second old), the counters each intent takes a place in,
 then one Redis script call that reserves for the whole batch, all or nothing per intent and idempotent
 per intent id (pm/limit_counters.py). An intent over a cap is REJECTED `LIMIT_EXCEEDED`, saying which
-limit and what remains. The places are given back when the intent ends REJECTED or FAILED: the finish
-stage calls `release_refused` for its batch.
+limit and what remains. The places are given back when the intent ends REJECTED or FAILED: the outbox
+worker calls `limit_counters.release_refused` as it delivers the final state (pm/outbox_feed.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from consumers.context import StageContext
 from pm import limit_counters
 from pm.domain import ErrorCode, Intent, State, Transition, advance, reject
 from pm.limit_counters import Reservation, ReservationStatus
-from pm.limits import counters_for, exceeded_message, is_limited
+from pm.limits import counters_for, exceeded_message
 
 
 async def handle(intents: list[Intent], context: StageContext) -> list[Transition]:
@@ -34,15 +34,3 @@ def _decide(intent: Intent, reservation: Reservation | None) -> Transition:
     assert reservation.status == ReservationStatus.EXCEEDED and reservation.exceeded is not None
     message = exceeded_message(reservation.exceeded, reservation.remaining_amount_minor, reservation.remaining_count)
     return reject(intent, ErrorCode.LIMIT_EXCEEDED, message)
-
-
-async def release_refused(intents: list[Intent], context: StageContext) -> None:
-    """Give back the places of the batch's intents that ended REJECTED or FAILED: one round trip.
-
-    Every refused intent of a limited kind is marked released, even one that never reached this stage
-    (cheaper than knowing), so a late redelivery of its limits entry can never take a place again."""
-    refused = [i for i in intents if i.state in (State.REJECTED, State.FAILED) and is_limited(i)]
-    if not refused:
-        return
-    rules = await context.limit_rules.current(context.pool)
-    await limit_counters.release(context.redis, [(intent, counters_for(intent, rules)) for intent in refused])

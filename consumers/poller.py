@@ -1,9 +1,9 @@
 """The status poller: PostgreSQL is the truth, Redis is transport (DESIGN.md §5).
 
 Every round it
-- re-drives intents left in a stage's input state longer than that stage's `stuck_after_s` (and
-  final intents the finish stage has not finished yet) by publishing their entry again — after a lost
-  entry, a crash, or a Redis that lost its data; handlers are idempotent, so a duplicate is harmless;
+- re-drives intents left in a stage's input state longer than that stage's `stuck_after_s` by
+  publishing their entry again — after a lost entry, a crash, or a Redis that lost its data; handlers
+  are idempotent, so a duplicate is harmless (a final intent is the outbox worker's, from the event log);
 - recreates missing consumer groups (a Redis that restarted empty);
 - trims every stream below what all its groups have acknowledged (never an unread entry);
 - measures stream backlogs and open intents for the metrics.

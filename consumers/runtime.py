@@ -154,6 +154,8 @@ class StageRunner:
         entries: list[tuple[str, dict[str, bytes]]] = []
         for result in results:
             intent = result.intent
+            if intent.state in TERMINAL_STATES:
+                continue  # the end of the pipeline: the outbox worker takes it from its event row
             if result.applied:
                 entries.append((topology.stage_for_state(intent.state).stream, streams.entry_fields(intent)))
             elif redelivered and topology.stage_for_state(intent.state).name != self.stage.name:

@@ -100,7 +100,7 @@ class Fleet:
 # -- running one process type in this process (`pm run NAME`) -----------------------------------
 
 PROCESS_TYPES = (
-    "gateway", "validation", "fees", "limits", "dispatch", "settlement", "finish", "poller", "qp-connector",
+    "gateway", "validation", "fees", "limits", "dispatch", "settlement", "poller", "qp-connector",
     "outbox", "psp-sim", "all",
 )  # fmt: skip
 

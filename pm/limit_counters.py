@@ -54,7 +54,8 @@ from pm.constants import (
     LIMIT_RELEASED_TTL_S,
 )
 from pm.domain import Intent, State
-from pm.limits import EXEMPT_OPERATIONS, Counter, released_key
+from pm.limit_rules import LimitRuleCache
+from pm.limits import EXEMPT_OPERATIONS, Counter, counters_for, is_limited, released_key
 
 RESERVE_SCRIPT = """
 local released_prefix = ARGV[1]
@@ -274,6 +275,23 @@ async def reserve(redis: aioredis.Redis, pool: asyncpg.Pool, plans: Sequence[Pla
         assert not still_missing, "every missing counter came with its rebuild data"
     assert set(outcomes) == {intent.id for intent, _ in plans}
     return outcomes
+
+
+async def release_refused(
+    redis: aioredis.Redis,
+    pool: asyncpg.Pool | asyncpg.Connection,
+    rule_cache: LimitRuleCache,
+    intents: Sequence[Intent],
+) -> int:
+    """Give back the places of the intents among `intents` that ended REJECTED or FAILED: one round trip.
+
+    Every refused intent of a limited kind is marked released, even one that never reached the limits
+    stage (cheaper than knowing), so a late redelivery of its limits entry can never take a place again."""
+    refused = [i for i in intents if i.state in (State.REJECTED, State.FAILED) and is_limited(i)]
+    if not refused:
+        return 0
+    rules = await rule_cache.current(pool)
+    return await release(redis, [(intent, counters_for(intent, rules)) for intent in refused])
 
 
 async def release(redis: aioredis.Redis, plans: Sequence[Plan]) -> int:

@@ -2,7 +2,8 @@
 statement as the change. Two loops:
 
 - the feed (pm/outbox_feed.py): every transition's event row becomes the app's status message on Redis
-  pub/sub `intent.{id}`, and a final one the users' history rows;
+  pub/sub `intent.{id}`; a final one also the users' history rows and the intent's end (refused limit
+  places given back, `finished`);
 - the rows of `pm.outbox`, one delivery each with its own retries:
   - `merchant_webhook`: a MINIAPP intent's final state, POSTed to its merchant's registered URL
     (`pm merchants webhook set`) with `X-PM-Signature: t=<ts>,v1=<hex HMAC-SHA256(secret, "{t}." +
@@ -33,6 +34,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from pm import metrics, psp_signing
+from pm.limit_rules import LimitRuleCache
 from pm.outbox_feed import FEED_BATCH_MAX, feed_once
 from pm.topology import Topology
 
@@ -184,10 +186,11 @@ async def run_outbox(
 
 async def _feed_loop(pool: asyncpg.Pool, redis: aioredis.Redis, topology: Topology, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
+    limit_rules = LimitRuleCache()
     while not stop.is_set():
         started_s = loop.time()
         try:
-            result = await feed_once(pool, redis, topology)
+            result = await feed_once(pool, redis, topology, limit_rules)
             if result.locked_out:
                 wait_s = FEED_STANDBY_WAIT_S
             elif result.events >= FEED_BATCH_MAX:

@@ -1,8 +1,9 @@
-"""The app's feed, delivered by the outbox worker: status messages on Redis pub/sub `intent.{id}` and the
-users' history rows, both from the intent event log.
+"""The feed, delivered by the outbox worker from the intent event log: status messages on Redis pub/sub
+`intent.{id}` for the app, and for a final state the users' history rows and the end of the intent (its
+refused limit places given back, `finished` set). The pipeline's stages stop at the final transition.
 
 Every transition writes its `pm.intent_event` row in the statement that makes it (pm/intents.py), so
-that log is the outbox record of both deliveries: a committed change cannot miss them. Per round, in
+that log is the outbox record of all of these: a committed change cannot miss them. Per round, in
 one PostgreSQL transaction:
 
 1. take the feed's advisory lock (one worker feeds at a time; another skips the round and delivers
@@ -12,11 +13,13 @@ one PostgreSQL transaction:
    than any read, so none ever lands behind the cursor (a sequence, numbered at insert and committed
    in another order, could not promise that);
 3. publish their status messages (one Redis call);
-4. write the history rows of the final ones and move the cursor; commit.
+4. for the final ones: give back the refused intents' limit places (one Redis call, idempotent), write
+   the history rows and mark them `finished` (the status poller's work list); move the cursor; commit.
 
 Delivery is at least once: a crash before the commit publishes the same messages again, with the same
-derived `event_id`; a receiver drops those and orders by `version`. History rows commit with the
-cursor, so each is written once. A transaction left open anywhere in the cluster holds the feed back
+derived `event_id`; a receiver drops those and orders by `version`. History rows and `finished` commit
+with the cursor, so each is written once; a limit place is given back once (the release is marked).
+A transaction left open anywhere in the cluster holds the feed back
 (it cannot know what that transaction will write): `pm_outbox_feed_delay_seconds` shows it.
 """
 
@@ -30,9 +33,10 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
-from pm import history, metrics, streams
+from pm import history, limit_counters, metrics, streams
 from pm.domain import TERMINAL_STATES
 from pm.intents import event_message, load_intents
+from pm.limit_rules import LimitRuleCache
 from pm.topology import Topology
 
 FEED_BATCH_MAX = 2_000
@@ -41,10 +45,10 @@ CURSOR_NAME = "app"
 # Any constant works if every worker uses it: the ASCII bytes "pm_feed!".
 FEED_LOCK_KEY = 0x706D5F6665656421
 
-_CURSOR_SQL = """
-SELECT xid::text AS xid, intent_id, version FROM pm.outbox_cursor
-WHERE name = $1 AND pg_try_advisory_xact_lock($2)
-"""
+# Two statements, not one: the cursor must be read with a snapshot taken after the lock is held, or a
+# round could read the cursor as it was before the previous holder committed, and deliver again.
+_LOCK_SQL = "SELECT pg_try_advisory_xact_lock($1)"
+_CURSOR_SQL = "SELECT xid::text AS xid, intent_id, version FROM pm.outbox_cursor WHERE name = $1"
 _EVENTS_SQL = """
 SELECT xid::text AS xid_text, intent_id, version, state, error_code, error_message, created_at FROM pm.intent_event
 WHERE (xid, intent_id, version) > ($1::text::xid8, $2, $3) AND xid < pg_snapshot_xmin(pg_current_snapshot())
@@ -63,19 +67,30 @@ class FeedRound:
     locked_out: bool = False  # another worker holds the feed
 
 
-async def feed_once(pool: asyncpg.Pool, redis: aioredis.Redis, topology: Topology) -> FeedRound:
+_FINISH_SQL = "UPDATE pm.intent SET finished = true WHERE id = ANY($1::uuid[]) AND NOT finished"
+
+
+async def feed_once(
+    pool: asyncpg.Pool, redis: aioredis.Redis, topology: Topology, limit_rules: LimitRuleCache | None = None
+) -> FeedRound:
     async with pool.acquire() as conn, conn.transaction():
-        cursor = await conn.fetchrow(_CURSOR_SQL, CURSOR_NAME, FEED_LOCK_KEY)
-        if cursor is None:
+        if not await conn.fetchval(_LOCK_SQL, FEED_LOCK_KEY):
             return FeedRound(0, 0, locked_out=True)
+        cursor = await conn.fetchrow(_CURSOR_SQL, CURSOR_NAME)
+        assert cursor is not None, "sql/0009 creates the cursor"
         rows = await conn.fetch(_EVENTS_SQL, cursor["xid"], cursor["intent_id"], cursor["version"], FEED_BATCH_MAX)
         if not rows:
             metrics.OUTBOX_FEED_DELAY_SECONDS.set(0)
             return FeedRound(0, 0)
         await streams.publish_many(redis, [_status_message(topology, row) for row in rows])
         final_ids = [row["intent_id"] for row in rows if row["state"] in _FINAL_STATE_NAMES]
-        # A final state is an intent's last transition, so its row as it is now is as it ended.
-        written = await history.write(conn, await load_intents(conn, final_ids)) if final_ids else 0
+        written = 0
+        if final_ids:
+            # A final state is an intent's last transition, so its row as it is now is as it ended.
+            finals = await load_intents(conn, final_ids)
+            await limit_counters.release_refused(redis, conn, limit_rules or LimitRuleCache(), finals)
+            written = await history.write(conn, finals)
+            await conn.execute(_FINISH_SQL, final_ids)
         last = rows[-1]
         await conn.execute(_MOVE_SQL, CURSOR_NAME, last["xid_text"], last["intent_id"], last["version"])
     oldest_s = (datetime.now(UTC) - rows[0]["created_at"]).total_seconds()
@@ -96,7 +111,7 @@ def _status_message(topology: Topology, row: asyncpg.Record) -> tuple[str, bytes
 
 async def delivered(conn: asyncpg.Pool | asyncpg.Connection, intent_ids: list[uuid.UUID]) -> set[uuid.UUID]:
     """Which of these intents are final with their final event behind the cursor (status published,
-    history written): what tests and the benchmark wait for."""
+    history written, finished): what tests and the benchmark wait for."""
     rows = await conn.fetch(
         "SELECT e.intent_id FROM pm.intent_event e JOIN pm.intent i ON i.id = e.intent_id AND i.version = e.version"
         " JOIN pm.outbox_cursor c ON c.name = $2"

@@ -22,8 +22,8 @@ CREATE TABLE pm.outbox_cursor (
 INSERT INTO pm.outbox_cursor (name, xid, intent_id, version)
 VALUES ('app', pg_current_xact_id(), 'ffffffff-ffff-ffff-ffff-ffffffffffff', 2147483647);
 
--- The last stage no longer writes history (it gives back refused intents' limit places): `finished`
--- says the pipeline is done with an intent, so the status poller stops re-driving it.
+-- No stage writes history any more: the outbox worker ends a final intent (history, refused limit
+-- places given back) and sets `finished`, which takes it off the status poller's work list.
 ALTER TABLE pm.intent RENAME COLUMN history_written TO finished;
 
 -- History names the merchant of a mini-app charge or credit.

@@ -155,7 +155,7 @@ async def running_fleet(
         }
         fleet = Fleet(environment=environment, log_dir=Path(directory))
         wanted = {"gateway": 1, "validation": 1, "fees": 1, "limits": 1, "dispatch": 1, "settlement": 1,
-                  "finish": 1, "poller": 1, "outbox": 1, **(counts or {})}  # fmt: skip
+                  "poller": 1, "outbox": 1, **(counts or {})}  # fmt: skip
         metrics_ports: dict[str, list[int]] = {}
         try:
             for process_type, count in wanted.items():

@@ -1,8 +1,10 @@
 """Crash safety of the async channels: SIGKILL two of three settlement processes and the outbox worker in
 the middle of 500 mixed intents (IPPS withdrawals, QP top-ups and mini-app charges through the PSP
 simulator), start new ones, and everything converges: every intent terminal exactly once in the state
-its PSP behaviour decides, balances exact, transit back to 0, no entry pending, and every mini-app
-intent's webhook delivered (at least once, same event id on a repeat)."""
+its PSP behaviour decides, balances exact, transit back to 0, no entry pending, every status message
+of every intent heard by an app listening on pub/sub (at least once: every version, a repeat with the
+same event id), every user's history row written exactly once, and every mini-app intent's webhook
+delivered (at least once, same event id on a repeat)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from fleet_support import APP_SCOPES, free_port, running_fleet
 from ledger import accounts, open_ledger
 from pm import keys, outbox
 from pm.client import PMClient
+from pm.redis_wire import redis_from_url
 
 INTENTS = 500
 SECRET = "merchant-webhook-secret-crash-test"
@@ -76,6 +79,18 @@ async def test_sigkill_settlement_and_outbox_mid_run_converges(fresh_database, r
             await outbox.set_webhook(pm.pool, merchant_id, f"http://127.0.0.1:{hook_port}/hook", SECRET)
             merchant_key, merchant_secret = await keys.create_key(pm.pool, "crash-miniapp", APP_SCOPES, merchant_id)
             await pm.wait_finished([(await pm.fund(user, 1_000_000))["id"] for user in users])
+            # The app: every status message on every intent's channel, as it arrives.
+            heard: list[dict] = []
+            listener_redis = redis_from_url(redis_url)
+            pubsub = listener_redis.pubsub()
+            await pubsub.psubscribe(pm.topology.status_channel.replace("{id}", "*"))
+
+            async def listen() -> None:
+                async for message in pubsub.listen():
+                    if message["type"] == "pmessage":
+                        heard.append(orjson.loads(message["data"]))
+
+            listening = asyncio.create_task(listen())
             rng = random.Random(11)
             plan = [(rng.choice(users), *rng.choice(KINDS)) for _ in range(INTENTS)]
             semaphore = asyncio.Semaphore(30)
@@ -157,5 +172,31 @@ async def test_sigkill_settlement_and_outbox_mid_run_converges(fresh_database, r
             assert all(len(intents) == 1 for intents in by_event.values())  # a repeat keeps its event id
             undelivered = await pm.pool.fetchval("SELECT count(*) FROM pm.outbox WHERE delivered_at IS NULL")
             assert undelivered == 0
+
+            # The app heard every transition of every intent (the outbox worker was killed mid-run: some
+            # messages came twice, with the same event id), and each user's history row is there once.
+            await asyncio.sleep(0.5)  # the last messages are on their way
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
+            await pubsub.aclose()
+            await listener_redis.aclose()
+            versions: dict[str, set[int]] = {}
+            event_ids: dict[str, tuple[str, int]] = {}
+            for message in heard:
+                versions.setdefault(message["intent_id"], set()).add(message["version"])
+                key = (message["intent_id"], message["version"])
+                assert event_ids.setdefault(message["event_id"], key) == key
+            for intent_id in intent_ids:
+                assert versions.get(intent_id) == set(range(1, finished[intent_id]["version"] + 1)), intent_id
+            history = await pm.pool.fetch(
+                "SELECT intent_id::text AS intent_id, user_id, direction, amount_minor FROM pm.history"
+                " WHERE intent_id = ANY($1::uuid[])",
+                [uuid.UUID(i) for i in intent_ids],
+            )
+            shown = {row["intent_id"]: (row["user_id"], row["direction"], row["amount_minor"]) for row in history}
+            assert len(history) == len(shown) == INTENTS  # one row each: only the user is a party here
+            for intent_id, (user, operation, amount, state) in zip(intent_ids, plan, strict=True):
+                direction = "CREDIT" if operation == "QP_TOPUP" else "DEBIT"
+                assert shown[intent_id] == (user, direction, amount if state == "SETTLED" else 0), intent_id
     finally:
         await runner.cleanup()
