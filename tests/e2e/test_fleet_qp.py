@@ -1,7 +1,9 @@
 """QP top-ups through the whole fleet, the QP connector group and the PSP simulator, one per way a PSP
-behaves (the amount's last two digits pick it): every intent ends terminal exactly once, the user gets
-exactly the paid top-ups, `psp:QP_TRANSFER:THB` owes them, transit returns to 0, nothing is left
-pending, and a payment that comes after PM gave up is flagged for an operator, not credited."""
+behaves (the amount's last two digits pick it), with a PRE and a POST fee: every intent ends terminal
+exactly once, the user gets exactly the paid top-ups less the POST fee, `psp:QP_TRANSFER:THB` owes what
+the user paid (amount plus PRE fee), the fees account both fees, transit returns to 0, nothing is left
+pending, the user's history shows each top-up once (failed ones with 0), and a payment that comes after
+PM gave up is flagged for an operator, not credited."""
 
 from __future__ import annotations
 
@@ -17,10 +19,13 @@ from fleet_support import APP_SCOPES, free_port, running_fleet
 
 from ledger import accounts, open_ledger
 from pm import keys
+from pm.constants import RULES_POLL_INTERVAL_S
 
 PM = str(Path(sys.executable).parent / "pm")
 REQUEST_VALID_S = 8  # PM_PSP_HOLD_TIMEOUT_S: how long the QR payment request is valid at QP
 OUTCOME_DEADLINE_S = 4
+# The user pays amount + PRE at QP: a whole baht, so the last two digits (the behaviour) stay as written.
+PRE_FEE_MINOR, POST_FEE_MINOR = 100, 25
 
 # amount_minor (last two digits = the simulator's behaviour) -> (final state, error code)
 CASES = {
@@ -54,6 +59,16 @@ async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database
         stuck_after_s=1,
     ) as pm:
         user = random.randrange(10**9, 2 * 10**9)  # a user no other test touches
+        for kind, amount_minor in (("PRE", PRE_FEE_MINOR), ("POST", POST_FEE_MINOR)):
+            rule = {
+                "name": f"top-up {kind}", "operation_type": "QP_TOPUP", "channel": "QP_TRANSFER",
+                "condition": "true", "amount": str(amount_minor), "kind": kind, "priority": 10,
+            }  # fmt: skip
+            await pm.admin.request("POST", "/admin/fee-rules", body=rule)
+        await asyncio.sleep(2 * RULES_POLL_INTERVAL_S)  # every fees process has re-read the rules
+        async with open_ledger(pm.database_url) as ledger:
+            found = await ledger.lookup_accounts([accounts.fees("THB").id])
+        fees_before = found[0].credits_posted - found[0].debits_posted if found else 0
         created = {}
         for amount_minor in CASES:
             intent = await pm.app.create_intent(
@@ -85,17 +100,28 @@ async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database
         )
         assert authorized == len(CASES)  # every payment request existed at QP before we waited on it
 
-        paid_minor = sum(amount for amount, (state, _) in CASES.items() if state == "SETTLED")
+        settled = [amount for amount, (state, _) in CASES.items() if state == "SETTLED"]
+        paid_minor = sum(settled) - POST_FEE_MINOR * len(settled)  # what reached the wallet
         assert await pm.balance(user) == (paid_minor, 0)
         async with open_ledger(pm.database_url) as ledger:
             (psp,) = await ledger.lookup_accounts([accounts.psp("QP_TRANSFER", "THB").id])
             (transit,) = await ledger.lookup_accounts([accounts.transit("THB").id])
-        assert (psp.debits_posted, psp.credits_posted) == (paid_minor, 0)
+            (fees,) = await ledger.lookup_accounts([accounts.fees("THB").id])
+        assert (psp.debits_posted, psp.credits_posted) == (sum(settled) + PRE_FEE_MINOR * len(settled), 0)
+        assert fees.credits_posted - fees.debits_posted - fees_before == (PRE_FEE_MINOR + POST_FEE_MINOR) * len(settled)
         assert (transit.debits_pending, transit.credits_pending) == (0, 0)
         assert transit.credits_posted == transit.debits_posted
         report = await pm.check()
         assert report.ok, report
         assert await pm.pending_entries() == 0
+
+        # What the user's app shows: each top-up once, net of the POST fee; the failed ones with 0.
+        page = await pm.app.history(user_id=user, limit=20)
+        shown = {item["intent_id"]: (item["direction"], item["amount_minor"], item["state"]) for item in page["items"]}
+        assert shown == {
+            intent_id: ("CREDIT", amount - POST_FEE_MINOR if CASES[amount][0] == "SETTLED" else 0, CASES[amount][0])
+            for intent_id, amount in created.items()
+        }
 
         # The commands the README shows: a top-up and a withdrawal, followed to SETTLED (exit 0).
         key, secret = await keys.create_key(pm.pool, "e2e-cli", APP_SCOPES)
@@ -111,4 +137,4 @@ async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database
             )
             assert done.returncode == 0, done.stdout + done.stderr
             assert done.stdout.rstrip().endswith("SETTLED"), done.stdout
-        assert await pm.balance(user) == (paid_minor + 2_000 - 500, 0)
+        assert await pm.balance(user) == (paid_minor + 2_000 - POST_FEE_MINOR - 500, 0)
