@@ -129,16 +129,14 @@ async def _ask(intent: Intent, psp: PspClient) -> str:
 async def _void(context: StageContext, to_void: list[tuple[Intent, ErrorCode, str]]) -> list[Transition]:
     transitions = []
     holding = []
+    voids = []
     for intent, code, message in to_void:
         channel = channels.channel_of(intent)
         if channel.holds:
             holding.append((intent, code, message))
+            voids.append((intent, channel.void(intent)))
         else:  # a top-up held nothing: nothing to release
             transitions.append(fail(intent, code, message))
-    voids = []
-    for intent, _, _ in holding:
-        channel = channels.channel_of(intent)
-        voids.append((intent, channel.void(intent)))
     for (_, code, message), voided in zip(holding, await run_chains(context, voids), strict=True):
         if not all(status in VOID_OK for status in voided.statuses):
             raise LedgerAnswerError(f"void of intent {voided.intent.id}: ledger answered {voided.statuses}")

@@ -6,13 +6,15 @@
     ok = psp.callback_signature_ok("IPPS_TRANSFER", headers, body)
 
 Our reference is the intent id, so a retried submit (after a timeout, a crash, a lost answer) names the
-same payout and the PSP answers with it instead of paying twice. Every call is bounded by
-`psp_request_timeout_s`; a PSP that answers 5xx, times out or cannot be reached raises `PspUnavailable`
+same payout and the PSP answers with it instead of paying twice. At most `PSP_CALLS_IN_FLIGHT_MAX` calls
+of a process are in flight at once (a stage's batch of 256 asks in waves); each is bounded by
+`psp_request_timeout_s` once it runs; a PSP that answers 5xx, times out or cannot be reached raises `PspUnavailable`
 (the caller leaves the intent as it is and the status poller brings it back later).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +25,7 @@ from pm import psp_signing
 from pm.settings import Settings
 
 STATUS_LENGTH_MAX = 32
+PSP_CALLS_IN_FLIGHT_MAX = 64
 
 
 class PspUnavailable(Exception):
@@ -33,6 +36,7 @@ class PspClient:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
+        self._in_flight = asyncio.Semaphore(PSP_CALLS_IN_FLIGHT_MAX)
         self._urls = {
             "IPPS_TRANSFER": settings.psp_ipps_url.rstrip("/"),
             "QP_TRANSFER": settings.psp_qp_url.rstrip("/"),
@@ -105,15 +109,18 @@ class PspClient:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self._settings.psp_request_timeout_s),
                 headers={"Authorization": f"Bearer {self._settings.psp_api_key}"},
+                connector=aiohttp.TCPConnector(limit=PSP_CALLS_IN_FLIGHT_MAX),
             )
-        try:
-            async with self._session.request(method, url, json=payload) as response:
-                if response.status >= 500:
-                    raise PspUnavailable(f"{method} {url}: PSP answered {response.status}")
-                body = await response.json(content_type=None)
-                return response.status, body
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise PspUnavailable(f"{method} {url}: {exc!r}") from exc
+        # The timeout runs once a slot is held: a call never times out waiting behind its batchmates.
+        async with self._in_flight:
+            try:
+                async with self._session.request(method, url, json=payload) as response:
+                    if response.status >= 500:
+                        raise PspUnavailable(f"{method} {url}: PSP answered {response.status}")
+                    body = await response.json(content_type=None)
+                    return response.status, body
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                raise PspUnavailable(f"{method} {url}: {exc!r}") from exc
 
 
 def _status_of(http_status: int, body: Any) -> str:

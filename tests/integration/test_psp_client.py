@@ -1,15 +1,17 @@
 """PM's PSP client against the simulator over real HTTP: unknown references are None, a submit is
 idempotent by reference, a reference reused for another payment and a PSP that answers 5xx or refuses
-our key are `PspUnavailable` (never a status PM would act on)."""
+our key are `PspUnavailable` (never a status PM would act on); calls in flight are bounded."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from pm.psp_client import PspClient, PspUnavailable
+from pm.psp_client import PSP_CALLS_IN_FLIGHT_MAX, PspClient, PspUnavailable
 from pm.psp_sim import create_sim_app
 from pm.settings import Settings
 
@@ -69,3 +71,29 @@ async def test_a_psp_that_fails_or_refuses_our_key_is_unavailable(base_url) -> N
             await nowhere.payout_status(str(uuid.uuid4()))
     finally:
         await nowhere.close()
+
+
+async def test_at_most_so_many_calls_are_in_flight_and_none_times_out_waiting_its_turn() -> None:
+    """A batch's worth of status queries to a slow PSP: never more than PSP_CALLS_IN_FLIGHT_MAX at once,
+    and the timeout (1 s here, against 0.3 s per answer) counts only once a call runs."""
+    in_flight = peak = 0
+
+    async def slow_status(request: web.Request) -> web.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.3)
+        in_flight -= 1
+        return web.json_response({"reference": request.match_info["reference"], "status": "PROCESSING"})
+
+    app = web.Application()
+    app.router.add_get("/ipps/v1/payouts/{reference}", slow_status)
+    async with TestServer(app, host="127.0.0.1") as server:
+        psp = client(str(server.make_url("")).rstrip("/"), psp_request_timeout_s=1.0)
+        try:
+            calls = 4 * PSP_CALLS_IN_FLIGHT_MAX  # four waves: 1.2 s in all
+            answers = await asyncio.gather(*(psp.payout_status(str(uuid.uuid4())) for _ in range(calls)))
+        finally:
+            await psp.close()
+    assert answers == ["PROCESSING"] * calls
+    assert peak == PSP_CALLS_IN_FLIGHT_MAX
