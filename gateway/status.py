@@ -6,7 +6,8 @@ intent's status (Prefer: wait, and the SSE stream of GET /intents/{id}/events).
         if await subscription.wait(timeout_s):
             statuses, resync = subscription.drain()
 
-The stages publish `intent.to_json()` on `intent.{id}` at every transition. The hub subscribes a
+The outbox worker publishes every transition on `intent.{id}` as `IntentEvent.to_json()` (event_id,
+intent_id, version, state, error_code, error_message, created_at; pm/outbox_feed.py). The hub subscribes a
 channel when its first subscriber arrives and unsubscribes it when the last one leaves; SUBSCRIBE and
 UNSUBSCRIBE requests that arrive together go out as one command each. One reader task reads the
 connection and hands every message to the channel's subscribers, parsed once.
@@ -252,7 +253,7 @@ class StatusHub:
 
 
 def _parse_status(data: bytes) -> dict[str, Any] | None:
-    """A stage's status message (`intent.to_json()`), or None when it is not one."""
+    """A status message (`IntentEvent.to_json()`, from the outbox worker), or None when it is not one."""
     try:
         status = orjson.loads(data)
     except ValueError:

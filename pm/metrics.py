@@ -68,5 +68,7 @@ OUTBOX_DELIVERED = Counter(
 )
 OUTBOX_FAILED = Counter("pm_outbox_failed_total", "Outbox deliveries that failed and will be retried", ["kind"])
 OUTBOX_FEED_DELAY_SECONDS = Gauge(
-    "pm_outbox_feed_delay_seconds", "Age of the oldest event in the feed's last round (0: caught up)"
+    "pm_outbox_feed_delay_seconds",
+    "Age of the oldest event the feed delivered last round, or of the oldest one held back (0: caught up)",
 )
+OUTBOX_FEED_FAILURES = Counter("pm_outbox_feed_failures_total", "Feed rounds that failed and will be tried again")

@@ -52,6 +52,9 @@ IDLE_WAIT_S = 0.5
 FEED_LINGER_S = 0.025
 # Another worker holds the feed: look again this much later (it takes over if that worker dies).
 FEED_STANDBY_WAIT_S = 1.0
+# A failed round (PostgreSQL or Redis away, or an event the feed cannot deliver) is tried again this much
+# later, in order: the feed never skips an event; pm_outbox_feed_failures_total and the log say why it waits.
+FEED_RETRY_WAIT_S = 1.0
 REVIEW_STREAM_LENGTH_MAX = 10_000
 ERROR_LENGTH_MAX = 500
 SIGNATURE_HEADER = "X-PM-Signature"
@@ -197,9 +200,10 @@ async def _feed_loop(pool: asyncpg.Pool, redis: aioredis.Redis, topology: Topolo
                 wait_s = 0.0  # behind: the next round at once
             else:
                 wait_s = started_s + FEED_LINGER_S - loop.time()
-        except (asyncpg.PostgresError, RedisError, OSError) as exc:
-            log.error("outbox feed round failed; retrying", extra={"error": repr(exc)})
-            wait_s = IDLE_WAIT_S
+        except Exception as exc:  # the feed must outlive any one round; it retries in order
+            metrics.OUTBOX_FEED_FAILURES.inc()
+            log.error("outbox feed round failed; retrying", exc_info=True, extra={"error": repr(exc)})
+            wait_s = FEED_RETRY_WAIT_S
         if wait_s > 0:
             await _wait(stop, wait_s)
 
@@ -208,8 +212,8 @@ async def _rows_loop(pool: asyncpg.Pool, receivers: Receivers, stop: asyncio.Eve
     while not stop.is_set():
         try:
             result = await deliver_once(pool, receivers)
-        except (asyncpg.PostgresError, OSError) as exc:
-            log.error("outbox round failed; retrying", extra={"error": repr(exc)})
+        except Exception as exc:  # a bad round must not stop the worker; its rows stay due
+            log.error("outbox round failed; retrying", exc_info=True, extra={"error": repr(exc)})
             result = RoundResult(0, 0)
         if result.delivered + result.failed == 0:
             await _wait(stop, IDLE_WAIT_S)

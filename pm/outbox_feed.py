@@ -48,16 +48,30 @@ FEED_LOCK_KEY = 0x706D5F6665656421
 # Two statements, not one: the cursor must be read with a snapshot taken after the lock is held, or a
 # round could read the cursor as it was before the previous holder committed, and deliver again.
 _LOCK_SQL = "SELECT pg_try_advisory_xact_lock($1)"
-_CURSOR_SQL = "SELECT xid::text AS xid, intent_id, version FROM pm.outbox_cursor WHERE name = $1"
+_CURSOR_SQL = """
+SELECT xid::text AS xid, intent_id, version, xid > pg_snapshot_xmax(pg_current_snapshot()) AS ahead
+FROM pm.outbox_cursor WHERE name = $1
+"""
 _EVENTS_SQL = """
 SELECT xid::text AS xid_text, intent_id, version, state, error_code, error_message, created_at FROM pm.intent_event
 WHERE (xid, intent_id, version) > ($1::text::xid8, $2, $3) AND xid < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY xid, intent_id, version
 LIMIT $4
 """
+# When nothing is deliverable: the oldest event after the cursor all the same (held back by an open
+# transaction), for the delay gauge.
+_OLDEST_SQL = """
+SELECT created_at FROM pm.intent_event WHERE (xid, intent_id, version) > ($1::text::xid8, $2, $3)
+ORDER BY xid, intent_id, version LIMIT 1
+"""
 _MOVE_SQL = """
 UPDATE pm.outbox_cursor SET xid = $2::text::xid8, intent_id = $3, version = $4, updated_at = now() WHERE name = $1
 """
+
+
+class FeedCursorAheadError(RuntimeError):
+    """The cursor names a transaction id this cluster has not reached: the database was restored from a
+    dump (or moved by logical replication) into a cluster whose transaction ids are lower."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +87,24 @@ _FINISH_SQL = "UPDATE pm.intent SET finished = true WHERE id = ANY($1::uuid[]) A
 async def feed_once(
     pool: asyncpg.Pool, redis: aioredis.Redis, topology: Topology, limit_rules: LimitRuleCache | None = None
 ) -> FeedRound:
-    async with pool.acquire() as conn, conn.transaction():
+    # READ COMMITTED, whatever the server's default: the cursor read must see the last holder's commit.
+    async with pool.acquire() as conn, conn.transaction(isolation="read_committed"):
         if not await conn.fetchval(_LOCK_SQL, FEED_LOCK_KEY):
             return FeedRound(0, 0, locked_out=True)
         cursor = await conn.fetchrow(_CURSOR_SQL, CURSOR_NAME)
         assert cursor is not None, "sql/0009 creates the cursor"
-        rows = await conn.fetch(_EVENTS_SQL, cursor["xid"], cursor["intent_id"], cursor["version"], FEED_BATCH_MAX)
+        if cursor["ahead"]:
+            # Every new event would sort behind the cursor and never be delivered: refuse, loudly.
+            raise FeedCursorAheadError(
+                f"the outbox cursor (xid {cursor['xid']}) is ahead of this cluster's transactions; after a restore"
+                " from a dump, reset it (README: the outbox feed)"
+            )
+        position = (cursor["xid"], cursor["intent_id"], cursor["version"])
+        rows = await conn.fetch(_EVENTS_SQL, *position, FEED_BATCH_MAX)
         if not rows:
-            metrics.OUTBOX_FEED_DELAY_SECONDS.set(0)
+            oldest = await conn.fetchval(_OLDEST_SQL, *position)
+            held_s = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
+            metrics.OUTBOX_FEED_DELAY_SECONDS.set(max(held_s, 0.0))
             return FeedRound(0, 0)
         await streams.publish_many(redis, [_status_message(topology, row) for row in rows])
         final_ids = [row["intent_id"] for row in rows if row["state"] in _FINAL_STATE_NAMES]

@@ -25,7 +25,10 @@ from pm import psp_signing
 from pm.settings import Settings
 
 STATUS_LENGTH_MAX = 32
-PSP_CALLS_IN_FLIGHT_MAX = 64
+# A full batch (256) asks in two waves, so even against a PSP that times out every call a batch spends at
+# most 2 x psp_request_timeout_s (10 s) on it: less than claim_idle_ms (15 s), or its entries would be
+# claimed and handled twice meanwhile.
+PSP_CALLS_IN_FLIGHT_MAX = 128
 
 
 class PspUnavailable(Exception):

@@ -7,7 +7,16 @@
 -- The writing transaction's id. The worker reads only events whose transaction ended before its
 -- snapshot (xid < the snapshot's xmin), ordered by (xid, intent_id, version): no event can later appear
 -- behind the cursor, which a sequence (assigned at insert, committed in another order) could not promise.
-ALTER TABLE pm.intent_event ADD COLUMN xid xid8 NOT NULL DEFAULT pg_current_xact_id();
+-- Rows written before this migration get xid 0, behind the initial cursor below: their statuses went
+-- out from the stages and their history was written by the history stage.
+ALTER TABLE pm.intent_event ADD COLUMN xid xid8 NOT NULL DEFAULT '0';
+ALTER TABLE pm.intent_event ALTER COLUMN xid SET DEFAULT pg_current_xact_id();
+-- Except the final events of intents the history stage had not finished yet (it is gone): ahead of the
+-- cursor, so the outbox worker delivers them (status again, history, limit places, finished).
+UPDATE pm.intent_event e SET xid = pg_current_xact_id()
+FROM pm.intent i
+WHERE i.id = e.intent_id AND i.version = e.version AND i.state IN ('SETTLED', 'REJECTED', 'FAILED')
+  AND NOT i.history_written;
 CREATE INDEX intent_event_feed ON pm.intent_event (xid, intent_id, version);
 
 CREATE TABLE pm.outbox_cursor (
@@ -18,9 +27,8 @@ CREATE TABLE pm.outbox_cursor (
     version    integer     NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
--- Events written before this migration were published and written to history by the stages.
 INSERT INTO pm.outbox_cursor (name, xid, intent_id, version)
-VALUES ('app', pg_current_xact_id(), 'ffffffff-ffff-ffff-ffff-ffffffffffff', 2147483647);
+VALUES ('app', '0', 'ffffffff-ffff-ffff-ffff-ffffffffffff', 2147483647);
 
 -- No stage writes history any more: the outbox worker ends a final intent (history, refused limit
 -- places given back) and sets `finished`, which takes it off the status poller's work list.
@@ -34,3 +42,8 @@ ALTER TABLE pm.outbox DROP CONSTRAINT outbox_kind_check;
 ALTER TABLE pm.outbox ADD CONSTRAINT outbox_kind_check CHECK (kind IN ('merchant_webhook', 'review'));
 ALTER TABLE pm.outbox ALTER COLUMN merchant_id DROP NOT NULL;
 ALTER TABLE pm.outbox ADD CONSTRAINT outbox_webhook_merchant CHECK (kind <> 'merchant_webhook' OR merchant_id IS NOT NULL);
+-- One webhook per transition; a review event per flag (an intent cleared by an operator may be flagged again).
+ALTER TABLE pm.outbox DROP CONSTRAINT outbox_intent_id_version_kind_key;
+CREATE UNIQUE INDEX outbox_webhook_once ON pm.outbox (intent_id, version) WHERE kind = 'merchant_webhook';
+-- The history stage's stream (pm:intents:finished) is no longer read (the intents its entries name are
+-- delivered above): an operator may delete it (`DEL pm:intents:finished`).

@@ -196,7 +196,7 @@ async def test_a_review_flag_writes_one_event_and_the_worker_adds_it_to_the_revi
 ) -> None:
     intent_id = await settled_charge(pool, next(_merchants))
     assert await reviews.flag(pool, [intent_id], "the PSP paid out after the hold expired") == 1
-    assert await reviews.flag(pool, [intent_id], "again") == 0  # flagged once: one event
+    assert await reviews.flag(pool, [intent_id], "again") == 0  # flagged already: no second event
     rows = await pool.fetch("SELECT kind, version, merchant_id FROM pm.outbox WHERE kind = 'review'")
     assert [(r["kind"], r["version"]) for r in rows] == [("review", 6)]
     # The review event goes out; the charge's webhook has no URL registered, so it waits for a retry.
@@ -226,3 +226,12 @@ async def test_a_review_event_is_retried_while_redis_is_unreachable(pool, topolo
     assert result.failed >= 1
     row = await pool.fetchrow("SELECT attempts, delivered_at, last_error FROM pm.outbox WHERE kind = 'review'")
     assert (row["attempts"], row["delivered_at"]) == (1, None) and row["last_error"]
+
+
+async def test_an_intent_cleared_by_an_operator_can_be_flagged_again(pool) -> None:
+    intent_id = await settled_charge(pool, next(_merchants))
+    assert await reviews.flag(pool, [intent_id], "first") == 1
+    await pool.execute("UPDATE pm.intent SET needs_review = false WHERE id = $1", intent_id)  # README: cleared
+    assert await reviews.flag(pool, [intent_id], "second") == 1
+    reasons = await pool.fetch("SELECT payload->>'reason' AS reason FROM pm.outbox WHERE kind = 'review' ORDER BY id")
+    assert [row["reason"] for row in reasons] == ["first", "second"]

@@ -1,12 +1,14 @@
 """The outbox worker's feed on real PostgreSQL and Valkey: every committed transition becomes one status
 message on `intent.{id}` (in version order, with a derived event id), a final one the users' history rows
 (once); a transaction still open holds later events back instead of letting them be skipped; a failed
-round delivers nothing and loses nothing; one worker feeds at a time."""
+round delivers nothing and loses nothing; one worker feeds at a time; the upgrade strands nothing; a
+feed held back says so, and a cursor ahead of the cluster (a restored dump) is refused."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
 import uuid
 
 import asyncpg
@@ -15,9 +17,9 @@ import pytest
 from redis.exceptions import RedisError
 
 from pm import intents as store
-from pm import outbox_feed
+from pm import metrics, outbox_feed
 from pm.domain import OperationType, State, Transition
-from pm.migrate import migrate
+from pm.migrate import MIGRATIONS_DIR, migrate
 from pm.redis_wire import redis_from_url
 from pm.topology import parse_topology, renamed_document
 
@@ -177,3 +179,54 @@ async def test_history_names_the_merchant_and_shows_a_failed_top_up(pool, redis,
     rows = await pool.fetch("SELECT intent_id, direction, amount_minor, merchant_id, state FROM pm.history")
     shown = sorted((r["intent_id"], r["direction"], r["amount_minor"], r["merchant_id"], r["state"]) for r in rows)
     assert shown == sorted([(charge, "DEBIT", 10_150, 77, "SETTLED"), (topup, "CREDIT", 0, None, "FAILED")])
+
+
+async def test_the_upgrade_delivers_what_the_history_stage_left_and_nothing_it_did(
+    fresh_database, redis, topology, tmp_path
+) -> None:
+    """Intents already final when sql/0009 runs: those the old history stage had finished stay behind
+    the cursor; those it had not are delivered by the feed (history written, finished)."""
+    url = await fresh_database()
+    before = tmp_path / "sql"
+    before.mkdir()
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        if path.name < "0009":
+            shutil.copy(path, before / path.name)
+    await migrate(url, before)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
+    try:
+        done, stranded, open_ = await created(pool), await created(pool), await created(pool)
+        for intent_id in (done, stranded):
+            await walk(pool, intent_id, PATH)
+        await walk(pool, open_, PATH[:5])  # AUTHORIZED: its end is still to come
+        await pool.execute("UPDATE pm.intent SET history_written = true WHERE id = $1", done)
+        await migrate(url)  # sql/0009
+        assert await outbox_feed.feed_once(pool, redis, topology) == outbox_feed.FeedRound(1, 2)
+        assert await history(pool, done) == []  # the old stage had written it: not written again here
+        assert len(await history(pool, stranded)) == 2
+        assert await outbox_feed.delivered(pool, [done, stranded, open_]) == {done, stranded}  # done: by the old stages
+        await walk(pool, open_, PATH[4:])
+        assert await outbox_feed.feed_once(pool, redis, topology) == outbox_feed.FeedRound(1, 2)
+        finished = await pool.fetch("SELECT id FROM pm.intent WHERE finished")
+        assert {row["id"] for row in finished} == {done, stranded, open_}
+    finally:
+        await pool.close()
+
+
+async def test_a_held_back_feed_shows_its_delay_and_a_restored_cursor_ahead_is_refused(pool, redis, topology) -> None:
+    intent_id = await created(pool)
+    assert (await outbox_feed.feed_once(pool, redis, topology)).events == 1
+    async with pool.acquire() as open_conn, open_conn.transaction():
+        await open_conn.execute("SELECT pg_current_xact_id()")  # an older transaction, still open
+        await walk(pool, intent_id, PATH[:2])
+        await asyncio.sleep(0.2)
+        assert (await outbox_feed.feed_once(pool, redis, topology)).events == 0
+        assert metrics.OUTBOX_FEED_DELAY_SECONDS._value.get() >= 0.2  # held back, and it shows
+    assert (await outbox_feed.feed_once(pool, redis, topology)).events == 1
+    assert (await outbox_feed.feed_once(pool, redis, topology)).events == 0
+    assert metrics.OUTBOX_FEED_DELAY_SECONDS._value.get() == 0
+
+    # As after a restore from a dump into a cluster whose transaction ids are lower than the cursor's.
+    await pool.execute("UPDATE pm.outbox_cursor SET xid = '999999999999'")
+    with pytest.raises(outbox_feed.FeedCursorAheadError, match="reset it"):
+        await outbox_feed.feed_once(pool, redis, topology)
