@@ -1,5 +1,5 @@
-"""What each user sees of a final intent in the app's history (`GET /api/pm/history`). No I/O here
-but the one batched write; the outbox worker writes the rows (pm/outbox_feed.py).
+"""What each user sees of a final intent in the app's history (`GET /api/pm/history`). No I/O: the outbox
+worker writes the rows, with INSERT_SQL inside its round's one write statement (pm/outbox_feed.py).
 
 One row per wallet user and intent: a settled transfer shows as a debit for the sender (amount plus PRE
 fee) and a credit for the recipient (amount minus POST fee). An intent that ended without moving money
@@ -11,8 +11,6 @@ mini-app row names its merchant.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import asyncpg
 
 from pm.domain import TERMINAL_STATES, Intent, OperationType, State
 
@@ -54,8 +52,9 @@ def history_rows(intent: Intent) -> list[HistoryRow]:
     return rows
 
 
-# A replay writes nothing twice: (user_id, intent_id) is the key.
-_WRITE_SQL = """
+# A replay writes nothing twice: (user_id, intent_id) is the key. Parameters $1..$13 are `write_arguments`;
+# the outbox worker runs this as part of its own statement (pm/outbox_feed.py).
+INSERT_SQL = """
 INSERT INTO pm.history (user_id, intent_id, direction, counterparty_id, operation_type, amount_minor,
                         fee_minor, currency, state, error_code, created_at, finished_at, merchant_id)
 SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::bigint[],
@@ -63,15 +62,13 @@ SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::tex
                      $13::bigint[])
 ON CONFLICT (user_id, intent_id) DO NOTHING
 """
+ARGUMENT_COUNT = 13
 
 
-async def write(conn: asyncpg.Connection | asyncpg.Pool, intents: list[Intent]) -> int:
-    """Write the history rows of final intents in one statement; the number of rows asked for."""
+def write_arguments(intents: list[Intent]) -> tuple[list[list[object]], int]:
+    """The $1..$13 arrays of INSERT_SQL for these final intents' rows, and how many rows they hold."""
     rows = [row for intent in intents for row in history_rows(intent)]
-    if not rows:
-        return 0
-    await conn.execute(
-        _WRITE_SQL,
+    arguments = [
         [r.user_id for r in rows],
         [r.intent.id for r in rows],
         [r.direction for r in rows],
@@ -85,5 +82,6 @@ async def write(conn: asyncpg.Connection | asyncpg.Pool, intents: list[Intent]) 
         [r.intent.created_at for r in rows],
         [r.intent.updated_at for r in rows],
         [r.intent.merchant_id for r in rows],
-    )
-    return len(rows)
+    ]
+    assert len(arguments) == ARGUMENT_COUNT
+    return arguments, len(rows)

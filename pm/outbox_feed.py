@@ -13,8 +13,9 @@ one PostgreSQL transaction:
    than any read, so none ever lands behind the cursor (a sequence, numbered at insert and committed
    in another order, could not promise that);
 3. publish their status messages (one Redis call);
-4. for the final ones: give back the refused intents' limit places (one Redis call, idempotent), write
-   the history rows and mark them `finished` (the status poller's work list); move the cursor; commit.
+4. for the final ones: give back the refused intents' limit places (one Redis call, idempotent); then
+   one statement writes their history rows, marks them `finished` (the status poller's work list) and
+   moves the cursor; commit.
 
 Delivery is at least once: a crash before the commit publishes the same messages again, with the same
 derived `event_id`; a receiver drops those and orders by `version`. History rows and `finished` commit
@@ -64,9 +65,6 @@ _OLDEST_SQL = """
 SELECT created_at FROM pm.intent_event WHERE (xid, intent_id, version) > ($1::text::xid8, $2, $3)
 ORDER BY xid, intent_id, version LIMIT 1
 """
-_MOVE_SQL = """
-UPDATE pm.outbox_cursor SET xid = $2::text::xid8, intent_id = $3, version = $4, updated_at = now() WHERE name = $1
-"""
 
 
 class FeedCursorAheadError(RuntimeError):
@@ -81,7 +79,16 @@ class FeedRound:
     locked_out: bool = False  # another worker holds the feed
 
 
-_FINISH_SQL = "UPDATE pm.intent SET finished = true WHERE id = ANY($1::uuid[]) AND NOT finished"
+# A round's writes, in one statement run last, so the round's transaction holds a transaction id (which
+# holds back every other snapshot's horizon) only for that statement and its commit.
+_N = history.ARGUMENT_COUNT
+_WRITE_SQL = f"""
+WITH history AS ({history.INSERT_SQL}), finished AS (
+    UPDATE pm.intent SET finished = true WHERE id = ANY(${_N + 1}::uuid[]) AND NOT finished
+)
+UPDATE pm.outbox_cursor SET xid = ${_N + 3}::text::xid8, intent_id = ${_N + 4}, version = ${_N + 5}, updated_at = now()
+WHERE name = ${_N + 2}
+"""
 
 
 async def feed_once(
@@ -108,15 +115,15 @@ async def feed_once(
             return FeedRound(0, 0)
         await streams.publish_many(redis, [_status_message(topology, row) for row in rows])
         final_ids = [row["intent_id"] for row in rows if row["state"] in _FINAL_STATE_NAMES]
-        written = 0
-        if final_ids:
-            # A final state is an intent's last transition, so its row as it is now is as it ended.
-            finals = await load_intents(conn, final_ids)
+        # A final state is an intent's last transition, so its row as it is now is as it ended.
+        finals = await load_intents(conn, final_ids) if final_ids else []
+        if finals:
             await limit_counters.release_refused(redis, conn, limit_rules or LimitRuleCache(), finals)
-            written = await history.write(conn, finals)
-            await conn.execute(_FINISH_SQL, final_ids)
+        arguments, written = history.write_arguments(finals)
         last = rows[-1]
-        await conn.execute(_MOVE_SQL, CURSOR_NAME, last["xid_text"], last["intent_id"], last["version"])
+        await conn.execute(
+            _WRITE_SQL, *arguments, final_ids, CURSOR_NAME, last["xid_text"], last["intent_id"], last["version"]
+        )
     oldest_s = (datetime.now(UTC) - rows[0]["created_at"]).total_seconds()
     metrics.OUTBOX_FEED_DELAY_SECONDS.set(max(oldest_s, 0.0))
     metrics.OUTBOX_DELIVERED.labels("status").inc(len(rows))
