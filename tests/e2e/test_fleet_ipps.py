@@ -128,3 +128,29 @@ async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database
         report = await pm.check()
         assert report.ok, report
         assert await pm.pending_entries() == 0
+
+        # Thai QR payments take the same channel (the fee rules above are for withdrawals only): one
+        # paid, one declined; the user's history shows both, the declined one with 0.
+        balance_before = (await pm.balance(sender))[0]
+        qr = {}
+        for amount_minor in (30_000, 30_013):
+            intent = await pm.app.create_intent(
+                operation_type="THAI_QR_PAY", amount_minor=amount_minor, currency="THB", user_id=sender,
+                destination_ref=f"qr_{amount_minor}",
+            )  # fmt: skip
+            qr[intent["id"]] = amount_minor
+        finished = await pm.wait_finished(list(qr), timeout_s=60)
+        assert {qr[i]: (row["state"], row["error_code"]) for i, row in finished.items()} == {
+            30_000: ("SETTLED", None),
+            30_013: ("FAILED", "PSP_DECLINED"),
+        }
+        assert await pm.balance(sender) == (balance_before - 30_000, 0)
+        async with open_ledger(pm.database_url) as ledger:
+            (psp,) = await ledger.lookup_accounts([accounts.psp("IPPS_TRANSFER", "THB").id])
+        assert (psp.credits_posted, psp.debits_posted) == (settled_minor + 30_000, 0)
+        page = await pm.app.history(user_id=sender, limit=50)
+        shown = {i["intent_id"]: (i["operation_type"], i["direction"], i["amount_minor"]) for i in page["items"]}
+        assert [shown[i] for i in qr] == [("THAI_QR_PAY", "DEBIT", 30_000), ("THAI_QR_PAY", "DEBIT", 0)]
+        report = await pm.check()
+        assert report.ok, report
+        assert await pm.pending_entries() == 0
