@@ -99,15 +99,22 @@ class RunningFleet:
         async with open_ledger(self.database_url) as ledger:
             return await run_check(ledger)
 
-    async def pending_entries(self) -> int:
+    async def pending_entries(self, settle_s: float = 5.0) -> int:
+        """Entries delivered and not acknowledged in any stage's group, once that is 0 or `settle_s` has
+        passed: a stage acknowledges just after its commit, which the outbox feed (what `wait_finished`
+        waits for) may beat by a moment."""
         import redis.asyncio as aioredis
 
         client = aioredis.Redis.from_url(self.redis_url)
+        deadline = time.monotonic() + settle_s
         try:
-            total = 0
-            for stage in self.topology.stages.values():
-                total += (await client.xpending(stage.stream, stage.group))["pending"]
-            return total
+            while True:
+                total = 0
+                for stage in self.topology.stages.values():
+                    total += (await client.xpending(stage.stream, stage.group))["pending"]
+                if total == 0 or time.monotonic() > deadline:
+                    return total
+                await asyncio.sleep(0.1)
         finally:
             await client.aclose()
 
