@@ -41,7 +41,9 @@ class Channel:
     name: ClassVar[str]
     operation_types: ClassVar[frozenset[OperationType]]
     settles_instantly: ClassVar[bool] = True
-    holds: ClassVar[bool] = True  # False: authorization holds nothing (a top-up), and void releases nothing
+    # True: after the hold, dispatch hands the intent to the channel's PSP connector stage (streams.yaml
+    # `connector_for`), which makes it AUTHORIZED; False: dispatch makes it AUTHORIZED itself.
+    via_connector: ClassVar[bool] = False
     hold_timeout_s: int = 300  # the ledger releases an unsettled hold after this
 
     def configure(self, settings: Settings) -> None:

@@ -1,11 +1,15 @@
 """QP_TRANSFER: top-ups through the QP PSP (QP_TOPUP): the user pays a QR payment request at QP, and the
 money arrives in the wallet.
 
-dispatch   no hold (nothing leaves the wallet): a job on the `qp-connector` stage's stream
+dispatch   hold psp:QP_TRANSFER -> transit  a + f  pending, timeout `psp_hold_timeout_s` (what QP will
+           owe us), then a job on the `qp-connector` stage's stream
 connector  POST the payment request to QP by our reference (the intent id, idempotent), valid for
            `psp_hold_timeout_s`                                          -> AUTHORIZED (awaiting the money)
-outcome    PAID: psp:QP_TRANSFER -> transit  a + f; transit -> user  a - g; transit -> fees  f + g (SETTLED)
-           EXPIRED, or nothing by `psp_outcome_deadline_s` after authorization: FAILED EXPIRED
+outcome    PAID: post the hold; transit -> user  a - g; transit -> fees  f + g (SETTLED)
+           EXPIRED, or nothing by `psp_outcome_deadline_s` after authorization: void (FAILED EXPIRED)
+The hold makes the ledger the arbiter, as for payouts: a PAID that comes after PM voided can never
+credit the user, whichever consumer sees it (posting a voided or expired hold fails), and it is
+flagged for review.
 `psp:QP_TRANSFER:THB` is the clearing account of what QP owes us: it goes negative by what users paid
 at QP until QP pays out to our bank (reconciliation, outside PM). A payment reported after PM failed
 the intent is flagged for review, never credited silently (the user paid: an operator credits or
@@ -30,13 +34,15 @@ class QpTransfer(Channel):
     name = "QP_TRANSFER"
     operation_types = frozenset({OperationType.QP_TOPUP})
     settles_instantly = False
-    holds = False
+    via_connector = True
     request_valid_s = 900
     outcome_deadline_s = 600
 
     def configure(self, settings: Settings) -> None:
         self.request_valid_s = settings.psp_hold_timeout_s
+        self.hold_timeout_s = settings.psp_hold_timeout_s
         self.outcome_deadline_s = settings.psp_outcome_deadline_s
+        assert self.outcome_deadline_s < self.hold_timeout_s, "void before the ledger's timeout does"
 
     def refusal(self, intent: Intent) -> tuple[ErrorCode, str] | None:
         if intent.recipient_id is None or intent.sender_id is not None or intent.merchant_id is not None:
@@ -53,15 +59,12 @@ class QpTransfer(Channel):
         ]
 
     def authorize(self, intent: Intent) -> list[tb.Transfer]:
-        return []  # nothing to hold: the money is not ours until QP says PAID
-
-    def void(self, intent: Intent) -> list[tb.Transfer]:
-        return []
+        # What QP will owe us once the user pays: pending until QP says PAID (posted) or PM gives up (voided).
+        return [self.hold(intent, accounts.psp(self.name, intent.currency), self.charged_minor(intent))]
 
     def settle(self, intent: Intent) -> list[tb.Transfer]:
         assert intent.recipient_id is not None
-        transit = accounts.transit(intent.currency)
-        paid = self.leg(intent, "paid", accounts.psp(self.name, intent.currency), transit, self.charged_minor(intent))
+        paid = self.post_hold(intent, self.charged_minor(intent))
         return self.pay_out(intent, paid, accounts.user(intent.recipient_id, intent.currency))
 
     @staticmethod

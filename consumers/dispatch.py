@@ -2,7 +2,9 @@
 
 The hold is a pending transfer into transit (the channel's `authorize`); all holds of a batch go in one
 ledger request. Insufficient funds -> REJECTED `INSUFFICIENT_FUNDS` with nothing held. External
-channels then send their authorized intents to their PSP (`submit_one`, idempotent by the intent id).
+channels then send their authorized intents to their PSP (`submit_one`, idempotent by the intent id);
+a channel with a PSP connector (top-ups) gets a job on the connector's stream instead, and stays
+CLEARED until the connector has created the payment request.
 """
 
 from __future__ import annotations
@@ -37,21 +39,17 @@ class LedgerAnswerError(RuntimeError):
 
 
 async def handle(intents: list[Intent], context: StageContext) -> list[Transition]:
-    chains = []
-    jobs: dict[str, list[Intent]] = {}  # connector stream -> intents with nothing to hold (top-ups)
-    for intent in intents:
-        channel = channels.channel_of(intent)
-        if channel.holds:
-            chains.append((intent, channel.authorize(intent)))
-        else:
-            jobs.setdefault(context.topology.connector_of(channel.name).stream, []).append(intent)
-    if jobs:
-        await put_jobs(context, jobs)
+    chains = [(intent, channels.channel_of(intent).authorize(intent)) for intent in intents]
     transitions = []
+    jobs: dict[str, list[Intent]] = {}  # connector stream -> held intents its connector authorizes (top-ups)
     authorized_by_channel: dict[str, list[Intent]] = {}
     for outcome in await run_chains(context, chains):
         intent = outcome.intent
         if outcome.in_ledger:
+            channel = channels.channel_of(intent)
+            if channel.via_connector:
+                jobs.setdefault(context.topology.connector_of(channel.name).stream, []).append(intent)
+                continue
             transitions.append(advance(intent, State.AUTHORIZED))
             authorized_by_channel.setdefault(str(intent.channel), []).append(intent)
             continue
@@ -59,12 +57,14 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
         if refusal is None:
             raise LedgerAnswerError(f"hold of intent {intent.id}: ledger answered {[s.name for s in outcome.statuses]}")
         transitions.append(reject(intent, *refusal))
+    if jobs:
+        await put_jobs(context, jobs)
     await submit_to_psps(context, authorized_by_channel)
     return transitions
 
 
 async def put_jobs(context: StageContext, jobs: dict[str, list[Intent]]) -> None:
-    """Hand intents that hold nothing to their PSP connector (one pipeline): they stay CLEARED until the
+    """Hand held intents of a connector's channel to it (one pipeline): they stay CLEARED until the
     connector has the PSP's answer. A job written twice (a redelivered batch) is harmless: the
     connector's request is idempotent and its transition a compare-and-set."""
     async with context.redis.pipeline(transaction=False) as pipe:

@@ -56,7 +56,8 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
         else:
             external.append(intent)
     paid_out: set[object] = set()  # intents a PSP reports paid: failing one of them needs an operator
-    for intent, decision in await _psp_decisions(context, external):
+    unanswered: set[object] = set()  # intents whose PSP gave no answer: voiding one blind needs an operator
+    for intent, decision in await _psp_decisions(context, external, unanswered):
         channel = channels.channel_of(intent)
         if decision == SUCCEEDED:
             chains.append((intent, channel.settle(intent)))
@@ -82,16 +83,25 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
     failed_after_payout = [t.intent_id for t in transitions if t.new == State.FAILED and t.intent_id in paid_out]
     if failed_after_payout:
         await reviews.flag(context.pool, failed_after_payout, "the PSP paid out, but the hold could not be posted")
+    voided_blind = [t.intent_id for t in transitions if t.new == State.FAILED and t.intent_id in unanswered]
+    if voided_blind:
+        # Not known to have failed at the PSP: it may still pay, and no callback may ever say so.
+        await reviews.flag(
+            context.pool, voided_blind, "voided at the deadline while the PSP did not answer: check it at the PSP"
+        )
     return transitions
 
 
-async def _psp_decisions(context: StageContext, intents: list[Intent]) -> list[tuple[Intent, str]]:
+async def _psp_decisions(
+    context: StageContext, intents: list[Intent], unanswered: set[object]
+) -> list[tuple[Intent, str]]:
     """What to do with external-channel intents: SUCCEEDED, DECLINED, EXPIRED, or nothing yet (left out).
 
     An entry carrying a signature-checked callback's status (`psp_status`) is decided by it. Any other
     (just authorized, or re-driven by the poller because it waits too long) asks the PSP, all at once,
     and submits again, by the same reference, a payout the PSP does not know. Past the channel's
-    deadline without an outcome, PM voids the hold itself (before the ledger's timeout would)."""
+    deadline without an outcome, PM voids the hold itself (before the ledger's timeout would); the ids
+    of intents whose PSP did not answer at all are added to `unanswered`."""
     if not intents:
         return []
     assert context.psp is not None
@@ -104,6 +114,7 @@ async def _psp_decisions(context: StageContext, intents: list[Intent]) -> list[t
             if not isinstance(answer, PspUnavailable):
                 raise answer
             log.warning("PSP unavailable; the poller brings the intent back", extra={"intent_id": str(intent.id)})
+            unanswered.add(intent.id)
             answer = None
         status_of[intent.id] = answer
     now_s = time.time()
@@ -128,16 +139,12 @@ async def _ask(intent: Intent, psp: PspClient) -> str:
 
 async def _void(context: StageContext, to_void: list[tuple[Intent, ErrorCode, str]]) -> list[Transition]:
     transitions = []
-    holding = []
-    voids = []
-    for intent, code, message in to_void:
-        channel = channels.channel_of(intent)
-        if channel.holds:
-            holding.append((intent, code, message))
-            voids.append((intent, channel.void(intent)))
-        else:  # a top-up held nothing: nothing to release
-            transitions.append(fail(intent, code, message))
-    for (_, code, message), voided in zip(holding, await run_chains(context, voids), strict=True):
+    voids = [(intent, channels.channel_of(intent).void(intent)) for intent, _, _ in to_void]
+    for (_, code, message), voided in zip(to_void, await run_chains(context, voids), strict=True):
+        if S.PENDING_TRANSFER_ALREADY_POSTED in voided.statuses:
+            # Another consumer settled it meanwhile (a stale entry of ours): its SETTLED stands.
+            log.info("void found the hold posted; the intent is settled", extra={"intent_id": str(voided.intent.id)})
+            continue
         if not all(status in VOID_OK for status in voided.statuses):
             raise LedgerAnswerError(f"void of intent {voided.intent.id}: ledger answered {voided.statuses}")
         transitions.append(fail(voided.intent, code, message))

@@ -68,23 +68,30 @@ async def callback(request: web.Request) -> web.Response:
         log.warning("PSP callback without a valid signature", extra={"intent_id": str(intent_id)})
         raise ApiError(401, ErrorCode.UNAUTHENTICATED, "bad or missing X-PSP-Signature; the status is checked")
     event_id, status = _event_id_and_status(event)
-    row = await app[DATABASE].fetchrow(_RECORD_SQL, channel_name, event_id, intent_id, status)
-    if row is None:
-        PSP_CALLBACKS.labels(channel_name, "unknown_intent").inc()
-        raise not_found()
-    if not row["new_event"]:
-        PSP_CALLBACKS.labels(channel_name, "duplicate").inc()
-        return json_response({"received": True, "duplicate": True})
-    intent = intent_from_row(row)
-    if intent.channel != channel_name:
-        PSP_CALLBACKS.labels(channel_name, "wrong_channel").inc()
-        raise not_found()
+    # The event is recorded (and a late success flagged) in one transaction: should the flag fail, the
+    # event is not recorded either, and the PSP's retry is not dropped as a duplicate.
+    async with app[DATABASE].acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(_RECORD_SQL, channel_name, event_id, intent_id, status)
+        if row is None:
+            PSP_CALLBACKS.labels(channel_name, "unknown_intent").inc()
+            raise not_found()
+        if not row["new_event"]:
+            PSP_CALLBACKS.labels(channel_name, "duplicate").inc()
+            return json_response({"received": True, "duplicate": True})
+        intent = intent_from_row(row)
+        if intent.channel != channel_name:
+            PSP_CALLBACKS.labels(channel_name, "wrong_channel").inc()
+            raise not_found()
+        late_success = intent.state == State.FAILED and status in SUCCESS_STATUSES
+        if late_success:
+            # Money may have left at the PSP for an intent whose hold we released: an operator decides.
+            await reviews.flag(conn, [intent.id], f"{channel_name} reported {status} after the intent failed")
     if intent.state == State.AUTHORIZED:
+        # After the commit; if this XADD fails the PSP retries (answered 500) and its event is a duplicate
+        # then, but the poller re-drives the AUTHORIZED intent and settlement asks the PSP.
         await _to_settlement(request, intent, status)
         PSP_CALLBACKS.labels(channel_name, "handed_over").inc()
-    elif intent.state == State.FAILED and status in SUCCESS_STATUSES:
-        # Money may have left at the PSP for an intent whose hold we released: an operator decides.
-        await reviews.flag(app[DATABASE], [intent.id], f"{channel_name} reported {status} after the intent failed")
+    elif late_success:
         PSP_CALLBACKS.labels(channel_name, "flagged_for_review").inc()
     else:
         PSP_CALLBACKS.labels(channel_name, "no_effect").inc()

@@ -136,9 +136,12 @@ async def test_payouts_and_top_ups_with_fees_move_exact_amounts_and_transit_retu
             id=tb.id(), debit_account_id=adjustments.id, credit_account_id=user1.id, amount=20_000, ledger=764, code=900
         )
         assert (await ledger.create_transfers([funding]))[0].status == S.CREATED
-        assert qp.authorize(top_up) == [] and qp.void(top_up) == []  # a top-up holds nothing
-        for step in (ipps.authorize(payout), ipps.settle(payout), qp.settle(top_up)):
+        for step in (ipps.authorize(payout), ipps.settle(payout), qp.authorize(top_up)):
             assert {r.status for r in await ledger.create_transfers(step)} == {S.CREATED}
+        # The top-up's hold: what QP will owe, pending until PAID.
+        (qp_account,) = await ledger.lookup_accounts([psp_qp.id])
+        assert (qp_account.debits_pending, qp_account.debits_posted) == (10_030, 0)
+        assert {r.status for r in await ledger.create_transfers(qp.settle(top_up))} == {S.CREATED}
         # user1 paid a + PRE; the PSP got a - POST; user2 got a - POST and paid a + PRE at QP.
         assert await balances(ledger, [user1, psp_ipps, user2, psp_qp, fees, transit]) == [
             20_000 - 10_150,
@@ -152,3 +155,21 @@ async def test_payouts_and_top_ups_with_fees_move_exact_amounts_and_transit_retu
         # Retried, nothing moves twice.
         for step in (ipps.settle(payout), qp.settle(top_up)):
             assert {r.status for r in await ledger.create_transfers(step)} <= {S.EXISTS, S.LINKED_EVENT_FAILED}
+
+
+async def test_a_top_up_paid_after_its_hold_was_voided_credits_nothing() -> None:
+    """The race a late PAID can lose: settlement voided the top-up (deadline) while another consumer held
+    the PAID; its settle chain then fails as a whole, so the user is never credited for a FAILED intent."""
+    qp = channels.REGISTRY["QP_TRANSFER"]
+    top_up = external(OperationType.QP_TOPUP, "QP_TRANSFER", 30, 200, sender_id=None, recipient_id=2)
+    user2, transit, fees = accounts.user(2, "THB"), accounts.transit("THB"), accounts.fees("THB")
+    psp_qp = accounts.psp("QP_TRANSFER", "THB")
+    async with open_ledger("memory://") as ledger:
+        await ledger.create_accounts([a.to_tigerbeetle() for a in (user2, transit, fees, psp_qp)])
+        assert {r.status for r in await ledger.create_transfers(qp.authorize(top_up))} == {S.CREATED}
+        assert [r.status for r in await ledger.create_transfers(qp.void(top_up))] == [S.CREATED]
+        late = [r.status for r in await ledger.create_transfers(qp.settle(top_up))]
+        assert late[0] == S.PENDING_TRANSFER_ALREADY_VOIDED
+        assert set(late[1:]) == {S.LINKED_EVENT_FAILED}
+        assert await balances(ledger, [user2, psp_qp, fees, transit]) == [0, 0, 0, 0]
+        assert (await run_check(ledger)).ok
