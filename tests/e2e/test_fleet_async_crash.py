@@ -1,6 +1,6 @@
-"""Crash safety of the async channels: SIGKILL two of three settlement processes and the outbox worker in
-the middle of 500 mixed intents (IPPS withdrawals, QP top-ups and mini-app charges through the PSP
-simulator), start new ones, and everything converges: every intent terminal exactly once in the state
+"""Crash safety of the async channels: SIGKILL every settlement process (three) and the outbox worker in
+the middle of 500 mixed intents (IPPS withdrawals with PRE and POST fees, QP top-ups and mini-app charges
+through the PSP simulator), start new ones, and everything converges: every intent terminal exactly once in the state
 its PSP behaviour decides, balances exact, transit back to 0, no entry pending, every status message
 of every intent heard by an app listening on pub/sub (at least once: every version, a repeat with the
 same event id), every user's history row written exactly once, and every mini-app intent's webhook
@@ -21,19 +21,24 @@ from fleet_support import APP_SCOPES, free_port, running_fleet
 from ledger import accounts, open_ledger
 from pm import keys, outbox
 from pm.client import PMClient
+from pm.constants import RULES_POLL_INTERVAL_S
 from pm.redis_wire import redis_from_url
 
 INTENTS = 500
 SECRET = "merchant-webhook-secret-crash-test"
+PRE_FEE_MINOR, POST_FEE_MINOR = 25, 100  # on withdrawals: whole baht POST, so the behaviour digits stay
 # (operation, amount_minor): the last two digits pick the simulator's behaviour; each ends as written.
 KINDS = [
     ("IPPS_WITHDRAWAL", 1_000, "SETTLED"),  # 00: callback
     ("IPPS_WITHDRAWAL", 1_013, "FAILED"),  # 13: declined
     ("IPPS_WITHDRAWAL", 1_021, "SETTLED"),  # 21: no callback, polled
     ("IPPS_WITHDRAWAL", 1_022, "SETTLED"),  # 22: callback twice
+    ("IPPS_WITHDRAWAL", 1_023, "SETTLED"),  # 23: success, then a stale PROCESSING event
     ("IPPS_WITHDRAWAL", 1_025, "SETTLED"),  # 25: wrongly signed, polled
+    ("IPPS_WITHDRAWAL", 1_026, "SETTLED"),  # 26: no callback, status 503 twice before the truth
     ("QP_TOPUP", 2_000, "SETTLED"),
     ("QP_TOPUP", 2_022, "SETTLED"),
+    ("QP_TOPUP", 2_023, "SETTLED"),
     ("QP_TOPUP", 2_025, "SETTLED"),
     ("MINIAPP_CHARGE", 3_000, "SETTLED"),
 ]
@@ -79,6 +84,13 @@ async def test_sigkill_settlement_and_outbox_mid_run_converges(fresh_database, r
             await outbox.set_webhook(pm.pool, merchant_id, f"http://127.0.0.1:{hook_port}/hook", SECRET)
             merchant_key, merchant_secret = await keys.create_key(pm.pool, "crash-miniapp", APP_SCOPES, merchant_id)
             await pm.wait_finished([(await pm.fund(user, 1_000_000))["id"] for user in users])
+            for kind, amount_minor in (("PRE", PRE_FEE_MINOR), ("POST", POST_FEE_MINOR)):
+                rule = {
+                    "name": f"payout {kind}", "operation_type": "IPPS_WITHDRAWAL", "channel": "IPPS_TRANSFER",
+                    "condition": "true", "amount": str(amount_minor), "kind": kind, "priority": 10,
+                }  # fmt: skip
+                await pm.admin.request("POST", "/admin/fee-rules", body=rule)
+            await asyncio.sleep(2 * RULES_POLL_INTERVAL_S)  # every fees process has re-read the rules
             # The app: every status message on every intent's channel, as it arrives.
             heard: list[dict] = []
             listener_redis = redis_from_url(redis_url)
@@ -112,10 +124,12 @@ async def test_sigkill_settlement_and_outbox_mid_run_converges(fresh_database, r
 
                 sending = [asyncio.create_task(send(user, op, amount)) for user, op, amount, _ in plan]
                 await a_third_sent.wait()
-                victims = [*pm.fleet.alive("settlement")[:2], *pm.fleet.alive("outbox")]
+                victims = [*pm.fleet.alive("settlement"), *pm.fleet.alive("outbox")]
+                assert len(victims) == 4
                 for victim in victims:
                     await asyncio.to_thread(pm.fleet.kill, victim)
-                pm.fleet.start("settlement", 2)
+                await asyncio.sleep(1.0)  # entries pile up with no settlement consumer at all
+                pm.fleet.start("settlement", 3)
                 pm.fleet.start("outbox", 1)
                 intent_ids = await asyncio.gather(*sending)
 
@@ -130,13 +144,14 @@ async def test_sigkill_settlement_and_outbox_mid_run_converges(fresh_database, r
             assert len(terminal_events) == INTENTS and {row["n"] for row in terminal_events} == {1}
 
             expected = dict.fromkeys(users, 1_000_000)
-            merchant_minor = psp_ipps = psp_qp = 0
+            merchant_minor = psp_ipps = psp_qp = fees_minor = 0
             for user, operation, amount, state in plan:
                 if state != "SETTLED":
                     continue
                 if operation == "IPPS_WITHDRAWAL":
-                    expected[user] -= amount
-                    psp_ipps += amount
+                    expected[user] -= amount + PRE_FEE_MINOR
+                    psp_ipps += amount - POST_FEE_MINOR
+                    fees_minor += PRE_FEE_MINOR + POST_FEE_MINOR
                 elif operation == "QP_TOPUP":
                     expected[user] += amount
                     psp_qp += amount
@@ -146,14 +161,16 @@ async def test_sigkill_settlement_and_outbox_mid_run_converges(fresh_database, r
             for user in users:
                 assert await pm.balance(user) == (expected[user], 0), user
             async with open_ledger(pm.database_url) as ledger:
-                ipps, qp, merchant = await ledger.lookup_accounts(
+                ipps, qp, merchant, fees = await ledger.lookup_accounts(
                     [
                         accounts.psp("IPPS_TRANSFER", "THB").id,
                         accounts.psp("QP_TRANSFER", "THB").id,
                         accounts.merchant(merchant_id, "THB").id,
+                        accounts.fees("THB").id,
                     ]
                 )
             assert ipps.credits_posted - ipps.debits_posted == psp_ipps
+            assert fees.credits_posted - fees.debits_posted == fees_minor
             assert qp.debits_posted - qp.credits_posted == psp_qp
             assert merchant.credits_posted - merchant.debits_posted == merchant_minor
             report = await pm.check()
@@ -197,6 +214,7 @@ async def test_sigkill_settlement_and_outbox_mid_run_converges(fresh_database, r
             assert len(history) == len(shown) == INTENTS  # one row each: only the user is a party here
             for intent_id, (user, operation, amount, state) in zip(intent_ids, plan, strict=True):
                 direction = "CREDIT" if operation == "QP_TOPUP" else "DEBIT"
-                assert shown[intent_id] == (user, direction, amount if state == "SETTLED" else 0), intent_id
+                moved = amount + (PRE_FEE_MINOR if operation == "IPPS_WITHDRAWAL" else 0)
+                assert shown[intent_id] == (user, direction, moved if state == "SETTLED" else 0), intent_id
     finally:
         await runner.cleanup()

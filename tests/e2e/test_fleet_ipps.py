@@ -105,6 +105,17 @@ async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database
         assert listed.returncode == 0, listed.stderr
         assert [row["id"] for row in json.loads(listed.stdout)] == [late_id]
 
+        # The callbacks did the work where the simulator sends them (the poller's status pulls are only
+        # the fallback): each recorded once per event id; 22's duplicate dropped, 23's stale event kept
+        # (it changed nothing), 25's wrongly signed ones never recorded.
+        events = await pm.pool.fetch(
+            "SELECT intent_id::text AS intent_id, count(*) AS n FROM pm.psp_event"
+            " WHERE intent_id = ANY($1::uuid[]) GROUP BY intent_id",
+            list(created),
+        )
+        recorded = {created[row["intent_id"]] % 100: row["n"] for row in events}
+        assert (recorded.get(0), recorded.get(22), recorded.get(23), recorded.get(25)) == (1, 1, 2, None), recorded
+
         # Each intent made exactly one terminal transition.
         terminal_events = await pm.pool.fetch(
             "SELECT intent_id, count(*) AS n FROM pm.intent_event"

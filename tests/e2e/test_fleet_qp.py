@@ -87,6 +87,17 @@ async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database
             await asyncio.sleep(0.3)
         assert await pm.pool.fetchval("SELECT state FROM pm.intent WHERE id = $1::uuid", late_id) == "FAILED"
 
+        # The callbacks did the work where the simulator sends them (the poller's status pulls are only
+        # the fallback): each recorded once per event id; 22's duplicate dropped, 23's stale event kept
+        # (it changed nothing), 25's wrongly signed ones never recorded.
+        events = await pm.pool.fetch(
+            "SELECT intent_id::text AS intent_id, count(*) AS n FROM pm.psp_event"
+            " WHERE intent_id = ANY($1::uuid[]) GROUP BY intent_id",
+            list(created),
+        )
+        recorded = {created[row["intent_id"]] % 100: row["n"] for row in events}
+        assert (recorded.get(0), recorded.get(22), recorded.get(23), recorded.get(25)) == (1, 1, 2, None), recorded
+
         terminal_events = await pm.pool.fetch(
             "SELECT intent_id, count(*) AS n FROM pm.intent_event"
             " WHERE intent_id = ANY($1::uuid[]) AND state IN ('SETTLED', 'FAILED', 'REJECTED') GROUP BY intent_id",
@@ -136,5 +147,6 @@ async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database
                 subprocess.run, [PM, "send", *command], env=environment, capture_output=True, text=True, timeout=60
             )
             assert done.returncode == 0, done.stdout + done.stderr
-            assert done.stdout.rstrip().endswith("SETTLED"), done.stdout
+            shown = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("  v")]
+            assert shown == ["CREATED", "VALIDATED", "PRICED", "CLEARED", "AUTHORIZED", "SETTLED"], done.stdout
         assert await pm.balance(user) == (paid_minor + 2_000 - POST_FEE_MINOR - 500, 0)
