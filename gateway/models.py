@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from gateway.errors import ApiError, bad_request, validation_failed
 from ledger.accounts import CURRENCY_LEDGER
@@ -28,6 +28,14 @@ TAG_LENGTH_HARD_MAX = 256
 TAG_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 
 DESTINATION_REF_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"  # as the schema's CHECK (sql/0006)
+
+
+def _opaque_token(value: str) -> str:
+    """The Auth Center's token carries letters; digits and separators alone look like an account or phone
+    number in clear, which PM must never receive."""
+    if not any(character.isalpha() for character in value):
+        raise ValueError("destination_ref must be the Auth Center's opaque token, not an account or phone number")
+    return value
 
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=TAG_LENGTH_HARD_MAX, pattern=TAG_PATTERN)]
 UserId = Annotated[int, Field(gt=0, le=BIGINT_MAX)]
@@ -63,7 +71,9 @@ class IntentRequest(BaseModel):
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
     recipient_id: UserId | None = None
     # IPPS_WITHDRAWAL, THAI_QR_PAY: the Auth Center's opaque token for the payee (never a name or number).
-    destination_ref: Annotated[str, StringConstraints(pattern=DESTINATION_REF_PATTERN)] | None = None
+    destination_ref: (
+        Annotated[str, StringConstraints(pattern=DESTINATION_REF_PATTERN), AfterValidator(_opaque_token)] | None
+    ) = None
     metadata: IntentMetadata = Field(default_factory=IntentMetadata)
 
 

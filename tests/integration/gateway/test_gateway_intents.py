@@ -145,6 +145,9 @@ INVALID_BODIES = [
     ({"operation_type": "IPPS_WITHDRAWAL"}, 422, "INVALID_PARTY"),  # a payout has no recipient in the wallet
     ({"operation_type": "IPPS_WITHDRAWAL", "recipient_id": None}, 422, "INVALID_PARTY"),  # nor no destination
     ({"operation_type": "IPPS_WITHDRAWAL", "recipient_id": None, "destination_ref": "a b"}, 422, "VALIDATION_FAILED"),
+    # An account or phone number in clear, not the Auth Center's token.
+    ({"operation_type": "IPPS_WITHDRAWAL", "recipient_id": None, "destination_ref": "123-4-56789-0"}, 422,
+     "VALIDATION_FAILED"),
     ({"destination_ref": "tok_1"}, 422, "INVALID_PARTY"),  # only payouts take a destination
     ({"recipient_name": "Somchai Jaidee"}, 422, "VALIDATION_FAILED"),
     ({"phone": "+66812345678"}, 422, "VALIDATION_FAILED"),
