@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 from fleet_support import free_port, running_fleet
 
 from ledger import accounts, open_ledger
@@ -104,6 +105,9 @@ async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database
         )
         assert listed.returncode == 0, listed.stderr
         assert [row["id"] for row in json.loads(listed.stdout)] == [late_id]
+        async with aiohttp.ClientSession() as session, session.get(f"{pm.base_url}/metrics") as response:
+            exposition = await response.text()
+        assert "pm_reviews_flagged_total 1.0" in exposition  # the gateway flagged it, from the late callback
 
         # The callbacks did the work where the simulator sends them (the poller's status pulls are only
         # the fallback): each recorded once per event id; 22's duplicate dropped, 23's stale event kept

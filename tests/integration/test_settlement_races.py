@@ -12,6 +12,7 @@ import random
 from datetime import timedelta
 
 import pytest
+from pipeline_support import isolated_topology, open_pipeline
 
 import channels
 from consumers import dispatch, settlement
@@ -21,7 +22,6 @@ from pm import intents as store
 from pm.domain import OperationType, State, Transition
 from pm.psp_client import PspClient
 from pm.settings import Settings
-from tests.integration.pipeline_support import isolated_topology, open_pipeline
 
 PATH = [State.CREATED, State.VALIDATED, State.PRICED, State.CLEARED]
 
