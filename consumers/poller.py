@@ -4,6 +4,7 @@ Every round it
 - re-drives intents left in a stage's input state longer than that stage's `stuck_after_s` by
   publishing their entry again — after a lost entry, a crash, or a Redis that lost its data; handlers
   are idempotent, so a duplicate is harmless (a final intent is the outbox worker's, from the event log);
+- asks the PSPs about payments voided at their deadline until they answer finally (pm/psp_watch.py);
 - recreates missing consumer groups (a Redis that restarted empty);
 - trims every stream below what all its groups have acknowledged (never an unread entry);
 - measures stream backlogs and open intents for the metrics.
@@ -18,7 +19,7 @@ import time
 
 from consumers.context import StageContext
 from consumers.runtime import raise_if_cancelling, wait_or_stop
-from pm import metrics, streams
+from pm import metrics, psp_watch, streams
 from pm.domain import TERMINAL_STATES, State
 from pm.intents import INTENT_COLUMNS, intent_from_row
 from pm.topology import Stage
@@ -99,6 +100,8 @@ async def run_poller(context: StageContext, stop: asyncio.Event | None = None) -
         try:
             await streams.ensure_groups(context.redis, context.topology)
             await redrive_once(context)
+            if context.psp is not None:
+                await psp_watch.check_due(context.pool, context.psp)
             if started_s - last_trim_s >= config.trim_interval_ms / 1000:
                 await trim_once(context)
                 last_trim_s = started_s

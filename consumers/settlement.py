@@ -21,7 +21,7 @@ import channels
 from consumers.chains import IN_LEDGER, S, run_chains
 from consumers.context import StageContext
 from consumers.dispatch import LedgerAnswerError
-from pm import reviews
+from pm import psp_watch, reviews
 from pm.domain import ErrorCode, Intent, State, Transition, advance, fail
 from pm.psp_client import PspClient, PspUnavailable
 
@@ -56,8 +56,8 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
         else:
             external.append(intent)
     paid_out: set[object] = set()  # intents a PSP reports paid: failing one of them needs an operator
-    unanswered: set[object] = set()  # intents whose PSP gave no answer: voiding one blind needs an operator
-    for intent, decision in await _psp_decisions(context, external, unanswered):
+    deadline: set[object] = set()  # intents PM gives up on at its deadline: the PSP may still pay them
+    for intent, decision in await _psp_decisions(context, external, deadline):
         channel = channels.channel_of(intent)
         if decision == SUCCEEDED:
             chains.append((intent, channel.settle(intent)))
@@ -83,25 +83,23 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
     failed_after_payout = [t.intent_id for t in transitions if t.new == State.FAILED and t.intent_id in paid_out]
     if failed_after_payout:
         await reviews.flag(context.pool, failed_after_payout, "the PSP paid out, but the hold could not be posted")
-    voided_blind = [t.intent_id for t in transitions if t.new == State.FAILED and t.intent_id in unanswered]
-    if voided_blind:
-        # Not known to have failed at the PSP: it may still pay, and no callback may ever say so.
-        await reviews.flag(
-            context.pool, voided_blind, "voided at the deadline while the PSP did not answer: check it at the PSP"
-        )
+    # Watched until the PSP answers finally (pm/psp_watch.py): a late success is flagged, not lost.
+    await psp_watch.watch(
+        context.pool, [t.intent_id for t in transitions if t.new == State.FAILED and t.intent_id in deadline]
+    )
     return transitions
 
 
 async def _psp_decisions(
-    context: StageContext, intents: list[Intent], unanswered: set[object]
+    context: StageContext, intents: list[Intent], deadline: set[object]
 ) -> list[tuple[Intent, str]]:
     """What to do with external-channel intents: SUCCEEDED, DECLINED, EXPIRED, or nothing yet (left out).
 
     An entry carrying a signature-checked callback's status (`psp_status`) is decided by it. Any other
     (just authorized, or re-driven by the poller because it waits too long) asks the PSP, all at once,
     and submits again, by the same reference, a payout the PSP does not know. Past the channel's
-    deadline without an outcome, PM voids the hold itself (before the ledger's timeout would); the ids
-    of intents whose PSP did not answer at all are added to `unanswered`."""
+    deadline without an outcome, PM voids the hold itself (before the ledger's timeout would) and adds the
+    intent's id to `deadline`."""
     if not intents:
         return []
     assert context.psp is not None
@@ -114,7 +112,6 @@ async def _psp_decisions(
             if not isinstance(answer, PspUnavailable):
                 raise answer
             log.warning("PSP unavailable; the poller brings the intent back", extra={"intent_id": str(intent.id)})
-            unanswered.add(intent.id)
             answer = None
         status_of[intent.id] = answer
     now_s = time.time()
@@ -124,6 +121,7 @@ async def _psp_decisions(
         decision = channel.outcome(status_of[intent.id])
         if decision is None and intent.psp_status is None and channel.past_deadline(intent, now_s):
             decision = EXPIRED
+            deadline.add(intent.id)
         if decision is not None:
             decisions.append((intent, decision))
     return decisions

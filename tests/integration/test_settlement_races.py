@@ -1,17 +1,19 @@
 """Settlement races on real PostgreSQL, Valkey and the `postgres` ledger: a PSP success handled by one
 consumer after another consumer already voided the hold (the deadline passed) never moves money and is
 flagged for review, for a payout and for a top-up alike; a void that finds the hold already posted (a
-stale entry) leaves the settled intent alone; a void at the deadline while the PSP does not answer is
-flagged for an operator to check."""
+stale entry) leaves the settled intent alone; a payment voided at the deadline is watched until its
+PSP answers finally, and a late success (or no final answer in the window) is flagged."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import random
 from datetime import timedelta
 
 import pytest
+from aiohttp.test_utils import TestServer
 from pipeline_support import isolated_topology, open_pipeline
 
 import channels
@@ -19,8 +21,10 @@ from consumers import dispatch, settlement
 from ledger import accounts
 from ledger.check import run_check
 from pm import intents as store
+from pm import psp_watch
 from pm.domain import OperationType, State, Transition
 from pm.psp_client import PspClient
+from pm.psp_sim import create_sim_app
 from pm.settings import Settings
 
 PATH = [State.CREATED, State.VALIDATED, State.PRICED, State.CLEARED]
@@ -109,25 +113,68 @@ async def test_a_void_that_finds_the_hold_posted_leaves_the_settled_intent_alone
         assert (await run_check(pipeline.context.ledger)).ok
 
 
-async def test_a_void_at_the_deadline_without_the_psps_answer_is_flagged(fresh_database, redis_url) -> None:
-    """The PSP cannot be reached when the deadline passes: PM voids (before the ledger's timeout would),
-    but it does not know the payment failed at the PSP, so an operator is told to check."""
-    async with open_pipeline(fresh_database, redis_url, isolated_topology()) as pipeline:
-        user = random.randrange(10**9, 2 * 10**9)
-        intent = await authorized(
-            pipeline, OperationType.QP_TOPUP, "QP_TRANSFER", 20_000, sender_id=None, recipient_id=user
-        )
+async def void_at_deadline(pipeline, intent, psp: PspClient) -> None:
+    """Settlement finds `intent` past its deadline without an outcome (PSP asked through `psp`) and voids."""
+    pipeline.context.psp = psp
+    waited_long = dataclasses.replace(intent, updated_at=intent.updated_at - timedelta(hours=1))
+    transitions = await settlement.handle([waited_long], pipeline.context)
+    assert [(t.new, str(t.error_code)) for t in transitions] == [(State.FAILED, "EXPIRED")]
+    await store.apply_transitions(pipeline.context.pool, transitions)
+
+
+async def make_due(pipeline) -> None:
+    await pipeline.context.pool.execute("UPDATE pm.psp_watch SET next_check_at = now()")
+
+
+async def review_reason(pipeline, intent_id) -> str | None:
+    return await pipeline.context.pool.fetchval("SELECT review_reason FROM pm.intent WHERE id = $1", intent_id)
+
+
+async def test_a_payment_voided_at_the_deadline_is_watched_until_the_psp_answers(fresh_database, redis_url) -> None:
+    """Voided blind (the PSP did not answer at the deadline): watched; the PSP later reports it paid, with
+    no callback ever coming, and the poller's check flags it; a declined one ends its watch quietly; one
+    with no final answer in the window is flagged too."""
+    async with (
+        open_pipeline(fresh_database, redis_url, isolated_topology()) as pipeline,
+        TestServer(create_sim_app(Settings(psp_sim_delay_ms=0)), host="127.0.0.1") as sim,
+    ):
+        base = str(sim.make_url("")).rstrip("/")
+        reachable = PspClient(Settings(psp_ipps_url=f"{base}/ipps", psp_qp_url=f"{base}/qp"))
         unreachable = PspClient(Settings(psp_ipps_url="http://127.0.0.1:1/ipps", psp_qp_url="http://127.0.0.1:1/qp"))
-        pipeline.context.psp = unreachable
         try:
-            waited_long = dataclasses.replace(intent, updated_at=intent.updated_at - timedelta(hours=1))
-            transitions = await settlement.handle([waited_long], pipeline.context)
+            paid, declined, silent = [
+                await authorized(pipeline, OperationType.QP_TOPUP, "QP_TRANSFER", amount, sender_id=None,
+                                 recipient_id=random.randrange(10**9, 2 * 10**9))
+                for amount in (20_000, 20_113, 20_021)
+            ]  # fmt: skip
+            for intent in (paid, declined, silent):
+                await void_at_deadline(pipeline, intent, unreachable)
+            watched = await pipeline.context.pool.fetch("SELECT intent_id FROM pm.psp_watch")
+            assert {row["intent_id"] for row in watched} == {paid.id, declined.id, silent.id}
+            assert await review_reason(pipeline, paid.id) is None  # not known to be paid yet
+
+            # The QR requests reach QP after all (a slow submit): one is paid, one expires unpaid (13).
+            qp = channels.REGISTRY["QP_TRANSFER"]
+            for intent in (paid, declined):
+                await qp.submit_one(intent, reachable)
+            await asyncio.sleep(0.2)  # the simulator's delay is 0: paid at once; 13 stays PENDING
+            await make_due(pipeline)
+            assert await psp_watch.check_due(pipeline.context.pool, reachable) == 3
+            assert "paid after PM voided" in (await review_reason(pipeline, paid.id) or "")
+            assert await review_reason(pipeline, declined.id) is None  # still pending at QP: watched on
+            assert await review_reason(pipeline, silent.id) is None  # QP never got it: nothing to watch
+            left = await pipeline.context.pool.fetch("SELECT intent_id FROM pm.psp_watch")
+            assert {row["intent_id"] for row in left} == {declined.id}
+
+            # No final answer within the window (24 h): flagged, so no payment is left unknown.
+            await pipeline.context.pool.execute("UPDATE pm.psp_watch SET watch_until = now(), next_check_at = now()")
+            assert await psp_watch.check_due(pipeline.context.pool, unreachable) == 1
+            assert "no final answer" in (await review_reason(pipeline, declined.id) or "")
+            assert await pipeline.context.pool.fetchval("SELECT count(*) FROM pm.psp_watch") == 0
+            # Nothing was credited for any of them: the holds were voided.
+            for intent in (paid, declined, silent):
+                assert await pipeline.balance(intent.recipient_id) == (0, 0)
+            assert (await run_check(pipeline.context.ledger)).ok
         finally:
+            await reachable.close()
             await unreachable.close()
-        assert [(t.new, str(t.error_code)) for t in transitions] == [(State.FAILED, "EXPIRED")]
-        flagged = await pipeline.context.pool.fetchrow(
-            "SELECT needs_review, review_reason FROM pm.intent WHERE id = $1", intent.id
-        )
-        assert flagged["needs_review"] and "did not answer" in flagged["review_reason"]
-        (psp,) = await pipeline.context.ledger.lookup_accounts([accounts.psp("QP_TRANSFER", "THB").id])
-        assert (psp.debits_pending, psp.debits_posted) == (0, 0)  # the hold is released
