@@ -44,14 +44,13 @@ from gateway.status import Subscription
 from pm import intents as store
 from pm import signing, streams
 from pm.constants import IDEMPOTENCY_IN_FLIGHT_S_MAX, IDEMPOTENCY_KEY_LENGTH_MAX
-from pm.domain import TERMINAL_STATES, ErrorCode, Intent, OperationType
+from pm.domain import TERMINAL_STATE_NAMES, ErrorCode, Intent, OperationType
 from pm.keys import SCOPE_ADMIN, ApiKey
 
 log = logging.getLogger("pm.gateway")
 
 IDEMPOTENCY_KEY_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{IDEMPOTENCY_KEY_LENGTH_MAX}}}")
 PREFER_WAIT_PATTERN = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})(?:$|[,;\s])", re.IGNORECASE)
-TERMINAL_STATE_NAMES = frozenset(str(state) for state in TERMINAL_STATES)
 
 
 # -- POST /intents ---------------------------------------------------------------------------------

@@ -26,10 +26,10 @@ _UUID5_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
 _UUID5_SET = (0x8000 << 48) | (5 << 76)  # RFC 4122 variant, version 5
 
 
-def uuid5_int(name: str) -> int:
-    """`uuid.uuid5(ACCOUNT_NAMESPACE, name).int`, without building UUID objects: ids are derived for
-    every leg of every intent, and uuid.UUID's checks cost more than the SHA-1 itself."""
-    digest = hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()
+def uuid5_int(name: str, namespace_bytes: bytes = _NAMESPACE_BYTES) -> int:
+    """`uuid.uuid5(namespace, name).int` (ACCOUNT_NAMESPACE unless given), without building UUID objects:
+    ids are derived for every leg of every intent, and uuid.UUID's checks cost more than the SHA-1 itself."""
+    digest = hashlib.sha1(namespace_bytes + name.encode()).digest()
     return (int.from_bytes(digest[:16], "big") & _UUID5_CLEAR) | _UUID5_SET
 
 

@@ -32,6 +32,7 @@ class State(enum.StrEnum):
 
 
 TERMINAL_STATES = frozenset({State.SETTLED, State.REJECTED, State.FAILED})
+TERMINAL_STATE_NAMES = frozenset(str(state) for state in TERMINAL_STATES)
 
 # What the HTTP API shows of an intent, in this order, with `error` after them (Intent.to_json).
 API_FIELDS = (

@@ -7,7 +7,6 @@ transitions in one statement.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from ledger.accounts import uuid5_int
 from pm.domain import OPERATION_NAMED, STATE_NAMED, Intent, OperationType, State, Transition
 
 INTENT_COLUMNS = (
@@ -366,11 +366,8 @@ _EVENT_ID_NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
 
 def event_id_text(intent_id_text: str, version: int) -> str:
     """`str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{intent_id}:{version}"))`, without UUID objects: the outbox
-    worker derives one per status message (a unit test checks it against uuid5)."""
-    digest = bytearray(hashlib.sha1(_EVENT_ID_NAMESPACE_BYTES + f"{intent_id_text}:{version}".encode()).digest())
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest[:16].hex()
+    worker derives one per status message."""
+    h = f"{uuid5_int(f'{intent_id_text}:{version}', _EVENT_ID_NAMESPACE_BYTES):032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 

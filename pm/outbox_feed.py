@@ -35,13 +35,12 @@ import orjson
 import redis.asyncio as aioredis
 
 from pm import history, limit_counters, metrics, streams
-from pm.domain import TERMINAL_STATES
+from pm.domain import TERMINAL_STATE_NAMES
 from pm.intents import event_message, load_intents
 from pm.limit_rules import LimitRuleCache
 from pm.topology import Topology
 
 FEED_BATCH_MAX = 2_000
-_FINAL_STATE_NAMES = frozenset(str(state) for state in TERMINAL_STATES)
 CURSOR_NAME = "app"
 # Any constant works if every worker uses it: the ASCII bytes "pm_feed!".
 FEED_LOCK_KEY = 0x706D5F6665656421
@@ -114,7 +113,7 @@ async def feed_once(
             metrics.OUTBOX_FEED_DELAY_SECONDS.set(max(held_s, 0.0))
             return FeedRound(0, 0)
         await streams.publish_many(redis, [_status_message(topology, row) for row in rows])
-        final_ids = [row["intent_id"] for row in rows if row["state"] in _FINAL_STATE_NAMES]
+        final_ids = [row["intent_id"] for row in rows if row["state"] in TERMINAL_STATE_NAMES]
         # A final state is an intent's last transition, so its row as it is now is as it ended.
         finals = await load_intents(conn, final_ids) if final_ids else []
         if finals:
@@ -150,6 +149,6 @@ async def delivered(conn: asyncpg.Pool | asyncpg.Connection, intent_ids: list[uu
         " AND (e.xid, e.intent_id, e.version) <= (c.xid, c.intent_id, c.version)",
         intent_ids,
         CURSOR_NAME,
-        [str(state) for state in TERMINAL_STATES],
+        list(TERMINAL_STATE_NAMES),
     )
     return {row["intent_id"] for row in rows}

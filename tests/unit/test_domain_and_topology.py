@@ -156,3 +156,14 @@ def test_malformed_topology_is_refused(edit, message: str) -> None:
     edit(document)
     with pytest.raises(TopologyError, match=message):
         parse_topology(document)
+
+
+def test_status_event_ids_are_uuid5_of_intent_and_version() -> None:
+    from pm.intents import EVENT_ID_NAMESPACE, event_id, event_id_text
+
+    intent_id = uuid.uuid4()
+    for version in (1, 6, 1_000):
+        expected = uuid.uuid5(EVENT_ID_NAMESPACE, f"{intent_id}:{version}")
+        assert event_id_text(str(intent_id), version) == str(expected)
+        assert event_id(intent_id, version) == expected
+    assert event_id(intent_id, 1) != event_id(intent_id, 2)
