@@ -20,7 +20,7 @@ import time
 from consumers.context import StageContext
 from consumers.runtime import raise_if_cancelling, wait_or_stop
 from pm import metrics, psp_watch, streams
-from pm.domain import TERMINAL_STATES, State
+from pm.domain import TERMINAL_STATE_NAMES, TERMINAL_STATES, State
 from pm.intents import INTENT_COLUMNS, intent_from_row
 from pm.topology import Stage
 
@@ -40,7 +40,6 @@ WHERE id IN (
 )
 RETURNING {INTENT_COLUMNS}
 """
-TERMINAL = [str(state) for state in TERMINAL_STATES]
 
 
 async def redrive_stage(context: StageContext, stage: Stage, limit: int) -> int:
@@ -82,7 +81,7 @@ async def measure_once(context: StageContext) -> None:
     rows = await context.pool.fetch(
         "SELECT state, count(*) AS n FROM pm.intent WHERE NOT finished AND state <> ALL($1::text[])"
         " GROUP BY state",
-        TERMINAL,
+        list(TERMINAL_STATE_NAMES),
     )
     counts = {row["state"]: row["n"] for row in rows}
     for state in State:

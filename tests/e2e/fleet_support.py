@@ -38,6 +38,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def psp_sim_environment(sim_port: int, delay_ms: int, hold_timeout_s: int, outcome_deadline_s: int) -> dict[str, str]:
+    """The fleet's settings for a PSP simulator on `sim_port` (a Procfile `psp-sim` process) and its timings."""
+    return {
+        "PM_PSP_SIM_PORT": str(sim_port),
+        "PM_PSP_SIM_DELAY_MS": str(delay_ms),
+        "PM_PSP_IPPS_URL": f"http://127.0.0.1:{sim_port}/ipps",
+        "PM_PSP_QP_URL": f"http://127.0.0.1:{sim_port}/qp",
+        "PM_PUBLIC_URL": "http://127.0.0.1:{http_port}",
+        "PM_PSP_HOLD_TIMEOUT_S": str(hold_timeout_s),
+        "PM_PSP_OUTCOME_DEADLINE_S": str(outcome_deadline_s),
+    }
+
+
 def write_streams_file(directory: Path, **stage_overrides: Any) -> tuple[Path, Topology]:
     document = renamed_document(f"e{uuid.uuid4().hex[:10]}:", **stage_overrides)
     path = directory / "streams.yaml"
@@ -87,6 +100,26 @@ class RunningFleet:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{len(set(uuids)) - len(rows)} intents not finished after {timeout_s} s")
             await asyncio.sleep(0.2)
+
+    async def terminal_transitions(self, ids: list[str]) -> dict[str, int]:
+        """How many final transitions each intent made (exactly one, for every intent that ended)."""
+        rows = await self.pool.fetch(
+            "SELECT intent_id::text AS intent_id, count(*) AS n FROM pm.intent_event"
+            " WHERE intent_id = ANY($1::uuid[]) AND state = ANY($2::text[]) GROUP BY intent_id",
+            [uuid.UUID(i) for i in ids],
+            list(FINISHED),
+        )
+        return {row["intent_id"]: row["n"] for row in rows}
+
+    async def callbacks_recorded(self, amount_of: dict[str, int]) -> dict[int, int]:
+        """PSP callback events recorded (pm.psp_event), per simulator behaviour (the amount's last two
+        digits) of the intents `amount_of` maps to their amounts."""
+        rows = await self.pool.fetch(
+            "SELECT intent_id::text AS intent_id, count(*) AS n FROM pm.psp_event"
+            " WHERE intent_id = ANY($1::uuid[]) GROUP BY intent_id",
+            [uuid.UUID(i) for i in amount_of],
+        )
+        return {amount_of[row["intent_id"]] % 100: row["n"] for row in rows}
 
     async def balance(self, user_id: int) -> tuple[int, int]:
         async with open_ledger(self.database_url) as ledger:

@@ -16,7 +16,7 @@ import uuid
 
 import orjson
 from aiohttp import web
-from fleet_support import APP_SCOPES, free_port, running_fleet
+from fleet_support import APP_SCOPES, free_port, psp_sim_environment, running_fleet
 
 from ledger import accounts, open_ledger
 from pm import keys, outbox
@@ -46,15 +46,7 @@ KINDS = [
 
 async def test_sigkill_settlement_and_outbox_mid_run_converges(fresh_database, redis_url) -> None:
     sim_port = free_port()
-    environment = {
-        "PM_PSP_SIM_PORT": str(sim_port),
-        "PM_PSP_SIM_DELAY_MS": "200",
-        "PM_PSP_IPPS_URL": f"http://127.0.0.1:{sim_port}/ipps",
-        "PM_PSP_QP_URL": f"http://127.0.0.1:{sim_port}/qp",
-        "PM_PUBLIC_URL": "http://127.0.0.1:{http_port}",
-        "PM_PSP_HOLD_TIMEOUT_S": "600",
-        "PM_PSP_OUTCOME_DEADLINE_S": "300",
-    }
+    environment = psp_sim_environment(sim_port, delay_ms=200, hold_timeout_s=600, outcome_deadline_s=300)
     received: list[dict] = []
 
     async def hook(request: web.Request) -> web.Response:
@@ -136,12 +128,7 @@ async def test_sigkill_settlement_and_outbox_mid_run_converges(fresh_database, r
             finished = await pm.wait_finished(intent_ids, timeout_s=240)
             states = [finished[i]["state"] for i in intent_ids]
             assert states == [expected for _, _, _, expected in plan]
-            terminal_events = await pm.pool.fetch(
-                "SELECT intent_id, count(*) AS n FROM pm.intent_event WHERE intent_id = ANY($1::uuid[])"
-                " AND state = ANY(ARRAY['SETTLED','REJECTED','FAILED']) GROUP BY intent_id",
-                [uuid.UUID(i) for i in intent_ids],
-            )
-            assert len(terminal_events) == INTENTS and {row["n"] for row in terminal_events} == {1}
+            assert await pm.terminal_transitions(intent_ids) == dict.fromkeys(intent_ids, 1)
 
             expected = dict.fromkeys(users, 1_000_000)
             merchant_minor = psp_ipps = psp_qp = fees_minor = 0

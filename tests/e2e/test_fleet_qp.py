@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from fleet_support import APP_SCOPES, free_port, running_fleet
+from fleet_support import APP_SCOPES, free_port, psp_sim_environment, running_fleet
 
 from ledger import accounts, open_ledger
 from pm import keys
@@ -42,15 +42,9 @@ CASES = {
 
 async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database, redis_url) -> None:
     sim_port = free_port()
-    environment = {
-        "PM_PSP_SIM_PORT": str(sim_port),
-        "PM_PSP_SIM_DELAY_MS": "100",
-        "PM_PSP_IPPS_URL": f"http://127.0.0.1:{sim_port}/ipps",
-        "PM_PSP_QP_URL": f"http://127.0.0.1:{sim_port}/qp",
-        "PM_PUBLIC_URL": "http://127.0.0.1:{http_port}",
-        "PM_PSP_HOLD_TIMEOUT_S": str(REQUEST_VALID_S),
-        "PM_PSP_OUTCOME_DEADLINE_S": str(OUTCOME_DEADLINE_S),
-    }
+    environment = psp_sim_environment(
+        sim_port, delay_ms=100, hold_timeout_s=REQUEST_VALID_S, outcome_deadline_s=OUTCOME_DEADLINE_S
+    )
     async with running_fleet(
         fresh_database,
         redis_url,
@@ -90,20 +84,10 @@ async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database
         # The callbacks did the work where the simulator sends them (the poller's status pulls are only
         # the fallback): each recorded once per event id; 22's duplicate dropped, 23's stale event kept
         # (it changed nothing), 25's wrongly signed ones never recorded.
-        events = await pm.pool.fetch(
-            "SELECT intent_id::text AS intent_id, count(*) AS n FROM pm.psp_event"
-            " WHERE intent_id = ANY($1::uuid[]) GROUP BY intent_id",
-            list(created),
-        )
-        recorded = {created[row["intent_id"]] % 100: row["n"] for row in events}
+        recorded = await pm.callbacks_recorded(created)
         assert (recorded.get(0), recorded.get(22), recorded.get(23), recorded.get(25)) == (1, 1, 2, None), recorded
 
-        terminal_events = await pm.pool.fetch(
-            "SELECT intent_id, count(*) AS n FROM pm.intent_event"
-            " WHERE intent_id = ANY($1::uuid[]) AND state IN ('SETTLED', 'FAILED', 'REJECTED') GROUP BY intent_id",
-            list(created),
-        )
-        assert sorted(row["n"] for row in terminal_events) == [1] * len(CASES)
+        assert await pm.terminal_transitions(list(created)) == dict.fromkeys(created, 1)
         authorized = await pm.pool.fetchval(
             "SELECT count(DISTINCT intent_id) FROM pm.intent_event"
             " WHERE intent_id = ANY($1::uuid[]) AND state = 'AUTHORIZED'",

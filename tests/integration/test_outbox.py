@@ -13,7 +13,6 @@ import time
 import uuid
 
 import aiohttp
-import asyncpg
 import orjson
 import pytest
 from aiohttp import web
@@ -21,9 +20,7 @@ from aiohttp import web
 from pm import intents as store
 from pm import outbox, psp_signing, reviews
 from pm.domain import OperationType, State, Transition
-from pm.migrate import migrate
 from pm.redis_wire import redis_from_url
-from pm.topology import parse_topology, renamed_document
 
 SECRET = "merchant-webhook-secret-0123456789"
 _merchants = itertools.count(900_001)
@@ -39,27 +36,6 @@ class Receiver:
     async def handle(self, request: web.Request) -> web.Response:
         self.got.append((dict(request.headers), await request.read()))
         return web.Response(status=self.answers.pop(0) if self.answers else 200)
-
-
-@pytest.fixture
-async def pool(fresh_database):
-    url = await fresh_database()
-    await migrate(url)
-    created = await asyncpg.create_pool(url, min_size=1, max_size=4)
-    yield created
-    await created.close()
-
-
-@pytest.fixture
-async def redis(redis_url: str):
-    client = redis_from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def topology():
-    return parse_topology(renamed_document(f"t{uuid.uuid4().hex[:10]}:"))
 
 
 @pytest.fixture

@@ -21,30 +21,8 @@ from pm import metrics, outbox_feed
 from pm.domain import OperationType, State, Transition
 from pm.migrate import MIGRATIONS_DIR, migrate
 from pm.redis_wire import redis_from_url
-from pm.topology import parse_topology, renamed_document
 
 PATH = [State.CREATED, State.VALIDATED, State.PRICED, State.CLEARED, State.AUTHORIZED, State.SETTLED]
-
-
-@pytest.fixture
-async def pool(fresh_database):
-    url = await fresh_database()
-    await migrate(url)
-    created = await asyncpg.create_pool(url, min_size=1, max_size=4)
-    yield created
-    await created.close()
-
-
-@pytest.fixture
-async def redis(redis_url: str):
-    client = redis_from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def topology():
-    return parse_topology(renamed_document(f"t{uuid.uuid4().hex[:10]}:"))
 
 
 async def created(pool, operation_type=OperationType.P2P_TRANSFER, sender=1001, recipient=1002, merchant=None):

@@ -6,30 +6,14 @@ flag is listed; bad input exits 1 with nothing written."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import uuid
 
 import asyncpg
+from test_outbox import settled_charge
 from test_pm_rules_command import pm
 
-from pm import intents as store
 from pm import reviews
-from pm.domain import OperationType, State, Transition
 from pm.migrate import migrate
-
-
-async def settled_charge(pool, merchant_id: int) -> uuid.UUID:
-    outcome = await store.create_intent(
-        pool, api_key_id="cli", idempotency_key=uuid.uuid4().hex, request_hash=b"h",
-        operation_type=OperationType.MINIAPP_CHARGE, amount_minor=4_200, currency="THB", sender_id=77,
-        recipient_id=None, operator_id=None, merchant_id=merchant_id,
-    )  # fmt: skip
-    states = [State.CREATED, State.VALIDATED, State.PRICED, State.CLEARED, State.AUTHORIZED, State.SETTLED]
-    for expected, new in itertools.pairwise(states):
-        channel = "MINIAPP" if new == State.VALIDATED else None
-        await store.apply_transitions(pool, [Transition(outcome.created.id, expected, new, channel=channel)])
-    return outcome.created.id
 
 
 async def test_outbox_and_review_commands(fresh_database) -> None:

@@ -6,19 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import pytest
-
 from pm import streams
-from pm.redis_wire import redis_from_url
-
-
-@pytest.fixture
-async def redis(redis_url: str):
-    client = redis_from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def _names() -> tuple[str, str, str, str]:
