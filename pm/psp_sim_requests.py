@@ -64,6 +64,7 @@ def _integer(body: dict[str, Any], name: str, minimum: int, maximum: int) -> int
 
 
 def _common(body: Any) -> tuple[str, int, str, str]:
+    """(reference, amount_minor, currency, callback_url): SimRequest's fields after `provider`, in order."""
     if not isinstance(body, dict):
         raise InvalidRequest("invalid_body", "the body must be a JSON object")
     reference = body.get("reference")
@@ -90,7 +91,7 @@ def _is_http_url(value: str) -> bool:
 
 
 def parse_payout(body: Any) -> SimRequest:
-    reference, amount_minor, currency, callback_url = _common(body)
+    common = _common(body)
     destination_ref = body.get("destination_ref")
     if not isinstance(destination_ref, str) or not 1 <= len(destination_ref) <= DESTINATION_REF_LENGTH_MAX:
         raise InvalidRequest(
@@ -99,25 +100,9 @@ def parse_payout(body: Any) -> SimRequest:
     hold_expires_at_s = None
     if body.get("hold_expires_at") is not None:
         hold_expires_at_s = _integer(body, "hold_expires_at", 1, UNIX_S_MAX)
-    return SimRequest(
-        provider=Provider.IPPS,
-        reference=reference,
-        amount_minor=amount_minor,
-        currency=currency,
-        callback_url=callback_url,
-        destination_ref=destination_ref,
-        hold_expires_at_s=hold_expires_at_s,
-    )
+    return SimRequest(Provider.IPPS, *common, destination_ref=destination_ref, hold_expires_at_s=hold_expires_at_s)
 
 
 def parse_payment_request(body: Any) -> SimRequest:
-    reference, amount_minor, currency, callback_url = _common(body)
-    expires_in_s = _integer(body, "expires_in_s", 1, EXPIRES_IN_S_MAX)
-    return SimRequest(
-        provider=Provider.QP,
-        reference=reference,
-        amount_minor=amount_minor,
-        currency=currency,
-        callback_url=callback_url,
-        expires_in_s=expires_in_s,
-    )
+    common = _common(body)
+    return SimRequest(Provider.QP, *common, expires_in_s=_integer(body, "expires_in_s", 1, EXPIRES_IN_S_MAX))
