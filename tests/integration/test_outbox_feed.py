@@ -20,6 +20,7 @@ from pm import intents as store
 from pm import metrics, outbox_feed
 from pm.domain import OperationType, State, Transition
 from pm.migrate import MIGRATIONS_DIR, migrate
+from pm.outbox import run_outbox
 from pm.redis_wire import redis_from_url
 
 PATH = [State.CREATED, State.VALIDATED, State.PRICED, State.CLEARED, State.AUTHORIZED, State.SETTLED]
@@ -208,3 +209,23 @@ async def test_a_held_back_feed_shows_its_delay_and_a_restored_cursor_ahead_is_r
     await pool.execute("UPDATE pm.outbox_cursor SET xid = '999999999999'")
     with pytest.raises(outbox_feed.FeedCursorAheadError, match="reset it"):
         await outbox_feed.feed_once(pool, redis, topology)
+
+
+async def test_the_worker_outlives_failed_rounds_and_delivers_once_redis_is_back(pool, redis, topology) -> None:
+    """Redis away: every feed round fails, is counted and retried, and the worker keeps running; with Redis
+    back, the same events are delivered (nothing was skipped)."""
+    intent_id = await created(pool)
+    failures_before = metrics.OUTBOX_FEED_FAILURES._value.get()
+    unreachable = redis_from_url("redis://127.0.0.1:1", socket_connect_timeout=0.2)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_outbox(pool, unreachable, topology, stop))
+    await asyncio.sleep(1.5)
+    assert not worker.done()
+    stop.set()
+    await asyncio.wait_for(worker, 10)
+    await unreachable.aclose()
+    assert metrics.OUTBOX_FEED_FAILURES._value.get() > failures_before
+    async with Listener(redis, topology, [intent_id]) as listener:
+        # The cursor did not move past the undelivered event: it goes out now.
+        assert (await outbox_feed.feed_once(pool, redis, topology)).events == 1
+        assert [m["state"] for m in await listener.take(1)] == ["CREATED"]
