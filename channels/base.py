@@ -9,13 +9,20 @@ Lifecycle, and which stage calls what:
     validation  refusal(intent)            channel-specific checks -> error or None
                 accounts(intent)           ledger accounts to create on first use
     dispatch    authorize(intent)          the hold: pending transfer(s) into transit
-                submit_one(intent, psp)    external channels: send to the PSP, by our reference
+    connector   may_submit(hold, t)        PSP channels: the hold is live and the submit deadline ahead
+                submit_one(intent, hold, psp, t)  send to the PSP, by our reference (the only submit)
     settlement  settle(intent)             post the hold and pay out, one linked chain
                 void(intent)               release the hold (FAILED)
-                status(intent, psp)        external channels without an outcome yet: ask the PSP
+                status(intent, psp)        PSP channels without an outcome yet: ask the PSP (never submit)
                 outcome(status)            which PSP statuses decide the intent
-                past_deadline(intent, t)   external channels: give up waiting (void, EXPIRED)
+                past_deadline(hold, t)     PSP channels: give up waiting (void, EXPIRED)
     gateway     (gateway/psp_callbacks.py) a signed PSP callback -> the outcome, to settlement
+
+PSP channels (`PspChannel`) count every deadline from the hold's own ledger timestamp (pm.domain.Hold):
+    hold ──── submit deadline ──── outcome deadline ──── hold timeout (the ledger releases it)
+A payment is submitted only by the channel's PSP connector stage, only while its hold is live and before
+the submit deadline; the submit deadline plus a request's timeout comes before the outcome deadline
+(pm/settings.py), so no submit is still in flight when settlement decides to give up.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import tigerbeetle as tb
 
 from ledger import accounts
 from ledger.accounts import NamedAccount, currency_ledger, transfer_id
-from pm.domain import OPERATION_CODE, ErrorCode, Intent, OperationType
+from pm.domain import OPERATION_CODE, ErrorCode, Hold, Intent, OperationType
 from pm.psp_client import PspClient
 from pm.settings import Settings
 
@@ -72,23 +79,15 @@ class Channel:
             )
         ]
 
-    # -- external channels (settles_instantly = False): the PSP --------------------------------
-
-    async def submit_one(self, intent: Intent, psp: PspClient) -> str:
-        """Send the payment to the PSP, idempotent by our reference (the intent id); its PSP status."""
-        raise NotImplementedError(f"channel {self.name} settles instantly; there is no PSP")
+    # -- external channels (settles_instantly = False): the PSP (PspChannel) --------------------
 
     async def status(self, intent: Intent, psp: PspClient) -> str | None:
-        """The PSP's status of our payment; None when the PSP does not know it (submit it)."""
+        """The PSP's status of our payment; None when the PSP does not know it."""
         raise NotImplementedError(f"channel {self.name} settles instantly; there is no PSP")
-
-    def past_deadline(self, intent: Intent, now_s: float) -> bool:
-        """No outcome yet and too late to wait for one: void the hold and fail the intent EXPIRED."""
-        return False
 
     @staticmethod
     def outcome(psp_status: str | None) -> str | None:
-        """A PSP status that decides the intent ("SUCCEEDED" or "DECLINED"), else None."""
+        """A PSP status that decides the intent ("SUCCEEDED", "DECLINED" or "EXPIRED"), else None."""
         return None
 
     # -- helpers for subclasses ----------------------------------------------------------------
@@ -134,6 +133,36 @@ class Channel:
             user_data_128=intent.id.int,
             flags=tb.TransferFlags.POST_PENDING_TRANSFER,
         )
+
+
+class PspChannel(Channel):
+    """A channel whose money moves at a payment service provider: held at dispatch, submitted by its
+    PSP connector stage (streams.yaml `connector_for`), decided by the PSP's outcome in settlement."""
+
+    settles_instantly = False
+    via_connector = True
+    hold_timeout_s = 900
+    submit_deadline_s = 300
+    outcome_deadline_s = 600
+
+    def configure(self, settings: Settings) -> None:
+        self.hold_timeout_s = settings.psp_hold_timeout_s
+        self.submit_deadline_s = settings.submit_deadline_s
+        self.outcome_deadline_s = settings.psp_outcome_deadline_s
+        assert self.submit_deadline_s < self.outcome_deadline_s < self.hold_timeout_s, "submit, give up, expire"
+
+    async def submit_one(self, intent: Intent, hold: Hold, psp: PspClient, now_s: float) -> str:
+        """Send the payment to the PSP, idempotent by our reference (the intent id); its PSP status.
+        Only the connector calls this, and only when `may_submit`."""
+        raise NotImplementedError
+
+    def may_submit(self, hold: Hold, now_s: float) -> bool:
+        """The money is held and the submit deadline is ahead: the PSP may be given the payment."""
+        return hold.live(now_s) and now_s < hold.timestamp_s + self.submit_deadline_s
+
+    def past_deadline(self, hold: Hold, now_s: float) -> bool:
+        """No outcome yet and too late to wait for one: void the hold and fail the intent EXPIRED."""
+        return now_s >= hold.timestamp_s + self.outcome_deadline_s
 
 
 def linked(chain: list[tb.Transfer]) -> list[tb.Transfer]:

@@ -3,10 +3,11 @@ money arrives in the wallet.
 
 dispatch   hold psp:QP_TRANSFER -> transit  a + f  pending, timeout `psp_hold_timeout_s` (what QP will
            owe us), then a job on the `qp-connector` stage's stream
-connector  POST the payment request to QP by our reference (the intent id, idempotent), valid for
-           `psp_hold_timeout_s`                                          -> AUTHORIZED (awaiting the money)
+connector  POST the payment request to QP by our reference (the intent id, idempotent), valid until
+           the hold's own expiry; only while the hold is live and before the submit deadline
+                                                                         -> AUTHORIZED (awaiting the money)
 outcome    PAID: post the hold; transit -> user  a - g; transit -> fees  f + g (SETTLED)
-           EXPIRED, or nothing by `psp_outcome_deadline_s` after authorization: void (FAILED EXPIRED)
+           EXPIRED, or nothing by `psp_outcome_deadline_s` after the hold: void (FAILED EXPIRED)
 The hold makes the ledger the arbiter, as for payouts: a PAID that comes after PM voided can never
 credit the user, whichever consumer sees it (posting a voided or expired hold fails), and it is
 flagged for review.
@@ -20,29 +21,20 @@ from __future__ import annotations
 
 import tigerbeetle as tb
 
-from channels.base import Channel
+from channels.base import PspChannel
 from ledger import accounts
 from ledger.accounts import NamedAccount
-from pm.domain import ErrorCode, Intent, OperationType
+from pm.domain import ErrorCode, Hold, Intent, OperationType
 from pm.psp_client import PspClient
-from pm.settings import Settings
 
 OUTCOMES = {"PAID": "SUCCEEDED", "EXPIRED": "EXPIRED"}
+# QP's longest payment request (its API: 1 to 86,400 s); a longer hold just outlives its request.
+REQUEST_VALID_S_MAX = 86_400
 
 
-class QpTransfer(Channel):
+class QpTransfer(PspChannel):
     name = "QP_TRANSFER"
     operation_types = frozenset({OperationType.QP_TOPUP})
-    settles_instantly = False
-    via_connector = True
-    request_valid_s = 900
-    outcome_deadline_s = 600
-
-    def configure(self, settings: Settings) -> None:
-        self.request_valid_s = settings.psp_hold_timeout_s
-        self.hold_timeout_s = settings.psp_hold_timeout_s
-        self.outcome_deadline_s = settings.psp_outcome_deadline_s
-        assert self.outcome_deadline_s < self.hold_timeout_s, "void before the ledger's timeout does"
 
     def refusal(self, intent: Intent) -> tuple[ErrorCode, str] | None:
         if intent.recipient_id is None or intent.sender_id is not None or intent.merchant_id is not None:
@@ -74,20 +66,18 @@ class QpTransfer(Channel):
 
     # -- the PSP ---------------------------------------------------------------------------------
 
-    async def submit_one(self, intent: Intent, psp: PspClient) -> str:
+    async def submit_one(self, intent: Intent, hold: Hold, psp: PspClient, now_s: float) -> str:
+        """Create the QR payment request, valid until the hold expires (whole seconds, rounded down):
+        the user can never pay a request whose money the ledger no longer holds for it."""
+        assert self.may_submit(hold, now_s)
+        valid_s = min(int(hold.expires_at_s - now_s), REQUEST_VALID_S_MAX)
+        assert valid_s >= 1, "the submit deadline comes at least a second before the hold expires"
         return await psp.submit_payment_request(
-            str(intent.id),
-            amount_minor=self.charged_minor(intent),
-            currency=intent.currency,
-            expires_in_s=self.request_valid_s,
+            str(intent.id), amount_minor=self.charged_minor(intent), currency=intent.currency, expires_in_s=valid_s
         )
 
     async def status(self, intent: Intent, psp: PspClient) -> str | None:
         return await psp.payment_request_status(str(intent.id))
-
-    def past_deadline(self, intent: Intent, now_s: float) -> bool:
-        assert intent.updated_at is not None, "an AUTHORIZED intent comes from its row"
-        return now_s - intent.updated_at.timestamp() >= self.outcome_deadline_s
 
     @staticmethod
     def outcome(psp_status: str | None) -> str | None:

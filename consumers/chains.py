@@ -21,6 +21,10 @@ S = tb.CreateTransferStatus
 IN_LEDGER = (S.CREATED, S.EXISTS)
 
 
+class LedgerAnswerError(RuntimeError):
+    """The ledger answered something no correct request can get: a bug to look at, not to reject."""
+
+
 @dataclass(frozen=True, slots=True)
 class ChainOutcome:
     intent: Intent

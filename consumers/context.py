@@ -63,7 +63,8 @@ class StageContext:
     limit_rules: LimitRuleCache = field(default_factory=LimitRuleCache)
     fee_rules: FeeRuleCache = field(default_factory=FeeRuleCache)
     known_accounts: KnownAccounts = field(default_factory=KnownAccounts)
-    psp: PspClient | None = None  # external channels' PSPs (dispatch submits, settlement asks)
+    psp: PspClient | None = None  # PSP channels' PSPs (their connectors submit, settlement asks)
+    psp_status_query_interval_s: float = 10.0  # settlement asks a PSP about an intent at most this often
     ledger_request_events_max: int = BATCH_EVENTS_MAX
 
     async def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
@@ -111,8 +112,9 @@ async def open_stage_context(
     try:
         async with open_ledger(ledger_url) as ledger:
             yield StageContext(
-                pool=pool, ledger=ledger, redis=redis, topology=topology or load_topology(), psp=psp
-            )
+                pool=pool, ledger=ledger, redis=redis, topology=topology or load_topology(), psp=psp,
+                psp_status_query_interval_s=settings.psp_status_query_interval_s,
+            )  # fmt: skip
     finally:
         await psp.close()
         await redis.aclose()

@@ -1,26 +1,33 @@
-"""Dispatch (CLEARED -> AUTHORIZED | REJECTED): hold the money in the ledger, through the channel.
+"""Dispatch (CLEARED -> AUTHORIZED | REJECTED | FAILED): hold the money in the ledger, through the channel.
 
 The hold is a pending transfer into transit (the channel's `authorize`); all holds of a batch go in one
-ledger request. Insufficient funds -> REJECTED `INSUFFICIENT_FUNDS` with nothing held. External
-channels then send their authorized intents to their PSP (`submit_one`, idempotent by the intent id);
-a channel with a PSP connector (top-ups) gets a job on the connector's stream instead, and stays
-CLEARED until the connector has created the payment request.
+ledger request. Insufficient funds -> REJECTED `INSUFFICIENT_FUNDS` with nothing held.
+
+A hold the ledger answers `exists` for was placed by an earlier attempt (a redelivery, a re-drive after a
+lost compare-and-set, or a PSP connector that could not reach its PSP): it counts as held only if it still
+is, so those are looked up (one lookup for the batch, consumers/holds.py). Expired or voided: the intent
+fails `EXPIRED` (the void is repeated, harmless, so the release is certain), and a PSP channel's payment
+is watched at its PSP in case an earlier submit reached it (pm/psp_watch.py). Posted: the intent went on
+long ago and this entry is stale.
+
+A held intent of an instant channel becomes AUTHORIZED (settlement posts it next). A PSP channel's
+(payouts, top-ups) gets a job on its connector's stream instead and stays CLEARED: the connector is the
+one place a payment is submitted (consumers/psp_connector.py). Dispatch never calls a PSP.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable
+import time
 
 import tigerbeetle as tb
 
 import channels
-from consumers.chains import S, run_chains
+from consumers.chains import LedgerAnswerError, S, run_chains
 from consumers.context import StageContext
-from pm import streams
+from consumers.holds import look_up_holds, release
+from pm import psp_watch, streams
 from pm.domain import ErrorCode, Intent, State, Transition, advance, reject
-from pm.psp_client import PspUnavailable
 
 log = logging.getLogger("pm.consumers.dispatch")
 
@@ -33,33 +40,49 @@ REFUSALS: dict[tb.CreateTransferStatus, tuple[ErrorCode, str]] = {
     S.CREDIT_ACCOUNT_ALREADY_CLOSED: (ErrorCode.ACCOUNT_CLOSED, "the receiving account is closed"),
 }
 
-
-class LedgerAnswerError(RuntimeError):
-    """The ledger answered something no correct request can get: a bug to look at, not to reject."""
+__all__ = ["LedgerAnswerError", "handle"]
 
 
 async def handle(intents: list[Intent], context: StageContext) -> list[Transition]:
     chains = [(intent, channels.channel_of(intent).authorize(intent)) for intent in intents]
-    transitions = []
-    jobs: dict[str, list[Intent]] = {}  # connector stream -> held intents its connector authorizes (top-ups)
-    authorized_by_channel: dict[str, list[Intent]] = {}
-    for outcome in await run_chains(context, chains):
+    outcomes = await run_chains(context, chains)
+    placed_before = [outcome.intent for outcome in outcomes if outcome.in_ledger and outcome.statuses[0] == S.EXISTS]
+    holds = await look_up_holds(context, placed_before)
+    now_s = time.time()
+    transitions: list[Transition] = []
+    released = []
+    jobs: dict[str, list[Intent]] = {}  # connector stream -> held intents it submits to their PSP
+    for outcome in outcomes:
         intent = outcome.intent
-        if outcome.in_ledger:
-            channel = channels.channel_of(intent)
-            if channel.via_connector:
-                jobs.setdefault(context.topology.connector_of(channel.name).stream, []).append(intent)
-                continue
-            transitions.append(advance(intent, State.AUTHORIZED))
-            authorized_by_channel.setdefault(str(intent.channel), []).append(intent)
+        if not outcome.in_ledger:
+            refusal = REFUSALS.get(outcome.cause) if outcome.cause else None
+            if refusal is None:
+                statuses = [s.name for s in outcome.statuses]
+                raise LedgerAnswerError(f"hold of intent {intent.id}: ledger answered {statuses}")
+            transitions.append(reject(intent, *refusal))
             continue
-        refusal = REFUSALS.get(outcome.cause) if outcome.cause else None
-        if refusal is None:
-            raise LedgerAnswerError(f"hold of intent {intent.id}: ledger answered {[s.name for s in outcome.statuses]}")
-        transitions.append(reject(intent, *refusal))
+        hold = holds.get(intent.id)  # None: placed by this very request, so held
+        if hold is not None and not hold.live(now_s):
+            if hold.posted:
+                log.info("stale dispatch entry: the hold is posted", extra={"intent_id": str(intent.id)})
+                continue
+            released.append((intent, ErrorCode.EXPIRED, "the hold expired before the intent was authorized"))
+            continue
+        channel = channels.channel_of(intent)
+        if channel.via_connector:
+            jobs.setdefault(context.topology.connector_of(channel.name).stream, []).append(intent)
+        else:
+            transitions.append(advance(intent, State.AUTHORIZED))
+    if released:
+        failed = await release(context, released)
+        transitions.extend(failed)
+        # A PSP channel's earlier connector may have submitted before its answer was lost: watch the PSP.
+        by_id = {intent.id: intent for intent, _, _ in released}
+        await psp_watch.watch(
+            context.pool, [t.intent_id for t in failed if channels.channel_of(by_id[t.intent_id]).via_connector]
+        )
     if jobs:
         await put_jobs(context, jobs)
-    await submit_to_psps(context, authorized_by_channel)
     return transitions
 
 
@@ -72,22 +95,3 @@ async def put_jobs(context: StageContext, jobs: dict[str, list[Intent]]) -> None
             for intent in intents:
                 pipe.xadd(stream, streams.entry_fields(intent))
         await pipe.execute()
-
-
-async def submit_to_psps(context: StageContext, authorized_by_channel: dict[str, list[Intent]]) -> None:
-    """First try at sending each held payout to its PSP, all at once and each bounded in time. A PSP that
-    does not answer fails nothing here: the intent is AUTHORIZED either way, and settlement (now, and
-    whenever the poller re-drives it) asks the PSP and submits again by the same reference."""
-    sends: list[tuple[Intent, Awaitable[str]]] = []
-    for authorized in authorized_by_channel.values():
-        channel = channels.channel_of(authorized[0])
-        if channel.settles_instantly:
-            continue
-        assert context.psp is not None, "a stage context always has a PSP client"
-        sends.extend((intent, channel.submit_one(intent, context.psp)) for intent in authorized)
-    results = await asyncio.gather(*(send for _, send in sends), return_exceptions=True)
-    for (intent, _), result in zip(sends, results, strict=True):
-        if isinstance(result, PspUnavailable):
-            log.warning("payout not submitted yet; settlement retries", extra={"intent_id": str(intent.id)})
-        elif isinstance(result, BaseException):
-            raise result

@@ -4,9 +4,10 @@ For instant channels, settlement follows authorization at once: post the pending
 transit -> recipient and transit -> fees (DESIGN.md §4), all in one linked chain, all chains of a batch
 in one ledger request. A hold that expired fails the intent (`EXPIRED`, nothing to release); a payout
 the ledger refuses (e.g. a closed recipient account) voids the hold and fails the intent. External
-channels (IPPS_TRANSFER) settle on their PSP's outcome: a callback's (the gateway puts it on this
-stage's stream), or the status this stage asks the PSP for; an intent with no outcome yet stays
-AUTHORIZED (the poller brings it back), and one past its channel's deadline is voided (EXPIRED).
+channels (IPPS_TRANSFER, QP_TRANSFER) settle on their PSP's outcome: a signed callback's (the gateway
+puts it on this stage's stream), or the status this stage asks the PSP for (never a submit); an intent
+with no outcome yet stays AUTHORIZED (the poller brings it back), and one past its channel's outcome
+deadline, counted from its hold's ledger timestamp, is voided (EXPIRED).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import time
 import tigerbeetle as tb
 
 import channels
-from consumers.chains import IN_LEDGER, S, run_chains
+from channels.base import PspChannel
+from consumers.chains import LedgerAnswerError, S, run_chains
 from consumers.context import StageContext
-from consumers.dispatch import LedgerAnswerError
+from consumers.holds import look_up_holds, release
 from pm import psp_watch, reviews
+from pm.constants import PSP_STATUS_QUERY_KEY_PREFIX
 from pm.domain import ErrorCode, Intent, State, Transition, advance, fail
-from pm.psp_client import PspClient, PspUnavailable
+from pm.psp_client import PspUnavailable
 
 log = logging.getLogger("pm.consumers.settlement")
 SUCCEEDED, DECLINED = "SUCCEEDED", "DECLINED"
@@ -42,7 +45,6 @@ FAIL_ONLY: dict[tb.CreateTransferStatus, tuple[ErrorCode, str]] = {
     S.PENDING_TRANSFER_EXPIRED: (ErrorCode.EXPIRED, "the hold expired before settlement"),
     S.PENDING_TRANSFER_ALREADY_VOIDED: (ErrorCode.LEDGER_REFUSED, "the hold was released before settlement"),
 }
-VOID_OK = (*IN_LEDGER, S.PENDING_TRANSFER_EXPIRED, S.PENDING_TRANSFER_ALREADY_VOIDED)
 
 
 async def handle(intents: list[Intent], context: StageContext) -> list[Transition]:
@@ -79,7 +81,7 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
             statuses = [s.name for s in outcome.statuses]
             raise LedgerAnswerError(f"settlement of intent {outcome.intent.id}: ledger answered {statuses}")
     if to_void:
-        transitions.extend(await _void(context, to_void))
+        transitions.extend(await release(context, to_void))
     failed_after_payout = [t.intent_id for t in transitions if t.new == State.FAILED and t.intent_id in paid_out]
     if failed_after_payout:
         await reviews.flag(context.pool, failed_after_payout, "the PSP paid out, but the hold could not be posted")
@@ -93,19 +95,24 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
 async def _psp_decisions(
     context: StageContext, intents: list[Intent], deadline: set[object]
 ) -> list[tuple[Intent, str]]:
-    """What to do with external-channel intents: SUCCEEDED, DECLINED, EXPIRED, or nothing yet (left out).
+    """What to do with PSP-channel intents: SUCCEEDED, DECLINED, EXPIRED, or nothing yet (left out).
 
     An entry carrying a signature-checked callback's status (`psp_status`) is decided by it. Any other
-    (just authorized, or re-driven by the poller because it waits too long) asks the PSP, all at once,
-    and submits again, by the same reference, a payout the PSP does not know. Past the channel's
-    deadline without an outcome, PM voids the hold itself (before the ledger's timeout would) and adds the
-    intent's id to `deadline`."""
+    (just authorized, or re-driven by the poller because it waits too long) asks the PSP for the status,
+    all at once, at most once per intent per `psp_status_query_interval_s` however many entries name it
+    (an intent asked recently waits for a later entry). Settlement never submits: that is the connector's
+    alone (consumers/psp_connector.py), before its submit deadline. Past the outcome deadline (from the
+    hold's own timestamp) without an outcome, PM voids the hold itself (before the ledger's timeout
+    would) and adds the intent's id to `deadline`."""
     if not intents:
         return []
     assert context.psp is not None
     psp = context.psp
-    asked = [intent for intent in intents if intent.psp_status is None]
-    answers = await asyncio.gather(*(_ask(intent, psp) for intent in asked), return_exceptions=True)
+    holds = await look_up_holds(context, intents)
+    asked = await _may_ask(context, [intent for intent in intents if intent.psp_status is None])
+    answers = await asyncio.gather(
+        *(channels.channel_of(intent).status(intent, psp) for intent in asked), return_exceptions=True
+    )
     status_of: dict[object, str | None] = {intent.id: intent.psp_status for intent in intents}
     for intent, answer in zip(asked, answers, strict=True):
         if isinstance(answer, BaseException):
@@ -114,12 +121,19 @@ async def _psp_decisions(
             log.warning("PSP unavailable; the poller brings the intent back", extra={"intent_id": str(intent.id)})
             answer = None
         status_of[intent.id] = answer
+    asked_ids = {intent.id for intent in asked}
     now_s = time.time()
     decisions = []
     for intent in intents:
+        if intent.psp_status is None and intent.id not in asked_ids:
+            continue  # asked a moment ago: the answer then decided, or a later entry will
+        hold = holds.get(intent.id)
+        if hold is None:
+            raise LedgerAnswerError(f"intent {intent.id} is AUTHORIZED but has no hold in the ledger")
         channel = channels.channel_of(intent)
+        assert isinstance(channel, PspChannel), intent.channel
         decision = channel.outcome(status_of[intent.id])
-        if decision is None and intent.psp_status is None and channel.past_deadline(intent, now_s):
+        if decision is None and intent.psp_status is None and channel.past_deadline(hold, now_s):
             decision = EXPIRED
             deadline.add(intent.id)
         if decision is not None:
@@ -127,23 +141,14 @@ async def _psp_decisions(
     return decisions
 
 
-async def _ask(intent: Intent, psp: PspClient) -> str:
-    channel = channels.channel_of(intent)
-    status = await channel.status(intent, psp)
-    if status is None:  # never reached the PSP (dispatch's try failed): send it now
-        status = await channel.submit_one(intent, psp)
-    return status
-
-
-async def _void(context: StageContext, to_void: list[tuple[Intent, ErrorCode, str]]) -> list[Transition]:
-    transitions = []
-    voids = [(intent, channels.channel_of(intent).void(intent)) for intent, _, _ in to_void]
-    for (_, code, message), voided in zip(to_void, await run_chains(context, voids), strict=True):
-        if S.PENDING_TRANSFER_ALREADY_POSTED in voided.statuses:
-            # Another consumer settled it meanwhile (a stale entry of ours): its SETTLED stands.
-            log.info("void found the hold posted; the intent is settled", extra={"intent_id": str(voided.intent.id)})
-            continue
-        if not all(status in VOID_OK for status in voided.statuses):
-            raise LedgerAnswerError(f"void of intent {voided.intent.id}: ledger answered {voided.statuses}")
-        transitions.append(fail(voided.intent, code, message))
-    return transitions
+async def _may_ask(context: StageContext, intents: list[Intent]) -> list[Intent]:
+    """The intents whose PSP may be asked now: each takes a slot (SET NX PX, one pipeline) that lasts the
+    query interval, so duplicates, re-drives and callbacks cannot make PM hammer a PSP."""
+    if not intents:
+        return []
+    interval_ms = max(1, int(context.psp_status_query_interval_s * 1000))
+    async with context.redis.pipeline(transaction=False) as pipe:
+        for intent in intents:
+            pipe.set(f"{PSP_STATUS_QUERY_KEY_PREFIX}{intent.id}", b"1", nx=True, px=interval_ms)
+        taken = await pipe.execute()
+    return [intent for intent, slot in zip(intents, taken, strict=True) if slot]

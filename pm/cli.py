@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import pydantic
 
-from pm import fleet, keys, signing
+from pm import fleet, keys, psp_secrets, signing
 from pm.embedded import CONNECT_TIMEOUT_S, EmbeddedServerError, embedded_database, embedded_servers
 from pm.migrate import DatabaseUnavailableError, MigrationError, migrate
 from pm.settings import Settings
@@ -294,9 +294,17 @@ async def _ledger_demo(settings: Settings, arguments: argparse.Namespace) -> int
     return EXIT_OK
 
 
+def _refuse_unsafe_psp_secrets(settings: Settings) -> None:
+    """A process that would talk to a real PSP never starts with a missing, weak or public secret."""
+    problem = psp_secrets.configuration_problem(settings)
+    if problem is not None:
+        raise CommandError(f"refusing to start: {problem}")
+
+
 async def _up(settings: Settings, arguments: argparse.Namespace) -> int:
     from pm.up import run_up
 
+    _refuse_unsafe_psp_secrets(settings)
     async with _servers_running(settings) as (database_url, redis_url):
         await _migrate(database_url)
         ledger_url = settings.effective_ledger_url(database_url)
@@ -314,6 +322,8 @@ async def _run(settings: Settings, arguments: argparse.Namespace) -> int:
     from pm.logs import configure_json_logging
 
     configure_json_logging(settings.log_level)
+    if arguments.process != "psp-sim":
+        _refuse_unsafe_psp_secrets(settings)
     if arguments.process == "psp-sim":  # the simulator uses no server: starting embedded ones would be waste
         await fleet.run_process(arguments.process, settings, database_url="", redis_url="", ledger_url="")
         return EXIT_OK

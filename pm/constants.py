@@ -12,6 +12,10 @@ NONCE_TTL_S = 2 * 300 + 60
 ENTRY_ERROR_KEY_PREFIX = "pm:entry-error:"
 ENTRY_ERROR_TTL_S = 7 * 24 * 3600
 
+# Settlement's slot for asking a PSP about one intent (SET NX PX psp_status_query_interval_s): at most
+# one status query per intent per interval, however many entries or callbacks name it.
+PSP_STATUS_QUERY_KEY_PREFIX = "pm:psp-status-query:"
+
 # How long a Prefer: wait=N request may wait for a terminal state.
 PREFER_WAIT_MAX_S = 10
 

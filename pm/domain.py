@@ -1,12 +1,15 @@
 """The intent: states, allowed transitions, operation types, error codes. No I/O.
 
     CREATED ─► VALIDATED ─► PRICED ─► CLEARED ─► AUTHORIZED ─► SETTLED
-       │           │           │         │            │
-       └───────────┴───────────┴─────────┴─► REJECTED └─► FAILED
+       │           │           │         │ │          │
+       └───────────┴───────────┴─────────┴─┼► REJECTED └─► FAILED
+                                           └──────────────► FAILED
 
 CREATED..CLEARED are checks before any money is held (validation, fees, limits); a refusal there is
-REJECTED. AUTHORIZED means money is held in the ledger (a pending transfer into transit); from there
-an intent ends SETTLED (the hold posted and paid out) or FAILED (the hold voided or expired).
+REJECTED. AUTHORIZED means money is held in the ledger (a pending transfer into transit) and, for a PSP
+channel, the PSP was given the payment; from there an intent ends SETTLED (the hold posted and paid out)
+or FAILED (the hold voided or expired). A PSP channel's intent is held at dispatch while still CLEARED
+(its connector submits it); if that hold is released before the submit, it ends FAILED from CLEARED.
 Terminal states never change. Every transition is a compare-and-set on (id, state) in PostgreSQL,
 checked against `TRANSITIONS` by `check_transition`, which every path calls.
 """
@@ -45,7 +48,9 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.CREATED: frozenset({State.VALIDATED, State.REJECTED}),
     State.VALIDATED: frozenset({State.PRICED, State.REJECTED}),
     State.PRICED: frozenset({State.CLEARED, State.REJECTED}),
-    State.CLEARED: frozenset({State.AUTHORIZED, State.REJECTED}),
+    # FAILED from CLEARED: a PSP channel's hold was placed at dispatch, and released before the PSP
+    # connector could submit the payment (the hold expired, or the submit deadline passed).
+    State.CLEARED: frozenset({State.AUTHORIZED, State.REJECTED, State.FAILED}),
     State.AUTHORIZED: frozenset({State.SETTLED, State.FAILED}),
     State.SETTLED: frozenset(),
     State.REJECTED: frozenset(),
@@ -271,3 +276,28 @@ def _iso(value: datetime | None) -> str | None:
 
 def _parse_iso(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+NS_PER_S = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """An intent's pending transfer as the ledger has it (consumers/holds.py reads it).
+
+    TigerBeetle keeps no record of an expiry: a hold has expired once the ledger's clock passes
+    `timestamp + timeout`, which PM reads against its own clock (close to the cluster's; every PSP
+    deadline keeps a margin before the expiry). Every PSP timing counts from `timestamp_s`."""
+
+    timestamp_s: float  # the ledger's timestamp of the pending transfer
+    timeout_s: int
+    posted: bool
+    voided: bool
+
+    @property
+    def expires_at_s(self) -> float:
+        return self.timestamp_s + self.timeout_s
+
+    def live(self, now_s: float) -> bool:
+        """The money is still held: the only state in which a PSP may be asked to move it."""
+        return not (self.posted or self.voided) and now_s < self.expires_at_s

@@ -100,8 +100,8 @@ class Fleet:
 # -- running one process type in this process (`pm run NAME`) -----------------------------------
 
 PROCESS_TYPES = (
-    "gateway", "validation", "fees", "limits", "dispatch", "settlement", "poller", "qp-connector",
-    "outbox", "psp-sim", "all",
+    "gateway", "validation", "fees", "limits", "dispatch", "settlement", "poller",
+    "ipps-connector", "qp-connector", "outbox", "psp-sim", "all",
 )  # fmt: skip
 
 

@@ -44,9 +44,14 @@ class PspClient:
             "IPPS_TRANSFER": settings.psp_ipps_url.rstrip("/"),
             "QP_TRANSFER": settings.psp_qp_url.rstrip("/"),
         }
+        # Unset secrets (no default: pm/psp_secrets.py) verify nothing: every callback is refused.
         self._callback_secrets = {
-            "IPPS_TRANSFER": settings.psp_ipps_callback_secret,
-            "QP_TRANSFER": settings.psp_qp_callback_secret,
+            channel: secret
+            for channel, secret in (
+                ("IPPS_TRANSFER", settings.psp_ipps_callback_secret),
+                ("QP_TRANSFER", settings.psp_qp_callback_secret),
+            )
+            if secret
         }
         public = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
         self._public_url = public.rstrip("/")
@@ -109,9 +114,10 @@ class PspClient:
 
     async def _call(self, method: str, url: str, payload: Any = None) -> tuple[int, Any]:
         if self._session is None:
+            api_key = self._settings.psp_api_key
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self._settings.psp_request_timeout_s),
-                headers={"Authorization": f"Bearer {self._settings.psp_api_key}"},
+                headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
                 connector=aiohttp.TCPConnector(limit=PSP_CALLS_IN_FLIGHT_MAX),
             )
         # The timeout runs once a slot is held: a call never times out waiting behind its batchmates.

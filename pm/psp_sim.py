@@ -30,6 +30,7 @@ import orjson
 from aiohttp import web
 
 from pm import psp_signing
+from pm.psp_secrets import simulator_secrets
 from pm.psp_sim_behaviour import Plan, PlannedCallback, Provider, plan_for
 from pm.psp_sim_requests import InvalidRequest, SimRequest, is_reference, parse_payment_request, parse_payout
 from pm.settings import Settings
@@ -169,9 +170,8 @@ class Simulator:
     # -- callbacks ---------------------------------------------------------------------------------
 
     def _secret(self, provider: Provider) -> str:
-        if provider is Provider.IPPS:
-            return self.settings.psp_ipps_callback_secret
-        return self.settings.psp_qp_callback_secret
+        _, ipps_secret, qp_secret = simulator_secrets(self.settings)
+        return ipps_secret if provider is Provider.IPPS else qp_secret
 
     async def _send_callbacks(self, payment: Payment) -> None:
         """The payment's events in order, each delivered (with its retries) before the next one."""
@@ -273,7 +273,8 @@ def _json(body: Any, status: int = 200) -> web.Response:
 @web.middleware
 async def _authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith(AUTHENTICATED_PREFIXES):
-        expected = f"Bearer {request.app[SIMULATOR].settings.psp_api_key}".encode()
+        api_key, _, _ = simulator_secrets(request.app[SIMULATOR].settings)
+        expected = f"Bearer {api_key}".encode()
         given = request.headers.get("Authorization", "").encode("utf-8", "replace")
         if not hmac.compare_digest(expected, given):
             return _json({"error": "unauthorized"}, 401)

@@ -8,6 +8,7 @@ Every field is documented in the README's configuration table; keep the two in s
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -87,19 +88,27 @@ class Settings(BaseSettings):
     # still load. Short rules are the point: the length bounds what one evaluation can cost (pm/cel).
     fee_rule_expression_length_max: int = Field(default=1_000, ge=16, le=CEL_EXPRESSION_LENGTH_HARD_MAX)
 
-    # Payment service providers (issue 5). PM calls each PSP at its URL with `psp_api_key`; each PSP signs
-    # its callbacks with its own secret (X-PSP-Signature). The defaults are those of the PSP simulator that
-    # `pm up` runs (`pm run psp-sim`); in production every one of them is set.
+    # Payment service providers. PM calls each PSP at its URL with `psp_api_key`; each PSP signs its
+    # callbacks with its own secret (X-PSP-Signature). The URLs default to the PSP simulator's that `pm up`
+    # runs (`pm run psp-sim`); the secrets have no default (pm/psp_secrets.py): `pm up` and the tests pass
+    # the simulator's public values explicitly, and a process whose PSPs are not the local simulator
+    # refuses to start without real ones.
     psp_ipps_url: str = "http://127.0.0.1:8090/ipps"
     psp_qp_url: str = "http://127.0.0.1:8090/qp"
-    psp_api_key: str = Field(default="sandbox-api-key", min_length=8)
-    psp_ipps_callback_secret: str = Field(default="sandbox-ipps-callback-secret", min_length=16)
-    psp_qp_callback_secret: str = Field(default="sandbox-qp-callback-secret", min_length=16)
+    psp_api_key: str | None = Field(default=None, min_length=1, max_length=1_024)
+    psp_ipps_callback_secret: str | None = Field(default=None, min_length=1, max_length=1_024)
+    psp_qp_callback_secret: str | None = Field(default=None, min_length=1, max_length=1_024)
     psp_request_timeout_s: float = Field(default=5.0, gt=0, le=60)
-    # A payout's hold (the ledger releases it after this, the backstop) and how long PM waits for the
-    # PSP's outcome before it voids the hold itself and fails the intent EXPIRED; the deadline comes first.
-    psp_hold_timeout_s: int = Field(default=900, ge=2, le=7 * 86_400)
-    psp_outcome_deadline_s: int = Field(default=600, ge=1, le=7 * 86_400)
+    # Every PSP timing counts from the hold's own ledger timestamp (consumers/holds.py), in this order:
+    #   submit deadline < outcome deadline < hold timeout
+    # The PSP connector submits a payment only before the submit deadline (None: half the outcome deadline),
+    # so every submit has ended (answered or timed out) by the outcome deadline; with no outcome by then PM
+    # voids the hold and fails the intent EXPIRED, before the ledger's own timeout would (the backstop).
+    psp_hold_timeout_s: int = Field(default=900, ge=3, le=7 * 86_400)
+    psp_outcome_deadline_s: int = Field(default=600, ge=2, le=7 * 86_400)
+    psp_submit_deadline_s: int | None = Field(default=None, ge=1, le=7 * 86_400)
+    # Settlement asks a PSP about one intent at most this often, however many entries or callbacks name it.
+    psp_status_query_interval_s: float = Field(default=10.0, ge=0.1, le=3_600)
     # Where PSPs send callbacks: the gateway as the PSP reaches it (else http://PM_HTTP_HOST:PM_HTTP_PORT).
     public_url: str | None = None
     # The simulator: where it listens, and how long a payout or payment takes before its outcome.
@@ -111,7 +120,19 @@ class Settings(BaseSettings):
     def _deadline_before_hold(self) -> Settings:
         if self.psp_outcome_deadline_s >= self.psp_hold_timeout_s:
             raise ValueError("PM_PSP_OUTCOME_DEADLINE_S must be below PM_PSP_HOLD_TIMEOUT_S (PM voids first)")
+        if self.submit_deadline_s + math.ceil(self.psp_request_timeout_s) > self.psp_outcome_deadline_s:
+            raise ValueError(
+                "PM_PSP_SUBMIT_DEADLINE_S (default: half PM_PSP_OUTCOME_DEADLINE_S) plus PM_PSP_REQUEST_TIMEOUT_S"
+                " must not exceed PM_PSP_OUTCOME_DEADLINE_S: every submit must have ended before PM decides"
+            )
         return self
+
+    @property
+    def submit_deadline_s(self) -> int:
+        """Seconds after the hold during which a payment may be submitted to its PSP."""
+        if self.psp_submit_deadline_s is not None:
+            return self.psp_submit_deadline_s
+        return max(1, self.psp_outcome_deadline_s // 2)
 
     @field_validator("tigerbeetle_addresses")
     @classmethod

@@ -22,7 +22,7 @@ import aiohttp
 import asyncpg
 import redis.asyncio as aioredis
 
-from pm import keys, streams
+from pm import keys, psp_secrets, streams
 from pm.client import PMClient
 from pm.fleet import PROCFILE
 from pm.settings import Settings
@@ -108,6 +108,20 @@ Try, in another terminal:
     )
 
 
+def simulator_secrets_if_local(settings: Settings) -> dict[str, str]:
+    """The PSP simulator's public secrets for every one left unset, when the fleet's PSPs are the local
+    simulator the Procfile runs; nothing otherwise (real PSPs need real secrets: pm/psp_secrets.py)."""
+    urls = (settings.psp_ipps_url, settings.psp_qp_url)
+    if not all(psp_secrets.is_local_simulator(url, settings) for url in urls):
+        return {}
+    configured = {
+        "PM_PSP_API_KEY": settings.psp_api_key,
+        "PM_PSP_IPPS_CALLBACK_SECRET": settings.psp_ipps_callback_secret,
+        "PM_PSP_QP_CALLBACK_SECRET": settings.psp_qp_callback_secret,
+    }
+    return {name: value for name, value in psp_secrets.SIMULATOR_ENVIRONMENT.items() if configured[name] is None}
+
+
 async def run_up(settings: Settings, database_url: str, redis_url: str, ledger_url: str, concurrency: list[str]) -> int:
     topology = load_topology(settings.streams_file)
     client = aioredis.Redis.from_url(redis_url)
@@ -125,6 +139,7 @@ async def run_up(settings: Settings, database_url: str, redis_url: str, ledger_u
         "PM_REDIS_URL": redis_url,
         "PM_LEDGER_URL": ledger_url,
         "PM_STREAMS_FILE": str(settings.streams_file),
+        **simulator_secrets_if_local(settings),
     }
     arguments = [f"{bin_dir}/honcho", "start", "-f", str(PROCFILE), "-d", str(PROCFILE.parent)]
     for spec in concurrency:

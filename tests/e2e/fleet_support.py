@@ -25,6 +25,7 @@ from pm import keys, outbox_feed
 from pm.client import PMClient
 from pm.fleet import Fleet
 from pm.migrate import migrate
+from pm.psp_secrets import SIMULATOR_ENVIRONMENT
 from pm.topology import Topology, parse_topology, renamed_document
 
 READY_TIMEOUT_S = 60.0
@@ -39,8 +40,14 @@ def free_port() -> int:
 
 
 def psp_sim_environment(sim_port: int, delay_ms: int, hold_timeout_s: int, outcome_deadline_s: int) -> dict[str, str]:
-    """The fleet's settings for a PSP simulator on `sim_port` (a Procfile `psp-sim` process) and its timings."""
+    """The fleet's settings for a PSP simulator on `sim_port` (a Procfile `psp-sim` process) and its timings:
+    its public secrets, given explicitly (they have no default), the submit deadline a second before the
+    outcome deadline with PSP calls bounded by a second, and status queries allowed twice a second."""
     return {
+        **SIMULATOR_ENVIRONMENT,
+        "PM_PSP_SUBMIT_DEADLINE_S": str(outcome_deadline_s - 1),
+        "PM_PSP_REQUEST_TIMEOUT_S": "1",
+        "PM_PSP_STATUS_QUERY_INTERVAL_S": "0.5",
         "PM_PSP_SIM_PORT": str(sim_port),
         "PM_PSP_SIM_DELAY_MS": str(delay_ms),
         "PM_PSP_IPPS_URL": f"http://127.0.0.1:{sim_port}/ipps",

@@ -65,7 +65,7 @@ async def test_sigkill_settlement_and_outbox_mid_run_converges(fresh_database, r
         async with running_fleet(
             fresh_database,
             redis_url,
-            counts={"settlement": 3, "psp-sim": 1, "qp-connector": 1, "outbox": 1},
+            counts={"settlement": 3, "psp-sim": 1, "ipps-connector": 1, "qp-connector": 1, "outbox": 1},
             extra_environment=environment,
             stuck_after_s=1,
             claim_idle_ms=1_000,

@@ -50,7 +50,11 @@ async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database
         sim_port, delay_ms=SIM_DELAY_MS, hold_timeout_s=HOLD_TIMEOUT_S, outcome_deadline_s=OUTCOME_DEADLINE_S
     )
     async with running_fleet(
-        fresh_database, redis_url, counts={"psp-sim": 1}, extra_environment=environment, stuck_after_s=1
+        fresh_database,
+        redis_url,
+        counts={"psp-sim": 1, "ipps-connector": 1},
+        extra_environment=environment,
+        stuck_after_s=1,
     ) as pm:
         sender = random.randrange(10**9, 2 * 10**9)  # a user no other test touches
         funded = 1_000_000

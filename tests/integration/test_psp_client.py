@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from pm.psp_client import PSP_CALLS_IN_FLIGHT_MAX, PspClient, PspUnavailable
+from pm.psp_secrets import SIMULATOR_SETTINGS
 from pm.psp_sim import create_sim_app
 from pm.settings import Settings
 
@@ -23,7 +24,9 @@ async def base_url():
 
 
 def client(base_url: str, **settings) -> PspClient:
-    return PspClient(Settings(psp_ipps_url=f"{base_url}/ipps", psp_qp_url=f"{base_url}/qp", **settings))
+    return PspClient(
+        Settings(**{**SIMULATOR_SETTINGS, **settings}, psp_ipps_url=f"{base_url}/ipps", psp_qp_url=f"{base_url}/qp")
+    )
 
 
 async def test_submit_is_idempotent_and_status_reads_it(base_url) -> None:
@@ -65,7 +68,7 @@ async def test_a_psp_that_fails_or_refuses_our_key_is_unavailable(base_url) -> N
         assert await psp.payout_status(reference) in ("PROCESSING", "SUCCEEDED")
     finally:
         await psp.close()
-    nowhere = PspClient(Settings(psp_ipps_url="http://127.0.0.1:1/ipps"))
+    nowhere = PspClient(Settings(**SIMULATOR_SETTINGS, psp_ipps_url="http://127.0.0.1:1/ipps"))
     try:
         with pytest.raises(PspUnavailable):
             await nowhere.payout_status(str(uuid.uuid4()))

@@ -59,8 +59,9 @@ def test_only_listed_transitions_are_allowed() -> None:
             else:
                 with pytest.raises(TransitionError):
                     check_transition(current, new)
-    # Money is held only at AUTHORIZED; only what holds money can FAIL, only what holds none is REJECTED.
-    assert {a for a, b in allowed if b == State.FAILED} == {State.AUTHORIZED}
+    # Only what may hold money can FAIL: AUTHORIZED, and CLEARED (a PSP channel's intent is held at
+    # dispatch while its connector submits it); only what holds none is REJECTED.
+    assert {a for a, b in allowed if b == State.FAILED} == {State.CLEARED, State.AUTHORIZED}
     assert State.AUTHORIZED not in {a for a, b in allowed if b == State.REJECTED}
 
 
@@ -106,9 +107,11 @@ def test_the_shipped_topology_routes_every_state_but_the_final_ones_to_one_stage
         "limits",
         "dispatch",
         "settlement",
+        "ipps-connector",
         "qp-connector",
     ]
     assert topology.connector_of("QP_TRANSFER").name == "qp-connector"
+    assert topology.connector_of("IPPS_TRANSFER").name == "ipps-connector"
     for state in State:
         if state in TERMINAL_STATES:  # the outbox worker's, from the event log
             assert not any(state in stage.input_states for stage in topology.stages.values())

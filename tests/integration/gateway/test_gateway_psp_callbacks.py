@@ -1,6 +1,6 @@
 """POST /psp/{channel}/callback on real PostgreSQL and Valkey: a signed callback is recorded once per
 (channel, event id) and handed to settlement's stream with the PSP's status; a repeat is dropped; an
-unsigned or wrongly signed one trusts nothing (401) and only asks settlement to check the status; bad
+unsigned or wrongly signed one, or any at a gateway given no secrets, is 401 and causes nothing; bad
 bodies, unknown channels and unknown payments get stable codes; a success for an intent already
 failed is flagged for review. Nothing here moves money."""
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -17,10 +18,17 @@ from gateway_support import Gateway, error_of, new_user
 from pm import intents as store
 from pm import psp_signing
 from pm.domain import ErrorCode, OperationType, State, Transition
-from pm.settings import Settings
+from pm.psp_secrets import SIMULATOR_IPPS_CALLBACK_SECRET, SIMULATOR_SETTINGS
 
-SECRET = Settings().psp_ipps_callback_secret
+SECRET = SIMULATOR_IPPS_CALLBACK_SECRET
 PATH = "/psp/IPPS_TRANSFER/callback"
+
+
+@pytest.fixture(scope="module")
+async def gateway(make_gateway) -> AsyncIterator[Gateway]:
+    """A gateway that knows the simulator's callback secrets (given explicitly: they have no default)."""
+    async with make_gateway(**SIMULATOR_SETTINGS) as started:
+        yield started
 
 
 async def authorized_payout(gateway: Gateway, *, fail: bool = False) -> uuid.UUID:
@@ -99,15 +107,31 @@ async def test_a_signed_callback_is_recorded_once_and_handed_to_settlement(gatew
 
 
 @pytest.mark.parametrize("headers", [{}, {"X-PSP-Signature": "t=1,v1=00"}, "wrong-secret"])
-async def test_an_unsigned_callback_trusts_nothing_and_asks_for_the_status(gateway: Gateway, headers) -> None:
+async def test_an_unsigned_callback_causes_nothing(gateway: Gateway, headers) -> None:
+    """Not even a status query: a stream of forged callbacks naming AUTHORIZED intents made settlement
+    ask (or submit to) the PSP once per callback (issue 10, item 9)."""
     intent_id = await authorized_payout(gateway)
     body = event_body(intent_id, status="DECLINED")
     if headers == "wrong-secret":
         headers = signed(body, secret="not-the-psp-secret-at-all")
-    response = await gateway.raw("POST", PATH, body=body, headers=headers)
-    assert await error_of(response) == (401, "UNAUTHENTICATED")
+    for _ in range(5):
+        response = await gateway.raw("POST", PATH, body=body, headers=headers)
+        assert await error_of(response) == (401, "UNAUTHENTICATED")
     assert await recorded_events(gateway, intent_id) == []
-    assert await handed_over(gateway, intent_id) == [None]  # no status: settlement asks the PSP
+    assert await handed_over(gateway, intent_id) == []
+    state = await gateway.pool.fetchval("SELECT state FROM pm.intent WHERE id = $1", intent_id)
+    assert state == "AUTHORIZED"
+
+
+async def test_a_gateway_without_psp_secrets_refuses_every_callback(make_gateway) -> None:
+    """No secret has a default any more (issue 10, item 2): a callback signed with the simulator's public
+    secret, which used to be the default, is 401 at a gateway that was given none, and hands nothing over."""
+    async with make_gateway(psp_ipps_callback_secret=None, psp_qp_callback_secret=None) as bare:
+        intent_id = await authorized_payout(bare)
+        body = event_body(intent_id, status="SUCCEEDED")
+        assert await error_of(await bare.raw("POST", PATH, body=body, headers=signed(body))) == (401, "UNAUTHENTICATED")
+        assert await recorded_events(bare, intent_id) == []
+        assert await handed_over(bare, intent_id) == []
 
 
 async def test_a_tampered_body_is_not_trusted(gateway: Gateway) -> None:
