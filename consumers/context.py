@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -65,6 +66,8 @@ class StageContext:
     known_accounts: KnownAccounts = field(default_factory=KnownAccounts)
     psp: PspClient | None = None  # PSP channels' PSPs (their connectors submit, settlement asks)
     psp_status_query_interval_s: float = 10.0  # settlement asks a PSP about an intent at most this often
+    # Wall-clock seconds, read against the ledger's hold timestamps (PSP deadlines); tests move it forward.
+    clock: Callable[[], float] = time.time
     ledger_request_events_max: int = BATCH_EVENTS_MAX
 
     async def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:

@@ -18,7 +18,6 @@ one place a payment is submitted (consumers/psp_connector.py). Dispatch never ca
 from __future__ import annotations
 
 import logging
-import time
 
 import tigerbeetle as tb
 
@@ -48,7 +47,7 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
     outcomes = await run_chains(context, chains)
     placed_before = [outcome.intent for outcome in outcomes if outcome.in_ledger and outcome.statuses[0] == S.EXISTS]
     holds = await look_up_holds(context, placed_before)
-    now_s = time.time()
+    now_s = context.clock()
     transitions: list[Transition] = []
     released = []
     jobs: dict[str, list[Intent]] = {}  # connector stream -> held intents it submits to their PSP

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import channels
 from channels.base import PspChannel
@@ -39,7 +38,7 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
     assert context.psp is not None, "a stage context always has a PSP client"
     psp = context.psp
     holds = await look_up_holds(context, waiting)
-    now_s = time.time()
+    now_s = context.clock()
     transitions: list[Transition] = []
     to_submit, released = [], []
     for intent in waiting:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import tigerbeetle as tb
 
@@ -122,7 +121,7 @@ async def _psp_decisions(
             answer = None
         status_of[intent.id] = answer
     asked_ids = {intent.id for intent in asked}
-    now_s = time.time()
+    now_s = context.clock()
     decisions = []
     for intent in intents:
         if intent.psp_status is None and intent.id not in asked_ids:

@@ -48,7 +48,7 @@ async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database
     async with running_fleet(
         fresh_database,
         redis_url,
-        counts={"psp-sim": 1, "qp-connector": 1},
+        counts={"psp-sim": 1, "ipps-connector": 1, "qp-connector": 1},
         extra_environment=environment,
         stuck_after_s=1,
     ) as pm:

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import itertools
 import random
-from datetime import timedelta
+import time
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -18,12 +18,14 @@ from pipeline_support import isolated_topology, open_pipeline
 
 import channels
 from consumers import dispatch, settlement
+from consumers.holds import look_up_holds
 from ledger import accounts
 from ledger.check import run_check
 from pm import intents as store
 from pm import psp_watch
 from pm.domain import OperationType, State, Transition
 from pm.psp_client import PspClient
+from pm.psp_secrets import SIMULATOR_SETTINGS
 from pm.psp_sim import create_sim_app
 from pm.settings import Settings
 
@@ -116,8 +118,11 @@ async def test_a_void_that_finds_the_hold_posted_leaves_the_settled_intent_alone
 async def void_at_deadline(pipeline, intent, psp: PspClient) -> None:
     """Settlement finds `intent` past its deadline without an outcome (PSP asked through `psp`) and voids."""
     pipeline.context.psp = psp
-    waited_long = dataclasses.replace(intent, updated_at=intent.updated_at - timedelta(hours=1))
-    transitions = await settlement.handle([waited_long], pipeline.context)
+    pipeline.context.clock = lambda: time.time() + 3_600  # an hour later: past the outcome deadline
+    try:
+        transitions = await settlement.handle([intent], pipeline.context)
+    finally:
+        pipeline.context.clock = time.time
     assert [(t.new, str(t.error_code)) for t in transitions] == [(State.FAILED, "EXPIRED")]
     await store.apply_transitions(pipeline.context.pool, transitions)
 
@@ -139,8 +144,10 @@ async def test_a_payment_voided_at_the_deadline_is_watched_until_the_psp_answers
         TestServer(create_sim_app(Settings(psp_sim_delay_ms=0)), host="127.0.0.1") as sim,
     ):
         base = str(sim.make_url("")).rstrip("/")
-        reachable = PspClient(Settings(psp_ipps_url=f"{base}/ipps", psp_qp_url=f"{base}/qp"))
-        unreachable = PspClient(Settings(psp_ipps_url="http://127.0.0.1:1/ipps", psp_qp_url="http://127.0.0.1:1/qp"))
+        reachable = PspClient(Settings(**SIMULATOR_SETTINGS, psp_ipps_url=f"{base}/ipps", psp_qp_url=f"{base}/qp"))
+        unreachable = PspClient(
+            Settings(**SIMULATOR_SETTINGS, psp_ipps_url="http://127.0.0.1:1/ipps", psp_qp_url="http://127.0.0.1:1/qp")
+        )
         try:
             paid, declined, silent = [
                 await authorized(pipeline, OperationType.QP_TOPUP, "QP_TRANSFER", amount, sender_id=None,
@@ -153,10 +160,16 @@ async def test_a_payment_voided_at_the_deadline_is_watched_until_the_psp_answers
             assert {row["intent_id"] for row in watched} == {paid.id, declined.id, silent.id}
             assert await review_reason(pipeline, paid.id) is None  # not known to be paid yet
 
-            # The QR requests reach QP after all (a slow submit): one is paid, one expires unpaid (13).
+            # The QR requests reach QP after all (a submit in flight when PM voided; the channel itself
+            # refuses to submit for a voided hold): one is paid, one expires unpaid (13).
             qp = channels.REGISTRY["QP_TRANSFER"]
+            holds = await look_up_holds(pipeline.context, [paid, declined])
             for intent in (paid, declined):
-                await qp.submit_one(intent, reachable)
+                with pytest.raises(AssertionError):
+                    await qp.submit_one(intent, holds[intent.id], reachable, time.time())
+                await reachable.submit_payment_request(
+                    str(intent.id), amount_minor=intent.amount_minor, currency="THB", expires_in_s=60
+                )
             await asyncio.sleep(0.2)  # the simulator's delay is 0: paid at once; 13 stays PENDING
             await make_due(pipeline)
             assert await psp_watch.check_due(pipeline.context.pool, reachable) == 3
