@@ -173,6 +173,36 @@ async def _wait_healthy(base_url: str, fleet: Fleet) -> None:
     raise AssertionError(f"the gateway was not ready within {READY_TIMEOUT_S} s:\n{fleet.logs('gateway')[-4000:]}")
 
 
+async def _wait_consuming(redis_url: str, topology: Topology, wanted: dict[str, int], fleet: Fleet) -> None:
+    """Until every stage process started reads its group: a cold start (no bytecode cached yet, a busy
+    machine) must not eat into a test's own waits. `all` and the poller are no stage of their own."""
+    import redis.asyncio as aioredis
+
+    stages = {name: wanted[name] for name in topology.stages if wanted.get(name)}
+    client = aioredis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    try:
+        while True:
+            missing = {}
+            for name, count in stages.items():
+                stage = topology.stage(name)
+                try:
+                    consumers = await client.xinfo_consumers(stage.stream, stage.group)
+                except aioredis.ResponseError:  # the group is not there yet
+                    consumers = []
+                if len(consumers) < count:
+                    missing[name] = count - len(consumers)
+            if not missing:
+                return
+            dead = [name for name in missing if not fleet.alive(name)]
+            if dead or time.monotonic() > deadline:
+                logs = "\n".join(fleet.logs(name)[-2000:] for name in dead or missing)
+                raise AssertionError(f"stages not consuming within {READY_TIMEOUT_S} s: {missing}\n{logs}")
+            await asyncio.sleep(0.2)
+    finally:
+        await client.aclose()
+
+
 @contextlib.asynccontextmanager
 async def running_fleet(
     fresh_database: Any,
@@ -215,6 +245,7 @@ async def running_fleet(
                 metrics_ports[process_type] = ports
             base_url = f"http://127.0.0.1:{port}"
             await _wait_healthy(base_url, fleet)
+            await _wait_consuming(redis_url, topology, wanted, fleet)
             async with (
                 PMClient(base_url, app_key.key_id, app_secret) as app,
                 PMClient(base_url, admin_key.key_id, admin_secret) as admin,
