@@ -430,9 +430,15 @@ async def _outbox_retry(settings: Settings, arguments: argparse.Namespace) -> in
 
 async def _webhook_set(settings: Settings, arguments: argparse.Namespace) -> int:
     from pm import outbox
+    from pm.webhook_client import check_webhook_url
+    from pm.webhook_policy import WebhookRefused
 
-    if arguments.merchant_id <= 0 or not re.fullmatch(r"https?://\S{1,1990}", arguments.url):
-        raise CommandError("merchant_id is a positive integer and url an http(s) URL", EXIT_PROBLEM_FOUND)
+    if arguments.merchant_id <= 0:
+        raise CommandError("merchant_id must be a positive integer", EXIT_PROBLEM_FOUND)
+    try:  # before anything is stored; the outbox worker checks again at every delivery
+        await check_webhook_url(arguments.url, settings.webhook_allowed())
+    except WebhookRefused as exc:
+        raise CommandError(f"webhook URL refused: {exc}", EXIT_PROBLEM_FOUND) from exc
     secret = signing.new_secret()
     async with _keys_connection(settings) as connection:
         await outbox.set_webhook(connection, arguments.merchant_id, arguments.url, secret)
