@@ -25,7 +25,7 @@ from pm.payment_routes import RouteTable
 from pm.psp_client import PspClient
 from pm.redis_wire import redis_from_url
 from pm.rule_cache import FeeRuleCache
-from pm.settings import Settings
+from pm.settings import DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT, Settings
 from pm.topology import Topology, load_topology
 
 log = logging.getLogger("pm.consumers")
@@ -65,6 +65,8 @@ class StageContext:
     known_accounts: KnownAccounts = field(default_factory=KnownAccounts)
     psp: PspClient | None = None  # external channels' PSPs (dispatch submits, settlement asks)
     ledger_request_events_max: int = BATCH_EVENTS_MAX
+    # Newest entries a dead-letter stream keeps (PM_DEAD_LETTER_STREAM_ENTRIES_MAX).
+    dead_letter_entries_max: int = DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT
 
     async def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
         if not transfers:
@@ -111,8 +113,9 @@ async def open_stage_context(
     try:
         async with open_ledger(ledger_url) as ledger:
             yield StageContext(
-                pool=pool, ledger=ledger, redis=redis, topology=topology or load_topology(), psp=psp
-            )
+                pool=pool, ledger=ledger, redis=redis, topology=topology or load_topology(), psp=psp,
+                dead_letter_entries_max=settings.dead_letter_stream_entries_max,
+            )  # fmt: skip
     finally:
         await psp.close()
         await redis.aclose()

@@ -19,6 +19,8 @@ from pm.intents import HISTORY_PAGE_MAX
 from pm.topology import TOPOLOGY_FILE
 from pm.webhook_policy import AllowedHosts
 
+DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT = 100_000
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -113,7 +115,7 @@ class Settings(BaseSettings):
     webhook_allowed_hosts: str | None = None
     # Dead-letter streams (pm:dead:<stage>) keep about this many newest entries (XADD MAXLEN ~); an older
     # one's intent stays flagged in PostgreSQL (needs_operator) and can still be replayed by its id.
-    dead_letter_stream_entries_max: int = Field(default=100_000, ge=100, le=10_000_000)
+    dead_letter_stream_entries_max: int = Field(default=DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT, ge=100, le=10_000_000)
 
     @model_validator(mode="after")
     def _deadline_before_hold(self) -> Settings:
