@@ -34,7 +34,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from pm import streams
-from pm.domain import TERMINAL_STATE_NAMES, Intent
+from pm.domain import TERMINAL_STATE_NAMES, TERMINAL_STATES, Intent
 from pm.intents import INTENT_COLUMNS, intent_from_row
 from pm.topology import Stage, Topology
 
@@ -236,6 +236,7 @@ async def replay(
                 f"intent {intent_id} is {row['state']} (final): nothing to replay; `pm dlq drop` its dead letters"
             )
     not_flagged = [intent_id for intent_id in selection.intent_ids if not rows[intent_id]["needs_operator"]]
+    unflagged_before = set(not_flagged)
     replayed: list[tuple[Intent, str]] = []
     deleted = 0
     for start in range(0, len(selection.intent_ids), REPLAY_BATCH_MAX):
@@ -243,7 +244,7 @@ async def replay(
         intents = [intent_from_row(row) for row in await pool.fetch(_REPLAY_SQL, batch, list(TERMINAL_STATE_NAMES))]
         # Not cleared now but unflagged before: replayed already; its dead letters are stale. (One that
         # became final meanwhile keeps them, for the operator to see.)
-        stale = [intent_id for intent_id in batch if intent_id in not_flagged]
+        stale = [intent_id for intent_id in batch if intent_id in unflagged_before]
         deleted += await _publish(redis, topology, stage, intents, selection.entry_ids([i.id for i in intents] + stale))
         replayed += [(intent, topology.stage_for_state(intent.state).name) for intent in intents]
     return ReplayReport(replayed, not_flagged, deleted)
@@ -257,6 +258,7 @@ async def _publish(
         return 0
     async with redis.pipeline(transaction=True) as pipe:
         for intent in intents:
+            assert intent.state not in TERMINAL_STATES, intent  # the replay's compare-and-set excludes them
             pipe.xadd(topology.stage_for_state(intent.state).stream, streams.entry_fields(intent))
         if entry_ids:
             pipe.xdel(stage.dead_letter_stream, *entry_ids)

@@ -206,6 +206,13 @@ async def test_list_show_drop_and_replay_all(fresh_database, redis_url, tmp_path
         assert await redis.xlen(validation.dead_letter_stream) == 0
         assert not await pool.fetchval("SELECT needs_operator FROM pm.intent WHERE id = $1", intent.id)
 
+        # A dead letter left behind by a replay that died after its commit: deleted, nothing published.
+        await redis.xadd(validation.dead_letter_stream, {**fields, b"error": b"stale", b"deliveries": b"5"})
+        again = await asyncio.to_thread(run_pm, "dlq", "replay", validation.name, "--all", "--json")
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout) == {"replayed": [], "not_flagged": [str(intent.id)], "deleted_dead_letters": 1}
+        assert await redis.xlen(validation.dead_letter_stream) == 0
+
         # Usage errors: exit 2, nothing changed.
         for arguments in (
             ("replay", "no-such-stage", "--all"),
