@@ -26,7 +26,7 @@ from pm.payment_routes import RouteTable
 from pm.psp_client import PspClient
 from pm.redis_wire import redis_from_url
 from pm.rule_cache import FeeRuleCache
-from pm.settings import Settings
+from pm.settings import DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT, Settings
 from pm.topology import Topology, load_topology
 
 log = logging.getLogger("pm.consumers")
@@ -69,6 +69,8 @@ class StageContext:
     # Wall-clock seconds, read against the ledger's hold timestamps (PSP deadlines); tests move it forward.
     clock: Callable[[], float] = time.time
     ledger_request_events_max: int = BATCH_EVENTS_MAX
+    # Newest entries a dead-letter stream keeps (PM_DEAD_LETTER_STREAM_ENTRIES_MAX).
+    dead_letter_entries_max: int = DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT
 
     async def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
         if not transfers:
@@ -117,6 +119,7 @@ async def open_stage_context(
             yield StageContext(
                 pool=pool, ledger=ledger, redis=redis, topology=topology or load_topology(), psp=psp,
                 psp_status_query_interval_s=settings.psp_status_query_interval_s,
+                dead_letter_entries_max=settings.dead_letter_stream_entries_max,
             )  # fmt: skip
     finally:
         await psp.close()

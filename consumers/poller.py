@@ -3,11 +3,12 @@
 Every round it
 - re-drives intents left in a stage's input state longer than that stage's `stuck_after_s` by
   publishing their entry again — after a lost entry, a crash, or a Redis that lost its data; handlers
-  are idempotent, so a duplicate is harmless (a final intent is the outbox worker's, from the event log);
+  are idempotent, so a duplicate is harmless (a final intent is the outbox worker's, from the event log;
+  a dead-lettered one, flagged `needs_operator`, an operator's: `pm dlq replay`);
 - asks the PSPs about payments voided at their deadline until they answer finally (pm/psp_watch.py);
 - recreates missing consumer groups (a Redis that restarted empty);
 - trims every stream below what all its groups have acknowledged (never an unread entry);
-- measures stream backlogs and open intents for the metrics.
+- measures stream backlogs, dead-letter stream lengths and open intents for the metrics.
 One poller is enough; several are safe (rows are taken with SKIP LOCKED, re-drives are idempotent).
 """
 
@@ -20,6 +21,7 @@ import time
 from consumers.context import StageContext
 from consumers.runtime import raise_if_cancelling, wait_or_stop
 from pm import metrics, psp_watch, streams
+from pm.dlq import dead_letter_lengths
 from pm.domain import TERMINAL_STATE_NAMES, TERMINAL_STATES, State
 from pm.intents import INTENT_COLUMNS, intent_from_row
 from pm.topology import Stage
@@ -31,6 +33,9 @@ UPDATE pm.intent SET redriven_at = clock_timestamp()
 WHERE id IN (
     SELECT id FROM pm.intent
     WHERE NOT finished  -- the unfinished ones, from the partial index intent_unfinished
+      -- A dead-lettered intent waits for an operator (`pm dlq replay`): re-driving it would loop it
+      -- through max_deliveries failures and the dead-letter stream again every stuck_after_s, forever.
+      AND NOT needs_operator
       AND state = ANY($1::text[])
       AND updated_at < clock_timestamp() - make_interval(secs => $2)
       AND (redriven_at IS NULL OR redriven_at < clock_timestamp() - make_interval(secs => $2))
@@ -77,6 +82,8 @@ async def measure_once(context: StageContext) -> None:
         if backlog is not None:
             metrics.STREAM_BACKLOG.labels(stage.stream, stage.group).set(backlog.lag)
             metrics.STREAM_PENDING.labels(stage.stream, stage.group).set(backlog.pending)
+    for name, length in (await dead_letter_lengths(context.redis, context.topology)).items():
+        metrics.DEAD_LETTER_ENTRIES.labels(name).set(length)
     # An open intent is unfinished (finishing comes after its end): the partial index serves this.
     rows = await context.pool.fetch(
         "SELECT state, count(*) AS n FROM pm.intent WHERE NOT finished AND state <> ALL($1::text[])"

@@ -240,6 +240,7 @@ class StageRunner:
             group=self.stage.group,
             dead_letter_stream=self.stage.dead_letter_stream,
             entries=entries,
+            entries_max=self.context.dead_letter_entries_max,
         )
         metrics.DEAD_LETTERS.labels(self.stage.name).inc(len(entries))
         for entry_id, _, error, deliveries in entries:

@@ -17,6 +17,9 @@
     pm review list [--json]          intents flagged for an operator (a PSP paid what the wallet failed)
     pm outbox list [--undelivered] [--json] | pm outbox retry ID     webhooks and review events to deliver
     pm merchants webhook set MERCHANT_ID URL                          where a merchant's webhooks go
+    pm dlq list [STAGE] [--json] | pm dlq show ID [--json]            dead letters and their intents
+    pm dlq replay STAGE [ID...|--all] [--json]   re-drive dead-lettered intents from PostgreSQL (1: refused)
+    pm dlq drop STAGE [ID...|--all]              delete dead letters; their intents stay flagged
 
 Exit codes: 0 done (and the check is ok); 1 the command ran and found a problem (check not ok,
 migration refused or failed); 2 it could not run: bad configuration or an unreachable server, told
@@ -156,7 +159,37 @@ def _parser() -> argparse.ArgumentParser:
     webhook_set.add_argument("merchant_id", type=int)
     webhook_set.add_argument("url")
     webhook_set.set_defaults(command=_webhook_set)
+    _add_dlq_commands(commands)
     return parser
+
+
+def _add_dlq_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dlq = commands.add_parser("dlq", help="dead letters: entries stages gave up on").add_subparsers(
+        required=True, metavar="COMMAND"
+    )
+    identifiers = "intent ids, or dead-letter entry ids (e.g. 1712345678901-0)"
+    listing = dlq.add_parser("list", help="each stage's dead-letter count and newest entries, with intent states")
+    listing.add_argument("stage", nargs="?", default=None, help="one stage (default: every stage)")
+    listing.add_argument("--limit", type=int, default=20, help="newest entries shown per stage")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(command=_dlq_list)
+    show = dlq.add_parser("show", help="an intent's dead letters in every stage (or one entry), errors in full")
+    show.add_argument("identifier", metavar="ID", help="an intent id or a dead-letter entry id")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(command=_dlq_show)
+    replay = dlq.add_parser(
+        "replay", help="re-drive intents from PostgreSQL in their current state and clear needs_operator"
+    )
+    replay.add_argument("stage")
+    replay.add_argument("identifiers", nargs="*", metavar="ID", help=identifiers)
+    replay.add_argument("--all", action="store_true", help="every intent with a dead letter in STAGE")
+    replay.add_argument("--json", action="store_true", help="print JSON")
+    replay.set_defaults(command=_dlq_replay)
+    drop = dlq.add_parser("drop", help="delete dead letters; their intents stay flagged for an operator")
+    drop.add_argument("stage")
+    drop.add_argument("identifiers", nargs="*", metavar="ID", help=identifiers)
+    drop.add_argument("--all", action="store_true", help="every dead letter of STAGE")
+    drop.set_defaults(command=_dlq_drop)
 
 
 def _add_send_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -440,14 +473,165 @@ async def _outbox_retry(settings: Settings, arguments: argparse.Namespace) -> in
 
 async def _webhook_set(settings: Settings, arguments: argparse.Namespace) -> int:
     from pm import outbox
+    from pm.webhook_client import check_webhook_url
+    from pm.webhook_policy import WebhookRefused
 
-    if arguments.merchant_id <= 0 or not re.fullmatch(r"https?://\S{1,1990}", arguments.url):
-        raise CommandError("merchant_id is a positive integer and url an http(s) URL", EXIT_PROBLEM_FOUND)
+    if arguments.merchant_id <= 0:
+        raise CommandError("merchant_id must be a positive integer", EXIT_PROBLEM_FOUND)
+    try:  # before anything is stored; the outbox worker checks again at every delivery
+        await check_webhook_url(arguments.url, settings.webhook_allowed())
+    except WebhookRefused as exc:
+        raise CommandError(f"webhook URL refused: {exc}", EXIT_PROBLEM_FOUND) from exc
     secret = signing.new_secret()
     async with _keys_connection(settings) as connection:
         await outbox.set_webhook(connection, arguments.merchant_id, arguments.url, secret)
     print(f"merchant {arguments.merchant_id} webhooks go to {arguments.url}")
     print(f"signing secret (shown once): {secret}")
+    return EXIT_OK
+
+
+@contextlib.asynccontextmanager
+async def _dlq_backends(settings: Settings) -> AsyncIterator[tuple[asyncpg.Connection, Any, Any]]:
+    """(database connection, Redis client, topology) for the dead-letter commands."""
+    from redis.exceptions import RedisError
+
+    from pm.redis_wire import redis_from_url
+    from pm.topology import load_topology
+
+    topology = load_topology(settings.streams_file)
+    async with _servers_running(settings) as (_, redis_url), _keys_connection(settings) as connection:
+        redis = redis_from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+        try:
+            yield connection, redis, topology
+        except RedisError as exc:
+            raise CommandError(f"redis {redact_url(redis_url)}: {_first_line(exc)}") from exc
+        finally:
+            await redis.aclose()
+
+
+def _dlq_selection(arguments: argparse.Namespace) -> list[str] | None:
+    if bool(arguments.identifiers) == arguments.all:
+        raise CommandError("name the intents (or dead-letter entries) to act on, or --all; not both")
+    return None if arguments.all else arguments.identifiers
+
+
+def _dlq_stage(topology: Any, name: str | None) -> list[Any]:
+    from pm.dlq import stages_named
+    from pm.topology import TopologyError
+
+    try:
+        return stages_named(topology, name)
+    except TopologyError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def _error_summary(error: str) -> str:
+    """A traceback's last line (the exception and its message), short enough for a table row."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "")[:120]
+
+
+async def _dlq_list(settings: Settings, arguments: argparse.Namespace) -> int:
+    from pm import dlq
+
+    async with _dlq_backends(settings) as (connection, redis, topology):
+        stages = _dlq_stage(topology, arguments.stage)
+        lengths = await dlq.dead_letter_lengths(redis, topology)
+        letters = {stage.name: await dlq.newest(redis, stage, arguments.limit) for stage in stages}
+        ids = [letter.intent_id for found in letters.values() for letter in found if letter.intent_id]
+        intents = await dlq.intent_rows(connection, ids)
+        flagged = await dlq.flagged_count(connection)
+    if arguments.json:
+        listing = {
+            name: {
+                "entries": lengths[name],
+                "newest": [{**letter.to_json(), "intent": intents.get(letter.intent_id)} for letter in found],
+            }
+            for name, found in letters.items()
+        }
+        print(json.dumps({"stages": listing, "flagged_intents": flagged}, indent=2, default=str))
+        return EXIT_OK
+    for name, found in letters.items():
+        print(f"{name}: {lengths[name]} dead letter(s)")
+        for letter in found:
+            intent = intents.get(letter.intent_id) if letter.intent_id else None
+            state = "(malformed entry)" if letter.intent_id is None else "(no such intent)"
+            if intent is not None:
+                state = f"{intent['state']:10} {'flagged' if intent['needs_operator'] else 'not flagged'}"
+            print(f"  {letter.entry_id}  {letter.intent_id or '-'}  {state}  deliveries={letter.deliveries}"
+                  f"  {_error_summary(letter.error)}")  # fmt: skip
+    print(f"{flagged} intent(s) wait for an operator (needs_operator, not final): `pm dlq replay STAGE ID`")
+    return EXIT_OK
+
+
+async def _dlq_show(settings: Settings, arguments: argparse.Namespace) -> int:
+    from pm import dlq
+
+    async with _dlq_backends(settings) as (connection, redis, topology):
+        try:
+            letters = await dlq.find(redis, topology, arguments.identifier)
+            intent_id, _ = dlq.parse_identifier(arguments.identifier)
+        except dlq.DeadLetterError as exc:
+            raise CommandError(str(exc), EXIT_PROBLEM_FOUND) from exc
+        ids = [intent_id] if intent_id else [letter.intent_id for letter in letters if letter.intent_id]
+        intents = await dlq.intent_rows(connection, ids)
+    if not letters and not intents:
+        raise CommandError(f"no dead letter or intent {arguments.identifier}", EXIT_PROBLEM_FOUND)
+    if arguments.json:
+        shown = {"intents": list(intents.values()), "dead_letters": [letter.to_json() for letter in letters]}
+        print(json.dumps(shown, indent=2, default=str))
+        return EXIT_OK
+    for intent in intents.values():
+        flag = "flagged for an operator" if intent["needs_operator"] else "not flagged"
+        amount = f"{intent['amount_minor']} minor {intent['currency']}"
+        print(f"intent {intent['id']}: {intent['state']} v{intent['version']} {intent['operation_type']} {amount},"
+              f" {flag}, updated {intent['updated_at']}")  # fmt: skip
+    if not letters:
+        print("no dead letters")
+    for letter in letters:
+        print(f"\n{letter.stage} {letter.entry_id} (from {letter.source_entry_id}, {letter.deliveries} deliveries):")
+        print(letter.error[: dlq.ERROR_SHOWN_LENGTH_MAX])
+    return EXIT_OK
+
+
+async def _dlq_replay(settings: Settings, arguments: argparse.Namespace) -> int:
+    """Exit 0 when done (also when there was nothing left to replay), 1 when refused (nothing changed)."""
+    from pm import dlq
+
+    selection = _dlq_selection(arguments)
+    async with _dlq_backends(settings) as (connection, redis, topology):
+        (stage,) = _dlq_stage(topology, arguments.stage)
+        try:
+            report = await dlq.replay(connection, redis, topology, stage, selection)
+        except dlq.DeadLetterError as exc:
+            raise CommandError(f"replay refused: {exc}", EXIT_PROBLEM_FOUND) from exc
+    if arguments.json:
+        print(json.dumps({
+            "replayed": [{"intent_id": str(i.id), "state": str(i.state), "stage": name} for i, name in report.replayed],
+            "not_flagged": [str(intent_id) for intent_id in report.not_flagged],
+            "deleted_dead_letters": report.deleted_letters,
+        }, indent=2))  # fmt: skip
+        return EXIT_OK
+    for intent, name in report.replayed:
+        print(f"replayed {intent.id} ({intent.state}) to {name}")
+    for intent_id in report.not_flagged:
+        print(f"{intent_id}: not flagged (replayed already, or never dead-lettered): nothing published")
+    print(f"{len(report.replayed)} replayed; {report.deleted_letters} dead letter(s) deleted")
+    return EXIT_OK
+
+
+async def _dlq_drop(settings: Settings, arguments: argparse.Namespace) -> int:
+    from pm import dlq
+
+    selection = _dlq_selection(arguments)
+    async with _dlq_backends(settings) as (_, redis, topology):
+        (stage,) = _dlq_stage(topology, arguments.stage)
+        try:
+            deleted = await dlq.drop(redis, stage, selection)
+        except dlq.DeadLetterError as exc:
+            raise CommandError(f"drop refused: {exc}", EXIT_PROBLEM_FOUND) from exc
+    print(f"dropped {deleted} dead letter(s) from {stage.name}; their intents stay as they are (flagged ones"
+          " are not re-driven: replay them by id, or settle them by hand)")  # fmt: skip
     return EXIT_OK
 
 

@@ -126,7 +126,7 @@ async def run_process(name: str, settings: Settings, database_url: str, redis_ur
         await run_psp_sim(settings)
         return
     if name == "outbox":
-        await _run_outbox(database_url, redis_url, topology)
+        await _run_outbox(database_url, redis_url, topology, settings)
         return
     stage_names = list(topology.stages) if name == "all" else [] if name == "poller" else [name]
     stages = run_stages(
@@ -137,12 +137,14 @@ async def run_process(name: str, settings: Settings, database_url: str, redis_ur
         ledger_request_events_max=settings.ledger_request_events_max,
     )
     if name == "all":
-        await asyncio.gather(run_gateway(settings, **urls), stages, _run_outbox(database_url, redis_url, topology))
+        await asyncio.gather(
+            run_gateway(settings, **urls), stages, _run_outbox(database_url, redis_url, topology, settings)
+        )
     else:
         await stages
 
 
-async def _run_outbox(database_url: str, redis_url: str, topology: Topology) -> None:
+async def _run_outbox(database_url: str, redis_url: str, topology: Topology, settings: Settings) -> None:
     import asyncpg
 
     from ledger.postgres import close_pool
@@ -152,7 +154,7 @@ async def _run_outbox(database_url: str, redis_url: str, topology: Topology) -> 
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     redis = redis_from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
     try:
-        await run_outbox(pool, redis, topology)
+        await run_outbox(pool, redis, topology, allowed_hosts=settings.webhook_allowed())
     finally:
         await redis.aclose()
         await close_pool(pool)

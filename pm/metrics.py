@@ -34,6 +34,11 @@ INTENT_END_TO_END_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 DEAD_LETTERS = Counter("pm_dead_letters_total", "Entries moved to a dead-letter stream", ["stage"])
+DEAD_LETTER_ENTRIES = Gauge(
+    "pm_dead_letter_entries",
+    "Entries in a stage's dead-letter stream (status poller; capped by PM_DEAD_LETTER_STREAM_ENTRIES_MAX)",
+    ["stage"],
+)
 CLAIMED = Counter("pm_stage_claimed_total", "Entries claimed from consumers that stopped answering", ["stage"])
 LEDGER_RESULTS = Counter("pm_ledger_results_total", "Ledger results by operation and status", ["operation", "status"])
 LEDGER_REQUEST_EVENTS = Histogram(

@@ -7,7 +7,8 @@ statement as the change. Two loops:
 - the rows of `pm.outbox`, one delivery each with its own retries:
   - `merchant_webhook`: a MINIAPP intent's final state, POSTed to its merchant's registered URL
     (`pm merchants webhook set`) with `X-PM-Signature: t=<ts>,v1=<hex HMAC-SHA256(secret, "{t}." +
-    body)>` (the PSPs' scheme, pm/psp_signing.py) and `X-PM-Event-Id`;
+    body)>` (the PSPs' scheme, pm/psp_signing.py) and `X-PM-Event-Id`, only to public addresses (or
+    PM_WEBHOOK_ALLOWED_HOSTS) and never following a redirect (pm/webhook_client.py);
   - `review`: an intent flagged for an operator (pm/reviews.py), added to the review stream
     (streams.yaml `review_stream`) for alerting.
   A receiver dedupes by `event_id` and orders by the intent's `version`, both in the body.
@@ -27,16 +28,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
+from aiohttp.abc import AbstractResolver
 from redis.exceptions import RedisError
 
 from pm import metrics, psp_signing
 from pm.limit_rules import LimitRuleCache
 from pm.outbox_feed import FEED_BATCH_MAX, feed_once
 from pm.topology import Topology
+from pm.webhook_client import WebhookClient
+from pm.webhook_policy import AllowedHosts
 
 log = logging.getLogger("pm.outbox")
 
@@ -99,7 +102,7 @@ def backoff_s(attempts: int) -> float:
 class Receivers:
     """Where outbox rows go: merchants' backends over HTTP, the review stream on Redis."""
 
-    session: aiohttp.ClientSession
+    webhooks: WebhookClient
     redis: aioredis.Redis
     topology: Topology
 
@@ -154,10 +157,10 @@ async def _deliver(receivers: Receivers, row: asyncpg.Record) -> str | None:
             return repr(exc)
         return None
     assert row["kind"] == "merchant_webhook", row["kind"]
-    return await _send_webhook(receivers.session, row)
+    return await _send_webhook(receivers.webhooks, row)
 
 
-async def _send_webhook(session: aiohttp.ClientSession, row: asyncpg.Record) -> str | None:
+async def _send_webhook(webhooks: WebhookClient, row: asyncpg.Record) -> str | None:
     """None when the receiver answered 2xx; else why not."""
     if row["url"] is None:
         return f"merchant {row['merchant_id']} has no webhook URL (pm merchants webhook set)"
@@ -167,24 +170,30 @@ async def _send_webhook(session: aiohttp.ClientSession, row: asyncpg.Record) -> 
         SIGNATURE_HEADER: psp_signing.sign(row["secret"], body, int(time.time())),
         EVENT_ID_HEADER: str(row["event_id"]),
     }
-    try:
-        async with session.post(row["url"], data=body, headers=headers) as response:
-            if 200 <= response.status < 300:
-                return None
-            return f"answered {response.status}"
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        return repr(exc)
+    return await webhooks.post(row["url"], body, headers)
+
+
+def webhook_client(allowed_hosts: AllowedHosts, resolver: AbstractResolver | None = None) -> WebhookClient:
+    """The worker's webhook client: a round's deliveries at once, each bounded by DELIVERY_TIMEOUT_S."""
+    return WebhookClient(allowed_hosts, DELIVERY_TIMEOUT_S, connections_max=BATCH_MAX, resolver=resolver)
 
 
 async def run_outbox(
-    pool: asyncpg.Pool, redis: aioredis.Redis, topology: Topology, stop: asyncio.Event | None = None
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    topology: Topology,
+    stop: asyncio.Event | None = None,
+    allowed_hosts: AllowedHosts | None = None,
 ) -> None:
-    """Run the feed and the row deliveries until `stop` is set (or cancelled)."""
+    """Run the feed and the row deliveries until `stop` is set (or cancelled). `allowed_hosts`
+    (PM_WEBHOOK_ALLOWED_HOSTS): internal hosts webhooks may reach anyway; none by default."""
     stop = stop or asyncio.Event()
-    timeout = aiohttp.ClientTimeout(total=DELIVERY_TIMEOUT_S)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        receivers = Receivers(session, redis, topology)
+    webhooks = webhook_client(allowed_hosts or AllowedHosts())
+    try:
+        receivers = Receivers(webhooks, redis, topology)
         await asyncio.gather(_feed_loop(pool, redis, topology, stop), _rows_loop(pool, receivers, stop))
+    finally:
+        await webhooks.close()
 
 
 async def _feed_loop(pool: asyncpg.Pool, redis: aioredis.Redis, topology: Topology, stop: asyncio.Event) -> None:

@@ -18,6 +18,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pm.constants import AMOUNT_MINOR_EXACT_MAX, CEL_EXPRESSION_LENGTH_HARD_MAX, PREFER_WAIT_MAX_S
 from pm.intents import HISTORY_PAGE_MAX
 from pm.topology import TOPOLOGY_FILE
+from pm.webhook_policy import AllowedHosts
+
+DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT = 100_000
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -116,6 +119,13 @@ class Settings(BaseSettings):
     psp_sim_port: int = Field(default=8090, ge=1, le=65535)
     psp_sim_delay_ms: int = Field(default=300, ge=0, le=60_000)
 
+    # Merchant webhooks (pm/webhook_policy.py): go only to public addresses, except to these hosts
+    # (comma-separated host names or IP addresses), for a development or test receiver. Empty in production.
+    webhook_allowed_hosts: str | None = None
+    # Dead-letter streams (pm:dead:<stage>) keep about this many newest entries (XADD MAXLEN ~); an older
+    # one's intent stays flagged in PostgreSQL (needs_operator) and can still be replayed by its id.
+    dead_letter_stream_entries_max: int = Field(default=DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT, ge=100, le=10_000_000)
+
     @model_validator(mode="after")
     def _deadline_before_hold(self) -> Settings:
         if self.psp_outcome_deadline_s >= self.psp_hold_timeout_s:
@@ -142,6 +152,15 @@ class Settings(BaseSettings):
             return None
         addresses = [address.strip() for address in value.split(",") if address.strip()]
         return ",".join(addresses) or None
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, value: str | None) -> str | None:
+        AllowedHosts.parse(value)  # a bad entry is a configuration error now, not a refused delivery later
+        return value
+
+    def webhook_allowed(self) -> AllowedHosts:
+        return AllowedHosts.parse(self.webhook_allowed_hosts)
 
     @field_validator("log_level", mode="before")
     @classmethod

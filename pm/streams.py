@@ -7,8 +7,10 @@
 - `publish_many`: many pub/sub messages in one script call (the outbox worker's status messages);
 - `pending_idle` / `claim`: find and take over entries a dead consumer left pending;
 - `dead_letter`: move an entry that keeps failing to its dead-letter stream, atomically with its ack;
-- `trim_acknowledged`: trim a stream only below what every group has acknowledged (never XADD MAXLEN,
-  which drops entries no group has read);
+  the dead-letter stream keeps about its newest `entries_max` (XADD MAXLEN ~: it has no consumer group,
+  operators read it, and every dropped entry's intent stays flagged in PostgreSQL);
+- `trim_acknowledged`: trim a stage's stream only below what every group has acknowledged (never XADD
+  MAXLEN there, which drops entries no group has read);
 - `backlog`: a group's lag and pending count, for metrics and the gateway's backpressure.
 """
 
@@ -167,8 +169,11 @@ async def dead_letter(
     group: str,
     dead_letter_stream: str,
     entries: list[tuple[bytes, dict[bytes, bytes], str, int]],
+    entries_max: int,
 ) -> None:
-    """Move (entry_id, fields, error, deliveries) entries to the dead-letter stream and ack them."""
+    """Move (entry_id, fields, error, deliveries) entries to the dead-letter stream and ack them; the
+    dead-letter stream keeps about its newest `entries_max` entries (approximate trimming: whole nodes)."""
+    assert entries_max > 0
     if not entries:
         return
     async with redis.pipeline(transaction=True) as pipe:
@@ -181,7 +186,7 @@ async def dead_letter(
                 error=error[:2000],
                 deliveries=str(deliveries),
             )
-            pipe.xadd(dead_letter_stream, record)
+            pipe.xadd(dead_letter_stream, record, maxlen=entries_max, approximate=True)
         pipe.xack(stream, group, *[entry[0] for entry in entries])
         await pipe.execute()
 

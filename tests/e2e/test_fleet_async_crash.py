@@ -47,6 +47,8 @@ KINDS = [
 async def test_sigkill_settlement_and_outbox_mid_run_converges(fresh_database, redis_url) -> None:
     sim_port = free_port()
     environment = psp_sim_environment(sim_port, delay_ms=200, hold_timeout_s=600, outcome_deadline_s=300)
+    # The merchant's receiver below listens on loopback, where webhooks go only when allowed.
+    environment["PM_WEBHOOK_ALLOWED_HOSTS"] = "127.0.0.1"
     received: list[dict] = []
 
     async def hook(request: web.Request) -> web.Response:

@@ -12,7 +12,6 @@ import socket
 import time
 import uuid
 
-import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -21,6 +20,8 @@ from pm import intents as store
 from pm import outbox, psp_signing, reviews
 from pm.domain import OperationType, State, Transition
 from pm.redis_wire import redis_from_url
+from pm.webhook_client import WebhookClient
+from pm.webhook_policy import AllowedHosts
 
 SECRET = "merchant-webhook-secret-0123456789"
 _merchants = itertools.count(900_001)
@@ -38,18 +39,22 @@ class Receiver:
         return web.Response(status=self.answers.pop(0) if self.answers else 200)
 
 
+# The test receiver listens on loopback, which webhooks may reach only when allowed (pm/webhook_policy.py).
+ALLOW_LOOPBACK = AllowedHosts.parse("127.0.0.1")
+
+
 @pytest.fixture
 async def receivers(redis, topology):
-    """The worker's receivers, made with a session per call (two workers: two sessions)."""
-    sessions: list[aiohttp.ClientSession] = []
+    """The worker's receivers, made with a webhook client per call (two workers: two clients)."""
+    clients: list[WebhookClient] = []
 
     def make() -> outbox.Receivers:
-        sessions.append(aiohttp.ClientSession())
-        return outbox.Receivers(sessions[-1], redis, topology)
+        clients.append(outbox.webhook_client(ALLOW_LOOPBACK))
+        return outbox.Receivers(clients[-1], redis, topology)
 
     yield make
-    for session in sessions:
-        await session.close()
+    for client in clients:
+        await client.close()
 
 
 @pytest.fixture
@@ -196,9 +201,12 @@ async def test_a_review_event_is_retried_while_redis_is_unreachable(pool, topolo
     intent_id = await settled_charge(pool, next(_merchants))
     await reviews.flag(pool, [intent_id], "late success")
     unreachable = redis_from_url("redis://127.0.0.1:1", socket_connect_timeout=1)
-    async with aiohttp.ClientSession() as session:
-        result = await outbox.deliver_once(pool, outbox.Receivers(session, unreachable, topology))
-    await unreachable.aclose()
+    webhooks = outbox.webhook_client(ALLOW_LOOPBACK)
+    try:
+        result = await outbox.deliver_once(pool, outbox.Receivers(webhooks, unreachable, topology))
+    finally:
+        await webhooks.close()
+        await unreachable.aclose()
     assert result.failed >= 1
     row = await pool.fetchrow("SELECT attempts, delivered_at, last_error FROM pm.outbox WHERE kind = 'review'")
     assert (row["attempts"], row["delivered_at"]) == (1, None) and row["last_error"]
