@@ -87,6 +87,8 @@ RECIPIENT_ID_BASE = 2_000_000
 ADMIN_OPERATOR_ID = 1
 APP_SCOPES = "intents:write,intents:read,balance:read"
 ADMIN_SCOPES = "admin,intents:read"
+APP_OPERATIONS = "P2P_TRANSFER"  # the bench sends P2P intents only
+ADMIN_OPERATIONS = "ADMIN_ADJUSTMENT"  # and funds its users
 FLOOR_HANDLER = "consumers.floor"
 
 READY_TIMEOUT_S = 60.0
@@ -510,8 +512,12 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
     await migrate(database_url)
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
-        app_key, app_secret = await keys.create_key(pool, name="bench-app", scopes=APP_SCOPES)
-        admin_key, admin_secret = await keys.create_key(pool, name="bench-admin", scopes=ADMIN_SCOPES)
+        app_key, app_secret = await keys.create_key(
+            pool, name="bench-app", scopes=APP_SCOPES, operations=APP_OPERATIONS
+        )
+        admin_key, admin_secret = await keys.create_key(
+            pool, name="bench-admin", scopes=ADMIN_SCOPES, operations=ADMIN_OPERATIONS
+        )
     finally:
         await pool.close()
 

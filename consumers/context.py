@@ -19,6 +19,7 @@ import tigerbeetle as tb
 import channels
 from ledger import BATCH_EVENTS_MAX, Ledger, open_ledger
 from ledger.postgres import close_pool, keep_session
+from pm.constants import IDEMPOTENCY_RETENTION_S_DEFAULT
 from pm.domain import Intent, Transition
 from pm.limit_rules import LimitRuleCache
 from pm.metrics import LEDGER_REQUEST_EVENTS, LEDGER_RESULTS
@@ -71,6 +72,8 @@ class StageContext:
     ledger_request_events_max: int = BATCH_EVENTS_MAX
     # Newest entries a dead-letter stream keeps (PM_DEAD_LETTER_STREAM_ENTRIES_MAX).
     dead_letter_entries_max: int = DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT
+    # How long the poller keeps idempotency records (PM_IDEMPOTENCY_RETENTION_S).
+    idempotency_retention_s: float = IDEMPOTENCY_RETENTION_S_DEFAULT
 
     async def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
         if not transfers:
@@ -120,6 +123,7 @@ async def open_stage_context(
                 pool=pool, ledger=ledger, redis=redis, topology=topology or load_topology(), psp=psp,
                 psp_status_query_interval_s=settings.psp_status_query_interval_s,
                 dead_letter_entries_max=settings.dead_letter_stream_entries_max,
+                idempotency_retention_s=settings.idempotency_retention_s,
             )  # fmt: skip
     finally:
         await psp.close()

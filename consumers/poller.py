@@ -8,6 +8,8 @@ Every round it
 - asks the PSPs about payments voided at their deadline until they answer finally (pm/psp_watch.py);
 - recreates missing consumer groups (a Redis that restarted empty);
 - trims every stream below what all its groups have acknowledged (never an unread entry);
+- deletes idempotency records past PM_IDEMPOTENCY_RETENTION_S and request nonces past their window,
+  in bounded rounds;
 - measures stream backlogs, dead-letter stream lengths and open intents for the metrics.
 One poller is enough; several are safe (rows are taken with SKIP LOCKED, re-drives are idempotent).
 """
@@ -20,7 +22,8 @@ import time
 
 from consumers.context import StageContext
 from consumers.runtime import raise_if_cancelling, wait_or_stop
-from pm import metrics, psp_watch, streams
+from pm import intents, metrics, psp_watch, streams
+from pm.constants import NONCE_TTL_S, PURGE_INTERVAL_S, PURGE_ROUND_ROWS_MAX, PURGE_ROUNDS_MAX
 from pm.dlq import dead_letter_lengths
 from pm.domain import TERMINAL_STATE_NAMES, TERMINAL_STATES, State
 from pm.intents import INTENT_COLUMNS, intent_from_row
@@ -76,6 +79,29 @@ async def trim_once(context: StageContext) -> int:
     return removed
 
 
+async def purge_once(
+    context: StageContext, round_rows_max: int = PURGE_ROUND_ROWS_MAX, rounds_max: int = PURGE_ROUNDS_MAX
+) -> tuple[int, int]:
+    """Delete expired idempotency records and request nonces: rounds of at most `round_rows_max` rows per
+    table until a round comes back short, at most `rounds_max` rounds each (what is left waits for the
+    next run). Returns (records, nonces) deleted."""
+    deleted = []
+    for purge, retention_s in (
+        (intents.purge_idempotency, context.idempotency_retention_s),
+        (intents.purge_nonces, float(NONCE_TTL_S)),
+    ):
+        total = 0
+        for _ in range(rounds_max):
+            count = await purge(context.pool, retention_s, round_rows_max)
+            total += count
+            if count < round_rows_max:
+                break
+        deleted.append(total)
+    if any(deleted):
+        log.info("purged expired records", extra={"idempotency": deleted[0], "nonces": deleted[1]})
+    return deleted[0], deleted[1]
+
+
 async def measure_once(context: StageContext) -> None:
     for stage in context.topology.stages.values():
         backlog = await streams.backlog(context.redis, stage.stream, stage.group)
@@ -100,7 +126,7 @@ async def run_poller(context: StageContext, stop: asyncio.Event | None = None) -
     """Until `stop` is set (or cancelled): one round per `interval_ms`, trims and measures on their own periods."""
     stop = stop or asyncio.Event()
     config = context.topology.poller
-    last_trim_s = last_measure_s = 0.0
+    last_trim_s = last_measure_s = last_purge_s = 0.0
     while not stop.is_set():
         started_s = time.monotonic()
         try:
@@ -111,6 +137,9 @@ async def run_poller(context: StageContext, stop: asyncio.Event | None = None) -
             if started_s - last_trim_s >= config.trim_interval_ms / 1000:
                 await trim_once(context)
                 last_trim_s = started_s
+            if started_s - last_purge_s >= PURGE_INTERVAL_S:
+                await purge_once(context)
+                last_purge_s = started_s
             if started_s - last_measure_s >= config.lag_interval_ms / 1000:
                 await measure_once(context)
                 last_measure_s = started_s

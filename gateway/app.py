@@ -25,7 +25,7 @@ from gateway import account, admin_fee_rules, health, intents, psp_callbacks, qu
 from gateway.admin_api import ADMIN_ROUTES
 from gateway.auth import KeyCache, authenticate
 from gateway.backpressure import BacklogMonitor
-from gateway.batching import IntentWriter, RedisBatch, ResponseRecorder
+from gateway.batching import IntentWriter, NonceRecorder, RedisBatch, ResponseRecorder
 from gateway.errors import Handler
 from gateway.metrics import observe
 from gateway.resources import (
@@ -34,6 +34,7 @@ from gateway.resources import (
     INTENT_WRITER,
     KEYS,
     LEDGER,
+    NONCES,
     PSP,
     REDIS,
     REDIS_BATCH,
@@ -227,6 +228,7 @@ async def _built_on_resources(app: web.Application) -> AsyncIterator[None]:
     app[INTENT_WRITER] = IntentWriter(app[DATABASE])
     app[REDIS_BATCH] = RedisBatch(app[REDIS])
     app[RESPONSES] = ResponseRecorder(app[DATABASE])
+    app[NONCES] = NonceRecorder(app[DATABASE])
     app[BACKLOG] = BacklogMonitor(
         app[REDIS], first_stage.stream, first_stage.group, app[SETTINGS].backpressure_backlog_entries_max
     )

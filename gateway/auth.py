@@ -6,8 +6,15 @@ Order of checks, cheapest and least trusting first, so that nothing unsigned cos
     3. the key exists and is not revoked (cached for ~1 s)          (else 401)
     4. the body is read (bounded by the body size setting: 413)
     5. the signature matches one of the key's active secrets        (else 401; constant time; a
-       mismatch re-reads a key older than 0.1 s once, so a just-rotated secret works at once)
-    6. the nonce was never seen: Redis SET NX EX, only now, so garbage cannot fill Redis (else 401)
+       mismatch re-reads a key older than 0.1 s once, so a just-rotated secret works at once; a
+       previous secret counts only until its grace period ends, checked now, not when cached)
+    6. the nonce was never seen, claimed only now so garbage cannot fill a store (else 401):
+       - a request with effects (POST, PUT, DELETE, ...) in PostgreSQL (pm.request_nonce), which outlives
+         a Redis that lost its data; POST /intents in the very statement that creates its intent, so it
+         costs no round trip of its own (the view does it: NONCE_CLAIMED_BY_VIEW);
+       - a read (GET, HEAD) in Redis (SET NX EX), together with the "complete since" marker: a read signed
+         before the marker's time is refused, so a Redis that lost its nonces (and with them the marker,
+         rewritten by the first read that misses it) cannot be fed a captured read again
     7. the key holds the route's scope                              (else 403)
 Public routes (health, readiness, metrics, the OpenAPI document) skip all of it.
 """
@@ -22,13 +29,14 @@ import asyncpg
 from aiohttp import web
 
 from gateway.errors import ApiError, Handler, bad_request
-from gateway.resources import API_KEY, KEYS, REDIS_BATCH, ROUTE_SCOPES
+from gateway.resources import API_KEY, KEYS, NONCE, NONCES, REDIS_BATCH, ROUTE_SCOPES
 from pm import signing
 from pm.constants import (
     API_KEY_CACHE_ENTRIES_MAX,
     API_KEY_CACHE_TTL_S,
     API_KEY_RECHECK_S,
     NONCE_KEY_PREFIX,
+    NONCE_STORE_COMPLETE_SINCE_KEY,
     NONCE_TTL_S,
 )
 from pm.domain import ErrorCode
@@ -40,6 +48,11 @@ SIGNATURE_LENGTH_MAX = 128
 # X-User-Id: a positive bigint, written the one canonical way (no sign, no leading zero).
 USER_ID_PATTERN = re.compile(r"[1-9][0-9]{0,18}")
 USER_ID_MAX = 2**63 - 1
+# Reads: their nonces live in Redis only (cheap; a replayed read moves no money). Every other method's
+# nonce is claimed in PostgreSQL.
+READ_METHODS = frozenset({"GET", "HEAD"})
+# Routes whose view claims the nonce in the statement that writes its effect (gateway/intents.py).
+NONCE_CLAIMED_BY_VIEW = frozenset({"create_intent"})
 
 
 class KeyCache:
@@ -132,16 +145,42 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         key = await request.app[KEYS].get(key_id, max_age_s=API_KEY_RECHECK_S)
         if key is None or not signing.signature_matches(key.active_secrets, canonical, presented):
             raise unauthenticated("signature does not match")
-    # Only a verified request may claim a nonce, so unsigned traffic never writes to Redis.
-    nonce_key = f"{NONCE_KEY_PREFIX}{key.key_id}:{nonce}"
-    claimed = await request.app[REDIS_BATCH].execute("SET", nonce_key, b"1", "NX", "EX", NONCE_TTL_S)
-    if not claimed:
-        raise unauthenticated("nonce already used")
+    # Only a verified request may claim a nonce, so unsigned traffic never writes to a store.
+    await _claim_nonce(request, key, nonce, int(timestamp), name)
     scope = route_scopes.get(name) if name is not None else None
     if scope is not None and not key.allows(scope):
         raise forbidden(f"this key lacks the {scope} scope")
     request[API_KEY] = key
     return await handler(request)
+
+
+async def _claim_nonce(request: web.Request, key: ApiKey, nonce: str, timestamp_s: int, name: str | None) -> None:
+    """Refuse a nonce used before (step 6 of the module docstring); for POST /intents, hand it to the view."""
+    app = request.app
+    if request.method not in READ_METHODS:
+        if name in NONCE_CLAIMED_BY_VIEW:
+            request[NONCE] = nonce
+            return
+        if not await app[NONCES].claim(key.key_id, nonce):
+            raise unauthenticated("nonce already used")
+        return
+    # In this order: Redis losing its data between the two leaves the marker missing, which refuses this read.
+    claimed, marker = await app[REDIS_BATCH].execute_in_order(
+        ("SET", f"{NONCE_KEY_PREFIX}{key.key_id}:{nonce}", b"1", "NX", "EX", NONCE_TTL_S),
+        ("GET", NONCE_STORE_COMPLETE_SINCE_KEY),
+    )
+    if not claimed:
+        raise unauthenticated("nonce already used")
+    if marker is None:
+        # First start, or Redis lost its data: complete from now on. Another gateway may write it first;
+        # our own now is then at least its value, so refusing by it is the safe side.
+        complete_since_s = int(time.time())
+        await app[REDIS_BATCH].execute("SET", NONCE_STORE_COMPLETE_SINCE_KEY, str(complete_since_s).encode(), "NX")
+    else:
+        complete_since_s = int(marker)
+    if timestamp_s < complete_since_s:
+        # Its nonce may have been stored before the store was lost: this may be a replay.
+        raise unauthenticated("signed before the gateway's nonce store was last known complete; sign it again")
 
 
 def acting_user(request: web.Request, *, required: bool) -> int | None:

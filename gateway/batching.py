@@ -5,9 +5,13 @@
 
     redis_batch = RedisBatch(redis)
     claimed = await redis_batch.execute("SET", key, b"1", "NX", "EX", 660)   # in the next pipeline
+    claimed, marker = await redis_batch.execute_in_order(("SET", ...), ("GET", ...))  # in this order
+
+    nonces = NonceRecorder(pool)
+    fresh = await nonces.claim(api_key_id, nonce)                             # in the next INSERT
 
     responses = ResponseRecorder(pool)
-    responses.record(api_key_id, idempotency_key, 202, body)                  # in the next UPDATE
+    responses.record(StoredResponse(api_key_id, user_id, idempotency_key, 202, body))  # in the next UPDATE
 
 While one batch is on the wire, the next one fills; it is sent when the first returns. So an idle
 gateway sends each command at once (a batch of one, no added delay) and a busy one sends a few large
@@ -44,13 +48,19 @@ class Batcher(Generic[Item, Reply]):
         self._sender: asyncio.Task[None] | None = None
 
     async def submit(self, item: Item) -> Reply:
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._queued.append((item, future))
+        (reply,) = await self.submit_in_order([item])
+        return reply
+
+    async def submit_in_order(self, items: list[Item]) -> list[Reply]:
+        """Queue `items` one after another (sent in this order, in one batch or consecutive ones); their replies."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Reply]] = [loop.create_future() for _ in items]
+        self._queued.extend(zip(items, futures, strict=True))
         # The sender drains `_queued` until empty and only then ends, with no await between its last
         # look and its end: an item queued here is always seen by a running sender.
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._send_queued())
-        return await future
+        return list(await asyncio.gather(*futures))
 
     async def _send_queued(self) -> None:
         while self._queued:
@@ -112,6 +122,10 @@ class RedisBatch(Batcher[tuple[Any, ...], Any]):
         """The command's reply; raises what Redis answered (e.g. WRONGTYPE) or the connection error."""
         return await self.submit(command)
 
+    async def execute_in_order(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """The commands' replies; Redis runs them in this order (not atomically: others may come between)."""
+        return await self.submit_in_order(list(commands))
+
     async def send(self, items: list[tuple[Any, ...]]) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for command in items:
@@ -119,7 +133,28 @@ class RedisBatch(Batcher[tuple[Any, ...], Any]):
             return list(await pipe.execute(raise_on_error=False))
 
 
-class ResponseRecorder(Batcher[tuple[str, str, int, Any], None]):
+class NonceRecorder(Batcher[tuple[str, str], bool]):
+    """Claims the nonces of signed requests with effects (other than POST /intents, whose nonce is claimed
+    with its intent) in `pm.request_nonce`, for every request waiting at that moment in one statement:
+    True for a nonce never seen, False for a replay. The table outlives a Redis that lost its data."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__()
+        self._pool = pool
+
+    async def claim(self, api_key_id: str, nonce: str) -> bool:
+        return await self.submit((api_key_id, nonce))
+
+    async def send(self, items: list[tuple[str, str]]) -> list[bool]:
+        fresh = await intents.claim_nonces(self._pool, sorted(set(items)))
+        replies: list[bool] = []
+        for item in items:  # the same nonce twice in one batch: the first claims it, the second is a replay
+            replies.append(item in fresh)
+            fresh.discard(item)
+        return replies
+
+
+class ResponseRecorder(Batcher[intents.StoredResponse, None]):
     """Stores first responses for idempotent replays with `pm.intents.complete_idempotency`, for every
     request waiting at that moment in one statement. A request waits for its row, so a
     replay after the answer always finds it. A failed write is logged, not raised: the intent exists,
@@ -129,10 +164,10 @@ class ResponseRecorder(Batcher[tuple[str, str, int, Any], None]):
         super().__init__()
         self._pool = pool
 
-    async def record(self, api_key_id: str, idempotency_key: str, status: int, body: Any) -> None:
-        await self.submit((api_key_id, idempotency_key, status, body))
+    async def record(self, response: intents.StoredResponse) -> None:
+        await self.submit(response)
 
-    async def send(self, items: list[tuple[str, str, int, Any]]) -> list[None]:
+    async def send(self, items: list[intents.StoredResponse]) -> list[None]:
         try:
             await intents.complete_idempotency(self._pool, items)
         except Exception as exc:  # never fail a request whose intent exists

@@ -1,12 +1,15 @@
 """Views of intents: POST /intents, GET /intents/{id}, GET /intents/{id}/events (Server-Sent Events).
 
 POST /intents, for a request that passed authentication:
-    backpressure (503) -> Idempotency-Key (400) -> body (422) -> parties and scope (400/403/422)
-    -> one SQL statement claims the key and inserts the intent (CREATED, version 1), shared with the
-       concurrent requests (gateway.batching.IntentWriter)
+    backpressure (503) -> Idempotency-Key (400) -> body (422) -> the key's operation types (403
+       OPERATION_NOT_ALLOWED) -> parties and scope (400/403/422)
+    -> one SQL statement claims the nonce (401 if used: a replay) and the key (per API key and X-User-Id)
+       and inserts the intent (CREATED, version 1), shared with the concurrent requests
+       (gateway.batching.IntentWriter)
     -> [Prefer: wait -> subscribe to the intent's status channel] -> XADD to the first stage's stream
     -> store the response for replays -> 202 (or, having waited, 200 once the intent is final)
-A replay of the same key and request answers the stored response; nothing is created twice.
+A retry with the same Idempotency-Key (per API key and X-User-Id) and request answers the stored response;
+nothing is created twice. A replay of the same signed request (its nonce) is 401, with nothing written.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 from redis.exceptions import RedisError
 
-from gateway.auth import acting_user, forbidden
+from gateway.auth import acting_user, forbidden, unauthenticated
 from gateway.errors import ApiError, bad_request, dumps, json_response, not_found, overloaded, validation_failed
 from gateway.metrics import IDEMPOTENT_REPLAYS, INTENT_PUBLISH_FAILURES, INTENTS_CREATED, OVERLOADED
 from gateway.models import IntentLimits, IntentRequest, parse_intent_request
@@ -34,6 +37,7 @@ from gateway.resources import (
     BACKLOG,
     DATABASE,
     INTENT_WRITER,
+    NONCE,
     REDIS_BATCH,
     RESPONSES,
     SETTINGS,
@@ -45,7 +49,7 @@ from pm import intents as store
 from pm import signing, streams
 from pm.constants import IDEMPOTENCY_IN_FLIGHT_S_MAX, IDEMPOTENCY_KEY_LENGTH_MAX
 from pm.domain import TERMINAL_STATE_NAMES, ErrorCode, Intent, OperationType
-from pm.keys import SCOPE_ADMIN, ApiKey
+from pm.keys import MERCHANT_OPERATIONS, SCOPE_ADMIN, ApiKey
 
 log = logging.getLogger("pm.gateway")
 
@@ -65,7 +69,8 @@ async def create_intent(request: web.Request) -> web.Response:
     body = await request.read()
     intent_request = parse_intent_request(body, IntentLimits.from_settings(app[SETTINGS]))
     key = request[API_KEY]
-    who = parties(intent_request, key, acting_user(request, required=False))
+    user_id = acting_user(request, required=False)
+    who = parties(intent_request, key, user_id)
     outcome = await app[INTENT_WRITER].create(
         store.NewIntent(
             api_key_id=key.key_id,
@@ -80,8 +85,13 @@ async def create_intent(request: web.Request) -> web.Response:
             tags=tuple(intent_request.metadata.tags),
             merchant_id=who.merchant_id,
             destination_ref=intent_request.destination_ref,
+            user_id=user_id,
+            # Claimed in the statement that creates the intent: a replay is refused however Redis fares.
+            nonce=request[NONCE],
         )
     )
+    if outcome.nonce_used:
+        raise unauthenticated("nonce already used")
     if outcome.created is None:
         assert outcome.existing is not None
         return await _answer_existing(request, outcome.existing)
@@ -89,10 +99,10 @@ async def create_intent(request: web.Request) -> web.Response:
     INTENTS_CREATED.labels(str(intent.operation_type)).inc()
     wait_s = _prefer_wait_s(request.headers.get("Prefer"), app[SETTINGS].prefer_wait_s_max)
     if wait_s is None:
-        return json_response(await _publish(request, intent, idempotency_key), 202)
+        return json_response(await _publish(request, intent, user_id, idempotency_key), 202)
     # Subscribed before the entry exists, so no transition can be published unseen.
     async with app[STATUS_HUB].subscribe(app[TOPOLOGY].channel_for(intent.id)) as subscription:
-        await _publish(request, intent, idempotency_key)
+        await _publish(request, intent, user_id, idempotency_key)
         await _wait_for_final(app, subscription, intent.id, wait_s)
     current = await store.load_intent(app[DATABASE], intent.id)
     assert current is not None, "an intent is never deleted"
@@ -123,10 +133,25 @@ PAYOUTS = frozenset({OperationType.IPPS_WITHDRAWAL, OperationType.THAI_QR_PAY})
 MINIAPP = frozenset({OperationType.MINIAPP_CHARGE, OperationType.MINIAPP_CREDIT})
 
 
+def authorize_operation(key: ApiKey, operation: OperationType) -> None:
+    """The one check of which operation types a key may create, for POST /intents and POST /quote alike
+    (both through `parties`), before anything is written: 403 OPERATION_NOT_ALLOWED otherwise."""
+    if key.may_create(operation):
+        return
+    if operation in MERCHANT_OPERATIONS and key.merchant_id is None:
+        message = "mini-app operations need a key bound to a merchant (pm keys create --merchant-id)"
+        raise ApiError(403, ErrorCode.OPERATION_NOT_ALLOWED, message)
+    if key.merchant_id is not None:
+        allowed = " and ".join(sorted(MERCHANT_OPERATIONS))
+        raise ApiError(403, ErrorCode.OPERATION_NOT_ALLOWED, f"a merchant's key may only create {allowed}")
+    raise ApiError(403, ErrorCode.OPERATION_NOT_ALLOWED, f"this key may not create {operation} (pm keys list)")
+
+
 def parties(intent_request: IntentRequest, key: ApiKey, user_id: int | None) -> Parties:
     """The parties of the intent asked for, or the refusal (also /quote's). The acting user is the signed
     X-User-Id; a merchant only ever comes from the caller's key, never from the body."""
     operation = OperationType(intent_request.operation_type)
+    authorize_operation(key, operation)
     recipient_id = intent_request.recipient_id
     if operation not in PAYOUTS and intent_request.destination_ref is not None:
         raise validation_failed("only IPPS_WITHDRAWAL and THAI_QR_PAY take destination_ref", ErrorCode.INVALID_PARTY)
@@ -198,7 +223,7 @@ async def _answer_existing(request: web.Request, existing: store.IdempotencyReco
     return json_response(intent.to_json(), 202)
 
 
-async def _publish(request: web.Request, intent: Intent, idempotency_key: str) -> dict[str, Any]:
+async def _publish(request: web.Request, intent: Intent, user_id: int | None, idempotency_key: str) -> dict[str, Any]:
     """Write the first stream entry and store the answer for replays; returns that answer's body."""
     app = request.app
     fields = streams.entry_fields(intent)
@@ -211,7 +236,7 @@ async def _publish(request: web.Request, intent: Intent, idempotency_key: str) -
         INTENT_PUBLISH_FAILURES.inc()
         log.error("could not publish a new intent", extra={"intent_id": str(intent.id), "error": repr(exc)})
     body = intent.to_json()
-    await app[RESPONSES].record(request[API_KEY].key_id, idempotency_key, 202, body)
+    await app[RESPONSES].record(store.StoredResponse(request[API_KEY].key_id, user_id, idempotency_key, 202, body))
     return body
 
 

@@ -18,7 +18,7 @@ from pm.topology import Topology
 if TYPE_CHECKING:
     from gateway.auth import KeyCache
     from gateway.backpressure import BacklogMonitor
-    from gateway.batching import IntentWriter, RedisBatch, ResponseRecorder
+    from gateway.batching import IntentWriter, NonceRecorder, RedisBatch, ResponseRecorder
     from gateway.status import StatusHub
     from ledger import Ledger
     from pm.psp_client import PspClient
@@ -33,6 +33,8 @@ KEYS: web.AppKey[KeyCache] = web.AppKey("keys")
 INTENT_WRITER: web.AppKey[IntentWriter] = web.AppKey("intent_writer")
 REDIS_BATCH: web.AppKey[RedisBatch] = web.AppKey("redis_batch")
 RESPONSES: web.AppKey[ResponseRecorder] = web.AppKey("responses")
+# Nonces of signed requests with effects, claimed in PostgreSQL (gateway/auth.py).
+NONCES: web.AppKey[NonceRecorder] = web.AppKey("nonces")
 STATUS_HUB: web.AppKey[StatusHub] = web.AppKey("status_hub")
 # The payment service providers: callback signatures (issue 5).
 PSP: web.AppKey[PspClient] = web.AppKey("psp")
@@ -42,3 +44,6 @@ ROUTE_SCOPES: web.AppKey[dict[str, str | None]] = web.AppKey("route_scopes")
 
 # Set by the authentication middleware on every signed request.
 API_KEY = web.RequestKey("api_key", ApiKey)
+# Set by the authentication middleware on a request whose view claims the nonce itself, in the statement
+# that writes its effect (POST /intents: gateway/intents.py), instead of the middleware claiming it.
+NONCE = web.RequestKey("nonce", str)

@@ -5,11 +5,13 @@
     pm ledger check   check the ledger's invariants
     pm ledger demo    seed a small demo ledger
     pm up             servers, migrations, demo ledger, check (grows into the whole fleet later)
-    pm keys create NAME --scopes intents:write,intents:read [--merchant-id N] [--json]
+    pm keys create NAME --scopes intents:write,intents:read [--operations P2P_TRANSFER,...|none]
+                  [--merchant-id N] [--json]
                       make an API key; prints its id and secret (the only time the secret is shown)
-    pm keys rotate KEY_ID [--json]   a new secret; the previous one keeps working until the next rotation
+    pm keys rotate KEY_ID [--grace 24h] [--json]
+                      a new secret; the previous one keeps working for the grace (90s, 30m, 1h, 0: not at all)
     pm keys revoke KEY_ID            refuse the key from now on (every gateway within a second)
-    pm keys list [--json]            every key, without secrets
+    pm keys list [--json]            every key with its scopes and operation types, without secrets
     pm rules test --op P2P_TRANSFER --amount 1500.00 [--tags vip,kyc_verified] [--channel C] [--currency THB]
                   [--sender ID --recipient ID] [--at ISO] [--engine production|reference] [--json]
                       evaluate the active fee rules for a made-up intent: which match, the fees (1: refused)
@@ -46,6 +48,7 @@ import asyncpg
 import pydantic
 
 from pm import fleet, keys, psp_secrets, signing
+from pm.domain import OperationType
 from pm.embedded import CONNECT_TIMEOUT_S, EmbeddedServerError, embedded_database, embedded_servers
 from pm.migrate import DatabaseUnavailableError, MigrationError, migrate
 from pm.settings import Settings
@@ -235,10 +238,26 @@ def _add_keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     create.add_argument("name", help="who uses it, e.g. auth-center")
     create.add_argument("--scopes", required=True, help="comma-separated: " + ",".join(keys.SCOPES))
     create.add_argument("--merchant-id", type=int, default=None, help="bind the key to one merchant")
+    create.add_argument(
+        "--operations",
+        default=None,
+        help="comma-separated operation types the key may create (or none): "
+        + ",".join(OperationType.__members__)
+        + "; required for a key with intents:write or admin, except a merchant's (default: its two MINIAPP"
+        " types, the only ones it may ever create); a key without those scopes gets none",
+    )
     create.add_argument("--json", action="store_true", help="print JSON")
     create.set_defaults(command=_keys_create)
-    rotate = key_commands.add_parser("rotate", help="issue a new secret; the previous one stays valid")
+    rotate = key_commands.add_parser(
+        "rotate", help="issue a new secret; the previous one keeps working for the grace period, then stops"
+    )
     rotate.add_argument("key_id")
+    rotate.add_argument(
+        "--grace",
+        default="24h",
+        help="how long the previous secret keeps working: e.g. 90s, 30m, 1h, 2d, or 0 (stops at once, with any"
+        " older one); default 24h, at most 30d",
+    )
     rotate.add_argument("--json", action="store_true", help="print JSON")
     rotate.set_defaults(command=_keys_rotate)
     revoke = key_commands.add_parser("revoke", help="refuse the key from now on")
@@ -418,7 +437,9 @@ async def _balance(settings: Settings, arguments: argparse.Namespace) -> int:
 async def _keys_create(settings: Settings, arguments: argparse.Namespace) -> int:
     async with _keys_connection(settings) as connection:
         try:
-            key, secret = await keys.create_key(connection, arguments.name, arguments.scopes, arguments.merchant_id)
+            key, secret = await keys.create_key(
+                connection, arguments.name, arguments.scopes, arguments.merchant_id, arguments.operations
+            )
         except keys.ApiKeyError as exc:
             raise CommandError(str(exc)) from exc
     _print_secret(key, secret, arguments.json)
@@ -426,11 +447,20 @@ async def _keys_create(settings: Settings, arguments: argparse.Namespace) -> int
 
 
 async def _keys_rotate(settings: Settings, arguments: argparse.Namespace) -> int:
+    try:
+        grace_s = keys.parse_grace_s(arguments.grace)  # before anything is opened: bad input changes nothing
+    except keys.ApiKeyError as exc:
+        raise CommandError(str(exc)) from exc
     async with _keys_connection(settings) as connection:
-        rotated = await keys.rotate_key(connection, arguments.key_id)
+        rotated = await keys.rotate_key(connection, arguments.key_id, grace_s)
     if rotated is None:
         raise CommandError(f"no active key {arguments.key_id!r}", EXIT_PROBLEM_FOUND)
-    _print_secret(*rotated, arguments.json)
+    key, secret = rotated
+    _print_secret(key, secret, arguments.json)
+    if not arguments.json:
+        expires_at = key.previous_secret_expires_at
+        ends = f"works until {expires_at.isoformat()}" if expires_at else "stopped working now"
+        print(f"pm: the previous secret {ends}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -662,7 +692,9 @@ async def _keys_list(settings: Settings, arguments: argparse.Namespace) -> int:
     for key in listed:
         status = "revoked" if key.revoked else "active"
         merchant = f" merchant={key.merchant_id}" if key.merchant_id else ""
-        print(f"{key.key_id}  {status:7}  {','.join(sorted(key.scopes))}{merchant}  {key.name}")
+        operations = ",".join(sorted(key.operations)) or keys.OPERATIONS_NONE
+        scopes = ",".join(sorted(key.scopes))
+        print(f"{key.key_id}  {status:7}  {scopes}{merchant}  operations={operations}  {key.name}")
     return EXIT_OK
 
 
@@ -683,7 +715,6 @@ async def _rules_test(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 def _pricing_request(arguments: argparse.Namespace) -> PricingRequest:
-    from pm.domain import OperationType
     from pm.pricing import PricingRequest
     from pm.send import SendError, to_minor_units
 

@@ -7,6 +7,13 @@ Units are in the names; an odd value says why.
 # (±300 s), so a replay can never find its nonce expired while its timestamp is still acceptable.
 NONCE_KEY_PREFIX = "pm:nonce:"
 NONCE_TTL_S = 2 * 300 + 60
+# Reads (GET) keep their nonces in Redis only; this key holds the unix second since which Redis has held
+# every read nonce: written (SET NX) by the first read that finds it missing, i.e. at the first start
+# and after Redis lost its data. A read signed before it is refused. It has no expiry, and Redis must
+# not evict it (maxmemory-policy noeviction): losing nonces while keeping it would reopen replays.
+NONCE_STORE_COMPLETE_SINCE_KEY = "pm:nonce-store-complete-since"
+# Requests with effects (POST, PUT, DELETE) claim their nonces in PostgreSQL (pm.request_nonce); a row
+# is kept NONCE_TTL_S, past any timestamp the ±300 s window could still accept, then purged.
 
 # Handler errors kept beside pending entries, so a dead letter says why it died.
 ENTRY_ERROR_KEY_PREFIX = "pm:entry-error:"
@@ -21,6 +28,10 @@ PREFER_WAIT_MAX_S = 10
 
 # The gateway (gateway/). Tuning numbers that operators never need to change; settings hold the rest.
 
+# Key rotation (`pm keys rotate --grace`): how long the previous secret keeps working by default, and at most.
+KEY_ROTATION_GRACE_S_DEFAULT = 24 * 3600
+KEY_ROTATION_GRACE_S_MAX = 30 * 86_400
+
 # An API key read from PostgreSQL is trusted this long, so a revocation takes effect within a second
 # while a busy caller costs one key lookup per second instead of one per request.
 API_KEY_CACHE_TTL_S = 1.0
@@ -34,6 +45,16 @@ API_KEY_CACHE_ENTRIES_MAX = 10_000
 # response counts as in flight (409) before we presume the first request died after its commit.
 IDEMPOTENCY_KEY_LENGTH_MAX = 128
 IDEMPOTENCY_IN_FLIGHT_S_MAX = 30.0
+# PM_IDEMPOTENCY_RETENTION_S's default: records (and the answers replayed from them) are kept a day.
+IDEMPOTENCY_RETENTION_S_DEFAULT = 24 * 3600
+
+# The status poller deletes expired idempotency records and request nonces every PURGE_INTERVAL_S, in
+# rounds of at most PURGE_ROUND_ROWS_MAX rows (one short statement each, oldest first), at most
+# PURGE_ROUNDS_MAX rounds per table per run: up to 200,000 rows per 5 s per table, far above the rate
+# intents come in, without one long transaction or lock.
+PURGE_INTERVAL_S = 5.0
+PURGE_ROUND_ROWS_MAX = 5_000
+PURGE_ROUNDS_MAX = 40
 
 # The first stage's backlog is measured at most this often (one XINFO GROUPS), shared by all requests.
 BACKLOG_MEASURE_INTERVAL_S = 0.2

@@ -69,15 +69,25 @@ class IdempotencyRecord:
 
 @dataclass(frozen=True, slots=True)
 class CreateOutcome:
-    """Either the intent was created now, or the key was taken before (`existing` says by what)."""
+    """Either the intent was created now, or the key was taken before (`existing` says by what), or the
+    request's nonce was used before (`nonce_used`: a replayed request; nothing was written)."""
 
     created: Intent | None
     existing: IdempotencyRecord | None
+    nonce_used: bool = False
+
+
+# A missing X-User-Id scopes its Idempotency-Keys as a user of its own (user ids are positive).
+NO_USER_ID = 0
 
 
 @dataclass(frozen=True, slots=True)
 class NewIntent:
-    """What a caller asked to create, under its Idempotency-Key (validated before it gets here)."""
+    """What a caller asked to create, under its Idempotency-Key (validated before it gets here).
+
+    `user_id` is the signed X-User-Id (None: none sent): an Idempotency-Key is the caller's per user, so
+    one Auth Center key serves every user without their keys colliding. `nonce` is the signed request's
+    X-PM-Nonce, claimed for good in the same statement (None: not a signed request, e.g. a test's)."""
 
     api_key_id: str
     idempotency_key: str
@@ -91,66 +101,96 @@ class NewIntent:
     tags: tuple[str, ...] = ()
     merchant_id: int | None = None
     destination_ref: str | None = None
+    user_id: int | None = None
+    nonce: str | None = None
 
     def __post_init__(self) -> None:
         assert self.amount_minor > 0
+        assert self.user_id is None or self.user_id > 0
+
+    @property
+    def scope(self) -> tuple[str, int, str]:
+        """What an Idempotency-Key is unique on: (API key, X-User-Id, Idempotency-Key)."""
+        return (self.api_key_id, self.user_id or NO_USER_ID, self.idempotency_key)
 
 
 CREATE_BATCH_MAX = 512
 
 _NO_INTENT = ", ".join(["NULL"] * len(INTENT_COLUMNS.split(", ")))
 
-# Claims every key, inserts an intent (CREATED, version 1) and its first event for each key claimed
-# now, and answers the idempotency record for each key claimed before. `request_id` (the id the intent
-# gets if created) ties every output row to its input row. Keys are claimed in key order, so two
-# gateways' batches that share keys wait on each other in one order and cannot deadlock.
+# Claims every request's nonce (pm.request_nonce, kept past the signature's clock window: a replay is
+# refused even after Redis lost everything), then, for each request whose nonce was new, its key; inserts
+# an intent (CREATED, version 1) and its first event for each key claimed now, and answers the
+# idempotency record for each key claimed before and `nonce_used` for each nonce seen before (nothing
+# else is written for those). `request_id` (the id the intent gets if created) ties every output row to
+# its input row. Nonces and keys are claimed in order, so two gateways' batches that share some wait on
+# each other in one order.
 _CREATE_SQL = f"""
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::uuid[], $5::text[], $6::bigint[],
                          $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::jsonb[], $12::bigint[],
-                         $13::text[])
+                         $13::text[], $14::bigint[], $15::text[])
         AS u(api_key_id, idempotency_key, request_hash, id, operation_type, amount_minor, currency,
-             sender_id, recipient_id, operator_id, tags, merchant_id, destination_ref)
+             sender_id, recipient_id, operator_id, tags, merchant_id, destination_ref, user_id, nonce)
+), nonce AS (
+    INSERT INTO pm.request_nonce (api_key_id, nonce)
+    SELECT api_key_id, nonce FROM input WHERE nonce IS NOT NULL ORDER BY api_key_id, nonce
+    ON CONFLICT DO NOTHING
+    RETURNING api_key_id, nonce
+), fresh AS (
+    SELECT input.* FROM input
+    WHERE input.nonce IS NULL
+       OR EXISTS (SELECT 1 FROM nonce WHERE nonce.api_key_id = input.api_key_id AND nonce.nonce = input.nonce)
 ), claim AS (
-    INSERT INTO pm.idempotency (api_key_id, idempotency_key, request_hash, intent_id)
-    SELECT api_key_id, idempotency_key, request_hash, id FROM input ORDER BY api_key_id, idempotency_key
+    INSERT INTO pm.idempotency (api_key_id, user_id, idempotency_key, request_hash, intent_id)
+    SELECT api_key_id, user_id, idempotency_key, request_hash, id FROM fresh
+    ORDER BY api_key_id, user_id, idempotency_key
     ON CONFLICT DO NOTHING
     RETURNING intent_id
 ), created AS (
     INSERT INTO pm.intent (id, state, version, operation_type, amount_minor, currency, sender_id,
                            recipient_id, operator_id, tags, api_key_id, idempotency_key, merchant_id, destination_ref)
-    SELECT input.id, 'CREATED', 1, input.operation_type, input.amount_minor, input.currency, input.sender_id,
-           input.recipient_id, input.operator_id,
-           ARRAY(SELECT jsonb_array_elements_text(input.tags)), input.api_key_id, input.idempotency_key,
-           input.merchant_id, input.destination_ref
-    FROM input JOIN claim ON claim.intent_id = input.id
+    SELECT fresh.id, 'CREATED', 1, fresh.operation_type, fresh.amount_minor, fresh.currency, fresh.sender_id,
+           fresh.recipient_id, fresh.operator_id,
+           ARRAY(SELECT jsonb_array_elements_text(fresh.tags)), fresh.api_key_id, fresh.idempotency_key,
+           fresh.merchant_id, fresh.destination_ref
+    FROM fresh JOIN claim ON claim.intent_id = fresh.id
     RETURNING {INTENT_COLUMNS}
 ), event AS (
     INSERT INTO pm.intent_event (intent_id, version, state, created_at)
     SELECT id, version, state, created_at FROM created
 )
-SELECT c.id AS request_id, true AS created, c.*, NULL::bytea AS request_hash, NULL::int AS response_status,
+SELECT c.id AS request_id, 'created' AS outcome, c.*, NULL::bytea AS request_hash, NULL::int AS response_status,
        NULL::jsonb AS response_body, NULL::timestamptz AS claimed_at, NULL::uuid AS claimed_intent_id
 FROM created c
 UNION ALL
-SELECT input.id, false, {_NO_INTENT}, i.request_hash, i.response_status, i.response_body, i.created_at, i.intent_id
-FROM input JOIN pm.idempotency i USING (api_key_id, idempotency_key)
-WHERE NOT EXISTS (SELECT 1 FROM claim WHERE claim.intent_id = input.id)
+SELECT fresh.id, 'existing', {_NO_INTENT}, i.request_hash, i.response_status, i.response_body, i.created_at,
+       i.intent_id
+FROM fresh JOIN pm.idempotency i USING (api_key_id, user_id, idempotency_key)
+WHERE NOT EXISTS (SELECT 1 FROM claim WHERE claim.intent_id = fresh.id)
+UNION ALL
+SELECT input.id, 'nonce_used', {_NO_INTENT}, NULL, NULL, NULL, NULL, NULL
+FROM input WHERE NOT EXISTS (SELECT 1 FROM fresh WHERE fresh.id = input.id)
 """
 
 # Keys claimed by transactions that committed after the statement above took its snapshot (its
 # ON CONFLICT waited for them, its join could not see them): read now.
 _CLAIMED_SQL = """
-SELECT u.n, false AS created, i.request_hash, i.response_status, i.response_body, i.created_at AS claimed_at,
+SELECT u.n, 'existing' AS outcome, i.request_hash, i.response_status, i.response_body, i.created_at AS claimed_at,
        i.intent_id AS claimed_intent_id
-FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(api_key_id, idempotency_key, n)
-JOIN pm.idempotency i USING (api_key_id, idempotency_key)
+FROM unnest($1::text[], $2::bigint[], $3::text[]) WITH ORDINALITY AS u(api_key_id, user_id, idempotency_key, n)
+JOIN pm.idempotency i USING (api_key_id, user_id, idempotency_key)
 """
+
+_NONCE_USED = CreateOutcome(created=None, existing=None, nonce_used=True)
 
 
 def _outcome(row: asyncpg.Record) -> CreateOutcome:
-    if row["created"]:
+    if row["outcome"] == "created":
         return CreateOutcome(created=intent_from_row(row), existing=None)
+    if row["outcome"] == "nonce_used":
+        return _NONCE_USED
+    assert row["outcome"] == "existing", row["outcome"]
     body = row["response_body"]
     return CreateOutcome(
         created=None,
@@ -165,18 +205,44 @@ def _outcome(row: asyncpg.Record) -> CreateOutcome:
 
 
 async def create_intents(conn: asyncpg.Connection | asyncpg.Pool, requests: list[NewIntent]) -> list[CreateOutcome]:
-    """Claim each request's idempotency key and insert its intent, in one statement for the batch;
+    """Claim each request's nonce and idempotency key and insert its intent, in one statement for the batch;
     one outcome per request, in order.
 
-    A key asked for twice in one batch is claimed by the first; the others see that claim in flight,
-    exactly as if they had come a moment later."""
+    A nonce sent twice in one batch is a replay: the first claims it, the others are `nonce_used` at once
+    (a flood of replays costs no statement of its own). A key asked for twice (with different nonces) is
+    claimed by the first; the others go to a next statement and see that claim, in flight, exactly as if
+    they had come a moment later."""
     assert 0 < len(requests) <= CREATE_BATCH_MAX
-    position: dict[tuple[str, str], int] = {}  # key -> index in `unique`
-    unique: list[NewIntent] = []
-    for request in requests:
-        if (request.api_key_id, request.idempotency_key) not in position:
-            position[(request.api_key_id, request.idempotency_key)] = len(unique)
-            unique.append(request)
+    outcomes: list[CreateOutcome | None] = [None] * len(requests)
+    first_of_nonce: dict[tuple[str, str], int] = {}
+    waiting: list[int] = []
+    for index, request in enumerate(requests):
+        if request.nonce is not None:
+            if (request.api_key_id, request.nonce) in first_of_nonce:
+                outcomes[index] = _NONCE_USED
+                continue
+            first_of_nonce[(request.api_key_id, request.nonce)] = index
+        waiting.append(index)
+    # Bounded: every round settles at least its first request.
+    while waiting:
+        this_round: list[int] = []
+        later: list[int] = []
+        scopes: set[tuple[str, int, str]] = set()
+        for index in waiting:
+            scope = requests[index].scope
+            (later if scope in scopes else this_round).append(index)
+            scopes.add(scope)
+        round_outcomes = await _create_round(conn, [requests[index] for index in this_round])
+        for index, outcome in zip(this_round, round_outcomes, strict=True):
+            outcomes[index] = outcome
+        waiting = later
+    assert all(outcome is not None for outcome in outcomes)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+async def _create_round(conn: asyncpg.Connection | asyncpg.Pool, unique: list[NewIntent]) -> list[CreateOutcome]:
+    """One statement for requests with distinct nonces and distinct idempotency scopes."""
+    assert len({r.scope for r in unique}) == len(unique)
     ids = [uuid.uuid4() for _ in unique]
     rows = await conn.fetch(
         _CREATE_SQL,
@@ -193,42 +259,22 @@ async def create_intents(conn: asyncpg.Connection | asyncpg.Pool, requests: list
         [orjson.dumps(r.tags).decode() for r in unique],
         [r.merchant_id for r in unique],
         [r.destination_ref for r in unique],
+        [r.user_id or NO_USER_ID for r in unique],
+        [r.nonce for r in unique],
     )
     by_id = {row["request_id"]: _outcome(row) for row in rows}
     missing = [index for index, intent_id in enumerate(ids) if intent_id not in by_id]
     if missing:
         claimed = await conn.fetch(
-            _CLAIMED_SQL, [unique[i].api_key_id for i in missing], [unique[i].idempotency_key for i in missing]
+            _CLAIMED_SQL,
+            [unique[i].api_key_id for i in missing],
+            [unique[i].user_id or NO_USER_ID for i in missing],
+            [unique[i].idempotency_key for i in missing],
         )
         for row in claimed:
             by_id[ids[missing[row["n"] - 1]]] = _outcome(row)
     assert len(by_id) == len(unique), "every claimed key has an idempotency row"
-    outcomes: list[CreateOutcome] = []
-    answered: set[tuple[str, str]] = set()
-    for request in requests:
-        key = (request.api_key_id, request.idempotency_key)
-        outcome = by_id[ids[position[key]]]
-        outcomes.append(_claimed_by(unique[position[key]], outcome) if key in answered else outcome)
-        answered.add(key)
-    return outcomes
-
-
-def _claimed_by(first: NewIntent, outcome: CreateOutcome) -> CreateOutcome:
-    """How a second request with the first's key sees the first's claim: in flight, not answered yet."""
-    if outcome.existing is not None:
-        return outcome
-    assert outcome.created is not None
-    intent = outcome.created
-    return CreateOutcome(
-        created=None,
-        existing=IdempotencyRecord(
-            request_hash=first.request_hash,
-            intent_id=intent.id,
-            response_status=None,
-            response_body=None,
-            created_at=intent.created_at,
-        ),
-    )
+    return [by_id[intent_id] for intent_id in ids]
 
 
 async def create_intent(conn: asyncpg.Connection | asyncpg.Pool, **fields: Any) -> CreateOutcome:
@@ -240,27 +286,89 @@ async def create_intent(conn: asyncpg.Connection | asyncpg.Pool, **fields: Any) 
 
 _COMPLETE_SQL = """
 UPDATE pm.idempotency i SET response_status = u.status, response_body = u.body, completed_at = now()
-FROM unnest($1::text[], $2::text[], $3::int[], $4::jsonb[]) AS u(api_key_id, idempotency_key, status, body)
-WHERE i.api_key_id = u.api_key_id AND i.idempotency_key = u.idempotency_key AND i.response_status IS NULL
+FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::jsonb[])
+    AS u(api_key_id, user_id, idempotency_key, status, body)
+WHERE i.api_key_id = u.api_key_id AND i.user_id = u.user_id AND i.idempotency_key = u.idempotency_key
+  AND i.response_status IS NULL
 """
 
 
-async def complete_idempotency(
-    conn: asyncpg.Connection | asyncpg.Pool, responses: list[tuple[str, str, int, Any]]
-) -> None:
-    """Store the responses first requests got, for replays of the same keys: one statement for all.
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """The first answer to a request, kept for replays under its idempotency scope."""
 
-    `responses` holds (api_key_id, idempotency_key, status, body); a key already completed keeps its
-    first response."""
+    api_key_id: str
+    user_id: int | None
+    idempotency_key: str
+    status: int
+    body: Any
+
+
+async def complete_idempotency(conn: asyncpg.Connection | asyncpg.Pool, responses: list[StoredResponse]) -> None:
+    """Store the responses first requests got, for replays of the same keys: one statement for all.
+    A key already completed keeps its first response."""
     if not responses:
         return
     await conn.execute(
         _COMPLETE_SQL,
-        [r[0] for r in responses],
-        [r[1] for r in responses],
-        [r[2] for r in responses],
-        [orjson.dumps(r[3]).decode() for r in responses],
+        [r.api_key_id for r in responses],
+        [r.user_id or NO_USER_ID for r in responses],
+        [r.idempotency_key for r in responses],
+        [r.status for r in responses],
+        [orjson.dumps(r.body).decode() for r in responses],
     )
+
+
+_CLAIM_NONCES_SQL = """
+INSERT INTO pm.request_nonce (api_key_id, nonce)
+SELECT * FROM unnest($1::text[], $2::text[]) ORDER BY 1, 2
+ON CONFLICT DO NOTHING
+RETURNING api_key_id, nonce
+"""
+
+
+async def claim_nonces(conn: asyncpg.Connection | asyncpg.Pool, nonces: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Claim (api_key_id, nonce) pairs for good, in one statement; the pairs that were new."""
+    assert len(set(nonces)) == len(nonces), "one claim per nonce per statement"
+    if not nonces:
+        return set()
+    rows = await conn.fetch(_CLAIM_NONCES_SQL, [n[0] for n in nonces], [n[1] for n in nonces])
+    return {(row["api_key_id"], row["nonce"]) for row in rows}
+
+
+# Idempotency records and request nonces past their retention, a bounded round at a time. SKIP LOCKED:
+# several pollers share the work instead of waiting on each other's rows.
+_PURGE_IDEMPOTENCY_SQL = """
+DELETE FROM pm.idempotency WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM pm.idempotency WHERE created_at < now() - make_interval(secs => $1)
+    ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED
+))
+"""
+_PURGE_NONCES_SQL = """
+DELETE FROM pm.request_nonce WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM pm.request_nonce WHERE created_at < now() - make_interval(secs => $1)
+    ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED
+))
+"""
+
+
+async def purge_idempotency(conn: asyncpg.Connection | asyncpg.Pool, retention_s: float, limit: int) -> int:
+    """Delete at most `limit` idempotency records older than `retention_s` (oldest first); how many went.
+    A key whose record went may be used again, for a new intent."""
+    assert retention_s > 0 and limit > 0
+    return _deleted(await conn.execute(_PURGE_IDEMPOTENCY_SQL, float(retention_s), limit))
+
+
+async def purge_nonces(conn: asyncpg.Connection | asyncpg.Pool, retention_s: float, limit: int) -> int:
+    """Delete at most `limit` request nonces older than `retention_s` (oldest first); how many went."""
+    assert retention_s > 0 and limit > 0
+    return _deleted(await conn.execute(_PURGE_NONCES_SQL, float(retention_s), limit))
+
+
+def _deleted(status: str) -> int:
+    verb, _, count = status.partition(" ")
+    assert verb == "DELETE", status
+    return int(count)
 
 
 # -- transitions ---------------------------------------------------------------------------------

@@ -15,7 +15,12 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pm.constants import AMOUNT_MINOR_EXACT_MAX, CEL_EXPRESSION_LENGTH_HARD_MAX, PREFER_WAIT_MAX_S
+from pm.constants import (
+    AMOUNT_MINOR_EXACT_MAX,
+    CEL_EXPRESSION_LENGTH_HARD_MAX,
+    IDEMPOTENCY_RETENTION_S_DEFAULT,
+    PREFER_WAIT_MAX_S,
+)
 from pm.intents import HISTORY_PAGE_MAX
 from pm.topology import TOPOLOGY_FILE
 from pm.webhook_policy import AllowedHosts
@@ -81,6 +86,10 @@ class Settings(BaseSettings):
     intent_tag_length_max: int = Field(default=64, ge=1, le=256)
     # One below pm.intents.HISTORY_PAGE_MAX: a page reads one row more to know whether another follows.
     history_page_size_max: int = Field(default=100, ge=1, le=HISTORY_PAGE_MAX - 1)
+    # An Idempotency-Key's record (and so its stored answer) is kept this long, then deleted by the status
+    # poller; after that the key may name a new intent. Stripe's 24 h; at least an hour, so no retry of a
+    # request in flight can outlive its record.
+    idempotency_retention_s: int = Field(default=IDEMPOTENCY_RETENTION_S_DEFAULT, ge=3_600, le=90 * 86_400)
     # POST /intents answers 503 OVERLOADED once the first stage's backlog (lag + pending) passes this.
     backpressure_backlog_entries_max: int = Field(default=100_000, ge=1)
     prefer_wait_s_max: float = Field(default=PREFER_WAIT_MAX_S, gt=0, le=PREFER_WAIT_MAX_S)

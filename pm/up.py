@@ -44,14 +44,21 @@ async def ensure_demo_keys(database_url: str, settings: Settings) -> dict[str, d
     """An app key and an admin key for the demo, kept in the data dir; remade if revoked or missing."""
     path = demo_keys_path(settings)
     stored: dict[str, dict[str, str]] = json.loads(path.read_text()) if path.exists() else {}
-    wanted = {"app": "intents:write,intents:read,balance:read", "admin": "admin"}
+    # (scopes, operation types): the app key moves users' money as the Auth Center would; the admin key
+    # only funds users (ADMIN_ADJUSTMENT) and edits rules.
+    wanted = {
+        "app": ("intents:write,intents:read,balance:read", "P2P_TRANSFER,IPPS_WITHDRAWAL,THAI_QR_PAY,QP_TOPUP"),
+        "admin": ("admin", "ADMIN_ADJUSTMENT"),
+    }
     connection = await asyncpg.connect(database_url)
     try:
-        for role, scopes in wanted.items():
+        for role, (scopes, operations) in wanted.items():
             known = stored.get(role)
             key = await keys.lookup_key(connection, known["key_id"]) if known else None
             if key is None or key.revoked_at is not None:
-                created, secret = await keys.create_key(connection, name=f"demo-{role}", scopes=scopes)
+                created, secret = await keys.create_key(
+                    connection, name=f"demo-{role}", scopes=scopes, operations=operations
+                )
                 stored[role] = {"key_id": created.key_id, "secret": secret}
     finally:
         await connection.close()

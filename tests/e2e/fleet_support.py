@@ -31,6 +31,9 @@ from pm.topology import Topology, parse_topology, renamed_document
 READY_TIMEOUT_S = 60.0
 FINISHED = ("SETTLED", "REJECTED", "FAILED")
 APP_SCOPES = "intents:write,intents:read,balance:read"
+# What the e2e keys may create (every key carries its list): the app's user operations, a merchant's own two.
+APP_OPERATIONS = "P2P_TRANSFER,IPPS_WITHDRAWAL,THAI_QR_PAY,QP_TOPUP"
+MERCHANT_OPERATIONS = "MINIAPP_CHARGE,MINIAPP_CREDIT"
 
 
 def free_port() -> int:
@@ -216,8 +219,10 @@ async def running_fleet(
     database_url = await fresh_database()
     await migrate(database_url)
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    app_key, app_secret = await keys.create_key(pool, name="e2e-app", scopes=APP_SCOPES)
-    admin_key, admin_secret = await keys.create_key(pool, name="e2e-admin", scopes="admin,intents:read")
+    app_key, app_secret = await keys.create_key(pool, name="e2e-app", scopes=APP_SCOPES, operations=APP_OPERATIONS)
+    admin_key, admin_secret = await keys.create_key(
+        pool, name="e2e-admin", scopes="admin,intents:read", operations="ADMIN_ADJUSTMENT"
+    )
     with tempfile.TemporaryDirectory(prefix="pm-e2e-") as directory:
         streams_file, topology = write_streams_file(Path(directory), **stage_overrides)
         port = free_port()

@@ -16,7 +16,7 @@ import uuid
 
 import orjson
 from aiohttp import web
-from fleet_support import APP_SCOPES, free_port, psp_sim_environment, running_fleet
+from fleet_support import APP_SCOPES, MERCHANT_OPERATIONS, free_port, psp_sim_environment, running_fleet
 
 from ledger import accounts, open_ledger
 from pm import keys, outbox
@@ -76,7 +76,9 @@ async def test_sigkill_settlement_and_outbox_mid_run_converges(fresh_database, r
             users = [next(ids) for _ in range(20)]
             merchant_id = next(ids)
             await outbox.set_webhook(pm.pool, merchant_id, f"http://127.0.0.1:{hook_port}/hook", SECRET)
-            merchant_key, merchant_secret = await keys.create_key(pm.pool, "crash-miniapp", APP_SCOPES, merchant_id)
+            merchant_key, merchant_secret = await keys.create_key(
+                pm.pool, "crash-miniapp", APP_SCOPES, merchant_id, MERCHANT_OPERATIONS
+            )
             await pm.wait_finished([(await pm.fund(user, 1_000_000))["id"] for user in users])
             for kind, amount_minor in (("PRE", PRE_FEE_MINOR), ("POST", POST_FEE_MINOR)):
                 rule = {

@@ -9,7 +9,7 @@ import asyncio
 import itertools
 
 import pytest
-from fleet_support import APP_SCOPES, running_fleet
+from fleet_support import APP_SCOPES, MERCHANT_OPERATIONS, running_fleet
 
 from ledger import accounts, open_ledger
 from pm import keys
@@ -34,7 +34,7 @@ async def posted(fleet, account: accounts.NamedAccount) -> tuple[int, int]:
 async def test_a_charge_then_a_credit_settle_through_the_fleet(fleet) -> None:
     user, other, merchant_id = next(_ids), next(_ids), next(_ids)
     merchant = accounts.merchant(merchant_id, "THB")
-    api_key, secret = await keys.create_key(fleet.pool, "e2e-miniapp", APP_SCOPES, merchant_id)
+    api_key, secret = await keys.create_key(fleet.pool, "e2e-miniapp", APP_SCOPES, merchant_id, MERCHANT_OPERATIONS)
     fee_rule = {
         "name": "mini-app charge fee", "operation_type": "MINIAPP_CHARGE", "channel": "MINIAPP",
         "condition": "true", "amount": "100", "kind": "PRE", "priority": 10,

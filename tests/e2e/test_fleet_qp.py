@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from fleet_support import APP_SCOPES, free_port, psp_sim_environment, running_fleet
+from fleet_support import APP_OPERATIONS, APP_SCOPES, free_port, psp_sim_environment, running_fleet
 
 from ledger import accounts, open_ledger
 from pm import keys
@@ -119,7 +119,7 @@ async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database
         }
 
         # The commands the README shows: a top-up and a withdrawal, followed to SETTLED (exit 0).
-        key, secret = await keys.create_key(pm.pool, "e2e-cli", APP_SCOPES)
+        key, secret = await keys.create_key(pm.pool, "e2e-cli", APP_SCOPES, operations=APP_OPERATIONS)
         environment = {
             **os.environ, "PM_GATEWAY_URL": pm.base_url, "PM_API_KEY_ID": key.key_id, "PM_API_KEY_SECRET": secret,
         }  # fmt: skip

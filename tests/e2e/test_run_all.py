@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
-from fleet_support import APP_SCOPES, free_port, write_streams_file
+from fleet_support import APP_OPERATIONS, APP_SCOPES, free_port, write_streams_file
 
 from ledger import open_ledger
 from ledger.check import run_check
@@ -25,8 +25,12 @@ async def test_everything_in_one_process(fresh_database, redis_url) -> None:
     await migrate(database_url)
     connection = await asyncpg.connect(database_url)
     try:
-        app_key, app_secret = await keys.create_key(connection, name="all-app", scopes=APP_SCOPES)
-        admin_key, admin_secret = await keys.create_key(connection, name="all-admin", scopes="admin")
+        app_key, app_secret = await keys.create_key(
+            connection, name="all-app", scopes=APP_SCOPES, operations=APP_OPERATIONS
+        )
+        admin_key, admin_secret = await keys.create_key(
+            connection, name="all-admin", scopes="admin", operations="ADMIN_ADJUSTMENT"
+        )
     finally:
         await connection.close()
     with tempfile.TemporaryDirectory() as directory:

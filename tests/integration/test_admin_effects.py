@@ -59,7 +59,9 @@ async def admin_and_stages(fresh_database: Any, redis_url: str) -> AsyncIterator
                          topology=topology)  # fmt: skip
         server = TestServer(app)
         await server.start_server(**runner_options(Settings()))
-        api_key, secret = await keys.create_key(pipeline.context.pool, "admin-effects", "admin")
+        api_key, secret = await keys.create_key(
+            pipeline.context.pool, "admin-effects", "admin", operations="ADMIN_ADJUSTMENT"
+        )
         async with (
             TestClient(server) as http,
             PMClient(str(http.make_url("")).rstrip("/"), api_key.key_id, secret) as client,

@@ -44,6 +44,7 @@ from pm.psp_sim_behaviour import Provider
 from pm.settings import Settings
 
 APP_SCOPES = "intents:write,intents:read,balance:read"
+APP_OPERATIONS = "P2P_TRANSFER,IPPS_WITHDRAWAL,THAI_QR_PAY,QP_TOPUP"
 FUNDS_MINOR = 100_000
 
 
@@ -157,7 +158,7 @@ async def psp_world(
         )  # fmt: skip
         gateway = TestServer(app, host="127.0.0.1", port=gateway_port)
         await gateway.start_server(**runner_options(settings))
-        key, secret = await keys.create_key(pipeline.context.pool, "psp-safety", APP_SCOPES)
+        key, secret = await keys.create_key(pipeline.context.pool, "psp-safety", APP_SCOPES, operations=APP_OPERATIONS)
         try:
             async with PMClient(f"http://127.0.0.1:{gateway_port}", key.key_id, secret) as client:
                 yield World(pipeline, client, sim_app[SIMULATOR], requests, reachable, unreachable)

@@ -23,6 +23,10 @@ from pm.topology import Topology, parse_topology, renamed_document
 
 ALL_BUT_ADMIN = (SCOPE_INTENTS_WRITE, SCOPE_INTENTS_READ, SCOPE_BALANCE_READ)
 ADMIN = (SCOPE_ADMIN,)
+# The operation types test keys may create, by kind of key (pm.keys: every key carries its list).
+USER_OPERATIONS = "P2P_TRANSFER,IPPS_WITHDRAWAL,THAI_QR_PAY,QP_TOPUP"
+ADMIN_OPERATIONS = USER_OPERATIONS + ",ADMIN_ADJUSTMENT"
+MERCHANT_OPERATIONS = "MINIAPP_CHARGE,MINIAPP_CREDIT"
 # Users of the session's shared database: a random base, so reruns against a kept server never collide.
 _users = itertools.count(random.randrange(10**12, 10**15, 10**6))
 
@@ -70,9 +74,19 @@ class Gateway:
     def base_url(self) -> str:
         return str(self.client.make_url("")).rstrip("/")
 
-    async def key(self, *scopes: str, merchant_id: int | None = None) -> Key:
+    async def key(self, *scopes: str, merchant_id: int | None = None, operations: str | None = None) -> Key:
+        """A new key; without `operations`, the list its kind of caller has (explicit, never a default)."""
+        scopes = scopes or ALL_BUT_ADMIN
+        if operations is None:
+            writes = SCOPE_INTENTS_WRITE in scopes or SCOPE_ADMIN in scopes
+            if not writes:
+                operations = "none"
+            elif merchant_id is not None:
+                operations = MERCHANT_OPERATIONS
+            else:
+                operations = ADMIN_OPERATIONS if SCOPE_ADMIN in scopes else USER_OPERATIONS
         api_key, secret = await keys.create_key(
-            self.pool, f"test-{uuid.uuid4().hex[:8]}", scopes or ALL_BUT_ADMIN, merchant_id
+            self.pool, f"test-{uuid.uuid4().hex[:8]}", scopes, merchant_id, operations
         )
         return Key(api_key.key_id, secret)
 

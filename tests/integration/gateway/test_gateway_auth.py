@@ -39,7 +39,12 @@ async def _assert_nothing_written(gateway: Gateway, key: Key, stream_before: int
 
 
 async def _nonce_stored(gateway: Gateway, key: Key, headers: dict[str, str]) -> bool:
-    return bool(await gateway.redis.exists(f"{NONCE_KEY_PREFIX}{key.key_id}:{headers[signing.HEADER_NONCE]}"))
+    """Whether the request's nonce was claimed: in PostgreSQL (requests with effects) or Redis (reads)."""
+    nonce = headers[signing.HEADER_NONCE]
+    in_postgres = await gateway.pool.fetchval(
+        "SELECT count(*) FROM pm.request_nonce WHERE api_key_id = $1 AND nonce = $2", key.key_id, nonce
+    )
+    return bool(in_postgres or await gateway.redis.exists(f"{NONCE_KEY_PREFIX}{key.key_id}:{nonce}"))
 
 
 async def test_a_correctly_signed_request_passes(gateway: Gateway) -> None:

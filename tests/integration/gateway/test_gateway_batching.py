@@ -64,10 +64,13 @@ async def test_responses_are_stored_together_and_never_overwritten(gateway: Gate
     )
     by_intent = {row["intent_id"]: row["idempotency_key"] for row in keys}
     await asyncio.gather(
-        *(recorder.record("batch-test", by_intent[claim.id], 202, claim.to_json()) for claim in claims)
+        *(
+            recorder.record(store.StoredResponse("batch-test", None, by_intent[claim.id], 202, claim.to_json()))
+            for claim in claims
+        )
     )
     # A second answer for the same key never replaces the first.
-    await recorder.record("batch-test", by_intent[claims[0].id], 500, {"late": True})
+    await recorder.record(store.StoredResponse("batch-test", None, by_intent[claims[0].id], 500, {"late": True}))
     rows = await gateway.pool.fetch(
         "SELECT intent_id, response_status, response_body FROM pm.idempotency WHERE intent_id = ANY($1::uuid[])",
         [claim.id for claim in claims],
@@ -99,7 +102,9 @@ async def test_one_statement_creates_new_keys_and_answers_taken_ones(gateway: Ga
     taken = uuid.uuid4().hex
     (first,) = await store.create_intents(gateway.pool, [_new_intent(taken)])
     assert first.created is not None
-    await store.complete_idempotency(gateway.pool, [("batch-test", taken, 202, first.created.to_json())])
+    await store.complete_idempotency(
+        gateway.pool, [store.StoredResponse("batch-test", None, taken, 202, first.created.to_json())]
+    )
     fresh = [uuid.uuid4().hex for _ in range(5)]
     requests = [_new_intent(key, tags=("vip", f"t{i}")) for i, key in enumerate(fresh)]
     # Order kept: a taken key in the middle, and a key asked for twice in the same batch.

@@ -1,7 +1,7 @@
 """POST /intents for mini-apps on real PostgreSQL and Valkey: MINIAPP_CHARGE and MINIAPP_CREDIT need a key
-bound to a merchant (403 otherwise), the merchant comes from that key and never from the body (a body
-naming one is 422), the user is X-User-Id (the sender of a charge, the recipient of a credit), and every
-refusal writes nothing."""
+bound to a merchant (403 OPERATION_NOT_ALLOWED otherwise), the merchant comes from that key and never from
+the body (a body naming one is 422), the user is X-User-Id (the sender of a charge, the recipient of a
+credit), and every refusal writes nothing."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ async def test_a_key_without_a_merchant_is_forbidden_and_writes_nothing(gateway:
     key = await gateway.key()
     before = await gateway.stream_length()
     response = await gateway.post_intent(key, miniapp_body(operation_type), user_id=new_user())
-    assert await error_of(response) == (403, "FORBIDDEN")
+    assert await error_of(response) == (403, "OPERATION_NOT_ALLOWED")
     assert "merchant" in (await response.json())["error"]["message"]
     assert await gateway.writes_by(key) == (0, 0)
     assert await gateway.stream_length() == before
