@@ -1,10 +1,14 @@
-"""Proves that `pm db migrate` applies sql/ once, even when runners race, and refuses edited applied files."""
+"""Proves that `pm db migrate` applies sql/ once, even when runners race, and refuses edited applied files;
+and that the issue-10 migrations carry existing rows over: keys get the operation types they could create
+(merchant keys only their own two) and a grace for a previous secret that never expired, and idempotency
+records the X-User-Id their request carried."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import shutil
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -151,3 +155,101 @@ async def test_route_table_refuses_inverted_ranges_and_priority_ties(postgres_ur
 
 def _write(directory: Path, name: str, sql: str) -> None:
     (directory / name).write_text(sql, encoding="utf-8")
+
+
+async def _migrated_to(database_url: str, tmp_path: Path, last_version: int) -> None:
+    """Apply only the files up to `last_version`, as a database that ran an older checkout."""
+    directory = tmp_path / f"sql-{last_version}"
+    directory.mkdir()
+    for path in MIGRATIONS_DIR.glob("*.sql"):
+        if int(path.name[:4]) <= last_version:
+            shutil.copy(path, directory / path.name)
+    await migrate(database_url, directory)
+
+
+async def test_0011_gives_existing_keys_what_they_could_do_except_merchants(
+    empty_database: str, tmp_path: Path, connect
+) -> None:
+    await _migrated_to(empty_database, tmp_path, 10)
+    connection = await connect(empty_database)
+    keys_before = {
+        # name: (scopes, merchant_id, previous secret)
+        "auth-center": (["intents:write", "intents:read", "balance:read"], None, None),
+        "admin": (["admin"], None, "old-admin-secret"),
+        "mini-app": (["intents:write", "intents:read"], 77, None),  # could send P2P as anyone: the hole
+        "mini-app-admin": (["admin"], 78, None),
+        "mini-app-reader": (["intents:read"], 79, None),
+        "nginx": (["balance:read", "intents:read"], None, None),
+    }
+    for name, (scopes, merchant_id, previous) in keys_before.items():
+        await connection.execute(
+            "INSERT INTO pm.api_key (key_id, name, scopes, secret, previous_secret, merchant_id, rotated_at)"
+            " VALUES ($1, $5, $2, 's', $3, $4, CASE WHEN $3::text IS NULL THEN NULL ELSE now() END)",
+            f"pmk_{name.replace('-', '_')}", scopes, previous, merchant_id, name,
+        )  # fmt: skip
+    await migrate(empty_database)
+    rows = await connection.fetch("SELECT name, operations, previous_secret_expires_at FROM pm.api_key")
+    operations = {row["name"]: sorted(row["operations"]) for row in rows}
+    user_types = ["IPPS_WITHDRAWAL", "P2P_TRANSFER", "QP_TOPUP", "THAI_QR_PAY"]
+    assert operations == {
+        "auth-center": user_types,
+        "admin": sorted([*user_types, "ADMIN_ADJUSTMENT"]),
+        "mini-app": ["MINIAPP_CHARGE", "MINIAPP_CREDIT"],
+        "mini-app-admin": ["MINIAPP_CHARGE", "MINIAPP_CREDIT"],
+        "mini-app-reader": [],
+        "nginx": [],
+    }
+    # Every name is an operation type the code knows.
+    assert {name for names in operations.values() for name in names} <= set(DEFAULT_ROUTES)
+    expiries = {row["name"]: row["previous_secret_expires_at"] for row in rows}
+    # A previous secret that never expired gets one default grace from the migration, then stops.
+    now = await connection.fetchval("SELECT now()")
+    assert 86_000 < (expiries.pop("admin") - now).total_seconds() <= 86_400
+    assert set(expiries.values()) == {None}
+
+
+async def test_0012_keeps_existing_idempotency_records_findable_per_user(
+    empty_database: str, tmp_path: Path, connect
+) -> None:
+    await _migrated_to(empty_database, tmp_path, 10)
+    connection = await connect(empty_database)
+    # What the gateway wrote before: the X-User-Id sits on the intent where `parties` put it.
+    cases = [
+        # operation type, sender, recipient, operator, the X-User-Id the request carried
+        ("P2P_TRANSFER", 11, 12, None, 11),
+        ("IPPS_WITHDRAWAL", 13, None, None, 13),
+        ("THAI_QR_PAY", 14, None, None, 14),
+        ("QP_TOPUP", None, 15, None, 15),
+        ("MINIAPP_CHARGE", 16, None, None, 16),
+        ("MINIAPP_CREDIT", None, 17, None, 17),
+        ("ADMIN_ADJUSTMENT", None, 18, 9, 9),
+        ("ADMIN_ADJUSTMENT", None, 19, None, 0),  # sent without X-User-Id
+    ]
+    for n, (operation, sender, recipient, operator, _) in enumerate(cases):
+        intent_id = uuid.uuid4()
+        await connection.execute(
+            "INSERT INTO pm.intent (id, state, version, operation_type, amount_minor, currency, sender_id,"
+            " recipient_id, operator_id, api_key_id, idempotency_key) VALUES ($1, 'CREATED', 1, $2, 100, 'THB',"
+            " $3, $4, $5, 'pmk_old', $6)",
+            intent_id, operation, sender, recipient, operator, f"key-{n}",
+        )  # fmt: skip
+        await connection.execute(
+            "INSERT INTO pm.idempotency (api_key_id, idempotency_key, request_hash, intent_id)"
+            " VALUES ('pmk_old', $1, 'h', $2)",
+            f"key-{n}", intent_id,
+        )  # fmt: skip
+    await migrate(empty_database)
+    rows = await connection.fetch("SELECT idempotency_key, user_id FROM pm.idempotency ORDER BY idempotency_key")
+    assert [(row["idempotency_key"], row["user_id"]) for row in rows] == [
+        (f"key-{n}", case[4]) for n, case in enumerate(cases)
+    ]
+    # Unique per (key, user, Idempotency-Key) now: another user's record under the same key is its own.
+    await connection.execute(
+        "INSERT INTO pm.idempotency (api_key_id, user_id, idempotency_key, request_hash)"
+        " VALUES ('pmk_old', 99, 'key-0', 'h')"
+    )
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await connection.execute(
+            "INSERT INTO pm.idempotency (api_key_id, user_id, idempotency_key, request_hash)"
+            " VALUES ('pmk_old', 11, 'key-0', 'h')"
+        )

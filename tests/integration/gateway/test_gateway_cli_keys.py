@@ -1,6 +1,8 @@
 """`pm keys create/rotate/revoke/list`, run as the installed command against the real database: the
-secret is printed once, a created key signs requests the gateway accepts, a rotated key keeps its
-previous secret, a revoked key is refused, and mistakes end with a one-line error and exit code 1 or 2."""
+secret is printed once, a created key signs requests the gateway accepts and carries the operation types
+it was made with (checked, and never beyond a merchant's own), a rotated key keeps its previous secret
+for the grace asked for (`--grace`, default 24 h, 0: none), a revoked key is refused, and mistakes end
+with a one-line error and exit code 1 or 2 with nothing changed."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway_support import Gateway, Key, new_user
@@ -35,10 +38,14 @@ async def balance_status(gateway: Gateway, key: Key) -> int:
 
 
 async def test_create_rotate_revoke_list(gateway: Gateway, postgres_url: str) -> None:
-    created = await run_pm(postgres_url, "create", "auth-center", "--scopes", "intents:write,balance:read", "--json")
+    created = await run_pm(
+        postgres_url, "create", "auth-center", "--scopes", "intents:write,balance:read",
+        "--operations", "P2P_TRANSFER,QP_TOPUP", "--json",
+    )  # fmt: skip
     assert created.returncode == 0, created.stderr
     issued = json.loads(created.stdout)
     assert issued["name"] == "auth-center" and issued["scopes"] == ["balance:read", "intents:write"]
+    assert issued["operations"] == ["P2P_TRANSFER", "QP_TOPUP"]
     first = Key(issued["key_id"], issued["secret"])
     assert await balance_status(gateway, first) == 200
 
@@ -55,8 +62,11 @@ async def test_create_rotate_revoke_list(gateway: Gateway, postgres_url: str) ->
     assert listed.returncode == 0, listed.stderr
     [entry] = [entry for entry in json.loads(listed.stdout) if entry["key_id"] == first.key_id]
     assert "secret" not in entry and first.secret not in listed.stdout and entry["revoked_at"] is None
+    assert entry["operations"] == ["P2P_TRANSFER", "QP_TOPUP"]
     plain_list = await run_pm(postgres_url, "list")
     assert first.key_id in plain_list.stdout and second.secret not in plain_list.stdout
+    [line] = [line for line in plain_list.stdout.splitlines() if line.startswith(first.key_id)]
+    assert "operations=P2P_TRANSFER,QP_TOPUP" in line
 
     revoked = await run_pm(postgres_url, "revoke", first.key_id)
     assert revoked.returncode == 0, revoked.stderr
@@ -78,7 +88,71 @@ async def test_plain_create_prints_the_secret_once_and_refuses_unknown_scopes(
     assert "not shown again" in created.stderr
     stored = await keys.lookup_key(gateway.pool, lines["key_id"])
     assert stored is not None and stored.merchant_id == 77 and stored.secret == lines["secret"]
+    # A merchant's key without --operations gets its merchant's two operations, the only ones it may have.
+    assert stored.operations == keys.MERCHANT_OPERATIONS
 
     unknown = await run_pm(postgres_url, "create", "x", "--scopes", "intents:write,money:print")
     assert unknown.returncode == 2
     assert unknown.stderr.count("\n") == 1 and "money:print" in unknown.stderr
+
+
+async def test_operations_are_required_checked_and_never_beyond_a_merchant(gateway: Gateway, postgres_url: str) -> None:
+    async def key_count() -> int:
+        return await gateway.pool.fetchval("SELECT count(*) FROM pm.api_key")
+
+    before = await key_count()
+    refusals = {
+        "no list for a writer": ("--scopes", "intents:write"),
+        "unknown type": ("--scopes", "intents:write", "--operations", "P2P_TRANSFER,PRINT_MONEY"),
+        "merchant beyond its own": ("--scopes", "intents:write", "--merchant-id", "5", "--operations", "P2P_TRANSFER"),
+        "miniapp without a merchant": ("--scopes", "intents:write", "--operations", "MINIAPP_CHARGE"),
+        "adjustment without admin": ("--scopes", "intents:write", "--operations", "ADMIN_ADJUSTMENT"),
+        "types without a write scope": ("--scopes", "balance:read", "--operations", "P2P_TRANSFER"),
+    }
+    for case, arguments in refusals.items():
+        refused = await run_pm(postgres_url, "create", "x", *arguments)
+        assert refused.returncode == 2, (case, refused.stderr)
+        assert refused.stderr.count("\n") == 1 and refused.stderr.startswith("pm: "), (case, refused.stderr)
+    assert await key_count() == before  # nothing was made
+
+    reader = await run_pm(postgres_url, "create", "reader", "--scopes", "balance:read", "--json")
+    assert reader.returncode == 0 and json.loads(reader.stdout)["operations"] == []
+    none = await run_pm(postgres_url, "create", "writer", "--scopes", "intents:write", "--operations", "none", "--json")
+    assert none.returncode == 0 and json.loads(none.stdout)["operations"] == []
+
+
+async def test_rotate_grace_sets_when_the_previous_secret_stops(gateway: Gateway, postgres_url: str) -> None:
+    created = await run_pm(postgres_url, "create", "rotating", "--scopes", "balance:read", "--json")
+    first = Key(json.loads(created.stdout)["key_id"], json.loads(created.stdout)["secret"])
+
+    hour = await run_pm(postgres_url, "rotate", first.key_id, "--grace", "1h", "--json")
+    assert hour.returncode == 0, hour.stderr
+    issued = json.loads(hour.stdout)
+    expires_at = datetime.fromisoformat(issued["previous_secret_expires_at"])
+    assert abs((expires_at - datetime.now(UTC)).total_seconds() - 3600) < 60
+    stored = await keys.lookup_key(gateway.pool, first.key_id)
+    assert stored is not None and stored.active_secrets == (issued["secret"], first.secret)
+    plain = await run_pm(postgres_url, "rotate", first.key_id)  # the default: 24 h
+    assert plain.returncode == 0 and "previous secret works until" in plain.stderr
+    stored = await keys.lookup_key(gateway.pool, first.key_id)
+    assert stored is not None and stored.previous_secret_expires_at is not None
+    assert abs((stored.previous_secret_expires_at - datetime.now(UTC)).total_seconds() - 86_400) < 60
+
+    at_once = await run_pm(postgres_url, "rotate", first.key_id, "--grace", "0", "--json")
+    assert at_once.returncode == 0, at_once.stderr
+    third = json.loads(at_once.stdout)
+    assert third["previous_secret_expires_at"] is None
+    stored = await keys.lookup_key(gateway.pool, first.key_id)
+    assert stored is not None and stored.active_secrets == (third["secret"],)
+
+
+async def test_rotate_refuses_a_bad_grace_and_changes_nothing(gateway: Gateway, postgres_url: str) -> None:
+    created = await run_pm(postgres_url, "create", "careful", "--scopes", "balance:read", "--json")
+    key_id = json.loads(created.stdout)["key_id"]
+    before = await keys.lookup_key(gateway.pool, key_id)
+    for grace in ("90", "1w", "-5m", "31d", "1.5h", "soon", ""):
+        refused = await run_pm(postgres_url, "rotate", key_id, f"--grace={grace}")
+        assert refused.returncode == 2, (grace, refused.stderr)
+        assert refused.stderr.count("\n") == 1 and "grace" in refused.stderr, (grace, refused.stderr)
+        assert refused.stdout == ""
+    assert await keys.lookup_key(gateway.pool, key_id) == before
