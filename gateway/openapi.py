@@ -24,14 +24,15 @@ SIGNING_DESCRIPTION = (
     "canonical = `PM1\\n{timestamp}\\n{nonce}\\n{METHOD}\\n{path}\\n{sorted query}\\n{X-User-Id}\\n"
     "{Idempotency-Key}\\n{hex sha256(body)}`; the query's `name=value` pairs are kept as sent and sorted "
     "by byte value; a missing X-User-Id or Idempotency-Key is an empty line. Timestamps more than 300 s "
-    "from the server's clock and reused nonces are refused (401)."
+    "from the server's clock and reused nonces are refused (401), also after the server's Redis lost its "
+    "data (a GET signed before that is refused: sign it again)."
 )
 
 
 _REASONS = {
     400: "malformed request (header, query or JSON)",
     401: "missing or bad signature, unknown or revoked key, stale timestamp, reused nonce",
-    403: "the key lacks the scope",
+    403: "FORBIDDEN: the key lacks the scope; OPERATION_NOT_ALLOWED: the key may not create this operation type",
     404: "no such intent, or not one the user is party to",
     409: "the first request with this Idempotency-Key is still in flight",
     413: "body larger than the configured maximum",
@@ -65,11 +66,16 @@ def _paths() -> dict[str, Any]:
                     "202": json_content(ref("Intent"), "accepted: the intent is CREATED and on its way"),
                     **_errors(400, 401, 403, 409, 413, 422, 503),
                 },
-                description="ADMIN_ADJUSTMENT also needs the admin scope; X-User-Id is then the operator. "
-                "The same Idempotency-Key and request answer the stored response again.",
+                description="The operation_type must be one the key may create (403 OPERATION_NOT_ALLOWED "
+                "otherwise; a mini-app merchant's key: MINIAPP_CHARGE and MINIAPP_CREDIT only). ADMIN_ADJUSTMENT "
+                "also needs the admin scope; X-User-Id is then the operator. The same Idempotency-Key (per key "
+                "and X-User-Id, kept PM_IDEMPOTENCY_RETENTION_S, 24 h by default) and request answer the stored "
+                "response again.",
                 parameters=[
                     OPTIONAL_USER_HEADER | {"description": "the sender (required for P2P_TRANSFER)"},
-                    header("Idempotency-Key", "1-128 visible ASCII characters, unique per caller", required=True),
+                    header(
+                        "Idempotency-Key", "1-128 visible ASCII characters, unique per caller and user", required=True
+                    ),
                     header("Prefer", "`wait=N`: wait up to N seconds (at most 10) for a final state", required=False),
                 ],
                 requestBody={"required": True, "content": {"application/json": {"schema": ref("IntentRequest")}}},

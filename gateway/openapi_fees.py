@@ -25,7 +25,7 @@ from pm.keys import SCOPE_ADMIN, SCOPE_INTENTS_WRITE
 _REASONS = {
     400: "malformed request (header or JSON)",
     401: "missing or bad signature, unknown or revoked key, stale timestamp, reused nonce",
-    403: "the key lacks the scope",
+    403: "FORBIDDEN: the key lacks the scope; OPERATION_NOT_ALLOWED (/quote): the key may not create this type",
     404: "no such fee rule",
     409: "CONFLICT: enabling this rule would pass the cap on enabled fee rules",
     413: "body larger than the configured maximum",

@@ -36,6 +36,24 @@ async def created(pool, operation_type=OperationType.P2P_TRANSFER, sender=1001, 
     return outcome.created.id
 
 
+async def created_before_the_upgrade(pool) -> uuid.UUID:
+    """`created` on a database of an older checkout: the intent row and its first event, as written then
+    (today's statement also claims nonces and per-user idempotency records, tables that come later)."""
+    intent_id = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO pm.intent (id, state, version, operation_type, amount_minor, currency, sender_id, recipient_id,"
+        " api_key_id, idempotency_key) VALUES ($1, 'CREATED', 1, 'P2P_TRANSFER', 10000, 'THB', 1001, 1002,"
+        " 'feed-test', $2)",
+        intent_id, uuid.uuid4().hex,
+    )  # fmt: skip
+    await pool.execute(
+        "INSERT INTO pm.intent_event (intent_id, version, state, created_at)"
+        " SELECT id, version, state, created_at FROM pm.intent WHERE id = $1",
+        intent_id,
+    )
+    return intent_id
+
+
 async def walk(conn, intent_id: uuid.UUID, states: list[State]) -> None:
     for expected, new in itertools.pairwise(states):
         fees = {"fee_pre_minor": 150, "fee_post_minor": 40} if new == State.PRICED else {}
@@ -174,7 +192,7 @@ async def test_the_upgrade_delivers_what_the_history_stage_left_and_nothing_it_d
     await migrate(url, before)
     pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
     try:
-        done, stranded, open_ = await created(pool), await created(pool), await created(pool)
+        done, stranded, open_ = [await created_before_the_upgrade(pool) for _ in range(3)]
         for intent_id in (done, stranded):
             await walk(pool, intent_id, PATH)
         await walk(pool, open_, PATH[:5])  # AUTHORIZED: its end is still to come

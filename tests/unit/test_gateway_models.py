@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -124,12 +124,13 @@ def test_scopes() -> None:
         with pytest.raises(ApiKeyError):
             parse_scopes(bad)
     now = datetime.now(UTC)
-    key = ApiKey("pmk_x", "n", frozenset({"balance:read"}), "s", "p", None, now, now, None)
-    admin = ApiKey("pmk_y", "n", frozenset({"admin"}), "s", None, None, now, None, None)
+    later = now + timedelta(hours=1)
+    key = ApiKey("pmk_x", "n", frozenset({"balance:read"}), frozenset(), "s", "p", later, None, now, now, None)
+    admin = ApiKey("pmk_y", "n", frozenset({"admin"}), frozenset(), "s", None, None, None, now, None, None)
     assert key.allows("balance:read") and not key.allows("intents:write")
     assert all(admin.allows(scope) for scope in ("intents:write", "intents:read", "balance:read", "admin"))
     assert key.active_secrets == ("s", "p") and admin.active_secrets == ("s",)
-    revoked = ApiKey("pmk_z", "n", frozenset({"admin"}), "s", "p", None, now, None, now)
+    revoked = ApiKey("pmk_z", "n", frozenset({"admin"}), frozenset(), "s", "p", later, None, now, None, now)
     assert revoked.active_secrets == ()
 
 
