@@ -172,8 +172,8 @@ async def _claim_nonce(request: web.Request, key: ApiKey, nonce: str, timestamp_
     if not claimed:
         raise unauthenticated("nonce already used")
     if marker is None:
-        # First start, or Redis lost its data: complete from now on. Another gateway may write it first;
-        # our own now is then at least its value, so refusing by it is the safe side.
+        # First start, or Redis lost its data: complete from now on. If another gateway writes it first,
+        # refusing by our own now is still right: we saw the loss, so our now is after it.
         complete_since_s = int(time.time())
         await app[REDIS_BATCH].execute("SET", NONCE_STORE_COMPLETE_SINCE_KEY, str(complete_since_s).encode(), "NX")
     else:
