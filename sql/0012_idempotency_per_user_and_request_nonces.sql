@@ -21,7 +21,10 @@ ALTER TABLE pm.idempotency ALTER COLUMN user_id DROP DEFAULT;
 ALTER TABLE pm.idempotency DROP CONSTRAINT idempotency_pkey;
 ALTER TABLE pm.idempotency ADD PRIMARY KEY (api_key_id, user_id, idempotency_key);
 -- Records past PM_IDEMPOTENCY_RETENTION_S are deleted oldest first, a bounded round at a time (poller).
-CREATE INDEX idempotency_created ON pm.idempotency (created_at);
+-- IF NOT EXISTS: on a large table an operator may build it beforehand without blocking writes
+-- (CREATE INDEX CONCURRENTLY idempotency_created ON pm.idempotency (created_at)), which a migration's
+-- transaction cannot.
+CREATE INDEX IF NOT EXISTS idempotency_created ON pm.idempotency (created_at);
 
 -- The intent no longer carries the uniqueness: once a record expired, its key may name a new intent.
 ALTER TABLE pm.intent DROP CONSTRAINT intent_api_key_id_idempotency_key_key;
