@@ -77,6 +77,7 @@ from pm.client import PMApiError, PMClient
 from pm.embedded import create_database, running_postgres, running_valkey
 from pm.fleet import Fleet, read_procfile
 from pm.migrate import migrate
+from pm.psp_secrets import SIMULATOR_ENVIRONMENT
 from pm.topology import Topology, parse_topology, renamed_document
 
 AMOUNT_MINOR = 100  # 1.00 THB per P2P intent
@@ -534,6 +535,11 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
         "PM_STREAMS_FILE": str(streams_file),
         "PM_HTTP_PORT": str(http_port),
         "PM_PSP_SIM_PORT": str(psp_sim_port),  # the Procfile's PSP simulator, on a port of its own
+        # ... and the fleet's PSPs are that simulator, with its public secrets (they have no default, and
+        # a process whose PSPs are not the local simulator refuses them: pm/psp_secrets.py).
+        "PM_PSP_IPPS_URL": f"http://127.0.0.1:{psp_sim_port}/ipps",
+        "PM_PSP_QP_URL": f"http://127.0.0.1:{psp_sim_port}/qp",
+        **SIMULATOR_ENVIRONMENT,
         "PM_LOG_LEVEL": "WARNING",
     }
     fleet = Fleet(environment=environment, log_dir=run_dir)
