@@ -14,6 +14,7 @@ from typing import Any
 from gateway import admin_api, openapi_fees
 from gateway.models import IntentRequest
 from gateway.openapi_parts import POSITIVE_ID, SCHEMAS, errors, header, json_content, operation, query, ref
+from ledger.accounts import CURRENCY_LEDGER
 from pm.domain import ErrorCode, OperationType, State
 from pm.keys import SCOPE_ADMIN, SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, SCOPE_INTENTS_WRITE
 from pm.signing import HEADER_KEY_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
@@ -109,15 +110,18 @@ def _paths() -> dict[str, Any]:
             "get": operation(
                 "The user's balance in one currency (zeros before the first movement)",
                 SCOPE_BALANCE_READ,
-                {"200": json_content(ref("Balance"), "the balance"), **_errors(400, 401, 403, 422)},
+                {
+                    "200": json_content(ref("Balance"), "the balance"),
+                    **_errors(400, 401, 403),
+                    "422": json_content(ref("Error"), "UNSUPPORTED_CURRENCY: not a currency the wallet holds"),
+                },
                 parameters=[
                     USER_HEADER,
-                    {
-                        "name": "currency",
-                        "in": "query",
-                        "required": True,
-                        "schema": {"type": "string", "pattern": "^[A-Z]{3}$"},
-                    },
+                    query(
+                        "currency",
+                        {"type": "string", "enum": sorted(CURRENCY_LEDGER)},
+                        "ISO 4217 code; omitted: the wallet's currency (PM_WALLET_CURRENCY, THB by default)",
+                    ),
                 ],
             )
         },
