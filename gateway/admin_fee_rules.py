@@ -6,11 +6,12 @@
     PUT    /admin/fee-rules/{id}    the whole rule again -> a new version
     DELETE /admin/fee-rules/{id}    disable -> a new version (history kept)
 
-A body is parsed strictly (422 VALIDATION_FAILED), then both CEL expressions are compiled by both engines
-against the declared variables: a parse or type error, a wrong result type or an expression beyond the
-bounds is 400 RULE_INVALID with the compiler's message. Each change is one transaction with its version
-row, its audit row and the rule generation (pm/fee_rules.py), so every process reloads within a second
-(this one at once: its own quotes then price with the change).
+`min_fee_minor` null (or omitted) is 0, answered as 0; `max_fee_minor` null (or omitted) is no maximum,
+answered as null. A body is parsed strictly (422 VALIDATION_FAILED), then both CEL expressions are
+compiled by both engines against the declared variables: a parse or type error, a wrong result type or
+an expression beyond the bounds is 400 RULE_INVALID with the compiler's message. Each change is one
+transaction with its version row, its audit row and the rule generation (pm/fee_rules.py), so every
+process reloads within a second (this one at once: its own quotes then price with the change).
 """
 
 from __future__ import annotations
@@ -54,11 +55,18 @@ class FeeRuleBody(BaseModel):
     amount: Expression
     kind: Literal["PRE", "POST"]
     priority: Annotated[int, Field(ge=0, le=INT4_MAX)]
-    min_fee_minor: Minor = 0
-    max_fee_minor: Minor | None = None
+    # null, as first specified, means 0 (no minimum); stored and answered as 0.
+    min_fee_minor: Minor | None = Field(default=0, description="the smallest fee; null or omitted: 0")
+    # null (or omitted) means no maximum; stored and answered as null.
+    max_fee_minor: Minor | None = Field(default=None, description="the largest fee; null or omitted: no maximum")
     valid_from: AwareDatetime | None = None
     valid_to: AwareDatetime | None = None
     enabled: bool = True
+
+    def fields(self) -> FeeRuleFields:
+        """The rule's fields, by name (the body mirrors FeeRuleFields), with a null minimum made 0."""
+        minimum = 0 if self.min_fee_minor is None else self.min_fee_minor
+        return FeeRuleFields(**{**self.model_dump(), "kind": FeeKind(self.kind), "min_fee_minor": minimum})
 
 
 async def create_fee_rule(request: web.Request) -> web.Response:
@@ -108,8 +116,7 @@ async def _fields(request: web.Request) -> FeeRuleFields:
         check_expressions(body.condition, body.amount, _ENGINES, bounds)
     except CelCompileError as exc:
         raise ApiError(400, ErrorCode.RULE_INVALID, str(exc)) from None
-    # The body's fields are the rule's fields, by name (FeeRuleBody mirrors FeeRuleFields).
-    return FeeRuleFields(**{**body.model_dump(), "kind": FeeKind(body.kind)})
+    return body.fields()
 
 
 def _check_consistent(body: FeeRuleBody) -> None:
@@ -127,7 +134,7 @@ def _check_consistent(body: FeeRuleBody) -> None:
         assert channel is not None
         if body.operation_type is not None and body.operation_type not in channel.operation_types:
             raise validation_failed(f"channel {body.channel} does not carry {body.operation_type}")
-    if body.max_fee_minor is not None and body.max_fee_minor < body.min_fee_minor:
+    if body.max_fee_minor is not None and body.max_fee_minor < (body.min_fee_minor or 0):
         raise validation_failed("max_fee_minor must not be below min_fee_minor")
     if body.valid_from is not None and body.valid_to is not None and body.valid_to <= body.valid_from:
         raise validation_failed("valid_to must be after valid_from")
