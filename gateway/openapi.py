@@ -36,7 +36,8 @@ _REASONS = {
     404: "no such intent, or not one the user is party to",
     409: "the first request with this Idempotency-Key is still in flight",
     413: "body larger than the configured maximum",
-    422: "the body or a parameter is invalid",
+    422: "the body or a parameter is invalid (its code); PII_REFUSED: a tag or destination_ref looks like "
+    "personal data (a phone number, national id, e-mail address or name:-style label); never echoed",
     503: "overloaded or a dependency is unavailable; see Retry-After",
 }
 

@@ -29,7 +29,8 @@ _REASONS = {
     404: "no such fee rule",
     409: "CONFLICT: enabling this rule would pass the cap on enabled fee rules",
     413: "body larger than the configured maximum",
-    422: "the body is invalid (unknown fields are refused), or the intent would be refused (its code)",
+    422: "the body is invalid (unknown fields are refused), or the intent would be refused (its code); "
+    "PII_REFUSED: a tag, destination_ref, rule name, string literal or comment looks like personal data",
     503: "a dependency is unavailable; see Retry-After",
 }
 SENDER_HEADER = header(
