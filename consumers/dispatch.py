@@ -62,7 +62,7 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
             transitions.append(reject(intent, *refusal))
             continue
         hold = holds.get(intent.id)  # None: placed by this very request, so held
-        assert (hold is None) == (intent.id not in placed_before_ids), f"a hold answered `exists` is missing: {intent.id}"
+        assert (hold is None) == (intent.id not in placed_before_ids), f"`exists` but not found: {intent.id}"
         if hold is not None and not hold.live(now_s):
             if hold.posted:
                 log.info("stale dispatch entry: the hold is posted", extra={"intent_id": str(intent.id)})
