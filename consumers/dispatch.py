@@ -47,6 +47,7 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
     outcomes = await run_chains(context, chains)
     placed_before = [outcome.intent for outcome in outcomes if outcome.in_ledger and outcome.statuses[0] == S.EXISTS]
     holds = await look_up_holds(context, placed_before)
+    placed_before_ids = {intent.id for intent in placed_before}
     now_s = context.clock()
     transitions: list[Transition] = []
     released = []
@@ -61,6 +62,7 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
             transitions.append(reject(intent, *refusal))
             continue
         hold = holds.get(intent.id)  # None: placed by this very request, so held
+        assert (hold is None) == (intent.id not in placed_before_ids), f"`exists` but not found: {intent.id}"
         if hold is not None and not hold.live(now_s):
             if hold.posted:
                 log.info("stale dispatch entry: the hold is posted", extra={"intent_id": str(intent.id)})

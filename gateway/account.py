@@ -1,9 +1,11 @@
 """A user's balance (from the ledger) and history (from PostgreSQL): what the app shows.
 
-    GET /api/pm/balance?currency=THB          -> {"currency", "available_minor", "pending_minor", "posted_minor"}
+    GET /api/pm/balance[?currency=USD]        -> {"currency", "available_minor", "pending_minor", "posted_minor"}
     GET /api/pm/history?limit=20&cursor=...   -> {"items": [...], "next_cursor": ... | null}, newest first
 
-The user is the signed X-User-Id (set by the nginx gateway from a validated JWT). The history cursor is
+Without `?currency=` the balance is in the wallet's currency (PM_WALLET_CURRENCY, THB by default), as
+the app asks for it; `?currency=` selects another supported one. The user is the signed X-User-Id (set
+by the nginx gateway from a validated JWT). The history cursor is
 opaque to callers: url-safe base64 of the last item's `created_at` and intent id.
 """
 
@@ -33,9 +35,8 @@ CURSOR_LENGTH_MAX = 200
 async def balance(request: web.Request) -> web.Response:
     user_id = acting_user(request, required=True)
     assert user_id is not None
-    currency = request.query.get("currency")
-    if currency is None:
-        raise validation_failed("currency is required, e.g. ?currency=THB")
+    # Absent: the wallet's currency. Present but empty (`?currency=`) names no currency: refused below.
+    currency = request.query.get("currency", request.app[SETTINGS].wallet_currency)
     if currency not in CURRENCY_LEDGER:
         raise validation_failed(
             f"currency must be one of {', '.join(sorted(CURRENCY_LEDGER))}", ErrorCode.UNSUPPORTED_CURRENCY

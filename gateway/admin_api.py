@@ -25,7 +25,8 @@ _REASONS = {
     403: "the key lacks the admin scope",
     404: "no such rule or route",
     409: "the change clashes with what is stored (a route priority taken; too many rules or routes)",
-    422: "the body or a parameter is invalid (unknown fields are refused)",
+    422: "VALIDATION_FAILED: the body or a parameter is invalid (unknown fields are refused); PII_REFUSED: a "
+    "limit rule's tag looks like personal data (a phone number, national id, e-mail or name: label)",
     503: "a dependency is unavailable; see Retry-After",
 }
 

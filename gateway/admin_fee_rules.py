@@ -6,11 +6,13 @@
     PUT    /admin/fee-rules/{id}    the whole rule again -> a new version
     DELETE /admin/fee-rules/{id}    disable -> a new version (history kept)
 
-A body is parsed strictly (422 VALIDATION_FAILED), then both CEL expressions are compiled by both engines
-against the declared variables: a parse or type error, a wrong result type or an expression beyond the
-bounds is 400 RULE_INVALID with the compiler's message. Each change is one transaction with its version
-row, its audit row and the rule generation (pm/fee_rules.py), so every process reloads within a second
-(this one at once: its own quotes then price with the change).
+`min_fee_minor` null (or omitted) is 0, answered as 0; `max_fee_minor` null (or omitted) is no maximum,
+answered as null. A body is parsed strictly (422 VALIDATION_FAILED; a name, string literal or comment that looks like
+personal data: 422 PII_REFUSED), then both CEL expressions are
+compiled by both engines against the declared variables: a parse or type error, a wrong result type or
+an expression beyond the bounds is 400 RULE_INVALID with the compiler's message. Each change is one
+transaction with its version row, its audit row and the rule generation (pm/fee_rules.py), so every
+process reloads within a second (this one at once: its own quotes then price with the change).
 """
 
 from __future__ import annotations
@@ -19,23 +21,39 @@ from collections.abc import Awaitable
 from typing import Annotated, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 import channels
 from gateway.admin_requests import actor_of, conflict, parse_body, path_id
 from gateway.errors import ApiError, json_response, not_found, validation_failed
-from gateway.models import BIGINT_MAX, INT4_MAX
+from gateway.models import BIGINT_MAX, INT4_MAX, NoPii, pii_refusal
 from gateway.quote import FEE_RULES
 from gateway.resources import DATABASE, SETTINGS
 from pm import fee_rules
 from pm.cel import EXPRESSION_LENGTH_HARD_MAX, Bounds, CelCompileError, ProductionEngine, ReferenceEngine
+from pm.cel.base import text_parts
 from pm.domain import ErrorCode, OperationType
 from pm.fee_rules import StoredFeeRule
+from pm.pii import pii_kind
 from pm.pricing import UNPRICED_OPERATIONS, FeeKind, FeeRuleFields, check_expressions
+
+
+def _refuse_pii_in_text(expression: object) -> object:
+    """A rule's free text (its string literals, where tags appear, and its comments) is stored, versioned
+    and audited: it must not carry personal data either (pm/pii.py)."""
+    if isinstance(expression, str):
+        for part in text_parts(expression):
+            kind = pii_kind(part)
+            if kind is not None:
+                raise pii_refusal(kind)
+    return expression
+
 
 # Upper-case machine names, as the schema's CHECK has them.
 Code = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{0,62}$")]
-Expression = Annotated[str, StringConstraints(min_length=1, max_length=EXPRESSION_LENGTH_HARD_MAX)]
+Expression = Annotated[
+    str, StringConstraints(min_length=1, max_length=EXPRESSION_LENGTH_HARD_MAX), BeforeValidator(_refuse_pii_in_text)
+]
 Minor = Annotated[int, Field(ge=0, le=BIGINT_MAX)]
 # Compiling checks only: one engine of each kind per process is enough.
 _ENGINES = (ProductionEngine(), ReferenceEngine())
@@ -47,18 +65,25 @@ class FeeRuleBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200), NoPii]
     operation_type: Code | None = None
     channel: Code | None = None
     condition: Expression
     amount: Expression
     kind: Literal["PRE", "POST"]
     priority: Annotated[int, Field(ge=0, le=INT4_MAX)]
-    min_fee_minor: Minor = 0
-    max_fee_minor: Minor | None = None
+    # null, as first specified, means 0 (no minimum); stored and answered as 0.
+    min_fee_minor: Minor | None = Field(default=0, description="the smallest fee; null or omitted: 0")
+    # null (or omitted) means no maximum; stored and answered as null.
+    max_fee_minor: Minor | None = Field(default=None, description="the largest fee; null or omitted: no maximum")
     valid_from: AwareDatetime | None = None
     valid_to: AwareDatetime | None = None
     enabled: bool = True
+
+    def fields(self) -> FeeRuleFields:
+        """The rule's fields, by name (the body mirrors FeeRuleFields), with a null minimum made 0."""
+        minimum = 0 if self.min_fee_minor is None else self.min_fee_minor
+        return FeeRuleFields(**{**self.model_dump(), "kind": FeeKind(self.kind), "min_fee_minor": minimum})
 
 
 async def create_fee_rule(request: web.Request) -> web.Response:
@@ -108,8 +133,7 @@ async def _fields(request: web.Request) -> FeeRuleFields:
         check_expressions(body.condition, body.amount, _ENGINES, bounds)
     except CelCompileError as exc:
         raise ApiError(400, ErrorCode.RULE_INVALID, str(exc)) from None
-    # The body's fields are the rule's fields, by name (FeeRuleBody mirrors FeeRuleFields).
-    return FeeRuleFields(**{**body.model_dump(), "kind": FeeKind(body.kind)})
+    return body.fields()
 
 
 def _check_consistent(body: FeeRuleBody) -> None:
@@ -127,7 +151,7 @@ def _check_consistent(body: FeeRuleBody) -> None:
         assert channel is not None
         if body.operation_type is not None and body.operation_type not in channel.operation_types:
             raise validation_failed(f"channel {body.channel} does not carry {body.operation_type}")
-    if body.max_fee_minor is not None and body.max_fee_minor < body.min_fee_minor:
+    if body.max_fee_minor is not None and body.max_fee_minor < (body.min_fee_minor or 0):
         raise validation_failed("max_fee_minor must not be below min_fee_minor")
     if body.valid_from is not None and body.valid_to is not None and body.valid_to <= body.valid_from:
         raise validation_failed("valid_to must be after valid_from")

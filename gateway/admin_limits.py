@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from gateway.admin_crud import crud_routes
-from gateway.models import INT4_MAX, TAG_PATTERN
+from gateway.models import INT4_MAX, TAG_PATTERN, NoPii
 from pm import limit_rules
 from pm.constants import AMOUNT_MINOR_EXACT_MAX
 from pm.domain import OperationType
@@ -28,7 +28,7 @@ class LimitRuleBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     operation_type: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None
-    tag: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=TAG_PATTERN)] | None
+    tag: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=TAG_PATTERN), NoPii] | None
     period: Literal["daily", "monthly"]
     max_amount_minor: Annotated[int, Field(ge=0, le=AMOUNT_MINOR_EXACT_MAX)]
     max_count: Annotated[int, Field(ge=0, le=INT4_MAX)] | None

@@ -1,5 +1,6 @@
 """Request bodies, parsed strictly: unknown fields are refused (so no PII slips in), integers are
-integers (never floats or strings), and every size is bounded by a setting.
+integers (never floats or strings), and every size is bounded by a setting. A tag or destination_ref
+that looks like personal data (pm/pii.py) is refused 422 PII_REFUSED, before any other check of it.
 
     request = parse_intent_request(body, IntentLimits.from_settings(settings))   # or raises ApiError
     body = parse_model(raw, LimitRuleBody)                                        # any model, as strictly
@@ -8,14 +9,16 @@ integers (never floats or strings), and every size is bounded by a setting.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import pydantic
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
 from gateway.errors import ApiError, bad_request, validation_failed
 from ledger.accounts import CURRENCY_LEDGER
 from pm.domain import ErrorCode, OperationType
+from pm.pii import PiiKind, pii_kind
 from pm.settings import Settings
 
 BIGINT_MAX = 2**63 - 1
@@ -30,6 +33,27 @@ TAG_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 DESTINATION_REF_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"  # as the schema's CHECK (sql/0006)
 
 
+PII_ERROR_TYPE = "pii_refused"
+
+
+def _refuse_pii(value: object) -> object:
+    """Run before the field's own checks (a BeforeValidator, last in its Annotated), so `+66812345678` or
+    `a@b.co` is refused as PII rather than as a pattern mismatch."""
+    if isinstance(value, str):
+        kind = pii_kind(value)
+        if kind is not None:
+            raise pii_refusal(kind)
+    return value
+
+
+def pii_refusal(kind: PiiKind) -> PydanticCustomError:
+    """The validation error _refusal turns into 422 PII_REFUSED; it names the kind, never the value."""
+    return PydanticCustomError(PII_ERROR_TYPE, "looks like {kind}; PM takes no personal data", {"kind": str(kind)})
+
+
+NoPii = BeforeValidator(_refuse_pii)
+
+
 def _opaque_token(value: str) -> str:
     """The Auth Center's token carries letters; digits and separators alone look like an account or phone
     number in clear, which PM must never receive."""
@@ -37,7 +61,8 @@ def _opaque_token(value: str) -> str:
         raise ValueError("destination_ref must be the Auth Center's opaque token, not an account or phone number")
     return value
 
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=TAG_LENGTH_HARD_MAX, pattern=TAG_PATTERN)]
+
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=TAG_LENGTH_HARD_MAX, pattern=TAG_PATTERN), NoPii]
 UserId = Annotated[int, Field(gt=0, le=BIGINT_MAX)]
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -72,7 +97,7 @@ class IntentRequest(BaseModel):
     recipient_id: UserId | None = None
     # IPPS_WITHDRAWAL, THAI_QR_PAY: the Auth Center's opaque token for the payee (never a name or number).
     destination_ref: (
-        Annotated[str, StringConstraints(pattern=DESTINATION_REF_PATTERN), AfterValidator(_opaque_token)] | None
+        Annotated[str, StringConstraints(pattern=DESTINATION_REF_PATTERN), AfterValidator(_opaque_token), NoPii] | None
     ) = None
     metadata: IntentMetadata = Field(default_factory=IntentMetadata)
 
@@ -142,7 +167,13 @@ def _refusal(exc: pydantic.ValidationError) -> ApiError:
         return bad_request("the body is not valid JSON")
     if any(error["type"] == "model_type" and not error["loc"] for error in errors):
         return validation_failed("the body must be a JSON object")
-    described = "; ".join(
+    pii = [error for error in errors if error["type"] == PII_ERROR_TYPE]
+    if pii:
+        return validation_failed(_described(pii), ErrorCode.PII_REFUSED)
+    return validation_failed(_described(errors))
+
+
+def _described(errors: list[Any]) -> str:
+    return "; ".join(
         f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}" for error in errors[:5]
     )
-    return validation_failed(described)

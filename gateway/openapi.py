@@ -14,6 +14,7 @@ from typing import Any
 from gateway import admin_api, openapi_fees
 from gateway.models import IntentRequest
 from gateway.openapi_parts import POSITIVE_ID, SCHEMAS, errors, header, json_content, operation, query, ref
+from ledger.accounts import CURRENCY_LEDGER
 from pm.domain import ErrorCode, OperationType, State
 from pm.keys import SCOPE_ADMIN, SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, SCOPE_INTENTS_WRITE
 from pm.signing import HEADER_KEY_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
@@ -36,7 +37,8 @@ _REASONS = {
     404: "no such intent, or not one the user is party to",
     409: "the first request with this Idempotency-Key is still in flight",
     413: "body larger than the configured maximum",
-    422: "the body or a parameter is invalid",
+    422: "the body or a parameter is invalid (its code); PII_REFUSED: a tag or destination_ref looks like "
+    "personal data (a phone number, national id, e-mail address or name:-style label); never echoed",
     503: "overloaded or a dependency is unavailable; see Retry-After",
 }
 
@@ -115,15 +117,18 @@ def _paths() -> dict[str, Any]:
             "get": operation(
                 "The user's balance in one currency (zeros before the first movement)",
                 SCOPE_BALANCE_READ,
-                {"200": json_content(ref("Balance"), "the balance"), **_errors(400, 401, 403, 422)},
+                {
+                    "200": json_content(ref("Balance"), "the balance"),
+                    **_errors(400, 401, 403),
+                    "422": json_content(ref("Error"), "UNSUPPORTED_CURRENCY: not a currency the wallet holds"),
+                },
                 parameters=[
                     USER_HEADER,
-                    {
-                        "name": "currency",
-                        "in": "query",
-                        "required": True,
-                        "schema": {"type": "string", "pattern": "^[A-Z]{3}$"},
-                    },
+                    query(
+                        "currency",
+                        {"type": "string", "enum": sorted(CURRENCY_LEDGER)},
+                        "ISO 4217 code; omitted: the wallet's currency (PM_WALLET_CURRENCY, THB by default)",
+                    ),
                 ],
             )
         },

@@ -29,7 +29,8 @@ _REASONS = {
     404: "no such fee rule",
     409: "CONFLICT: enabling this rule would pass the cap on enabled fee rules",
     413: "body larger than the configured maximum",
-    422: "the body is invalid (unknown fields are refused), or the intent would be refused (its code)",
+    422: "the body is invalid (unknown fields are refused), or the intent would be refused (its code); "
+    "PII_REFUSED: a tag, destination_ref, rule name, string literal or comment looks like personal data",
     503: "a dependency is unavailable; see Retry-After",
 }
 SENDER_HEADER = header(
@@ -132,8 +133,8 @@ def schemas() -> dict[str, Any]:
             "amount": {"type": "string"},
             "kind": {"type": "string", "enum": ["PRE", "POST"]},
             "priority": {"type": "integer", "minimum": 0},
-            "min_fee_minor": {"type": "integer", "minimum": 0},
-            "max_fee_minor": nullable_int,
+            "min_fee_minor": {"type": "integer", "minimum": 0, "description": "0 when saved as null"},
+            "max_fee_minor": {**nullable_int, "description": "null: no maximum"},
             "valid_from": timestamp,
             "valid_to": timestamp,
             "enabled": {"type": "boolean"},

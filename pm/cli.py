@@ -195,6 +195,9 @@ def _add_dlq_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     drop.set_defaults(command=_dlq_drop)
 
 
+WALLET_CURRENCY_HELP = "ISO 4217 code; default: PM_WALLET_CURRENCY (THB)"
+
+
 def _add_send_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     send = commands.add_parser("send", help="post a signed intent and follow its states").add_subparsers(
         required=True, metavar="KIND"
@@ -203,30 +206,30 @@ def _add_send_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     p2p.add_argument("--from", dest="sender", type=int, required=True)
     p2p.add_argument("--to", dest="recipient", type=int, required=True)
     p2p.add_argument("--amount", required=True, help="in major units, e.g. 150.00")
-    p2p.add_argument("--currency", default="THB")
+    p2p.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
     p2p.add_argument("--tags", default="", help="comma-separated, e.g. kyc_verified")
     p2p.set_defaults(command=_send_p2p)
     withdraw = send.add_parser("withdraw", help="an IPPS withdrawal: --from USER --amount 500.00 [--destination T]")
     withdraw.add_argument("--from", dest="sender", type=int, required=True)
     withdraw.add_argument("--amount", required=True, help="in major units; with the simulator the last two "
                           "digits of the minor units pick its behaviour (README: PSP simulator)")  # fmt: skip
-    withdraw.add_argument("--currency", default="THB")
+    withdraw.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
     withdraw.add_argument("--destination", default="demo-bank-token", help="the Auth Center's payee token")
     withdraw.set_defaults(command=_send_withdraw)
     topup = send.add_parser("topup", help="a QP top-up: --to USER --amount 1000.00 (the user pays a QR at QP)")
     topup.add_argument("--to", dest="recipient", type=int, required=True)
     topup.add_argument("--amount", required=True, help="in major units; the simulator reads the last two digits")
-    topup.add_argument("--currency", default="THB")
+    topup.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
     topup.set_defaults(command=_send_topup)
     adjust = send.add_parser("adjust", help="credit a user from adjustments (admin key): --to USER --amount")
     adjust.add_argument("--to", dest="recipient", type=int, required=True)
     adjust.add_argument("--amount", required=True)
-    adjust.add_argument("--currency", default="THB")
+    adjust.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
     adjust.add_argument("--operator", type=int, default=None, help="the operator's user id, recorded")
     adjust.set_defaults(command=_send_adjust)
     balance = commands.add_parser("balance", help="a user's balance through the gateway")
     balance.add_argument("--user", type=int, required=True)
-    balance.add_argument("--currency", default="THB")
+    balance.add_argument("--currency", default=None, help="default: the gateway's wallet currency")
     balance.set_defaults(command=_balance)
 
 
@@ -273,7 +276,7 @@ def _add_rules_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     test = rule_commands.add_parser("test", help="evaluate the active fee rules for a made-up intent")
     test.add_argument("--op", required=True, help="operation type, e.g. P2P_TRANSFER")
     test.add_argument("--amount", required=True, help="in major units, e.g. 1500.00")
-    test.add_argument("--currency", default="THB")
+    test.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
     test.add_argument("--tags", default="", help="comma-separated, e.g. vip,kyc_verified")
     test.add_argument("--channel", default=None, help="default: the channel the routes choose")
     test.add_argument("--sender", type=int, default=None, help="sender user id")
@@ -391,9 +394,10 @@ async def _send(
     """Post one signed intent (amount in major units from the arguments) and follow its states."""
     from pm.send import SendError, send_and_follow, to_minor_units
 
+    currency = arguments.currency or settings.wallet_currency
     try:
-        amount_minor = to_minor_units(arguments.amount, arguments.currency)
-        request = {"operation_type": operation_type, "amount_minor": amount_minor, "currency": arguments.currency}
+        amount_minor = to_minor_units(arguments.amount, currency)
+        request = {"operation_type": operation_type, "amount_minor": amount_minor, "currency": currency}
         return await send_and_follow(settings, role, {**request, **fields})
     except SendError as exc:
         raise CommandError(str(exc)) from exc
@@ -703,7 +707,7 @@ async def _rules_test(settings: Settings, arguments: argparse.Namespace) -> int:
     from pm.cel import ENGINES
     from pm.rules_report import channel_for, format_report, rules_test
 
-    request = _pricing_request(arguments)
+    request = _pricing_request(arguments, arguments.currency or settings.wallet_currency)
     async with _keys_connection(settings) as connection:
         if arguments.channel is None:
             request = dataclasses.replace(
@@ -714,14 +718,14 @@ async def _rules_test(settings: Settings, arguments: argparse.Namespace) -> int:
     return EXIT_OK if report.refusal is None else EXIT_PROBLEM_FOUND
 
 
-def _pricing_request(arguments: argparse.Namespace) -> PricingRequest:
+def _pricing_request(arguments: argparse.Namespace, currency: str) -> PricingRequest:
     from pm.pricing import PricingRequest
     from pm.send import SendError, to_minor_units
 
     if arguments.op not in OperationType.__members__:
         raise CommandError(f"unknown operation type {arguments.op!r}; one of: {', '.join(OperationType.__members__)}")
     try:
-        amount_minor = to_minor_units(arguments.amount, arguments.currency)
+        amount_minor = to_minor_units(arguments.amount, currency)
         at = datetime.fromisoformat(arguments.at) if arguments.at else datetime.now(UTC)
     except (SendError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
@@ -729,7 +733,7 @@ def _pricing_request(arguments: argparse.Namespace) -> PricingRequest:
         operation_type=arguments.op,
         channel=arguments.channel,
         amount_minor=amount_minor,
-        currency=arguments.currency,
+        currency=currency,
         tags=[tag for tag in arguments.tags.split(",") if tag],
         sender_id=arguments.sender,
         recipient_id=arguments.recipient,

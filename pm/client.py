@@ -151,8 +151,10 @@ class PMClient:
     async def get_intent(self, intent_id: str | uuid.UUID, *, user_id: int | None = None) -> dict[str, Any]:
         return (await self.request("GET", f"/intents/{intent_id}", user_id=user_id)).body
 
-    async def balance(self, currency: str, *, user_id: int) -> dict[str, Any]:
-        return (await self.request("GET", "/api/pm/balance", query={"currency": currency}, user_id=user_id)).body
+    async def balance(self, currency: str | None = None, *, user_id: int) -> dict[str, Any]:
+        """The user's balance in `currency`; None: in the wallet's currency (the gateway's PM_WALLET_CURRENCY)."""
+        query = {} if currency is None else {"currency": currency}
+        return (await self.request("GET", "/api/pm/balance", query=query, user_id=user_id)).body
 
     async def history(self, *, user_id: int, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
         query: dict[str, str] = {}

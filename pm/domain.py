@@ -129,6 +129,7 @@ class ErrorCode(enum.StrEnum):
     OVERLOADED = "OVERLOADED"  # the pipeline is behind: retry after Retry-After
     UNAVAILABLE = "UNAVAILABLE"  # a dependency (PostgreSQL, Redis, the ledger) does not answer
     RULE_INVALID = "RULE_INVALID"  # a fee rule that does not compile or type-check (admin API)
+    PII_REFUSED = "PII_REFUSED"  # a tag, destination_ref or rule text looks like personal data (pm/pii.py)
     INTERNAL = "INTERNAL"
 
 

@@ -22,12 +22,16 @@ RESERVE_SCRIPT
     KEYS  per intent: its released marker, then its counters' keys
     ARGV  [1] released-marker prefix, [2] number of intents, then per intent:
             intent id, amount_minor, number of counters n, then n times:
-              max_amount_minor, max_count (-1: none), expire-at (unix s), m (-1: no rebuild data),
+              max_amount_minor, count capped (1) or not (0), max_count (0 when not capped),
+              expire-at (unix s), m (-1: no rebuild data),
               then m times: member intent id, member amount_minor, firm (1) or provisional (0)
-    reply per intent [status, counter index (1-based; 0: none), remaining amount, remaining count (-1: none)]
+    reply per intent [status, counter index (1-based; 0: none), remaining amount_minor (>= 0),
+                      count capped (1) or not (0), remaining count (>= 0; 0 when not capped)]
           RESERVED  places taken now in every counter (all or nothing)
           HELD      the intent already held a firm place in every counter (a redelivery): nothing changed
           EXCEEDED  a counter would pass its cap: nothing taken; which one and what remains without it
+                    (never below 0: a rebuilt counter may hold more than a cap tightened since, or than
+                    the cap when it counted intents still queued; it remains 0 then)
           MISSING   a counter does not exist and no rebuild data came for it: nothing done
           RELEASED  the intent's places were given back already (it is final): nothing taken
 RELEASE_SCRIPT
@@ -91,14 +95,14 @@ end
 
 local function decide(intent_id, amount_text, released, counters)
   if redis.call('EXISTS', released) == 1 then
-    return {'RELEASED', 0, 0, 0}
+    return {'RELEASED', 0, 0, 0, 0}
   end
   local amount = tonumber(amount_text)
   local seen = {}
   for c, counter in ipairs(counters) do
     local values = redis.call('HMGET', counter.key, intent_id, '_amount', '_count')
     if not values[2] then
-      return {'MISSING', c, 0, 0}
+      return {'MISSING', c, 0, 0, 0}
     end
     local entry = {state = 'absent', total = tonumber(values[2]), count = tonumber(values[3])}
     if values[1] then
@@ -119,19 +123,21 @@ local function decide(intent_id, amount_text, released, counters)
     local entry = seen[c]
     if entry.state ~= 'firm' then
       changes = true
-      local over_count = counter.max_count >= 0 and entry.count + 1 > counter.max_count
+      local over_count = counter.count_capped and entry.count + 1 > counter.max_count
       if entry.total + amount > counter.max_amount or over_count then
         drop_provisional(intent_id, counters, seen)
-        local remaining_count = -1
-        if counter.max_count >= 0 then
-          remaining_count = counter.max_count - entry.count
+        -- "Capped" travels apart from what remains, and what remains is never negative: a counter
+        -- rebuilt above its cap has 0 left (a negative count once read as "no cap" and stopped the stage).
+        local remaining_count, capped = 0, 0
+        if counter.count_capped then
+          remaining_count, capped = math.max(counter.max_count - entry.count, 0), 1
         end
-        return {'EXCEEDED', c, counter.max_amount - entry.total, remaining_count}
+        return {'EXCEEDED', c, math.max(counter.max_amount - entry.total, 0), capped, remaining_count}
       end
     end
   end
   if not changes then
-    return {'HELD', 0, 0, 0}
+    return {'HELD', 0, 0, 0, 0}
   end
   for c, counter in ipairs(counters) do
     local state = seen[c].state
@@ -144,7 +150,7 @@ local function decide(intent_id, amount_text, released, counters)
     end
     redis.call('EXPIREAT', counter.key, counter.expire_at)
   end
-  return {'RESERVED', 0, 0, 0}
+  return {'RESERVED', 0, 0, 0, 0}
 end
 
 local a, k = 3, 1
@@ -156,10 +162,10 @@ for i = 1, intent_total do
   k = k + 1
   local counters = {}
   for c = 1, counter_total do
-    local counter = {key = KEYS[k], max_amount = tonumber(ARGV[a]), max_count = tonumber(ARGV[a + 1]),
-                     expire_at = ARGV[a + 2]}
-    local member_total = tonumber(ARGV[a + 3])
-    a = a + 4
+    local counter = {key = KEYS[k], max_amount = tonumber(ARGV[a]), count_capped = ARGV[a + 1] == '1',
+                     max_count = tonumber(ARGV[a + 2]), expire_at = ARGV[a + 3]}
+    local member_total = tonumber(ARGV[a + 4])
+    a = a + 5
     k = k + 1
     if member_total >= 0 then
       if redis.call('EXISTS', counter.key) == 0 then
@@ -347,8 +353,15 @@ async def _call_reserve(
         for counter in counters:
             keys.append(counter.key)
             rule = counter.rule
-            max_count = -1 if rule.max_count is None else rule.max_count
-            arguments.extend((rule.max_amount_minor, max_count, max(counter.expire_at_s, expire_at_s_min)))
+            capped = rule.max_count is not None
+            arguments.extend(
+                (
+                    rule.max_amount_minor,
+                    1 if capped else 0,
+                    rule.max_count if rule.max_count is not None else 0,
+                    max(counter.expire_at_s, expire_at_s_min),
+                )
+            )
             found = members.get(counter.key)
             if found is None or counter.key in sent:
                 arguments.append(-1)
@@ -367,17 +380,24 @@ def _collect(
 ) -> list[Plan]:
     """Record each decided intent's reservation; return the plans whose counters were missing."""
     missing = []
-    for (intent, counters), (raw_status, index, remaining_amount, remaining_count) in zip(plans, replies, strict=True):
+    for (intent, counters), reply in zip(plans, replies, strict=True):
+        raw_status, index, remaining_amount, capped, remaining_count = reply
         status = ReservationStatus(raw_status.decode() if isinstance(raw_status, bytes) else raw_status)
         if status == ReservationStatus.MISSING:
             missing.append((intent, counters))
             continue
-        exceeded = counters[int(index) - 1] if status == ReservationStatus.EXCEEDED else None
+        if status != ReservationStatus.EXCEEDED:
+            outcomes[intent.id] = Reservation(intent.id, status)
+            continue
+        exceeded = counters[int(index) - 1]
+        # Paired with the arguments sent: the script says "capped" exactly for a rule with a count cap.
+        assert (int(capped) == 1) == (exceeded.rule.max_count is not None), (exceeded.key, capped)
+        assert int(remaining_amount) >= 0 and int(remaining_count) >= 0, (exceeded.key, reply)
         outcomes[intent.id] = Reservation(
             intent.id,
             status,
             exceeded,
             int(remaining_amount),
-            None if int(remaining_count) < 0 else int(remaining_count),
+            int(remaining_count) if int(capped) == 1 else None,
         )
     return missing

@@ -141,11 +141,14 @@ def released_key(intent: Intent) -> str:
 def exceeded_message(counter: Counter, remaining_amount_minor: int, remaining_count: int | None) -> str:
     """What LIMIT_EXCEEDED says: which limit, and what is left of it in this period."""
     rule = counter.rule
-    # Below zero only after a rebuild counted intents still queued (pm/limit_counters.py): say 0.
-    remaining = f"{max(remaining_amount_minor, 0)} of {rule.max_amount_minor} minor units"
+    # The reserve script never answers below zero, even for a counter rebuilt above its cap.
+    assert remaining_amount_minor >= 0, remaining_amount_minor
+    remaining = f"{remaining_amount_minor} of {rule.max_amount_minor} minor units"
     if rule.max_count is not None:
-        assert remaining_count is not None
-        remaining += f" and {max(remaining_count, 0)} of {rule.max_count} intents"
+        assert remaining_count is not None and remaining_count >= 0, remaining_count
+        remaining += f" and {remaining_count} of {rule.max_count} intents"
+    else:
+        assert remaining_count is None, remaining_count
     return (
         f"{rule.describe()} exceeded: {remaining} remain in the period from "
         f"{counter.window.starts_at.astimezone(WALLET_TIME_ZONE).isoformat()}"

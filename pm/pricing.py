@@ -71,11 +71,16 @@ class FeeRuleFields:
     amount: str
     kind: FeeKind
     priority: int
-    min_fee_minor: int = 0
-    max_fee_minor: int | None = None
+    min_fee_minor: int = 0  # the admin API turns a null into 0
+    max_fee_minor: int | None = None  # None: no maximum
     valid_from: datetime | None = None
     valid_to: datetime | None = None
     enabled: bool = True
+
+    def __post_init__(self) -> None:
+        # As the schema's CHECKs (sql/0003): clamp() needs an integer floor and a ceiling not below it.
+        assert isinstance(self.min_fee_minor, int) and self.min_fee_minor >= 0, self.min_fee_minor
+        assert self.max_fee_minor is None or self.max_fee_minor >= self.min_fee_minor, self.max_fee_minor
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -72,10 +72,12 @@ async def send_and_follow(settings: Settings, role: str, request: dict[str, Any]
         return 0 if final["state"] == "SETTLED" else 1
 
 
-async def show_balance(settings: Settings, user_id: int, currency: str) -> int:
+async def show_balance(settings: Settings, user_id: int, currency: str | None) -> int:
+    """None: the gateway's wallet currency (GET /api/pm/balance without ?currency=)."""
     key_id, secret = credentials(settings, "app")
     async with PMClient(gateway_url(settings), key_id, secret) as client:
         balance = await client.balance(currency, user_id=user_id)
+    currency = balance["currency"]
     exponent = CURRENCY_EXPONENT.get(currency, 2)
     print(
         f"user {user_id}: available {Decimal(balance['available_minor']).scaleb(-exponent)} {currency}, "

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ledger.accounts import CURRENCY_LEDGER
 from pm.constants import (
     AMOUNT_MINOR_EXACT_MAX,
     CEL_EXPRESSION_LENGTH_HARD_MAX,
@@ -84,6 +85,9 @@ class Settings(BaseSettings):
     intent_amount_minor_max: int = Field(default=10_000_000_000, ge=1, le=AMOUNT_MINOR_EXACT_MAX)
     intent_tags_count_max: int = Field(default=16, ge=0, le=256)
     intent_tag_length_max: int = Field(default=64, ge=1, le=256)
+    # The wallet's own currency (ISO 4217, one of ledger.accounts.CURRENCY_LEDGER): what GET /api/pm/balance
+    # answers without `?currency=`, and the `pm` commands' default --currency.
+    wallet_currency: str = "THB"
     # One below pm.intents.HISTORY_PAGE_MAX: a page reads one row more to know whether another follows.
     history_page_size_max: int = Field(default=100, ge=1, le=HISTORY_PAGE_MAX - 1)
     # An Idempotency-Key's record (and so its stored answer) is kept this long, then deleted by the status
@@ -170,6 +174,13 @@ class Settings(BaseSettings):
 
     def webhook_allowed(self) -> AllowedHosts:
         return AllowedHosts.parse(self.webhook_allowed_hosts)
+
+    @field_validator("wallet_currency")
+    @classmethod
+    def _supported_wallet_currency(cls, value: str) -> str:
+        if value not in CURRENCY_LEDGER:
+            raise ValueError(f"PM_WALLET_CURRENCY must be one of {', '.join(sorted(CURRENCY_LEDGER))}")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -124,6 +124,22 @@ def check_bounds(expression: str, bounds: Bounds) -> None:
 def code_only(expression: str) -> str:
     """The expression with every string or bytes literal and `//` comment blanked out (same length)."""
     parts: list[str] = []
+    index = 0
+    for start, end in _text_spans(expression):
+        parts.extend((expression[index:start], " " * (end - start)))
+        index = end
+    parts.append(expression[index:])
+    return "".join(parts)
+
+
+def text_parts(expression: str) -> list[str]:
+    """Every string or bytes literal (with its quotes) and `//` comment, as written: the free text of an
+    expression, which code_only blanks out."""
+    return [expression[start:end] for start, end in _text_spans(expression)]
+
+
+def _text_spans(expression: str) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
     index, length = 0, len(expression)
     while index < length:
         if expression.startswith("//", index):
@@ -132,14 +148,13 @@ def code_only(expression: str) -> str:
         else:
             quote = next((q for q in _QUOTES if expression.startswith(q, index)), None)
             if quote is None:
-                parts.append(expression[index])
                 index += 1
                 continue
             raw = expression[max(0, index - 2) : index].lower().count("r") > 0
             end = _literal_end(expression, index + len(quote), quote, raw)
-        parts.append(" " * (end - index))
+        spans.append((index, end))
         index = end
-    return "".join(parts)
+    return spans
 
 
 def _literal_end(expression: str, index: int, quote: str, raw: bool) -> int:

@@ -1,6 +1,7 @@
 """Proves that admin API changes reach the running stages within a second, without a restart: disabling
 the P2P route rejects NO_ROUTE, a better-priority route for an amount range takes those amounts to its
-channel, and a limit rule created, raised and disabled through the API limits, then stops limiting."""
+channel, a limit rule created, raised and disabled through the API limits, then stops limiting, and a fee
+rule saved with null minimum and maximum fees prices intents with no floor and no ceiling."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pipeline_support import Pipeline, isolated_topology, open_pipeline
 import channels
 from channels.internal_p2p import InternalP2P
 from gateway.app import create_app, runner_options
+from ledger import accounts
 from pm import keys
 from pm.client import PMClient
 from pm.constants import RULES_POLL_INTERVAL_S
@@ -121,3 +123,26 @@ async def test_limit_rule_edits_take_effect_within_a_second(fresh_database, redi
         await admin.call("DELETE", f"/admin/limit-rules/{rule['id']}")
         await asyncio.sleep(TAKES_EFFECT_S)
         assert (await admin.pay(3_000, alice, bob)).state == State.SETTLED
+
+
+async def test_a_fee_rule_saved_with_null_min_and_max_prices_intents_in_the_pipeline(fresh_database, redis_url) -> None:
+    alice, bob = next(_users), next(_users)
+    async with admin_and_stages(fresh_database, redis_url) as admin:
+        pipeline = admin.pipeline
+        await pipeline.wait_finished([(await pipeline.fund(alice, 1_000_000)).id])
+        rule = await admin.call("POST", "/admin/fee-rules", {
+            "name": "one percent, no floor, no ceiling", "operation_type": "P2P_TRANSFER", "channel": None,
+            "condition": f"sender_id == {alice}", "amount": "amount / 100", "kind": "PRE", "priority": 10,
+            "min_fee_minor": None, "max_fee_minor": None, "valid_from": None, "valid_to": None, "enabled": True,
+        })  # fmt: skip
+        assert (rule["min_fee_minor"], rule["max_fee_minor"]) == (0, None)
+        await asyncio.sleep(TAKES_EFFECT_S)
+        large, small = await admin.pay(250_000, alice, bob), await admin.pay(50, alice, bob)
+        assert (large.state, large.fee_pre_minor, large.fee_post_minor) == (State.SETTLED, 2_500, 0)
+        assert [(r["id"], r["version"], r["fee_minor"]) for r in large.fee_rules] == [(rule["id"], 1, 2_500)]
+        assert (small.state, small.fee_pre_minor) == (State.SETTLED, 0)  # null minimum: 0, not a floor
+        assert await pipeline.balance(alice) == (1_000_000 - 252_500 - 50, 0)
+        assert await pipeline.balance(bob) == (250_050, 0)
+        [fees] = await pipeline.context.ledger.lookup_accounts([accounts.fees("THB").id])
+        assert fees.credits_posted - fees.debits_posted == 2_500
+        assert (await pipeline.check()).ok

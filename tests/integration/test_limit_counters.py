@@ -211,3 +211,27 @@ async def test_an_intent_of_a_long_past_period_is_still_checked_in_it(store: Sto
     assert outcome.status == ReservationStatus.EXCEEDED and outcome.remaining_amount_minor == 500
     [counter] = counters_for(late, (rule,))
     assert await store.redis.ttl(counter.key) > 0
+
+
+async def test_a_counter_rebuilt_above_its_caps_refuses_saying_nothing_remains(store: Store) -> None:
+    # The rule was tightened (a new version: a new counter, rebuilt) after three intents were counted under
+    # the old one: the rebuilt counter holds more than both caps. The refusal says 0 remain, never "no cap".
+    user, rule = new_user(), new_rule(2_000, max_count=2)
+    settled = [await store.intent(user, 1_000, State.SETTLED) for _ in range(3)]
+    late = await store.intent(user, 100)
+    [refused] = await store.reserve((late, (rule,)))
+    assert refused.status == ReservationStatus.EXCEEDED and refused.exceeded is not None
+    assert (refused.remaining_amount_minor, refused.remaining_count) == (0, 0)
+    [counter] = counters_for(late, (rule,))
+    assert await store.counter(counter) == {
+        "_amount": "3000", "_count": "3", **{str(i.id): "1000" for i in settled},
+    }  # fmt: skip
+
+
+async def test_a_counter_rebuilt_above_its_amount_cap_without_a_count_cap_says_no_count_cap(store: Store) -> None:
+    user, rule = new_user(), new_rule(1_500)
+    await store.intent(user, 1_000, State.SETTLED)
+    await store.intent(user, 1_000, State.AUTHORIZED)
+    [refused] = await store.reserve((await store.intent(user, 1), (rule,)))
+    assert refused.status == ReservationStatus.EXCEEDED
+    assert (refused.remaining_amount_minor, refused.remaining_count) == (0, None)

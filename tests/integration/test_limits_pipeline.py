@@ -2,7 +2,8 @@
 cap is REJECTED LIMIT_EXCEEDED saying which limit and what remains, a redelivered entry counts once,
 intents that end REJECTED or FAILED give their places back, the cap holds after the Redis counters are
 deleted mid-test, and 50 concurrent intents against a cap that admits 10 settle exactly 10, whatever the
-interleaving of three limits consumers."""
+interleaving of three limits consumers; and a rule tightened below what its rebuilt counter already holds
+refuses the next intent LIMIT_EXCEEDED in one pass of the stage (no entry left to be claimed)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from pm import intents, streams
 from pm.audit import Actor
 from pm.constants import LIMIT_COUNTER_KEY_PREFIX
 from pm.domain import ErrorCode, Intent, OperationType, State
-from pm.limit_rules import LimitRuleFields, create_rule
-from pm.limits import Period
+from pm.limit_rules import LimitRuleFields, create_rule, update_rule
+from pm.limits import Period, released_key
 
 P2P = OperationType.P2P_TRANSFER
 ACTOR = Actor("test", None)
@@ -171,6 +172,54 @@ async def test_the_cap_holds_after_the_counters_are_deleted_mid_test(fresh_datab
         assert states.count(State.SETTLED) == 3 and states.count(State.REJECTED) == 17
         assert await held(pipeline, alice) == (8_000, 8)
         assert await pipeline.balance(bob) == (8_000, 0)
+
+
+async def test_a_rule_tightened_below_its_rebuilt_count_refuses_at_once(fresh_database, redis_url) -> None:
+    alice, bob = new_users(2)
+    topology = isolated_topology()
+    async with open_pipeline(fresh_database, redis_url, topology) as pipeline:
+        pool = pipeline.context.pool
+        rule_id = await add_rule(pipeline, 10_000, max_count=5)
+        async with pipeline.stages():
+            await pipeline.wait_finished([(await pipeline.fund(alice, 20_000)).id])
+            before = [await submit(pipeline, 1_000, alice, bob) for _ in range(3)]
+            await pipeline.wait_finished([p.id for p in before])
+        # Tightened: version 2 starts a counter of its own, which the next intent rebuilds from PostgreSQL
+        # with the three intents already settled, one more than the new count cap.
+        tightened = LimitRuleFields("P2P_TRANSFER", None, Period.DAILY, 10_000, 2, enabled=True)
+        assert (await update_rule(pool, ACTOR, rule_id, tightened))["version"] == 2
+        pipeline.context.limit_rules.expire()  # this process made the change: it counts at once
+        late = await submit(pipeline, 1_000, alice, bob)
+        async with pipeline.stages(["validation", "fees"]):
+            await wait_state(pipeline, late, "PRICED")
+        priced = await intents.load_intent(pool, late.id)
+        assert priced is not None
+        fields = {key.encode(): value for key, value in streams.entry_fields(priced).items()}
+        limits = topology.stage("limits")
+        # One pass of the stage decides it: no handler failure left pending for a claim in claim_idle_ms.
+        outcome = await StageRunner(limits, pipeline.context).process([(b"1-1", fields)])
+        assert (outcome.applied, outcome.failed) == (1, 0)
+        refused = await intents.load_intent(pool, late.id)
+        assert refused is not None
+        assert (refused.state, refused.error_code) == (State.REJECTED, ErrorCode.LIMIT_EXCEEDED)
+        assert refused.error_message is not None
+        assert f"rule {rule_id} v2" in refused.error_message
+        assert "0 of 10000 minor units and 0 of 2 intents remain" in refused.error_message
+        async with pipeline.stages():  # the outbox delivers the final state and gives the places back
+            await pipeline.wait_finished([late.id])
+        # Nothing reserved for the refused intent: the counter holds the three settled ones, and the
+        # refused intent is marked released so a late redelivery cannot take a place.
+        [v2_key] = [key for key in await counter_keys(pipeline, alice) if f":{rule_id}:2:".encode() in key]
+        assert await pipeline.context.redis.hgetall(v2_key) == {
+            b"_amount": b"3000",
+            b"_count": b"3",
+            **{str(p.id).encode(): b"1000" for p in before},
+        }
+        assert await pipeline.context.redis.exists(released_key(refused)) == 1
+        assert (await pipeline.context.redis.xpending(limits.stream, limits.group))["pending"] == 0
+        assert await pipeline.balance(alice) == (17_000, 0)
+        assert await pipeline.balance(bob) == (3_000, 0)
+        assert (await pipeline.check()).ok
 
 
 @contextlib.asynccontextmanager

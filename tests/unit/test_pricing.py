@@ -216,8 +216,8 @@ def test_the_readme_examples_charge_what_the_readme_says(engine) -> None:
     bodies = re.findall(r"```json\n(.*?)```", section, re.S)[:3]
     rules = []
     for number, text in enumerate(bodies, 1):
-        fields = FeeRuleBody.model_validate_json(json.dumps(json.loads(text))).model_dump()
-        rules.append(FeeRule(id=number, version=1, **{**fields, "kind": FeeKind(fields["kind"])}))
+        fields = FeeRuleBody.model_validate_json(json.dumps(json.loads(text))).fields()
+        rules.append(FeeRule(id=number, version=1, **dataclasses.asdict(fields)))
     bangkok = ZoneInfo("Asia/Bangkok")
 
     def quote(amount_minor: int, tags: tuple[str, ...] = (), hour: int = 14, year: int = 2026) -> tuple[int, int]:

@@ -31,6 +31,7 @@ def test_defaults_when_nothing_is_set(tmp_path: Path, monkeypatch: pytest.Monkey
     assert settings.ledger_url is None
     assert settings.data_dir == tmp_path / ".data"
     assert settings.log_level == "INFO"
+    assert settings.wallet_currency == "THB"
 
 
 def test_reads_prefixed_environment_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,6 +41,7 @@ def test_reads_prefixed_environment_variables(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("PM_TIGERBEETLE_CLUSTER_ID", "7")
     monkeypatch.setenv("PM_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("PM_LOG_LEVEL", "debug")
+    monkeypatch.setenv("PM_WALLET_CURRENCY", "USD")
     settings = Settings()
     assert settings.database_url == DATABASE_URL
     assert settings.redis_url == "redis://cache.example:6379/0"
@@ -47,6 +49,7 @@ def test_reads_prefixed_environment_variables(tmp_path: Path, monkeypatch: pytes
     assert settings.tigerbeetle_cluster_id == 7
     assert settings.data_dir == tmp_path / "data"
     assert settings.log_level == "DEBUG"
+    assert settings.wallet_currency == "USD"
 
 
 def test_empty_variable_means_not_configured(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,6 +74,9 @@ def test_relative_data_dir_is_made_absolute(tmp_path: Path, monkeypatch: pytest.
         ("PM_LOG_LEVEL", "loud"),
         # The limits stage compares amounts in Lua doubles: a larger intent would stop it (an assertion).
         ("PM_INTENT_AMOUNT_MINOR_MAX", str(2**53)),
+        # The wallet's currency must be one the ledger has (ledger.accounts.CURRENCY_LEDGER).
+        ("PM_WALLET_CURRENCY", "XXX"),
+        ("PM_WALLET_CURRENCY", "thb"),
     ],
 )
 def test_invalid_values_are_refused(name: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:

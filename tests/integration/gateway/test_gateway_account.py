@@ -1,6 +1,7 @@
 """Balance and history for the app, through the Python client: the balance is the ledger's (posted,
 pending, available; zeros before the first movement), the history pages newest first with an opaque
-cursor until the last page, and bad parameters are refused with their codes."""
+cursor until the last page, a balance asked without `?currency=` is the wallet's currency (THB, a
+setting), and bad parameters are refused with their codes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import tigerbeetle as tb
 from conftest import MakeGateway
-from gateway_support import Gateway, new_user
+from gateway_support import Gateway, error_of, new_user
 
 from gateway.resources import LEDGER
 from ledger import accounts
@@ -76,8 +77,57 @@ async def test_balance_refuses_bad_parameters(gateway: Gateway) -> None:
         assert (unknown.value.status, unknown.value.code) == (422, "UNSUPPORTED_CURRENCY")
     missing_user = await gateway.send("GET", "/api/pm/balance?currency=THB", key=key)
     assert missing_user.status == 400
-    missing_currency = await gateway.send("GET", "/api/pm/balance", key=key, user_id=new_user())
-    assert missing_currency.status == 422
+    for query in ("?currency=XXX", "?currency=", "?currency=thb"):
+        refused = await gateway.send("GET", f"/api/pm/balance{query}", key=key, user_id=new_user())
+        assert await error_of(refused) == (422, "UNSUPPORTED_CURRENCY"), query
+
+
+async def _fund(gateway: Gateway, user: int, currency: str, amount_minor: int, held_minor: int = 0) -> None:
+    """Credit the user's wallet from adjustments, and hold part of it, straight in the gateway's ledger."""
+    ledger = gateway.client.app[LEDGER]
+    source, wallet = accounts.adjustments(currency), accounts.user(user, currency)
+    await ledger.create_accounts([source.to_tigerbeetle(), wallet.to_tigerbeetle()])
+    transfers = [
+        tb.Transfer(
+            id=tb.id(), debit_account_id=source.id, credit_account_id=wallet.id, amount=amount_minor,
+            ledger=wallet.ledger, code=900,
+        )
+    ]  # fmt: skip
+    if held_minor:
+        transfers.append(
+            tb.Transfer(
+                id=tb.id(), debit_account_id=wallet.id, credit_account_id=source.id, amount=held_minor,
+                ledger=wallet.ledger, code=100, flags=tb.TransferFlags.PENDING, timeout=3600,
+            )
+        )  # fmt: skip
+    results = await ledger.create_transfers(transfers)
+    assert [result.status for result in results] == [tb.CreateTransferStatus.CREATED] * len(transfers)
+
+
+async def test_balance_without_a_currency_is_the_wallet_currency_thb(gateway: Gateway) -> None:
+    user = new_user()
+    await _fund(gateway, user, "THB", 25_000, held_minor=4_000)
+    await _fund(gateway, user, "USD", 700)
+    key = await gateway.key()
+    plain = await gateway.send("GET", "/api/pm/balance", key=key, user_id=user)
+    thb = await gateway.send("GET", "/api/pm/balance?currency=THB", key=key, user_id=user)
+    assert (plain.status, thb.status) == (200, 200)
+    expected = {"currency": "THB", "available_minor": 21_000, "pending_minor": 4_000, "posted_minor": 25_000}
+    assert await plain.json() == await thb.json() == expected
+    async with gateway.pm_client(key) as client:
+        assert await client.balance(user_id=user) == expected
+        assert (await client.balance("USD", user_id=user))["posted_minor"] == 700  # ?currency= still selects
+
+
+async def test_balance_without_a_currency_follows_the_wallet_currency_setting(make_gateway: MakeGateway) -> None:
+    async with make_gateway(wallet_currency="USD") as usd_wallet:
+        user = new_user()
+        await _fund(usd_wallet, user, "USD", 1_234)
+        async with usd_wallet.pm_client(await usd_wallet.key()) as client:
+            assert await client.balance(user_id=user) == {
+                "currency": "USD", "available_minor": 1_234, "pending_minor": 0, "posted_minor": 1_234,
+            }  # fmt: skip
+            assert (await client.balance("THB", user_id=user))["posted_minor"] == 0
 
 
 async def _history_rows(gateway: Gateway, user: int, count: int) -> list[uuid.UUID]:
@@ -147,3 +197,10 @@ async def test_history_page_size_is_bounded_by_the_setting(make_gateway: MakeGat
             with pytest.raises(PMApiError) as bad_cursor:
                 await client.history(user_id=user, cursor="bm90LWEtY3Vyc29y")
             assert (bad_cursor.value.status, bad_cursor.value.code) == (400, "BAD_REQUEST")
+
+
+async def test_the_openapi_document_says_the_balance_currency_is_optional(gateway: Gateway) -> None:
+    document = await (await gateway.raw("GET", "/openapi.json")).json()
+    [currency] = [p for p in document["paths"]["/api/pm/balance"]["get"]["parameters"] if p["name"] == "currency"]
+    assert currency["in"] == "query" and currency["required"] is False
+    assert set(currency["schema"]["enum"]) == {"THB", "USD", "EUR"} and "PM_WALLET_CURRENCY" in currency["description"]

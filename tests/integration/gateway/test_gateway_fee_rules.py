@@ -1,5 +1,6 @@
 """The fee-rule admin API and POST /quote on real PostgreSQL: rules are created, listed, replaced and
-disabled as new versions with every version kept, an audit row each and a new rule generation; a rule
+disabled as new versions with every version kept, an audit row each and a new rule generation; a null
+`min_fee_minor` is 0 and a null `max_fee_minor` no maximum, as saved, shown and priced; a rule
 that does not compile is refused with 400 RULE_INVALID and the compiler's message, with nothing written;
 and a quote prices with the current rules, creates nothing, and refuses as the pipeline would."""
 
@@ -113,6 +114,9 @@ async def test_create_list_replace_disable_keeps_versions_audit_and_bumps_the_ge
         ({"channel": "ADJUSTMENT"}, 422, "VALIDATION_FAILED", "never priced"),
         ({"operation_type": "THAI_QR_PAY", "channel": "INTERNAL_P2P"}, 422, "VALIDATION_FAILED", "does not carry"),
         ({"min_fee_minor": 10, "max_fee_minor": 5}, 422, "VALIDATION_FAILED", "max_fee_minor"),
+        ({"min_fee_minor": None, "max_fee_minor": -1}, 422, "VALIDATION_FAILED", "max_fee_minor"),
+        ({"min_fee_minor": "0"}, 422, "VALIDATION_FAILED", "min_fee_minor"),
+        ({"min_fee_minor": -1}, 422, "VALIDATION_FAILED", "min_fee_minor"),
         ({"valid_from": "2026-01-02T00:00:00+07:00", "valid_to": "2026-01-01T00:00:00+07:00"}, 422,
          "VALIDATION_FAILED", "valid_to"),
         ({"valid_from": "2026-01-01T00:00:00"}, 422, "VALIDATION_FAILED", "timezone"),
@@ -152,6 +156,45 @@ async def test_a_bad_rule_on_replace_keeps_the_current_version(gateway: Gateway)
     )  # fmt: skip
     current = await (await admin_send(gateway, admin, "GET", f"/admin/fee-rules/{rule_id}")).json()
     assert current["version"] == 1 and len(current["versions"]) == 1
+
+
+async def test_null_min_and_max_fees_mean_zero_and_no_maximum(gateway: Gateway) -> None:
+    admin, app_key = await gateway.key(*ADMIN), await gateway.key()
+    sender, other_sender = new_user(), new_user()
+    saved = await admin_send(
+        gateway, admin, "POST", "/admin/fee-rules", rule_body(sender, min_fee_minor=None, max_fee_minor=None)
+    )
+    assert saved.status == 201, await saved.text()
+    rule = await saved.json()
+    # A null minimum is stored and answered as 0; a null maximum stays null (no maximum).
+    assert (rule["min_fee_minor"], rule["max_fee_minor"]) == (0, None)
+    shown = await (await admin_send(gateway, admin, "GET", f"/admin/fee-rules/{rule['id']}")).json()
+    assert (shown["min_fee_minor"], shown["max_fee_minor"]) == (0, None)
+    definition = shown["versions"][0]["definition"]
+    assert (definition["min_fee_minor"], definition["max_fee_minor"]) == (0, None)
+    row = await gateway.pool.fetchrow("SELECT min_fee_minor, max_fee_minor FROM pm.fee_rule WHERE id = $1", rule["id"])
+    assert tuple(row) == (0, None)
+
+    omitted_body = rule_body(other_sender)
+    del omitted_body["min_fee_minor"], omitted_body["max_fee_minor"]
+    omitted = await (await admin_send(gateway, admin, "POST", "/admin/fee-rules", omitted_body)).json()
+    assert (omitted["min_fee_minor"], omitted["max_fee_minor"]) == (0, None)
+
+    # Priced with no floor and no ceiling: 1 % of 5,000,000 and of 50.
+    large = await (await quote(gateway, app_key, sender, 5_000_000)).json()
+    assert (large["fee_pre_minor"], large["sender_debit_minor"]) == (50_000, 5_050_000)
+    assert (await (await quote(gateway, app_key, sender, 50)).json())["fee_pre_minor"] == 0
+
+    # Back to null after a minimum: 0 again, as a new version.
+    path = f"/admin/fee-rules/{rule['id']}"
+    raised = await admin_send(gateway, admin, "PUT", path, rule_body(sender, min_fee_minor=500, max_fee_minor=None))
+    assert (await raised.json())["min_fee_minor"] == 500
+    assert (await (await quote(gateway, app_key, sender, 50)).json())["fee_pre_minor"] == 500
+    cleared = await admin_send(gateway, admin, "PUT", path, rule_body(sender, min_fee_minor=None))
+    assert {k: (await cleared.json())[k] for k in ("version", "min_fee_minor", "max_fee_minor")} == {
+        "version": 3, "min_fee_minor": 0, "max_fee_minor": None,
+    }  # fmt: skip
+    assert (await (await quote(gateway, app_key, sender, 50)).json())["fee_pre_minor"] == 0
 
 
 async def quote(gateway: Gateway, key: Key, sender: int, amount_minor: int, **extra: Any):
