@@ -106,6 +106,10 @@ class ApiKey:
 
     def allows(self, scope: str) -> bool:
         assert scope in SCOPES, scope
+        if self.merchant_id is not None:
+            # A merchant's key is never an operator's, whatever its row says (defence in depth beside
+            # create_key's refusal): no admin endpoints, no reading other users' intents.
+            return scope in self.scopes and scope != SCOPE_ADMIN
         return scope in self.scopes or SCOPE_ADMIN in self.scopes
 
     def may_create(self, operation: OperationType) -> bool:
@@ -220,6 +224,8 @@ async def create_key(
     scope_set = parse_scopes(scopes)
     if merchant_id is not None and merchant_id <= 0:
         raise ApiKeyError("a merchant id is a positive integer")
+    if merchant_id is not None and SCOPE_ADMIN in scope_set:
+        raise ApiKeyError("a merchant-bound key cannot hold the admin scope: make the operator a key of its own")
     operation_set = key_operations(scope_set, merchant_id, operations)
     secret = new_secret()
     row = await conn.fetchrow(

@@ -107,3 +107,18 @@ def test_grace_durations(text: str, seconds: int) -> None:
 def test_bad_grace_durations_are_refused(text: str) -> None:
     with pytest.raises(keys.ApiKeyError, match="grace"):
         keys.parse_grace_s(text)
+
+
+def test_a_merchant_key_is_never_an_operators() -> None:
+    """A merchant's key that holds `admin` (an edited row, a key made before this rule) still opens no admin
+    endpoint and reads no other user's intent; create_key refuses to make one."""
+    merchant = _key(merchant_id=7, scopes=frozenset({"admin", "intents:write"}), operations=keys.MERCHANT_OPERATIONS)
+    assert not merchant.allows(keys.SCOPE_ADMIN)
+    assert merchant.allows(keys.SCOPE_INTENTS_WRITE)
+    assert not merchant.allows(keys.SCOPE_INTENTS_READ)  # admin grants no other scope to a merchant
+    assert _key(scopes=frozenset({"admin"})).allows(keys.SCOPE_INTENTS_READ)
+
+
+async def test_create_key_refuses_a_merchant_key_with_the_admin_scope() -> None:
+    with pytest.raises(keys.ApiKeyError, match="admin scope"):
+        await keys.create_key(None, "shop", "admin,intents:write", merchant_id=7)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ while a rotated key works with both secrets at once and a revoked one is refused
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 
@@ -208,3 +209,20 @@ async def test_non_ascii_in_signed_headers_is_401_not_a_crash(gateway: Gateway, 
     assert status_line == b"HTTP/1.1 401 Unauthorized", response[:300]
     assert b'"code":"UNAUTHENTICATED"' in rest
     assert await gateway.writes_by(key) == (0, 0)
+
+
+async def test_a_merchant_key_holding_admin_opens_no_admin_endpoint(gateway: Gateway) -> None:
+    """`pm keys create` refuses a merchant key with `admin`; one that holds it anyway (a row edited by hand, or
+    made before the rule) is still no operator's: 403 on the admin API and nothing written (issue 10)."""
+    shop = await gateway.key("intents:write", merchant_id=new_user())
+    await gateway.pool.execute(
+        "UPDATE pm.api_key SET scopes = ARRAY['admin', 'intents:write'] WHERE key_id = $1", shop.key_id
+    )
+    await asyncio.sleep(API_KEY_CACHE_TTL_S + 0.1)  # the gateway's key cache reads the row again
+    rule = {"operation_type": "P2P_TRANSFER", "tag": None, "period": "daily", "max_amount_minor": 1, "max_count": None}
+    before = await gateway.pool.fetchval("SELECT count(*) FROM pm.limit_rule")
+    answer = await gateway.send("POST", "/admin/limit-rules", key=shop, body=json.dumps(rule).encode(), user_id=7)
+    assert await error_of(answer) == (403, "FORBIDDEN")
+    assert await gateway.pool.fetchval("SELECT count(*) FROM pm.limit_rule") == before
+    listed = await gateway.send("GET", "/admin/fee-rules", key=shop, user_id=7)
+    assert listed.status == 403
