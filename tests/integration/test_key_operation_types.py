@@ -26,10 +26,15 @@ def new_id() -> int:
     return next(_ids)
 
 
+def _token(user_id: int) -> str:
+    """An opaque payee token naming the accomplice, in letters (a long digit run could read as PII)."""
+    return "".join(chr(ord("a") + int(digit)) for digit in str(user_id))
+
+
 THEFTS = {
     "P2P_TRANSFER": lambda accomplice: {"recipient_id": accomplice},
-    "IPPS_WITHDRAWAL": lambda accomplice: {"destination_ref": f"acct-tok-{accomplice}"},
-    "THAI_QR_PAY": lambda accomplice: {"destination_ref": f"qr-tok-{accomplice}"},
+    "IPPS_WITHDRAWAL": lambda accomplice: {"destination_ref": f"acct-tok-{_token(accomplice)}"},
+    "THAI_QR_PAY": lambda accomplice: {"destination_ref": f"qr-tok-{_token(accomplice)}"},
 }
 
 
