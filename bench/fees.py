@@ -33,10 +33,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from consumers.fees import price
-from pm import pricing
-from pm.cel import ProductionEngine, ReferenceEngine
-from pm.domain import Intent, OperationType, State, Transition
-from pm.pricing import FeeKind, FeeRule, RuleSet
+from pm.domain import pricing
+from pm.domain.cel import ProductionEngine, ReferenceEngine
+from pm.domain.intent import Intent, OperationType, State, Transition
+from pm.domain.pricing import FeeKind, FeeRule, RuleSet
 
 TARGET_PER_S = 20_000
 TAGS = ("vip", "kyc_verified", "risk:low", "risk:high", "merchant", "new_user")

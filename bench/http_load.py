@@ -3,7 +3,7 @@
 The benchmark's client shares the machine's two cores with the fleet it measures, so what it spends is
 taken from the gateway and the stages. aiohttp's client spent ~0.25 ms of CPU per request here (a tenth
 of the whole pipeline's); this one writes each request with one `write` and reads the answer with
-`readuntil`/`readexactly`, about a third of that. Requests are signed by `pm.signing` exactly as
+`readuntil`/`readexactly`, about a third of that. Requests are signed by `pm.domain.signing` exactly as
 `pm.client.PMClient` signs them, and the gateway sees ordinary HTTP/1.1 keep-alive requests.
 
 Only what the benchmark needs: answers must carry Content-Length (the gateway's JSON answers do).
@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from pm import signing
+from pm.domain import signing
 
 HEADER_END = b"\r\n\r\n"
 HEAD_BYTES_MAX = 16 * 1024

@@ -133,7 +133,7 @@ def run_one(url: str, backend: str, batch_size: int, count: int, processes: int)
 def _postgres_url(args: argparse.Namespace, stack: list) -> str:
     if os.environ.get("PM_DATABASE_URL"):
         return os.environ["PM_DATABASE_URL"]
-    from pm.embedded import create_database, running_postgres
+    from pm.dev.embedded import create_database, running_postgres
 
     data = Path(tempfile.mkdtemp(prefix="pm-bench-"))
     server = running_postgres(data / "postgres")

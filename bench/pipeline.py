@@ -10,7 +10,7 @@ drops them at the end) and uses that Redis with streams of its own. Per run:
 
 1. a fresh migrated database (also the `postgres` ledger), two API keys, a streams.yaml of its own
    (unique stream names; `--batch-size` / `--block-ms` / `--linger-ms` override every stage);
-2. the Procfile's process types started as separate processes by `pm.fleet.Fleet` (counts from
+2. the Procfile's process types started as separate processes by `pm.dev.fleet.Fleet` (counts from
    `--processes`, default one of each), each stage process serving /metrics on its own $PORT;
 3. /readyz, then `--senders` users funded with ADMIN_ADJUSTMENT through the pipeline (enough that
    every payment settles; this is also the warm-up), then a pause so PostgreSQL's statistics settle;
@@ -28,13 +28,13 @@ drops them at the end) and uses that Redis with streams of its own. Per run:
    (real run) `ledger.check.run_check` ok, i.e. debits = credits and transit back to zero.
 
 With `--floor` the same invocation then runs the plumbing floor the same way: a second fleet, on a
-second fresh database, whose stages all use `consumers.floor` (no ledger, no routes, no fees: one
+second fresh database, whose stages all use `bench.floor` (no ledger, no routes, no fees: one
 batched SQL update per stage) and streams of their own, the same warm-up and the same N intents; it
 prints floor settled/s and the ratio real/floor.
 
 Target on the 2-core machine (the benchmark issue): >= 1,000 P2P intents/s settled on the embedded
 servers; the goal beyond it is 2,000. The client runs on the same machine and shares its cores: it is
-bench/http_load.py (signed with pm.signing like pm.client, plain keep-alive HTTP/1.1, about a third of
+bench/http_load.py (signed with pm.domain.signing like pm.client, plain keep-alive HTTP/1.1, about a third of
 aiohttp's client CPU per request), and its CPU is reported beside the fleet's.
 """
 
@@ -72,13 +72,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ledger import open_ledger
 from ledger.check import run_check
-from pm import keys, streams
 from pm.client import PMApiError, PMClient
-from pm.embedded import create_database, running_postgres, running_valkey
-from pm.fleet import Fleet, read_procfile
-from pm.migrate import migrate
-from pm.psp_secrets import SIMULATOR_ENVIRONMENT
-from pm.topology import Topology, parse_topology, renamed_document
+from pm.config.topology import Topology, parse_topology, renamed_document
+from pm.dev.embedded import create_database, running_postgres, running_valkey
+from pm.dev.fleet import Fleet, read_procfile
+from pm.psp.secrets import SIMULATOR_ENVIRONMENT
+from pm.redis import streams
+from pm.store import keys
+from pm.store.migrate import migrate
 
 AMOUNT_MINOR = 100  # 1.00 THB per P2P intent
 HTTP_TIMEOUT_S = 30.0
@@ -90,7 +91,8 @@ APP_SCOPES = "intents:write,intents:read,balance:read"
 ADMIN_SCOPES = "admin,intents:read"
 APP_OPERATIONS = "P2P_TRANSFER"  # the bench sends P2P intents only
 ADMIN_OPERATIONS = "ADMIN_ADJUSTMENT"  # and funds its users
-FLOOR_HANDLER = "consumers.floor"
+FLOOR_HANDLER = "bench.floor"
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 
 READY_TIMEOUT_S = 60.0
 FUNDING_TIMEOUT_S = 120.0
@@ -536,11 +538,13 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
         "PM_HTTP_PORT": str(http_port),
         "PM_PSP_SIM_PORT": str(psp_sim_port),  # the Procfile's PSP simulator, on a port of its own
         # ... and the fleet's PSPs are that simulator, with its public secrets (they have no default, and
-        # a process whose PSPs are not the local simulator refuses them: pm/psp_secrets.py).
+        # a process whose PSPs are not the local simulator refuses them: pm/psp/secrets.py).
         "PM_PSP_IPPS_URL": f"http://127.0.0.1:{psp_sim_port}/ipps",
         "PM_PSP_QP_URL": f"http://127.0.0.1:{psp_sim_port}/qp",
         **SIMULATOR_ENVIRONMENT,
         "PM_LOG_LEVEL": "WARNING",
+        # The floor's handlers live in bench/, which is no installed package: the repository root on the path.
+        "PYTHONPATH": str(REPOSITORY_ROOT),
     }
     fleet = Fleet(environment=environment, log_dir=run_dir)
     metrics_ports: list[int] = []

@@ -39,13 +39,13 @@ import orjson
 import uvloop
 from pipeline import BenchError, free_port, servers, wait_ready, write_streams_file  # bench/, beside this file
 
-from pm import intents as store
-from pm import psp_signing
-from pm.domain import OperationType, State, Transition
-from pm.embedded import create_database
-from pm.fleet import Fleet
-from pm.migrate import migrate
-from pm.redis_wire import redis_from_url
+from pm.dev.embedded import create_database
+from pm.dev.fleet import Fleet
+from pm.domain import psp_signing
+from pm.domain.intent import OperationType, State, Transition
+from pm.redis.wire import redis_from_url
+from pm.store import intents as store
+from pm.store.migrate import migrate
 
 CHANNEL = "IPPS_TRANSFER"
 CALLBACK_SECRET = "bench-ipps-callback-secret"

@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 
 from channels.base import Channel
-from pm.domain import Intent
+from pm.domain.intent import Intent
 
 
 def _discover() -> dict[str, Channel]:

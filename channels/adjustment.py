@@ -11,7 +11,7 @@ import tigerbeetle as tb
 from channels.base import Channel, linked
 from ledger import accounts
 from ledger.accounts import NamedAccount
-from pm.domain import ErrorCode, Intent, OperationType
+from pm.domain.intent import ErrorCode, Intent, OperationType
 
 
 class Adjustment(Channel):

@@ -18,11 +18,11 @@ Lifecycle, and which stage calls what:
                 past_deadline(hold, t)     PSP channels: give up waiting (void, EXPIRED)
     gateway     (gateway/psp_callbacks.py) a signed PSP callback -> the outcome, to settlement
 
-PSP channels (`PspChannel`) count every deadline from the hold's own ledger timestamp (pm.domain.Hold):
+PSP channels (`PspChannel`) count every deadline from the hold's own ledger timestamp (pm.domain.intent.Hold):
     hold ──── submit deadline ──── outcome deadline ──── hold timeout (the ledger releases it)
 A payment is submitted only by the channel's PSP connector stage, only while its hold is live and before
 the submit deadline; the submit deadline plus a request's timeout comes before the outcome deadline
-(pm/settings.py), so no submit is still in flight when settlement decides to give up.
+(pm/config/settings.py), so no submit is still in flight when settlement decides to give up.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ import tigerbeetle as tb
 
 from ledger import accounts
 from ledger.accounts import NamedAccount, currency_ledger, transfer_id
-from pm.domain import OPERATION_CODE, ErrorCode, Hold, Intent, OperationType
-from pm.psp_client import PspClient
-from pm.settings import Settings
+from pm.config.settings import Settings
+from pm.domain.intent import OPERATION_CODE, ErrorCode, Hold, Intent, OperationType
+from pm.psp.client import PspClient
 
 HOLD_LEG = "hold"
 POST_LEG = "post"

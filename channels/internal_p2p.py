@@ -11,7 +11,7 @@ import tigerbeetle as tb
 from channels.base import Channel
 from ledger import accounts
 from ledger.accounts import NamedAccount
-from pm.domain import ErrorCode, Intent, OperationType
+from pm.domain.intent import ErrorCode, Intent, OperationType
 
 
 class InternalP2P(Channel):

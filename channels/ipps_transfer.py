@@ -19,8 +19,8 @@ import tigerbeetle as tb
 from channels.base import PspChannel
 from ledger import accounts
 from ledger.accounts import NamedAccount
-from pm.domain import ErrorCode, Hold, Intent, OperationType
-from pm.psp_client import PspClient
+from pm.domain.intent import ErrorCode, Hold, Intent, OperationType
+from pm.psp.client import PspClient
 
 SUCCEEDED = "SUCCEEDED"
 DECLINED = "DECLINED"

@@ -22,7 +22,7 @@ import tigerbeetle as tb
 from channels.base import Channel
 from ledger import accounts
 from ledger.accounts import NamedAccount
-from pm.domain import ErrorCode, Intent, OperationType
+from pm.domain.intent import ErrorCode, Intent, OperationType
 
 CHARGE = OperationType.MINIAPP_CHARGE
 CREDIT = OperationType.MINIAPP_CREDIT

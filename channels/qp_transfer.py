@@ -24,8 +24,8 @@ import tigerbeetle as tb
 from channels.base import PspChannel
 from ledger import accounts
 from ledger.accounts import NamedAccount
-from pm.domain import ErrorCode, Hold, Intent, OperationType
-from pm.psp_client import PspClient
+from pm.domain.intent import ErrorCode, Hold, Intent, OperationType
+from pm.psp.client import PspClient
 
 OUTCOMES = {"PAID": "SUCCEEDED", "EXPIRED": "EXPIRED"}
 # QP's longest payment request (its API: 1 to 86,400 s); a longer hold just outlives its request.

@@ -15,7 +15,7 @@ import tigerbeetle as tb
 
 from consumers.context import StageContext
 from ledger import BATCH_EVENTS_MAX
-from pm.domain import Intent
+from pm.domain.intent import Intent
 
 S = tb.CreateTransferStatus
 IN_LEDGER = (S.CREATED, S.EXISTS)

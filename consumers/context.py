@@ -19,16 +19,16 @@ import tigerbeetle as tb
 import channels
 from ledger import BATCH_EVENTS_MAX, Ledger, open_ledger
 from ledger.postgres import close_pool, keep_session
-from pm.constants import IDEMPOTENCY_RETENTION_S_DEFAULT
-from pm.domain import Intent, Transition
-from pm.limit_rules import LimitRuleCache
-from pm.metrics import LEDGER_REQUEST_EVENTS, LEDGER_RESULTS
-from pm.payment_routes import RouteTable
-from pm.psp_client import PspClient
-from pm.redis_wire import redis_from_url
-from pm.rule_cache import FeeRuleCache
-from pm.settings import DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT, Settings
-from pm.topology import Topology, load_topology
+from pm.config.constants import IDEMPOTENCY_RETENTION_S_DEFAULT
+from pm.config.metrics import LEDGER_REQUEST_EVENTS, LEDGER_RESULTS
+from pm.config.settings import DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT, Settings
+from pm.config.topology import Topology, load_topology
+from pm.domain.intent import Intent, Transition
+from pm.psp.client import PspClient
+from pm.redis.wire import redis_from_url
+from pm.store.limit_rules import LimitRuleCache
+from pm.store.payment_routes import RouteTable
+from pm.store.rule_cache import FeeRuleCache
 
 log = logging.getLogger("pm.consumers")
 

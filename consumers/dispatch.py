@@ -7,7 +7,7 @@ A hold the ledger answers `exists` for was placed by an earlier attempt (a redel
 lost compare-and-set, or a PSP connector that could not reach its PSP): it counts as held only if it still
 is, so those are looked up (one lookup for the batch, consumers/holds.py). Expired or voided: the intent
 fails `EXPIRED` (the void is repeated, harmless, so the release is certain), and a PSP channel's payment
-is watched at its PSP in case an earlier submit reached it (pm/psp_watch.py). Posted: the intent went on
+is watched at its PSP in case an earlier submit reached it (consumers/psp_watch.py). Posted: the intent went on
 long ago and this entry is stale.
 
 A held intent of an instant channel becomes AUTHORIZED (settlement posts it next). A PSP channel's
@@ -22,11 +22,12 @@ import logging
 import tigerbeetle as tb
 
 import channels
+from consumers import psp_watch
 from consumers.chains import LedgerAnswerError, S, run_chains
 from consumers.context import StageContext
 from consumers.holds import look_up_holds, release
-from pm import psp_watch, streams
-from pm.domain import ErrorCode, Intent, State, Transition, advance, reject
+from pm.domain.intent import ErrorCode, Intent, State, Transition, advance, reject
+from pm.redis import streams
 
 log = logging.getLogger("pm.consumers.dispatch")
 

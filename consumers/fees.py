@@ -1,4 +1,4 @@
-"""Fees (VALIDATED -> PRICED | REJECTED): price each intent with the CEL fee rules (pm/pricing.py).
+"""Fees (VALIDATED -> PRICED | REJECTED): price each intent with the CEL fee rules (pm/domain/pricing.py).
 
 One batch: the process's rule cache (at most one generation query per 0.5 s, a reload when rules
 changed), then every intent priced in memory, no SQL per intent. A priced intent records its PRE and
@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 
 from consumers.context import StageContext
-from pm.domain import Intent, State, Transition, advance, reject
-from pm.pricing import PricingError, PricingRequest, RuleSet
+from pm.domain.intent import Intent, State, Transition, advance, reject
+from pm.domain.pricing import PricingError, PricingRequest, RuleSet
 
 log = logging.getLogger("pm.consumers.fees")
 

@@ -5,7 +5,7 @@
     hold.live(time.time())                          # still pending: neither posted, voided nor expired
 
 A hold is the intent's pending transfer (channels.base HOLD_LEG); its post and void have derived ids too,
-so one lookup of three ids per intent tells whether the money is still held (pm.domain.Hold).
+so one lookup of three ids per intent tells whether the money is still held (pm.domain.intent.Hold).
 
     transitions = await release(context, [(intent, ErrorCode.EXPIRED, "why")])   # void, then FAILED
 """
@@ -22,7 +22,7 @@ from channels.base import HOLD_LEG, POST_LEG, VOID_LEG
 from consumers.chains import LedgerAnswerError, S, run_chains
 from consumers.context import StageContext
 from ledger.accounts import transfer_id
-from pm.domain import NS_PER_S, ErrorCode, Hold, Intent, Transition, fail
+from pm.domain.intent import NS_PER_S, ErrorCode, Hold, Intent, Transition, fail
 
 log = logging.getLogger("pm.consumers.holds")
 

@@ -1,19 +1,19 @@
-"""Limits (PRICED -> CLEARED | REJECTED): daily and monthly caps per user (pm/limits.py).
+"""Limits (PRICED -> CLEARED | REJECTED): daily and monthly caps per user (pm/domain/limits.py).
 
 Per batch: the enabled rules (cached, at most a second old), the counters each intent takes a place in,
 then one Redis script call that reserves for the whole batch, all or nothing per intent and idempotent
-per intent id (pm/limit_counters.py). An intent over a cap is REJECTED `LIMIT_EXCEEDED`, saying which
+per intent id (pm/redis/limit_counters.py). An intent over a cap is REJECTED `LIMIT_EXCEEDED`, saying which
 limit and what remains. The places are given back when the intent ends REJECTED or FAILED: the outbox
-worker calls `limit_counters.release_refused` as it delivers the final state (pm/outbox_feed.py).
+worker calls `limit_counters.release_refused` as it delivers the final state (consumers/outbox_feed.py).
 """
 
 from __future__ import annotations
 
 from consumers.context import StageContext
-from pm import limit_counters
-from pm.domain import ErrorCode, Intent, State, Transition, advance, reject
-from pm.limit_counters import Reservation, ReservationStatus
-from pm.limits import counters_for, exceeded_message
+from pm.domain.intent import ErrorCode, Intent, State, Transition, advance, reject
+from pm.domain.limits import counters_for, exceeded_message
+from pm.redis import limit_counters
+from pm.redis.limit_counters import Reservation, ReservationStatus
 
 
 async def handle(intents: list[Intent], context: StageContext) -> list[Transition]:

@@ -16,8 +16,8 @@ from faststream.redis import RedisBroker
 from consumers.context import StageContext, open_stage_context
 from consumers.poller import run_poller
 from consumers.runtime import StageRunner, subscribe
-from pm import streams
-from pm.topology import Topology
+from pm.config.topology import Topology
+from pm.redis import streams
 
 TASK_STOP_TIMEOUT_S = 10.0
 log = logging.getLogger("pm.consumers")

@@ -5,7 +5,7 @@ Every round it
   publishing their entry again — after a lost entry, a crash, or a Redis that lost its data; handlers
   are idempotent, so a duplicate is harmless (a final intent is the outbox worker's, from the event log;
   a dead-lettered one, flagged `needs_operator`, an operator's: `pm dlq replay`);
-- asks the PSPs about payments voided at their deadline until they answer finally (pm/psp_watch.py);
+- asks the PSPs about payments voided at their deadline until they answer finally (consumers/psp_watch.py);
 - recreates missing consumer groups (a Redis that restarted empty);
 - trims every stream below what all its groups have acknowledged (never an unread entry);
 - deletes idempotency records past PM_IDEMPOTENCY_RETENTION_S and request nonces past their window,
@@ -20,14 +20,17 @@ import asyncio
 import logging
 import time
 
+from consumers import psp_watch
 from consumers.context import StageContext
 from consumers.runtime import raise_if_cancelling, wait_or_stop
-from pm import intents, metrics, psp_watch, streams
-from pm.constants import NONCE_TTL_S, PURGE_INTERVAL_S, PURGE_ROUND_ROWS_MAX, PURGE_ROUNDS_MAX
-from pm.dlq import dead_letter_lengths
-from pm.domain import TERMINAL_STATE_NAMES, TERMINAL_STATES, State
-from pm.intents import INTENT_COLUMNS, intent_from_row
-from pm.topology import Stage
+from pm.cli.dlq import dead_letter_lengths
+from pm.config import metrics
+from pm.config.constants import NONCE_TTL_S, PURGE_INTERVAL_S, PURGE_ROUND_ROWS_MAX, PURGE_ROUNDS_MAX
+from pm.config.topology import Stage
+from pm.domain.intent import TERMINAL_STATE_NAMES, TERMINAL_STATES, State
+from pm.redis import streams
+from pm.store import intents
+from pm.store.intents import INTENT_COLUMNS, intent_from_row
 
 log = logging.getLogger("pm.poller")
 

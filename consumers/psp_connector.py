@@ -4,7 +4,7 @@ Dispatch holds the money and puts a job per CLEARED intent of a PSP channel on i
 (streams.yaml `connector_for`: `ipps-connector` for payouts, `qp-connector` for top-ups). Per batch:
 1. the holds, from one ledger lookup (consumers/holds.py): every deadline counts from a hold's timestamp;
 2. a hold that is no longer live (expired, voided) is voided for certain and the intent FAILED `EXPIRED`,
-   and the payment is watched at its PSP (pm/psp_watch.py): an earlier submit whose answer was lost may
+   and the payment is watched at its PSP (consumers/psp_watch.py): an earlier submit whose answer was lost may
    still be paid, and that must reach an operator;
 3. a live hold before its submit deadline is submitted, all at once, idempotent by our reference (the
    intent id): AUTHORIZED once the PSP has it. A PSP that does not answer leaves the intent CLEARED: the
@@ -20,11 +20,11 @@ import logging
 
 import channels
 from channels.base import PspChannel
+from consumers import psp_watch
 from consumers.context import StageContext
 from consumers.holds import look_up_holds, release
-from pm import psp_watch
-from pm.domain import ErrorCode, Intent, State, Transition, advance
-from pm.psp_client import PspUnavailable
+from pm.domain.intent import ErrorCode, Intent, State, Transition, advance
+from pm.psp.client import PspUnavailable
 
 log = logging.getLogger("pm.consumers.psp_connector")
 

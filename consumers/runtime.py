@@ -9,9 +9,9 @@ and the atomic publish-and-ack. Per batch:
 2. call the stage's handler for the whole batch -> transitions (if the batch fails, each entry is
    retried alone, so one poisoned entry cannot take its batchmates down with it);
 3. apply all transitions in one SQL statement (compare-and-set on state);
-4. one atomic Redis call (a Lua script, pm.streams): the next stage's entries and the XACK of the batch.
+4. one atomic Redis call (a Lua script, pm.redis.streams): the next stage's entries and the XACK of the batch.
 The app's status messages are not sent here: the outbox worker publishes them from the event rows that
-step 3 wrote in the same statement (pm/outbox_feed.py), so a crash after a commit cannot lose one.
+step 3 wrote in the same statement (consumers/outbox_feed.py), so a crash after a commit cannot lose one.
 A crash anywhere before 4 leaves the entries pending; they are claimed and handled again, and the
 compare-and-set, the derived ledger ids and idempotent handlers make that harmless.
 """
@@ -32,11 +32,12 @@ from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisBatchStreamMessage
 
 from consumers.context import Handler, StageContext
-from pm import metrics, streams
-from pm.constants import ENTRY_ERROR_KEY_PREFIX, ENTRY_ERROR_TTL_S
-from pm.domain import TERMINAL_STATES, Intent
-from pm.intents import TransitionResult, apply_transitions
-from pm.topology import Stage
+from pm.config import metrics
+from pm.config.constants import ENTRY_ERROR_KEY_PREFIX, ENTRY_ERROR_TTL_S
+from pm.config.topology import Stage
+from pm.domain.intent import TERMINAL_STATES, Intent
+from pm.redis import streams
+from pm.store.intents import TransitionResult, apply_transitions
 
 log = logging.getLogger("pm.consumers")
 

@@ -19,13 +19,14 @@ import tigerbeetle as tb
 
 import channels
 from channels.base import PspChannel
+from consumers import psp_watch
 from consumers.chains import LedgerAnswerError, S, run_chains
 from consumers.context import StageContext
 from consumers.holds import look_up_holds, release
-from pm import psp_watch, reviews
-from pm.constants import PSP_STATUS_QUERY_KEY_PREFIX
-from pm.domain import ErrorCode, Intent, State, Transition, advance, fail
-from pm.psp_client import PspUnavailable
+from pm.config.constants import PSP_STATUS_QUERY_KEY_PREFIX
+from pm.domain.intent import ErrorCode, Intent, State, Transition, advance, fail
+from pm.psp.client import PspUnavailable
+from pm.store import reviews
 
 log = logging.getLogger("pm.consumers.settlement")
 SUCCEEDED, DECLINED = "SUCCEEDED", "DECLINED"
@@ -84,7 +85,7 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
     failed_after_payout = [t.intent_id for t in transitions if t.new == State.FAILED and t.intent_id in paid_out]
     if failed_after_payout:
         await reviews.flag(context.pool, failed_after_payout, "the PSP paid out, but the hold could not be posted")
-    # Watched until the PSP answers finally (pm/psp_watch.py): a late success is flagged, not lost.
+    # Watched until the PSP answers finally (consumers/psp_watch.py): a late success is flagged, not lost.
     await psp_watch.watch(
         context.pool, [t.intent_id for t in transitions if t.new == State.FAILED and t.intent_id in deadline]
     )

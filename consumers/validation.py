@@ -13,7 +13,7 @@ import tigerbeetle as tb
 import channels
 from consumers.context import StageContext
 from ledger.accounts import CURRENCY_LEDGER, NamedAccount
-from pm.domain import ErrorCode, Intent, State, Transition, advance, reject
+from pm.domain.intent import ErrorCode, Intent, State, Transition, advance, reject
 
 OK_ACCOUNT_STATUSES = (tb.CreateAccountStatus.CREATED, tb.CreateAccountStatus.EXISTS)
 

@@ -25,8 +25,8 @@ from gateway.errors import bad_request, json_response, validation_failed
 from gateway.resources import DATABASE, LEDGER, SETTINGS
 from ledger import accounts
 from ledger.accounts import CURRENCY_LEDGER
-from pm import intents as store
-from pm.domain import ErrorCode
+from pm.domain.intent import ErrorCode
+from pm.store import intents as store
 
 HISTORY_PAGE_SIZE_DEFAULT = 20
 CURSOR_LENGTH_MAX = 200

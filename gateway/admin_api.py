@@ -11,7 +11,7 @@ from typing import Any
 from gateway import admin_audit, admin_limits, admin_routes
 from gateway.errors import Handler
 from gateway.openapi_parts import OPERATOR_HEADER, ROW_ID, errors, json_content, operation, ref
-from pm.keys import SCOPE_ADMIN
+from pm.store.keys import SCOPE_ADMIN
 
 # (method, path, view, route name, scope) of every admin endpoint here.
 ADMIN_ROUTES: tuple[tuple[str, str, Handler, str, str], ...] = tuple(

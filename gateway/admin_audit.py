@@ -12,7 +12,7 @@ from aiohttp import web
 from gateway.admin_requests import BIGINT_MAX, ID_PATTERN
 from gateway.errors import json_response, validation_failed
 from gateway.resources import DATABASE
-from pm.audit import AUDIT_PAGE_MAX, audit_page
+from pm.store.audit import AUDIT_PAGE_MAX, audit_page
 
 AUDIT_PAGE_SIZE_DEFAULT = 50
 # One below the store's bound: a page reads one row more to know whether another follows.

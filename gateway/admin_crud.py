@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from gateway.admin_requests import actor_of, conflict, parse_body, path_id
 from gateway.errors import Handler, json_response, not_found
 from gateway.resources import DATABASE
-from pm.versioned_rows import VersionedTable
+from pm.store.versioned_rows import VersionedTable
 
 
 class FieldsBody(Protocol):

@@ -11,7 +11,7 @@ answered as null. A body is parsed strictly (422 VALIDATION_FAILED; a name, stri
 personal data: 422 PII_REFUSED), then both CEL expressions are
 compiled by both engines against the declared variables: a parse or type error, a wrong result type or
 an expression beyond the bounds is 400 RULE_INVALID with the compiler's message. Each change is one
-transaction with its version row, its audit row and the rule generation (pm/fee_rules.py), so every
+transaction with its version row, its audit row and the rule generation (pm/store/fee_rules.py), so every
 process reloads within a second (this one at once: its own quotes then price with the change).
 """
 
@@ -29,18 +29,18 @@ from gateway.errors import ApiError, json_response, not_found, validation_failed
 from gateway.models import BIGINT_MAX, INT4_MAX, NoPii, pii_refusal
 from gateway.quote import FEE_RULES
 from gateway.resources import DATABASE, SETTINGS
-from pm import fee_rules
-from pm.cel import EXPRESSION_LENGTH_HARD_MAX, Bounds, CelCompileError, ProductionEngine, ReferenceEngine
-from pm.cel.base import text_parts
-from pm.domain import ErrorCode, OperationType
-from pm.fee_rules import StoredFeeRule
-from pm.pii import pii_kind
-from pm.pricing import UNPRICED_OPERATIONS, FeeKind, FeeRuleFields, check_expressions
+from pm.domain.cel import EXPRESSION_LENGTH_HARD_MAX, Bounds, CelCompileError, ProductionEngine, ReferenceEngine
+from pm.domain.cel.base import text_parts
+from pm.domain.intent import ErrorCode, OperationType
+from pm.domain.pii import pii_kind
+from pm.domain.pricing import UNPRICED_OPERATIONS, FeeKind, FeeRuleFields, check_expressions
+from pm.store import fee_rules
+from pm.store.fee_rules import StoredFeeRule
 
 
 def _refuse_pii_in_text(expression: object) -> object:
     """A rule's free text (its string literals, where tags appear, and its comments) is stored, versioned
-    and audited: it must not carry personal data either (pm/pii.py)."""
+    and audited: it must not carry personal data either (pm/domain/pii.py)."""
     if isinstance(expression, str):
         for part in text_parts(expression):
             kind = pii_kind(part)

@@ -5,7 +5,7 @@
     PUT    /admin/limit-rules/{id}    the same body: replaces the rule  -> 200 the rule (version + 1)
     GET    /admin/limit-rules                                          -> 200 {"items": [rules by id]}
     DELETE /admin/limit-rules/{id}    disables it (kept for the audit) -> 200 the rule
-The change counts in every process within a second (pm/limit_rules.py).
+The change counts in every process within a second (pm/store/limit_rules.py).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from gateway.admin_crud import crud_routes
 from gateway.models import INT4_MAX, TAG_PATTERN, NoPii
-from pm import limit_rules
-from pm.constants import AMOUNT_MINOR_EXACT_MAX
-from pm.domain import OperationType
-from pm.limits import EXEMPT_OPERATIONS, Period
+from pm.config.constants import AMOUNT_MINOR_EXACT_MAX
+from pm.domain.intent import OperationType
+from pm.domain.limits import EXEMPT_OPERATIONS, Period
+from pm.store import limit_rules
 
 
 class LimitRuleBody(BaseModel):

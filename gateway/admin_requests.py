@@ -17,8 +17,8 @@ from gateway.auth import acting_user
 from gateway.errors import ApiError, not_found
 from gateway.models import BIGINT_MAX, parse_model
 from gateway.resources import API_KEY
-from pm.audit import Actor
-from pm.domain import ErrorCode
+from pm.domain.intent import ErrorCode
+from pm.store.audit import Actor
 
 ID_PATTERN = re.compile(r"[1-9][0-9]{0,18}")
 

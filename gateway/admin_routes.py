@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 import channels
 from gateway.admin_crud import crud_routes
 from gateway.models import BIGINT_MAX, INT4_MAX
-from pm import payment_routes
-from pm.domain import OperationType
+from pm.domain.intent import OperationType
+from pm.store import payment_routes
 
 
 class RouteBody(BaseModel):

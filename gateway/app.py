@@ -47,18 +47,18 @@ from gateway.resources import (
 from gateway.status import StatusHub
 from ledger import open_ledger
 from ledger.postgres import close_pool, keep_session
-from pm.constants import (
+from pm.config.constants import (
     GATEWAY_DATABASE_COMMAND_TIMEOUT_S,
     GATEWAY_REDIS_CONNECT_TIMEOUT_S,
     GATEWAY_REDIS_POOL_WAIT_S,
     GATEWAY_REDIS_SOCKET_TIMEOUT_S,
     GATEWAY_SHUTDOWN_TIMEOUT_S,
 )
-from pm.keys import SCOPE_ADMIN, SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, SCOPE_INTENTS_WRITE
-from pm.psp_client import PspClient
-from pm.redis_wire import redis_pool_from_url
-from pm.settings import Settings
-from pm.topology import Topology, load_topology
+from pm.config.settings import Settings
+from pm.config.topology import Topology, load_topology
+from pm.psp.client import PspClient
+from pm.redis.wire import redis_pool_from_url
+from pm.store.keys import SCOPE_ADMIN, SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, SCOPE_INTENTS_WRITE
 
 log = logging.getLogger("pm.gateway")
 

@@ -30,8 +30,7 @@ from aiohttp import web
 
 from gateway.errors import ApiError, Handler, bad_request
 from gateway.resources import API_KEY, KEYS, NONCE, NONCES, REDIS_BATCH, ROUTE_SCOPES
-from pm import signing
-from pm.constants import (
+from pm.config.constants import (
     API_KEY_CACHE_ENTRIES_MAX,
     API_KEY_CACHE_TTL_S,
     API_KEY_RECHECK_S,
@@ -39,8 +38,9 @@ from pm.constants import (
     NONCE_STORE_COMPLETE_SINCE_KEY,
     NONCE_TTL_S,
 )
-from pm.domain import ErrorCode
-from pm.keys import ApiKey, lookup_key
+from pm.domain import signing
+from pm.domain.intent import ErrorCode
+from pm.store.keys import ApiKey, lookup_key
 
 # A nonce is what our client sends (32 hex digits) or anything alike: bounded, no separators.
 NONCE_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,64}")

@@ -15,8 +15,8 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from pm import streams
-from pm.constants import BACKLOG_MEASURE_INTERVAL_S
+from pm.config.constants import BACKLOG_MEASURE_INTERVAL_S
+from pm.redis import streams
 
 log = logging.getLogger("pm.gateway")
 

@@ -29,7 +29,7 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 import redis.asyncio as aioredis
 
-from pm import intents
+from pm.store import intents
 
 log = logging.getLogger("pm.gateway")
 
@@ -84,7 +84,7 @@ class Batcher(Generic[Item, Reply]):
 
 
 class IntentWriter(Batcher[intents.NewIntent, intents.CreateOutcome]):
-    """New intents of concurrent requests, claimed and inserted with one `pm.intents.create_intents`
+    """New intents of concurrent requests, claimed and inserted with one `pm.store.intents.create_intents`
     statement (one PostgreSQL commit) per batch. If a batch fails, each of its intents is tried alone,
     so a request the database refuses fails only itself."""
 
@@ -155,7 +155,7 @@ class NonceRecorder(Batcher[tuple[str, str], bool]):
 
 
 class ResponseRecorder(Batcher[intents.StoredResponse, None]):
-    """Stores first responses for idempotent replays with `pm.intents.complete_idempotency`, for every
+    """Stores first responses for idempotent replays with `pm.store.intents.complete_idempotency`, for every
     request waiting at that moment in one statement. A request waits for its row, so a
     replay after the answer always finds it. A failed write is logged, not raised: the intent exists,
     and its claim ages into the "first request died" case, answered from the intent itself."""

@@ -1,6 +1,6 @@
 """The one place where the gateway's errors become HTTP answers (DESIGN.md §7).
 
-Every error body is `{"error": {"code": <pm.domain.ErrorCode>, "message": "..."}}`:
+Every error body is `{"error": {"code": <pm.domain.intent.ErrorCode>, "message": "..."}}`:
 
     ApiError(status, code, message)   raised by views and middlewares for what a caller got wrong
     web.HTTPException                 raised by aiohttp itself (no route: 404, body too large: 413, ...)
@@ -19,8 +19,8 @@ import orjson
 import redis.exceptions
 from aiohttp import web
 
-from pm.constants import BACKPRESSURE_RETRY_AFTER_S
-from pm.domain import ErrorCode
+from pm.config.constants import BACKPRESSURE_RETRY_AFTER_S
+from pm.domain.intent import ErrorCode
 
 log = logging.getLogger("pm.gateway")
 

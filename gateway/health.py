@@ -20,8 +20,8 @@ from gateway.errors import json_response
 from gateway.openapi import openapi_document
 from gateway.resources import DATABASE, LEDGER, REDIS
 from ledger import accounts
-from pm.constants import BACKPRESSURE_RETRY_AFTER_S, READY_CHECK_TIMEOUT_S
-from pm.domain import ErrorCode
+from pm.config.constants import BACKPRESSURE_RETRY_AFTER_S, READY_CHECK_TIMEOUT_S
+from pm.domain.intent import ErrorCode
 
 # The ledger probe may not be cancelled (a cancelled TigerBeetle call breaks the client, DESIGN.md
 # §10): a slow one is left to finish, and the next probes wait for it instead of piling up.

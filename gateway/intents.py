@@ -45,11 +45,12 @@ from gateway.resources import (
     TOPOLOGY,
 )
 from gateway.status import Subscription
-from pm import intents as store
-from pm import signing, streams
-from pm.constants import IDEMPOTENCY_IN_FLIGHT_S_MAX, IDEMPOTENCY_KEY_LENGTH_MAX
-from pm.domain import TERMINAL_STATE_NAMES, ErrorCode, Intent, OperationType
-from pm.keys import MERCHANT_OPERATIONS, SCOPE_ADMIN, ApiKey
+from pm.config.constants import IDEMPOTENCY_IN_FLIGHT_S_MAX, IDEMPOTENCY_KEY_LENGTH_MAX
+from pm.domain import signing
+from pm.domain.intent import TERMINAL_STATE_NAMES, ErrorCode, Intent, OperationType
+from pm.redis import streams
+from pm.store import intents as store
+from pm.store.keys import MERCHANT_OPERATIONS, SCOPE_ADMIN, ApiKey
 
 log = logging.getLogger("pm.gateway")
 
@@ -228,7 +229,7 @@ async def _publish(request: web.Request, intent: Intent, user_id: int | None, id
     app = request.app
     fields = streams.entry_fields(intent)
     try:
-        # No MAXLEN: trimming only ever drops entries every group has acknowledged (pm.streams).
+        # No MAXLEN: trimming only ever drops entries every group has acknowledged (pm.redis.streams).
         arguments = [item for pair in fields.items() for item in pair]
         await app[REDIS_BATCH].execute("XADD", app[TOPOLOGY].first_stage.stream, "*", *arguments)
     except (RedisError, OSError) as exc:

@@ -1,6 +1,6 @@
 """Request bodies, parsed strictly: unknown fields are refused (so no PII slips in), integers are
 integers (never floats or strings), and every size is bounded by a setting. A tag or destination_ref
-that looks like personal data (pm/pii.py) is refused 422 PII_REFUSED, before any other check of it.
+that looks like personal data (pm/domain/pii.py) is refused 422 PII_REFUSED, before any other check of it.
 
     request = parse_intent_request(body, IntentLimits.from_settings(settings))   # or raises ApiError
     body = parse_model(raw, LimitRuleBody)                                        # any model, as strictly
@@ -17,9 +17,9 @@ from pydantic_core import PydanticCustomError
 
 from gateway.errors import ApiError, bad_request, validation_failed
 from ledger.accounts import CURRENCY_LEDGER
-from pm.domain import ErrorCode, OperationType
-from pm.pii import PiiKind, pii_kind
-from pm.settings import Settings
+from pm.config.settings import Settings
+from pm.domain.intent import ErrorCode, OperationType
+from pm.domain.pii import PiiKind, pii_kind
 
 BIGINT_MAX = 2**63 - 1
 INT4_MAX = 2**31 - 1  # an `integer` column (priorities, counts)

@@ -15,9 +15,9 @@ from gateway import admin_api, openapi_fees
 from gateway.models import IntentRequest
 from gateway.openapi_parts import POSITIVE_ID, SCHEMAS, errors, header, json_content, operation, query, ref
 from ledger.accounts import CURRENCY_LEDGER
-from pm.domain import ErrorCode, OperationType, State
-from pm.keys import SCOPE_ADMIN, SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, SCOPE_INTENTS_WRITE
-from pm.signing import HEADER_KEY_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
+from pm.domain.intent import ErrorCode, OperationType, State
+from pm.domain.signing import HEADER_KEY_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
+from pm.store.keys import SCOPE_ADMIN, SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, SCOPE_INTENTS_WRITE
 
 SIGNING_DESCRIPTION = (
     "Every request except /healthz, /readyz, /metrics and /openapi.json is signed (HMAC-SHA256, all four "

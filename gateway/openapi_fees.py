@@ -20,7 +20,7 @@ from gateway.openapi_parts import (
     operation,
     ref,
 )
-from pm.keys import SCOPE_ADMIN, SCOPE_INTENTS_WRITE
+from pm.store.keys import SCOPE_ADMIN, SCOPE_INTENTS_WRITE
 
 _REASONS = {
     400: "malformed request (header or JSON)",

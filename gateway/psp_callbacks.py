@@ -8,7 +8,7 @@ that decide nothing (PROCESSING) and intents no longer AUTHORIZED.
 
 The body is read only under a valid `X-PSP-Signature` (the channel's secret, ±300 s); without one the
 callback is answered 401 and causes nothing (no database read, no PSP query, no stream entry).
-A success reported for an intent we had already failed is flagged for an operator (pm/reviews.py).
+A success reported for an intent we had already failed is flagged for an operator (pm/store/reviews.py).
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from aiohttp import web
 import channels
 from gateway.errors import ApiError, bad_request, json_response, not_found
 from gateway.resources import DATABASE, PSP, REDIS_BATCH, TOPOLOGY
-from pm import reviews, streams
-from pm.domain import ErrorCode, Intent, State
-from pm.intents import INTENT_COLUMNS, intent_from_row
-from pm.metrics import PSP_CALLBACKS
+from pm.config.metrics import PSP_CALLBACKS
+from pm.domain.intent import ErrorCode, Intent, State
+from pm.redis import streams
+from pm.store import reviews
+from pm.store.intents import INTENT_COLUMNS, intent_from_row
 
 log = logging.getLogger("pm.gateway.psp")
 

@@ -23,10 +23,10 @@ from gateway.errors import json_response, validation_failed
 from gateway.intents import parties
 from gateway.models import IntentLimits, parse_intent_request
 from gateway.resources import API_KEY, DATABASE, SETTINGS
-from pm.domain import ErrorCode
-from pm.payment_routes import RouteTable
-from pm.pricing import PricingError, PricingRequest
-from pm.rule_cache import FeeRuleCache
+from pm.domain.intent import ErrorCode
+from pm.domain.pricing import PricingError, PricingRequest
+from pm.store.payment_routes import RouteTable
+from pm.store.rule_cache import FeeRuleCache
 
 # Set by create_app: this process's fee rules and routes, each re-read when they change.
 FEE_RULES = web.AppKey("fee_rules", FeeRuleCache)

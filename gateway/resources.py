@@ -11,9 +11,9 @@ import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from pm.keys import ApiKey
-from pm.settings import Settings
-from pm.topology import Topology
+from pm.config.settings import Settings
+from pm.config.topology import Topology
+from pm.store.keys import ApiKey
 
 if TYPE_CHECKING:
     from gateway.auth import KeyCache
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from gateway.batching import IntentWriter, NonceRecorder, RedisBatch, ResponseRecorder
     from gateway.status import StatusHub
     from ledger import Ledger
-    from pm.psp_client import PspClient
+    from pm.psp.client import PspClient
 
 SETTINGS = web.AppKey("settings", Settings)
 TOPOLOGY = web.AppKey("topology", Topology)

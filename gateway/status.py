@@ -7,7 +7,7 @@ intent's status (Prefer: wait, and the SSE stream of GET /intents/{id}/events).
             statuses, resync = subscription.drain()
 
 The outbox worker publishes every transition on `intent.{id}` as `IntentEvent.to_json()` (event_id,
-intent_id, version, state, error_code, error_message, created_at; pm/outbox_feed.py). The hub subscribes a
+intent_id, version, state, error_code, error_message, created_at; consumers/outbox_feed.py). The hub subscribes a
 channel when its first subscriber arrives and unsubscribes it when the last one leaves; SUBSCRIBE and
 UNSUBSCRIBE requests that arrive together go out as one command each. One reader task reads the
 connection and hands every message to the channel's subscribers, parsed once.
@@ -30,7 +30,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
-from pm.constants import (
+from pm.config.constants import (
     STATUS_RECONNECT_DELAY_S,
     STATUS_RECONNECT_DELAY_S_MAX,
     STATUS_SUBSCRIBE_TIMEOUT_S,

@@ -1,4 +1,4 @@
-"""An async client of the Payment Manager's HTTP API that signs every request (pm/signing.py).
+"""An async client of the Payment Manager's HTTP API that signs every request (pm/domain/signing.py).
 
     async with PMClient("http://127.0.0.1:8080", key_id, secret) as client:
         intent = await client.create_intent(
@@ -10,7 +10,7 @@
         print(await client.balance("THB", user_id=1001))
 
 Every method returns the JSON body as a dict; an error answer raises `PMApiError(status, code, message)`
-with the gateway's machine code (`pm.domain.ErrorCode`). One `aiohttp.ClientSession` (its connection
+with the gateway's machine code (`pm.domain.intent.ErrorCode`). One `aiohttp.ClientSession` (its connection
 pool) is reused for all requests; pass your own `session` to share one, then you close it.
 
 Exceptions:
@@ -30,7 +30,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from pm import signing
+from pm.domain import signing
 
 REQUEST_TIMEOUT_S = 30.0
 # The SSE stream may stay open for a long time; only connecting and each read are bounded.

@@ -1,4 +1,4 @@
-"""Session fixtures for real servers, on the same code as `pm up` (pm.embedded, pm.migrate).
+"""Session fixtures for real servers, on the same code as `pm up` (pm.dev.embedded, pm.store.migrate).
 
     postgres_url: str                           a migrated database, shared by the whole session
     fresh_database: () -> Awaitable[str]        `await fresh_database()`: a new empty database's URL
@@ -22,9 +22,9 @@ from types import FrameType
 import asyncpg
 import pytest
 
-from pm.embedded import CONNECT_TIMEOUT_S, create_database, running_postgres, running_valkey
-from pm.migrate import migrate
-from pm.settings import Settings
+from pm.config.settings import Settings
+from pm.dev.embedded import CONNECT_TIMEOUT_S, create_database, running_postgres, running_valkey
+from pm.store.migrate import migrate
 
 CreateDatabase = Callable[[], Awaitable[str]]
 

@@ -19,14 +19,15 @@ import aiohttp
 import asyncpg
 import yaml
 
+from consumers import outbox_feed
 from ledger import accounts, open_ledger
 from ledger.check import CheckReport, run_check
-from pm import keys, outbox_feed
 from pm.client import PMClient
-from pm.fleet import Fleet
-from pm.migrate import migrate
-from pm.psp_secrets import SIMULATOR_ENVIRONMENT
-from pm.topology import Topology, parse_topology, renamed_document
+from pm.config.topology import Topology, parse_topology, renamed_document
+from pm.dev.fleet import Fleet
+from pm.psp.secrets import SIMULATOR_ENVIRONMENT
+from pm.store import keys
+from pm.store.migrate import migrate
 
 READY_TIMEOUT_S = 60.0
 FINISHED = ("SETTLED", "REJECTED", "FAILED")

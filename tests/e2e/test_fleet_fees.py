@@ -14,7 +14,7 @@ import pytest
 from fleet_support import running_fleet
 
 from ledger import accounts, open_ledger
-from pm.constants import RULES_POLL_INTERVAL_S
+from pm.config.constants import RULES_POLL_INTERVAL_S
 
 _users = itertools.count(700_000)
 

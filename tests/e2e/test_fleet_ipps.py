@@ -18,7 +18,7 @@ import aiohttp
 from fleet_support import free_port, psp_sim_environment, running_fleet
 
 from ledger import accounts, open_ledger
-from pm.constants import RULES_POLL_INTERVAL_S
+from pm.config.constants import RULES_POLL_INTERVAL_S
 
 PM = str(Path(sys.executable).parent / "pm")
 HOLD_TIMEOUT_S = 8

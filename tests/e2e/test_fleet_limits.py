@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from fleet_support import running_fleet
 
-from pm.constants import LIMIT_KEY_PREFIX, RULES_POLL_INTERVAL_S
+from pm.config.constants import LIMIT_KEY_PREFIX, RULES_POLL_INTERVAL_S
 
 CAP_INTENTS = 20
 AMOUNT_MINOR = 1_000

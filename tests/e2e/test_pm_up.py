@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fleet_support import free_port, write_streams_file
 
-from pm.migrate import migrate
+from pm.store.migrate import migrate
 
 PM = str(Path(sys.executable).parent / "pm")
 STATES = ["CREATED", "VALIDATED", "PRICED", "CLEARED", "AUTHORIZED"]

@@ -14,10 +14,10 @@ from fleet_support import APP_OPERATIONS, APP_SCOPES, free_port, write_streams_f
 
 from ledger import open_ledger
 from ledger.check import run_check
-from pm import keys
 from pm.client import PMClient
-from pm.fleet import Fleet
-from pm.migrate import migrate
+from pm.dev.fleet import Fleet
+from pm.store import keys
+from pm.store.migrate import migrate
 
 
 async def test_everything_in_one_process(fresh_database, redis_url) -> None:

@@ -8,9 +8,9 @@ import uuid
 import asyncpg
 import pytest
 
-from pm.migrate import migrate
-from pm.redis_wire import redis_from_url
-from pm.topology import parse_topology, renamed_document
+from pm.config.topology import parse_topology, renamed_document
+from pm.redis.wire import redis_from_url
+from pm.store.migrate import migrate
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The real gateway on a running pipeline, for tests where money must move (or must not) the way a caller
 meets it: the stages and the outbox worker run in-process on a fresh database (pipeline_support), the
 gateway runs in aiohttp's test server on the same database and Valkey, and requests are signed exactly as
-a caller signs them (pm.signing)."""
+a caller signs them (pm.domain.signing)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from pipeline_support import Pipeline, isolated_topology, open_pipeline
 
 from gateway.app import create_app, runner_options
-from pm import keys, signing
-from pm.settings import Settings
+from pm.config.settings import Settings
+from pm.domain import signing
+from pm.store import keys
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,15 +13,17 @@ from typing import Any
 
 import tigerbeetle as tb
 
+from consumers import outbox_feed
 from consumers.context import StageContext, open_stage_context
 from consumers.main import running_stages
+from consumers.outbox import run_outbox
 from ledger import accounts
 from ledger.check import CheckReport, run_check
-from pm import intents, outbox_feed, streams
-from pm.domain import Intent, OperationType, State
-from pm.migrate import migrate
-from pm.outbox import run_outbox
-from pm.topology import Topology, parse_topology, renamed_document
+from pm.config.topology import Topology, parse_topology, renamed_document
+from pm.domain.intent import Intent, OperationType, State
+from pm.redis import streams
+from pm.store import intents
+from pm.store.migrate import migrate
 
 FINISHED = ("SETTLED", "REJECTED", "FAILED")
 

@@ -20,11 +20,11 @@ import channels
 from channels.internal_p2p import InternalP2P
 from gateway.app import create_app, runner_options
 from ledger import accounts
-from pm import keys
 from pm.client import PMClient
-from pm.constants import RULES_POLL_INTERVAL_S
-from pm.domain import ErrorCode, Intent, OperationType, State
-from pm.settings import Settings
+from pm.config.constants import RULES_POLL_INTERVAL_S
+from pm.config.settings import Settings
+from pm.domain.intent import ErrorCode, Intent, OperationType, State
+from pm.store import keys
 
 P2P = OperationType.P2P_TRANSFER
 # A change commits, then every process sees it at its next read that starts a second or more later.

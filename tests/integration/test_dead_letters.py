@@ -23,9 +23,9 @@ from prometheus_client import REGISTRY
 import channels
 from consumers.poller import measure_once
 from consumers.runtime import StageRunner
-from pm import streams
-from pm.domain import OperationType, State
-from pm.topology import Topology, parse_topology, renamed_document
+from pm.config.topology import Topology, parse_topology, renamed_document
+from pm.domain.intent import OperationType, State
+from pm.redis import streams
 
 PM = str(Path(sys.executable).parent / "pm")
 P2P = OperationType.P2P_TRANSFER

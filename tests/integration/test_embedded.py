@@ -9,8 +9,8 @@ import psutil
 import pytest
 import redis.asyncio as redis
 
-from pm.embedded import APP_DATABASE_NAME, embedded_servers
-from pm.settings import Settings
+from pm.config.settings import Settings
+from pm.dev.embedded import APP_DATABASE_NAME, embedded_servers
 
 pytestmark = pytest.mark.slow
 

@@ -10,11 +10,11 @@ import time
 
 import asyncpg
 
-from pm import fee_rules
-from pm.audit import Actor
-from pm.fee_rules import FeeRuleFields
-from pm.migrate import migrate
-from pm.pricing import FeeKind
+from pm.domain.pricing import FeeKind
+from pm.store import fee_rules
+from pm.store.audit import Actor
+from pm.store.fee_rules import FeeRuleFields
+from pm.store.migrate import migrate
 
 RELOAD_BOUND_S = 1.0
 # The bound is 0.5 s plus one query by construction (tests/unit/test_rule_cache.py proves it with a fake
@@ -28,8 +28,8 @@ CHILD = """
 import asyncio, json, sys, time
 from datetime import UTC, datetime
 import asyncpg
-from pm.pricing import PricingRequest
-from pm.rule_cache import FeeRuleCache
+from pm.domain.pricing import PricingRequest
+from pm.store.rule_cache import FeeRuleCache
 
 async def main(database_url, expected_fee):
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)

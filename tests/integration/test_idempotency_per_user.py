@@ -12,7 +12,7 @@ import uuid
 from gateway_pipeline_support import GatewayPipeline, error_of, gateway_on_pipeline
 
 from consumers.poller import purge_once
-from pm.domain import State
+from pm.domain.intent import State
 
 FUNDS_MINOR = 100_000
 AUTH_CENTER_SCOPES = "intents:write,intents:read,balance:read"

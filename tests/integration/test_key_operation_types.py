@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from gateway_pipeline_support import GatewayPipeline, error_of, gateway_on_pipeline
 
-from pm.domain import State
+from pm.domain.intent import State
 
 FUNDS_MINOR = 100_000  # 1,000.00 THB
 STOLEN_MINOR = 90_000  # the 900.00 of the report

@@ -16,11 +16,12 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from pm import intents, limit_counters
-from pm.domain import Intent, OperationType, State
-from pm.limit_counters import ReservationStatus
-from pm.limits import Counter, LimitRule, Period, counters_for, released_key
-from pm.migrate import migrate
+from pm.domain.intent import Intent, OperationType, State
+from pm.domain.limits import Counter, LimitRule, Period, counters_for, released_key
+from pm.redis import limit_counters
+from pm.redis.limit_counters import ReservationStatus
+from pm.store import intents
+from pm.store.migrate import migrate
 
 P2P = OperationType.P2P_TRANSFER
 # Redis is shared by the session: users and rule ids of their own keep these counters apart.

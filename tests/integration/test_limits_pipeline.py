@@ -19,12 +19,13 @@ import channels
 from consumers.context import open_stage_context
 from consumers.main import running_stages
 from consumers.runtime import StageRunner
-from pm import intents, streams
-from pm.audit import Actor
-from pm.constants import LIMIT_COUNTER_KEY_PREFIX
-from pm.domain import ErrorCode, Intent, OperationType, State
-from pm.limit_rules import LimitRuleFields, create_rule, update_rule
-from pm.limits import Period, released_key
+from pm.config.constants import LIMIT_COUNTER_KEY_PREFIX
+from pm.domain.intent import ErrorCode, Intent, OperationType, State
+from pm.domain.limits import Period, released_key
+from pm.redis import streams
+from pm.store import intents
+from pm.store.audit import Actor
+from pm.store.limit_rules import LimitRuleFields, create_rule, update_rule
 
 P2P = OperationType.P2P_TRANSFER
 ACTOR = Actor("test", None)

@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from pm.migrate import (
+from pm.store.migrate import (
     MIGRATIONS_DIR,
     MigrationChecksumError,
     MigrationFailedError,

@@ -16,12 +16,14 @@ import orjson
 import pytest
 from aiohttp import web
 
-from pm import intents as store
-from pm import outbox, psp_signing, reviews
-from pm.domain import OperationType, State, Transition
-from pm.redis_wire import redis_from_url
-from pm.webhook_client import WebhookClient
-from pm.webhook_policy import AllowedHosts
+from consumers import outbox
+from pm.domain import psp_signing
+from pm.domain.intent import OperationType, State, Transition
+from pm.redis.wire import redis_from_url
+from pm.store import intents as store
+from pm.store import reviews
+from pm.webhooks.client import WebhookClient
+from pm.webhooks.policy import AllowedHosts
 
 SECRET = "merchant-webhook-secret-0123456789"
 _merchants = itertools.count(900_001)
@@ -39,7 +41,7 @@ class Receiver:
         return web.Response(status=self.answers.pop(0) if self.answers else 200)
 
 
-# The test receiver listens on loopback, which webhooks may reach only when allowed (pm/webhook_policy.py).
+# The test receiver listens on loopback, which webhooks may reach only when allowed (pm/webhooks/policy.py).
 ALLOW_LOOPBACK = AllowedHosts.parse("127.0.0.1")
 
 

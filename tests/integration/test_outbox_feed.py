@@ -16,12 +16,13 @@ import orjson
 import pytest
 from redis.exceptions import RedisError
 
-from pm import intents as store
-from pm import metrics, outbox_feed
-from pm.domain import OperationType, State, Transition
-from pm.migrate import MIGRATIONS_DIR, migrate
-from pm.outbox import run_outbox
-from pm.redis_wire import redis_from_url
+from consumers import outbox_feed
+from consumers.outbox import run_outbox
+from pm.config import metrics
+from pm.domain.intent import OperationType, State, Transition
+from pm.redis.wire import redis_from_url
+from pm.store import intents as store
+from pm.store.migrate import MIGRATIONS_DIR, migrate
 
 PATH = [State.CREATED, State.VALIDATED, State.PRICED, State.CLEARED, State.AUTHORIZED, State.SETTLED]
 

@@ -12,8 +12,8 @@ from pipeline_support import isolated_topology, open_pipeline, transfers_in_ledg
 
 import channels
 from consumers.runtime import StageRunner
-from pm import streams
-from pm.domain import ErrorCode, OperationType, State
+from pm.domain.intent import ErrorCode, OperationType, State
+from pm.redis import streams
 
 P2P = OperationType.P2P_TRANSFER
 _users = itertools.count(10_000)
@@ -119,7 +119,7 @@ async def test_the_same_entry_twice_changes_nothing_the_second_time(fresh_databa
             # The entry of this stage, delivered twice (as after a lost acknowledgement).
             current = await pipeline.context.pool.fetchval("SELECT state FROM pm.intent WHERE id = $1", intent.id)
             assert current in [str(s) for s in stage.input_states]
-            from pm.intents import load_intent
+            from pm.store.intents import load_intent
 
             snapshot = await load_intent(pipeline.context.pool, intent.id)
             fields = {key.encode(): value for key, value in streams.entry_fields(snapshot).items()}

@@ -12,12 +12,12 @@ import itertools
 from pipeline_support import isolated_topology, open_pipeline, transfers_in_ledger
 
 from ledger import accounts
-from pm import fee_rules
-from pm.audit import Actor
-from pm.constants import RULES_POLL_INTERVAL_S
-from pm.domain import ErrorCode, OperationType, State
-from pm.fee_rules import FeeRuleFields
-from pm.pricing import FeeKind
+from pm.config.constants import RULES_POLL_INTERVAL_S
+from pm.domain.intent import ErrorCode, OperationType, State
+from pm.domain.pricing import FeeKind
+from pm.store import fee_rules
+from pm.store.audit import Actor
+from pm.store.fee_rules import FeeRuleFields
 
 P2P = OperationType.P2P_TRANSFER
 ACTOR = Actor(api_key_id="test", operator_id=None)
@@ -41,7 +41,7 @@ async def fees_balance(pipeline) -> int:
 
 
 async def wait_for_reload() -> None:
-    # Every process re-reads the rule generation at most this long after a change (pm.rule_cache).
+    # Every process re-reads the rule generation at most this long after a change (pm.store.rule_cache).
     await asyncio.sleep(2 * RULES_POLL_INTERVAL_S)
 
 

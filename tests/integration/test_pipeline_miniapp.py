@@ -12,14 +12,15 @@ import uuid
 from pipeline_support import Pipeline, isolated_topology, open_pipeline, transfers_in_ledger
 
 from ledger import accounts
-from pm import fee_rules, intents, streams
-from pm.audit import Actor
-from pm.domain import ErrorCode, Intent, OperationType, State
-from pm.fee_rules import FeeRuleFields
-from pm.limit_rules import LimitRuleFields
-from pm.limit_rules import create_rule as create_limit_rule
-from pm.limits import Period
-from pm.pricing import FeeKind
+from pm.domain.intent import ErrorCode, Intent, OperationType, State
+from pm.domain.limits import Period
+from pm.domain.pricing import FeeKind
+from pm.redis import streams
+from pm.store import fee_rules, intents
+from pm.store.audit import Actor
+from pm.store.fee_rules import FeeRuleFields
+from pm.store.limit_rules import LimitRuleFields
+from pm.store.limit_rules import create_rule as create_limit_rule
 
 CHARGE = OperationType.MINIAPP_CHARGE
 CREDIT = OperationType.MINIAPP_CREDIT

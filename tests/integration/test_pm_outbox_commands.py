@@ -16,8 +16,8 @@ import asyncpg
 from test_outbox import settled_charge
 from test_pm_rules_command import PM, pm
 
-from pm import reviews
-from pm.migrate import migrate
+from pm.store import reviews
+from pm.store.migrate import migrate
 
 
 async def test_outbox_and_review_commands(fresh_database) -> None:

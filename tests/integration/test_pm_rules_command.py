@@ -13,11 +13,11 @@ from pathlib import Path
 
 import asyncpg
 
-from pm import fee_rules
-from pm.audit import Actor
-from pm.fee_rules import FeeRuleFields
-from pm.migrate import migrate
-from pm.pricing import FeeKind
+from pm.domain.pricing import FeeKind
+from pm.store import fee_rules
+from pm.store.audit import Actor
+from pm.store.fee_rules import FeeRuleFields
+from pm.store.migrate import migrate
 
 PM = str(Path(sys.executable).parent / "pm")
 ACTOR = Actor(api_key_id="test", operator_id=None)

@@ -11,10 +11,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from pm.psp_client import PSP_CALLS_IN_FLIGHT_MAX, PspClient, PspUnavailable
-from pm.psp_secrets import SIMULATOR_SETTINGS
-from pm.psp_sim import create_sim_app
-from pm.settings import Settings
+from pm.config.settings import Settings
+from pm.dev.psp_sim import create_sim_app
+from pm.psp.client import PSP_CALLS_IN_FLIGHT_MAX, PspClient, PspUnavailable
+from pm.psp.secrets import SIMULATOR_SETTINGS
 
 
 @pytest.fixture

@@ -33,15 +33,16 @@ from consumers.main import running_stages
 from gateway.app import create_app, runner_options
 from ledger import accounts
 from ledger.check import run_check
-from pm import intents as store
-from pm import keys, psp_signing
 from pm.client import PMClient
-from pm.domain import OperationType, State, Transition
-from pm.psp_client import PspClient
-from pm.psp_secrets import SIMULATOR_QP_CALLBACK_SECRET, SIMULATOR_SETTINGS
-from pm.psp_sim import SIMULATOR, Simulator, create_sim_app
-from pm.psp_sim_behaviour import Provider
-from pm.settings import Settings
+from pm.config.settings import Settings
+from pm.dev.psp_sim import SIMULATOR, Simulator, create_sim_app
+from pm.dev.psp_sim_behaviour import Provider
+from pm.domain import psp_signing
+from pm.domain.intent import OperationType, State, Transition
+from pm.psp.client import PspClient
+from pm.psp.secrets import SIMULATOR_QP_CALLBACK_SECRET, SIMULATOR_SETTINGS
+from pm.store import intents as store
+from pm.store import keys
 
 APP_SCOPES = "intents:write,intents:read,balance:read"
 APP_OPERATIONS = "P2P_TRANSFER,IPPS_WITHDRAWAL,THAI_QR_PAY,QP_TOPUP"

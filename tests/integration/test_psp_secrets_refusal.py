@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pm.psp_secrets import SIMULATOR_ENVIRONMENT
+from pm.psp.secrets import SIMULATOR_ENVIRONMENT
 
 PM = str(Path(sys.executable).parent / "pm")
 REAL = {"PM_PSP_IPPS_URL": "https://ipps.example.com/ipps", "PM_PSP_QP_URL": "https://qp.example.com/qp"}

@@ -1,6 +1,6 @@
 """Proves the PSP simulator's API contract over real sockets: the simulator on a port of its own and a small
 receiver app standing in for PM's callback endpoint. Every behaviour row (00, 13, 21, 22, 23, 24, 25, 26)
-for both providers, signatures checked with pm.psp_signing.verify (and refused for 25), idempotency and
+for both providers, signatures checked with pm.domain.psp_signing.verify (and refused for 25), idempotency and
 409, 401, 400, 404, 503 when full, retries with backoff on a 500 answer, at most 6 attempts, and
 `run_psp_sim` serving on its configured port. Time-outs far in the future (holds, expiries) are reached
 by moving the simulator's clock, not by waiting."""
@@ -22,9 +22,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from pm import psp_signing
-from pm.psp_sim import SIMULATOR, SteppableClock, create_sim_app, run_psp_sim
-from pm.settings import Settings
+from pm.config.settings import Settings
+from pm.dev.psp_sim import SIMULATOR, SteppableClock, create_sim_app, run_psp_sim
+from pm.domain import psp_signing
 
 DELAY_MS = 50
 DELAY_S = DELAY_MS / 1000

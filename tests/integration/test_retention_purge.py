@@ -10,8 +10,8 @@ import asyncpg
 from pipeline_support import isolated_topology, open_pipeline
 
 from consumers.poller import purge_once
-from pm import intents
-from pm.constants import NONCE_TTL_S
+from pm.config.constants import NONCE_TTL_S
+from pm.store import intents
 
 RETENTION_S = 86_400
 

@@ -17,17 +17,16 @@ from aiohttp.test_utils import TestServer
 from pipeline_support import isolated_topology, open_pipeline
 
 import channels
-from consumers import dispatch, settlement
+from consumers import dispatch, psp_watch, settlement
 from consumers.holds import look_up_holds
 from ledger import accounts
 from ledger.check import run_check
-from pm import intents as store
-from pm import psp_watch
-from pm.domain import OperationType, State, Transition
-from pm.psp_client import PspClient
-from pm.psp_secrets import SIMULATOR_SETTINGS
-from pm.psp_sim import create_sim_app
-from pm.settings import Settings
+from pm.config.settings import Settings
+from pm.dev.psp_sim import create_sim_app
+from pm.domain.intent import OperationType, State, Transition
+from pm.psp.client import PspClient
+from pm.psp.secrets import SIMULATOR_SETTINGS
+from pm.store import intents as store
 
 PATH = [State.CREATED, State.VALIDATED, State.PRICED, State.CLEARED]
 

@@ -1,4 +1,4 @@
-"""pm.streams on real Valkey: the publish-and-ack script, claiming, dead letters and trimming below
+"""pm.redis.streams on real Valkey: the publish-and-ack script, claiming, dead letters and trimming below
 what every group acknowledged."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from pm import streams
+from pm.redis import streams
 
 
 def _names() -> tuple[str, str, str, str]:

@@ -14,9 +14,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from test_outbox import settled_charge
 
-from pm import outbox
-from pm.webhook_client import check_webhook_url
-from pm.webhook_policy import AllowedHosts, WebhookRefused
+from consumers import outbox
+from pm.webhooks.client import check_webhook_url
+from pm.webhooks.policy import AllowedHosts, WebhookRefused
 
 SECRET = "merchant-webhook-secret-ssrf-0123456789"
 PUBLIC_ADDRESS = "93.184.215.14"

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from pm.cel import Bounds, CelCompileError, CelEvaluationError, ProductionEngine, ReferenceEngine
-from pm.cel.base import code_only
-from pm.pricing import FEE_VARIABLES
+from pm.domain.cel import Bounds, CelCompileError, CelEvaluationError, ProductionEngine, ReferenceEngine
+from pm.domain.cel.base import code_only
+from pm.domain.pricing import FEE_VARIABLES
 
 ENGINES = [ProductionEngine(), ReferenceEngine()]
 BASE = {

@@ -12,7 +12,7 @@ import tigerbeetle as tb
 import channels
 from ledger import accounts, open_ledger
 from ledger.check import run_check
-from pm.domain import ErrorCode, Intent, OperationType, State
+from pm.domain.intent import ErrorCode, Intent, OperationType, State
 
 S = tb.CreateTransferStatus
 CHARGE = OperationType.MINIAPP_CHARGE

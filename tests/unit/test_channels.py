@@ -11,7 +11,7 @@ import tigerbeetle as tb
 import channels
 from ledger import accounts, open_ledger
 from ledger.check import run_check
-from pm.domain import Intent, OperationType, State
+from pm.domain.intent import Intent, OperationType, State
 
 S = tb.CreateTransferStatus
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pm import cli
-from pm.embedded import with_database
+from pm.cli import main as cli
+from pm.dev.embedded import with_database
 
 
 def test_bad_configuration_is_one_line_and_exit_code_2(

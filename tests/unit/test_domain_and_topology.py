@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import pytest
 import yaml
 
-from pm.domain import (
+from pm.config.topology import TOPOLOGY_FILE, TopologyError, load_topology, parse_topology
+from pm.domain.intent import (
     TERMINAL_STATES,
     TRANSITIONS,
     ErrorCode,
@@ -21,7 +22,6 @@ from pm.domain import (
     TransitionError,
     check_transition,
 )
-from pm.topology import TOPOLOGY_FILE, TopologyError, load_topology, parse_topology
 
 
 def intent(**changes: object) -> Intent:
@@ -162,7 +162,7 @@ def test_malformed_topology_is_refused(edit, message: str) -> None:
 
 
 def test_status_event_ids_are_uuid5_of_intent_and_version() -> None:
-    from pm.intents import EVENT_ID_NAMESPACE, event_id, event_id_text
+    from pm.store.intents import EVENT_ID_NAMESPACE, event_id, event_id_text
 
     intent_id = uuid.uuid4()
     for version in (1, 6, 1_000):

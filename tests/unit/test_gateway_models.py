@@ -16,8 +16,8 @@ from gateway.errors import ApiError
 from gateway.intents import _prefer_wait_s
 from gateway.models import IntentLimits, IntentRequest, parse_intent_request
 from gateway.status import Subscription, _runs
-from pm.constants import STATUS_SUBSCRIBER_BUFFER_MAX
-from pm.keys import ApiKey, ApiKeyError, parse_scopes
+from pm.config.constants import STATUS_SUBSCRIBER_BUFFER_MAX
+from pm.store.keys import ApiKey, ApiKeyError, parse_scopes
 
 LIMITS = IntentLimits(amount_minor_min=1, amount_minor_max=1_000_000, tags_count_max=3, tag_length_max=12)
 VALID = {"operation_type": "P2P_TRANSFER", "amount_minor": 10_000, "currency": "THB", "recipient_id": 1002,

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pm.domain import Intent, OperationType, State
-from pm.history import history_rows
+from pm.domain.history import history_rows
+from pm.domain.intent import Intent, OperationType, State
 
 
 def final(state: State, operation_type: OperationType, sender: int | None, recipient: int | None, **more) -> Intent:

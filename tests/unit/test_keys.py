@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pm import keys
-from pm.domain import OperationType
+from pm.domain.intent import OperationType
+from pm.store import keys
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 USER_TYPES = frozenset(

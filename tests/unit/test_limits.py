@@ -9,15 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pm.domain import Intent, OperationType, State
-from pm.limits import (
-    WALLET_TIME_ZONE,
-    LimitRule,
-    Period,
-    counters_for,
-    exceeded_message,
-    period_window,
-)
+from pm.domain.intent import Intent, OperationType, State
+from pm.domain.limits import WALLET_TIME_ZONE, LimitRule, Period, counters_for, exceeded_message, period_window
 
 
 def utc(*parts: int) -> datetime:

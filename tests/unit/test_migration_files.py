@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pm.migrate import (
+from pm.store.migrate import (
     MIGRATIONS_DIR,
     AppliedMigration,
     MigrationChecksumError,

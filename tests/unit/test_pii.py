@@ -1,4 +1,4 @@
-"""Proves what pm.pii.pii_kind calls personal data, as a table: Thai phone numbers in their usual
+"""Proves what pm.domain.pii.pii_kind calls personal data, as a table: Thai phone numbers in their usual
 spellings, 13-digit national ids, e-mail addresses and personal-data labels are found (with their
 kind); machine words, opaque tokens, dates, versions and UUIDs pass."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pm.pii import PII_LABELS, TEXT_LENGTH_CHECKED_MAX, PiiKind, pii_kind
+from pm.domain.pii import PII_LABELS, TEXT_LENGTH_CHECKED_MAX, PiiKind, pii_kind
 
 PHONE, NATIONAL_ID, EMAIL, LABEL = PiiKind.PHONE, PiiKind.NATIONAL_ID, PiiKind.EMAIL, PiiKind.LABEL
 

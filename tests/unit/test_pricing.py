@@ -17,10 +17,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.admin_fee_rules import FeeRuleBody
-from pm import pricing
-from pm.cel import DEFAULT_BOUNDS, ProductionEngine, ReferenceEngine
-from pm.domain import ErrorCode
-from pm.pricing import FeeKind, FeeRule, PricingError, PricingRequest, RuleSet
+from pm.domain import pricing
+from pm.domain.cel import DEFAULT_BOUNDS, ProductionEngine, ReferenceEngine
+from pm.domain.intent import ErrorCode
+from pm.domain.pricing import FeeKind, FeeRule, PricingError, PricingRequest, RuleSet
 
 PRE, POST = FeeKind.PRE, FeeKind.POST
 NOON_UTC = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # 19:00 in Bangkok

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from pm.psp_secrets import (
+from pm.config.settings import Settings
+from pm.psp.secrets import (
     SIMULATOR_API_KEY,
     SIMULATOR_IPPS_CALLBACK_SECRET,
     SIMULATOR_SETTINGS,
     configuration_problem,
     is_local_simulator,
 )
-from pm.settings import Settings
 
 STRONG = {
     "psp_api_key": "k" * 40,

@@ -9,7 +9,7 @@ import hmac
 
 import pytest
 
-from pm import psp_signing
+from pm.domain import psp_signing
 
 SECRET = "sandbox-ipps-callback-secret"
 BODY = b'{"event_id":"e1","provider":"ipps","reference":"r-1","status":"SUCCEEDED"}'

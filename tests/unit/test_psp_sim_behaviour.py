@@ -1,6 +1,6 @@
-"""Proves the PSP simulator's behaviour table (pm/psp_sim_behaviour.py) row by row for both providers: the
+"""Proves the PSP simulator's behaviour table (pm/dev/psp_sim_behaviour.py) row by row for both providers: the
 status a query answers before and after the outcome, the callbacks planned (when, which status, how
-many deliveries, which secret), and its request checks (pm/psp_sim_requests.py)."""
+many deliveries, which secret), and its request checks (pm/dev/psp_sim_requests.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pm.psp_sim_behaviour import Plan, PlannedCallback, Provider, Scenario, plan_for, scenario_of
-from pm.psp_sim_requests import InvalidRequest, parse_payment_request, parse_payout
+from pm.dev.psp_sim_behaviour import Plan, PlannedCallback, Provider, Scenario, plan_for, scenario_of
+from pm.dev.psp_sim_requests import InvalidRequest, parse_payment_request, parse_payout
 
 CREATED_S = 1_700_000_000.0
 DELAY_S = 0.3

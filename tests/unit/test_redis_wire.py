@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import DataError
 
-from pm.redis_wire import redis_from_url, with_hiredis_packing
+from pm.redis.wire import redis_from_url, with_hiredis_packing
 
 ARGS = st.lists(
     st.one_of(st.binary(max_size=300), st.text(max_size=300), st.integers(-(2**63), 2**63 - 1)),

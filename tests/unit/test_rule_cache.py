@@ -7,10 +7,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pm.cel import ProductionEngine
-from pm.constants import RULES_POLL_INTERVAL_S
-from pm.pricing import PricingRequest
-from pm.rule_cache import FeeRuleCache
+from pm.config.constants import RULES_POLL_INTERVAL_S
+from pm.domain.cel import ProductionEngine
+from pm.domain.pricing import PricingRequest
+from pm.store.rule_cache import FeeRuleCache
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 REQUEST = PricingRequest("P2P_TRANSFER", "INTERNAL_P2P", 10_000, "THB", (), 1, 2, NOW)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from pm.settings import Settings
+from pm.config.settings import Settings
 
 DATABASE_URL = "postgresql://pm@db.example/onewallet"
 

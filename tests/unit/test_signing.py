@@ -10,7 +10,7 @@ import hmac
 
 import pytest
 
-from pm import signing
+from pm.domain import signing
 
 BODY = b'{"operation_type":"P2P_TRANSFER","amount_minor":10000,"currency":"THB","recipient_id":1002}'
 NONCE = "0123456789abcdef0123456789abcdef"

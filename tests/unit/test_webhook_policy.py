@@ -1,4 +1,4 @@
-"""Proves the merchant webhook policy (pm/webhook_policy.py): which addresses a webhook may connect to
+"""Proves the merchant webhook policy (pm/webhooks/policy.py): which addresses a webhook may connect to
 (the table), which URL forms are refused and why, and what PM_WEBHOOK_ALLOWED_HOSTS allows."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from pm.webhook_policy import AddressClass, AllowedHosts, WebhookRefused, check_addresses, classify, parse_target
+from pm.webhooks.policy import AddressClass, AllowedHosts, WebhookRefused, check_addresses, classify, parse_target
 
 A = AddressClass
 

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway_support import Gateway, isolated_topology
 
 from gateway.app import create_app, runner_options
-from pm.settings import Settings
+from pm.config.settings import Settings
 
 MakeGateway = Callable[..., contextlib.AbstractAsyncContextManager[Gateway]]
 

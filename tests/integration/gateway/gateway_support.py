@@ -16,14 +16,15 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from gateway.resources import DATABASE, REDIS
-from pm import keys, signing
 from pm.client import PMClient
-from pm.keys import SCOPE_ADMIN, SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, SCOPE_INTENTS_WRITE
-from pm.topology import Topology, parse_topology, renamed_document
+from pm.config.topology import Topology, parse_topology, renamed_document
+from pm.domain import signing
+from pm.store import keys
+from pm.store.keys import SCOPE_ADMIN, SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, SCOPE_INTENTS_WRITE
 
 ALL_BUT_ADMIN = (SCOPE_INTENTS_WRITE, SCOPE_INTENTS_READ, SCOPE_BALANCE_READ)
 ADMIN = (SCOPE_ADMIN,)
-# The operation types test keys may create, by kind of key (pm.keys: every key carries its list).
+# The operation types test keys may create, by kind of key (pm.store.keys: every key carries its list).
 USER_OPERATIONS = "P2P_TRANSFER,IPPS_WITHDRAWAL,THAI_QR_PAY,QP_TOPUP"
 ADMIN_OPERATIONS = USER_OPERATIONS + ",ADMIN_ADJUSTMENT"
 MERCHANT_OPERATIONS = "MINIAPP_CHARGE,MINIAPP_CREDIT"

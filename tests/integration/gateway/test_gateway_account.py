@@ -15,9 +15,9 @@ from gateway_support import Gateway, error_of, new_user
 
 from gateway.resources import LEDGER
 from ledger import accounts
-from pm import intents as store
 from pm.client import PMApiError
-from pm.domain import OperationType
+from pm.domain.intent import OperationType
+from pm.store import intents as store
 
 
 async def test_balance_is_zero_before_the_first_movement(gateway: Gateway) -> None:

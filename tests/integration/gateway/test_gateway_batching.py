@@ -15,8 +15,8 @@ from gateway_support import Gateway, new_user
 from redis.exceptions import ResponseError
 
 from gateway.batching import IntentWriter, RedisBatch, ResponseRecorder
-from pm import intents as store
-from pm.domain import OperationType
+from pm.domain.intent import OperationType
+from pm.store import intents as store
 
 
 async def test_concurrent_commands_each_get_their_reply(redis_url: str) -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from gateway_support import Gateway, Key, new_user
 
-from pm import keys
-from pm.constants import API_KEY_CACHE_TTL_S, API_KEY_RECHECK_S
+from pm.config.constants import API_KEY_CACHE_TTL_S, API_KEY_RECHECK_S
+from pm.store import keys
 
 PM = str(Path(sys.executable).parent / "pm")
 

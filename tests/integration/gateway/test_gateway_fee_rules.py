@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from gateway_support import ADMIN, Gateway, Key, error_of, new_user, p2p_body
 
-from pm import fee_rules
-from pm.audit import current_rule_generation
+from pm.store import fee_rules
+from pm.store.audit import current_rule_generation
 
 
 def rule_body(sender_id: int, **changes: Any) -> dict[str, Any]:

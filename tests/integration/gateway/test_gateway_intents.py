@@ -14,9 +14,9 @@ from conftest import MakeGateway
 from gateway_support import ADMIN, Gateway, error_of, new_user, p2p_body
 
 from gateway.intents import request_hash
-from pm import intents as store
-from pm import streams
-from pm.domain import OperationType
+from pm.domain.intent import OperationType
+from pm.redis import streams
+from pm.store import intents as store
 
 
 async def test_signed_post_creates_one_intent_event_and_stream_entry(gateway: Gateway) -> None:

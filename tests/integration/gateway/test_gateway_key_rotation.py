@@ -13,8 +13,8 @@ from conftest import MakeGateway
 from gateway_support import Gateway, Key, new_user
 
 from gateway.resources import KEYS
-from pm import keys
-from pm.constants import API_KEY_CACHE_TTL_S, API_KEY_RECHECK_S
+from pm.config.constants import API_KEY_CACHE_TTL_S, API_KEY_RECHECK_S
+from pm.store import keys
 
 GRACE_S = 3
 

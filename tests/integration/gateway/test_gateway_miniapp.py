@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from gateway_support import Gateway, error_of, new_user
 
-from pm import intents as store
-from pm import streams
-from pm.domain import OperationType
+from pm.domain.intent import OperationType
+from pm.redis import streams
+from pm.store import intents as store
 
 MINIAPP = ["MINIAPP_CHARGE", "MINIAPP_CREDIT"]
 

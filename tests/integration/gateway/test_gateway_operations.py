@@ -18,8 +18,8 @@ from gateway_support import Gateway, error_of, isolated_topology, new_user, p2p_
 from openapi_spec_validator import validate
 
 from gateway.app import ROUTES, create_app, run_gateway, runner_options
-from pm.constants import BACKLOG_MEASURE_INTERVAL_S
-from pm.settings import Settings
+from pm.config.constants import BACKLOG_MEASURE_INTERVAL_S
+from pm.config.settings import Settings
 
 
 async def test_healthz_and_readyz_when_everything_answers(gateway: Gateway) -> None:

@@ -1,4 +1,4 @@
-"""Proves that a tag or destination_ref that looks like personal data (pm/pii.py) is refused 422
+"""Proves that a tag or destination_ref that looks like personal data (pm/domain/pii.py) is refused 422
 PII_REFUSED in every request that carries one — POST /intents, POST /quote, limit rules (create and
 replace) — and in a fee rule's name and expression text, before any other check of the field, without
 echoing the value, and with nothing written: no intent row, no idempotency row, no stream entry, no

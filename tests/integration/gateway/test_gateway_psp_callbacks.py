@@ -15,10 +15,10 @@ import orjson
 import pytest
 from gateway_support import Gateway, error_of, new_user
 
-from pm import intents as store
-from pm import psp_signing
-from pm.domain import ErrorCode, OperationType, State, Transition
-from pm.psp_secrets import SIMULATOR_IPPS_CALLBACK_SECRET, SIMULATOR_SETTINGS
+from pm.domain import psp_signing
+from pm.domain.intent import ErrorCode, OperationType, State, Transition
+from pm.psp.secrets import SIMULATOR_IPPS_CALLBACK_SECRET, SIMULATOR_SETTINGS
+from pm.store import intents as store
 
 SECRET = SIMULATOR_IPPS_CALLBACK_SECRET
 PATH = "/psp/IPPS_TRANSFER/callback"

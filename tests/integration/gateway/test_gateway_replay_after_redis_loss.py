@@ -18,11 +18,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway_support import ADMIN, Gateway, Key, error_of, isolated_topology, new_user, p2p_body
 
 from gateway.app import create_app, runner_options
-from pm import signing
-from pm.constants import NONCE_STORE_COMPLETE_SINCE_KEY
-from pm.embedded import running_valkey
-from pm.migrate import migrate
-from pm.settings import Settings
+from pm.config.constants import NONCE_STORE_COMPLETE_SINCE_KEY
+from pm.config.settings import Settings
+from pm.dev.embedded import running_valkey
+from pm.domain import signing
+from pm.store.migrate import migrate
 
 LIMIT_RULE = {"operation_type": "P2P_TRANSFER", "tag": None, "period": "daily", "max_amount_minor": 50_000,
               "max_count": None}  # fmt: skip

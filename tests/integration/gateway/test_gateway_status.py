@@ -16,8 +16,8 @@ from conftest import MakeGateway
 from gateway_support import Gateway, error_of, new_user, p2p_body
 
 from gateway.resources import STATUS_HUB
-from pm import intents as store
-from pm.domain import ErrorCode, Intent, State, advance, reject
+from pm.domain.intent import ErrorCode, Intent, State, advance, reject
+from pm.store import intents as store
 
 TO_SETTLED = (State.VALIDATED, State.PRICED, State.CLEARED, State.AUTHORIZED, State.SETTLED)
 

@@ -1,0 +1,130 @@
+"""Redis key prefixes and tuning numbers that are not per-stage (those live in streams.yaml).
+
+Units are in the names; an odd value says why.
+"""
+
+# HMAC replay protection: SET NX with expiry. The nonce must outlive the whole accepted clock window
+# (±300 s), so a replay can never find its nonce expired while its timestamp is still acceptable.
+NONCE_KEY_PREFIX = "pm:nonce:"
+NONCE_TTL_S = 2 * 300 + 60
+# Reads (GET) keep their nonces in Redis only; this key holds the unix second since which Redis has held
+# every read nonce: written (SET NX) by the first read that finds it missing, i.e. at the first start
+# and after Redis lost its data. A read signed before it is refused. It has no expiry, and Redis must
+# not evict it (maxmemory-policy noeviction): losing nonces while keeping it would reopen replays.
+NONCE_STORE_COMPLETE_SINCE_KEY = "pm:nonce-store-complete-since"
+# Requests with effects (POST, PUT, DELETE) claim their nonces in PostgreSQL (pm.request_nonce); a row
+# is kept NONCE_TTL_S, past any timestamp the ±300 s window could still accept, then purged.
+
+# Handler errors kept beside pending entries, so a dead letter says why it died.
+ENTRY_ERROR_KEY_PREFIX = "pm:entry-error:"
+ENTRY_ERROR_TTL_S = 7 * 24 * 3600
+
+# Settlement's slot for asking a PSP about one intent (SET NX PX psp_status_query_interval_s): at most
+# one status query per intent per interval, however many entries or callbacks name it.
+PSP_STATUS_QUERY_KEY_PREFIX = "pm:psp-status-query:"
+
+# How long a Prefer: wait=N request may wait for a terminal state.
+PREFER_WAIT_MAX_S = 10
+
+# The gateway (gateway/). Tuning numbers that operators never need to change; settings hold the rest.
+
+# Key rotation (`pm keys rotate --grace`): how long the previous secret keeps working by default, and at most.
+KEY_ROTATION_GRACE_S_DEFAULT = 24 * 3600
+KEY_ROTATION_GRACE_S_MAX = 30 * 86_400
+
+# An API key read from PostgreSQL is trusted this long, so a revocation takes effect within a second
+# while a busy caller costs one key lookup per second instead of one per request.
+API_KEY_CACHE_TTL_S = 1.0
+# A signature that matches no cached secret re-reads a key cached longer than this (a rotation may
+# have issued a new secret since): new secrets work at once; bad signatures cost <= 10 reads/s per key.
+API_KEY_RECHECK_S = 0.1
+# Bounds the cache against a flood of made-up key ids (each is cached as unknown for the TTL too).
+API_KEY_CACHE_ENTRIES_MAX = 10_000
+
+# Idempotency-Key: what a caller may send (visible ASCII), and how long a claim without a stored
+# response counts as in flight (409) before we presume the first request died after its commit.
+IDEMPOTENCY_KEY_LENGTH_MAX = 128
+IDEMPOTENCY_IN_FLIGHT_S_MAX = 30.0
+# PM_IDEMPOTENCY_RETENTION_S's default: records (and the answers replayed from them) are kept a day.
+IDEMPOTENCY_RETENTION_S_DEFAULT = 24 * 3600
+
+# The status poller deletes expired idempotency records and request nonces every PURGE_INTERVAL_S, in
+# rounds of at most PURGE_ROUND_ROWS_MAX rows (one short statement each, oldest first), at most
+# PURGE_ROUNDS_MAX rounds per table per run: up to 200,000 rows per 5 s per table, far above the rate
+# intents come in, without one long transaction or lock.
+PURGE_INTERVAL_S = 5.0
+PURGE_ROUND_ROWS_MAX = 5_000
+PURGE_ROUNDS_MAX = 40
+
+# The first stage's backlog is measured at most this often (one XINFO GROUPS), shared by all requests.
+BACKLOG_MEASURE_INTERVAL_S = 0.2
+# What an OVERLOADED answer tells the caller to wait (Retry-After, whole seconds).
+BACKPRESSURE_RETRY_AFTER_S = 1
+
+# The shared status pub/sub connection: how long a subscriber waits for Redis to confirm SUBSCRIBE
+# before it goes on without it (it then relies on PostgreSQL), and how many status messages one
+# subscriber may have unread before they are replaced by a re-read from PostgreSQL.
+STATUS_SUBSCRIBE_TIMEOUT_S = 2.0
+STATUS_SUBSCRIBER_BUFFER_MAX = 64
+# Back-off between reconnection attempts of the status connection when Redis is down: doubling from
+# the first to the most, so an outage costs a log line every few seconds, not a storm.
+STATUS_RECONNECT_DELAY_S = 0.5
+STATUS_RECONNECT_DELAY_S_MAX = 5.0
+
+# /readyz: each dependency must answer within this.
+READY_CHECK_TIMEOUT_S = 2.0
+# asyncpg: a statement running longer than this is cancelled (the gateway runs only short ones).
+GATEWAY_DATABASE_COMMAND_TIMEOUT_S = 10.0
+# Redis: bounds on connecting and on any one command of the gateway (the status reader blocks on
+# purpose and is exempt); a request waits at most this long for a free pooled connection.
+GATEWAY_REDIS_SOCKET_TIMEOUT_S = 5.0
+GATEWAY_REDIS_CONNECT_TIMEOUT_S = 5.0
+GATEWAY_REDIS_POOL_WAIT_S = 5.0
+# Graceful shutdown: in-flight requests get this long to finish.
+GATEWAY_SHUTDOWN_TIMEOUT_S = 10.0
+
+# Amounts the limits stage checks: its Redis script compares in Lua numbers (doubles), exact only up to
+# 2**53. 2**53 satang is 90 trillion THB, far above any cap or intent; the settings cap intents at it.
+AMOUNT_MINOR_EXACT_MAX = 2**53 - 1
+
+# Limits (pm/domain/limits.py, pm/redis/limit_counters.py). Every limit key starts with LIMIT_KEY_PREFIX, so an
+# operator can drop the limit cache alone (`SCAN MATCH pm:limit:*`) without touching the streams.
+LIMIT_KEY_PREFIX = "pm:limit:"
+# A hash per (user, rule id, rule version, period start): `_amount`, `_count`, and one field per intent
+# that holds a place in it (the intent id -> its amount), which makes a reservation idempotent.
+LIMIT_COUNTER_KEY_PREFIX = LIMIT_KEY_PREFIX + "counter:"
+# Written when an intent's places are given back (it ended REJECTED or FAILED): a late redelivery of its
+# limits entry must not take a place again, and a rebuild must not count it.
+LIMIT_RELEASED_KEY_PREFIX = LIMIT_KEY_PREFIX + "released:"
+# A counter outlives its period by a day: intents created just before midnight are checked after it, and
+# refused ones are released after it (a PSP may take hours to decline); a day costs little memory.
+LIMIT_COUNTER_EXPIRY_MARGIN_S = 24 * 3600
+# An intent re-driven long after its period (a stuck intent, the poller) is still checked in that period:
+# its counter then lives at least this long, instead of expiring the moment it is rebuilt.
+LIMIT_COUNTER_TTL_S_MIN = 3600
+# A redelivered limits entry arrives within claim_idle_ms x max_deliveries (minutes); a rebuild reads
+# PostgreSQL milliseconds before it writes. A day is far beyond both.
+LIMIT_RELEASED_TTL_S = 24 * 3600
+# A rebuild counts at most this many intents of one user in one period; beyond it the batch fails (and,
+# retried, goes to the dead-letter stream) rather than loading an unbounded list into Redis.
+LIMIT_REBUILD_INTENTS_MAX = 100_000
+# Every intent is matched against every enabled rule in Python: keep that list short.
+LIMIT_RULES_ENABLED_MAX = 100
+# GET /admin/limit-rules and /admin/routes answer at most this many rows, disabled ones included.
+LIMIT_RULES_LISTED_MAX = 1_000
+# Every validation process holds all enabled routes and scans them per intent; disabled ones count too.
+ROUTES_MAX = 1_000
+# Every process that uses fee rules, limit rules or routes polls pm.rule_generation at most this often
+# (pm/store/generation_cache.py), so an edit applies everywhere within 0.5 s plus one query: the issue asks
+# for a second. One cheap query per process per interval.
+RULES_POLL_INTERVAL_S = 0.5
+
+# Fee rules (pm/domain/pricing.py, pm/store/fee_rules.py, pm/store/rule_cache.py).
+# The schema's cap on a stored CEL expression (sql/0003_money_rules.sql); the setting may only lower it.
+CEL_EXPRESSION_LENGTH_HARD_MAX = 2_000
+# Each enabled rule is compiled in every process (0.2 ms each here: 500 take 0.1 s, once per change) and
+# candidates are matched in Python per intent: a ceiling far above any fee schedule.
+FEE_RULES_ENABLED_MAX = 500
+# GET /admin/fee-rules answers at most this many rules (disabled ones last); a rule's versions, this many.
+FEE_RULES_LISTED_MAX = 1_000
+FEE_RULE_VERSIONS_LISTED_MAX = 100

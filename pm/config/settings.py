@@ -1,0 +1,213 @@
+"""The one place that reads the environment: every `PM_*` variable becomes a field of `Settings`.
+
+    settings = Settings()                      # reads PM_* from the environment
+    settings.effective_ledger_url(database_url)
+
+Every field is documented in the README's configuration table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ledger.accounts import CURRENCY_LEDGER
+from pm.config.constants import (
+    AMOUNT_MINOR_EXACT_MAX,
+    CEL_EXPRESSION_LENGTH_HARD_MAX,
+    IDEMPOTENCY_RETENTION_S_DEFAULT,
+    PREFER_WAIT_MAX_S,
+)
+from pm.config.topology import TOPOLOGY_FILE
+from pm.store.intents import HISTORY_PAGE_MAX
+from pm.webhooks.policy import AllowedHosts
+
+DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT = 100_000
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Settings(BaseSettings):
+    # `env_ignore_empty`: `PM_DATABASE_URL=` (set but empty) means "not configured", which is what a
+    # shell user who clears a variable expects, instead of a connection attempt to "".
+    model_config = SettingsConfigDict(env_prefix="PM_", env_ignore_empty=True, extra="ignore", frozen=True)
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    # Comma-separated TigerBeetle replica addresses, e.g. "3000,3001" or "10.0.0.1:3000,10.0.0.2:3000".
+    tigerbeetle_addresses: str | None = None
+    tigerbeetle_cluster_id: int = Field(default=0, ge=0)
+    ledger_url: str | None = None
+    # Resolved once, when the settings are read, so a later chdir cannot move the data.
+    data_dir: Path = Field(default_factory=lambda: Path.cwd() / ".data")
+    log_level: LogLevel = "INFO"
+    # uvloop (libuv) runs the same asyncio code with fewer CPU cycles per socket event; `asyncio` is the
+    # standard library's loop (also used where uvloop is not installed, e.g. Windows).
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    # Read only by the test suite (tests/conftest.py): servers to test against instead of embedded ones.
+    test_database_url: str | None = None
+    test_redis_url: str | None = None
+
+    # The pipeline's topology (streams, groups, batch sizes); another file lets a test or a benchmark run
+    # with streams of its own or other tuning numbers.
+    streams_file: Path = TOPOLOGY_FILE
+    # Events per ledger request from the stages (chains are never split). TigerBeetle takes 8189; a server
+    # in --development mode only 253 (DESIGN.md §10), so set this to 253 against one.
+    ledger_request_events_max: int = Field(default=8189, ge=1, le=8189)
+    # A stage or poller process serves /metrics on this port; honcho gives each process a $PORT.
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, validation_alias=AliasChoices("PM_METRICS_PORT", "PORT")
+    )
+
+    # `pm send` / `pm balance`: which gateway and key (else the demo keys `pm up` wrote to the data dir).
+    gateway_url: str | None = None
+    api_key_id: str | None = None
+    api_key_secret: str | None = None
+
+    # The gateway (gateway/): where it listens, and a bound on everything a caller can send.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    # Off by default: aiohttp's access log halves requests/s (DESIGN.md §10); metrics count requests.
+    http_access_log: bool = False
+    http_body_bytes_max: int = Field(default=16_384, ge=1_024, le=1_048_576)
+    # aiohttp's parser limits: the request line and one header line, and one header field's value.
+    http_header_line_bytes_max: int = Field(default=8_190, ge=256, le=65_536)
+    http_header_field_bytes_max: int = Field(default=8_190, ge=256, le=65_536)
+    http_database_connections_max: int = Field(default=10, ge=1, le=200)
+    http_redis_connections_max: int = Field(default=16, ge=4, le=1_000)
+    intent_amount_minor_min: int = Field(default=1, ge=1)
+    # 100,000,000.00 THB: far above any wallet limit, far below bigint and TigerBeetle's u128. At most
+    # what the limits stage compares exactly (pm/config/constants.py), or a larger intent would stop that stage.
+    intent_amount_minor_max: int = Field(default=10_000_000_000, ge=1, le=AMOUNT_MINOR_EXACT_MAX)
+    intent_tags_count_max: int = Field(default=16, ge=0, le=256)
+    intent_tag_length_max: int = Field(default=64, ge=1, le=256)
+    # The wallet's own currency (ISO 4217, one of ledger.accounts.CURRENCY_LEDGER): what GET /api/pm/balance
+    # answers without `?currency=`, and the `pm` commands' default --currency.
+    wallet_currency: str = "THB"
+    # One below pm.store.intents.HISTORY_PAGE_MAX: a page reads one row more to know whether another follows.
+    history_page_size_max: int = Field(default=100, ge=1, le=HISTORY_PAGE_MAX - 1)
+    # An Idempotency-Key's record (and so its stored answer) is kept this long, then deleted by the status
+    # poller; after that the key may name a new intent. Stripe's 24 h; at least an hour, so no retry of a
+    # request in flight can outlive its record.
+    idempotency_retention_s: int = Field(default=IDEMPOTENCY_RETENTION_S_DEFAULT, ge=3_600, le=90 * 86_400)
+    # POST /intents answers 503 OVERLOADED once the first stage's backlog (lag + pending) passes this.
+    backpressure_backlog_entries_max: int = Field(default=100_000, ge=1)
+    prefer_wait_s_max: float = Field(default=PREFER_WAIT_MAX_S, gt=0, le=PREFER_WAIT_MAX_S)
+    # An SSE stream ends after this long (the client reconnects with Last-Event-ID); pings keep it open.
+    sse_duration_s_max: float = Field(default=300.0, gt=0, le=3_600)
+    sse_ping_interval_s: float = Field(default=15.0, gt=0, le=300)
+    # The longest CEL expression (condition or amount) a fee rule may be saved with; rules already saved
+    # still load. Short rules are the point: the length bounds what one evaluation can cost (pm/cel).
+    fee_rule_expression_length_max: int = Field(default=1_000, ge=16, le=CEL_EXPRESSION_LENGTH_HARD_MAX)
+
+    # Payment service providers. PM calls each PSP at its URL with `psp_api_key`; each PSP signs its
+    # callbacks with its own secret (X-PSP-Signature). The URLs default to the PSP simulator's that `pm up`
+    # runs (`pm run psp-sim`); the secrets have no default (pm/psp/secrets.py): `pm up` and the tests pass
+    # the simulator's public values explicitly, and a process whose PSPs are not the local simulator
+    # refuses to start without real ones.
+    psp_ipps_url: str = "http://127.0.0.1:8090/ipps"
+    psp_qp_url: str = "http://127.0.0.1:8090/qp"
+    psp_api_key: str | None = Field(default=None, min_length=1, max_length=1_024)
+    psp_ipps_callback_secret: str | None = Field(default=None, min_length=1, max_length=1_024)
+    psp_qp_callback_secret: str | None = Field(default=None, min_length=1, max_length=1_024)
+    psp_request_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    # Every PSP timing counts from the hold's own ledger timestamp (consumers/holds.py), in this order:
+    #   submit deadline < outcome deadline < hold timeout
+    # The PSP connector submits a payment only before the submit deadline (None: half the outcome deadline),
+    # so every submit has ended (answered or timed out) by the outcome deadline; with no outcome by then PM
+    # voids the hold and fails the intent EXPIRED, before the ledger's own timeout would (the backstop).
+    psp_hold_timeout_s: int = Field(default=900, ge=3, le=7 * 86_400)
+    psp_outcome_deadline_s: int = Field(default=600, ge=2, le=7 * 86_400)
+    psp_submit_deadline_s: int | None = Field(default=None, ge=1, le=7 * 86_400)
+    # Settlement asks a PSP about one intent at most this often, however many entries or callbacks name it.
+    psp_status_query_interval_s: float = Field(default=10.0, ge=0.1, le=3_600)
+    # Where PSPs send callbacks: the gateway as the PSP reaches it (else http://PM_HTTP_HOST:PM_HTTP_PORT).
+    public_url: str | None = None
+    # The simulator: where it listens, and how long a payout or payment takes before its outcome.
+    psp_sim_host: str = "127.0.0.1"
+    psp_sim_port: int = Field(default=8090, ge=1, le=65535)
+    psp_sim_delay_ms: int = Field(default=300, ge=0, le=60_000)
+
+    # Merchant webhooks (pm/webhooks/policy.py): go only to public addresses, except to these hosts
+    # (comma-separated host names or IP addresses), for a development or test receiver. Empty in production.
+    webhook_allowed_hosts: str | None = None
+    # Dead-letter streams (pm:dead:<stage>) keep about this many newest entries (XADD MAXLEN ~); an older
+    # one's intent stays flagged in PostgreSQL (needs_operator) and can still be replayed by its id.
+    dead_letter_stream_entries_max: int = Field(default=DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT, ge=100, le=10_000_000)
+
+    @model_validator(mode="after")
+    def _deadline_before_hold(self) -> Settings:
+        if self.psp_outcome_deadline_s >= self.psp_hold_timeout_s:
+            raise ValueError("PM_PSP_OUTCOME_DEADLINE_S must be below PM_PSP_HOLD_TIMEOUT_S (PM voids first)")
+        if self.submit_deadline_s + math.ceil(self.psp_request_timeout_s) > self.psp_outcome_deadline_s:
+            raise ValueError(
+                "PM_PSP_SUBMIT_DEADLINE_S (default: half PM_PSP_OUTCOME_DEADLINE_S) plus PM_PSP_REQUEST_TIMEOUT_S"
+                " must not exceed PM_PSP_OUTCOME_DEADLINE_S: every submit must have ended before PM decides"
+            )
+        return self
+
+    @property
+    def submit_deadline_s(self) -> int:
+        """Seconds after the hold during which a payment may be submitted to its PSP."""
+        if self.psp_submit_deadline_s is not None:
+            return self.psp_submit_deadline_s
+        return max(1, self.psp_outcome_deadline_s // 2)
+
+    @field_validator("tigerbeetle_addresses")
+    @classmethod
+    def _normalize_addresses(cls, value: str | None) -> str | None:
+        # "3000, 3001" and "3000,3001" must name the same cluster; an all-blank value means "unset".
+        if value is None:
+            return None
+        addresses = [address.strip() for address in value.split(",") if address.strip()]
+        return ",".join(addresses) or None
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, value: str | None) -> str | None:
+        AllowedHosts.parse(value)  # a bad entry is a configuration error now, not a refused delivery later
+        return value
+
+    def webhook_allowed(self) -> AllowedHosts:
+        return AllowedHosts.parse(self.webhook_allowed_hosts)
+
+    @field_validator("wallet_currency")
+    @classmethod
+    def _supported_wallet_currency(cls, value: str) -> str:
+        if value not in CURRENCY_LEDGER:
+            raise ValueError(f"PM_WALLET_CURRENCY must be one of {', '.join(sorted(CURRENCY_LEDGER))}")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _amount_bounds_ordered(self) -> Settings:
+        if self.intent_amount_minor_min > self.intent_amount_minor_max:
+            raise ValueError("intent_amount_minor_min must not exceed intent_amount_minor_max")
+        return self
+
+    def effective_ledger_url(self, database_url: str | None) -> str:
+        """The ledger to open: PM_LEDGER_URL if set; else TigerBeetle when addresses are set; else the
+        `postgres` backend on `database_url` (the configured or the embedded PostgreSQL)."""
+        if self.ledger_url is not None:
+            return self.ledger_url
+        if self.tigerbeetle_addresses is not None:
+            return f"tigerbeetle://{self.tigerbeetle_addresses}?cluster={self.tigerbeetle_cluster_id}"
+        assert database_url, "the postgres ledger needs a database URL: start or configure PostgreSQL first"
+        return database_url
+
+    def ledger_needs_database(self) -> bool:
+        """True when the ledger lives in PostgreSQL, so a database must be running to open it."""
+        return self.ledger_url is None and self.tigerbeetle_addresses is None

@@ -1,0 +1,155 @@
+"""Limits, without I/O: which caps apply to an intent, which calendar period it falls in, and the
+counter each cap is kept in (DESIGN.md §6).
+
+A limit rule caps the sum of `amount_minor` (and, optionally, the number) of one user's intents of an
+operation type (or any) that carry a tag (or any), per calendar day or month in the wallet's time zone
+(Asia/Bangkok). The user is the sender: limits cap money leaving a wallet. Intents without one (top-ups,
+mini-app credits, adjustments) and `ADMIN_ADJUSTMENT` are never limited; a mini-app charge counts
+against the paying user (its sender), never against the merchant, which is not a user. An intent falls
+in the period of its `created_at`, so every redelivery and every rebuild puts it in the same counter,
+whenever it is checked.
+
+    counters = counters_for(intent, rules)          # one Counter per applicable rule
+    counters[0].key                                  # pm:limit:counter:{user}:{rule}:{version}:{YYYYMMDD}
+
+The counter key carries the rule's version: an edited rule (a new cap, another tag) starts fresh
+counters, rebuilt from PostgreSQL under the new definition, so no count made under the old one leaks in.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from pm.config.constants import (
+    AMOUNT_MINOR_EXACT_MAX,
+    LIMIT_COUNTER_EXPIRY_MARGIN_S,
+    LIMIT_COUNTER_KEY_PREFIX,
+    LIMIT_RELEASED_KEY_PREFIX,
+)
+from pm.domain.intent import Intent, OperationType
+
+WALLET_TIME_ZONE = ZoneInfo("Asia/Bangkok")
+# Operator corrections are not a user's spending.
+EXEMPT_OPERATIONS = frozenset({OperationType.ADMIN_ADJUSTMENT})
+
+
+class Period(enum.StrEnum):
+    DAILY = "daily"
+    MONTHLY = "monthly"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitRule:
+    id: int
+    version: int
+    operation_type: str | None  # None: any
+    tag: str | None  # None: any
+    period: Period
+    max_amount_minor: int
+    max_count: int | None  # None: no cap on the number of intents
+
+    def __post_init__(self) -> None:
+        assert self.id > 0 and self.version >= 1
+        assert 0 <= self.max_amount_minor <= AMOUNT_MINOR_EXACT_MAX, self.max_amount_minor
+        assert self.max_count is None or self.max_count >= 0
+
+    def applies_to(self, intent: Intent) -> bool:
+        """Whether the rule counts this intent (the caller has checked it is limited at all)."""
+        if self.operation_type is not None and self.operation_type != intent.operation_type:
+            return False
+        return self.tag is None or self.tag in intent.tags
+
+    def describe(self) -> str:
+        what = self.operation_type or "any operation"
+        tag = f"tag {self.tag}" if self.tag else "any tag"
+        return f"{self.period} limit (rule {self.id} v{self.version}: {what}, {tag})"
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodWindow:
+    """One calendar day or month in the wallet's time zone, as UTC instants [starts_at, ends_at)."""
+
+    starts_at: datetime
+    ends_at: datetime
+    label: str  # the local date it starts on, YYYYMMDD
+
+    def __post_init__(self) -> None:
+        assert self.starts_at.tzinfo is not None and self.starts_at < self.ends_at
+
+
+def period_window(period: Period, at: datetime) -> PeriodWindow:
+    """The day or month, in Asia/Bangkok, that holds the instant `at` (an aware datetime)."""
+    assert at.tzinfo is not None, "a naive datetime has no place in a time zone"
+    local_day = at.astimezone(WALLET_TIME_ZONE).date()
+    if period == Period.DAILY:
+        first, after = local_day, local_day + timedelta(days=1)
+    else:
+        first = local_day.replace(day=1)
+        after = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+    window = PeriodWindow(_local_midnight_utc(first), _local_midnight_utc(after), first.strftime("%Y%m%d"))
+    assert window.starts_at <= at < window.ends_at
+    return window
+
+
+def _local_midnight_utc(day: date) -> datetime:
+    # Combining the date with midnight in the zone (not adding hours to an instant) stays right even in
+    # a zone with daylight saving time; Bangkok has none.
+    return datetime.combine(day, time(0), tzinfo=WALLET_TIME_ZONE).astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """One cap on one user in one period: what the reserve script checks and a rebuild recounts."""
+
+    rule: LimitRule
+    user_id: int
+    window: PeriodWindow
+
+    @property
+    def key(self) -> str:
+        return f"{LIMIT_COUNTER_KEY_PREFIX}{self.user_id}:{self.rule.id}:{self.rule.version}:{self.window.label}"
+
+    @property
+    def expire_at_s(self) -> int:
+        return int(self.window.ends_at.timestamp()) + LIMIT_COUNTER_EXPIRY_MARGIN_S
+
+
+def is_limited(intent: Intent) -> bool:
+    return intent.sender_id is not None and intent.operation_type not in EXEMPT_OPERATIONS
+
+
+def counters_for(intent: Intent, rules: tuple[LimitRule, ...]) -> list[Counter]:
+    """The counters an intent takes a place in: one per enabled rule that applies to it."""
+    if not is_limited(intent):
+        return []
+    assert intent.sender_id is not None and intent.created_at is not None, intent.id
+    assert intent.amount_minor <= AMOUNT_MINOR_EXACT_MAX, intent.amount_minor
+    return [
+        Counter(rule, intent.sender_id, period_window(rule.period, intent.created_at))
+        for rule in rules
+        if rule.applies_to(intent)
+    ]
+
+
+def released_key(intent: Intent) -> str:
+    return f"{LIMIT_RELEASED_KEY_PREFIX}{intent.id}"
+
+
+def exceeded_message(counter: Counter, remaining_amount_minor: int, remaining_count: int | None) -> str:
+    """What LIMIT_EXCEEDED says: which limit, and what is left of it in this period."""
+    rule = counter.rule
+    # The reserve script never answers below zero, even for a counter rebuilt above its cap.
+    assert remaining_amount_minor >= 0, remaining_amount_minor
+    remaining = f"{remaining_amount_minor} of {rule.max_amount_minor} minor units"
+    if rule.max_count is not None:
+        assert remaining_count is not None and remaining_count >= 0, remaining_count
+        remaining += f" and {remaining_count} of {rule.max_count} intents"
+    else:
+        assert remaining_count is None, remaining_count
+    return (
+        f"{rule.describe()} exceeded: {remaining} remain in the period from "
+        f"{counter.window.starts_at.astimezone(WALLET_TIME_ZONE).isoformat()}"
+    )

@@ -1,0 +1,141 @@
+"""PM's side of the payment service providers' HTTP APIs (the simulator plays them: pm/dev/psp_sim.py).
+
+    psp = PspClient(settings)                              # one per process; `await psp.close()`
+    status = await psp.payout_status(reference)            # None: the PSP has no such payout
+    status = await psp.submit_payout(reference, ...)       # idempotent by our reference
+    ok = psp.callback_signature_ok("IPPS_TRANSFER", headers, body)
+
+Our reference is the intent id, so a retried submit (after a timeout, a crash, a lost answer) names the
+same payout and the PSP answers with it instead of paying twice. At most `PSP_CALLS_IN_FLIGHT_MAX` calls
+of a process are in flight at once (a stage's batch of 256 asks in waves); each is bounded by
+`psp_request_timeout_s` once it runs; a PSP that answers 5xx, times out or cannot be reached raises `PspUnavailable`
+(the caller leaves the intent as it is and the status poller brings it back later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from pm.config.settings import Settings
+from pm.domain import psp_signing
+
+STATUS_LENGTH_MAX = 32
+# A full batch (256) asks in two waves, so even against a PSP that times out every call a batch spends at
+# most 2 x psp_request_timeout_s (10 s) on it: less than claim_idle_ms (15 s), or its entries would be
+# claimed and handled twice meanwhile.
+PSP_CALLS_IN_FLIGHT_MAX = 128
+
+
+class PspUnavailable(Exception):
+    """The PSP did not give an answer we can act on (5xx, timeout, connection refused, garbage)."""
+
+
+class PspClient:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        self._in_flight = asyncio.Semaphore(PSP_CALLS_IN_FLIGHT_MAX)
+        self._urls = {
+            "IPPS_TRANSFER": settings.psp_ipps_url.rstrip("/"),
+            "QP_TRANSFER": settings.psp_qp_url.rstrip("/"),
+        }
+        # Unset secrets (no default: pm/psp/secrets.py) verify nothing: every callback is refused.
+        self._callback_secrets = {
+            channel: secret
+            for channel, secret in (
+                ("IPPS_TRANSFER", settings.psp_ipps_callback_secret),
+                ("QP_TRANSFER", settings.psp_qp_callback_secret),
+            )
+            if secret
+        }
+        public = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
+        self._public_url = public.rstrip("/")
+
+    def callback_url(self, channel: str) -> str:
+        return f"{self._public_url}/psp/{channel}/callback"
+
+    def callback_signature_ok(self, channel: str, headers: Mapping[str, str], body: bytes) -> bool:
+        secret = self._callback_secrets.get(channel)
+        if secret is None:
+            return False
+        return psp_signing.verify([secret], headers.get(psp_signing.SIGNATURE_HEADER), body, time.time())
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- IPPS payouts, QP payment requests (top-ups) ---------------------------------------------
+
+    async def payout_status(self, reference: str) -> str | None:
+        return await self._status("IPPS_TRANSFER", "payouts", reference)
+
+    async def submit_payout(
+        self, reference: str, *, amount_minor: int, currency: str, destination_ref: str, hold_expires_at_s: int
+    ) -> str:
+        return await self._submit(
+            "IPPS_TRANSFER", "payouts", reference, amount_minor=amount_minor, currency=currency,
+            destination_ref=destination_ref, hold_expires_at=hold_expires_at_s,
+        )  # fmt: skip
+
+    async def payment_request_status(self, reference: str) -> str | None:
+        return await self._status("QP_TRANSFER", "payment-requests", reference)
+
+    async def submit_payment_request(
+        self, reference: str, *, amount_minor: int, currency: str, expires_in_s: int
+    ) -> str:
+        return await self._submit(
+            "QP_TRANSFER", "payment-requests", reference, amount_minor=amount_minor, currency=currency,
+            expires_in_s=expires_in_s,
+        )  # fmt: skip
+
+    async def _status(self, channel: str, collection: str, reference: str) -> str | None:
+        """The PSP's status of our payment; None when the PSP does not know the reference."""
+        status, body = await self._call("GET", f"{self._urls[channel]}/v1/{collection}/{reference}")
+        if status == 404:
+            return None
+        return _status_of(status, body)
+
+    async def _submit(self, channel: str, collection: str, reference: str, **fields: Any) -> str:
+        """Create the payment at the PSP (idempotent by `reference`); its status."""
+        payload = {"reference": reference, "callback_url": self.callback_url(channel), **fields}
+        status, body = await self._call("POST", f"{self._urls[channel]}/v1/{collection}", payload)
+        if status == 409:
+            # Our reference names another payment at the PSP: never pay against it; an operator looks.
+            raise PspUnavailable(f"PSP refused reference {reference}: reference_reused")
+        return _status_of(status, body)
+
+    # -- transport -------------------------------------------------------------------------------
+
+    async def _call(self, method: str, url: str, payload: Any = None) -> tuple[int, Any]:
+        if self._session is None:
+            api_key = self._settings.psp_api_key
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._settings.psp_request_timeout_s),
+                headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+                connector=aiohttp.TCPConnector(limit=PSP_CALLS_IN_FLIGHT_MAX),
+            )
+        # The timeout runs once a slot is held: a call never times out waiting behind its batchmates.
+        async with self._in_flight:
+            try:
+                async with self._session.request(method, url, json=payload) as response:
+                    if response.status >= 500:
+                        raise PspUnavailable(f"{method} {url}: PSP answered {response.status}")
+                    body = await response.json(content_type=None)
+                    return response.status, body
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                raise PspUnavailable(f"{method} {url}: {exc!r}") from exc
+
+
+def _status_of(http_status: int, body: Any) -> str:
+    if http_status not in (200, 201) or not isinstance(body, dict):
+        raise PspUnavailable(f"PSP answered {http_status}: {body!r}")
+    status = body.get("status")
+    if not isinstance(status, str) or not 0 < len(status) <= STATUS_LENGTH_MAX:
+        raise PspUnavailable(f"PSP answered no usable status: {body!r}")
+    return status

@@ -1,0 +1,403 @@
+"""Limit counters in Redis: reserve places for a batch of intents atomically, give them back, and rebuild
+a missing counter from PostgreSQL, the truth (DESIGN.md §6).
+
+    reservations = await reserve(redis, pool, [(intent, counters_for(intent, rules)), ...])
+    await release(redis, [(intent, counters_for(intent, rules)), ...])     # intents that ended refused
+
+A counter is a hash (pm/domain/limits.py names it): `_amount` and `_count` of the places taken, and one field
+per intent holding a place, intent id -> amount. A place is *firm* (the limits stage admitted the intent)
+or *provisional* (value `p<amount>`: a rebuild counted an intent still PRICED that another batch is about
+to check, or has admitted without having committed CLEARED yet). Counting those is what keeps the cap
+exact across a rebuild: a stage may have admitted an intent against the old counter just before it
+vanished. A provisional intent is checked like any other when its turn comes (against the sum without
+it), then made firm, or dropped with the refusal; a release drops it too if it ends refused.
+
+One round trip per batch: one call of RESERVE_SCRIPT. Only when counters are missing (Redis restarted,
+flushed, the period or the rule is new) does it answer MISSING for those intents; then one SQL query
+counts their periods and a second call sets each counter from it *only if still missing* (so stages
+rebuilding at once cannot count twice) and decides. Scripts touch many users' keys in one call: a
+standalone Redis or Valkey, not a cluster.
+
+RESERVE_SCRIPT
+    KEYS  per intent: its released marker, then its counters' keys
+    ARGV  [1] released-marker prefix, [2] number of intents, then per intent:
+            intent id, amount_minor, number of counters n, then n times:
+              max_amount_minor, count capped (1) or not (0), max_count (0 when not capped),
+              expire-at (unix s), m (-1: no rebuild data),
+              then m times: member intent id, member amount_minor, firm (1) or provisional (0)
+    reply per intent [status, counter index (1-based; 0: none), remaining amount_minor (>= 0),
+                      count capped (1) or not (0), remaining count (>= 0; 0 when not capped)]
+          RESERVED  places taken now in every counter (all or nothing)
+          HELD      the intent already held a firm place in every counter (a redelivery): nothing changed
+          EXCEEDED  a counter would pass its cap: nothing taken; which one and what remains without it
+                    (never below 0: a rebuilt counter may hold more than a cap tightened since, or than
+                    the cap when it counted intents still queued; it remains 0 then)
+          MISSING   a counter does not exist and no rebuild data came for it: nothing done
+          RELEASED  the intent's places were given back already (it is final): nothing taken
+RELEASE_SCRIPT
+    KEYS  per intent: its released marker, then its counters' keys
+    ARGV  [1] marker time-to-live (s), [2] number of intents, then per intent: intent id, number of counters
+    reply the number of places given back; every intent's marker is set (idempotent)
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from pm.config.constants import (
+    LIMIT_COUNTER_TTL_S_MIN,
+    LIMIT_REBUILD_INTENTS_MAX,
+    LIMIT_RELEASED_KEY_PREFIX,
+    LIMIT_RELEASED_TTL_S,
+)
+from pm.domain.intent import Intent, State
+from pm.domain.limits import EXEMPT_OPERATIONS, Counter, counters_for, is_limited, released_key
+from pm.store.limit_rules import LimitRuleCache
+
+RESERVE_SCRIPT = """
+local released_prefix = ARGV[1]
+local intent_total = tonumber(ARGV[2])
+
+local function rebuild(key, first, member_total, expire_at)
+  redis.call('HSET', key, '_amount', 0, '_count', 0)
+  for j = first, first + 3 * (member_total - 1), 3 do
+    local member = ARGV[j]
+    if redis.call('EXISTS', released_prefix .. member) == 0 then
+      local amount = ARGV[j + 1]
+      if ARGV[j + 2] == '1' then
+        redis.call('HSET', key, member, amount)
+      else
+        redis.call('HSET', key, member, 'p' .. amount)
+      end
+      redis.call('HINCRBY', key, '_amount', amount)
+      redis.call('HINCRBY', key, '_count', 1)
+    end
+  end
+  redis.call('EXPIREAT', key, expire_at)
+end
+
+local function drop_provisional(intent_id, counters, seen)
+  for c, counter in ipairs(counters) do
+    if seen[c].state == 'provisional' then
+      redis.call('HDEL', counter.key, intent_id)
+      redis.call('HINCRBY', counter.key, '_amount', '-' .. seen[c].held_amount)
+      redis.call('HINCRBY', counter.key, '_count', -1)
+    end
+  end
+end
+
+local function decide(intent_id, amount_text, released, counters)
+  if redis.call('EXISTS', released) == 1 then
+    return {'RELEASED', 0, 0, 0, 0}
+  end
+  local amount = tonumber(amount_text)
+  local seen = {}
+  for c, counter in ipairs(counters) do
+    local values = redis.call('HMGET', counter.key, intent_id, '_amount', '_count')
+    if not values[2] then
+      return {'MISSING', c, 0, 0, 0}
+    end
+    local entry = {state = 'absent', total = tonumber(values[2]), count = tonumber(values[3])}
+    if values[1] then
+      if string.sub(values[1], 1, 1) == 'p' then
+        -- Counted by a rebuild already: the sum without it is what the check needs.
+        entry.state = 'provisional'
+        entry.held_amount = string.sub(values[1], 2)
+        entry.total = entry.total - tonumber(entry.held_amount)
+        entry.count = entry.count - 1
+      else
+        entry.state = 'firm'
+      end
+    end
+    seen[c] = entry
+  end
+  local changes = false
+  for c, counter in ipairs(counters) do
+    local entry = seen[c]
+    if entry.state ~= 'firm' then
+      changes = true
+      local over_count = counter.count_capped and entry.count + 1 > counter.max_count
+      if entry.total + amount > counter.max_amount or over_count then
+        drop_provisional(intent_id, counters, seen)
+        -- "Capped" travels apart from what remains, and what remains is never negative: a counter
+        -- rebuilt above its cap has 0 left (a negative count once read as "no cap" and stopped the stage).
+        local remaining_count, capped = 0, 0
+        if counter.count_capped then
+          remaining_count, capped = math.max(counter.max_count - entry.count, 0), 1
+        end
+        return {'EXCEEDED', c, math.max(counter.max_amount - entry.total, 0), capped, remaining_count}
+      end
+    end
+  end
+  if not changes then
+    return {'HELD', 0, 0, 0, 0}
+  end
+  for c, counter in ipairs(counters) do
+    local state = seen[c].state
+    if state == 'absent' then
+      redis.call('HSET', counter.key, intent_id, amount_text)
+      redis.call('HINCRBY', counter.key, '_amount', amount_text)
+      redis.call('HINCRBY', counter.key, '_count', 1)
+    elseif state == 'provisional' then
+      redis.call('HSET', counter.key, intent_id, amount_text)
+    end
+    redis.call('EXPIREAT', counter.key, counter.expire_at)
+  end
+  return {'RESERVED', 0, 0, 0, 0}
+end
+
+local a, k = 3, 1
+local results = {}
+for i = 1, intent_total do
+  local intent_id, amount_text, counter_total = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  a = a + 3
+  local released = KEYS[k]
+  k = k + 1
+  local counters = {}
+  for c = 1, counter_total do
+    local counter = {key = KEYS[k], max_amount = tonumber(ARGV[a]), count_capped = ARGV[a + 1] == '1',
+                     max_count = tonumber(ARGV[a + 2]), expire_at = ARGV[a + 3]}
+    local member_total = tonumber(ARGV[a + 4])
+    a = a + 5
+    k = k + 1
+    if member_total >= 0 then
+      if redis.call('EXISTS', counter.key) == 0 then
+        rebuild(counter.key, a, member_total, counter.expire_at)
+      end
+      a = a + 3 * member_total
+    end
+    counters[c] = counter
+  end
+  results[i] = decide(intent_id, amount_text, released, counters)
+end
+return results
+"""
+
+RELEASE_SCRIPT = """
+local released_ttl_s = ARGV[1]
+local intent_total = tonumber(ARGV[2])
+local a, k = 3, 1
+local places_released = 0
+for i = 1, intent_total do
+  local intent_id, counter_total = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  local released = KEYS[k]
+  k = k + 1
+  for c = 1, counter_total do
+    local key = KEYS[k]
+    k = k + 1
+    local held = redis.call('HGET', key, intent_id)
+    if held then
+      if string.sub(held, 1, 1) == 'p' then
+        held = string.sub(held, 2)
+      end
+      redis.call('HDEL', key, intent_id)
+      redis.call('HINCRBY', key, '_amount', '-' .. held)
+      redis.call('HINCRBY', key, '_count', -1)
+      places_released = places_released + 1
+    end
+  end
+  redis.call('SET', released, '1', 'EX', released_ttl_s)
+end
+return places_released
+"""
+
+# Past the limits stage and not refused: firm places. PRICED (and not given up on): provisional ones.
+COUNTED_STATES = (State.CLEARED, State.AUTHORIZED, State.SETTLED)
+_REBUILD_SQL = """
+SELECT c.position, m.id, m.amount_minor, m.state
+FROM unnest($1::int[], $2::bigint[], $3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[])
+    AS c(position, user_id, starts_at, ends_at, operation_type, tag)
+CROSS JOIN LATERAL (
+    SELECT i.id, i.amount_minor, i.state
+    FROM pm.intent i
+    WHERE i.sender_id = c.user_id
+      AND i.created_at >= c.starts_at AND i.created_at < c.ends_at
+      AND i.operation_type <> ALL($7::text[])
+      AND (c.operation_type IS NULL OR i.operation_type = c.operation_type)
+      AND (c.tag IS NULL OR c.tag = ANY(i.tags))
+      AND (i.state = ANY($8::text[]) OR (i.state = 'PRICED' AND NOT i.needs_operator))
+    LIMIT $9
+) m
+"""
+
+
+class ReservationStatus(enum.StrEnum):
+    RESERVED = "RESERVED"
+    HELD = "HELD"
+    EXCEEDED = "EXCEEDED"
+    MISSING = "MISSING"
+    RELEASED = "RELEASED"
+
+
+class LimitRebuildError(RuntimeError):
+    """A counter cannot be rebuilt within LIMIT_REBUILD_INTENTS_MAX intents (an operator must look)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    intent_id: uuid.UUID
+    status: ReservationStatus
+    exceeded: Counter | None = None
+    remaining_amount_minor: int = 0
+    remaining_count: int | None = None
+
+    @property
+    def admitted(self) -> bool:
+        return self.status in (ReservationStatus.RESERVED, ReservationStatus.HELD)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """An intent a rebuild counts: firm if it passed the limits stage, provisional while PRICED."""
+
+    intent_id: uuid.UUID
+    amount_minor: int
+    firm: bool
+
+
+Plan = tuple[Intent, list[Counter]]
+
+
+async def reserve(redis: aioredis.Redis, pool: asyncpg.Pool, plans: Sequence[Plan]) -> dict[uuid.UUID, Reservation]:
+    """Take every intent's places, all or nothing per intent, idempotent per intent id."""
+    assert all(counters for _, counters in plans), "plan only intents that some rule limits"
+    outcomes: dict[uuid.UUID, Reservation] = {}
+    missing = _collect(outcomes, plans, await _call_reserve(redis, plans, {}))
+    if missing:
+        members = await rebuild_members(pool, [counter for _, counters in missing for counter in counters])
+        # The call's own PRICED intents are decided in it, in order, right after the rebuild: counting
+        # them beforehand would only refuse the first of a user's queued intents instead of the last.
+        deciding = {intent.id for intent, _ in missing}
+        members = {key: [m for m in found if m.firm or m.intent_id not in deciding] for key, found in members.items()}
+        still_missing = _collect(outcomes, missing, await _call_reserve(redis, missing, members))
+        assert not still_missing, "every missing counter came with its rebuild data"
+    assert set(outcomes) == {intent.id for intent, _ in plans}
+    return outcomes
+
+
+async def release_refused(
+    redis: aioredis.Redis,
+    pool: asyncpg.Pool | asyncpg.Connection,
+    rule_cache: LimitRuleCache,
+    intents: Sequence[Intent],
+) -> int:
+    """Give back the places of the intents among `intents` that ended REJECTED or FAILED: one round trip.
+
+    Every refused intent of a limited kind is marked released, even one that never reached the limits
+    stage (cheaper than knowing), so a late redelivery of its limits entry can never take a place again."""
+    refused = [i for i in intents if i.state in (State.REJECTED, State.FAILED) and is_limited(i)]
+    if not refused:
+        return 0
+    rules = await rule_cache.current(pool)
+    return await release(redis, [(intent, counters_for(intent, rules)) for intent in refused])
+
+
+async def release(redis: aioredis.Redis, plans: Sequence[Plan]) -> int:
+    """Give back the places of intents that ended REJECTED or FAILED; one round trip; idempotent."""
+    if not plans:
+        return 0
+    assert all(intent.state in (State.REJECTED, State.FAILED) for intent, _ in plans)
+    keys: list[str] = []
+    arguments: list[str | int] = [LIMIT_RELEASED_TTL_S, len(plans)]
+    for intent, counters in plans:
+        keys.append(released_key(intent))
+        keys.extend(counter.key for counter in counters)
+        arguments.extend((str(intent.id), len(counters)))
+    return int(await redis.register_script(RELEASE_SCRIPT)(keys=keys, args=arguments))
+
+
+async def rebuild_members(pool: asyncpg.Pool, counters: Sequence[Counter]) -> dict[str, list[Member]]:
+    """The intents each counter holds according to PostgreSQL: one query for all of them."""
+    unique = list({counter.key: counter for counter in counters}.values())
+    rows = await pool.fetch(
+        _REBUILD_SQL,
+        list(range(len(unique))),
+        [counter.user_id for counter in unique],
+        [counter.window.starts_at for counter in unique],
+        [counter.window.ends_at for counter in unique],
+        [counter.rule.operation_type for counter in unique],
+        [counter.rule.tag for counter in unique],
+        [str(operation) for operation in EXEMPT_OPERATIONS],
+        [str(state) for state in COUNTED_STATES],
+        LIMIT_REBUILD_INTENTS_MAX + 1,
+    )
+    members: dict[str, list[Member]] = {counter.key: [] for counter in unique}
+    for row in rows:
+        members[unique[row["position"]].key].append(
+            Member(row["id"], row["amount_minor"], row["state"] != State.PRICED)
+        )
+    for key, found in members.items():
+        if len(found) > LIMIT_REBUILD_INTENTS_MAX:
+            raise LimitRebuildError(f"{key}: more than {LIMIT_REBUILD_INTENTS_MAX} intents in one period")
+    return members
+
+
+async def _call_reserve(
+    redis: aioredis.Redis, plans: Sequence[Plan], members: dict[str, list[Member]]
+) -> list[list[bytes | int]]:
+    keys: list[str] = []
+    arguments: list[str | int] = [LIMIT_RELEASED_KEY_PREFIX, len(plans)]
+    sent: set[str] = set()  # rebuild data goes once per counter; the script rebuilds at its first sight
+    expire_at_s_min = int(time.time()) + LIMIT_COUNTER_TTL_S_MIN
+    for intent, counters in plans:
+        keys.append(released_key(intent))
+        arguments.extend((str(intent.id), intent.amount_minor, len(counters)))
+        for counter in counters:
+            keys.append(counter.key)
+            rule = counter.rule
+            capped = rule.max_count is not None
+            arguments.extend(
+                (
+                    rule.max_amount_minor,
+                    1 if capped else 0,
+                    rule.max_count if rule.max_count is not None else 0,
+                    max(counter.expire_at_s, expire_at_s_min),
+                )
+            )
+            found = members.get(counter.key)
+            if found is None or counter.key in sent:
+                arguments.append(-1)
+                continue
+            sent.add(counter.key)
+            arguments.append(len(found))
+            for member in found:
+                arguments.extend((str(member.intent_id), member.amount_minor, 1 if member.firm else 0))
+    replies = await redis.register_script(RESERVE_SCRIPT)(keys=keys, args=arguments)
+    assert len(replies) == len(plans), (len(replies), len(plans))
+    return replies
+
+
+def _collect(
+    outcomes: dict[uuid.UUID, Reservation], plans: Sequence[Plan], replies: list[list[bytes | int]]
+) -> list[Plan]:
+    """Record each decided intent's reservation; return the plans whose counters were missing."""
+    missing = []
+    for (intent, counters), reply in zip(plans, replies, strict=True):
+        raw_status, index, remaining_amount, capped, remaining_count = reply
+        status = ReservationStatus(raw_status.decode() if isinstance(raw_status, bytes) else raw_status)
+        if status == ReservationStatus.MISSING:
+            missing.append((intent, counters))
+            continue
+        if status != ReservationStatus.EXCEEDED:
+            outcomes[intent.id] = Reservation(intent.id, status)
+            continue
+        exceeded = counters[int(index) - 1]
+        # Paired with the arguments sent: the script says "capped" exactly for a rule with a count cap.
+        assert (int(capped) == 1) == (exceeded.rule.max_count is not None), (exceeded.key, capped)
+        assert int(remaining_amount) >= 0 and int(remaining_count) >= 0, (exceeded.key, reply)
+        outcomes[intent.id] = Reservation(
+            intent.id,
+            status,
+            exceeded,
+            int(remaining_amount),
+            int(remaining_count) if int(capped) == 1 else None,
+        )
+    return missing

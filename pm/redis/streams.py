@@ -1,0 +1,253 @@
+"""Redis Streams operations the pipeline needs beyond what FastStream does (DESIGN.md §5, §10).
+
+- `ensure_groups`: create every stage's group at id 0 (entries written before the group existed
+  are still delivered);
+- `publish_and_ack`: next-stage entries and the XACK of the batch in ONE atomic script call, so a
+  crash can never leave a batch half published;
+- `publish_many`: many pub/sub messages in one script call (the outbox worker's status messages);
+- `pending_idle` / `claim`: find and take over entries a dead consumer left pending;
+- `dead_letter`: move an entry that keeps failing to its dead-letter stream, atomically with its ack;
+  the dead-letter stream keeps about its newest `entries_max` (XADD MAXLEN ~: it has no consumer group,
+  operators read it, and every dropped entry's intent stays flagged in PostgreSQL);
+- `trim_acknowledged`: trim a stage's stream only below what every group has acknowledged (never XADD
+  MAXLEN there, which drops entries no group has read);
+- `backlog`: a group's lag and pending count, for metrics and the gateway's backpressure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, ResponseError
+
+from pm.config.topology import Topology
+from pm.domain.intent import Intent
+
+ENTRY_FIELD = b"intent"
+
+
+def entry_fields(intent: Intent, message: dict[str, Any] | None = None) -> dict[str, bytes]:
+    """The stream entry of `intent` (`message`: its `to_message()`, when the caller has it already)."""
+    # orjson: the intent is encoded and decoded once per stage hop; the standard library's json was a
+    # tenth of each stage's CPU.
+    return {"intent": orjson.dumps(message if message is not None else intent.to_message())}
+
+
+def decode_entry(fields: dict[bytes, bytes]) -> Intent:
+    """The intent in a stream entry; raises ValueError/KeyError on a malformed entry."""
+    return Intent.from_message(orjson.loads(fields[ENTRY_FIELD]))
+
+
+async def ensure_groups(redis: aioredis.Redis, topology: Topology) -> None:
+    for stage in topology.stages.values():
+        try:
+            await redis.xgroup_create(stage.stream, stage.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """What a batch sends on: the next stages' stream entries."""
+
+    entries: list[tuple[str, dict[str, bytes]]]  # (stream, fields)
+
+
+# One script call instead of a MULTI/EXEC of 2n+1 commands: Redis runs a script atomically just as it
+# runs a transaction (no other client's command in between; no rollback on a runtime error in either),
+# and the client packs one command and reads one reply instead of one "QUEUED" reply per command,
+# which measured here was most of a stage's Redis CPU.
+# KEYS: the acknowledged stream, then the target streams. ARGV: group, entry field, entry count,
+# (target key index, payload) per entry, entry ids to ack.
+_PUBLISH_AND_ACK_LUA = """
+local group, field = ARGV[1], ARGV[2]
+local i = 3
+local count = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, count do
+    redis.call('XADD', KEYS[tonumber(ARGV[i])], '*', field, ARGV[i + 1])
+    i = i + 2
+end
+while i <= #ARGV do
+    local last = math.min(i + 999, #ARGV)  -- unpack() is bounded by Lua's C stack
+    redis.call('XACK', KEYS[1], group, unpack(ARGV, i, last))
+    i = last + 1
+end
+return 1
+"""
+_PUBLISH_AND_ACK_SHA = hashlib.sha1(_PUBLISH_AND_ACK_LUA.encode()).hexdigest()
+
+
+async def publish_and_ack(
+    redis: aioredis.Redis, publication: Publication, stream: str, group: str, entry_ids: list[bytes]
+) -> None:
+    """XADD the publication's entries and XACK `entry_ids` in one call: no other
+    client runs a command in between, and a crash of this process cannot leave the batch half sent."""
+    keys = [stream]
+    key_index: dict[str, int] = {}
+    arguments: list[Any] = [group, ENTRY_FIELD, len(publication.entries)]
+    for target, fields in publication.entries:
+        index = key_index.get(target)
+        if index is None:
+            keys.append(target)
+            index = key_index[target] = len(keys)  # Lua's KEYS is 1-based
+        assert list(fields) == [ENTRY_FIELD.decode()], fields
+        arguments += (index, fields[ENTRY_FIELD.decode()])
+    arguments += entry_ids
+    await _run_script(redis, _PUBLISH_AND_ACK_LUA, _PUBLISH_AND_ACK_SHA, keys, arguments)
+
+
+# ARGV: (channel, payload) pairs. One command and one reply for a whole batch of messages.
+_PUBLISH_MANY_LUA = """
+for i = 1, #ARGV, 2 do
+    redis.call('PUBLISH', ARGV[i], ARGV[i + 1])
+end
+return #ARGV / 2
+"""
+_PUBLISH_MANY_SHA = hashlib.sha1(_PUBLISH_MANY_LUA.encode()).hexdigest()
+PUBLISH_MANY_MAX = 10_000
+
+
+async def publish_many(redis: aioredis.Redis, messages: list[tuple[str, bytes]]) -> None:
+    """PUBLISH every (channel, payload) in one call, in order."""
+    assert len(messages) <= PUBLISH_MANY_MAX, len(messages)
+    if messages:
+        await _run_script(redis, _PUBLISH_MANY_LUA, _PUBLISH_MANY_SHA, [], [part for m in messages for part in m])
+
+
+async def _run_script(redis: aioredis.Redis, script: str, sha: str, keys: list[Any], arguments: list[Any]) -> None:
+    try:
+        await redis.evalsha(sha, len(keys), *keys, *arguments)
+    except NoScriptError:  # a Redis that restarted (or another server): load it, once
+        await redis.script_load(script)
+        await redis.evalsha(sha, len(keys), *keys, *arguments)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEntry:
+    entry_id: bytes
+    consumer: bytes
+    idle_ms: int
+    deliveries: int
+
+
+async def pending_idle(redis: aioredis.Redis, stream: str, group: str, idle_ms: int, count: int) -> list[PendingEntry]:
+    """Entries pending for at least `idle_ms` on any consumer of `group` (oldest first)."""
+    rows = await redis.xpending_range(stream, group, min="-", max="+", count=count, idle=idle_ms)
+    return [
+        PendingEntry(
+            entry_id=_as_bytes(row["message_id"]),
+            consumer=_as_bytes(row["consumer"]),
+            idle_ms=int(row["time_since_delivered"]),
+            deliveries=int(row["times_delivered"]),
+        )
+        for row in rows
+    ]
+
+
+async def claim(
+    redis: aioredis.Redis, stream: str, group: str, consumer: str, idle_ms: int, entry_ids: list[bytes]
+) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """XCLAIM entries still idle for `idle_ms` (another claimer may have won); returns those taken."""
+    if not entry_ids:
+        return []
+    claimed = await redis.xclaim(stream, group, consumer, min_idle_time=idle_ms, message_ids=entry_ids)
+    # An entry deleted from the stream (trimmed) comes back with no fields: nothing to process.
+    return [(entry_id, fields) for entry_id, fields in claimed if fields]
+
+
+async def dead_letter(
+    redis: aioredis.Redis,
+    *,
+    stream: str,
+    group: str,
+    dead_letter_stream: str,
+    entries: list[tuple[bytes, dict[bytes, bytes], str, int]],
+    entries_max: int,
+) -> None:
+    """Move (entry_id, fields, error, deliveries) entries to the dead-letter stream and ack them; the
+    dead-letter stream keeps about its newest `entries_max` entries (approximate trimming: whole nodes)."""
+    assert entries_max > 0
+    if not entries:
+        return
+    async with redis.pipeline(transaction=True) as pipe:
+        for entry_id, fields, error, deliveries in entries:
+            record: dict[str, Any] = {k.decode(): v for k, v in fields.items()}
+            record.update(
+                source_stream=stream,
+                source_group=group,
+                source_entry_id=entry_id,
+                error=error[:2000],
+                deliveries=str(deliveries),
+            )
+            pipe.xadd(dead_letter_stream, record, maxlen=entries_max, approximate=True)
+        pipe.xack(stream, group, *[entry[0] for entry in entries])
+        await pipe.execute()
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    lag: int  # entries not yet delivered to the group
+    pending: int  # delivered, not yet acknowledged
+
+
+async def backlog(redis: aioredis.Redis, stream: str, group: str) -> Backlog | None:
+    """The group's backlog, or None when the stream or group does not exist yet."""
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except ResponseError:
+        return None
+    for info in groups:
+        if _as_str(info["name"]) == group:
+            lag = info.get("lag")
+            return Backlog(lag=int(lag) if lag is not None else 0, pending=int(info["pending"]))
+    return None
+
+
+async def trim_acknowledged(redis: aioredis.Redis, stream: str, groups: Iterable[str]) -> int:
+    """Drop entries every one of `groups` has acknowledged; returns how many were removed.
+
+    The floor is, per group, its oldest pending entry, or, with nothing pending, the entry after its
+    last delivered one; entries below the lowest floor are acknowledged by all. A group that does not
+    exist yet has acknowledged nothing, so then nothing is trimmed.
+    """
+    try:
+        infos = {_as_str(info["name"]): info for info in await redis.xinfo_groups(stream)}
+    except ResponseError:
+        return 0
+    floors: list[tuple[int, int]] = []
+    for group in groups:
+        info = infos.get(group)
+        if info is None:
+            return 0
+        if int(info["pending"]) > 0:
+            summary = await redis.xpending(stream, group)
+            floors.append(_parse_id(summary["min"]))
+        else:
+            milliseconds, sequence = _parse_id(info["last-delivered-id"])
+            floors.append((milliseconds, sequence + 1))
+    if not floors:
+        return 0
+    milliseconds, sequence = min(floors)
+    if (milliseconds, sequence) <= (0, 0):
+        return 0
+    return int(await redis.xtrim(stream, minid=f"{milliseconds}-{sequence}", approximate=True))
+
+
+def _parse_id(entry_id: bytes | str) -> tuple[int, int]:
+    milliseconds, _, sequence = _as_str(entry_id).partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _as_str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,62 @@
+"""Intents an operator must look at because money may have moved outside the wallet's books: a PSP
+reported a payout done for an intent the wallet had already failed (its hold voided or expired).
+
+    await flag(pool, [intent_id], "why")      # idempotent; counted in pm_reviews_flagged_total
+    rows = await list_flagged(pool, limit)     # `pm review list`
+
+A flag writes, in the same statement, an outbox row the outbox worker adds to the review stream
+(streams.yaml `review_stream`), for alerting. Nothing here moves money: README "Reviews" says what the
+operator does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+
+from pm.config import metrics
+
+REASON_LENGTH_MAX = 500
+LISTED_MAX = 1_000
+
+
+_FLAG_SQL = """
+WITH marked AS (
+    UPDATE pm.intent SET needs_review = true, review_reason = $2
+    WHERE id = ANY($1::uuid[]) AND NOT needs_review
+    RETURNING *
+), outbox AS (
+    INSERT INTO pm.outbox (event_id, kind, intent_id, version, payload)
+    SELECT gen_random_uuid(), 'review', id, version,
+           jsonb_build_object('type', 'intent.review_flagged', 'intent_id', id, 'version', version, 'state', state,
+                              'operation_type', operation_type, 'amount_minor', amount_minor, 'currency', currency,
+                              'channel', channel, 'sender_id', sender_id, 'recipient_id', recipient_id,
+                              'error_code', error_code, 'reason', review_reason, 'flagged_at', now())
+    FROM marked
+)
+SELECT id FROM marked
+"""
+
+
+async def flag(conn: asyncpg.Pool | asyncpg.Connection, intent_ids: list[Any], reason: str) -> int:
+    """Mark the intents for review (once each); the number newly marked."""
+    assert intent_ids and reason
+    marked = await conn.fetch(
+        _FLAG_SQL,
+        [uuid.UUID(str(intent_id)) for intent_id in intent_ids],
+        reason[:REASON_LENGTH_MAX],
+    )
+    if marked:
+        metrics.REVIEWS_FLAGGED.inc(len(marked))
+    return len(marked)
+
+
+async def list_flagged(conn: asyncpg.Pool | asyncpg.Connection, limit: int = 100) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT id, state, operation_type, amount_minor, currency, sender_id, recipient_id, channel, error_code,"
+        " review_reason, updated_at FROM pm.intent WHERE needs_review ORDER BY updated_at LIMIT $1",
+        min(max(limit, 1), LISTED_MAX),
+    )
+    return [dict(row) for row in rows]
