@@ -33,8 +33,8 @@ import tigerbeetle as tb
 
 from ledger import accounts
 from ledger.accounts import NamedAccount, currency_ledger, transfer_id
-from pm.config.settings import Settings
 from pm.domain.intent import OPERATION_CODE, ErrorCode, Hold, Intent, OperationType
+from pm.domain.psp import PspTimings
 from pm.psp.client import PspClient
 
 HOLD_LEG = "hold"
@@ -53,8 +53,8 @@ class Channel:
     via_connector: ClassVar[bool] = False
     hold_timeout_s: int = 300  # the ledger releases an unsettled hold after this
 
-    def configure(self, settings: Settings) -> None:
-        """Called once per process with its settings (PSP channels read their timings here)."""
+    def configure(self, timings: PspTimings) -> None:
+        """Called once per process by its composition root (PSP channels take their timings here)."""
         return None
 
     def refusal(self, intent: Intent) -> tuple[ErrorCode, str] | None:
@@ -145,11 +145,10 @@ class PspChannel(Channel):
     submit_deadline_s = 300
     outcome_deadline_s = 600
 
-    def configure(self, settings: Settings) -> None:
-        self.hold_timeout_s = settings.psp_hold_timeout_s
-        self.submit_deadline_s = settings.submit_deadline_s
-        self.outcome_deadline_s = settings.psp_outcome_deadline_s
-        assert self.submit_deadline_s < self.outcome_deadline_s < self.hold_timeout_s, "submit, give up, expire"
+    def configure(self, timings: PspTimings) -> None:
+        self.hold_timeout_s = timings.hold_timeout_s
+        self.submit_deadline_s = timings.submit_deadline_s
+        self.outcome_deadline_s = timings.outcome_deadline_s
 
     async def submit_one(self, intent: Intent, hold: Hold, psp: PspClient, now_s: float) -> str:
         """Send the payment to the PSP, idempotent by our reference (the intent id); its PSP status.

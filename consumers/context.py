@@ -24,6 +24,7 @@ from pm.config.metrics import LEDGER_REQUEST_EVENTS, LEDGER_RESULTS
 from pm.config.settings import DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT, Settings
 from pm.config.topology import Topology, load_topology
 from pm.domain.intent import Intent, Transition
+from pm.domain.psp import PspTimings
 from pm.psp.client import PspClient
 from pm.redis.wire import redis_from_url
 from pm.store.limit_rules import LimitRuleCache
@@ -107,7 +108,7 @@ async def open_stage_context(
 ) -> AsyncIterator[StageContext]:
     settings = settings or Settings()
     for channel in channels.REGISTRY.values():
-        channel.configure(settings)
+        channel.configure(PspTimings.from_settings(settings))
     psp = PspClient(settings)
     pool = await asyncpg.create_pool(
         database_url,

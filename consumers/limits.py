@@ -9,18 +9,22 @@ worker calls `limit_counters.release_refused` as it delivers the final state (co
 
 from __future__ import annotations
 
+import functools
+
 from consumers.context import StageContext
 from pm.domain.intent import ErrorCode, Intent, State, Transition, advance, reject
 from pm.domain.limits import counters_for, exceeded_message
 from pm.redis import limit_counters
 from pm.redis.limit_counters import Reservation, ReservationStatus
+from pm.store import limit_members
 
 
 async def handle(intents: list[Intent], context: StageContext) -> list[Transition]:
     rules = await context.limit_rules.current(context.pool)
     plans = [(intent, counters_for(intent, rules)) for intent in intents]
     limited = [(intent, counters) for intent, counters in plans if counters]
-    reservations = await limit_counters.reserve(context.redis, context.pool, limited) if limited else {}
+    rebuild = functools.partial(limit_members.rebuild_members, context.pool)
+    reservations = await limit_counters.reserve(context.redis, rebuild, limited) if limited else {}
     return [_decide(intent, reservations.get(intent.id)) for intent in intents]
 
 

@@ -38,9 +38,9 @@ from consumers.outbox_feed import FEED_BATCH_MAX, feed_once
 from pm.config import metrics
 from pm.config.topology import Topology
 from pm.domain import psp_signing
+from pm.domain.webhook_policy import AllowedHosts
 from pm.store.limit_rules import LimitRuleCache
 from pm.webhooks.client import WebhookClient
-from pm.webhooks.policy import AllowedHosts
 
 log = logging.getLogger("pm.outbox")
 

@@ -119,7 +119,8 @@ async def feed_once(
         # A final state is an intent's last transition, so its row as it is now is as it ended.
         finals = await load_intents(conn, final_ids) if final_ids else []
         if finals:
-            await limit_counters.release_refused(redis, conn, limit_rules or LimitRuleCache(), finals)
+            rules = await (limit_rules or LimitRuleCache()).current(conn)
+            await limit_counters.release_refused(redis, rules, finals)
         arguments, written = history.write_arguments(finals)
         last = rows[-1]
         await conn.execute(

@@ -23,12 +23,12 @@ import time
 from consumers import psp_watch
 from consumers.context import StageContext
 from consumers.runtime import raise_if_cancelling, wait_or_stop
-from pm.cli.dlq import dead_letter_lengths
 from pm.config import metrics
 from pm.config.constants import NONCE_TTL_S, PURGE_INTERVAL_S, PURGE_ROUND_ROWS_MAX, PURGE_ROUNDS_MAX
 from pm.config.topology import Stage
 from pm.domain.intent import TERMINAL_STATE_NAMES, TERMINAL_STATES, State
 from pm.redis import streams
+from pm.redis.streams import dead_letter_lengths
 from pm.store import intents
 from pm.store.intents import INTENT_COLUMNS, intent_from_row
 

@@ -97,16 +97,6 @@ def stages_named(topology: Topology, name: str | None) -> list[Stage]:
     return [topology.stage(name)] if name is not None else list(topology.stages.values())
 
 
-async def dead_letter_lengths(redis: aioredis.Redis, topology: Topology) -> dict[str, int]:
-    """Entries in each stage's dead-letter stream (0 when it does not exist), in one round trip."""
-    stages = list(topology.stages.values())
-    async with redis.pipeline(transaction=False) as pipe:
-        for stage in stages:
-            pipe.xlen(stage.dead_letter_stream)
-        lengths = await pipe.execute()
-    return {stage.name: int(length) for stage, length in zip(stages, lengths, strict=True)}
-
-
 async def newest(redis: aioredis.Redis, stage: Stage, count: int) -> list[DeadLetter]:
     """The stage's newest `count` dead letters, newest first."""
     rows = await redis.xrevrange(stage.dead_letter_stream, count=max(1, min(count, SCAN_PAGE_ENTRIES)))

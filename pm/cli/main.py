@@ -510,8 +510,8 @@ async def _outbox_retry(settings: Settings, arguments: argparse.Namespace) -> in
 
 async def _webhook_set(settings: Settings, arguments: argparse.Namespace) -> int:
     from consumers import outbox
+    from pm.domain.webhook_policy import WebhookRefused
     from pm.webhooks.client import check_webhook_url
-    from pm.webhooks.policy import WebhookRefused
 
     if arguments.merchant_id <= 0:
         raise CommandError("merchant_id must be a positive integer", EXIT_PROBLEM_FOUND)
@@ -570,10 +570,11 @@ def _error_summary(error: str) -> str:
 
 async def _dlq_list(settings: Settings, arguments: argparse.Namespace) -> int:
     from pm.cli import dlq
+    from pm.redis import streams
 
     async with _dlq_backends(settings) as (connection, redis, topology):
         stages = _dlq_stage(topology, arguments.stage)
-        lengths = await dlq.dead_letter_lengths(redis, topology)
+        lengths = await streams.dead_letter_lengths(redis, topology)
         letters = {stage.name: await dlq.newest(redis, stage, arguments.limit) for stage in stages}
         ids = [letter.intent_id for found in letters.values() for letter in found if letter.intent_id]
         intents = await dlq.intent_rows(connection, ids)

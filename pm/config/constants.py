@@ -83,22 +83,17 @@ GATEWAY_REDIS_POOL_WAIT_S = 5.0
 # Graceful shutdown: in-flight requests get this long to finish.
 GATEWAY_SHUTDOWN_TIMEOUT_S = 10.0
 
-# Amounts the limits stage checks: its Redis script compares in Lua numbers (doubles), exact only up to
-# 2**53. 2**53 satang is 90 trillion THB, far above any cap or intent; the settings cap intents at it.
-AMOUNT_MINOR_EXACT_MAX = 2**53 - 1
+# Defined by the core (pm.domain: it may import nothing of pm.config), named here with the rest.
+from pm.domain.cel.base import EXPRESSION_LENGTH_HARD_MAX  # noqa: E402
+from pm.domain.limits import LIMIT_COUNTER_EXPIRY_MARGIN_S as LIMIT_COUNTER_EXPIRY_MARGIN_S  # noqa: E402
+from pm.domain.limits import LIMIT_COUNTER_KEY_PREFIX as LIMIT_COUNTER_KEY_PREFIX  # noqa: E402
+from pm.domain.limits import LIMIT_KEY_PREFIX as LIMIT_KEY_PREFIX  # noqa: E402
+from pm.domain.limits import LIMIT_RELEASED_KEY_PREFIX as LIMIT_RELEASED_KEY_PREFIX  # noqa: E402
+from pm.domain.money import AMOUNT_MINOR_EXACT_MAX as AMOUNT_MINOR_EXACT_MAX  # noqa: E402
 
-# Limits (pm/domain/limits.py, pm/redis/limit_counters.py). Every limit key starts with LIMIT_KEY_PREFIX, so an
-# operator can drop the limit cache alone (`SCAN MATCH pm:limit:*`) without touching the streams.
-LIMIT_KEY_PREFIX = "pm:limit:"
-# A hash per (user, rule id, rule version, period start): `_amount`, `_count`, and one field per intent
-# that holds a place in it (the intent id -> its amount), which makes a reservation idempotent.
-LIMIT_COUNTER_KEY_PREFIX = LIMIT_KEY_PREFIX + "counter:"
-# Written when an intent's places are given back (it ended REJECTED or FAILED): a late redelivery of its
-# limits entry must not take a place again, and a rebuild must not count it.
-LIMIT_RELEASED_KEY_PREFIX = LIMIT_KEY_PREFIX + "released:"
-# A counter outlives its period by a day: intents created just before midnight are checked after it, and
-# refused ones are released after it (a PSP may take hours to decline); a day costs little memory.
-LIMIT_COUNTER_EXPIRY_MARGIN_S = 24 * 3600
+# The schema's cap on a stored CEL expression (sql/0003_money_rules.sql); the setting may only lower it.
+CEL_EXPRESSION_LENGTH_HARD_MAX = EXPRESSION_LENGTH_HARD_MAX
+
 # An intent re-driven long after its period (a stuck intent, the poller) is still checked in that period:
 # its counter then lives at least this long, instead of expiring the moment it is rebuilt.
 LIMIT_COUNTER_TTL_S_MIN = 3600
@@ -108,6 +103,9 @@ LIMIT_RELEASED_TTL_S = 24 * 3600
 # A rebuild counts at most this many intents of one user in one period; beyond it the batch fails (and,
 # retried, goes to the dead-letter stream) rather than loading an unbounded list into Redis.
 LIMIT_REBUILD_INTENTS_MAX = 100_000
+# GET /api/pm/history: the largest page PostgreSQL is asked for (the setting is one below: a page reads one
+# row more to know whether another follows).
+HISTORY_PAGE_MAX = 200
 # Every intent is matched against every enabled rule in Python: keep that list short.
 LIMIT_RULES_ENABLED_MAX = 100
 # GET /admin/limit-rules and /admin/routes answer at most this many rows, disabled ones included.
@@ -120,8 +118,6 @@ ROUTES_MAX = 1_000
 RULES_POLL_INTERVAL_S = 0.5
 
 # Fee rules (pm/domain/pricing.py, pm/store/fee_rules.py, pm/store/rule_cache.py).
-# The schema's cap on a stored CEL expression (sql/0003_money_rules.sql); the setting may only lower it.
-CEL_EXPRESSION_LENGTH_HARD_MAX = 2_000
 # Each enabled rule is compiled in every process (0.2 ms each here: 500 take 0.1 s, once per change) and
 # candidates are matched in Python per intent: a ceiling far above any fee schedule.
 FEE_RULES_ENABLED_MAX = 500

@@ -15,16 +15,16 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ledger.accounts import CURRENCY_LEDGER
 from pm.config.constants import (
     AMOUNT_MINOR_EXACT_MAX,
     CEL_EXPRESSION_LENGTH_HARD_MAX,
+    HISTORY_PAGE_MAX,
     IDEMPOTENCY_RETENTION_S_DEFAULT,
     PREFER_WAIT_MAX_S,
 )
 from pm.config.topology import TOPOLOGY_FILE
-from pm.store.intents import HISTORY_PAGE_MAX
-from pm.webhooks.policy import AllowedHosts
+from pm.domain.money import CURRENCIES
+from pm.domain.webhook_policy import AllowedHosts
 
 DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT = 100_000
 
@@ -85,10 +85,10 @@ class Settings(BaseSettings):
     intent_amount_minor_max: int = Field(default=10_000_000_000, ge=1, le=AMOUNT_MINOR_EXACT_MAX)
     intent_tags_count_max: int = Field(default=16, ge=0, le=256)
     intent_tag_length_max: int = Field(default=64, ge=1, le=256)
-    # The wallet's own currency (ISO 4217, one of ledger.accounts.CURRENCY_LEDGER): what GET /api/pm/balance
+    # The wallet's own currency (ISO 4217, one of pm.domain.money.CURRENCIES): what GET /api/pm/balance
     # answers without `?currency=`, and the `pm` commands' default --currency.
     wallet_currency: str = "THB"
-    # One below pm.store.intents.HISTORY_PAGE_MAX: a page reads one row more to know whether another follows.
+    # One below HISTORY_PAGE_MAX: a page reads one row more to know whether another follows.
     history_page_size_max: int = Field(default=100, ge=1, le=HISTORY_PAGE_MAX - 1)
     # An Idempotency-Key's record (and so its stored answer) is kept this long, then deleted by the status
     # poller; after that the key may name a new intent. Stripe's 24 h; at least an hour, so no retry of a
@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     psp_sim_port: int = Field(default=8090, ge=1, le=65535)
     psp_sim_delay_ms: int = Field(default=300, ge=0, le=60_000)
 
-    # Merchant webhooks (pm/webhooks/policy.py): go only to public addresses, except to these hosts
+    # Merchant webhooks (pm/domain/webhook_policy.py): go only to public addresses, except to these hosts
     # (comma-separated host names or IP addresses), for a development or test receiver. Empty in production.
     webhook_allowed_hosts: str | None = None
     # Dead-letter streams (pm:dead:<stage>) keep about this many newest entries (XADD MAXLEN ~); an older
@@ -178,8 +178,8 @@ class Settings(BaseSettings):
     @field_validator("wallet_currency")
     @classmethod
     def _supported_wallet_currency(cls, value: str) -> str:
-        if value not in CURRENCY_LEDGER:
-            raise ValueError(f"PM_WALLET_CURRENCY must be one of {', '.join(sorted(CURRENCY_LEDGER))}")
+        if value not in CURRENCIES:
+            raise ValueError(f"PM_WALLET_CURRENCY must be one of {', '.join(sorted(CURRENCIES))}")
         return value
 
     @field_validator("log_level", mode="before")

@@ -19,17 +19,27 @@ counters, rebuilt from PostgreSQL under the new definition, so no count made und
 from __future__ import annotations
 
 import enum
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from pm.config.constants import (
-    AMOUNT_MINOR_EXACT_MAX,
-    LIMIT_COUNTER_EXPIRY_MARGIN_S,
-    LIMIT_COUNTER_KEY_PREFIX,
-    LIMIT_RELEASED_KEY_PREFIX,
-)
 from pm.domain.intent import Intent, OperationType
+from pm.domain.money import AMOUNT_MINOR_EXACT_MAX
+
+# The counters' Redis keys and lifetimes (pm/redis/limit_counters.py). Every limit key starts with
+# LIMIT_KEY_PREFIX, so an operator can drop the limit cache alone (`SCAN MATCH pm:limit:*`) without touching
+# the streams.
+LIMIT_KEY_PREFIX = "pm:limit:"
+# A hash per (user, rule id, rule version, period start): `_amount`, `_count`, and one field per intent
+# that holds a place in it (the intent id -> its amount), which makes a reservation idempotent.
+LIMIT_COUNTER_KEY_PREFIX = LIMIT_KEY_PREFIX + "counter:"
+# Written when an intent's places are given back (it ended REJECTED or FAILED): a late redelivery of its
+# limits entry must not take a place again, and a rebuild must not count it.
+LIMIT_RELEASED_KEY_PREFIX = LIMIT_KEY_PREFIX + "released:"
+# A counter outlives its period by a day: intents created just before midnight are checked after it, and
+# refused ones are released after it (a PSP may take hours to decline); a day costs little memory.
+LIMIT_COUNTER_EXPIRY_MARGIN_S = 24 * 3600
 
 WALLET_TIME_ZONE = ZoneInfo("Asia/Bangkok")
 # Operator corrections are not a user's spending.
@@ -153,3 +163,12 @@ def exceeded_message(counter: Counter, remaining_amount_minor: int, remaining_co
         f"{rule.describe()} exceeded: {remaining} remain in the period from "
         f"{counter.window.starts_at.astimezone(WALLET_TIME_ZONE).isoformat()}"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """An intent a rebuild counts: firm if it passed the limits stage, provisional while PRICED."""
+
+    intent_id: uuid.UUID
+    amount_minor: int
+    firm: bool

@@ -45,21 +45,18 @@ from __future__ import annotations
 import enum
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-import asyncpg
 import redis.asyncio as aioredis
 
 from pm.config.constants import (
     LIMIT_COUNTER_TTL_S_MIN,
-    LIMIT_REBUILD_INTENTS_MAX,
     LIMIT_RELEASED_KEY_PREFIX,
     LIMIT_RELEASED_TTL_S,
 )
 from pm.domain.intent import Intent, State
-from pm.domain.limits import EXEMPT_OPERATIONS, Counter, counters_for, is_limited, released_key
-from pm.store.limit_rules import LimitRuleCache
+from pm.domain.limits import Counter, LimitRule, Member, counters_for, is_limited, released_key
 
 RESERVE_SCRIPT = """
 local released_prefix = ARGV[1]
@@ -210,23 +207,7 @@ return places_released
 """
 
 # Past the limits stage and not refused: firm places. PRICED (and not given up on): provisional ones.
-COUNTED_STATES = (State.CLEARED, State.AUTHORIZED, State.SETTLED)
-_REBUILD_SQL = """
-SELECT c.position, m.id, m.amount_minor, m.state
-FROM unnest($1::int[], $2::bigint[], $3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[])
-    AS c(position, user_id, starts_at, ends_at, operation_type, tag)
-CROSS JOIN LATERAL (
-    SELECT i.id, i.amount_minor, i.state
-    FROM pm.intent i
-    WHERE i.sender_id = c.user_id
-      AND i.created_at >= c.starts_at AND i.created_at < c.ends_at
-      AND i.operation_type <> ALL($7::text[])
-      AND (c.operation_type IS NULL OR i.operation_type = c.operation_type)
-      AND (c.tag IS NULL OR c.tag = ANY(i.tags))
-      AND (i.state = ANY($8::text[]) OR (i.state = 'PRICED' AND NOT i.needs_operator))
-    LIMIT $9
-) m
-"""
+
 
 
 class ReservationStatus(enum.StrEnum):
@@ -235,10 +216,6 @@ class ReservationStatus(enum.StrEnum):
     EXCEEDED = "EXCEEDED"
     MISSING = "MISSING"
     RELEASED = "RELEASED"
-
-
-class LimitRebuildError(RuntimeError):
-    """A counter cannot be rebuilt within LIMIT_REBUILD_INTENTS_MAX intents (an operator must look)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,25 +231,21 @@ class Reservation:
         return self.status in (ReservationStatus.RESERVED, ReservationStatus.HELD)
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
-    """An intent a rebuild counts: firm if it passed the limits stage, provisional while PRICED."""
-
-    intent_id: uuid.UUID
-    amount_minor: int
-    firm: bool
-
-
 Plan = tuple[Intent, list[Counter]]
 
 
-async def reserve(redis: aioredis.Redis, pool: asyncpg.Pool, plans: Sequence[Plan]) -> dict[uuid.UUID, Reservation]:
+# What PostgreSQL says each missing counter holds (pm/store/limit_members.py `rebuild_members`, bound to a
+# pool): the truth a counter is rebuilt from.
+Rebuild = Callable[[Sequence[Counter]], Awaitable[dict[str, list[Member]]]]
+
+
+async def reserve(redis: aioredis.Redis, rebuild: Rebuild, plans: Sequence[Plan]) -> dict[uuid.UUID, Reservation]:
     """Take every intent's places, all or nothing per intent, idempotent per intent id."""
     assert all(counters for _, counters in plans), "plan only intents that some rule limits"
     outcomes: dict[uuid.UUID, Reservation] = {}
     missing = _collect(outcomes, plans, await _call_reserve(redis, plans, {}))
     if missing:
-        members = await rebuild_members(pool, [counter for _, counters in missing for counter in counters])
+        members = await rebuild([counter for _, counters in missing for counter in counters])
         # The call's own PRICED intents are decided in it, in order, right after the rebuild: counting
         # them beforehand would only refuse the first of a user's queued intents instead of the last.
         deciding = {intent.id for intent, _ in missing}
@@ -283,12 +256,7 @@ async def reserve(redis: aioredis.Redis, pool: asyncpg.Pool, plans: Sequence[Pla
     return outcomes
 
 
-async def release_refused(
-    redis: aioredis.Redis,
-    pool: asyncpg.Pool | asyncpg.Connection,
-    rule_cache: LimitRuleCache,
-    intents: Sequence[Intent],
-) -> int:
+async def release_refused(redis: aioredis.Redis, rules: Sequence[LimitRule], intents: Sequence[Intent]) -> int:
     """Give back the places of the intents among `intents` that ended REJECTED or FAILED: one round trip.
 
     Every refused intent of a limited kind is marked released, even one that never reached the limits
@@ -296,7 +264,6 @@ async def release_refused(
     refused = [i for i in intents if i.state in (State.REJECTED, State.FAILED) and is_limited(i)]
     if not refused:
         return 0
-    rules = await rule_cache.current(pool)
     return await release(redis, [(intent, counters_for(intent, rules)) for intent in refused])
 
 
@@ -312,32 +279,6 @@ async def release(redis: aioredis.Redis, plans: Sequence[Plan]) -> int:
         keys.extend(counter.key for counter in counters)
         arguments.extend((str(intent.id), len(counters)))
     return int(await redis.register_script(RELEASE_SCRIPT)(keys=keys, args=arguments))
-
-
-async def rebuild_members(pool: asyncpg.Pool, counters: Sequence[Counter]) -> dict[str, list[Member]]:
-    """The intents each counter holds according to PostgreSQL: one query for all of them."""
-    unique = list({counter.key: counter for counter in counters}.values())
-    rows = await pool.fetch(
-        _REBUILD_SQL,
-        list(range(len(unique))),
-        [counter.user_id for counter in unique],
-        [counter.window.starts_at for counter in unique],
-        [counter.window.ends_at for counter in unique],
-        [counter.rule.operation_type for counter in unique],
-        [counter.rule.tag for counter in unique],
-        [str(operation) for operation in EXEMPT_OPERATIONS],
-        [str(state) for state in COUNTED_STATES],
-        LIMIT_REBUILD_INTENTS_MAX + 1,
-    )
-    members: dict[str, list[Member]] = {counter.key: [] for counter in unique}
-    for row in rows:
-        members[unique[row["position"]].key].append(
-            Member(row["id"], row["amount_minor"], row["state"] != State.PRICED)
-        )
-    for key, found in members.items():
-        if len(found) > LIMIT_REBUILD_INTENTS_MAX:
-            raise LimitRebuildError(f"{key}: more than {LIMIT_REBUILD_INTENTS_MAX} intents in one period")
-    return members
 
 
 async def _call_reserve(

@@ -251,3 +251,13 @@ def _as_bytes(value: bytes | str) -> bytes:
 
 def _as_str(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+async def dead_letter_lengths(redis: aioredis.Redis, topology: Topology) -> dict[str, int]:
+    """Entries in each stage's dead-letter stream (0 when it does not exist), in one round trip."""
+    stages = list(topology.stages.values())
+    async with redis.pipeline(transaction=False) as pipe:
+        for stage in stages:
+            pipe.xlen(stage.dead_letter_stream)
+        lengths = await pipe.execute()
+    return {stage.name: int(length) for stage, length in zip(stages, lengths, strict=True)}

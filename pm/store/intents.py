@@ -16,7 +16,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ledger.accounts import uuid5_int
+from pm.config.constants import HISTORY_PAGE_MAX
+from pm.domain.ids import uuid5_int
 from pm.domain.intent import OPERATION_NAMED, STATE_NAMED, Intent, OperationType, State, Transition
 
 INTENT_COLUMNS = (
@@ -24,7 +25,6 @@ INTENT_COLUMNS = (
     "fee_pre_minor, fee_post_minor, tags, operator_id, error_code, error_message, created_at, updated_at, "
     "fee_rules, merchant_id, destination_ref"
 )
-HISTORY_PAGE_MAX = 200
 
 
 def intent_from_row(row: asyncpg.Record) -> Intent:

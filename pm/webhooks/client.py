@@ -1,4 +1,4 @@
-"""The HTTP client of merchant webhooks: it connects only where pm/webhooks/policy.py allows, and never
+"""The HTTP client of merchant webhooks: it connects only where pm/domain/webhook_policy.py allows, and never
 follows a redirect.
 
 The policy is applied to the addresses the connection uses, not to an earlier lookup: `PolicyResolver`
@@ -21,7 +21,8 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
-from pm.webhooks.policy import AllowedHosts, WebhookRefused, WebhookTarget, check_addresses, parse_target
+from pm.domain.webhook_policy import AllowedHosts, WebhookRefused, check_addresses
+from pm.webhooks.policy import WebhookTarget, parse_target
 
 # `pm merchants webhook set` waits this long for the host's addresses.
 RESOLVE_TIMEOUT_S = 10.0

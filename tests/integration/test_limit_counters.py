@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from pm.domain.limits import Counter, LimitRule, Period, counters_for, released_
 from pm.redis import limit_counters
 from pm.redis.limit_counters import ReservationStatus
 from pm.store import intents
+from pm.store.limit_members import rebuild_members
 from pm.store.migrate import migrate
 
 P2P = OperationType.P2P_TRANSFER
@@ -65,7 +67,7 @@ class Store:
 
     async def reserve(self, *plans: tuple[Intent, tuple[LimitRule, ...]]) -> list[limit_counters.Reservation]:
         planned = [(intent, counters_for(intent, rules)) for intent, rules in plans]
-        outcome = await limit_counters.reserve(self.redis, self.pool, planned)
+        outcome = await limit_counters.reserve(self.redis, functools.partial(rebuild_members, self.pool), planned)
         return [outcome[intent.id] for intent, _ in plans]
 
 

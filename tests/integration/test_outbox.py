@@ -19,11 +19,11 @@ from aiohttp import web
 from consumers import outbox
 from pm.domain import psp_signing
 from pm.domain.intent import OperationType, State, Transition
+from pm.domain.webhook_policy import AllowedHosts
 from pm.redis.wire import redis_from_url
 from pm.store import intents as store
 from pm.store import reviews
 from pm.webhooks.client import WebhookClient
-from pm.webhooks.policy import AllowedHosts
 
 SECRET = "merchant-webhook-secret-0123456789"
 _merchants = itertools.count(900_001)
@@ -41,7 +41,7 @@ class Receiver:
         return web.Response(status=self.answers.pop(0) if self.answers else 200)
 
 
-# The test receiver listens on loopback, which webhooks may reach only when allowed (pm/webhooks/policy.py).
+# The test receiver listens on loopback, which webhooks may reach only when allowed (pm/domain/webhook_policy.py).
 ALLOW_LOOPBACK = AllowedHosts.parse("127.0.0.1")
 
 

@@ -39,6 +39,7 @@ from pm.dev.psp_sim import SIMULATOR, Simulator, create_sim_app
 from pm.dev.psp_sim_behaviour import Provider
 from pm.domain import psp_signing
 from pm.domain.intent import OperationType, State, Transition
+from pm.domain.psp import PspTimings
 from pm.psp.client import PspClient
 from pm.psp.secrets import SIMULATOR_QP_CALLBACK_SECRET, SIMULATOR_SETTINGS
 from pm.store import intents as store
@@ -146,7 +147,7 @@ async def psp_world(
         TestServer(sim_app, host="127.0.0.1") as sim_server,
     ):
         for channel in channels.REGISTRY.values():
-            channel.configure(settings)
+            channel.configure(PspTimings.from_settings(settings))
         base = str(sim_server.make_url("")).rstrip("/")
         reachable = PspClient(Settings(**timings, psp_ipps_url=f"{base}/ipps", psp_qp_url=f"{base}/qp"))
         unreachable = PspClient(
@@ -169,7 +170,7 @@ async def psp_world(
             await reachable.close()
             await unreachable.close()
             for channel in channels.REGISTRY.values():
-                channel.configure(Settings())
+                channel.configure(PspTimings.from_settings(Settings()))
 
 
 @contextlib.asynccontextmanager

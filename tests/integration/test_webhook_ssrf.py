@@ -15,8 +15,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from test_outbox import settled_charge
 
 from consumers import outbox
+from pm.domain.webhook_policy import AllowedHosts, WebhookRefused
 from pm.webhooks.client import check_webhook_url
-from pm.webhooks.policy import AllowedHosts, WebhookRefused
 
 SECRET = "merchant-webhook-secret-ssrf-0123456789"
 PUBLIC_ADDRESS = "93.184.215.14"

@@ -7,7 +7,8 @@ import ipaddress
 
 import pytest
 
-from pm.webhooks.policy import AddressClass, AllowedHosts, WebhookRefused, check_addresses, classify, parse_target
+from pm.domain.webhook_policy import AddressClass, AllowedHosts, WebhookRefused, check_addresses, classify
+from pm.webhooks.policy import parse_target
 
 A = AddressClass
 

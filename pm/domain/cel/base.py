@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from pm.config.constants import CEL_EXPRESSION_LENGTH_HARD_MAX as EXPRESSION_LENGTH_HARD_MAX
+# The schema's cap on a stored CEL expression (sql/0003_money_rules.sql); the setting may only lower it.
+EXPRESSION_LENGTH_HARD_MAX = 2_000
 
 NESTING_DEPTH_MAX = 16
 COMPREHENSIONS_MAX = 2
