@@ -1,40 +1,33 @@
 """What a stage handler may use: the database pool, the ledger, Redis, the topology and the routes.
 
-One `StageContext` per process, opened and closed by `open_stage_context` (the composition root of
-the consumer processes). Handlers are plain async functions of (intents, context) -> transitions.
+One `StageContext` per process, opened and closed by `consumers.bootstrap.open_stage_context` (the
+composition root of the consumer processes). Handlers are plain async functions of (intents, context)
+-> transitions; a unit test builds a context of fakes (the memory ledger, fakeredis) directly.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncpg
 import redis.asyncio as aioredis
 import tigerbeetle as tb
 
-import channels
-from ledger import BATCH_EVENTS_MAX, Ledger, open_ledger
-from ledger.postgres import close_pool, keep_session
+from ledger import BATCH_EVENTS_MAX, Ledger
 from pm.config.constants import IDEMPOTENCY_RETENTION_S_DEFAULT
 from pm.config.metrics import LEDGER_REQUEST_EVENTS, LEDGER_RESULTS
-from pm.config.settings import DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT, Settings
-from pm.config.topology import Topology, load_topology
+from pm.config.settings import DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT
+from pm.config.topology import Topology
 from pm.domain.intent import Intent, Transition
-from pm.domain.psp import PspTimings
 from pm.psp.client import PspClient
-from pm.redis.wire import redis_from_url
 from pm.store.limit_rules import LimitRuleCache
 from pm.store.payment_routes import RouteTable
 from pm.store.rule_cache import FeeRuleCache
 
 log = logging.getLogger("pm.consumers")
-
-DATABASE_POOL_SIZE_MAX = 4
-DATABASE_COMMAND_TIMEOUT_S = 30.0
 
 
 class KnownAccounts:
@@ -96,37 +89,3 @@ class StageContext:
 
 
 Handler = Callable[[list[Intent], StageContext], Awaitable[list[Transition]]]
-
-
-@contextlib.asynccontextmanager
-async def open_stage_context(
-    database_url: str,
-    redis_url: str,
-    ledger_url: str,
-    topology: Topology | None = None,
-    settings: Settings | None = None,
-) -> AsyncIterator[StageContext]:
-    settings = settings or Settings()
-    for channel in channels.REGISTRY.values():
-        channel.configure(PspTimings.from_settings(settings))
-    psp = PspClient(settings)
-    pool = await asyncpg.create_pool(
-        database_url,
-        min_size=1,
-        max_size=DATABASE_POOL_SIZE_MAX,
-        command_timeout=DATABASE_COMMAND_TIMEOUT_S,
-        reset=keep_session,
-    )
-    redis = redis_from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
-    try:
-        async with open_ledger(ledger_url) as ledger:
-            yield StageContext(
-                pool=pool, ledger=ledger, redis=redis, topology=topology or load_topology(), psp=psp,
-                psp_status_query_interval_s=settings.psp_status_query_interval_s,
-                dead_letter_entries_max=settings.dead_letter_stream_entries_max,
-                idempotency_retention_s=settings.idempotency_retention_s,
-            )  # fmt: skip
-    finally:
-        await psp.close()
-        await redis.aclose()
-        await close_pool(pool)

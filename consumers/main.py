@@ -13,9 +13,11 @@ from collections.abc import AsyncIterator
 
 from faststream.redis import RedisBroker
 
-from consumers.context import StageContext, open_stage_context
+from consumers.bootstrap import open_stage_context
+from consumers.context import StageContext
 from consumers.poller import run_poller
 from consumers.runtime import StageRunner, subscribe
+from pm.config.settings import Settings
 from pm.config.topology import Topology
 from pm.redis import streams
 
@@ -70,12 +72,10 @@ async def run_stages(
     stage_names: list[str],
     with_poller: bool,
     topology: Topology | None = None,
-    ledger_request_events_max: int | None = None,
+    settings: Settings | None = None,
 ) -> None:
     """Runs until cancelled (SIGTERM / Ctrl-C)."""
-    async with open_stage_context(database_url, redis_url, ledger_url, topology) as context:
-        if ledger_request_events_max is not None:
-            context.ledger_request_events_max = ledger_request_events_max
+    async with open_stage_context(database_url, redis_url, ledger_url, topology, settings) as context:
         await _run_forever(context, redis_url, stage_names, with_poller)
 
 

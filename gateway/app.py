@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
@@ -46,9 +45,7 @@ from gateway.resources import (
 )
 from gateway.status import StatusHub
 from ledger import open_ledger
-from ledger.postgres import close_pool, keep_session
 from pm.config.constants import (
-    GATEWAY_DATABASE_COMMAND_TIMEOUT_S,
     GATEWAY_REDIS_CONNECT_TIMEOUT_S,
     GATEWAY_REDIS_POOL_WAIT_S,
     GATEWAY_REDIS_SOCKET_TIMEOUT_S,
@@ -59,6 +56,7 @@ from pm.config.topology import Topology, load_topology
 from pm.psp.client import PspClient
 from pm.redis.wire import redis_pool_from_url
 from pm.store.keys import SCOPE_ADMIN, SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, SCOPE_INTENTS_WRITE
+from pm.store.pool import close_pool, open_pool
 
 log = logging.getLogger("pm.gateway")
 
@@ -167,13 +165,7 @@ async def run_gateway(
 
 def _database(database_url: str, settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
-        pool = await asyncpg.create_pool(
-            database_url,
-            min_size=1,
-            max_size=settings.http_database_connections_max,
-            command_timeout=GATEWAY_DATABASE_COMMAND_TIMEOUT_S,
-            reset=keep_session,
-        )
+        pool = await open_pool(database_url, connections_max=settings.http_database_connections_max)
         app[DATABASE] = pool
         try:
             yield

@@ -47,8 +47,8 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import pydantic
 
+from pm.cli import run as run_command
 from pm.config.settings import Settings
-from pm.dev import fleet
 from pm.dev.embedded import CONNECT_TIMEOUT_S, EmbeddedServerError, embedded_database, embedded_servers
 from pm.domain import signing
 from pm.domain.intent import OperationType
@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     up.set_defaults(command=_up)
     run = commands.add_parser("run", help="run one Procfile process type in this process (or `all`)")
-    run.add_argument("process", choices=fleet.PROCESS_TYPES)
+    run.add_argument("process", choices=run_command.PROCESS_TYPES)
     run.set_defaults(command=_run)
     _add_send_commands(commands)
     servers = commands.add_parser("servers", help="start the embedded servers and run until Ctrl-C")
@@ -383,11 +383,11 @@ async def _run(settings: Settings, arguments: argparse.Namespace) -> int:
     if arguments.process != "psp-sim":
         _refuse_unsafe_psp_secrets(settings)
     if arguments.process == "psp-sim":  # the simulator uses no server: starting embedded ones would be waste
-        await fleet.run_process(arguments.process, settings, database_url="", redis_url="", ledger_url="")
+        await run_command.run_process(arguments.process, settings, database_url="", redis_url="", ledger_url="")
         return EXIT_OK
     async with _servers_running(settings) as (database_url, redis_url):
         ledger_url = settings.effective_ledger_url(database_url)
-        await fleet.run_process(arguments.process, settings, database_url, redis_url, ledger_url)
+        await run_command.run_process(arguments.process, settings, database_url, redis_url, ledger_url)
     return EXIT_OK
 
 

@@ -73,8 +73,17 @@ STATUS_RECONNECT_DELAY_S_MAX = 5.0
 
 # /readyz: each dependency must answer within this.
 READY_CHECK_TIMEOUT_S = 2.0
-# asyncpg: a statement running longer than this is cancelled (the gateway runs only short ones).
-GATEWAY_DATABASE_COMMAND_TIMEOUT_S = 10.0
+# PostgreSQL, for every process (pm/store/pool.py): a statement running longer than this is cancelled (PM
+# runs only short, batched ones: a stage's compare-and-set of 256 rows takes milliseconds), a connection
+# attempt gives up after this, and closing a pool waits at most this for its holders.
+DATABASE_COMMAND_TIMEOUT_S = 15.0
+DATABASE_CONNECT_TIMEOUT_S = 10.0
+DATABASE_POOL_CLOSE_TIMEOUT_S = 10.0
+# Connections of one stage, poller or outbox process (the gateway's is a setting), and the bounds on its
+# Redis commands: a stage's blocking read is its stream's `block_ms`, far below the socket timeout.
+STAGE_DATABASE_CONNECTIONS_MAX = 4
+STAGE_REDIS_SOCKET_TIMEOUT_S = 10.0
+STAGE_REDIS_CONNECT_TIMEOUT_S = 5.0
 # Redis: bounds on connecting and on any one command of the gateway (the status reader blocks on
 # purpose and is exempt); a request waits at most this long for a free pooled connection.
 GATEWAY_REDIS_SOCKET_TIMEOUT_S = 5.0

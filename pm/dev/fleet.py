@@ -7,7 +7,6 @@ restart.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shlex
 import signal
@@ -17,9 +16,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from pm.config.settings import Settings
-from pm.config.topology import Topology, load_topology
 
 PROCFILE = Path(__file__).resolve().parents[2] / "Procfile"
 STOP_TIMEOUT_S = 15.0
@@ -95,66 +91,3 @@ class Fleet:
 
     def logs(self, process_type: str) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob(f"{process_type}.*.log")))
-
-
-# -- running one process type in this process (`pm run NAME`) -----------------------------------
-
-PROCESS_TYPES = (
-    "gateway", "validation", "fees", "limits", "dispatch", "settlement", "poller",
-    "ipps-connector", "qp-connector", "outbox", "psp-sim", "all",
-)  # fmt: skip
-
-
-async def run_process(name: str, settings: Settings, database_url: str, redis_url: str, ledger_url: str) -> None:
-    """Run one Procfile process type (or `all` of them) until cancelled."""
-    from consumers.main import run_stages
-    from gateway.app import run_gateway
-    from pm.config.metrics import serve_metrics
-
-    topology = load_topology(settings.streams_file)
-    if name not in (*PROCESS_TYPES, *topology.stages):
-        raise ValueError(f"unknown process type {name!r}; one of: {', '.join(PROCESS_TYPES)}")
-    urls = {"database_url": database_url, "redis_url": redis_url, "ledger_url": ledger_url}
-    if name == "gateway":
-        await run_gateway(settings, **urls)
-        return
-    if name != "all" and settings.metrics_port is not None:
-        serve_metrics(settings.metrics_port)
-    if name == "psp-sim":  # a stand-in for the PSPs: it needs none of the servers
-        from pm.dev.psp_sim import run_psp_sim
-
-        await run_psp_sim(settings)
-        return
-    if name == "outbox":
-        await _run_outbox(database_url, redis_url, topology, settings)
-        return
-    stage_names = list(topology.stages) if name == "all" else [] if name == "poller" else [name]
-    stages = run_stages(
-        **urls,
-        stage_names=stage_names,
-        with_poller=name in ("poller", "all"),
-        topology=topology,
-        ledger_request_events_max=settings.ledger_request_events_max,
-    )
-    if name == "all":
-        await asyncio.gather(
-            run_gateway(settings, **urls), stages, _run_outbox(database_url, redis_url, topology, settings)
-        )
-    else:
-        await stages
-
-
-async def _run_outbox(database_url: str, redis_url: str, topology: Topology, settings: Settings) -> None:
-    import asyncpg
-
-    from consumers.outbox import run_outbox
-    from ledger.postgres import close_pool
-    from pm.redis.wire import redis_from_url
-
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    redis = redis_from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
-    try:
-        await run_outbox(pool, redis, topology, allowed_hosts=settings.webhook_allowed())
-    finally:
-        await redis.aclose()
-        await close_pool(pool)

@@ -14,7 +14,8 @@ from typing import Any
 import tigerbeetle as tb
 
 from consumers import outbox_feed
-from consumers.context import StageContext, open_stage_context
+from consumers.bootstrap import open_stage_context
+from consumers.context import StageContext
 from consumers.main import running_stages
 from consumers.outbox import run_outbox
 from ledger import accounts

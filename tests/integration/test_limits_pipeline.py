@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pipeline_support import Pipeline, isolated_topology, open_pipeline
 
 import channels
-from consumers.context import open_stage_context
+from consumers.bootstrap import open_stage_context
 from consumers.main import running_stages
 from consumers.runtime import StageRunner
 from pm.config.constants import LIMIT_COUNTER_KEY_PREFIX

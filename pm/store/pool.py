@@ -1,0 +1,52 @@
+"""The one way a PM process opens PostgreSQL: a pool with bounded timeouts (STYLE.md: every await on the
+network has a bound), used by the gateway, every stage, the poller and the outbox worker.
+
+    pool = await open_pool(database_url, connections_max=4)
+    await close_pool(pool)                     # bounded too: a stuck holder cannot hang shutdown
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from pm.config.constants import (
+    DATABASE_COMMAND_TIMEOUT_S,
+    DATABASE_CONNECT_TIMEOUT_S,
+    DATABASE_POOL_CLOSE_TIMEOUT_S,
+)
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """asyncpg pool `reset` hook that sends nothing.
+
+    asyncpg's default reset runs `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on
+    every release: one more round trip and one more PostgreSQL transaction per pooled statement (it was
+    half the commits of a P2P intent). No pooled connection of PM keeps session state (no SET, LISTEN,
+    cursors outside a transaction or session advisory locks), and asyncpg still rolls back a transaction
+    left open before it calls this hook.
+    """
+
+
+async def open_pool(database_url: str, *, connections_max: int) -> asyncpg.Pool:
+    """A pool of at most `connections_max` connections; every statement is cancelled after
+    DATABASE_COMMAND_TIMEOUT_S and every connection attempt gives up after DATABASE_CONNECT_TIMEOUT_S."""
+    assert connections_max >= 1, connections_max
+    return await asyncpg.create_pool(
+        database_url,
+        min_size=1,
+        max_size=connections_max,
+        timeout=DATABASE_CONNECT_TIMEOUT_S,
+        command_timeout=DATABASE_COMMAND_TIMEOUT_S,
+        reset=_keep_session,
+    )
+
+
+async def close_pool(pool: asyncpg.Pool, timeout_s: float = DATABASE_POOL_CLOSE_TIMEOUT_S) -> None:
+    """Close gracefully, but bounded: asyncpg's close waits without limit for every connection to be
+    released, so one stuck holder would hang shutdown; after `timeout_s` the rest are terminated."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout_s)
+    except TimeoutError:
+        pool.terminate()
