@@ -195,6 +195,7 @@ def _check_timestamp(event, imported: bool, first_imported: bool, batch_timestam
 
 
 def _create_account(state: State, a: tb.Account, timestamp: int) -> tuple[tb.CreateAccountStatus, int | None]:
+    """One account: its id, then idempotency (`exists*`), then the checks of a new one, then the write."""
     flags = int(a.flags)
     if flags & ~ACCOUNT_FLAGS_KNOWN:
         return A.RESERVED_FLAG, None
@@ -207,28 +208,46 @@ def _create_account(state: State, a: tb.Account, timestamp: int) -> tuple[tb.Cre
     if existing is not None:
         return _create_account_exists(a, existing), existing.timestamp
 
+    status = _account_refusal(state, a, timestamp)
+    if status is not None:
+        return status, None
+    _apply_account(state, a, timestamp)
+    return A.CREATED, None
+
+
+def _account_refusal(state: State, a: tb.Account, timestamp: int) -> tb.CreateAccountStatus | None:
+    """Why TigerBeetle refuses a new account (valid id, not taken): its first failing check, or None.
+
+    Reads `state`, writes nothing.
+    """
+    flags = int(a.flags)
     if flags & AF.DEBITS_MUST_NOT_EXCEED_CREDITS and flags & AF.CREDITS_MUST_NOT_EXCEED_DEBITS:
-        return A.FLAGS_ARE_MUTUALLY_EXCLUSIVE, None
+        return A.FLAGS_ARE_MUTUALLY_EXCLUSIVE
     if a.debits_pending != 0:
-        return A.DEBITS_PENDING_MUST_BE_ZERO, None
+        return A.DEBITS_PENDING_MUST_BE_ZERO
     if a.debits_posted != 0:
-        return A.DEBITS_POSTED_MUST_BE_ZERO, None
+        return A.DEBITS_POSTED_MUST_BE_ZERO
     if a.credits_pending != 0:
-        return A.CREDITS_PENDING_MUST_BE_ZERO, None
+        return A.CREDITS_PENDING_MUST_BE_ZERO
     if a.credits_posted != 0:
-        return A.CREDITS_POSTED_MUST_BE_ZERO, None
+        return A.CREDITS_POSTED_MUST_BE_ZERO
     if a.ledger == 0:
-        return A.LEDGER_MUST_NOT_BE_ZERO, None
+        return A.LEDGER_MUST_NOT_BE_ZERO
     if a.code == 0:
-        return A.CODE_MUST_NOT_BE_ZERO, None
+        return A.CODE_MUST_NOT_BE_ZERO
 
     if flags & AF.IMPORTED:
         # After the idempotency checks, so an importer can still see `exists`.
         if state.account_timestamp_max and timestamp <= state.account_timestamp_max:
-            return A.IMPORTED_EVENT_TIMESTAMP_MUST_NOT_REGRESS, None
+            return A.IMPORTED_EVENT_TIMESTAMP_MUST_NOT_REGRESS
         if timestamp in state.transfer_timestamps:
-            return A.IMPORTED_EVENT_TIMESTAMP_MUST_NOT_REGRESS, None
+            return A.IMPORTED_EVENT_TIMESTAMP_MUST_NOT_REGRESS
+    return None
 
+
+def _apply_account(state: State, a: tb.Account, timestamp: int) -> None:
+    """Write a new account that `_account_refusal` accepted (balances zero, the event's timestamp)."""
+    assert a.id not in state.accounts
     state.insert_account(
         tb.Account(
             id=a.id,
@@ -237,11 +256,11 @@ def _create_account(state: State, a: tb.Account, timestamp: int) -> tuple[tb.Cre
             user_data_32=a.user_data_32,
             ledger=a.ledger,
             code=a.code,
-            flags=tb.AccountFlags(flags),
+            flags=tb.AccountFlags(int(a.flags)),
             timestamp=timestamp,
         )
     )
-    return A.CREATED, None
+    assert state.accounts[a.id].timestamp == timestamp <= state.account_timestamp_max
 
 
 def _create_account_exists(a: tb.Account, e: tb.Account) -> tb.CreateAccountStatus:
