@@ -282,9 +282,8 @@ def _create_account_exists(a: tb.Account, e: tb.Account) -> tb.CreateAccountStat
 # -- transfers -----------------------------------------------------------------------------------
 
 
-def _create_transfer(
-    state: State, t: tb.Transfer, timestamp: int
-) -> tuple[tb.CreateTransferStatus, int | None]:
+def _create_transfer(state: State, t: tb.Transfer, timestamp: int) -> tuple[tb.CreateTransferStatus, int | None]:
+    """One transfer: its id, then idempotency, then the checks and write of a post/void or a new one."""
     flags = int(t.flags)
     if flags & ~TRANSFER_FLAGS_KNOWN:
         return T.RESERVED_FLAG, None
@@ -301,63 +300,110 @@ def _create_transfer(
 
     if flags & (TF.POST_PENDING_TRANSFER | TF.VOID_PENDING_TRANSFER):
         return _post_or_void_pending_transfer(state, t, timestamp), None
+    status = _transfer_refusal(state, t, timestamp)
+    if status is not None:
+        return status, None
+    _apply_transfer(state, t, timestamp)
+    return T.CREATED, None
 
-    if t.debit_account_id == 0:
-        return T.DEBIT_ACCOUNT_ID_MUST_NOT_BE_ZERO, None
-    if t.debit_account_id == U128_MAX:
-        return T.DEBIT_ACCOUNT_ID_MUST_NOT_BE_INT_MAX, None
-    if t.credit_account_id == 0:
-        return T.CREDIT_ACCOUNT_ID_MUST_NOT_BE_ZERO, None
-    if t.credit_account_id == U128_MAX:
-        return T.CREDIT_ACCOUNT_ID_MUST_NOT_BE_INT_MAX, None
-    if t.credit_account_id == t.debit_account_id:
-        return T.ACCOUNTS_MUST_BE_DIFFERENT, None
 
-    if t.pending_id != 0:
-        return T.PENDING_ID_MUST_BE_ZERO, None
-    pending = bool(flags & TF.PENDING)
-    if not pending:
-        if t.timeout != 0:
-            return T.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER, None
-        if flags & (TF.CLOSING_DEBIT | TF.CLOSING_CREDIT):
-            return T.CLOSING_TRANSFER_MUST_BE_PENDING, None
-
-    if t.ledger == 0:
-        return T.LEDGER_MUST_NOT_BE_ZERO, None
-    if t.code == 0:
-        return T.CODE_MUST_NOT_BE_ZERO, None
+def _transfer_refusal(state: State, t: tb.Transfer, timestamp: int) -> tb.CreateTransferStatus | None:
+    """Why TigerBeetle refuses a new transfer (not a post/void; valid id, not taken): its first failing
+    check, or None. Reads `state`, writes nothing."""
+    flags = int(t.flags)
+    status = _transfer_fields_refusal(t, flags)
+    if status is not None:
+        return status
 
     dr = state.accounts.get(t.debit_account_id)
     if dr is None:
-        return T.DEBIT_ACCOUNT_NOT_FOUND, None
+        return T.DEBIT_ACCOUNT_NOT_FOUND
     cr = state.accounts.get(t.credit_account_id)
     if cr is None:
-        return T.CREDIT_ACCOUNT_NOT_FOUND, None
+        return T.CREDIT_ACCOUNT_NOT_FOUND
     if dr.ledger != cr.ledger:
-        return T.ACCOUNTS_MUST_HAVE_THE_SAME_LEDGER, None
+        return T.ACCOUNTS_MUST_HAVE_THE_SAME_LEDGER
     if t.ledger != dr.ledger:
-        return T.TRANSFER_MUST_HAVE_THE_SAME_LEDGER_AS_ACCOUNTS, None
+        return T.TRANSFER_MUST_HAVE_THE_SAME_LEDGER_AS_ACCOUNTS
 
     if flags & TF.IMPORTED:
-        status = _imported_transfer_timestamp_status(state, timestamp)
+        status = _imported_transfer_refusal(state, t, timestamp, dr, cr)
         if status is not None:
-            return status, None
-        if timestamp <= dr.timestamp:
-            return T.IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_DEBIT_ACCOUNT, None
-        if timestamp <= cr.timestamp:
-            return T.IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_CREDIT_ACCOUNT, None
-        if t.timeout != 0:
-            assert pending
-            return T.IMPORTED_EVENT_TIMEOUT_MUST_BE_ZERO, None
+            return status
     assert timestamp > dr.timestamp and timestamp > cr.timestamp
 
-    dr_flags = int(dr.flags)
-    cr_flags = int(cr.flags)
-    if dr_flags & AF.CLOSED:
-        return T.DEBIT_ACCOUNT_ALREADY_CLOSED, None
-    if cr_flags & AF.CLOSED:
-        return T.CREDIT_ACCOUNT_ALREADY_CLOSED, None
+    if int(dr.flags) & AF.CLOSED:
+        return T.DEBIT_ACCOUNT_ALREADY_CLOSED
+    if int(cr.flags) & AF.CLOSED:
+        return T.CREDIT_ACCOUNT_ALREADY_CLOSED
+    return _transfer_balance_refusal(t, flags, dr, cr, timestamp)
 
+
+def _transfer_fields_refusal(t: tb.Transfer, flags: int) -> tb.CreateTransferStatus | None:
+    """The checks of a new transfer that read nothing but the transfer, in TigerBeetle's order."""
+    if t.debit_account_id == 0:
+        return T.DEBIT_ACCOUNT_ID_MUST_NOT_BE_ZERO
+    if t.debit_account_id == U128_MAX:
+        return T.DEBIT_ACCOUNT_ID_MUST_NOT_BE_INT_MAX
+    if t.credit_account_id == 0:
+        return T.CREDIT_ACCOUNT_ID_MUST_NOT_BE_ZERO
+    if t.credit_account_id == U128_MAX:
+        return T.CREDIT_ACCOUNT_ID_MUST_NOT_BE_INT_MAX
+    if t.credit_account_id == t.debit_account_id:
+        return T.ACCOUNTS_MUST_BE_DIFFERENT
+
+    if t.pending_id != 0:
+        return T.PENDING_ID_MUST_BE_ZERO
+    if not flags & TF.PENDING:
+        if t.timeout != 0:
+            return T.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER
+        if flags & (TF.CLOSING_DEBIT | TF.CLOSING_CREDIT):
+            return T.CLOSING_TRANSFER_MUST_BE_PENDING
+
+    if t.ledger == 0:
+        return T.LEDGER_MUST_NOT_BE_ZERO
+    if t.code == 0:
+        return T.CODE_MUST_NOT_BE_ZERO
+    return None
+
+
+def _imported_transfer_refusal(
+    state: State, t: tb.Transfer, timestamp: int, dr: tb.Account, cr: tb.Account
+) -> tb.CreateTransferStatus | None:
+    status = _imported_transfer_timestamp_status(state, timestamp)
+    if status is not None:
+        return status
+    if timestamp <= dr.timestamp:
+        return T.IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_DEBIT_ACCOUNT
+    if timestamp <= cr.timestamp:
+        return T.IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_CREDIT_ACCOUNT
+    if t.timeout != 0:
+        assert int(t.flags) & TF.PENDING  # a timeout on any other transfer was refused before
+        return T.IMPORTED_EVENT_TIMEOUT_MUST_BE_ZERO
+    return None
+
+
+def _transfer_balance_refusal(
+    t: tb.Transfer, flags: int, dr: tb.Account, cr: tb.Account, timestamp: int
+) -> tb.CreateTransferStatus | None:
+    """Overflows, then the accounts' balance limits, for the amount the transfer would move."""
+    amount = _transfer_amount(t, flags, dr, cr)
+    status = _overflow_status(dr, cr, amount, bool(flags & TF.PENDING), t.timeout, timestamp)
+    if status is not None:
+        return status
+    if int(dr.flags) & AF.DEBITS_MUST_NOT_EXCEED_CREDITS and (
+        dr.debits_pending + dr.debits_posted + amount > dr.credits_posted
+    ):
+        return T.EXCEEDS_CREDITS
+    if int(cr.flags) & AF.CREDITS_MUST_NOT_EXCEED_DEBITS and (
+        cr.credits_pending + cr.credits_posted + amount > cr.debits_posted
+    ):
+        return T.EXCEEDS_DEBITS
+    return None
+
+
+def _transfer_amount(t: tb.Transfer, flags: int, dr: tb.Account, cr: tb.Account) -> int:
+    """What a new transfer moves: its amount, which a balancing transfer lowers to what the balance allows."""
     amount = t.amount
     if flags & TF.BALANCING_DEBIT:
         dr_balance = dr.debits_posted + dr.debits_pending
@@ -365,20 +411,17 @@ def _create_transfer(
     if flags & TF.BALANCING_CREDIT:
         cr_balance = cr.credits_posted + cr.credits_pending
         amount = min(amount, max(cr.debits_posted - cr_balance, 0))
+    return amount
 
-    status = _overflow_status(dr, cr, amount, pending, t.timeout, timestamp)
-    if status is not None:
-        return status, None
-    if dr_flags & AF.DEBITS_MUST_NOT_EXCEED_CREDITS and (
-        dr.debits_pending + dr.debits_posted + amount > dr.credits_posted
-    ):
-        return T.EXCEEDS_CREDITS, None
-    if cr_flags & AF.CREDITS_MUST_NOT_EXCEED_DEBITS and (
-        cr.credits_pending + cr.credits_posted + amount > cr.debits_posted
-    ):
-        return T.EXCEEDS_DEBITS, None
 
-    # From here on the transfer must succeed.
+def _apply_transfer(state: State, t: tb.Transfer, timestamp: int) -> None:
+    """Write a new transfer that `_transfer_refusal` accepted: the transfer, both accounts, history."""
+    flags = int(t.flags)
+    dr = state.accounts[t.debit_account_id]
+    cr = state.accounts[t.credit_account_id]
+    dr_flags = int(dr.flags)
+    cr_flags = int(cr.flags)
+    amount = _transfer_amount(t, flags, dr, cr)
     stored = tb.Transfer(
         t.id,
         t.debit_account_id,
@@ -399,7 +442,7 @@ def _create_transfer(
 
     dr_closed = tb.AccountFlags(dr_flags | AF.CLOSED) if flags & TF.CLOSING_DEBIT else None
     cr_closed = tb.AccountFlags(cr_flags | AF.CLOSED) if flags & TF.CLOSING_CREDIT else None
-    if pending:
+    if flags & TF.PENDING:
         state.set_balances(
             dr, dr.debits_pending + amount, dr.debits_posted, dr.credits_pending, dr.credits_posted, dr_closed
         )
@@ -413,8 +456,14 @@ def _create_transfer(
         state.set_balances(
             cr, cr.debits_pending, cr.debits_posted, cr.credits_pending, cr.credits_posted + amount, cr_closed
         )
+    # The balance limits the refusal checked before the write hold after it.
+    assert not dr_flags & AF.DEBITS_MUST_NOT_EXCEED_CREDITS or (
+        dr.debits_pending + dr.debits_posted <= dr.credits_posted
+    )
+    assert not cr_flags & AF.CREDITS_MUST_NOT_EXCEED_DEBITS or (
+        cr.credits_pending + cr.credits_posted <= cr.debits_posted
+    )
     _record_balances(state, timestamp, dr, cr, dr_flags, cr_flags)
-    return T.CREATED, None
 
 
 def _transfer_flags(given: object, flags: int) -> tb.TransferFlags:
