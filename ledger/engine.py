@@ -560,10 +560,55 @@ def _post_or_void_exists(t: tb.Transfer, e: tb.Transfer, p: tb.Transfer) -> tb.C
 
 
 def _post_or_void_pending_transfer(state: State, t: tb.Transfer, timestamp: int) -> tb.CreateTransferStatus:
+    status = _post_or_void_refusal(state, t, timestamp)
+    if status is not None:
+        return status
+    _apply_post_or_void(state, t, timestamp)
+    return T.CREATED
+
+
+def _post_or_void_refusal(state: State, t: tb.Transfer, timestamp: int) -> tb.CreateTransferStatus | None:
+    """Why TigerBeetle refuses a post or void (valid id, not taken): its first failing check, or None.
+
+    Reads `state`, writes nothing.
+    """
     flags = int(t.flags)
-    posting = bool(flags & TF.POST_PENDING_TRANSFER)
+    status = _post_or_void_fields_refusal(t, flags)
+    if status is not None:
+        return status
+
+    p = state.transfers.get(t.pending_id)
+    if p is None:
+        return T.PENDING_TRANSFER_NOT_FOUND
+    if not int(p.flags) & TF.PENDING:
+        return T.PENDING_TRANSFER_NOT_PENDING
+    status = _pending_transfer_mismatch(t, flags, p)
+    if status is not None:
+        return status
+    status = _pending_transfer_state_refusal(state, p, timestamp)
+    if status is not None:
+        return status
+
+    if flags & TF.IMPORTED:
+        status = _imported_transfer_timestamp_status(state, timestamp)
+        if status is not None:
+            return status
+    dr = state.accounts[p.debit_account_id]
+    cr = state.accounts[p.credit_account_id]
+    assert timestamp > dr.timestamp and timestamp > cr.timestamp
+
+    # The only movement allowed on a closed account is voiding a pending transfer.
     voiding = bool(flags & TF.VOID_PENDING_TRANSFER)
-    if posting and voiding:
+    if int(dr.flags) & AF.CLOSED and not voiding:
+        return T.DEBIT_ACCOUNT_ALREADY_CLOSED
+    if int(cr.flags) & AF.CLOSED and not voiding:
+        return T.CREDIT_ACCOUNT_ALREADY_CLOSED
+    return None
+
+
+def _post_or_void_fields_refusal(t: tb.Transfer, flags: int) -> tb.CreateTransferStatus | None:
+    """The checks of a post or void that read nothing but the transfer, in TigerBeetle's order."""
+    if flags & TF.POST_PENDING_TRANSFER and flags & TF.VOID_PENDING_TRANSFER:
         return T.FLAGS_ARE_MUTUALLY_EXCLUSIVE
     if flags & (TF.PENDING | TF.BALANCING_DEBIT | TF.BALANCING_CREDIT | TF.CLOSING_DEBIT | TF.CLOSING_CREDIT):
         return T.FLAGS_ARE_MUTUALLY_EXCLUSIVE
@@ -576,15 +621,11 @@ def _post_or_void_pending_transfer(state: State, t: tb.Transfer, timestamp: int)
         return T.PENDING_ID_MUST_BE_DIFFERENT
     if t.timeout != 0:
         return T.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER
+    return None
 
-    p = state.transfers.get(t.pending_id)
-    if p is None:
-        return T.PENDING_TRANSFER_NOT_FOUND
-    if not int(p.flags) & TF.PENDING:
-        return T.PENDING_TRANSFER_NOT_PENDING
-    dr = state.accounts[p.debit_account_id]
-    cr = state.accounts[p.credit_account_id]
 
+def _pending_transfer_mismatch(t: tb.Transfer, flags: int, p: tb.Transfer) -> tb.CreateTransferStatus | None:
+    """Fields a post or void may leave zero, but when given must match its pending transfer `p`."""
     if t.debit_account_id > 0 and t.debit_account_id != p.debit_account_id:
         return T.PENDING_TRANSFER_HAS_DIFFERENT_DEBIT_ACCOUNT_ID
     if t.credit_account_id > 0 and t.credit_account_id != p.credit_account_id:
@@ -595,15 +636,16 @@ def _post_or_void_pending_transfer(state: State, t: tb.Transfer, timestamp: int)
     if t.code > 0 and t.code != p.code:
         return T.PENDING_TRANSFER_HAS_DIFFERENT_CODE
 
-    if voiding:
-        amount = t.amount if t.amount > 0 else p.amount
-    else:
-        amount = p.amount if t.amount == U128_MAX else t.amount
+    amount = _post_or_void_amount(t, flags, p)
     if amount > p.amount:
         return T.EXCEEDS_PENDING_TRANSFER_AMOUNT
-    if voiding and amount < p.amount:
+    if flags & TF.VOID_PENDING_TRANSFER and amount < p.amount:
         return T.PENDING_TRANSFER_HAS_DIFFERENT_AMOUNT
+    return None
 
+
+def _pending_transfer_state_refusal(state: State, p: tb.Transfer, timestamp: int) -> tb.CreateTransferStatus | None:
+    """A pending transfer can be posted or voided once, and only before its timeout."""
     pending_status = state.pending_status[p.id]
     if pending_status == PendingStatus.POSTED:
         return T.PENDING_TRANSFER_ALREADY_POSTED
@@ -614,22 +656,29 @@ def _post_or_void_pending_transfer(state: State, t: tb.Transfer, timestamp: int)
     assert pending_status == PendingStatus.PENDING
     if p.timeout > 0 and p.timestamp + p.timeout * NS_PER_S <= timestamp:
         return T.PENDING_TRANSFER_EXPIRED
+    return None
 
-    if flags & TF.IMPORTED:
-        status = _imported_transfer_timestamp_status(state, timestamp)
-        if status is not None:
-            return status
-    assert timestamp > dr.timestamp and timestamp > cr.timestamp
 
-    # The only movement allowed on a closed account is voiding a pending transfer.
-    dr_flags = int(dr.flags)
-    cr_flags = int(cr.flags)
-    if dr_flags & AF.CLOSED and not voiding:
-        return T.DEBIT_ACCOUNT_ALREADY_CLOSED
-    if cr_flags & AF.CLOSED and not voiding:
-        return T.CREDIT_ACCOUNT_ALREADY_CLOSED
+def _post_or_void_amount(t: tb.Transfer, flags: int, p: tb.Transfer) -> int:
+    """What a post or void of `p` moves: a void's 0 and a post's `AMOUNT_MAX` mean all of it."""
+    if flags & TF.VOID_PENDING_TRANSFER:
+        return t.amount if t.amount > 0 else p.amount
+    return p.amount if t.amount == U128_MAX else t.amount
 
-    # From here on the transfer must succeed.
+
+def _apply_post_or_void(state: State, t: tb.Transfer, timestamp: int) -> None:
+    """Write a post or void that `_post_or_void_refusal` accepted: the transfer, the pending transfer's
+    status, both accounts (releasing the whole pending amount, posting `amount`), history."""
+    flags = int(t.flags)
+    posting = bool(flags & TF.POST_PENDING_TRANSFER)
+    voiding = bool(flags & TF.VOID_PENDING_TRANSFER)
+    assert posting != voiding
+    p = state.transfers[t.pending_id]
+    dr = state.accounts[p.debit_account_id]
+    cr = state.accounts[p.credit_account_id]
+    amount = _post_or_void_amount(t, flags, p)
+    assert amount <= p.amount
+    assert dr.debits_pending >= p.amount and cr.credits_pending >= p.amount
     stored = tb.Transfer(
         id=t.id,
         debit_account_id=p.debit_account_id,
@@ -648,28 +697,19 @@ def _post_or_void_pending_transfer(state: State, t: tb.Transfer, timestamp: int)
     state.insert_transfer(stored, None)
     state.set_pending_status(p.id, PendingStatus.POSTED if posting else PendingStatus.VOIDED)
     posted = amount if posting else 0
+    dr_flags = int(dr.flags)
+    cr_flags = int(cr.flags)
     p_flags = int(p.flags)
     # Voiding a closing transfer reopens the account (posting one is impossible: it is closed).
     dr_reopened = _reopened(dr_flags, p_flags & TF.CLOSING_DEBIT and voiding)
     cr_reopened = _reopened(cr_flags, p_flags & TF.CLOSING_CREDIT and voiding)
     state.set_balances(
-        dr,
-        dr.debits_pending - p.amount,
-        dr.debits_posted + posted,
-        dr.credits_pending,
-        dr.credits_posted,
-        dr_reopened,
+        dr, dr.debits_pending - p.amount, dr.debits_posted + posted, dr.credits_pending, dr.credits_posted, dr_reopened
     )
     state.set_balances(
-        cr,
-        cr.debits_pending,
-        cr.debits_posted,
-        cr.credits_pending - p.amount,
-        cr.credits_posted + posted,
-        cr_reopened,
+        cr, cr.debits_pending, cr.debits_posted, cr.credits_pending - p.amount, cr.credits_posted + posted, cr_reopened
     )
     _record_balances(state, timestamp, dr, cr, dr_flags, cr_flags)
-    return T.CREATED
 
 
 def _reopened(account_flags: int, reopen: int | bool) -> tb.AccountFlags | None:
