@@ -6,6 +6,11 @@ imported events, timestamps), then `create_account` / `create_transfer` /
 `post_or_void_pending_transfer`, the idempotency checks (`exists`, `exists_with_different_*`,
 `id_already_failed` after a transient failure), balancing and closing transfers, and the expiry of
 pending transfers (TigerBeetle's `pulse`).
+
+Each kind of event (new account, new transfer, post/void) has a refusal function, which reads the
+`State` and writes nothing, returning the first status TigerBeetle would fail the event with, or None;
+and an apply step, which writes an event its refusal accepted. Id checks and idempotency come first,
+in the dispatcher, because `exists*` answers with the existing object's timestamp.
 """
 
 from __future__ import annotations
