@@ -746,10 +746,26 @@ def due_expiries(state: State, now_timestamp: int, limit: int) -> list[int]:
     due: list[int] = []
     heap = state.expiry_heap
     while heap and heap[0][0] <= now_timestamp and len(due) < limit:
-        _, _, transfer_id = heapq.heappop(heap)
-        if state.pending_status.get(transfer_id) == PendingStatus.PENDING:
+        expires_at, timestamp, transfer_id = heapq.heappop(heap)
+        if _expiry_is_current(state, expires_at, timestamp, transfer_id):
             due.append(transfer_id)
     return due
+
+
+def _expiry_is_current(state: State, expires_at: int, timestamp: int, transfer_id: int) -> bool:
+    """Whether an expiry entry belongs to the transfer stored under its id, and that one is still pending.
+
+    Entries are never removed, so one goes stale when its transfer is posted or voided, or is rolled back
+    with its linked chain and the id then taken by another transfer (with another timeout, or none).
+    """
+    p = state.transfers.get(transfer_id)
+    return (
+        p is not None
+        and p.timestamp == timestamp
+        and p.timeout > 0
+        and p.timestamp + p.timeout * NS_PER_S == expires_at
+        and state.pending_status[transfer_id] == PendingStatus.PENDING
+    )
 
 
 def expire_pending_transfers(state: State, transfer_ids: list[int], batch_timestamp: int) -> None:
