@@ -405,6 +405,7 @@ def _transfer_fields_refusal(t: tb.Transfer, flags: int) -> tb.CreateTransferSta
 def _imported_transfer_refusal(
     state: State, t: tb.Transfer, timestamp: int, dr: tb.Account, cr: tb.Account
 ) -> tb.CreateTransferStatus | None:
+    """The checks of an imported new transfer, once its accounts are found: its timestamp, then its timeout."""
     status = _imported_transfer_timestamp_status(state, timestamp)
     if status is not None:
         return status
