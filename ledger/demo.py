@@ -50,58 +50,7 @@ async def seed_demo(ledger: Ledger) -> dict[str, int]:
     if bad:
         raise DemoSeedError(f"demo accounts not created: {bad}")
 
-    transit, fees, adjustments = (n.id for n in named[:3])
-    sender, recipient = (accounts.user(u, CURRENCY).id for u in DEMO_USERS)
-    ledger_number = accounts.currency_ledger(CURRENCY)
-
-    def leg(name: str, debit: int, credit: int, amount: int, code: int, **kw: object) -> tb.Transfer:
-        return tb.Transfer(
-            id=_transfer_id(name),
-            debit_account_id=debit,
-            credit_account_id=credit,
-            amount=amount,
-            ledger=ledger_number,
-            code=code,
-            **kw,
-        )
-
-    linked = tb.TransferFlags.LINKED
-    # Opening balances enter through transit too, so transit is back to zero after each chain.
-    funding = []
-    for user_id, account_id in zip(DEMO_USERS, (sender, recipient), strict=True):
-        funding += [
-            leg(
-                f"fund:{user_id}:in",
-                adjustments,
-                transit,
-                OPENING_BALANCE_MINOR,
-                TRANSFER_CODE_ADJUSTMENT,
-                flags=linked,
-            ),
-            leg(f"fund:{user_id}:out", transit, account_id, OPENING_BALANCE_MINOR, TRANSFER_CODE_ADJUSTMENT),
-        ]
-    authorize = [
-        leg(
-            "p2p:hold",
-            sender,
-            transit,
-            P2P_AMOUNT_MINOR + P2P_FEE_MINOR,
-            TRANSFER_CODE_P2P,
-            flags=tb.TransferFlags.PENDING,
-            timeout=HOLD_TIMEOUT_S,
-        ),
-    ]
-    settle = [
-        tb.Transfer(
-            id=_transfer_id("p2p:post"),
-            pending_id=_transfer_id("p2p:hold"),
-            amount=tb.AMOUNT_MAX,
-            flags=tb.TransferFlags.POST_PENDING_TRANSFER | linked,
-        ),
-        leg("p2p:recipient", transit, recipient, P2P_AMOUNT_MINOR, TRANSFER_CODE_P2P, flags=linked),
-        leg("p2p:fee", transit, fees, P2P_FEE_MINOR, TRANSFER_CODE_P2P),
-    ]
-    for step in (funding, authorize, settle):
+    for step in _demo_steps():
         step_results = await ledger.create_transfers(step)
         if all(r.status in OK_STATUSES for r in step_results):
             continue
@@ -113,3 +62,46 @@ async def seed_demo(ledger: Ledger) -> dict[str, int]:
 
     found = await ledger.lookup_accounts([n.id for n in named])
     return {n.name: a.credits_posted - a.debits_posted for n, a in zip(named, found, strict=True)}
+
+
+def _leg(name: str, debit: int, credit: int, amount: int, code: int, **fields: object) -> tb.Transfer:
+    return tb.Transfer(
+        id=_transfer_id(name),
+        debit_account_id=debit,
+        credit_account_id=credit,
+        amount=amount,
+        ledger=accounts.currency_ledger(CURRENCY),
+        code=code,
+        **fields,
+    )
+
+
+def _demo_steps() -> tuple[list[tb.Transfer], ...]:
+    """The three requests, in order: fund both users, hold the P2P payment, settle it (each a chain)."""
+    transit = accounts.transit(CURRENCY).id
+    fees = accounts.fees(CURRENCY).id
+    adjustments = accounts.adjustments(CURRENCY).id
+    sender, recipient = (accounts.user(u, CURRENCY).id for u in DEMO_USERS)
+    linked = tb.TransferFlags.LINKED
+    # Opening balances enter through transit too, so transit is back to zero after each chain.
+    funding = []
+    code = TRANSFER_CODE_ADJUSTMENT
+    for user_id, account_id in zip(DEMO_USERS, (sender, recipient), strict=True):
+        funding += [
+            _leg(f"fund:{user_id}:in", adjustments, transit, OPENING_BALANCE_MINOR, code, flags=linked),
+            _leg(f"fund:{user_id}:out", transit, account_id, OPENING_BALANCE_MINOR, code),
+        ]
+    hold_amount = P2P_AMOUNT_MINOR + P2P_FEE_MINOR
+    pending = tb.TransferFlags.PENDING
+    hold = _leg("p2p:hold", sender, transit, hold_amount, TRANSFER_CODE_P2P, flags=pending, timeout=HOLD_TIMEOUT_S)
+    settle = [
+        tb.Transfer(
+            id=_transfer_id("p2p:post"),
+            pending_id=_transfer_id("p2p:hold"),
+            amount=tb.AMOUNT_MAX,
+            flags=tb.TransferFlags.POST_PENDING_TRANSFER | linked,
+        ),
+        _leg("p2p:recipient", transit, recipient, P2P_AMOUNT_MINOR, TRANSFER_CODE_P2P, flags=linked),
+        _leg("p2p:fee", transit, fees, P2P_FEE_MINOR, TRANSFER_CODE_P2P),
+    ]
+    return funding, [hold], settle

@@ -11,7 +11,10 @@ import tigerbeetle as tb
 
 U64_MAX = (1 << 64) - 1
 U128_MAX = (1 << 128) - 1
-# One reply holds at most this many objects, whatever the filter's limit.
+# One reply holds at most this many objects: 1 MiB less its 256-byte header and a 128-byte multi-batch
+# trailer, in 128-byte objects. TigerBeetle caps a filter's `limit` here instead of refusing it: its client
+# expects min(limit, this) results (tb_client `Operation.result_count_expected`) and its state machine
+# scans as many, so no limit that fits the u32 field raises TooMuchDataError (tests/ledger/test_query_limit.py).
 QUERY_RESULTS_MAX = 8189
 
 _ACCOUNT_FILTER_FLAGS = (
@@ -43,6 +46,8 @@ def query_filter_valid(f: tb.QueryFilter) -> bool:
 
 
 def result_limit(limit: int) -> int:
+    """How many objects a valid filter may return: its limit, capped at one reply."""
+    assert 0 < limit < 1 << 32, limit  # the u32 check ran, and a zero limit answered nothing before this
     return min(limit, QUERY_RESULTS_MAX)
 
 

@@ -181,7 +181,7 @@ class State:
             self.transfer_timestamps.discard(transfer.timestamp)
             if self.on_transfer_removed is not None:
                 self.on_transfer_removed(transfer)
-            # A stale expiry entry is harmless: expiry skips ids that are not pending.
+            # The expiry entry stays: expiry skips one whose id is gone, not pending, or another transfer's.
 
         self._record(undo)
 

@@ -308,3 +308,29 @@ async def test_expired_pending_releases_funds_and_cannot_be_posted_or_voided(led
         p.id,
         spend.id,
     ]
+
+
+@pytest.mark.slow
+async def test_an_id_reused_after_its_chain_failed_keeps_only_its_own_timeout(ledger):
+    # linked-events.md: a chain that fails is rolled back whole, so its pending transfers (and their
+    # timeouts) never existed; failing with `linked_event_failed` does not burn an id (only transient
+    # failures do), so the ids can be used again, with timeouts of their own.
+    L, _, a, b = await setup(ledger)
+    chain = [
+        transfer(ledger=L, dr=a, cr=b, amount=10, flags=TF.PENDING | TF.LINKED, timeout=1),
+        transfer(ledger=L, dr=a, cr=b, amount=10, flags=TF.PENDING | TF.LINKED, timeout=1),
+        transfer(ledger=L, dr=a, cr=b, amount=10, code=0),
+    ]
+    assert await transfer_statuses(ledger, chain) == [
+        TS.LINKED_EVENT_FAILED,
+        TS.LINKED_EVENT_FAILED,
+        TS.CODE_MUST_NOT_BE_ZERO,
+    ]
+    longer = transfer(ledger=L, dr=a, cr=b, amount=10, flags=TF.PENDING, timeout=3600, id=chain[0].id)
+    without = transfer(ledger=L, dr=a, cr=b, amount=10, flags=TF.PENDING, id=chain[1].id)
+    await create_transfers_ok(ledger, [longer, without])
+
+    await asyncio.sleep(2.5)  # well past the rolled-back transfers' timeouts
+    assert await balances(ledger, a) == (20, 0, 0, 0)
+    assert await transfer_statuses(ledger, [post(longer), post(without)]) == [TS.CREATED, TS.CREATED]
+    assert await balances(ledger, a) == (0, 20, 0, 0)
