@@ -11,17 +11,12 @@ import tigerbeetle as tb
 from channels.base import Channel, linked
 from ledger import accounts
 from ledger.accounts import NamedAccount
-from pm.domain.intent import ErrorCode, Intent, OperationType
+from pm.domain.intent import Intent, OperationType
 
 
 class Adjustment(Channel):
     name = "ADJUSTMENT"
     operation_types = frozenset({OperationType.ADMIN_ADJUSTMENT})
-
-    def refusal(self, intent: Intent) -> tuple[ErrorCode, str] | None:
-        if intent.recipient_id is None or intent.sender_id is not None:
-            return ErrorCode.INVALID_PARTY, "an adjustment credits one recipient and has no sender"
-        return None
 
     def accounts(self, intent: Intent) -> list[NamedAccount]:
         assert intent.recipient_id is not None

@@ -6,7 +6,8 @@ batch; channels never touch the database or the ledger themselves. Legs follow D
 movement passes through `transit:{currency}` in linked chains, so transit returns to zero.
 
 Lifecycle, and which stage calls what:
-    validation  refusal(intent)            channel-specific checks -> error or None
+    validation  refusal(intent)            channel-specific checks -> error or None (the parties are
+                                           pm/domain/parties.py's, checked before for every channel)
                 accounts(intent)           ledger accounts to create on first use
     dispatch    authorize(intent)          the hold: pending transfer(s) into transit
     connector   may_submit(hold, t)        PSP channels: the hold is live and the submit deadline ahead

@@ -11,17 +11,12 @@ import tigerbeetle as tb
 from channels.base import Channel
 from ledger import accounts
 from ledger.accounts import NamedAccount
-from pm.domain.intent import ErrorCode, Intent, OperationType
+from pm.domain.intent import Intent, OperationType
 
 
 class InternalP2P(Channel):
     name = "INTERNAL_P2P"
     operation_types = frozenset({OperationType.P2P_TRANSFER})
-
-    def refusal(self, intent: Intent) -> tuple[ErrorCode, str] | None:
-        if intent.sender_id is None or intent.recipient_id is None:
-            return ErrorCode.INVALID_PARTY, "a P2P transfer needs a sender and a recipient"
-        return None
 
     def accounts(self, intent: Intent) -> list[NamedAccount]:
         assert intent.sender_id is not None and intent.recipient_id is not None

@@ -19,7 +19,7 @@ import tigerbeetle as tb
 from channels.base import PspChannel
 from ledger import accounts
 from ledger.accounts import NamedAccount
-from pm.domain.intent import ErrorCode, Hold, Intent, OperationType
+from pm.domain.intent import Hold, Intent, OperationType
 from pm.psp.client import PspClient
 
 SUCCEEDED = "SUCCEEDED"
@@ -29,13 +29,6 @@ DECLINED = "DECLINED"
 class IppsTransfer(PspChannel):
     name = "IPPS_TRANSFER"
     operation_types = frozenset({OperationType.IPPS_WITHDRAWAL, OperationType.THAI_QR_PAY})
-
-    def refusal(self, intent: Intent) -> tuple[ErrorCode, str] | None:
-        if intent.sender_id is None or intent.recipient_id is not None or intent.merchant_id is not None:
-            return ErrorCode.INVALID_PARTY, "a payout has a sender and no recipient in the wallet"
-        if not intent.destination_ref:
-            return ErrorCode.INVALID_PARTY, "a payout needs destination_ref"
-        return None
 
     def accounts(self, intent: Intent) -> list[NamedAccount]:
         assert intent.sender_id is not None

@@ -22,7 +22,7 @@ import tigerbeetle as tb
 from channels.base import Channel
 from ledger import accounts
 from ledger.accounts import NamedAccount
-from pm.domain.intent import ErrorCode, Intent, OperationType
+from pm.domain.intent import Intent, OperationType
 
 CHARGE = OperationType.MINIAPP_CHARGE
 CREDIT = OperationType.MINIAPP_CREDIT
@@ -31,15 +31,6 @@ CREDIT = OperationType.MINIAPP_CREDIT
 class MiniApp(Channel):
     name = "MINIAPP"
     operation_types = frozenset({CHARGE, CREDIT})
-
-    def refusal(self, intent: Intent) -> tuple[ErrorCode, str] | None:
-        if intent.merchant_id is None or intent.merchant_id <= 0:
-            return ErrorCode.INVALID_PARTY, f"{intent.operation_type} needs the merchant of a merchant-bound key"
-        if intent.operation_type == CHARGE and (intent.sender_id is None or intent.recipient_id is not None):
-            return ErrorCode.INVALID_PARTY, "a mini-app charge has the paying user as its only user"
-        if intent.operation_type == CREDIT and (intent.recipient_id is None or intent.sender_id is not None):
-            return ErrorCode.INVALID_PARTY, "a mini-app credit has the credited user as its only user"
-        return None
 
     def accounts(self, intent: Intent) -> list[NamedAccount]:
         return [

@@ -24,7 +24,7 @@ import tigerbeetle as tb
 from channels.base import PspChannel
 from ledger import accounts
 from ledger.accounts import NamedAccount
-from pm.domain.intent import ErrorCode, Hold, Intent, OperationType
+from pm.domain.intent import Hold, Intent, OperationType
 from pm.psp.client import PspClient
 
 OUTCOMES = {"PAID": "SUCCEEDED", "EXPIRED": "EXPIRED"}
@@ -35,11 +35,6 @@ REQUEST_VALID_S_MAX = 86_400
 class QpTransfer(PspChannel):
     name = "QP_TRANSFER"
     operation_types = frozenset({OperationType.QP_TOPUP})
-
-    def refusal(self, intent: Intent) -> tuple[ErrorCode, str] | None:
-        if intent.recipient_id is None or intent.sender_id is not None or intent.merchant_id is not None:
-            return ErrorCode.INVALID_PARTY, "a top-up credits one user and has no sender"
-        return None
 
     def accounts(self, intent: Intent) -> list[NamedAccount]:
         assert intent.recipient_id is not None

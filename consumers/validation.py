@@ -1,9 +1,9 @@
 """Validation (CREATED -> VALIDATED | REJECTED): is this intent something we can carry out?
 
-Checks: the operation type is known and has an enabled route for the amount (pm.payment_route), the
-route's channel exists, the currency has a ledger, the parties are positive and different, and the
-channel's own checks pass. Then the ledger accounts the intent will touch are created (first use;
-`exists` is success) with one ledger call for the whole batch.
+Checks: the currency has a ledger, the parties fit the operation type (pm/domain/parties.py: the same
+table the gateway checks), there is an enabled route for the amount (pm.payment_route), its channel
+exists and carries the operation type, and the channel's own checks pass. Then the ledger accounts the
+intent will touch are created (first use; `exists` is success) with one ledger call for the whole batch.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import channels
 from consumers.context import StageContext
 from ledger.accounts import CURRENCY_LEDGER, NamedAccount
 from pm.domain.intent import ErrorCode, Intent, State, Transition, advance, reject
+from pm.domain.parties import party_refusal
 
 OK_ACCOUNT_STATUSES = (tb.CreateAccountStatus.CREATED, tb.CreateAccountStatus.EXISTS)
 
@@ -25,11 +26,9 @@ class AccountCreationError(RuntimeError):
 def decide(intent: Intent, context: StageContext) -> Transition:
     if intent.currency not in CURRENCY_LEDGER:
         return reject(intent, ErrorCode.UNSUPPORTED_CURRENCY, f"currency {intent.currency} is not supported")
-    for party in (intent.sender_id, intent.recipient_id):
-        if party is not None and party <= 0:
-            return reject(intent, ErrorCode.INVALID_PARTY, "users are positive integers")
-    if intent.sender_id is not None and intent.sender_id == intent.recipient_id:
-        return reject(intent, ErrorCode.SAME_PARTY, "sender and recipient must differ")
+    refusal = party_refusal(intent)  # the operation type's parties (pm/domain/parties.py)
+    if refusal is not None:
+        return reject(intent, *refusal)
     route = context.routes.choose(str(intent.operation_type), intent.amount_minor)
     if route is None:
         return reject(

@@ -19,7 +19,6 @@ import logging
 import re
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +47,7 @@ from gateway.status import Subscription
 from pm.config.constants import IDEMPOTENCY_IN_FLIGHT_S_MAX, IDEMPOTENCY_KEY_LENGTH_MAX
 from pm.domain import signing
 from pm.domain.intent import TERMINAL_STATE_NAMES, ErrorCode, Intent, OperationType
+from pm.domain.parties import Parties, PartyRefusal, parties_for
 from pm.redis import streams
 from pm.store import intents as store
 from pm.store.keys import MERCHANT_OPERATIONS, SCOPE_ADMIN, ApiKey
@@ -120,20 +120,6 @@ def _idempotency_key(request: web.Request) -> str:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class Parties:
-    """Who an intent asked for moves money between: users, the merchant (mini-apps), the operator."""
-
-    sender_id: int | None = None
-    recipient_id: int | None = None
-    operator_id: int | None = None
-    merchant_id: int | None = None
-
-
-PAYOUTS = frozenset({OperationType.IPPS_WITHDRAWAL, OperationType.THAI_QR_PAY})
-MINIAPP = frozenset({OperationType.MINIAPP_CHARGE, OperationType.MINIAPP_CREDIT})
-
-
 def authorize_operation(key: ApiKey, operation: OperationType) -> None:
     """The one check of which operation types a key may create, for POST /intents and POST /quote alike
     (both through `parties`), before anything is written: 403 OPERATION_NOT_ALLOWED otherwise."""
@@ -149,45 +135,25 @@ def authorize_operation(key: ApiKey, operation: OperationType) -> None:
 
 
 def parties(intent_request: IntentRequest, key: ApiKey, user_id: int | None) -> Parties:
-    """The parties of the intent asked for, or the refusal (also /quote's). The acting user is the signed
-    X-User-Id; a merchant only ever comes from the caller's key, never from the body."""
+    """The parties of the intent asked for, or the refusal (also /quote's): first what the caller's key
+    may do, then the operation type's shape (pm/domain/parties.py). A merchant only ever comes from the
+    caller's key, never from the body."""
     operation = OperationType(intent_request.operation_type)
     authorize_operation(key, operation)
-    recipient_id = intent_request.recipient_id
-    if operation not in PAYOUTS and intent_request.destination_ref is not None:
-        raise validation_failed("only IPPS_WITHDRAWAL and THAI_QR_PAY take destination_ref", ErrorCode.INVALID_PARTY)
-    if operation in MINIAPP and key.merchant_id is None:
-        raise forbidden("mini-app operations need a key bound to a merchant (pm keys create --merchant-id)")
-    if operation == OperationType.ADMIN_ADJUSTMENT:
-        if not key.allows(SCOPE_ADMIN):
-            raise forbidden("ADMIN_ADJUSTMENT needs the admin scope")
-        if recipient_id is None:
-            raise validation_failed("ADMIN_ADJUSTMENT needs recipient_id", ErrorCode.INVALID_PARTY)
-        # The adjustments account pays; the operator (X-User-Id) is recorded, not a party.
-        return Parties(recipient_id=recipient_id, operator_id=user_id)
-    if user_id is None:
-        raise bad_request("X-User-Id (the user whose money moves) is required for this operation_type")
-    if operation == OperationType.P2P_TRANSFER:
-        if recipient_id is None:
-            raise validation_failed("P2P_TRANSFER needs recipient_id", ErrorCode.INVALID_PARTY)
-        if recipient_id == user_id:
-            raise validation_failed("sender and recipient must differ", ErrorCode.SAME_PARTY)
-        return Parties(sender_id=user_id, recipient_id=recipient_id)
-    if recipient_id is not None:
-        raise validation_failed(
-            "this operation_type takes no recipient_id: the acting user (X-User-Id) is the party",
-            ErrorCode.INVALID_PARTY,
+    if operation == OperationType.ADMIN_ADJUSTMENT and not key.allows(SCOPE_ADMIN):
+        raise forbidden("ADMIN_ADJUSTMENT needs the admin scope")
+    try:
+        return parties_for(
+            operation,
+            acting_user_id=user_id,
+            recipient_id=intent_request.recipient_id,
+            destination_ref=intent_request.destination_ref,
+            merchant_id=key.merchant_id,
         )
-    if operation in PAYOUTS:
-        if intent_request.destination_ref is None:
-            raise validation_failed("a payout needs destination_ref", ErrorCode.INVALID_PARTY)
-        return Parties(sender_id=user_id)
-    if operation == OperationType.QP_TOPUP:
-        return Parties(recipient_id=user_id)
-    if operation == OperationType.MINIAPP_CHARGE:
-        return Parties(sender_id=user_id, merchant_id=key.merchant_id)
-    assert operation == OperationType.MINIAPP_CREDIT, operation
-    return Parties(recipient_id=user_id, merchant_id=key.merchant_id)
+    except PartyRefusal as refusal:
+        if refusal.code == ErrorCode.BAD_REQUEST:
+            raise bad_request(refusal.message) from None
+        raise validation_failed(refusal.message, refusal.code) from None
 
 
 def _request_hash(request: web.Request, body: bytes) -> bytes:
