@@ -37,7 +37,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -48,8 +47,22 @@ import asyncpg
 import pydantic
 
 from pm.cli import run as run_command
+from pm.cli.common import (
+    EXIT_CANNOT_RUN,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PROBLEM_FOUND,
+    EXIT_TERMINATED,
+    WALLET_CURRENCY_HELP,
+    Command,
+    CommandError,
+    database,
+    database_connection,
+    first_line,
+    redact_url,
+    servers_running,
+)
 from pm.config.settings import Settings
-from pm.dev.embedded import CONNECT_TIMEOUT_S, EmbeddedServerError, embedded_database, embedded_servers
 from pm.domain import signing
 from pm.domain.intent import OperationType
 from pm.psp import secrets as psp_secrets
@@ -59,22 +72,6 @@ from pm.store.migrate import DatabaseUnavailableError, MigrationError, migrate
 if TYPE_CHECKING:
     from ledger import Ledger
     from pm.domain.pricing import PricingRequest
-
-EXIT_OK = 0
-EXIT_PROBLEM_FOUND = 1
-EXIT_CANNOT_RUN = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
-EXIT_TERMINATED = 143  # 128 + SIGTERM
-
-Command = Callable[[Settings, argparse.Namespace], Awaitable[int]]
-
-
-class CommandError(Exception):
-    """A problem reported as one line on stderr, ending the command with `exit_code`."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_CANNOT_RUN) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,9 +195,6 @@ def _add_dlq_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     drop.set_defaults(command=_dlq_drop)
 
 
-WALLET_CURRENCY_HELP = "ISO 4217 code; default: PM_WALLET_CURRENCY (THB)"
-
-
 def _add_send_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     send = commands.add_parser("send", help="post a signed intent and follow its states").add_subparsers(
         required=True, metavar="KIND"
@@ -316,13 +310,13 @@ async def _run_until_terminated(command: Awaitable[int]) -> int:
 
 
 async def _db_migrate(settings: Settings, arguments: argparse.Namespace) -> int:
-    async with _database(settings) as database_url:
+    async with database(settings) as database_url:
         await _migrate(database_url)
     return EXIT_OK
 
 
 async def _servers(settings: Settings, arguments: argparse.Namespace) -> int:
-    async with _servers_running(settings) as (database_url, redis_url):
+    async with servers_running(settings) as (database_url, redis_url):
         # As shell assignments, so another terminal can `export` them and share these servers.
         print(f"PM_DATABASE_URL={database_url}")
         print(f"PM_REDIS_URL={redis_url}", flush=True)
@@ -363,7 +357,7 @@ async def _up(settings: Settings, arguments: argparse.Namespace) -> int:
     from pm.dev.up import run_up
 
     _refuse_unsafe_psp_secrets(settings)
-    async with _servers_running(settings) as (database_url, redis_url):
+    async with servers_running(settings) as (database_url, redis_url):
         await _migrate(database_url)
         ledger_url = settings.effective_ledger_url(database_url)
         print(f"database: {redact_url(database_url)}")
@@ -385,7 +379,7 @@ async def _run(settings: Settings, arguments: argparse.Namespace) -> int:
     if arguments.process == "psp-sim":  # the simulator uses no server: starting embedded ones would be waste
         await run_command.run_process(arguments.process, settings, database_url="", redis_url="", ledger_url="")
         return EXIT_OK
-    async with _servers_running(settings) as (database_url, redis_url):
+    async with servers_running(settings) as (database_url, redis_url):
         ledger_url = settings.effective_ledger_url(database_url)
         await run_command.run_process(arguments.process, settings, database_url, redis_url, ledger_url)
     return EXIT_OK
@@ -442,7 +436,7 @@ async def _balance(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 async def _keys_create(settings: Settings, arguments: argparse.Namespace) -> int:
-    async with _keys_connection(settings) as connection:
+    async with database_connection(settings) as connection:
         try:
             key, secret = await keys.create_key(
                 connection, arguments.name, arguments.scopes, arguments.merchant_id, arguments.operations
@@ -458,7 +452,7 @@ async def _keys_rotate(settings: Settings, arguments: argparse.Namespace) -> int
         grace_s = keys.parse_grace_s(arguments.grace)  # before anything is opened: bad input changes nothing
     except keys.ApiKeyError as exc:
         raise CommandError(str(exc)) from exc
-    async with _keys_connection(settings) as connection:
+    async with database_connection(settings) as connection:
         rotated = await keys.rotate_key(connection, arguments.key_id, grace_s)
     if rotated is None:
         raise CommandError(f"no active key {arguments.key_id!r}", EXIT_PROBLEM_FOUND)
@@ -472,7 +466,7 @@ async def _keys_rotate(settings: Settings, arguments: argparse.Namespace) -> int
 
 
 async def _keys_revoke(settings: Settings, arguments: argparse.Namespace) -> int:
-    async with _keys_connection(settings) as connection:
+    async with database_connection(settings) as connection:
         revoked = await keys.revoke_key(connection, arguments.key_id)
     if not revoked:
         raise CommandError(f"no active key {arguments.key_id!r}", EXIT_PROBLEM_FOUND)
@@ -483,7 +477,7 @@ async def _keys_revoke(settings: Settings, arguments: argparse.Namespace) -> int
 async def _outbox_list(settings: Settings, arguments: argparse.Namespace) -> int:
     from consumers import outbox
 
-    async with _keys_connection(settings) as connection:
+    async with database_connection(settings) as connection:
         rows = await outbox.list_rows(connection, arguments.undelivered, arguments.limit)
     if arguments.json:
         print(json.dumps(rows, indent=2, default=str))
@@ -500,7 +494,7 @@ async def _outbox_list(settings: Settings, arguments: argparse.Namespace) -> int
 async def _outbox_retry(settings: Settings, arguments: argparse.Namespace) -> int:
     from consumers import outbox
 
-    async with _keys_connection(settings) as connection:
+    async with database_connection(settings) as connection:
         found = await outbox.retry(connection, arguments.row_id)
     if not found:
         raise CommandError(f"no undelivered outbox row {arguments.row_id}", EXIT_PROBLEM_FOUND)
@@ -520,7 +514,7 @@ async def _webhook_set(settings: Settings, arguments: argparse.Namespace) -> int
     except WebhookRefused as exc:
         raise CommandError(f"webhook URL refused: {exc}", EXIT_PROBLEM_FOUND) from exc
     secret = signing.new_secret()
-    async with _keys_connection(settings) as connection:
+    async with database_connection(settings) as connection:
         await outbox.set_webhook(connection, arguments.merchant_id, arguments.url, secret)
     print(f"merchant {arguments.merchant_id} webhooks go to {arguments.url}")
     print(f"signing secret (shown once): {secret}")
@@ -536,12 +530,12 @@ async def _dlq_backends(settings: Settings) -> AsyncIterator[tuple[asyncpg.Conne
     from pm.redis.wire import redis_from_url
 
     topology = load_topology(settings.streams_file)
-    async with _servers_running(settings) as (_, redis_url), _keys_connection(settings) as connection:
+    async with servers_running(settings) as (_, redis_url), database_connection(settings) as connection:
         redis = redis_from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
         try:
             yield connection, redis, topology
         except RedisError as exc:
-            raise CommandError(f"redis {redact_url(redis_url)}: {_first_line(exc)}") from exc
+            raise CommandError(f"redis {redact_url(redis_url)}: {first_line(exc)}") from exc
         finally:
             await redis.aclose()
 
@@ -676,7 +670,7 @@ async def _dlq_drop(settings: Settings, arguments: argparse.Namespace) -> int:
 async def _review_list(settings: Settings, arguments: argparse.Namespace) -> int:
     from pm.store import reviews
 
-    async with _keys_connection(settings) as connection:
+    async with database_connection(settings) as connection:
         flagged = await reviews.list_flagged(connection, arguments.limit)
     if arguments.json:
         print(json.dumps(flagged, indent=2, default=str))
@@ -692,7 +686,7 @@ async def _review_list(settings: Settings, arguments: argparse.Namespace) -> int
 
 
 async def _keys_list(settings: Settings, arguments: argparse.Namespace) -> int:
-    async with _keys_connection(settings) as connection:
+    async with database_connection(settings) as connection:
         listed = await keys.list_keys(connection)
     if arguments.json:
         print(json.dumps([key.to_json() for key in listed], indent=2))
@@ -712,7 +706,7 @@ async def _rules_test(settings: Settings, arguments: argparse.Namespace) -> int:
     from pm.domain.cel import ENGINES
 
     request = _pricing_request(arguments, arguments.currency or settings.wallet_currency)
-    async with _keys_connection(settings) as connection:
+    async with database_connection(settings) as connection:
         if arguments.channel is None:
             request = dataclasses.replace(
                 request, channel=await channel_for(connection, request.operation_type, request.amount_minor)
@@ -754,42 +748,17 @@ def _print_secret(key: keys.ApiKey, secret: str, as_json: bool) -> None:
     print("pm: store the secret now; it is not shown again", file=sys.stderr)
 
 
-@contextlib.asynccontextmanager
-async def _keys_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    """A connection to the migrated database (configured or embedded), or a one-line CommandError."""
-    async with _database(settings) as database_url:
-        try:
-            connection = await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_S)
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise CommandError(f"database {redact_url(database_url)}: {_first_line(exc)}") from exc
-        try:
-            yield connection
-        except asyncpg.UndefinedTableError as exc:
-            raise CommandError("the database has no pm.api_key table; run `pm db migrate` first") from exc
-        finally:
-            await connection.close(timeout=CONNECT_TIMEOUT_S)
-
-
 async def _migrate(database_url: str) -> None:
     try:
         applied_names = await migrate(database_url)
     except DatabaseUnavailableError as exc:
-        raise CommandError(f"database {redact_url(database_url)}: {_first_line(exc)}") from exc
+        raise CommandError(f"database {redact_url(database_url)}: {first_line(exc)}") from exc
     except MigrationError as exc:
-        raise CommandError(f"migration: {_first_line(exc)}", EXIT_PROBLEM_FOUND) from exc
+        raise CommandError(f"migration: {first_line(exc)}", EXIT_PROBLEM_FOUND) from exc
     for name in applied_names:
         print(f"pm: applied {name}")
     if not applied_names:
         print("pm: database schema is up to date")
-
-
-@contextlib.asynccontextmanager
-async def _database(settings: Settings) -> AsyncIterator[str]:
-    try:
-        async with embedded_database(settings) as database_url:
-            yield database_url
-    except EmbeddedServerError as exc:
-        raise CommandError(f"embedded PostgreSQL: {_first_line(exc)}") from exc
 
 
 @contextlib.asynccontextmanager
@@ -798,17 +767,8 @@ async def _ledger_database(settings: Settings) -> AsyncIterator[str | None]:
     if not settings.ledger_needs_database():
         yield None
         return
-    async with _database(settings) as database_url:
+    async with database(settings) as database_url:
         yield database_url
-
-
-@contextlib.asynccontextmanager
-async def _servers_running(settings: Settings) -> AsyncIterator[tuple[str, str]]:
-    try:
-        async with embedded_servers(settings) as urls:
-            yield urls
-    except EmbeddedServerError as exc:
-        raise CommandError(f"embedded servers: {_first_line(exc)}") from exc
 
 
 @contextlib.asynccontextmanager
@@ -821,18 +781,7 @@ async def _opened_ledger(ledger_url: str) -> AsyncIterator[Ledger]:
         async with open_ledger(ledger_url) as ledger:
             yield ledger
     except (LedgerUrlError, LedgerUnavailableError) as exc:
-        raise CommandError(f"ledger {redact_url(ledger_url)}: {_first_line(exc)}") from exc
-
-
-def redact_url(url: str) -> str:
-    """`url` with any password replaced by ***, safe to print and log."""
-    return re.sub(r"(://[^:/@?#]*):[^@/?#]*@", r"\1:***@", url)
-
-
-def _first_line(exc: BaseException) -> str:
-    # Server errors (asyncpg's especially) can span lines; the contract is one line on stderr.
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+        raise CommandError(f"ledger {redact_url(ledger_url)}: {first_line(exc)}") from exc
 
 
 def _describe_validation_error(exc: pydantic.ValidationError) -> str:
