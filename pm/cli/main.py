@@ -547,7 +547,7 @@ def _dlq_selection(arguments: argparse.Namespace) -> list[str] | None:
 
 
 def _dlq_stage(topology: Any, name: str | None) -> list[Any]:
-    from pm.cli.dlq import stages_named
+    from pm.cli.dead_letters import stages_named
     from pm.config.topology import TopologyError
 
     try:
@@ -563,16 +563,16 @@ def _error_summary(error: str) -> str:
 
 
 async def _dlq_list(settings: Settings, arguments: argparse.Namespace) -> int:
-    from pm.cli import dlq
+    from pm.cli import dead_letters
     from pm.redis import streams
 
     async with _dlq_backends(settings) as (connection, redis, topology):
         stages = _dlq_stage(topology, arguments.stage)
         lengths = await streams.dead_letter_lengths(redis, topology)
-        letters = {stage.name: await dlq.newest(redis, stage, arguments.limit) for stage in stages}
+        letters = {stage.name: await dead_letters.newest(redis, stage, arguments.limit) for stage in stages}
         ids = [letter.intent_id for found in letters.values() for letter in found if letter.intent_id]
-        intents = await dlq.intent_rows(connection, ids)
-        flagged = await dlq.flagged_count(connection)
+        intents = await dead_letters.intent_rows(connection, ids)
+        flagged = await dead_letters.flagged_count(connection)
     if arguments.json:
         listing = {
             name: {
@@ -597,16 +597,16 @@ async def _dlq_list(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 async def _dlq_show(settings: Settings, arguments: argparse.Namespace) -> int:
-    from pm.cli import dlq
+    from pm.cli import dead_letters
 
     async with _dlq_backends(settings) as (connection, redis, topology):
         try:
-            letters = await dlq.find(redis, topology, arguments.identifier)
-            intent_id, _ = dlq.parse_identifier(arguments.identifier)
-        except dlq.DeadLetterError as exc:
+            letters = await dead_letters.find(redis, topology, arguments.identifier)
+            intent_id, _ = dead_letters.parse_identifier(arguments.identifier)
+        except dead_letters.DeadLetterError as exc:
             raise CommandError(str(exc), EXIT_PROBLEM_FOUND) from exc
         ids = [intent_id] if intent_id else [letter.intent_id for letter in letters if letter.intent_id]
-        intents = await dlq.intent_rows(connection, ids)
+        intents = await dead_letters.intent_rows(connection, ids)
     if not letters and not intents:
         raise CommandError(f"no dead letter or intent {arguments.identifier}", EXIT_PROBLEM_FOUND)
     if arguments.json:
@@ -622,20 +622,20 @@ async def _dlq_show(settings: Settings, arguments: argparse.Namespace) -> int:
         print("no dead letters")
     for letter in letters:
         print(f"\n{letter.stage} {letter.entry_id} (from {letter.source_entry_id}, {letter.deliveries} deliveries):")
-        print(letter.error[: dlq.ERROR_SHOWN_LENGTH_MAX])
+        print(letter.error[: dead_letters.ERROR_SHOWN_LENGTH_MAX])
     return EXIT_OK
 
 
 async def _dlq_replay(settings: Settings, arguments: argparse.Namespace) -> int:
     """Exit 0 when done (also when there was nothing left to replay), 1 when refused (nothing changed)."""
-    from pm.cli import dlq
+    from pm.cli import dead_letters
 
     selection = _dlq_selection(arguments)
     async with _dlq_backends(settings) as (connection, redis, topology):
         (stage,) = _dlq_stage(topology, arguments.stage)
         try:
-            report = await dlq.replay(connection, redis, topology, stage, selection)
-        except dlq.DeadLetterError as exc:
+            report = await dead_letters.replay(connection, redis, topology, stage, selection)
+        except dead_letters.DeadLetterError as exc:
             raise CommandError(f"replay refused: {exc}", EXIT_PROBLEM_FOUND) from exc
     if arguments.json:
         print(json.dumps({
@@ -653,14 +653,14 @@ async def _dlq_replay(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 async def _dlq_drop(settings: Settings, arguments: argparse.Namespace) -> int:
-    from pm.cli import dlq
+    from pm.cli import dead_letters
 
     selection = _dlq_selection(arguments)
     async with _dlq_backends(settings) as (_, redis, topology):
         (stage,) = _dlq_stage(topology, arguments.stage)
         try:
-            deleted = await dlq.drop(redis, stage, selection)
-        except dlq.DeadLetterError as exc:
+            deleted = await dead_letters.drop(redis, stage, selection)
+        except dead_letters.DeadLetterError as exc:
             raise CommandError(f"drop refused: {exc}", EXIT_PROBLEM_FOUND) from exc
     print(f"dropped {deleted} dead letter(s) from {stage.name}; their intents stay as they are (flagged ones"
           " are not re-driven: replay them by id, or settle them by hand)")  # fmt: skip
