@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import pydantic
 
-from pm.cli import keys
+from pm.cli import keys, ledger
 from pm.cli import run as run_command
 from pm.cli.common import (
     EXIT_CANNOT_RUN,
@@ -70,7 +70,6 @@ from pm.psp import secrets as psp_secrets
 from pm.store.migrate import DatabaseUnavailableError, MigrationError, migrate
 
 if TYPE_CHECKING:
-    from ledger import Ledger
     from pm.domain.pricing import PricingRequest
 
 
@@ -123,15 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     database = commands.add_parser("db", help="database commands").add_subparsers(required=True, metavar="COMMAND")
     database.add_parser("migrate", help="apply pending sql/ migrations").set_defaults(command=_db_migrate)
 
-    ledger = commands.add_parser("ledger", help="ledger commands").add_subparsers(required=True, metavar="COMMAND")
-    check = ledger.add_parser("check", help="check the ledger's invariants")
-    check.add_argument(
-        "--allow-pending-transit",
-        action="store_true",
-        help="tolerate pending holds in transit (intents still in flight); posted transit must still be 0",
-    )
-    check.set_defaults(command=_ledger_check)
-    ledger.add_parser("demo", help="seed a small demo ledger").set_defaults(command=_ledger_demo)
+    ledger.add_commands(commands)
     keys.add_commands(commands)
     _add_rules_commands(commands)
     review = commands.add_parser("review", help="intents an operator must look at").add_subparsers(
@@ -284,27 +275,6 @@ async def _servers(settings: Settings, arguments: argparse.Namespace) -> int:
         print(f"PM_REDIS_URL={redis_url}", flush=True)
         print("pm: servers running; Ctrl-C stops them", file=sys.stderr, flush=True)
         await asyncio.Event().wait()  # Runs until cancelled (Ctrl-C, SIGTERM): meant to run forever.
-    return EXIT_OK
-
-
-async def _ledger_check(settings: Settings, arguments: argparse.Namespace) -> int:
-    from ledger.check import format_report, run_check
-
-    async with _ledger_database(settings) as database_url:
-        async with _opened_ledger(settings.effective_ledger_url(database_url)) as ledger:
-            report = await run_check(ledger, allow_pending_transit=arguments.allow_pending_transit)
-    print(format_report(report))
-    return EXIT_OK if report.ok else EXIT_PROBLEM_FOUND
-
-
-async def _ledger_demo(settings: Settings, arguments: argparse.Namespace) -> int:
-    from ledger.demo import seed_demo
-
-    async with _ledger_database(settings) as database_url:
-        ledger_url = settings.effective_ledger_url(database_url)
-        async with _opened_ledger(ledger_url) as ledger:
-            await seed_demo(ledger)
-    print(f"pm: demo ledger seeded in {redact_url(ledger_url)}")
     return EXIT_OK
 
 
@@ -658,29 +628,6 @@ async def _migrate(database_url: str) -> None:
         print(f"pm: applied {name}")
     if not applied_names:
         print("pm: database schema is up to date")
-
-
-@contextlib.asynccontextmanager
-async def _ledger_database(settings: Settings) -> AsyncIterator[str | None]:
-    """The database the ledger lives in, started only when the ledger is the `postgres` backend."""
-    if not settings.ledger_needs_database():
-        yield None
-        return
-    async with database(settings) as database_url:
-        yield database_url
-
-
-@contextlib.asynccontextmanager
-async def _opened_ledger(ledger_url: str) -> AsyncIterator[Ledger]:
-    """`open_ledger`, with a bad URL or an unreachable server turned into a one-line CommandError."""
-    # Imported here so `pm db migrate` and `pm servers` work without loading the TigerBeetle client.
-    from ledger import LedgerUnavailableError, LedgerUrlError, open_ledger
-
-    try:
-        async with open_ledger(ledger_url) as ledger:
-            yield ledger
-    except (LedgerUrlError, LedgerUnavailableError) as exc:
-        raise CommandError(f"ledger {redact_url(ledger_url)}: {first_line(exc)}") from exc
 
 
 def _describe_validation_error(exc: pydantic.ValidationError) -> str:
