@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import pydantic
 
-from pm.cli import keys, ledger
+from pm.cli import keys, ledger, send
 from pm.cli import run as run_command
 from pm.cli.common import (
     EXIT_CANNOT_RUN,
@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run one Procfile process type in this process (or `all`)")
     run.add_argument("process", choices=run_command.PROCESS_TYPES)
     run.set_defaults(command=_run)
-    _add_send_commands(commands)
+    send.add_commands(commands)
     servers = commands.add_parser("servers", help="start the embedded servers and run until Ctrl-C")
     servers.set_defaults(command=_servers)
 
@@ -184,41 +184,6 @@ def _add_dlq_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     drop.add_argument("identifiers", nargs="*", metavar="ID", help=identifiers)
     drop.add_argument("--all", action="store_true", help="every dead letter of STAGE")
     drop.set_defaults(command=_dlq_drop)
-
-
-def _add_send_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    send = commands.add_parser("send", help="post a signed intent and follow its states").add_subparsers(
-        required=True, metavar="KIND"
-    )
-    p2p = send.add_parser("p2p", help="a P2P transfer: --from USER --to USER --amount 150.00")
-    p2p.add_argument("--from", dest="sender", type=int, required=True)
-    p2p.add_argument("--to", dest="recipient", type=int, required=True)
-    p2p.add_argument("--amount", required=True, help="in major units, e.g. 150.00")
-    p2p.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
-    p2p.add_argument("--tags", default="", help="comma-separated, e.g. kyc_verified")
-    p2p.set_defaults(command=_send_p2p)
-    withdraw = send.add_parser("withdraw", help="an IPPS withdrawal: --from USER --amount 500.00 [--destination T]")
-    withdraw.add_argument("--from", dest="sender", type=int, required=True)
-    withdraw.add_argument("--amount", required=True, help="in major units; with the simulator the last two "
-                          "digits of the minor units pick its behaviour (README: PSP simulator)")  # fmt: skip
-    withdraw.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
-    withdraw.add_argument("--destination", default="demo-bank-token", help="the Auth Center's payee token")
-    withdraw.set_defaults(command=_send_withdraw)
-    topup = send.add_parser("topup", help="a QP top-up: --to USER --amount 1000.00 (the user pays a QR at QP)")
-    topup.add_argument("--to", dest="recipient", type=int, required=True)
-    topup.add_argument("--amount", required=True, help="in major units; the simulator reads the last two digits")
-    topup.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
-    topup.set_defaults(command=_send_topup)
-    adjust = send.add_parser("adjust", help="credit a user from adjustments (admin key): --to USER --amount")
-    adjust.add_argument("--to", dest="recipient", type=int, required=True)
-    adjust.add_argument("--amount", required=True)
-    adjust.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
-    adjust.add_argument("--operator", type=int, default=None, help="the operator's user id, recorded")
-    adjust.set_defaults(command=_send_adjust)
-    balance = commands.add_parser("balance", help="a user's balance through the gateway")
-    balance.add_argument("--user", type=int, required=True)
-    balance.add_argument("--currency", default=None, help="default: the gateway's wallet currency")
-    balance.set_defaults(command=_balance)
 
 
 def _add_rules_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -315,56 +280,6 @@ async def _run(settings: Settings, arguments: argparse.Namespace) -> int:
         ledger_url = settings.effective_ledger_url(database_url)
         await run_command.run_process(arguments.process, settings, database_url, redis_url, ledger_url)
     return EXIT_OK
-
-
-async def _send(
-    settings: Settings, arguments: argparse.Namespace, role: str, operation_type: str, **fields: Any
-) -> int:
-    """Post one signed intent (amount in major units from the arguments) and follow its states."""
-    from pm.cli.send import SendError, send_and_follow, to_minor_units
-
-    currency = arguments.currency or settings.wallet_currency
-    try:
-        amount_minor = to_minor_units(arguments.amount, currency)
-        request = {"operation_type": operation_type, "amount_minor": amount_minor, "currency": currency}
-        return await send_and_follow(settings, role, {**request, **fields})
-    except SendError as exc:
-        raise CommandError(str(exc)) from exc
-
-
-async def _send_p2p(settings: Settings, arguments: argparse.Namespace) -> int:
-    tags = [tag for tag in arguments.tags.split(",") if tag]
-    return await _send(
-        settings, arguments, "app", "P2P_TRANSFER", user_id=arguments.sender, recipient_id=arguments.recipient,
-        tags=tags,
-    )  # fmt: skip
-
-
-async def _send_withdraw(settings: Settings, arguments: argparse.Namespace) -> int:
-    return await _send(
-        settings, arguments, "app", "IPPS_WITHDRAWAL", user_id=arguments.sender,
-        destination_ref=arguments.destination,
-    )  # fmt: skip
-
-
-async def _send_topup(settings: Settings, arguments: argparse.Namespace) -> int:
-    return await _send(settings, arguments, "app", "QP_TOPUP", user_id=arguments.recipient)
-
-
-async def _send_adjust(settings: Settings, arguments: argparse.Namespace) -> int:
-    return await _send(
-        settings, arguments, "admin", "ADMIN_ADJUSTMENT", user_id=arguments.operator,
-        recipient_id=arguments.recipient,
-    )  # fmt: skip
-
-
-async def _balance(settings: Settings, arguments: argparse.Namespace) -> int:
-    from pm.cli.send import SendError, show_balance
-
-    try:
-        return await show_balance(settings, arguments.user, arguments.currency)
-    except SendError as exc:
-        raise CommandError(str(exc)) from exc
 
 
 async def _outbox_list(settings: Settings, arguments: argparse.Namespace) -> int:
