@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import pydantic
 
-from pm.cli import keys, ledger, rules, send
+from pm.cli import keys, ledger, outbox, review, rules, send
 from pm.cli import run as run_command
 from pm.cli.common import (
     EXIT_CANNOT_RUN,
@@ -61,7 +61,6 @@ from pm.cli.common import (
     servers_running,
 )
 from pm.config.settings import Settings
-from pm.domain import signing
 from pm.psp import secrets as psp_secrets
 from pm.store.migrate import DatabaseUnavailableError, MigrationError, migrate
 
@@ -121,34 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     ledger.add_commands(commands)
     keys.add_commands(commands)
     rules.add_commands(commands)
-    review = commands.add_parser("review", help="intents an operator must look at").add_subparsers(
-        required=True, metavar="COMMAND"
-    )
-    review_list = review.add_parser("list", help="intents flagged for review (a PSP paid what the wallet failed)")
-    review_list.add_argument("--limit", type=int, default=100)
-    review_list.add_argument("--json", action="store_true", help="print JSON")
-    review_list.set_defaults(command=_review_list)
-    outbox = commands.add_parser("outbox", help="what the outbox worker delivers").add_subparsers(
-        required=True, metavar="COMMAND"
-    )
-    outbox_list = outbox.add_parser("list", help="newest outbox rows (webhooks, review events) and their delivery")
-    outbox_list.add_argument("--undelivered", action="store_true", help="only rows not delivered yet")
-    outbox_list.add_argument("--limit", type=int, default=50)
-    outbox_list.add_argument("--json", action="store_true", help="print JSON")
-    outbox_list.set_defaults(command=_outbox_list)
-    outbox_retry = outbox.add_parser("retry", help="send an undelivered row again now (also one given up)")
-    outbox_retry.add_argument("row_id", type=int)
-    outbox_retry.set_defaults(command=_outbox_retry)
-    merchants = commands.add_parser("merchants", help="mini-app merchants").add_subparsers(
-        required=True, metavar="COMMAND"
-    )
-    webhook = merchants.add_parser("webhook", help="the merchant's webhook").add_subparsers(
-        required=True, metavar="COMMAND"
-    )
-    webhook_set = webhook.add_parser("set", help="where the merchant's webhooks go; prints the signing secret once")
-    webhook_set.add_argument("merchant_id", type=int)
-    webhook_set.add_argument("url")
-    webhook_set.set_defaults(command=_webhook_set)
+    review.add_commands(commands)
+    outbox.add_commands(commands)
     _add_dlq_commands(commands)
     return parser
 
@@ -259,53 +232,6 @@ async def _run(settings: Settings, arguments: argparse.Namespace) -> int:
     async with servers_running(settings) as (database_url, redis_url):
         ledger_url = settings.effective_ledger_url(database_url)
         await run_command.run_process(arguments.process, settings, database_url, redis_url, ledger_url)
-    return EXIT_OK
-
-
-async def _outbox_list(settings: Settings, arguments: argparse.Namespace) -> int:
-    from consumers import outbox
-
-    async with database_connection(settings) as connection:
-        rows = await outbox.list_rows(connection, arguments.undelivered, arguments.limit)
-    if arguments.json:
-        print(json.dumps(rows, indent=2, default=str))
-        return EXIT_OK
-    for row in rows:
-        state = "delivered" if row["delivered_at"] else "GAVE UP" if row["gave_up_at"] else "pending"
-        error = f"  {row['last_error']}" if row["last_error"] and not row["delivered_at"] else ""
-        receiver = f"merchant={row['merchant_id']}" if row["kind"] == "merchant_webhook" else row["kind"]
-        print(f"{row['id']:>8}  {state:9} {receiver} intent={row['intent_id']} v{row['version']}"
-              f" attempts={row['attempts']}{error}")  # fmt: skip
-    return EXIT_OK
-
-
-async def _outbox_retry(settings: Settings, arguments: argparse.Namespace) -> int:
-    from consumers import outbox
-
-    async with database_connection(settings) as connection:
-        found = await outbox.retry(connection, arguments.row_id)
-    if not found:
-        raise CommandError(f"no undelivered outbox row {arguments.row_id}", EXIT_PROBLEM_FOUND)
-    print(f"outbox row {arguments.row_id} is due now")
-    return EXIT_OK
-
-
-async def _webhook_set(settings: Settings, arguments: argparse.Namespace) -> int:
-    from consumers import outbox
-    from pm.domain.webhook_policy import WebhookRefused
-    from pm.webhooks.client import check_webhook_url
-
-    if arguments.merchant_id <= 0:
-        raise CommandError("merchant_id must be a positive integer", EXIT_PROBLEM_FOUND)
-    try:  # before anything is stored; the outbox worker checks again at every delivery
-        await check_webhook_url(arguments.url, settings.webhook_allowed())
-    except WebhookRefused as exc:
-        raise CommandError(f"webhook URL refused: {exc}", EXIT_PROBLEM_FOUND) from exc
-    secret = signing.new_secret()
-    async with database_connection(settings) as connection:
-        await outbox.set_webhook(connection, arguments.merchant_id, arguments.url, secret)
-    print(f"merchant {arguments.merchant_id} webhooks go to {arguments.url}")
-    print(f"signing secret (shown once): {secret}")
     return EXIT_OK
 
 
@@ -452,24 +378,6 @@ async def _dlq_drop(settings: Settings, arguments: argparse.Namespace) -> int:
             raise CommandError(f"drop refused: {exc}", EXIT_PROBLEM_FOUND) from exc
     print(f"dropped {deleted} dead letter(s) from {stage.name}; their intents stay as they are (flagged ones"
           " are not re-driven: replay them by id, or settle them by hand)")  # fmt: skip
-    return EXIT_OK
-
-
-async def _review_list(settings: Settings, arguments: argparse.Namespace) -> int:
-    from pm.store import reviews
-
-    async with database_connection(settings) as connection:
-        flagged = await reviews.list_flagged(connection, arguments.limit)
-    if arguments.json:
-        print(json.dumps(flagged, indent=2, default=str))
-        return EXIT_OK
-    for row in flagged:
-        print(
-            f"{row['id']}  {row['state']:8} {row['operation_type']:16} {row['amount_minor']} minor {row['currency']}"
-            f"  {row['channel']}  {row['review_reason']}"
-        )
-    if not flagged:
-        print("nothing to review")
     return EXIT_OK
 
 
