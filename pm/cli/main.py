@@ -1,27 +1,36 @@
-"""The `pm` command line. Each command reads the settings, opens what it needs, calls the core.
+"""The `pm` command line: the entry point `main`, the parser, the event loop, SIGTERM, logging.
 
-    pm db migrate     apply sql/ migrations (to PM_DATABASE_URL, else to the embedded PostgreSQL)
-    pm servers        start the embedded servers, print their URLs, run until Ctrl-C
-    pm ledger check   check the ledger's invariants
-    pm ledger demo    seed a small demo ledger
-    pm up             servers, migrations, demo ledger, check (grows into the whole fleet later)
-    pm keys create NAME --scopes intents:write,intents:read [--operations P2P_TRANSFER,...|none]
-                  [--merchant-id N] [--json]
-                      make an API key; prints its id and secret (the only time the secret is shown)
-    pm keys rotate KEY_ID [--grace 24h] [--json]
-                      a new secret; the previous one keeps working for the grace (90s, 30m, 1h, 0: not at all)
-    pm keys revoke KEY_ID            refuse the key from now on (every gateway within a second)
-    pm keys list [--json]            every key with its scopes and operation types, without secrets
-    pm rules test --op P2P_TRANSFER --amount 1500.00 [--tags vip,kyc_verified] [--channel C] [--currency THB]
-                  [--sender ID --recipient ID] [--at ISO] [--engine production|reference] [--json]
-                      evaluate the active fee rules for a made-up intent: which match, the fees (1: refused)
-    pm send p2p|withdraw|topup|adjust ...  post a signed intent through the gateway and follow its states
-    pm review list [--json]          intents flagged for an operator (a PSP paid what the wallet failed)
-    pm outbox list [--undelivered] [--json] | pm outbox retry ID     webhooks and review events to deliver
-    pm merchants webhook set MERCHANT_ID URL                          where a merchant's webhooks go
-    pm dlq list [STAGE] [--json] | pm dlq show ID [--json]            dead letters and their intents
-    pm dlq replay STAGE [ID...|--all] [--json]   re-drive dead-lettered intents from PostgreSQL (1: refused)
-    pm dlq drop STAGE [ID...|--all]              delete dead letters; their intents stay flagged
+Each command reads the settings, opens what it needs, calls the core. The commands live by topic, each
+module registering its own (`add_commands`); common.py holds what they share (the exit codes,
+`CommandError`, the database and the servers they open):
+
+    servers.py  pm up [-c TYPE=N]   servers, migrations, demo keys, the Procfile under honcho, demo users funded
+                pm run TYPE         one Procfile process type in this process, or `all` (run.py runs it)
+                pm servers          start the embedded servers, print their URLs, run until Ctrl-C
+                pm db migrate       apply sql/ migrations (to PM_DATABASE_URL, else to the embedded PostgreSQL)
+    send.py     pm send p2p|withdraw|topup|adjust ...  post a signed intent through the gateway, follow its states
+                pm balance --user A [--currency C]     a user's balance through the gateway
+    ledger.py   pm ledger check     check the ledger's invariants
+                pm ledger demo      seed a small demo ledger
+    keys.py     pm keys create NAME --scopes intents:write,intents:read [--operations P2P_TRANSFER,...|none]
+                      [--merchant-id N] [--json]
+                          make an API key; prints its id and secret (the only time the secret is shown)
+                pm keys rotate KEY_ID [--grace 24h] [--json]
+                          a new secret; the previous one keeps working for the grace (90s, 30m, 1h, 0: not at all)
+                pm keys revoke KEY_ID            refuse the key from now on (every gateway within a second)
+                pm keys list [--json]            every key with its scopes and operation types, without secrets
+    rules.py    pm rules test --op P2P_TRANSFER --amount 1500.00 [--tags vip,kyc_verified] [--channel C]
+                      [--currency THB] [--sender ID --recipient ID] [--at ISO] [--engine production|reference]
+                      [--json]
+                          evaluate the active fee rules for a made-up intent: which match, the fees (1: refused);
+                          rules_report.py evaluates them
+    review.py   pm review list [--json]          intents flagged for an operator (a PSP paid what the wallet failed)
+    outbox.py   pm outbox list [--undelivered] [--json] | pm outbox retry ID     webhooks and review events
+                pm merchants webhook set MERCHANT_ID URL                          where a merchant's webhooks go
+    dlq.py      pm dlq list [STAGE] [--json] | pm dlq show ID [--json]            dead letters and their intents
+                pm dlq replay STAGE [ID...|--all] [--json]   re-drive dead-lettered intents from PostgreSQL (1: refused)
+                pm dlq drop STAGE [ID...|--all]              delete dead letters; their intents stay flagged
+                          dead_letters.py reads, replays and drops them
 
 Exit codes: 0 done (and the check is ok); 1 the command ran and found a problem (check not ok,
 migration refused or failed); 2 it could not run: bad configuration or an unreachable server, told
