@@ -2,8 +2,9 @@
 
 `up` starts the servers (embedded unless configured), migrates, and runs the Procfile with a demo
 (pm/dev/up.py); `run` runs one process type in this process (pm/cli/run.py); `servers` only starts the
-servers and prints their URLs; `db migrate` only migrates (a refused migration exits 1). Every process
-that could reach a real PSP refuses to start with unsafe PSP secrets (exit 2).
+servers and prints their URLs; `db migrate` only migrates (a refused migration exits 1). `up` and `run`
+(but for `run psp-sim`) refuse to start, exit 2, when a PSP URL is not the local simulator's and a PSP
+secret is unset, short or the simulator's public value (pm/psp/secrets.py).
 """
 
 from __future__ import annotations
