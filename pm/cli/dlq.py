@@ -1,288 +1,202 @@
-"""Dead letters: what the operator's `pm dlq` commands read and do.
+"""`pm dlq list|show|replay|drop`: the operator's dead-letter commands (what they do: pm/cli/dead_letters.py).
 
-A stage moves an entry it could not handle `max_deliveries` times to its dead-letter stream
-(`pm:dead:<stage>`, streams.yaml) with the error, and flags the intent `needs_operator` in PostgreSQL;
-the status poller then leaves the intent alone (consumers/poller.py), so a poison intent costs its
-deliveries once, not every `stuck_after_s` forever. The operator finds the cause, removes it, and
-replays:
-
-- `replay` re-drives intents from PostgreSQL in their CURRENT state (not the dead entry's copy, which
-  may be stale): one compare-and-set clears `needs_operator` (only the replay that clears it publishes,
-  so replaying twice, or two operators at once, publishes once), then one MULTI/EXEC publishes each
-  intent to the stage for its state (the topology knows which) and deletes its dead letters. A crash
-  between the two leaves an unflagged intent without an entry: the poller re-drives it after
-  `stuck_after_s`, as any lost entry. A final intent is refused: nothing changes.
-- `drop` deletes dead letters (a malformed entry, or an intent the operator settled by hand); the
-  intents stay flagged.
-
-An operator names a dead letter by its intent's id (a uuid) or by its entry id in the dead-letter
-stream (`1712345678901-0`, e.g. for a malformed entry, which names no intent). A dead-letter stream
-keeps about its newest PM_DEAD_LETTER_STREAM_ENTRIES_MAX entries; an intent whose entry was trimmed
-stays flagged and is replayed by its id.
+Each opens the database, Redis and the topology (`_dlq_backends`), calls dead_letters.py, and prints a
+table or JSON. A refused replay or drop exits 1 with nothing changed. The Redis client and dead_letters.py
+are imported inside the commands: main.py loads this module for every `pm` command, which need neither.
 """
 
 from __future__ import annotations
 
-import re
-import uuid
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
+import argparse
+import contextlib
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import orjson
-import redis.asyncio as aioredis
 
-from pm.config.topology import Stage, Topology
-from pm.domain.intent import TERMINAL_STATE_NAMES, TERMINAL_STATES, Intent
-from pm.redis import streams
-from pm.store.intents import INTENT_COLUMNS, intent_from_row
-
-# Dead-letter streams are read in pages of this many entries (XRANGE COUNT).
-SCAN_PAGE_ENTRIES = 1_000
-# One replay statement and one MULTI/EXEC per this many intents.
-REPLAY_BATCH_MAX = 1_000
-# `pm dlq replay/drop --all` handle at most this many dead letters per run (run again for more).
-SELECTION_ENTRIES_MAX = 1_000_000
-ERROR_SHOWN_LENGTH_MAX = 2_000
-
-_ENTRY_ID = re.compile(r"[0-9]+-[0-9]+")
+from pm.cli.common import (
+    EXIT_OK,
+    EXIT_PROBLEM_FOUND,
+    CommandError,
+    database_connection,
+    first_line,
+    redact_url,
+    servers_running,
+)
+from pm.config.settings import Settings
 
 
-class DeadLetterError(Exception):
-    """The operator's request cannot be done as asked; nothing was changed. The message says why."""
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    stage: str
-    entry_id: str
-    intent_id: uuid.UUID | None  # None: a malformed entry
-    deliveries: int
-    error: str
-    source_entry_id: str
-
-    @classmethod
-    def from_entry(cls, stage: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> DeadLetter:
-        return cls(
-            stage=stage,
-            entry_id=_text(entry_id),
-            intent_id=_intent_id(fields),
-            deliveries=int(fields.get(b"deliveries", b"0") or 0),
-            error=_text(fields.get(b"error", b"")),
-            source_entry_id=_text(fields.get(b"source_entry_id", b"")),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "stage": self.stage, "entry_id": self.entry_id,
-            "intent_id": str(self.intent_id) if self.intent_id else None, "deliveries": self.deliveries,
-            "error": self.error[:ERROR_SHOWN_LENGTH_MAX], "source_entry_id": self.source_entry_id,
-        }  # fmt: skip
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
-def _intent_id(fields: dict[bytes, bytes]) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(orjson.loads(fields[streams.ENTRY_FIELD])["id"])
-    except (KeyError, ValueError, TypeError, AttributeError, orjson.JSONDecodeError):
-        return None
-
-
-def stages_named(topology: Topology, name: str | None) -> list[Stage]:
-    """The stage called `name`, or every stage; a TopologyError names the stages when there is no such one."""
-    return [topology.stage(name)] if name is not None else list(topology.stages.values())
-
-
-async def newest(redis: aioredis.Redis, stage: Stage, count: int) -> list[DeadLetter]:
-    """The stage's newest `count` dead letters, newest first."""
-    rows = await redis.xrevrange(stage.dead_letter_stream, count=max(1, min(count, SCAN_PAGE_ENTRIES)))
-    return [DeadLetter.from_entry(stage.name, entry_id, fields) for entry_id, fields in rows]
-
-
-async def scan(redis: aioredis.Redis, stage: Stage) -> AsyncIterator[DeadLetter]:
-    """Every dead letter of the stage, oldest first, a page per round trip."""
-    start = "-"
-    while True:
-        rows = await redis.xrange(stage.dead_letter_stream, min=start, count=SCAN_PAGE_ENTRIES)
-        for entry_id, fields in rows:
-            yield DeadLetter.from_entry(stage.name, entry_id, fields)
-        if len(rows) < SCAN_PAGE_ENTRIES:
-            return
-        start = "(" + _text(rows[-1][0])  # exclusive: after the last one read
-
-
-async def find(redis: aioredis.Redis, topology: Topology, identifier: str) -> list[DeadLetter]:
-    """The dead letters an identifier names in any stage: an intent's (uuid), or one entry (entry id)."""
-    intent_id, entry_id = parse_identifier(identifier)
-    found: list[DeadLetter] = []
-    for stage in topology.stages.values():
-        if entry_id is not None:
-            rows = await redis.xrange(stage.dead_letter_stream, min=entry_id, max=entry_id, count=1)
-            found += [DeadLetter.from_entry(stage.name, i, fields) for i, fields in rows]
-            continue
-        async for letter in scan(redis, stage):
-            if letter.intent_id == intent_id:
-                found.append(letter)
-    return found
-
-
-def parse_identifier(identifier: str) -> tuple[uuid.UUID | None, str | None]:
-    """(intent id, None) or (None, entry id); DeadLetterError for anything else."""
-    if _ENTRY_ID.fullmatch(identifier):
-        return None, identifier
-    try:
-        return uuid.UUID(identifier), None
-    except ValueError:
-        raise DeadLetterError(f"{identifier!r} is neither an intent id nor a dead-letter entry id") from None
-
-
-@dataclass(slots=True)
-class Selection:
-    """What a replay or drop names in one stage: intents, and the dead letters to delete."""
-
-    intent_ids: list[uuid.UUID] = field(default_factory=list)
-    letters: dict[uuid.UUID | None, list[str]] = field(default_factory=dict)  # intent id -> entry ids
-
-    def add(self, intent_id: uuid.UUID | None, entry_id: str | None) -> None:
-        if intent_id is not None and intent_id not in self.letters:
-            self.intent_ids.append(intent_id)
-        entry_ids = self.letters.setdefault(intent_id, [])
-        if entry_id is not None and entry_id not in entry_ids:
-            entry_ids.append(entry_id)
-
-    def entry_ids(self, intent_ids: Iterable[uuid.UUID | None]) -> list[str]:
-        return [entry_id for intent_id in intent_ids for entry_id in self.letters.get(intent_id, [])]
-
-
-async def select(redis: aioredis.Redis, stage: Stage, identifiers: list[str] | None) -> Selection:
-    """The intents and dead letters of `stage` that `identifiers` name (None: all of the stage's).
-
-    An intent id selects the intent (with its dead letters here, if any are left: one may have been
-    trimmed); an entry id must be a dead letter of this stage."""
-    wanted = [parse_identifier(identifier) for identifier in identifiers or ()]
-    wanted_intents = {intent_id for intent_id, _ in wanted if intent_id is not None}
-    wanted_entries = {entry_id for _, entry_id in wanted if entry_id is not None}
-    selection = Selection()
-    for intent_id in wanted_intents:
-        selection.add(intent_id, None)
-    seen_entries: set[str] = set()
-    count = 0
-    async for letter in scan(redis, stage):
-        count += 1
-        if count > SELECTION_ENTRIES_MAX:
-            break
-        if identifiers is None or letter.intent_id in wanted_intents or letter.entry_id in wanted_entries:
-            selection.add(letter.intent_id, letter.entry_id)
-            seen_entries.add(letter.entry_id)
-    missing = sorted(wanted_entries - seen_entries)
-    if missing:
-        raise DeadLetterError(f"no dead letter {missing[0]} in stage {stage.name} ({stage.dead_letter_stream})")
-    return selection
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayReport:
-    replayed: list[tuple[Intent, str]]  # each intent as published, and the stage it went to
-    not_flagged: list[uuid.UUID]  # replayed before (or never dead-lettered): nothing published
-    deleted_letters: int
-
-
-_FLAGS_SQL = "SELECT id, state, needs_operator FROM pm.intent WHERE id = ANY($1::uuid[])"
-# The compare-and-set of a replay: only the caller that clears the flag publishes the intent. Setting
-# redriven_at makes the poller count this as a re-drive (it waits stuck_after_s before another).
-_REPLAY_SQL = f"""
-UPDATE pm.intent SET needs_operator = false, redriven_at = clock_timestamp()
-WHERE id = ANY($1::uuid[]) AND needs_operator AND state <> ALL($2::text[])
-RETURNING {INTENT_COLUMNS}
-"""
-
-
-async def replay(
-    pool: asyncpg.Pool | asyncpg.Connection,
-    redis: aioredis.Redis,
-    topology: Topology,
-    stage: Stage,
-    identifiers: list[str] | None,
-) -> ReplayReport:
-    """Re-drive the named intents (None: every one with a dead letter in `stage`) from PostgreSQL.
-
-    Raises DeadLetterError, changing nothing, when one is unknown, final, or a dead letter names none."""
-    selection = await select(redis, stage, identifiers)
-    if selection.letters.get(None):
-        raise DeadLetterError(
-            f"dead letter {selection.letters[None][0]} names no intent (malformed): drop it with `pm dlq drop`"
-        )
-    rows = {row["id"]: row for row in await pool.fetch(_FLAGS_SQL, selection.intent_ids)}
-    for intent_id in selection.intent_ids:
-        row = rows.get(intent_id)
-        if row is None:
-            raise DeadLetterError(f"no intent {intent_id}")
-        if row["state"] in TERMINAL_STATE_NAMES:
-            raise DeadLetterError(
-                f"intent {intent_id} is {row['state']} (final): nothing to replay; `pm dlq drop` its dead letters"
-            )
-    not_flagged = [intent_id for intent_id in selection.intent_ids if not rows[intent_id]["needs_operator"]]
-    unflagged_before = set(not_flagged)
-    replayed: list[tuple[Intent, str]] = []
-    deleted = 0
-    for start in range(0, len(selection.intent_ids), REPLAY_BATCH_MAX):
-        batch = selection.intent_ids[start : start + REPLAY_BATCH_MAX]
-        intents = [intent_from_row(row) for row in await pool.fetch(_REPLAY_SQL, batch, list(TERMINAL_STATE_NAMES))]
-        # Not cleared now but unflagged before: replayed already; its dead letters are stale. (One that
-        # became final meanwhile keeps them, for the operator to see.)
-        stale = [intent_id for intent_id in batch if intent_id in unflagged_before]
-        deleted += await _publish(redis, topology, stage, intents, selection.entry_ids([i.id for i in intents] + stale))
-        replayed += [(intent, topology.stage_for_state(intent.state).name) for intent in intents]
-    return ReplayReport(replayed, not_flagged, deleted)
-
-
-async def _publish(
-    redis: aioredis.Redis, topology: Topology, stage: Stage, intents: list[Intent], entry_ids: list[str]
-) -> int:
-    """Publish the intents to their stages and delete the dead letters in one MULTI/EXEC."""
-    if not intents and not entry_ids:
-        return 0
-    async with redis.pipeline(transaction=True) as pipe:
-        for intent in intents:
-            assert intent.state not in TERMINAL_STATES, intent  # the replay's compare-and-set excludes them
-            pipe.xadd(topology.stage_for_state(intent.state).stream, streams.entry_fields(intent))
-        if entry_ids:
-            pipe.xdel(stage.dead_letter_stream, *entry_ids)
-        replies = await pipe.execute()
-    return int(replies[-1]) if entry_ids else 0
-
-
-async def drop(redis: aioredis.Redis, stage: Stage, identifiers: list[str] | None) -> int:
-    """Delete the named dead letters of `stage` (None: all of them); the intents stay as they are."""
-    selection = await select(redis, stage, identifiers)
-    for intent_id in selection.intent_ids:
-        if not selection.letters[intent_id]:
-            raise DeadLetterError(f"intent {intent_id} has no dead letter in stage {stage.name}")
-    entry_ids = selection.entry_ids(selection.letters)
-    deleted = 0
-    for start in range(0, len(entry_ids), SCAN_PAGE_ENTRIES):
-        deleted += int(await redis.xdel(stage.dead_letter_stream, *entry_ids[start : start + SCAN_PAGE_ENTRIES]))
-    return deleted
-
-
-async def intent_rows(pool: asyncpg.Pool | asyncpg.Connection, intent_ids: list[uuid.UUID]) -> dict[uuid.UUID, Any]:
-    """The current state of the intents dead letters name (one query), for listings."""
-    rows = await pool.fetch(
-        "SELECT id, state, version, needs_operator, operation_type, amount_minor, currency, updated_at"
-        " FROM pm.intent WHERE id = ANY($1::uuid[])",
-        intent_ids,
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dlq = commands.add_parser("dlq", help="dead letters: entries stages gave up on").add_subparsers(
+        required=True, metavar="COMMAND"
     )
-    return {row["id"]: dict(row) for row in rows}
-
-
-async def flagged_count(pool: asyncpg.Pool | asyncpg.Connection) -> int:
-    """Intents waiting for an operator (dead-lettered, not final), their dead letters trimmed or not."""
-    return await pool.fetchval(
-        # Not final, so not finished either: the partial index intent_unfinished serves it.
-        "SELECT count(*) FROM pm.intent WHERE NOT finished AND needs_operator AND state <> ALL($1::text[])",
-        list(TERMINAL_STATE_NAMES),
+    identifiers = "intent ids, or dead-letter entry ids (e.g. 1712345678901-0)"
+    listing = dlq.add_parser("list", help="each stage's dead-letter count and newest entries, with intent states")
+    listing.add_argument("stage", nargs="?", default=None, help="one stage (default: every stage)")
+    listing.add_argument("--limit", type=int, default=20, help="newest entries shown per stage")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(command=_dlq_list)
+    show = dlq.add_parser("show", help="an intent's dead letters in every stage (or one entry), errors in full")
+    show.add_argument("identifier", metavar="ID", help="an intent id or a dead-letter entry id")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(command=_dlq_show)
+    replay = dlq.add_parser(
+        "replay", help="re-drive intents from PostgreSQL in their current state and clear needs_operator"
     )
+    replay.add_argument("stage")
+    replay.add_argument("identifiers", nargs="*", metavar="ID", help=identifiers)
+    replay.add_argument("--all", action="store_true", help="every intent with a dead letter in STAGE")
+    replay.add_argument("--json", action="store_true", help="print JSON")
+    replay.set_defaults(command=_dlq_replay)
+    drop = dlq.add_parser("drop", help="delete dead letters; their intents stay flagged for an operator")
+    drop.add_argument("stage")
+    drop.add_argument("identifiers", nargs="*", metavar="ID", help=identifiers)
+    drop.add_argument("--all", action="store_true", help="every dead letter of STAGE")
+    drop.set_defaults(command=_dlq_drop)
+
+
+async def _dlq_list(settings: Settings, arguments: argparse.Namespace) -> int:
+    from pm.cli import dead_letters
+    from pm.redis import streams
+
+    async with _dlq_backends(settings) as (connection, redis, topology):
+        stages = _dlq_stage(topology, arguments.stage)
+        lengths = await streams.dead_letter_lengths(redis, topology)
+        letters = {stage.name: await dead_letters.newest(redis, stage, arguments.limit) for stage in stages}
+        ids = [letter.intent_id for found in letters.values() for letter in found if letter.intent_id]
+        intents = await dead_letters.intent_rows(connection, ids)
+        flagged = await dead_letters.flagged_count(connection)
+    if arguments.json:
+        listing = {
+            name: {
+                "entries": lengths[name],
+                "newest": [{**letter.to_json(), "intent": intents.get(letter.intent_id)} for letter in found],
+            }
+            for name, found in letters.items()
+        }
+        print(json.dumps({"stages": listing, "flagged_intents": flagged}, indent=2, default=str))
+        return EXIT_OK
+    for name, found in letters.items():
+        print(f"{name}: {lengths[name]} dead letter(s)")
+        for letter in found:
+            intent = intents.get(letter.intent_id) if letter.intent_id else None
+            state = "(malformed entry)" if letter.intent_id is None else "(no such intent)"
+            if intent is not None:
+                state = f"{intent['state']:10} {'flagged' if intent['needs_operator'] else 'not flagged'}"
+            print(f"  {letter.entry_id}  {letter.intent_id or '-'}  {state}  deliveries={letter.deliveries}"
+                  f"  {_error_summary(letter.error)}")  # fmt: skip
+    print(f"{flagged} intent(s) wait for an operator (needs_operator, not final): `pm dlq replay STAGE ID`")
+    return EXIT_OK
+
+
+async def _dlq_show(settings: Settings, arguments: argparse.Namespace) -> int:
+    from pm.cli import dead_letters
+
+    async with _dlq_backends(settings) as (connection, redis, topology):
+        try:
+            letters = await dead_letters.find(redis, topology, arguments.identifier)
+            intent_id, _ = dead_letters.parse_identifier(arguments.identifier)
+        except dead_letters.DeadLetterError as exc:
+            raise CommandError(str(exc), EXIT_PROBLEM_FOUND) from exc
+        ids = [intent_id] if intent_id else [letter.intent_id for letter in letters if letter.intent_id]
+        intents = await dead_letters.intent_rows(connection, ids)
+    if not letters and not intents:
+        raise CommandError(f"no dead letter or intent {arguments.identifier}", EXIT_PROBLEM_FOUND)
+    if arguments.json:
+        shown = {"intents": list(intents.values()), "dead_letters": [letter.to_json() for letter in letters]}
+        print(json.dumps(shown, indent=2, default=str))
+        return EXIT_OK
+    for intent in intents.values():
+        flag = "flagged for an operator" if intent["needs_operator"] else "not flagged"
+        amount = f"{intent['amount_minor']} minor {intent['currency']}"
+        print(f"intent {intent['id']}: {intent['state']} v{intent['version']} {intent['operation_type']} {amount},"
+              f" {flag}, updated {intent['updated_at']}")  # fmt: skip
+    if not letters:
+        print("no dead letters")
+    for letter in letters:
+        print(f"\n{letter.stage} {letter.entry_id} (from {letter.source_entry_id}, {letter.deliveries} deliveries):")
+        print(letter.error[: dead_letters.ERROR_SHOWN_LENGTH_MAX])
+    return EXIT_OK
+
+
+async def _dlq_replay(settings: Settings, arguments: argparse.Namespace) -> int:
+    """Exit 0 when done (also when there was nothing left to replay), 1 when refused (nothing changed)."""
+    from pm.cli import dead_letters
+
+    selection = _dlq_selection(arguments)
+    async with _dlq_backends(settings) as (connection, redis, topology):
+        (stage,) = _dlq_stage(topology, arguments.stage)
+        try:
+            report = await dead_letters.replay(connection, redis, topology, stage, selection)
+        except dead_letters.DeadLetterError as exc:
+            raise CommandError(f"replay refused: {exc}", EXIT_PROBLEM_FOUND) from exc
+    if arguments.json:
+        print(json.dumps({
+            "replayed": [{"intent_id": str(i.id), "state": str(i.state), "stage": name} for i, name in report.replayed],
+            "not_flagged": [str(intent_id) for intent_id in report.not_flagged],
+            "deleted_dead_letters": report.deleted_letters,
+        }, indent=2))  # fmt: skip
+        return EXIT_OK
+    for intent, name in report.replayed:
+        print(f"replayed {intent.id} ({intent.state}) to {name}")
+    for intent_id in report.not_flagged:
+        print(f"{intent_id}: not flagged (replayed already, or never dead-lettered): nothing published")
+    print(f"{len(report.replayed)} replayed; {report.deleted_letters} dead letter(s) deleted")
+    return EXIT_OK
+
+
+async def _dlq_drop(settings: Settings, arguments: argparse.Namespace) -> int:
+    from pm.cli import dead_letters
+
+    selection = _dlq_selection(arguments)
+    async with _dlq_backends(settings) as (_, redis, topology):
+        (stage,) = _dlq_stage(topology, arguments.stage)
+        try:
+            deleted = await dead_letters.drop(redis, stage, selection)
+        except dead_letters.DeadLetterError as exc:
+            raise CommandError(f"drop refused: {exc}", EXIT_PROBLEM_FOUND) from exc
+    print(f"dropped {deleted} dead letter(s) from {stage.name}; their intents stay as they are (flagged ones"
+          " are not re-driven: replay them by id, or settle them by hand)")  # fmt: skip
+    return EXIT_OK
+
+
+@contextlib.asynccontextmanager
+async def _dlq_backends(settings: Settings) -> AsyncIterator[tuple[asyncpg.Connection, Any, Any]]:
+    """(database connection, Redis client, topology) for the dead-letter commands."""
+    from redis.exceptions import RedisError
+
+    from pm.config.topology import load_topology
+    from pm.redis.wire import redis_from_url
+
+    topology = load_topology(settings.streams_file)
+    async with servers_running(settings) as (_, redis_url), database_connection(settings) as connection:
+        redis = redis_from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+        try:
+            yield connection, redis, topology
+        except RedisError as exc:
+            raise CommandError(f"redis {redact_url(redis_url)}: {first_line(exc)}") from exc
+        finally:
+            await redis.aclose()
+
+
+def _dlq_selection(arguments: argparse.Namespace) -> list[str] | None:
+    if bool(arguments.identifiers) == arguments.all:
+        raise CommandError("name the intents (or dead-letter entries) to act on, or --all; not both")
+    return None if arguments.all else arguments.identifiers
+
+
+def _dlq_stage(topology: Any, name: str | None) -> list[Any]:
+    from pm.cli.dead_letters import stages_named
+    from pm.config.topology import TopologyError
+
+    try:
+        return stages_named(topology, name)
+    except TopologyError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def _error_summary(error: str) -> str:
+    """A traceback's last line (the exception and its message), short enough for a table row."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "")[:120]

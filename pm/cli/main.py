@@ -1,27 +1,36 @@
-"""The `pm` command line. Each command reads the settings, opens what it needs, calls the core.
+"""The `pm` command line: the entry point `main`, the parser, the event loop, SIGTERM, logging.
 
-    pm db migrate     apply sql/ migrations (to PM_DATABASE_URL, else to the embedded PostgreSQL)
-    pm servers        start the embedded servers, print their URLs, run until Ctrl-C
-    pm ledger check   check the ledger's invariants
-    pm ledger demo    seed a small demo ledger
-    pm up             servers, migrations, demo ledger, check (grows into the whole fleet later)
-    pm keys create NAME --scopes intents:write,intents:read [--operations P2P_TRANSFER,...|none]
-                  [--merchant-id N] [--json]
-                      make an API key; prints its id and secret (the only time the secret is shown)
-    pm keys rotate KEY_ID [--grace 24h] [--json]
-                      a new secret; the previous one keeps working for the grace (90s, 30m, 1h, 0: not at all)
-    pm keys revoke KEY_ID            refuse the key from now on (every gateway within a second)
-    pm keys list [--json]            every key with its scopes and operation types, without secrets
-    pm rules test --op P2P_TRANSFER --amount 1500.00 [--tags vip,kyc_verified] [--channel C] [--currency THB]
-                  [--sender ID --recipient ID] [--at ISO] [--engine production|reference] [--json]
-                      evaluate the active fee rules for a made-up intent: which match, the fees (1: refused)
-    pm send p2p|withdraw|topup|adjust ...  post a signed intent through the gateway and follow its states
-    pm review list [--json]          intents flagged for an operator (a PSP paid what the wallet failed)
-    pm outbox list [--undelivered] [--json] | pm outbox retry ID     webhooks and review events to deliver
-    pm merchants webhook set MERCHANT_ID URL                          where a merchant's webhooks go
-    pm dlq list [STAGE] [--json] | pm dlq show ID [--json]            dead letters and their intents
-    pm dlq replay STAGE [ID...|--all] [--json]   re-drive dead-lettered intents from PostgreSQL (1: refused)
-    pm dlq drop STAGE [ID...|--all]              delete dead letters; their intents stay flagged
+Each command reads the settings, opens what it needs, calls the core. The commands live by topic, each
+module registering its own (`add_commands`); common.py holds what they share (the exit codes,
+`CommandError`, the database and the servers they open):
+
+    servers.py  pm up [-c TYPE=N]   servers, migrations, demo keys, the Procfile under honcho, demo users funded
+                pm run TYPE         one Procfile process type in this process, or `all` (run.py runs it)
+                pm servers          start the embedded servers, print their URLs, run until Ctrl-C
+                pm db migrate       apply sql/ migrations (to PM_DATABASE_URL, else to the embedded PostgreSQL)
+    send.py     pm send p2p|withdraw|topup|adjust ...  post a signed intent through the gateway, follow its states
+                pm balance --user A [--currency C]     a user's balance through the gateway
+    ledger.py   pm ledger check     check the ledger's invariants
+                pm ledger demo      seed a small demo ledger
+    keys.py     pm keys create NAME --scopes intents:write,intents:read [--operations P2P_TRANSFER,...|none]
+                      [--merchant-id N] [--json]
+                          make an API key; prints its id and secret (the only time the secret is shown)
+                pm keys rotate KEY_ID [--grace 24h] [--json]
+                          a new secret; the previous one keeps working for the grace (90s, 30m, 1h, 0: not at all)
+                pm keys revoke KEY_ID            refuse the key from now on (every gateway within a second)
+                pm keys list [--json]            every key with its scopes and operation types, without secrets
+    rules.py    pm rules test --op P2P_TRANSFER --amount 1500.00 [--tags vip,kyc_verified] [--channel C]
+                      [--currency THB] [--sender ID --recipient ID] [--at ISO] [--engine production|reference]
+                      [--json]
+                          evaluate the active fee rules for a made-up intent: which match, the fees (1: refused);
+                          rules_report.py evaluates them
+    review.py   pm review list [--json]          intents flagged for an operator (a PSP paid what the wallet failed)
+    outbox.py   pm outbox list [--undelivered] [--json] | pm outbox retry ID     webhooks and review events
+                pm merchants webhook set MERCHANT_ID URL                          where a merchant's webhooks go
+    dlq.py      pm dlq list [STAGE] [--json] | pm dlq show ID [--json]            dead letters and their intents
+                pm dlq replay STAGE [ID...|--all] [--json]   re-drive dead-lettered intents from PostgreSQL (1: refused)
+                pm dlq drop STAGE [ID...|--all]              delete dead letters; their intents stay flagged
+                          dead_letters.py reads, replays and drops them
 
 Exit codes: 0 done (and the check is ok); 1 the command ran and found a problem (check not ok,
 migration refused or failed); 2 it could not run: bad configuration or an unreachable server, told
@@ -33,48 +42,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import dataclasses
-import json
 import logging
-import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
 
-import asyncpg
 import pydantic
 
-from pm.cli import run as run_command
+from pm.cli import dlq, keys, ledger, outbox, review, rules, send, servers
+from pm.cli.common import (
+    EXIT_CANNOT_RUN,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PROBLEM_FOUND,
+    EXIT_TERMINATED,
+    Command,
+    CommandError,
+    redact_url,
+)
 from pm.config.settings import Settings
-from pm.dev.embedded import CONNECT_TIMEOUT_S, EmbeddedServerError, embedded_database, embedded_servers
-from pm.domain import signing
-from pm.domain.intent import OperationType
-from pm.psp import secrets as psp_secrets
-from pm.store import keys
-from pm.store.migrate import DatabaseUnavailableError, MigrationError, migrate
 
-if TYPE_CHECKING:
-    from ledger import Ledger
-    from pm.domain.pricing import PricingRequest
-
-EXIT_OK = 0
-EXIT_PROBLEM_FOUND = 1
-EXIT_CANNOT_RUN = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
-EXIT_TERMINATED = 143  # 128 + SIGTERM
-
-Command = Callable[[Settings, argparse.Namespace], Awaitable[int]]
-
-
-class CommandError(Exception):
-    """A problem reported as one line on stderr, ending the command with `exit_code`."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_CANNOT_RUN) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+# The `pm` command's face, for whoever imports it (tests): its exit codes and its error live in common.py,
+# where the topic modules import them from without importing this module, which imports them.
+__all__ = [
+    "EXIT_CANNOT_RUN",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_PROBLEM_FOUND",
+    "EXIT_TERMINATED",
+    "CommandError",
+    "main",
+    "redact_url",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,184 +109,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pm", description="OneWallet Payment Manager")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    up = commands.add_parser("up", help="run the whole fleet (servers, migrations, Procfile) with a demo")
-    up.add_argument(
-        "-c", "--concurrency", action="append", default=[], metavar="TYPE=N",
-        help="processes of a type, e.g. -c settlement=3 (passed to honcho)",
-    )  # fmt: skip
-    up.set_defaults(command=_up)
-    run = commands.add_parser("run", help="run one Procfile process type in this process (or `all`)")
-    run.add_argument("process", choices=run_command.PROCESS_TYPES)
-    run.set_defaults(command=_run)
-    _add_send_commands(commands)
-    servers = commands.add_parser("servers", help="start the embedded servers and run until Ctrl-C")
-    servers.set_defaults(command=_servers)
-
-    database = commands.add_parser("db", help="database commands").add_subparsers(required=True, metavar="COMMAND")
-    database.add_parser("migrate", help="apply pending sql/ migrations").set_defaults(command=_db_migrate)
-
-    ledger = commands.add_parser("ledger", help="ledger commands").add_subparsers(required=True, metavar="COMMAND")
-    check = ledger.add_parser("check", help="check the ledger's invariants")
-    check.add_argument(
-        "--allow-pending-transit",
-        action="store_true",
-        help="tolerate pending holds in transit (intents still in flight); posted transit must still be 0",
-    )
-    check.set_defaults(command=_ledger_check)
-    ledger.add_parser("demo", help="seed a small demo ledger").set_defaults(command=_ledger_demo)
-    _add_keys_commands(commands)
-    _add_rules_commands(commands)
-    review = commands.add_parser("review", help="intents an operator must look at").add_subparsers(
-        required=True, metavar="COMMAND"
-    )
-    review_list = review.add_parser("list", help="intents flagged for review (a PSP paid what the wallet failed)")
-    review_list.add_argument("--limit", type=int, default=100)
-    review_list.add_argument("--json", action="store_true", help="print JSON")
-    review_list.set_defaults(command=_review_list)
-    outbox = commands.add_parser("outbox", help="what the outbox worker delivers").add_subparsers(
-        required=True, metavar="COMMAND"
-    )
-    outbox_list = outbox.add_parser("list", help="newest outbox rows (webhooks, review events) and their delivery")
-    outbox_list.add_argument("--undelivered", action="store_true", help="only rows not delivered yet")
-    outbox_list.add_argument("--limit", type=int, default=50)
-    outbox_list.add_argument("--json", action="store_true", help="print JSON")
-    outbox_list.set_defaults(command=_outbox_list)
-    outbox_retry = outbox.add_parser("retry", help="send an undelivered row again now (also one given up)")
-    outbox_retry.add_argument("row_id", type=int)
-    outbox_retry.set_defaults(command=_outbox_retry)
-    merchants = commands.add_parser("merchants", help="mini-app merchants").add_subparsers(
-        required=True, metavar="COMMAND"
-    )
-    webhook = merchants.add_parser("webhook", help="the merchant's webhook").add_subparsers(
-        required=True, metavar="COMMAND"
-    )
-    webhook_set = webhook.add_parser("set", help="where the merchant's webhooks go; prints the signing secret once")
-    webhook_set.add_argument("merchant_id", type=int)
-    webhook_set.add_argument("url")
-    webhook_set.set_defaults(command=_webhook_set)
-    _add_dlq_commands(commands)
+    # In the order `pm --help` lists them: the fleet first, then each topic.
+    servers.add_fleet_commands(commands)
+    send.add_commands(commands)
+    servers.add_commands(commands)
+    ledger.add_commands(commands)
+    keys.add_commands(commands)
+    rules.add_commands(commands)
+    review.add_commands(commands)
+    outbox.add_commands(commands)
+    dlq.add_commands(commands)
     return parser
-
-
-def _add_dlq_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    dlq = commands.add_parser("dlq", help="dead letters: entries stages gave up on").add_subparsers(
-        required=True, metavar="COMMAND"
-    )
-    identifiers = "intent ids, or dead-letter entry ids (e.g. 1712345678901-0)"
-    listing = dlq.add_parser("list", help="each stage's dead-letter count and newest entries, with intent states")
-    listing.add_argument("stage", nargs="?", default=None, help="one stage (default: every stage)")
-    listing.add_argument("--limit", type=int, default=20, help="newest entries shown per stage")
-    listing.add_argument("--json", action="store_true", help="print JSON")
-    listing.set_defaults(command=_dlq_list)
-    show = dlq.add_parser("show", help="an intent's dead letters in every stage (or one entry), errors in full")
-    show.add_argument("identifier", metavar="ID", help="an intent id or a dead-letter entry id")
-    show.add_argument("--json", action="store_true", help="print JSON")
-    show.set_defaults(command=_dlq_show)
-    replay = dlq.add_parser(
-        "replay", help="re-drive intents from PostgreSQL in their current state and clear needs_operator"
-    )
-    replay.add_argument("stage")
-    replay.add_argument("identifiers", nargs="*", metavar="ID", help=identifiers)
-    replay.add_argument("--all", action="store_true", help="every intent with a dead letter in STAGE")
-    replay.add_argument("--json", action="store_true", help="print JSON")
-    replay.set_defaults(command=_dlq_replay)
-    drop = dlq.add_parser("drop", help="delete dead letters; their intents stay flagged for an operator")
-    drop.add_argument("stage")
-    drop.add_argument("identifiers", nargs="*", metavar="ID", help=identifiers)
-    drop.add_argument("--all", action="store_true", help="every dead letter of STAGE")
-    drop.set_defaults(command=_dlq_drop)
-
-
-WALLET_CURRENCY_HELP = "ISO 4217 code; default: PM_WALLET_CURRENCY (THB)"
-
-
-def _add_send_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    send = commands.add_parser("send", help="post a signed intent and follow its states").add_subparsers(
-        required=True, metavar="KIND"
-    )
-    p2p = send.add_parser("p2p", help="a P2P transfer: --from USER --to USER --amount 150.00")
-    p2p.add_argument("--from", dest="sender", type=int, required=True)
-    p2p.add_argument("--to", dest="recipient", type=int, required=True)
-    p2p.add_argument("--amount", required=True, help="in major units, e.g. 150.00")
-    p2p.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
-    p2p.add_argument("--tags", default="", help="comma-separated, e.g. kyc_verified")
-    p2p.set_defaults(command=_send_p2p)
-    withdraw = send.add_parser("withdraw", help="an IPPS withdrawal: --from USER --amount 500.00 [--destination T]")
-    withdraw.add_argument("--from", dest="sender", type=int, required=True)
-    withdraw.add_argument("--amount", required=True, help="in major units; with the simulator the last two "
-                          "digits of the minor units pick its behaviour (README: PSP simulator)")  # fmt: skip
-    withdraw.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
-    withdraw.add_argument("--destination", default="demo-bank-token", help="the Auth Center's payee token")
-    withdraw.set_defaults(command=_send_withdraw)
-    topup = send.add_parser("topup", help="a QP top-up: --to USER --amount 1000.00 (the user pays a QR at QP)")
-    topup.add_argument("--to", dest="recipient", type=int, required=True)
-    topup.add_argument("--amount", required=True, help="in major units; the simulator reads the last two digits")
-    topup.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
-    topup.set_defaults(command=_send_topup)
-    adjust = send.add_parser("adjust", help="credit a user from adjustments (admin key): --to USER --amount")
-    adjust.add_argument("--to", dest="recipient", type=int, required=True)
-    adjust.add_argument("--amount", required=True)
-    adjust.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
-    adjust.add_argument("--operator", type=int, default=None, help="the operator's user id, recorded")
-    adjust.set_defaults(command=_send_adjust)
-    balance = commands.add_parser("balance", help="a user's balance through the gateway")
-    balance.add_argument("--user", type=int, required=True)
-    balance.add_argument("--currency", default=None, help="default: the gateway's wallet currency")
-    balance.set_defaults(command=_balance)
-
-
-def _add_keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    key_commands = commands.add_parser("keys", help="API keys of callers (HMAC)").add_subparsers(
-        required=True, metavar="COMMAND"
-    )
-    create = key_commands.add_parser("create", help="make a key; prints its id and secret once")
-    create.add_argument("name", help="who uses it, e.g. auth-center")
-    create.add_argument("--scopes", required=True, help="comma-separated: " + ",".join(keys.SCOPES))
-    create.add_argument("--merchant-id", type=int, default=None, help="bind the key to one merchant")
-    create.add_argument(
-        "--operations",
-        default=None,
-        help="comma-separated operation types the key may create (or none): "
-        + ",".join(OperationType.__members__)
-        + "; required for a key with intents:write or admin, except a merchant's (default: its two MINIAPP"
-        " types, the only ones it may ever create); a key without those scopes gets none",
-    )
-    create.add_argument("--json", action="store_true", help="print JSON")
-    create.set_defaults(command=_keys_create)
-    rotate = key_commands.add_parser(
-        "rotate", help="issue a new secret; the previous one keeps working for the grace period, then stops"
-    )
-    rotate.add_argument("key_id")
-    rotate.add_argument(
-        "--grace",
-        default="24h",
-        help="how long the previous secret keeps working: e.g. 90s, 30m, 1h, 2d, or 0 (stops at once, with any"
-        " older one); default 24h, at most 30d",
-    )
-    rotate.add_argument("--json", action="store_true", help="print JSON")
-    rotate.set_defaults(command=_keys_rotate)
-    revoke = key_commands.add_parser("revoke", help="refuse the key from now on")
-    revoke.add_argument("key_id")
-    revoke.set_defaults(command=_keys_revoke)
-    listing = key_commands.add_parser("list", help="every key, without secrets")
-    listing.add_argument("--json", action="store_true", help="print JSON")
-    listing.set_defaults(command=_keys_list)
-
-
-def _add_rules_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    rule_commands = commands.add_parser("rules", help="fee rules").add_subparsers(required=True, metavar="COMMAND")
-    test = rule_commands.add_parser("test", help="evaluate the active fee rules for a made-up intent")
-    test.add_argument("--op", required=True, help="operation type, e.g. P2P_TRANSFER")
-    test.add_argument("--amount", required=True, help="in major units, e.g. 1500.00")
-    test.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
-    test.add_argument("--tags", default="", help="comma-separated, e.g. vip,kyc_verified")
-    test.add_argument("--channel", default=None, help="default: the channel the routes choose")
-    test.add_argument("--sender", type=int, default=None, help="sender user id")
-    test.add_argument("--recipient", type=int, default=None, help="recipient user id")
-    test.add_argument("--at", default=None, help="ISO 8601 time of the intent (default: now)")
-    test.add_argument("--engine", choices=("production", "reference"), default="production")
-    test.add_argument("--json", action="store_true", help="print JSON")
-    test.set_defaults(command=_rules_test)
 
 
 async def _run_until_terminated(command: Awaitable[int]) -> int:
@@ -313,526 +145,6 @@ async def _run_until_terminated(command: Awaitable[int]) -> int:
         return EXIT_TERMINATED
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
-
-
-async def _db_migrate(settings: Settings, arguments: argparse.Namespace) -> int:
-    async with _database(settings) as database_url:
-        await _migrate(database_url)
-    return EXIT_OK
-
-
-async def _servers(settings: Settings, arguments: argparse.Namespace) -> int:
-    async with _servers_running(settings) as (database_url, redis_url):
-        # As shell assignments, so another terminal can `export` them and share these servers.
-        print(f"PM_DATABASE_URL={database_url}")
-        print(f"PM_REDIS_URL={redis_url}", flush=True)
-        print("pm: servers running; Ctrl-C stops them", file=sys.stderr, flush=True)
-        await asyncio.Event().wait()  # Runs until cancelled (Ctrl-C, SIGTERM): meant to run forever.
-    return EXIT_OK
-
-
-async def _ledger_check(settings: Settings, arguments: argparse.Namespace) -> int:
-    from ledger.check import format_report, run_check
-
-    async with _ledger_database(settings) as database_url:
-        async with _opened_ledger(settings.effective_ledger_url(database_url)) as ledger:
-            report = await run_check(ledger, allow_pending_transit=arguments.allow_pending_transit)
-    print(format_report(report))
-    return EXIT_OK if report.ok else EXIT_PROBLEM_FOUND
-
-
-async def _ledger_demo(settings: Settings, arguments: argparse.Namespace) -> int:
-    from ledger.demo import seed_demo
-
-    async with _ledger_database(settings) as database_url:
-        ledger_url = settings.effective_ledger_url(database_url)
-        async with _opened_ledger(ledger_url) as ledger:
-            await seed_demo(ledger)
-    print(f"pm: demo ledger seeded in {redact_url(ledger_url)}")
-    return EXIT_OK
-
-
-def _refuse_unsafe_psp_secrets(settings: Settings) -> None:
-    """A process that would talk to a real PSP never starts with a missing, weak or public secret."""
-    problem = psp_secrets.configuration_problem(settings)
-    if problem is not None:
-        raise CommandError(f"refusing to start: {problem}")
-
-
-async def _up(settings: Settings, arguments: argparse.Namespace) -> int:
-    from pm.dev.up import run_up
-
-    _refuse_unsafe_psp_secrets(settings)
-    async with _servers_running(settings) as (database_url, redis_url):
-        await _migrate(database_url)
-        ledger_url = settings.effective_ledger_url(database_url)
-        print(f"database: {redact_url(database_url)}")
-        print(f"redis:    {redact_url(redis_url)}")
-        print(f"ledger:   {redact_url(ledger_url)}", flush=True)
-        try:
-            await run_up(settings, database_url, redis_url, ledger_url, arguments.concurrency)
-        except RuntimeError as exc:
-            raise CommandError(str(exc)) from exc
-    return EXIT_OK
-
-
-async def _run(settings: Settings, arguments: argparse.Namespace) -> int:
-    from pm.config.logs import configure_json_logging
-
-    configure_json_logging(settings.log_level)
-    if arguments.process != "psp-sim":
-        _refuse_unsafe_psp_secrets(settings)
-    if arguments.process == "psp-sim":  # the simulator uses no server: starting embedded ones would be waste
-        await run_command.run_process(arguments.process, settings, database_url="", redis_url="", ledger_url="")
-        return EXIT_OK
-    async with _servers_running(settings) as (database_url, redis_url):
-        ledger_url = settings.effective_ledger_url(database_url)
-        await run_command.run_process(arguments.process, settings, database_url, redis_url, ledger_url)
-    return EXIT_OK
-
-
-async def _send(
-    settings: Settings, arguments: argparse.Namespace, role: str, operation_type: str, **fields: Any
-) -> int:
-    """Post one signed intent (amount in major units from the arguments) and follow its states."""
-    from pm.cli.send import SendError, send_and_follow, to_minor_units
-
-    currency = arguments.currency or settings.wallet_currency
-    try:
-        amount_minor = to_minor_units(arguments.amount, currency)
-        request = {"operation_type": operation_type, "amount_minor": amount_minor, "currency": currency}
-        return await send_and_follow(settings, role, {**request, **fields})
-    except SendError as exc:
-        raise CommandError(str(exc)) from exc
-
-
-async def _send_p2p(settings: Settings, arguments: argparse.Namespace) -> int:
-    tags = [tag for tag in arguments.tags.split(",") if tag]
-    return await _send(
-        settings, arguments, "app", "P2P_TRANSFER", user_id=arguments.sender, recipient_id=arguments.recipient,
-        tags=tags,
-    )  # fmt: skip
-
-
-async def _send_withdraw(settings: Settings, arguments: argparse.Namespace) -> int:
-    return await _send(
-        settings, arguments, "app", "IPPS_WITHDRAWAL", user_id=arguments.sender,
-        destination_ref=arguments.destination,
-    )  # fmt: skip
-
-
-async def _send_topup(settings: Settings, arguments: argparse.Namespace) -> int:
-    return await _send(settings, arguments, "app", "QP_TOPUP", user_id=arguments.recipient)
-
-
-async def _send_adjust(settings: Settings, arguments: argparse.Namespace) -> int:
-    return await _send(
-        settings, arguments, "admin", "ADMIN_ADJUSTMENT", user_id=arguments.operator,
-        recipient_id=arguments.recipient,
-    )  # fmt: skip
-
-
-async def _balance(settings: Settings, arguments: argparse.Namespace) -> int:
-    from pm.cli.send import SendError, show_balance
-
-    try:
-        return await show_balance(settings, arguments.user, arguments.currency)
-    except SendError as exc:
-        raise CommandError(str(exc)) from exc
-
-
-async def _keys_create(settings: Settings, arguments: argparse.Namespace) -> int:
-    async with _keys_connection(settings) as connection:
-        try:
-            key, secret = await keys.create_key(
-                connection, arguments.name, arguments.scopes, arguments.merchant_id, arguments.operations
-            )
-        except keys.ApiKeyError as exc:
-            raise CommandError(str(exc)) from exc
-    _print_secret(key, secret, arguments.json)
-    return EXIT_OK
-
-
-async def _keys_rotate(settings: Settings, arguments: argparse.Namespace) -> int:
-    try:
-        grace_s = keys.parse_grace_s(arguments.grace)  # before anything is opened: bad input changes nothing
-    except keys.ApiKeyError as exc:
-        raise CommandError(str(exc)) from exc
-    async with _keys_connection(settings) as connection:
-        rotated = await keys.rotate_key(connection, arguments.key_id, grace_s)
-    if rotated is None:
-        raise CommandError(f"no active key {arguments.key_id!r}", EXIT_PROBLEM_FOUND)
-    key, secret = rotated
-    _print_secret(key, secret, arguments.json)
-    if not arguments.json:
-        expires_at = key.previous_secret_expires_at
-        ends = f"works until {expires_at.isoformat()}" if expires_at else "stopped working now"
-        print(f"pm: the previous secret {ends}", file=sys.stderr)
-    return EXIT_OK
-
-
-async def _keys_revoke(settings: Settings, arguments: argparse.Namespace) -> int:
-    async with _keys_connection(settings) as connection:
-        revoked = await keys.revoke_key(connection, arguments.key_id)
-    if not revoked:
-        raise CommandError(f"no active key {arguments.key_id!r}", EXIT_PROBLEM_FOUND)
-    print(f"pm: key {arguments.key_id} revoked")
-    return EXIT_OK
-
-
-async def _outbox_list(settings: Settings, arguments: argparse.Namespace) -> int:
-    from consumers import outbox
-
-    async with _keys_connection(settings) as connection:
-        rows = await outbox.list_rows(connection, arguments.undelivered, arguments.limit)
-    if arguments.json:
-        print(json.dumps(rows, indent=2, default=str))
-        return EXIT_OK
-    for row in rows:
-        state = "delivered" if row["delivered_at"] else "GAVE UP" if row["gave_up_at"] else "pending"
-        error = f"  {row['last_error']}" if row["last_error"] and not row["delivered_at"] else ""
-        receiver = f"merchant={row['merchant_id']}" if row["kind"] == "merchant_webhook" else row["kind"]
-        print(f"{row['id']:>8}  {state:9} {receiver} intent={row['intent_id']} v{row['version']}"
-              f" attempts={row['attempts']}{error}")  # fmt: skip
-    return EXIT_OK
-
-
-async def _outbox_retry(settings: Settings, arguments: argparse.Namespace) -> int:
-    from consumers import outbox
-
-    async with _keys_connection(settings) as connection:
-        found = await outbox.retry(connection, arguments.row_id)
-    if not found:
-        raise CommandError(f"no undelivered outbox row {arguments.row_id}", EXIT_PROBLEM_FOUND)
-    print(f"outbox row {arguments.row_id} is due now")
-    return EXIT_OK
-
-
-async def _webhook_set(settings: Settings, arguments: argparse.Namespace) -> int:
-    from consumers import outbox
-    from pm.domain.webhook_policy import WebhookRefused
-    from pm.webhooks.client import check_webhook_url
-
-    if arguments.merchant_id <= 0:
-        raise CommandError("merchant_id must be a positive integer", EXIT_PROBLEM_FOUND)
-    try:  # before anything is stored; the outbox worker checks again at every delivery
-        await check_webhook_url(arguments.url, settings.webhook_allowed())
-    except WebhookRefused as exc:
-        raise CommandError(f"webhook URL refused: {exc}", EXIT_PROBLEM_FOUND) from exc
-    secret = signing.new_secret()
-    async with _keys_connection(settings) as connection:
-        await outbox.set_webhook(connection, arguments.merchant_id, arguments.url, secret)
-    print(f"merchant {arguments.merchant_id} webhooks go to {arguments.url}")
-    print(f"signing secret (shown once): {secret}")
-    return EXIT_OK
-
-
-@contextlib.asynccontextmanager
-async def _dlq_backends(settings: Settings) -> AsyncIterator[tuple[asyncpg.Connection, Any, Any]]:
-    """(database connection, Redis client, topology) for the dead-letter commands."""
-    from redis.exceptions import RedisError
-
-    from pm.config.topology import load_topology
-    from pm.redis.wire import redis_from_url
-
-    topology = load_topology(settings.streams_file)
-    async with _servers_running(settings) as (_, redis_url), _keys_connection(settings) as connection:
-        redis = redis_from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
-        try:
-            yield connection, redis, topology
-        except RedisError as exc:
-            raise CommandError(f"redis {redact_url(redis_url)}: {_first_line(exc)}") from exc
-        finally:
-            await redis.aclose()
-
-
-def _dlq_selection(arguments: argparse.Namespace) -> list[str] | None:
-    if bool(arguments.identifiers) == arguments.all:
-        raise CommandError("name the intents (or dead-letter entries) to act on, or --all; not both")
-    return None if arguments.all else arguments.identifiers
-
-
-def _dlq_stage(topology: Any, name: str | None) -> list[Any]:
-    from pm.cli.dlq import stages_named
-    from pm.config.topology import TopologyError
-
-    try:
-        return stages_named(topology, name)
-    except TopologyError as exc:
-        raise CommandError(str(exc)) from exc
-
-
-def _error_summary(error: str) -> str:
-    """A traceback's last line (the exception and its message), short enough for a table row."""
-    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
-    return (lines[-1] if lines else "")[:120]
-
-
-async def _dlq_list(settings: Settings, arguments: argparse.Namespace) -> int:
-    from pm.cli import dlq
-    from pm.redis import streams
-
-    async with _dlq_backends(settings) as (connection, redis, topology):
-        stages = _dlq_stage(topology, arguments.stage)
-        lengths = await streams.dead_letter_lengths(redis, topology)
-        letters = {stage.name: await dlq.newest(redis, stage, arguments.limit) for stage in stages}
-        ids = [letter.intent_id for found in letters.values() for letter in found if letter.intent_id]
-        intents = await dlq.intent_rows(connection, ids)
-        flagged = await dlq.flagged_count(connection)
-    if arguments.json:
-        listing = {
-            name: {
-                "entries": lengths[name],
-                "newest": [{**letter.to_json(), "intent": intents.get(letter.intent_id)} for letter in found],
-            }
-            for name, found in letters.items()
-        }
-        print(json.dumps({"stages": listing, "flagged_intents": flagged}, indent=2, default=str))
-        return EXIT_OK
-    for name, found in letters.items():
-        print(f"{name}: {lengths[name]} dead letter(s)")
-        for letter in found:
-            intent = intents.get(letter.intent_id) if letter.intent_id else None
-            state = "(malformed entry)" if letter.intent_id is None else "(no such intent)"
-            if intent is not None:
-                state = f"{intent['state']:10} {'flagged' if intent['needs_operator'] else 'not flagged'}"
-            print(f"  {letter.entry_id}  {letter.intent_id or '-'}  {state}  deliveries={letter.deliveries}"
-                  f"  {_error_summary(letter.error)}")  # fmt: skip
-    print(f"{flagged} intent(s) wait for an operator (needs_operator, not final): `pm dlq replay STAGE ID`")
-    return EXIT_OK
-
-
-async def _dlq_show(settings: Settings, arguments: argparse.Namespace) -> int:
-    from pm.cli import dlq
-
-    async with _dlq_backends(settings) as (connection, redis, topology):
-        try:
-            letters = await dlq.find(redis, topology, arguments.identifier)
-            intent_id, _ = dlq.parse_identifier(arguments.identifier)
-        except dlq.DeadLetterError as exc:
-            raise CommandError(str(exc), EXIT_PROBLEM_FOUND) from exc
-        ids = [intent_id] if intent_id else [letter.intent_id for letter in letters if letter.intent_id]
-        intents = await dlq.intent_rows(connection, ids)
-    if not letters and not intents:
-        raise CommandError(f"no dead letter or intent {arguments.identifier}", EXIT_PROBLEM_FOUND)
-    if arguments.json:
-        shown = {"intents": list(intents.values()), "dead_letters": [letter.to_json() for letter in letters]}
-        print(json.dumps(shown, indent=2, default=str))
-        return EXIT_OK
-    for intent in intents.values():
-        flag = "flagged for an operator" if intent["needs_operator"] else "not flagged"
-        amount = f"{intent['amount_minor']} minor {intent['currency']}"
-        print(f"intent {intent['id']}: {intent['state']} v{intent['version']} {intent['operation_type']} {amount},"
-              f" {flag}, updated {intent['updated_at']}")  # fmt: skip
-    if not letters:
-        print("no dead letters")
-    for letter in letters:
-        print(f"\n{letter.stage} {letter.entry_id} (from {letter.source_entry_id}, {letter.deliveries} deliveries):")
-        print(letter.error[: dlq.ERROR_SHOWN_LENGTH_MAX])
-    return EXIT_OK
-
-
-async def _dlq_replay(settings: Settings, arguments: argparse.Namespace) -> int:
-    """Exit 0 when done (also when there was nothing left to replay), 1 when refused (nothing changed)."""
-    from pm.cli import dlq
-
-    selection = _dlq_selection(arguments)
-    async with _dlq_backends(settings) as (connection, redis, topology):
-        (stage,) = _dlq_stage(topology, arguments.stage)
-        try:
-            report = await dlq.replay(connection, redis, topology, stage, selection)
-        except dlq.DeadLetterError as exc:
-            raise CommandError(f"replay refused: {exc}", EXIT_PROBLEM_FOUND) from exc
-    if arguments.json:
-        print(json.dumps({
-            "replayed": [{"intent_id": str(i.id), "state": str(i.state), "stage": name} for i, name in report.replayed],
-            "not_flagged": [str(intent_id) for intent_id in report.not_flagged],
-            "deleted_dead_letters": report.deleted_letters,
-        }, indent=2))  # fmt: skip
-        return EXIT_OK
-    for intent, name in report.replayed:
-        print(f"replayed {intent.id} ({intent.state}) to {name}")
-    for intent_id in report.not_flagged:
-        print(f"{intent_id}: not flagged (replayed already, or never dead-lettered): nothing published")
-    print(f"{len(report.replayed)} replayed; {report.deleted_letters} dead letter(s) deleted")
-    return EXIT_OK
-
-
-async def _dlq_drop(settings: Settings, arguments: argparse.Namespace) -> int:
-    from pm.cli import dlq
-
-    selection = _dlq_selection(arguments)
-    async with _dlq_backends(settings) as (_, redis, topology):
-        (stage,) = _dlq_stage(topology, arguments.stage)
-        try:
-            deleted = await dlq.drop(redis, stage, selection)
-        except dlq.DeadLetterError as exc:
-            raise CommandError(f"drop refused: {exc}", EXIT_PROBLEM_FOUND) from exc
-    print(f"dropped {deleted} dead letter(s) from {stage.name}; their intents stay as they are (flagged ones"
-          " are not re-driven: replay them by id, or settle them by hand)")  # fmt: skip
-    return EXIT_OK
-
-
-async def _review_list(settings: Settings, arguments: argparse.Namespace) -> int:
-    from pm.store import reviews
-
-    async with _keys_connection(settings) as connection:
-        flagged = await reviews.list_flagged(connection, arguments.limit)
-    if arguments.json:
-        print(json.dumps(flagged, indent=2, default=str))
-        return EXIT_OK
-    for row in flagged:
-        print(
-            f"{row['id']}  {row['state']:8} {row['operation_type']:16} {row['amount_minor']} minor {row['currency']}"
-            f"  {row['channel']}  {row['review_reason']}"
-        )
-    if not flagged:
-        print("nothing to review")
-    return EXIT_OK
-
-
-async def _keys_list(settings: Settings, arguments: argparse.Namespace) -> int:
-    async with _keys_connection(settings) as connection:
-        listed = await keys.list_keys(connection)
-    if arguments.json:
-        print(json.dumps([key.to_json() for key in listed], indent=2))
-        return EXIT_OK
-    for key in listed:
-        status = "revoked" if key.revoked else "active"
-        merchant = f" merchant={key.merchant_id}" if key.merchant_id else ""
-        operations = ",".join(sorted(key.operations)) or keys.OPERATIONS_NONE
-        scopes = ",".join(sorted(key.scopes))
-        print(f"{key.key_id}  {status:7}  {scopes}{merchant}  operations={operations}  {key.name}")
-    return EXIT_OK
-
-
-async def _rules_test(settings: Settings, arguments: argparse.Namespace) -> int:
-    """Exit 0 when the intent would be priced, 1 when it would be refused (FEE_RULE_ERROR, ...)."""
-    from pm.cli.rules_report import channel_for, format_report, rules_test
-    from pm.domain.cel import ENGINES
-
-    request = _pricing_request(arguments, arguments.currency or settings.wallet_currency)
-    async with _keys_connection(settings) as connection:
-        if arguments.channel is None:
-            request = dataclasses.replace(
-                request, channel=await channel_for(connection, request.operation_type, request.amount_minor)
-            )
-        report = await rules_test(connection, request, ENGINES[arguments.engine]())
-    print(json.dumps(report.to_json(), indent=2) if arguments.json else format_report(report))
-    return EXIT_OK if report.refusal is None else EXIT_PROBLEM_FOUND
-
-
-def _pricing_request(arguments: argparse.Namespace, currency: str) -> PricingRequest:
-    from pm.cli.send import SendError, to_minor_units
-    from pm.domain.pricing import PricingRequest
-
-    if arguments.op not in OperationType.__members__:
-        raise CommandError(f"unknown operation type {arguments.op!r}; one of: {', '.join(OperationType.__members__)}")
-    try:
-        amount_minor = to_minor_units(arguments.amount, currency)
-        at = datetime.fromisoformat(arguments.at) if arguments.at else datetime.now(UTC)
-    except (SendError, ValueError) as exc:
-        raise CommandError(str(exc)) from exc
-    return PricingRequest(
-        operation_type=arguments.op,
-        channel=arguments.channel,
-        amount_minor=amount_minor,
-        currency=currency,
-        tags=[tag for tag in arguments.tags.split(",") if tag],
-        sender_id=arguments.sender,
-        recipient_id=arguments.recipient,
-        at=at if at.tzinfo is not None else at.replace(tzinfo=UTC),
-    )
-
-
-def _print_secret(key: keys.ApiKey, secret: str, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps({**key.to_json(), "secret": secret}, indent=2))
-        return
-    print(f"key_id: {key.key_id}")
-    print(f"secret: {secret}")
-    print("pm: store the secret now; it is not shown again", file=sys.stderr)
-
-
-@contextlib.asynccontextmanager
-async def _keys_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    """A connection to the migrated database (configured or embedded), or a one-line CommandError."""
-    async with _database(settings) as database_url:
-        try:
-            connection = await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_S)
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise CommandError(f"database {redact_url(database_url)}: {_first_line(exc)}") from exc
-        try:
-            yield connection
-        except asyncpg.UndefinedTableError as exc:
-            raise CommandError("the database has no pm.api_key table; run `pm db migrate` first") from exc
-        finally:
-            await connection.close(timeout=CONNECT_TIMEOUT_S)
-
-
-async def _migrate(database_url: str) -> None:
-    try:
-        applied_names = await migrate(database_url)
-    except DatabaseUnavailableError as exc:
-        raise CommandError(f"database {redact_url(database_url)}: {_first_line(exc)}") from exc
-    except MigrationError as exc:
-        raise CommandError(f"migration: {_first_line(exc)}", EXIT_PROBLEM_FOUND) from exc
-    for name in applied_names:
-        print(f"pm: applied {name}")
-    if not applied_names:
-        print("pm: database schema is up to date")
-
-
-@contextlib.asynccontextmanager
-async def _database(settings: Settings) -> AsyncIterator[str]:
-    try:
-        async with embedded_database(settings) as database_url:
-            yield database_url
-    except EmbeddedServerError as exc:
-        raise CommandError(f"embedded PostgreSQL: {_first_line(exc)}") from exc
-
-
-@contextlib.asynccontextmanager
-async def _ledger_database(settings: Settings) -> AsyncIterator[str | None]:
-    """The database the ledger lives in, started only when the ledger is the `postgres` backend."""
-    if not settings.ledger_needs_database():
-        yield None
-        return
-    async with _database(settings) as database_url:
-        yield database_url
-
-
-@contextlib.asynccontextmanager
-async def _servers_running(settings: Settings) -> AsyncIterator[tuple[str, str]]:
-    try:
-        async with embedded_servers(settings) as urls:
-            yield urls
-    except EmbeddedServerError as exc:
-        raise CommandError(f"embedded servers: {_first_line(exc)}") from exc
-
-
-@contextlib.asynccontextmanager
-async def _opened_ledger(ledger_url: str) -> AsyncIterator[Ledger]:
-    """`open_ledger`, with a bad URL or an unreachable server turned into a one-line CommandError."""
-    # Imported here so `pm db migrate` and `pm servers` work without loading the TigerBeetle client.
-    from ledger import LedgerUnavailableError, LedgerUrlError, open_ledger
-
-    try:
-        async with open_ledger(ledger_url) as ledger:
-            yield ledger
-    except (LedgerUrlError, LedgerUnavailableError) as exc:
-        raise CommandError(f"ledger {redact_url(ledger_url)}: {_first_line(exc)}") from exc
-
-
-def redact_url(url: str) -> str:
-    """`url` with any password replaced by ***, safe to print and log."""
-    return re.sub(r"(://[^:/@?#]*):[^@/?#]*@", r"\1:***@", url)
-
-
-def _first_line(exc: BaseException) -> str:
-    # Server errors (asyncpg's especially) can span lines; the contract is one line on stderr.
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _describe_validation_error(exc: pydantic.ValidationError) -> str:

@@ -1,4 +1,4 @@
-"""`pm send p2p|adjust` and `pm balance`: the signed client from the command line.
+"""`pm send p2p|withdraw|topup|adjust` and `pm balance`: the signed client from the command line.
 
 The key comes from PM_API_KEY_ID / PM_API_KEY_SECRET, else from the demo keys `pm up` wrote to the
 data dir; the gateway from PM_GATEWAY_URL, else PM_HTTP_HOST:PM_HTTP_PORT. `pm send` posts the intent,
@@ -7,12 +7,13 @@ then shows its states as they arrive (Server-Sent Events) and exits 0 only when 
 
 from __future__ import annotations
 
+import argparse
 import json
 import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from pm.client import PMClient
+from pm.cli.common import WALLET_CURRENCY_HELP, CommandError
 from pm.config.settings import Settings
 
 FINAL_STATES = ("SETTLED", "REJECTED", "FAILED")
@@ -21,6 +22,87 @@ CURRENCY_EXPONENT = {"THB": 2, "USD": 2, "EUR": 2}
 
 class SendError(ValueError):
     """Bad arguments or missing credentials, said in one line."""
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    send = commands.add_parser("send", help="post a signed intent and follow its states").add_subparsers(
+        required=True, metavar="KIND"
+    )
+    p2p = send.add_parser("p2p", help="a P2P transfer: --from USER --to USER --amount 150.00")
+    p2p.add_argument("--from", dest="sender", type=int, required=True)
+    p2p.add_argument("--to", dest="recipient", type=int, required=True)
+    p2p.add_argument("--amount", required=True, help="in major units, e.g. 150.00")
+    p2p.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
+    p2p.add_argument("--tags", default="", help="comma-separated, e.g. kyc_verified")
+    p2p.set_defaults(command=_send_p2p)
+    withdraw = send.add_parser("withdraw", help="an IPPS withdrawal: --from USER --amount 500.00 [--destination T]")
+    withdraw.add_argument("--from", dest="sender", type=int, required=True)
+    withdraw.add_argument("--amount", required=True, help="in major units; with the simulator the last two "
+                          "digits of the minor units pick its behaviour (README: PSP simulator)")  # fmt: skip
+    withdraw.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
+    withdraw.add_argument("--destination", default="demo-bank-token", help="the Auth Center's payee token")
+    withdraw.set_defaults(command=_send_withdraw)
+    topup = send.add_parser("topup", help="a QP top-up: --to USER --amount 1000.00 (the user pays a QR at QP)")
+    topup.add_argument("--to", dest="recipient", type=int, required=True)
+    topup.add_argument("--amount", required=True, help="in major units; the simulator reads the last two digits")
+    topup.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
+    topup.set_defaults(command=_send_topup)
+    adjust = send.add_parser("adjust", help="credit a user from adjustments (admin key): --to USER --amount")
+    adjust.add_argument("--to", dest="recipient", type=int, required=True)
+    adjust.add_argument("--amount", required=True)
+    adjust.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
+    adjust.add_argument("--operator", type=int, default=None, help="the operator's user id, recorded")
+    adjust.set_defaults(command=_send_adjust)
+    balance = commands.add_parser("balance", help="a user's balance through the gateway")
+    balance.add_argument("--user", type=int, required=True)
+    balance.add_argument("--currency", default=None, help="default: the gateway's wallet currency")
+    balance.set_defaults(command=_balance)
+
+
+async def _send(
+    settings: Settings, arguments: argparse.Namespace, role: str, operation_type: str, **fields: Any
+) -> int:
+    """Post one signed intent (amount in major units from the arguments) and follow its states."""
+    currency = arguments.currency or settings.wallet_currency
+    try:
+        amount_minor = to_minor_units(arguments.amount, currency)
+        request = {"operation_type": operation_type, "amount_minor": amount_minor, "currency": currency}
+        return await send_and_follow(settings, role, {**request, **fields})
+    except SendError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+async def _send_p2p(settings: Settings, arguments: argparse.Namespace) -> int:
+    tags = [tag for tag in arguments.tags.split(",") if tag]
+    return await _send(
+        settings, arguments, "app", "P2P_TRANSFER", user_id=arguments.sender, recipient_id=arguments.recipient,
+        tags=tags,
+    )  # fmt: skip
+
+
+async def _send_withdraw(settings: Settings, arguments: argparse.Namespace) -> int:
+    return await _send(
+        settings, arguments, "app", "IPPS_WITHDRAWAL", user_id=arguments.sender,
+        destination_ref=arguments.destination,
+    )  # fmt: skip
+
+
+async def _send_topup(settings: Settings, arguments: argparse.Namespace) -> int:
+    return await _send(settings, arguments, "app", "QP_TOPUP", user_id=arguments.recipient)
+
+
+async def _send_adjust(settings: Settings, arguments: argparse.Namespace) -> int:
+    return await _send(
+        settings, arguments, "admin", "ADMIN_ADJUSTMENT", user_id=arguments.operator,
+        recipient_id=arguments.recipient,
+    )  # fmt: skip
+
+
+async def _balance(settings: Settings, arguments: argparse.Namespace) -> int:
+    try:
+        return await show_balance(settings, arguments.user, arguments.currency)
+    except SendError as exc:
+        raise CommandError(str(exc)) from exc
 
 
 def to_minor_units(amount: str, currency: str) -> int:
@@ -56,6 +138,9 @@ def gateway_url(settings: Settings) -> str:
 
 
 async def send_and_follow(settings: Settings, role: str, request: dict[str, Any]) -> int:
+    # Imported here: every `pm` command loads this module to register `pm send`; only a request needs aiohttp.
+    from pm.client import PMClient
+
     key_id, secret = credentials(settings, role)
     async with PMClient(gateway_url(settings), key_id, secret) as client:
         intent = await client.create_intent(idempotency_key=str(uuid.uuid4()), **request)
@@ -74,6 +159,8 @@ async def send_and_follow(settings: Settings, role: str, request: dict[str, Any]
 
 async def show_balance(settings: Settings, user_id: int, currency: str | None) -> int:
     """None: the gateway's wallet currency (GET /api/pm/balance without ?currency=)."""
+    from pm.client import PMClient  # here, not at the top: as in send_and_follow
+
     key_id, secret = credentials(settings, "app")
     async with PMClient(gateway_url(settings), key_id, secret) as client:
         balance = await client.balance(currency, user_id=user_id)
