@@ -14,7 +14,7 @@ U128_MAX = (1 << 128) - 1
 # One reply holds at most this many objects: 1 MiB less its 256-byte header and a 128-byte multi-batch
 # trailer, in 128-byte objects. TigerBeetle caps a filter's `limit` here instead of refusing it: its client
 # expects min(limit, this) results (tb_client `Operation.result_count_expected`) and its state machine
-# scans as many, so no limit that fits the u32 field raises TooMuchDataError (tests/ledger/test_query_limit.py).
+# scans as many, so no limit that fits the u32 field raises TooMuchDataError (tests/conformance/test_query_limit.py).
 QUERY_RESULTS_MAX = 8189
 
 _ACCOUNT_FILTER_FLAGS = (

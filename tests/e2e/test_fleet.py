@@ -12,9 +12,9 @@ import uuid
 
 import aiohttp
 import pytest
-from fleet_support import running_fleet
 
 from pm.client import PMApiError, PMClient
+from tests.support.fleet import running_fleet
 
 _users = itertools.count(500_000)
 

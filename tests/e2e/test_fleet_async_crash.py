@@ -16,7 +16,6 @@ import uuid
 
 import orjson
 from aiohttp import web
-from fleet_support import APP_SCOPES, MERCHANT_OPERATIONS, free_port, psp_sim_environment, running_fleet
 
 from consumers import outbox
 from ledger import accounts, open_ledger
@@ -24,6 +23,7 @@ from pm.client import PMClient
 from pm.config.constants import RULES_POLL_INTERVAL_S
 from pm.redis.wire import redis_from_url
 from pm.store import keys
+from tests.support.fleet import APP_SCOPES, MERCHANT_OPERATIONS, free_port, psp_sim_environment, running_fleet
 
 INTENTS = 500
 SECRET = "merchant-webhook-secret-crash-test"

@@ -11,10 +11,10 @@ import json
 import uuid
 
 import pytest
-from fleet_support import running_fleet
 
 from ledger import accounts, open_ledger
 from pm.config.constants import RULES_POLL_INTERVAL_S
+from tests.support.fleet import running_fleet
 
 _users = itertools.count(700_000)
 

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import aiohttp
-from fleet_support import free_port, psp_sim_environment, running_fleet
 
 from ledger import accounts, open_ledger
 from pm.config.constants import RULES_POLL_INTERVAL_S
+from tests.support.fleet import free_port, psp_sim_environment, running_fleet
 
 PM = str(Path(sys.executable).parent / "pm")
 HOLD_TIMEOUT_S = 8

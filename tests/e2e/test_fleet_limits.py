@@ -9,9 +9,9 @@ import random
 
 import pytest
 import redis.asyncio as aioredis
-from fleet_support import running_fleet
 
 from pm.config.constants import LIMIT_KEY_PREFIX, RULES_POLL_INTERVAL_S
+from tests.support.fleet import running_fleet
 
 CAP_INTENTS = 20
 AMOUNT_MINOR = 1_000

@@ -9,12 +9,12 @@ import asyncio
 import itertools
 
 import pytest
-from fleet_support import APP_SCOPES, MERCHANT_OPERATIONS, running_fleet
 
 from ledger import accounts, open_ledger
 from pm.client import PMClient
 from pm.config.constants import RULES_POLL_INTERVAL_S
 from pm.store import keys
+from tests.support.fleet import APP_SCOPES, MERCHANT_OPERATIONS, running_fleet
 
 _ids = itertools.count(900_000)
 

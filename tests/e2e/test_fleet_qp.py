@@ -15,11 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from fleet_support import APP_OPERATIONS, APP_SCOPES, free_port, psp_sim_environment, running_fleet
-
 from ledger import accounts, open_ledger
 from pm.config.constants import RULES_POLL_INTERVAL_S
 from pm.store import keys
+from tests.support.fleet import APP_OPERATIONS, APP_SCOPES, free_port, psp_sim_environment, running_fleet
 
 PM = str(Path(sys.executable).parent / "pm")
 REQUEST_VALID_S = 8  # PM_PSP_HOLD_TIMEOUT_S: how long the QR payment request is valid at QP

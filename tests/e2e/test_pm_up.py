@@ -14,9 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from fleet_support import free_port, write_streams_file
-
 from pm.store.migrate import migrate
+from tests.support.fleet import free_port, write_streams_file
 
 PM = str(Path(sys.executable).parent / "pm")
 STATES = ["CREATED", "VALIDATED", "PRICED", "CLEARED", "AUTHORIZED"]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
-from fleet_support import APP_OPERATIONS, APP_SCOPES, free_port, write_streams_file
 
 from ledger import open_ledger
 from ledger.check import run_check
@@ -18,6 +17,7 @@ from pm.client import PMClient
 from pm.dev.fleet import Fleet
 from pm.store import keys
 from pm.store.migrate import migrate
+from tests.support.fleet import APP_OPERATIONS, APP_SCOPES, free_port, write_streams_file
 
 
 async def test_everything_in_one_process(fresh_database, redis_url) -> None:

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from pipeline_support import Pipeline, isolated_topology, open_pipeline
 
 import channels
 from channels.internal_p2p import InternalP2P
@@ -25,6 +24,7 @@ from pm.config.constants import RULES_POLL_INTERVAL_S
 from pm.config.settings import Settings
 from pm.domain.intent import ErrorCode, Intent, OperationType, State
 from pm.store import keys
+from tests.support.pipeline import Pipeline, isolated_topology, open_pipeline
 
 P2P = OperationType.P2P_TRANSFER
 # A change commits, then every process sees it at its next read that starts a second or more later.

@@ -17,7 +17,6 @@ import uuid
 from pathlib import Path
 
 import yaml
-from pipeline_support import open_pipeline
 from prometheus_client import REGISTRY
 
 import channels
@@ -26,6 +25,7 @@ from consumers.runtime import StageRunner
 from pm.config.topology import Topology, parse_topology, renamed_document
 from pm.domain.intent import OperationType, State
 from pm.redis import streams
+from tests.support.pipeline import open_pipeline
 
 PM = str(Path(sys.executable).parent / "pm")
 P2P = OperationType.P2P_TRANSFER

@@ -9,10 +9,9 @@ from __future__ import annotations
 import random
 import uuid
 
-from gateway_pipeline_support import GatewayPipeline, error_of, gateway_on_pipeline
-
 from consumers.poller import purge_once
 from pm.domain.intent import State
+from tests.support.gateway_pipeline import GatewayPipeline, error_of, gateway_on_pipeline
 
 FUNDS_MINOR = 100_000
 AUTH_CENTER_SCOPES = "intents:write,intents:read,balance:read"

@@ -13,9 +13,9 @@ import uuid
 
 import asyncpg
 import pytest
-from gateway_pipeline_support import GatewayPipeline, error_of, gateway_on_pipeline
 
 from pm.domain.intent import State
+from tests.support.gateway_pipeline import GatewayPipeline, error_of, gateway_on_pipeline
 
 FUNDS_MINOR = 100_000  # 1,000.00 THB
 STOLEN_MINOR = 90_000  # the 900.00 of the report

@@ -13,8 +13,6 @@ import random
 import uuid
 from collections.abc import AsyncIterator
 
-from pipeline_support import Pipeline, isolated_topology, open_pipeline
-
 import channels
 from consumers.bootstrap import open_stage_context
 from consumers.main import running_stages
@@ -26,6 +24,7 @@ from pm.redis import streams
 from pm.store import intents
 from pm.store.audit import Actor
 from pm.store.limit_rules import LimitRuleFields, create_rule, update_rule
+from tests.support.pipeline import Pipeline, isolated_topology, open_pipeline
 
 P2P = OperationType.P2P_TRANSFER
 ACTOR = Actor("test", None)

@@ -8,12 +8,12 @@ import asyncio
 import itertools
 
 import pytest
-from pipeline_support import isolated_topology, open_pipeline, transfers_in_ledger
 
 import channels
 from consumers.runtime import StageRunner
 from pm.domain.intent import ErrorCode, OperationType, State
 from pm.redis import streams
+from tests.support.pipeline import isolated_topology, open_pipeline, transfers_in_ledger
 
 P2P = OperationType.P2P_TRANSFER
 _users = itertools.count(10_000)

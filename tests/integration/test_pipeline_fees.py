@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from pipeline_support import isolated_topology, open_pipeline, transfers_in_ledger
-
 from ledger import accounts
 from pm.config.constants import RULES_POLL_INTERVAL_S
 from pm.domain.intent import ErrorCode, OperationType, State
@@ -18,6 +16,7 @@ from pm.domain.pricing import FeeKind
 from pm.store import fee_rules
 from pm.store.audit import Actor
 from pm.store.fee_rules import FeeRuleFields
+from tests.support.pipeline import isolated_topology, open_pipeline, transfers_in_ledger
 
 P2P = OperationType.P2P_TRANSFER
 ACTOR = Actor(api_key_id="test", operator_id=None)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import random
 import uuid
 
-from pipeline_support import Pipeline, isolated_topology, open_pipeline, transfers_in_ledger
-
 from ledger import accounts
 from pm.domain.intent import ErrorCode, Intent, OperationType, State
 from pm.domain.limits import Period
@@ -21,6 +19,7 @@ from pm.store.audit import Actor
 from pm.store.fee_rules import FeeRuleFields
 from pm.store.limit_rules import LimitRuleFields
 from pm.store.limit_rules import create_rule as create_limit_rule
+from tests.support.pipeline import Pipeline, isolated_topology, open_pipeline, transfers_in_ledger
 
 CHARGE = OperationType.MINIAPP_CHARGE
 CREDIT = OperationType.MINIAPP_CREDIT

@@ -25,7 +25,6 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from pipeline_support import Pipeline, isolated_topology, open_pipeline
 
 import channels
 from consumers import dispatch, psp_connector, settlement
@@ -44,6 +43,7 @@ from pm.psp.client import PspClient
 from pm.psp.secrets import SIMULATOR_QP_CALLBACK_SECRET, SIMULATOR_SETTINGS
 from pm.store import intents as store
 from pm.store import keys
+from tests.support.pipeline import Pipeline, isolated_topology, open_pipeline
 
 APP_SCOPES = "intents:write,intents:read,balance:read"
 APP_OPERATIONS = "P2P_TRANSFER,IPPS_WITHDRAWAL,THAI_QR_PAY,QP_TOPUP"

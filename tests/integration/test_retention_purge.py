@@ -7,11 +7,11 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
-from pipeline_support import isolated_topology, open_pipeline
 
 from consumers.poller import purge_once
 from pm.config.constants import NONCE_TTL_S
 from pm.store import intents
+from tests.support.pipeline import isolated_topology, open_pipeline
 
 RETENTION_S = 86_400
 

@@ -14,7 +14,6 @@ import time
 
 import pytest
 from aiohttp.test_utils import TestServer
-from pipeline_support import isolated_topology, open_pipeline
 
 import channels
 from consumers import dispatch, psp_watch, settlement
@@ -27,6 +26,7 @@ from pm.domain.intent import OperationType, State, Transition
 from pm.psp.client import PspClient
 from pm.psp.secrets import SIMULATOR_SETTINGS
 from pm.store import intents as store
+from tests.support.pipeline import isolated_topology, open_pipeline
 
 PATH = [State.CREATED, State.VALIDATED, State.PRICED, State.CLEARED]
 

@@ -4,17 +4,15 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from gateway_support import Gateway, isolated_topology
 
 from gateway.app import create_app, runner_options
 from pm.config.settings import Settings
-
-MakeGateway = Callable[..., contextlib.AbstractAsyncContextManager[Gateway]]
+from tests.support.gateway import Gateway, MakeGateway, isolated_topology
 
 
 @pytest.fixture(scope="session")

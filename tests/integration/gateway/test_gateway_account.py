@@ -10,14 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import tigerbeetle as tb
-from conftest import MakeGateway
-from gateway_support import Gateway, error_of, new_user
 
 from gateway.resources import LEDGER
 from ledger import accounts
 from pm.client import PMApiError
 from pm.domain.intent import OperationType
 from pm.store import intents as store
+from tests.support.gateway import Gateway, MakeGateway, error_of, new_user
 
 
 async def test_balance_is_zero_before_the_first_movement(gateway: Gateway) -> None:

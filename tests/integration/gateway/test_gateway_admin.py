@@ -11,11 +11,11 @@ import random
 from typing import Any
 
 import pytest
-from gateway_support import ADMIN, Gateway, Key, error_of
 
 from gateway.admin_api import ADMIN_ROUTES
 from pm.store import limit_rules, payment_routes
 from pm.store.audit import current_rule_generation
+from tests.support.gateway import ADMIN, Gateway, Key, error_of
 
 LIMIT_RULE = {"operation_type": "P2P_TRANSFER", "tag": None, "period": "daily", "max_amount_minor": 50_000,
               "max_count": None}  # fmt: skip

@@ -12,12 +12,12 @@ import time
 import uuid
 
 import pytest
-from gateway_support import Gateway, Key, error_of, new_user, p2p_body
 
 from pm.config.constants import API_KEY_CACHE_TTL_S, API_KEY_RECHECK_S, NONCE_KEY_PREFIX
 from pm.domain import signing
 from pm.store import keys
 from pm.store.keys import SCOPE_BALANCE_READ, SCOPE_INTENTS_READ
+from tests.support.gateway import Gateway, Key, error_of, new_user, p2p_body
 
 
 def _signed_p2p(key: Key, sender: int, recipient: int, **overrides: object) -> tuple[bytes, dict[str, str]]:

@@ -11,12 +11,12 @@ import uuid
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from gateway_support import Gateway, new_user
 from redis.exceptions import ResponseError
 
 from gateway.batching import IntentWriter, RedisBatch, ResponseRecorder
 from pm.domain.intent import OperationType
 from pm.store import intents as store
+from tests.support.gateway import Gateway, new_user
 
 
 async def test_concurrent_commands_each_get_their_reply(redis_url: str) -> None:

@@ -14,10 +14,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway_support import Gateway, Key, new_user
-
 from pm.config.constants import API_KEY_CACHE_TTL_S, API_KEY_RECHECK_S
 from pm.store import keys
+from tests.support.gateway import Gateway, Key, new_user
 
 PM = str(Path(sys.executable).parent / "pm")
 

@@ -10,10 +10,10 @@ import json
 from typing import Any
 
 import pytest
-from gateway_support import ADMIN, Gateway, Key, error_of, new_user, p2p_body
 
 from pm.store import fee_rules
 from pm.store.audit import current_rule_generation
+from tests.support.gateway import ADMIN, Gateway, Key, error_of, new_user, p2p_body
 
 
 def rule_body(sender_id: int, **changes: Any) -> dict[str, Any]:

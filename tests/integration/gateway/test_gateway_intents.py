@@ -10,13 +10,12 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import MakeGateway
-from gateway_support import ADMIN, Gateway, error_of, new_user, p2p_body
 
 from gateway.intents import request_hash
 from pm.domain.intent import OperationType
 from pm.redis import streams
 from pm.store import intents as store
+from tests.support.gateway import ADMIN, Gateway, MakeGateway, error_of, new_user, p2p_body
 
 
 async def test_signed_post_creates_one_intent_event_and_stream_entry(gateway: Gateway) -> None:

@@ -9,12 +9,10 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from conftest import MakeGateway
-from gateway_support import Gateway, Key, new_user
-
 from gateway.resources import KEYS
 from pm.config.constants import API_KEY_CACHE_TTL_S, API_KEY_RECHECK_S
 from pm.store import keys
+from tests.support.gateway import Gateway, Key, MakeGateway, new_user
 
 GRACE_S = 3
 

@@ -11,11 +11,11 @@ import uuid
 from typing import Any
 
 import pytest
-from gateway_support import Gateway, error_of, new_user
 
 from pm.domain.intent import OperationType
 from pm.redis import streams
 from pm.store import intents as store
+from tests.support.gateway import Gateway, error_of, new_user
 
 MINIAPP = ["MINIAPP_CHARGE", "MINIAPP_CREDIT"]
 

@@ -13,13 +13,12 @@ import socket
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import MakeGateway
-from gateway_support import Gateway, error_of, isolated_topology, new_user, p2p_body
 from openapi_spec_validator import validate
 
 from gateway.app import ROUTES, create_app, run_gateway, runner_options
 from pm.config.constants import BACKLOG_MEASURE_INTERVAL_S
 from pm.config.settings import Settings
+from tests.support.gateway import Gateway, MakeGateway, error_of, isolated_topology, new_user, p2p_body
 
 
 async def test_healthz_and_readyz_when_everything_answers(gateway: Gateway) -> None:

@@ -10,7 +10,8 @@ import json
 from typing import Any
 
 import pytest
-from gateway_support import ADMIN, Gateway, Key, new_user
+
+from tests.support.gateway import ADMIN, Gateway, Key, new_user
 
 P2P_BODY = {"operation_type": "P2P_TRANSFER", "amount_minor": 10_000, "currency": "THB"}
 PAYOUT_BODY = {"operation_type": "IPPS_WITHDRAWAL", "amount_minor": 10_000, "currency": "THB"}

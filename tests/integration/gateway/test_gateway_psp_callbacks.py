@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-from gateway_support import Gateway, error_of, new_user
 
 from pm.domain import psp_signing
 from pm.domain.intent import ErrorCode, OperationType, State, Transition
 from pm.psp.secrets import SIMULATOR_IPPS_CALLBACK_SECRET, SIMULATOR_SETTINGS
 from pm.store import intents as store
+from tests.support.gateway import Gateway, error_of, new_user
 
 SECRET = SIMULATOR_IPPS_CALLBACK_SECRET
 PATH = "/psp/IPPS_TRANSFER/callback"

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from gateway_support import ADMIN, Gateway, Key, error_of, isolated_topology, new_user, p2p_body
 
 from gateway.app import create_app, runner_options
 from pm.config.constants import NONCE_STORE_COMPLETE_SINCE_KEY
@@ -23,6 +22,7 @@ from pm.config.settings import Settings
 from pm.dev.embedded import running_valkey
 from pm.domain import signing
 from pm.store.migrate import migrate
+from tests.support.gateway import ADMIN, Gateway, Key, error_of, isolated_topology, new_user, p2p_body
 
 LIMIT_RULE = {"operation_type": "P2P_TRANSFER", "tag": None, "period": "daily", "max_amount_minor": 50_000,
               "max_count": None}  # fmt: skip

@@ -12,12 +12,10 @@ import time
 import uuid
 from typing import Any
 
-from conftest import MakeGateway
-from gateway_support import Gateway, error_of, new_user, p2p_body
-
 from gateway.resources import STATUS_HUB
 from pm.domain.intent import ErrorCode, Intent, State, advance, reject
 from pm.store import intents as store
+from tests.support.gateway import Gateway, MakeGateway, error_of, new_user, p2p_body
 
 TO_SETTLED = (State.VALIDATED, State.PRICED, State.CLEARED, State.AUTHORIZED, State.SETTLED)
 

@@ -12,7 +12,8 @@ that failed with a transient error is not a transfer).
 from __future__ import annotations
 
 import tigerbeetle as tb
-from ledger_support import (
+
+from tests.support.ledger import (
     AF,
     TF,
     TS,

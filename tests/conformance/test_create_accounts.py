@@ -14,7 +14,8 @@ import dataclasses
 
 import pytest
 import tigerbeetle as tb
-from ledger_support import (
+
+from tests.support.ledger import (
     AF,
     AS,
     U128_MAX,

@@ -16,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 
 import tigerbeetle as tb
-from ledger_support import (
+
+from tests.support.ledger import (
     AF,
     AS,
     TF,

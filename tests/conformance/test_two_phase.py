@@ -17,7 +17,8 @@ import time
 
 import pytest
 import tigerbeetle as tb
-from ledger_support import (
+
+from tests.support.ledger import (
     AF,
     AMOUNT_MAX,
     TF,

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import pytest
 import tigerbeetle as tb
-from ledger_support import (
+
+from ledger import TooMuchDataError
+from tests.support.ledger import (
     AF,
     AS,
     TS,
@@ -23,8 +25,6 @@ from ledger_support import (
     transfer,
     unique_ledger,
 )
-
-from ledger import TooMuchDataError
 
 pytestmark = pytest.mark.slow
 

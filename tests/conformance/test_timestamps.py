@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from itertools import pairwise
 
-from ledger_support import (
+from tests.support.ledger import (
     AF,
     TF,
     account,

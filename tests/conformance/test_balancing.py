@@ -18,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from ledger_support import (
+
+from tests.support.ledger import (
     AF,
     AMOUNT_MAX,
     TF,

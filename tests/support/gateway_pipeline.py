@@ -1,5 +1,5 @@
 """The real gateway on a running pipeline, for tests where money must move (or must not) the way a caller
-meets it: the stages and the outbox worker run in-process on a fresh database (pipeline_support), the
+meets it: the stages and the outbox worker run in-process on a fresh database (tests.support.pipeline), the
 gateway runs in aiohttp's test server on the same database and Valkey, and requests are signed exactly as
 a caller signs them (pm.domain.signing)."""
 
@@ -14,12 +14,12 @@ from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
-from pipeline_support import Pipeline, isolated_topology, open_pipeline
 
 from gateway.app import create_app, runner_options
 from pm.config.settings import Settings
 from pm.domain import signing
 from pm.store import keys
+from tests.support.pipeline import Pipeline, isolated_topology, open_pipeline
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,8 @@ import dataclasses
 
 import pytest
 import tigerbeetle as tb
-from ledger_support import (
+
+from tests.support.ledger import (
     AF,
     AMOUNT_MAX,
     AS,

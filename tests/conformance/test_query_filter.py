@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import pytest
 import tigerbeetle as tb
-from ledger_support import (
+
+from tests.support.ledger import (
     AF,
     TF,
     U64_MAX,

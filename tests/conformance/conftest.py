@@ -12,16 +12,10 @@ The postgres and tigerbeetle ledgers are shared, so every test uses fresh ids an
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:  # `import ledger_support` works under any pytest import mode
-    sys.path.insert(0, _HERE)
-
-from ledger import open_ledger  # noqa: E402
+from ledger import open_ledger
 
 BACKENDS = ("memory", "postgres", "tigerbeetle")
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import tigerbeetle as tb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ledger_support import AF, AMOUNT_MAX, TF, unique_ledger, without_timestamp
 
 from ledger import open_ledger
+from tests.support.ledger import AF, AMOUNT_MAX, TF, unique_ledger, without_timestamp
 
 DMNEC = AF.DEBITS_MUST_NOT_EXCEED_CREDITS
 CMNED = AF.CREDITS_MUST_NOT_EXCEED_DEBITS

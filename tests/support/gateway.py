@@ -3,11 +3,13 @@ of its own (so tests never see each other's entries), API keys made on the spot,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
 import random
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -154,3 +156,7 @@ class Gateway:
 async def error_of(response: aiohttp.ClientResponse) -> tuple[int, str]:
     body = await response.json()
     return response.status, body["error"]["code"]
+
+
+# What the `make_gateway` fixture (tests/integration/gateway/conftest.py) is: `make_gateway(**settings)`.
+MakeGateway = Callable[..., contextlib.AbstractAsyncContextManager[Gateway]]

@@ -10,7 +10,7 @@ accounts with this flag set"), create_transfers.md @ c1c325e5 (`exceeds_credits`
 
 from __future__ import annotations
 
-from ledger_support import (
+from tests.support.ledger import (
     AF,
     TF,
     TS,

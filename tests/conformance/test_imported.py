@@ -20,7 +20,8 @@ import dataclasses
 import time
 
 import pytest
-from ledger_support import (
+
+from tests.support.ledger import (
     AF,
     AS,
     TF,
