@@ -1,4 +1,4 @@
-"""What a stage handler may use: the database pool, the ledger, Redis, the topology and the routes.
+"""What a stage handler may use: the database pool, the ledger, Redis, the topology and the money rules.
 
 One `StageContext` per process, opened and closed by `consumers.bootstrap.open_stage_context` (the
 composition root of the consumer processes). Handlers are plain async functions of (intents, context)
@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -22,12 +23,27 @@ from pm.config.metrics import LEDGER_REQUEST_EVENTS, LEDGER_RESULTS
 from pm.config.settings import DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT
 from pm.config.topology import Topology
 from pm.domain.intent import Intent, Transition
+from pm.domain.rules import Rules
 from pm.psp.client import PspClient
-from pm.store.limit_rules import LimitRuleCache
-from pm.store.payment_routes import RouteTable
-from pm.store.rule_cache import FeeRuleCache
+from pm.store.rules import RulesCache
 
 log = logging.getLogger("pm.consumers")
+
+
+class RulesSource(Protocol):
+    """Where a handler gets the rules: the process's RulesCache, or fixed ones in a unit test."""
+
+    async def current(self, pool: Any) -> Rules: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FixedRules:
+    """Rules that never change, for unit tests of the handlers (no database)."""
+
+    rules: Rules
+
+    async def current(self, pool: Any) -> Rules:
+        return self.rules
 
 
 class KnownAccounts:
@@ -55,9 +71,9 @@ class StageContext:
     ledger: Ledger
     redis: aioredis.Redis
     topology: Topology
-    routes: RouteTable = field(default_factory=RouteTable)
-    limit_rules: LimitRuleCache = field(default_factory=LimitRuleCache)
-    fee_rules: FeeRuleCache = field(default_factory=FeeRuleCache)
+    # The money rules: `await context.rules.current(context.pool)` is one snapshot (pm.domain.rules.Rules);
+    # a unit test gives a `FixedRules` instead of the cache that reads PostgreSQL.
+    rules: RulesSource = field(default_factory=RulesCache)
     known_accounts: KnownAccounts = field(default_factory=KnownAccounts)
     psp: PspClient | None = None  # PSP channels' PSPs (their connectors submit, settlement asks)
     psp_status_query_interval_s: float = 10.0  # settlement asks a PSP about an intent at most this often

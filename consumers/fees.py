@@ -54,5 +54,5 @@ def price(intent: Intent, rules: RuleSet) -> Transition:
 
 
 async def handle(intents: list[Intent], context: StageContext) -> list[Transition]:
-    rules = await context.fee_rules.current(context.pool)
-    return [price(intent, rules) for intent in intents]
+    rules = await context.rules.current(context.pool)
+    return [price(intent, rules.fees) for intent in intents]

@@ -20,8 +20,8 @@ from pm.store import limit_members
 
 
 async def handle(intents: list[Intent], context: StageContext) -> list[Transition]:
-    rules = await context.limit_rules.current(context.pool)
-    plans = [(intent, counters_for(intent, rules)) for intent in intents]
+    rules = await context.rules.current(context.pool)
+    plans = [(intent, counters_for(intent, rules.limit_rules)) for intent in intents]
     limited = [(intent, counters) for intent, counters in plans if counters]
     rebuild = functools.partial(limit_members.rebuild_members, context.pool)
     reservations = await limit_counters.reserve(context.redis, rebuild, limited) if limited else {}

@@ -39,7 +39,7 @@ from pm.config import metrics
 from pm.config.topology import Topology
 from pm.domain import psp_signing
 from pm.domain.webhook_policy import AllowedHosts
-from pm.store.limit_rules import LimitRuleCache
+from pm.store.rules import RulesCache
 from pm.webhooks.client import WebhookClient
 
 log = logging.getLogger("pm.outbox")
@@ -199,11 +199,11 @@ async def run_outbox(
 
 async def _feed_loop(pool: asyncpg.Pool, redis: aioredis.Redis, topology: Topology, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
-    limit_rules = LimitRuleCache()
+    rules = RulesCache()
     while not stop.is_set():
         started_s = loop.time()
         try:
-            result = await feed_once(pool, redis, topology, limit_rules)
+            result = await feed_once(pool, redis, topology, rules)
             if result.locked_out:
                 wait_s = FEED_STANDBY_WAIT_S
             elif result.events >= FEED_BATCH_MAX:

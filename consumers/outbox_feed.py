@@ -40,7 +40,7 @@ from pm.domain import history
 from pm.domain.intent import TERMINAL_STATE_NAMES
 from pm.redis import limit_counters, streams
 from pm.store.intents import event_message, load_intents
-from pm.store.limit_rules import LimitRuleCache
+from pm.store.rules import RulesCache
 
 FEED_BATCH_MAX = 2_000
 CURSOR_NAME = "app"
@@ -93,7 +93,7 @@ WHERE name = ${_N + 2}
 
 
 async def feed_once(
-    pool: asyncpg.Pool, redis: aioredis.Redis, topology: Topology, limit_rules: LimitRuleCache | None = None
+    pool: asyncpg.Pool, redis: aioredis.Redis, topology: Topology, rules: RulesCache | None = None
 ) -> FeedRound:
     # READ COMMITTED, whatever the server's default: the cursor read must see the last holder's commit.
     async with pool.acquire() as conn, conn.transaction(isolation="read_committed"):
@@ -119,8 +119,8 @@ async def feed_once(
         # A final state is an intent's last transition, so its row as it is now is as it ended.
         finals = await load_intents(conn, final_ids) if final_ids else []
         if finals:
-            rules = await (limit_rules or LimitRuleCache()).current(conn)
-            await limit_counters.release_refused(redis, rules, finals)
+            snapshot = await (rules or RulesCache()).current(conn)
+            await limit_counters.release_refused(redis, snapshot.limit_rules, finals)
         arguments, written = history.write_arguments(finals)
         last = rows[-1]
         await conn.execute(

@@ -15,6 +15,7 @@ from consumers.context import StageContext
 from ledger.accounts import CURRENCY_LEDGER, NamedAccount
 from pm.domain.intent import ErrorCode, Intent, State, Transition, advance, reject
 from pm.domain.parties import party_refusal
+from pm.domain.rules import Rules
 
 OK_ACCOUNT_STATUSES = (tb.CreateAccountStatus.CREATED, tb.CreateAccountStatus.EXISTS)
 
@@ -23,13 +24,13 @@ class AccountCreationError(RuntimeError):
     """The ledger refused to create an account; a bug or a misconfigured ledger, never user input."""
 
 
-def decide(intent: Intent, context: StageContext) -> Transition:
+def decide(intent: Intent, rules: Rules) -> Transition:
     if intent.currency not in CURRENCY_LEDGER:
         return reject(intent, ErrorCode.UNSUPPORTED_CURRENCY, f"currency {intent.currency} is not supported")
     refusal = party_refusal(intent)  # the operation type's parties (pm/domain/parties.py)
     if refusal is not None:
         return reject(intent, *refusal)
-    route = context.routes.choose(str(intent.operation_type), intent.amount_minor)
+    route = rules.route_for(str(intent.operation_type), intent.amount_minor)
     if route is None:
         return reject(
             intent,
@@ -46,8 +47,8 @@ def decide(intent: Intent, context: StageContext) -> Transition:
 
 
 async def handle(intents: list[Intent], context: StageContext) -> list[Transition]:
-    await context.routes.refresh(context.pool)
-    transitions = [decide(intent, context) for intent in intents]
+    rules = await context.rules.current(context.pool)
+    transitions = [decide(intent, rules) for intent in intents]
     needed: dict[int, NamedAccount] = {}
     for intent, transition in zip(intents, transitions, strict=True):
         if transition.new == State.VALIDATED:

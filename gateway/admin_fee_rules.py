@@ -27,7 +27,7 @@ import channels
 from gateway.admin_requests import actor_of, conflict, parse_body, path_id
 from gateway.errors import ApiError, json_response, not_found, validation_failed
 from gateway.models import BIGINT_MAX, INT4_MAX, NoPii, pii_refusal
-from gateway.quote import FEE_RULES
+from gateway.quote import RULES
 from gateway.resources import DATABASE, SETTINGS
 from pm.domain.cel import EXPRESSION_LENGTH_HARD_MAX, Bounds, CelCompileError, ProductionEngine, ReferenceEngine
 from pm.domain.cel.base import text_parts
@@ -89,7 +89,7 @@ class FeeRuleBody(BaseModel):
 async def create_fee_rule(request: web.Request) -> web.Response:
     fields = await _fields(request)
     saved = await _saving(fee_rules.create_rule(request.app[DATABASE], actor_of(request), fields))
-    request.app[FEE_RULES].expire()
+    request.app[RULES].expire()
     return json_response(saved.to_json(), 201)
 
 
@@ -113,7 +113,7 @@ async def update_fee_rule(request: web.Request) -> web.Response:
     saved = await _saving(fee_rules.update_rule(request.app[DATABASE], actor_of(request), rule_id, fields))
     if saved is None:
         raise not_found()
-    request.app[FEE_RULES].expire()
+    request.app[RULES].expire()
     return json_response(saved.to_json())
 
 
@@ -121,7 +121,7 @@ async def delete_fee_rule(request: web.Request) -> web.Response:
     saved = await fee_rules.disable_rule(request.app[DATABASE], actor_of(request), path_id(request))
     if saved is None:
         raise not_found()
-    request.app[FEE_RULES].expire()
+    request.app[RULES].expire()
     return json_response(saved.to_json())
 
 

@@ -25,12 +25,10 @@ from gateway.models import IntentLimits, parse_intent_request
 from gateway.resources import API_KEY, DATABASE, SETTINGS
 from pm.domain.intent import ErrorCode
 from pm.domain.pricing import PricingError, PricingRequest
-from pm.store.payment_routes import RouteTable
-from pm.store.rule_cache import FeeRuleCache
+from pm.store.rules import RulesCache
 
 # Set by create_app: this process's fee rules and routes, each re-read when they change.
-FEE_RULES = web.AppKey("fee_rules", FeeRuleCache)
-ROUTES = web.AppKey("quote_routes", RouteTable)
+RULES = web.AppKey("rules", RulesCache)
 
 
 async def quote(request: web.Request) -> web.Response:
@@ -39,13 +37,11 @@ async def quote(request: web.Request) -> web.Response:
     intent_request = parse_intent_request(body, IntentLimits.from_settings(app[SETTINGS]))
     who = parties(intent_request, request[API_KEY], acting_user(request, required=False))
     pool = app[DATABASE]
-    routes = app[ROUTES]
-    await routes.refresh(pool)
-    route = routes.choose(intent_request.operation_type, intent_request.amount_minor)
+    rules = await app[RULES].current(pool)
+    route = rules.route_for(intent_request.operation_type, intent_request.amount_minor)
     if route is None:
         message = f"no enabled route for {intent_request.operation_type} of this amount"
         raise validation_failed(message, ErrorCode.NO_ROUTE)
-    rules = await app[FEE_RULES].current(pool)
     pricing_request = PricingRequest(
         operation_type=intent_request.operation_type,
         channel=route.channel,
@@ -57,7 +53,7 @@ async def quote(request: web.Request) -> web.Response:
         at=datetime.now(UTC),
     )
     try:
-        fees = rules.price(pricing_request)
+        fees = rules.fees.price(pricing_request)
     except PricingError as exc:
         raise validation_failed(exc.message, exc.code) from None
     return json_response(fees.quote(intent_request.amount_minor))
@@ -65,5 +61,4 @@ async def quote(request: web.Request) -> web.Response:
 
 def add_resources(app: web.Application) -> None:
     """Called by create_app: the caches start empty and load on the first quote."""
-    app[FEE_RULES] = FeeRuleCache()
-    app[ROUTES] = RouteTable()
+    app[RULES] = RulesCache()

@@ -17,8 +17,8 @@ import asyncpg
 
 from pm.domain.cel import Engine
 from pm.domain.pricing import WALLET_TIME_ZONE, Fees, PricingError, PricingRequest, RuleOutcome, RuleSet
-from pm.store import fee_rules
-from pm.store.payment_routes import RouteTable
+from pm.domain.rules import choose_route
+from pm.store import fee_rules, payment_routes
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +56,7 @@ class RulesTestReport:
 
 async def channel_for(connection: asyncpg.Connection, operation_type: str, amount_minor: int) -> str | None:
     """The channel validation would route the intent to (None: no enabled route)."""
-    routes = RouteTable()
-    await routes.refresh(connection)
-    route = routes.choose(operation_type, amount_minor)
+    route = choose_route(await payment_routes.load_enabled_routes(connection), operation_type, amount_minor)
     return route.channel if route is not None else None
 
 

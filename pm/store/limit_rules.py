@@ -1,6 +1,6 @@
 """Limit rules in PostgreSQL (`pm.limit_rule`): what the stages read, and what the admin API changes.
 
-    rules = await cache.current(pool)        # the enabled rules; at most RULES_POLL_INTERVAL_S old
+    rules = await load_enabled_rules(pool)   # the enabled ones (pm/store/rules.py keeps them fresh)
     rule = await create_rule(pool, actor, fields)             # TooManyRulesError: 409
     rule = await update_rule(pool, actor, rule_id, fields)    # None: no such rule
     rule = await disable_rule(pool, actor, rule_id)
@@ -17,7 +17,6 @@ import asyncpg
 
 from pm.config.constants import LIMIT_RULES_ENABLED_MAX, LIMIT_RULES_LISTED_MAX
 from pm.domain.limits import LimitRule, Period
-from pm.store.generation_cache import GenerationCache
 from pm.store.versioned_rows import VersionedTable
 
 _COLUMNS = "id, version, operation_type, tag, period, max_amount_minor, max_count"
@@ -37,14 +36,6 @@ class LimitRuleFields:
     max_amount_minor: int
     max_count: int | None
     enabled: bool
-
-
-class LimitRuleCache(GenerationCache[tuple[LimitRule, ...]]):
-    """The enabled rules of this process, re-read when `pm.rule_generation` moves (pm/store/generation_cache.py).
-    A failed read raises (the batch is retried): never limits on rules unread."""
-
-    def __init__(self) -> None:
-        super().__init__(lambda pool, _previous, _generation: load_enabled_rules(pool))
 
 
 async def load_enabled_rules(pool: asyncpg.Pool | asyncpg.Connection) -> tuple[LimitRule, ...]:

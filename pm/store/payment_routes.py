@@ -4,8 +4,8 @@
     route = await update_route(pool, actor, route_id, fields)   # None: no such route
     route = await disable_route(pool, actor, route_id)
 
-Validation (and /quote, `pm rules test`) read the enabled routes through `RouteTable` (a
-`GenerationCache`: an edit is seen within a second in every process). Each change is one transaction
+Validation (and /quote, `pm rules test`) read the enabled routes from the process's rules snapshot
+(pm/store/rules.py: an edit is seen within a second in every process). Each change is one transaction
 with its audit row and a bump of `pm.rule_generation` (pm/store/versioned_rows.py).
 """
 
@@ -16,38 +16,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from pm.config.constants import ROUTES_MAX
-from pm.store.generation_cache import GenerationCache
+from pm.domain.rules import Route
 from pm.store.versioned_rows import VersionedTable
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    operation_type: str
-    min_amount_minor: int
-    max_amount_minor: int
-    channel: str
-    priority: int
-
-
-class RouteTable:
-    """The enabled routes of this process, best priority first; `refresh` before `choose`."""
-
-    def __init__(self) -> None:
-        self._cache = GenerationCache(lambda pool, _previous, _generation: load_enabled_routes(pool))
-        self.routes: tuple[Route, ...] = ()
-
-    async def refresh(self, pool: asyncpg.Pool | asyncpg.Connection) -> None:
-        self.routes = await self._cache.current(pool)
-
-    def choose(self, operation_type: str, amount_minor: int) -> Route | None:
-        """The enabled route with the best (lowest) priority whose range holds the amount."""
-        for route in self.routes:
-            if (
-                route.operation_type == operation_type
-                and route.min_amount_minor <= amount_minor <= route.max_amount_minor
-            ):
-                return route
-        return None
 
 
 async def load_enabled_routes(pool: asyncpg.Pool | asyncpg.Connection) -> tuple[Route, ...]:

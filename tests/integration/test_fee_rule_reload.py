@@ -29,15 +29,15 @@ import asyncio, json, sys, time
 from datetime import UTC, datetime
 import asyncpg
 from pm.domain.pricing import PricingRequest
-from pm.store.rule_cache import FeeRuleCache
+from pm.store.rules import RulesCache
 
 async def main(database_url, expected_fee):
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
-    cache, last = FeeRuleCache(), None
+    cache, last = RulesCache(), None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         request = PricingRequest("P2P_TRANSFER", "INTERNAL_P2P", 10_000, "THB", (), 1, 2, datetime.now(UTC))
-        fee = (await cache.current(pool)).price(request).fee_pre_minor
+        fee = (await cache.current(pool)).fees.price(request).fee_pre_minor
         if fee != last:
             print(json.dumps({"fee": fee, "seen_at": time.time()}), flush=True)
             last = fee

@@ -188,7 +188,7 @@ async def test_a_rule_tightened_below_its_rebuilt_count_refuses_at_once(fresh_da
         # with the three intents already settled, one more than the new count cap.
         tightened = LimitRuleFields("P2P_TRANSFER", None, Period.DAILY, 10_000, 2, enabled=True)
         assert (await update_rule(pool, ACTOR, rule_id, tightened))["version"] == 2
-        pipeline.context.limit_rules.expire()  # this process made the change: it counts at once
+        pipeline.context.rules.expire()  # this process made the change: it counts at once
         late = await submit(pipeline, 1_000, alice, bob)
         async with pipeline.stages(["validation", "fees"]):
             await wait_state(pipeline, late, "PRICED")

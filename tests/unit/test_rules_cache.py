@@ -1,6 +1,6 @@
-"""The fee rule cache reads the rule generation at most once per poll interval, reloads the rules only
-when the generation moved, so a change is priced with at most one poll interval (0.5 s) after it
-commits, and keeps the compiled programs of rules that did not change."""
+"""The rules cache (one snapshot of routes, limit rules and fee rules) reads the rule generation at most
+once per poll interval, reloads the rules only when the generation moved, so a change is used at most one
+poll interval (0.5 s) after it commits, and keeps the compiled programs of fee rules that did not change."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ from typing import Any
 from pm.config.constants import RULES_POLL_INTERVAL_S
 from pm.domain.cel import ProductionEngine
 from pm.domain.pricing import PricingRequest
-from pm.store.rule_cache import FeeRuleCache
+from pm.store.rules import RulesCache
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 REQUEST = PricingRequest("P2P_TRANSFER", "INTERNAL_P2P", 10_000, "THB", (), 1, 2, NOW)
 
 
 class FakeDatabase:
-    """Answers the two queries of the cache like pm.rule_generation and pm.fee_rule would, and counts them."""
+    """Answers the cache's queries like pm.rule_generation, pm.fee_rule, pm.payment_route and pm.limit_rule
+    would (no routes or limit rules here), and counts the generation and fee rule reads."""
 
     def __init__(self) -> None:
         self.generation = 1
@@ -31,6 +32,8 @@ class FakeDatabase:
         return self.generation
 
     async def fetch(self, query: str, *args: object) -> list[dict[str, Any]]:
+        if "pm.payment_route" in query or "pm.limit_rule" in query:
+            return []
         assert "pm.fee_rule" in query
         self.rule_reads += 1
         return [dict(row) for row in self.rows]
@@ -59,8 +62,8 @@ class Clock:
 
 async def test_a_change_is_seen_within_one_poll_interval_with_one_query_per_interval() -> None:
     database, clock = FakeDatabase(), Clock()
-    cache = FeeRuleCache(ProductionEngine(), clock=clock)
-    assert (await cache.current(database)).price(REQUEST).fee_pre_minor == 0
+    cache = RulesCache(ProductionEngine(), clock=clock)
+    assert (await cache.current(database)).fees.price(REQUEST).fee_pre_minor == 0
     assert (database.generation_reads, database.rule_reads) == (1, 1)
 
     database.save(1, 1, "25")
@@ -69,7 +72,7 @@ async def test_a_change_is_seen_within_one_poll_interval_with_one_query_per_inte
     assert database.generation_reads == 1
 
     clock.now_s += RULES_POLL_INTERVAL_S
-    assert (await cache.current(database)).price(REQUEST).fee_pre_minor == 25
+    assert (await cache.current(database)).fees.price(REQUEST).fee_pre_minor == 25
     assert (database.generation_reads, database.rule_reads) == (2, 2)
 
     clock.now_s += RULES_POLL_INTERVAL_S
@@ -81,10 +84,10 @@ async def test_unchanged_rules_keep_their_compiled_programs() -> None:
     database, clock = FakeDatabase(), Clock()
     database.save(1, 1, "25")
     database.save(2, 1, "30")
-    cache = FeeRuleCache(ProductionEngine(), clock=clock)
-    before = {c.rule.id: c for c in (await cache.current(database)).rules}
+    cache = RulesCache(ProductionEngine(), clock=clock)
+    before = {c.rule.id: c for c in (await cache.current(database)).fees.rules}
     database.save(2, 2, "35")
     clock.now_s += RULES_POLL_INTERVAL_S
-    after = {c.rule.id: c for c in (await cache.current(database)).rules}
+    after = {c.rule.id: c for c in (await cache.current(database)).fees.rules}
     assert after[1] is before[1] and after[2] is not before[2]
     assert after[2].rule.version == 2

@@ -1,8 +1,13 @@
-"""What a process keeps of the money rules (fee rules, limit rules, routes), reloaded within a second of
-any change made by any process.
+"""What a process keeps of the money rules (fee rules, limit rules, routes): one snapshot of them all
+(pm.domain.rules.Rules), reloaded within a second of any change made by any process.
 
-    cache = GenerationCache(load)                    # load(pool, previous, generation) -> the value
+    cache = RulesCache()                             # one per process: stages, the gateway, the outbox worker
     rules = await cache.current(pool)               # at most one cheap query per poll interval
+    rules.route_for("P2P_TRANSFER", 5_000); rules.limit_rules; rules.fees.price(request)
+
+The rows are changed through their own tables (pm/store/fee_rules.py with its version rows; limit rules
+and routes through pm/store/versioned_rows.py); each change bumps the rule generation, and this one cache
+shape serves all three.
 
 Every change of a rule or route bumps `pm.rule_generation` in its own transaction (pm/store/audit.py).
 `current` reads the generation when its last read is older than `poll_interval_s` and calls `load`
@@ -14,6 +19,7 @@ no session state). A failed read raises: no process acts on rules it cannot vouc
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -21,13 +27,22 @@ from typing import Generic, TypeVar
 import asyncpg
 
 from pm.config.constants import RULES_POLL_INTERVAL_S
+from pm.domain.cel import Engine, ProductionEngine
+from pm.domain.pricing import RuleSet
+from pm.domain.rules import Rules
+from pm.store import fee_rules, payment_routes
+from pm.store import limit_rules as limit_rules_store
 from pm.store.audit import current_rule_generation
+
+log = logging.getLogger("pm.rules")
 
 Value = TypeVar("Value")
 Pool = asyncpg.Pool | asyncpg.Connection
 
 
 class GenerationCache(Generic[Value]):
+    """A value loaded from PostgreSQL, reloaded when `pm.rule_generation` moves (the module docstring)."""
+
     def __init__(
         self,
         load: Callable[[Pool, Value | None, int], Awaitable[Value]],
@@ -76,3 +91,26 @@ class GenerationCache(Generic[Value]):
             self._generation = generation
             self.reloads += 1
         self._checked_at_s = started_s
+
+
+class RulesCache(GenerationCache[Rules]):
+    """The rules of this process as one snapshot; fee rules whose (id, version) did not change keep their
+    compiled programs. A failed read raises (a stage retries its batch; the gateway answers 503): no
+    process acts on rules it cannot vouch for."""
+
+    def __init__(
+        self,
+        engine: Engine | None = None,
+        poll_interval_s: float = RULES_POLL_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(self._load_rules, poll_interval_s, clock)
+        self.engine: Engine = engine or ProductionEngine()
+
+    async def _load_rules(self, pool: Pool, previous: Rules | None, generation: int) -> Rules:
+        loaded = await fee_rules.load_enabled_rules(pool)
+        fees = RuleSet(self.engine, loaded, previous=previous.fees if previous else None, generation=generation)
+        broken = [c.rule.id for c in fees.rules if c.compile_error is not None]
+        log.info("rules loaded", extra={"generation": generation, "fee_rules": len(loaded), "broken": broken})
+        routes = await payment_routes.load_enabled_routes(pool)
+        return Rules(generation, routes, await limit_rules_store.load_enabled_rules(pool), fees)
