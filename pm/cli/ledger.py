@@ -1,4 +1,4 @@
-"""`pm ledger check|demo`: the ledger itself, without the pipeline (ledger/check.py, ledger/demo.py).
+"""`pm ledger check|demo`: the ledger itself, without the pipeline (ledger/check.py, pm/dev/ledger_demo.py).
 
 The ledger is the one the settings name (`Settings.effective_ledger_url`); the embedded PostgreSQL is
 started only when that is the `postgres` backend. `check` exits 1 when the ledger is not ok.
@@ -43,7 +43,7 @@ async def _ledger_check(settings: Settings, arguments: argparse.Namespace) -> in
 
 
 async def _ledger_demo(settings: Settings, arguments: argparse.Namespace) -> int:
-    from ledger.demo import seed_demo
+    from pm.dev.ledger_demo import seed_demo
 
     async with _ledger_database(settings) as database_url:
         ledger_url = settings.effective_ledger_url(database_url)

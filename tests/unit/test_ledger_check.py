@@ -7,8 +7,8 @@ import tigerbeetle as tb
 
 from ledger import accounts, open_ledger
 from ledger.check import format_report, run_check
-from ledger.demo import seed_demo
 from ledger.memory import MemoryLedger
+from pm.dev.ledger_demo import seed_demo
 
 THB = 764
 
