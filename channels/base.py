@@ -35,7 +35,7 @@ import tigerbeetle as tb
 from ledger import accounts
 from ledger.accounts import NamedAccount, currency_ledger, transfer_id
 from pm.domain.intent import OPERATION_CODE, ErrorCode, Hold, Intent, OperationType
-from pm.domain.psp import PspTimings
+from pm.domain.psp import Provider, PspOutcome, PspTimings
 from pm.psp.client import PspClient
 
 HOLD_LEG = "hold"
@@ -87,8 +87,8 @@ class Channel:
         raise NotImplementedError(f"channel {self.name} settles instantly; there is no PSP")
 
     @staticmethod
-    def outcome(psp_status: str | None) -> str | None:
-        """A PSP status that decides the intent ("SUCCEEDED", "DECLINED" or "EXPIRED"), else None."""
+    def outcome(psp_status: str | None) -> PspOutcome | None:
+        """The outcome a PSP status decides (SUCCEEDED, DECLINED or EXPIRED), else None."""
         return None
 
     # -- helpers for subclasses ----------------------------------------------------------------
@@ -142,6 +142,7 @@ class PspChannel(Channel):
 
     settles_instantly = False
     via_connector = True
+    provider: Provider  # whose API it speaks (pm/psp/client.py knows each provider's URL and secret)
     hold_timeout_s = 900
     submit_deadline_s = 300
     outcome_deadline_s = 600

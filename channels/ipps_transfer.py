@@ -20,14 +20,16 @@ from channels.base import PspChannel
 from ledger import accounts
 from ledger.accounts import NamedAccount
 from pm.domain.intent import Hold, Intent, OperationType
+from pm.domain.psp import Provider, PspOutcome
 from pm.psp.client import PspClient
 
-SUCCEEDED = "SUCCEEDED"
-DECLINED = "DECLINED"
+# IPPS's payout statuses that decide; PROCESSING and anything else decide nothing yet.
+OUTCOMES = {"SUCCEEDED": PspOutcome.SUCCEEDED, "DECLINED": PspOutcome.DECLINED}
 
 
 class IppsTransfer(PspChannel):
     name = "IPPS_TRANSFER"
+    provider = Provider.IPPS
     operation_types = frozenset({OperationType.IPPS_WITHDRAWAL, OperationType.THAI_QR_PAY})
 
     def accounts(self, intent: Intent) -> list[NamedAccount]:
@@ -55,7 +57,9 @@ class IppsTransfer(PspChannel):
         after `hold_expires_at`: the hold's own expiry, rounded down."""
         assert intent.destination_ref is not None and self.may_submit(hold, now_s)
         return await psp.submit_payout(
+            self.provider,
             str(intent.id),
+            callback_url=psp.callback_url(self.name),
             amount_minor=intent.amount_minor - intent.fee_post_minor,
             currency=intent.currency,
             destination_ref=intent.destination_ref,
@@ -63,9 +67,9 @@ class IppsTransfer(PspChannel):
         )
 
     async def status(self, intent: Intent, psp: PspClient) -> str | None:
-        return await psp.payout_status(str(intent.id))
+        return await psp.payout_status(self.provider, str(intent.id))
 
     @staticmethod
-    def outcome(psp_status: str | None) -> str | None:
+    def outcome(psp_status: str | None) -> PspOutcome | None:
         """SUCCEEDED, DECLINED, or None (not final: PROCESSING, unknown)."""
-        return psp_status if psp_status in (SUCCEEDED, DECLINED) else None
+        return OUTCOMES.get(psp_status or "")

@@ -25,15 +25,18 @@ from channels.base import PspChannel
 from ledger import accounts
 from ledger.accounts import NamedAccount
 from pm.domain.intent import Hold, Intent, OperationType
+from pm.domain.psp import Provider, PspOutcome
 from pm.psp.client import PspClient
 
-OUTCOMES = {"PAID": "SUCCEEDED", "EXPIRED": "EXPIRED"}
+# QP's payment request statuses that decide; PENDING and anything else decide nothing yet.
+OUTCOMES = {"PAID": PspOutcome.SUCCEEDED, "EXPIRED": PspOutcome.EXPIRED}
 # QP's longest payment request (its API: 1 to 86,400 s); a longer hold just outlives its request.
 REQUEST_VALID_S_MAX = 86_400
 
 
 class QpTransfer(PspChannel):
     name = "QP_TRANSFER"
+    provider = Provider.QP
     operation_types = frozenset({OperationType.QP_TOPUP})
 
     def accounts(self, intent: Intent) -> list[NamedAccount]:
@@ -68,12 +71,17 @@ class QpTransfer(PspChannel):
         valid_s = min(int(hold.expires_at_s - now_s), REQUEST_VALID_S_MAX)
         assert valid_s >= 1, "the submit deadline comes at least a second before the hold expires"
         return await psp.submit_payment_request(
-            str(intent.id), amount_minor=self.charged_minor(intent), currency=intent.currency, expires_in_s=valid_s
+            self.provider,
+            str(intent.id),
+            callback_url=psp.callback_url(self.name),
+            amount_minor=self.charged_minor(intent),
+            currency=intent.currency,
+            expires_in_s=valid_s,
         )
 
     async def status(self, intent: Intent, psp: PspClient) -> str | None:
-        return await psp.payment_request_status(str(intent.id))
+        return await psp.payment_request_status(self.provider, str(intent.id))
 
     @staticmethod
-    def outcome(psp_status: str | None) -> str | None:
+    def outcome(psp_status: str | None) -> PspOutcome | None:
         return OUTCOMES.get(psp_status or "")

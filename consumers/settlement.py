@@ -25,12 +25,11 @@ from consumers.context import StageContext
 from consumers.holds import look_up_holds, release
 from pm.config.constants import PSP_STATUS_QUERY_KEY_PREFIX
 from pm.domain.intent import ErrorCode, Intent, State, Transition, advance, fail
+from pm.domain.psp import PspOutcome
 from pm.psp.client import PspUnavailable
 from pm.store import reviews
 
 log = logging.getLogger("pm.consumers.settlement")
-SUCCEEDED, DECLINED = "SUCCEEDED", "DECLINED"
-EXPIRED = "EXPIRED"  # our decision: no outcome by the channel's deadline
 
 # Failures after which the hold is still pending and must be voided.
 VOID_AND_FAIL: dict[tb.CreateTransferStatus, tuple[ErrorCode, str]] = {
@@ -61,13 +60,13 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
     deadline: set[object] = set()  # intents PM gives up on at its deadline: the PSP may still pay them
     for intent, decision in await _psp_decisions(context, external, deadline):
         channel = channels.channel_of(intent)
-        if decision == SUCCEEDED:
+        if decision is PspOutcome.SUCCEEDED:
             chains.append((intent, channel.settle(intent)))
             paid_out.add(intent.id)
-        elif decision == DECLINED:
+        elif decision is PspOutcome.DECLINED:
             to_void.append((intent, ErrorCode.PSP_DECLINED, "the payment service provider declined it"))
         else:
-            assert decision == EXPIRED
+            assert decision is PspOutcome.EXPIRED, decision
             to_void.append((intent, ErrorCode.EXPIRED, "no outcome from the payment service provider in time"))
     transitions: list[Transition] = []
     for outcome in await run_chains(context, chains):
@@ -94,7 +93,7 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
 
 async def _psp_decisions(
     context: StageContext, intents: list[Intent], deadline: set[object]
-) -> list[tuple[Intent, str]]:
+) -> list[tuple[Intent, PspOutcome]]:
     """What to do with PSP-channel intents: SUCCEEDED, DECLINED, EXPIRED, or nothing yet (left out).
 
     An entry carrying a signature-checked callback's status (`psp_status`) is decided by it. Any other
@@ -134,7 +133,7 @@ async def _psp_decisions(
         assert isinstance(channel, PspChannel), intent.channel
         decision = channel.outcome(status_of[intent.id])
         if decision is None and intent.psp_status is None and channel.past_deadline(hold, now_s):
-            decision = EXPIRED
+            decision = PspOutcome.EXPIRED  # our decision: no outcome by the channel's deadline
             deadline.add(intent.id)
         if decision is not None:
             decisions.append((intent, decision))

@@ -22,10 +22,12 @@ import orjson
 from aiohttp import web
 
 import channels
+from channels.base import PspChannel
 from gateway.errors import ApiError, bad_request, json_response, not_found
 from gateway.resources import DATABASE, PSP, REDIS_BATCH, TOPOLOGY
 from pm.config.metrics import PSP_CALLBACKS
 from pm.domain.intent import ErrorCode, Intent, State
+from pm.domain.psp import PspOutcome
 from pm.redis import streams
 from pm.store import reviews
 from pm.store.intents import INTENT_COLUMNS, intent_from_row
@@ -34,7 +36,6 @@ log = logging.getLogger("pm.gateway.psp")
 
 EVENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 STATUS_PATTERN = re.compile(r"[A-Z_]{1,32}")
-SUCCESS_STATUSES = frozenset({"SUCCEEDED", "PAID"})
 
 # Records the event once and reads the intent it names, in one round trip. An event for an intent we
 # do not have is not recorded.
@@ -52,11 +53,11 @@ SELECT (SELECT count(*) FROM recorded) = 1 AS new_event, {INTENT_COLUMNS} FROM p
 async def callback(request: web.Request) -> web.Response:
     channel_name = request.match_info["channel"]
     channel = channels.channel_named(channel_name)
-    if channel is None or channel.settles_instantly:
+    if not isinstance(channel, PspChannel):  # unknown, or instant: no PSP calls back
         raise not_found()
     body = await request.read()
     app = request.app
-    if not app[PSP].callback_signature_ok(channel_name, request.headers, body):
+    if not app[PSP].callback_signature_ok(channel.provider, request.headers, body):
         # Not the PSP's word, so it causes nothing: no read, no query, no stream entry. An attacker
         # could otherwise make PM ask (or, formerly, pay) a PSP once per forged request; a real PSP's
         # outcome still arrives, through its retries or settlement's own status queries.
@@ -80,7 +81,7 @@ async def callback(request: web.Request) -> web.Response:
         if intent.channel != channel_name:
             PSP_CALLBACKS.labels(channel_name, "wrong_channel").inc()
             raise not_found()
-        late_success = intent.state == State.FAILED and status in SUCCESS_STATUSES
+        late_success = intent.state == State.FAILED and channel.outcome(status) is PspOutcome.SUCCEEDED
         if late_success:
             # Money may have left at the PSP for an intent whose hold we released: an operator decides.
             await reviews.flag(conn, [intent.id], f"{channel_name} reported {status} after the intent failed")

@@ -19,12 +19,9 @@ answers over time, the callbacks to send and when); the simulator in pm/dev/psp_
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum, StrEnum
+from enum import IntEnum
 
-
-class Provider(StrEnum):
-    IPPS = "ipps"
-    QP = "qp"
+from pm.domain.psp import Provider as Provider  # the simulator plays both
 
 
 class Scenario(IntEnum):

@@ -1,5 +1,5 @@
-"""What the core knows of payment service providers: the outcomes that decide a payment, and the timings
-every PSP channel counts from its hold (DESIGN.md §4). No I/O.
+"""What the core knows of payment service providers: which there are, the outcomes that decide a
+payment, and the timings every PSP channel counts from its hold (DESIGN.md §4). No I/O.
 
     timings = PspTimings.from_settings(settings)      # built once per process, at its composition root
     channel.configure(timings)
@@ -10,6 +10,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from typing import Protocol
+
+
+class Provider(enum.StrEnum):
+    """A payment service provider PM talks to; its URL and callback secret are configuration
+    (pm/psp/client.py `provider_endpoints`), and each PSP channel names the one it uses."""
+
+    IPPS = "ipps"  # payouts: money leaving the wallet
+    QP = "qp"  # QR payment requests: top-ups
 
 
 class PspOutcome(enum.StrEnum):

@@ -1,9 +1,12 @@
 """PM's side of the payment service providers' HTTP APIs (the simulator plays them: pm/dev/psp_sim.py).
 
-    psp = PspClient(settings)                              # one per process; `await psp.close()`
-    status = await psp.payout_status(reference)            # None: the PSP has no such payout
-    status = await psp.submit_payout(reference, ...)       # idempotent by our reference
-    ok = psp.callback_signature_ok("IPPS_TRANSFER", headers, body)
+    psp = PspClient(settings)                                    # one per process; `await psp.close()`
+    status = await psp.payout_status(Provider.IPPS, reference)   # None: the PSP has no such payout
+    status = await psp.submit_payout(Provider.IPPS, reference, callback_url=..., ...)  # idempotent
+    ok = psp.callback_signature_ok(Provider.IPPS, headers, body)
+
+The client knows providers by configuration (`provider_endpoints`: each one's URL and callback secret),
+not by channel: a channel names its provider (`channels/*.py` `provider`) and the callback URL it wants.
 
 Our reference is the intent id, so a retried submit (after a timeout, a crash, a lost answer) names the
 same payout and the PSP answers with it instead of paying twice. At most `PSP_CALLS_IN_FLIGHT_MAX` calls
@@ -17,12 +20,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from pm.config.settings import Settings
 from pm.domain import psp_signing
+from pm.domain.psp import Provider
 
 STATUS_LENGTH_MAX = 32
 # A full batch (256) asks in two waves, so even against a PSP that times out every call a batch spends at
@@ -35,32 +40,36 @@ class PspUnavailable(Exception):
     """The PSP did not give an answer we can act on (5xx, timeout, connection refused, garbage)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderEndpoint:
+    url: str  # the API's base URL, without a trailing slash
+    callback_secret: str | None  # signs its callbacks; None verifies nothing (every callback refused)
+
+
+def provider_endpoints(settings: Settings) -> dict[Provider, ProviderEndpoint]:
+    """Each provider's endpoint, from the settings (PM_PSP_IPPS_URL, PM_PSP_QP_CALLBACK_SECRET, ...)."""
+    return {
+        Provider.IPPS: ProviderEndpoint(settings.psp_ipps_url.rstrip("/"), settings.psp_ipps_callback_secret or None),
+        Provider.QP: ProviderEndpoint(settings.psp_qp_url.rstrip("/"), settings.psp_qp_callback_secret or None),
+    }
+
+
 class PspClient:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._in_flight = asyncio.Semaphore(PSP_CALLS_IN_FLIGHT_MAX)
-        self._urls = {
-            "IPPS_TRANSFER": settings.psp_ipps_url.rstrip("/"),
-            "QP_TRANSFER": settings.psp_qp_url.rstrip("/"),
-        }
         # Unset secrets (no default: pm/psp/secrets.py) verify nothing: every callback is refused.
-        self._callback_secrets = {
-            channel: secret
-            for channel, secret in (
-                ("IPPS_TRANSFER", settings.psp_ipps_callback_secret),
-                ("QP_TRANSFER", settings.psp_qp_callback_secret),
-            )
-            if secret
-        }
+        self._endpoints = provider_endpoints(settings)
         public = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
         self._public_url = public.rstrip("/")
 
     def callback_url(self, channel: str) -> str:
+        """Where a PSP posts its outcomes for `channel`'s payments (gateway/psp_callbacks.py)."""
         return f"{self._public_url}/psp/{channel}/callback"
 
-    def callback_signature_ok(self, channel: str, headers: Mapping[str, str], body: bytes) -> bool:
-        secret = self._callback_secrets.get(channel)
+    def callback_signature_ok(self, provider: Provider, headers: Mapping[str, str], body: bytes) -> bool:
+        secret = self._endpoints[provider].callback_secret
         if secret is None:
             return False
         return psp_signing.verify([secret], headers.get(psp_signing.SIGNATURE_HEADER), body, time.time())
@@ -72,39 +81,54 @@ class PspClient:
 
     # -- IPPS payouts, QP payment requests (top-ups) ---------------------------------------------
 
-    async def payout_status(self, reference: str) -> str | None:
-        return await self._status("IPPS_TRANSFER", "payouts", reference)
+    async def payout_status(self, provider: Provider, reference: str) -> str | None:
+        return await self._status(provider, "payouts", reference)
 
     async def submit_payout(
-        self, reference: str, *, amount_minor: int, currency: str, destination_ref: str, hold_expires_at_s: int
+        self,
+        provider: Provider,
+        reference: str,
+        *,
+        callback_url: str,
+        amount_minor: int,
+        currency: str,
+        destination_ref: str,
+        hold_expires_at_s: int,
     ) -> str:
         return await self._submit(
-            "IPPS_TRANSFER", "payouts", reference, amount_minor=amount_minor, currency=currency,
-            destination_ref=destination_ref, hold_expires_at=hold_expires_at_s,
+            provider, "payouts", reference, callback_url=callback_url, amount_minor=amount_minor,
+            currency=currency, destination_ref=destination_ref, hold_expires_at=hold_expires_at_s,
         )  # fmt: skip
 
-    async def payment_request_status(self, reference: str) -> str | None:
-        return await self._status("QP_TRANSFER", "payment-requests", reference)
+    async def payment_request_status(self, provider: Provider, reference: str) -> str | None:
+        return await self._status(provider, "payment-requests", reference)
 
     async def submit_payment_request(
-        self, reference: str, *, amount_minor: int, currency: str, expires_in_s: int
+        self,
+        provider: Provider,
+        reference: str,
+        *,
+        callback_url: str,
+        amount_minor: int,
+        currency: str,
+        expires_in_s: int,
     ) -> str:
         return await self._submit(
-            "QP_TRANSFER", "payment-requests", reference, amount_minor=amount_minor, currency=currency,
-            expires_in_s=expires_in_s,
+            provider, "payment-requests", reference, callback_url=callback_url, amount_minor=amount_minor,
+            currency=currency, expires_in_s=expires_in_s,
         )  # fmt: skip
 
-    async def _status(self, channel: str, collection: str, reference: str) -> str | None:
+    async def _status(self, provider: Provider, collection: str, reference: str) -> str | None:
         """The PSP's status of our payment; None when the PSP does not know the reference."""
-        status, body = await self._call("GET", f"{self._urls[channel]}/v1/{collection}/{reference}")
+        status, body = await self._call("GET", f"{self._endpoints[provider].url}/v1/{collection}/{reference}")
         if status == 404:
             return None
         return _status_of(status, body)
 
-    async def _submit(self, channel: str, collection: str, reference: str, **fields: Any) -> str:
+    async def _submit(self, provider: Provider, collection: str, reference: str, **fields: Any) -> str:
         """Create the payment at the PSP (idempotent by `reference`); its status."""
-        payload = {"reference": reference, "callback_url": self.callback_url(channel), **fields}
-        status, body = await self._call("POST", f"{self._urls[channel]}/v1/{collection}", payload)
+        payload = {"reference": reference, **fields}
+        status, body = await self._call("POST", f"{self._endpoints[provider].url}/v1/{collection}", payload)
         if status == 409:
             # Our reference names another payment at the PSP: never pay against it; an operator looks.
             raise PspUnavailable(f"PSP refused reference {reference}: reference_reused")

@@ -13,8 +13,14 @@ from aiohttp.test_utils import TestServer
 
 from pm.config.settings import Settings
 from pm.dev.psp_sim import create_sim_app
+from pm.domain.psp import Provider
 from pm.psp.client import PSP_CALLS_IN_FLIGHT_MAX, PspClient, PspUnavailable
 from pm.psp.secrets import SIMULATOR_SETTINGS
+
+IPPS, QP = Provider.IPPS, Provider.QP
+CALLBACK_URL = "http://127.0.0.1:9/psp/IPPS_TRANSFER/callback"  # nobody listens: the simulator's callbacks fail
+PAYOUT = {"callback_url": CALLBACK_URL, "currency": "THB", "destination_ref": "tok", "hold_expires_at_s": 2**31}
+REQUEST = {"callback_url": CALLBACK_URL, "amount_minor": 7_000, "currency": "THB", "expires_in_s": 60}
 
 
 @pytest.fixture
@@ -33,18 +39,16 @@ async def test_submit_is_idempotent_and_status_reads_it(base_url) -> None:
     psp = client(base_url)
     try:
         reference = str(uuid.uuid4())
-        assert await psp.payout_status(reference) is None
-        payout = {"amount_minor": 5_000, "currency": "THB", "destination_ref": "tok", "hold_expires_at_s": 2**31}
-        assert await psp.submit_payout(reference, **payout) == "PROCESSING"
-        assert await psp.submit_payout(reference, **payout) in ("PROCESSING", "SUCCEEDED")  # the same payout
-        assert await psp.payout_status(reference) in ("PROCESSING", "SUCCEEDED")
+        assert await psp.payout_status(IPPS, reference) is None
+        payout = {**PAYOUT, "amount_minor": 5_000}
+        assert await psp.submit_payout(IPPS, reference, **payout) == "PROCESSING"
+        assert await psp.submit_payout(IPPS, reference, **payout) in ("PROCESSING", "SUCCEEDED")  # the same payout
+        assert await psp.payout_status(IPPS, reference) in ("PROCESSING", "SUCCEEDED")
         with pytest.raises(PspUnavailable, match="reference_reused"):
-            await psp.submit_payout(reference, **{**payout, "amount_minor": 5_001})
+            await psp.submit_payout(IPPS, reference, **{**payout, "amount_minor": 5_001})
         top_up = str(uuid.uuid4())
-        assert await psp.payment_request_status(top_up) is None
-        assert (
-            await psp.submit_payment_request(top_up, amount_minor=7_000, currency="THB", expires_in_s=60) == "PENDING"
-        )
+        assert await psp.payment_request_status(QP, top_up) is None
+        assert await psp.submit_payment_request(QP, top_up, **REQUEST) == "PENDING"
     finally:
         await psp.close()
 
@@ -53,25 +57,25 @@ async def test_a_psp_that_fails_or_refuses_our_key_is_unavailable(base_url) -> N
     wrong_key = client(base_url, psp_api_key="not-the-sandbox-key")
     try:
         with pytest.raises(PspUnavailable):
-            await wrong_key.payout_status(str(uuid.uuid4()))
+            await wrong_key.payout_status(IPPS, str(uuid.uuid4()))
     finally:
         await wrong_key.close()
     psp = client(base_url)
     try:
         reference = str(uuid.uuid4())
         # Behaviour 26: the first two status queries answer 503.
-        payout = {"amount_minor": 5_026, "currency": "THB", "destination_ref": "tok", "hold_expires_at_s": 2**31}
-        await psp.submit_payout(reference, **payout)
+        payout = {**PAYOUT, "amount_minor": 5_026}
+        await psp.submit_payout(IPPS, reference, **payout)
         for _ in range(2):
             with pytest.raises(PspUnavailable, match="503"):
-                await psp.payout_status(reference)
-        assert await psp.payout_status(reference) in ("PROCESSING", "SUCCEEDED")
+                await psp.payout_status(IPPS, reference)
+        assert await psp.payout_status(IPPS, reference) in ("PROCESSING", "SUCCEEDED")
     finally:
         await psp.close()
     nowhere = PspClient(Settings(**SIMULATOR_SETTINGS, psp_ipps_url="http://127.0.0.1:1/ipps"))
     try:
         with pytest.raises(PspUnavailable):
-            await nowhere.payout_status(str(uuid.uuid4()))
+            await nowhere.payout_status(IPPS, str(uuid.uuid4()))
     finally:
         await nowhere.close()
 
@@ -95,7 +99,7 @@ async def test_at_most_so_many_calls_are_in_flight_and_none_times_out_waiting_it
         psp = client(str(server.make_url("")).rstrip("/"), psp_request_timeout_s=1.0)
         try:
             calls = 4 * PSP_CALLS_IN_FLIGHT_MAX  # four waves: 1.2 s in all
-            answers = await asyncio.gather(*(psp.payout_status(str(uuid.uuid4())) for _ in range(calls)))
+            answers = await asyncio.gather(*(psp.payout_status(IPPS, str(uuid.uuid4())) for _ in range(calls)))
         finally:
             await psp.close()
     assert answers == ["PROCESSING"] * calls

@@ -167,7 +167,12 @@ async def test_a_payment_voided_at_the_deadline_is_watched_until_the_psp_answers
                 with pytest.raises(AssertionError):
                     await qp.submit_one(intent, holds[intent.id], reachable, time.time())
                 await reachable.submit_payment_request(
-                    str(intent.id), amount_minor=intent.amount_minor, currency="THB", expires_in_s=60
+                    qp.provider,
+                    str(intent.id),
+                    callback_url=reachable.callback_url(qp.name),
+                    amount_minor=intent.amount_minor,
+                    currency="THB",
+                    expires_in_s=60,
                 )
             await asyncio.sleep(0.2)  # the simulator's delay is 0: paid at once; 13 stays PENDING
             await make_due(pipeline)
