@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of the gateway, served at GET /openapi.json.
 
-Written out by hand next to the routes (tests/integration/gateway/test_gateway_openapi.py checks that
+Written out by hand next to the routes (tests/integration/gateway/test_gateway_operations.py checks that
 every route of the app is described here and nothing else is); the request body's schema comes from
 the pydantic model the gateway parses with, so the two cannot drift.
 """

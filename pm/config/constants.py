@@ -122,11 +122,11 @@ LIMIT_RULES_LISTED_MAX = 1_000
 # Every validation process holds all enabled routes and scans them per intent; disabled ones count too.
 ROUTES_MAX = 1_000
 # Every process that uses fee rules, limit rules or routes polls pm.rule_generation at most this often
-# (pm/store/generation_cache.py), so an edit applies everywhere within 0.5 s plus one query: the issue asks
+# (pm/store/rules.py, GenerationCache), so an edit applies everywhere within 0.5 s plus one query: the issue asks
 # for a second. One cheap query per process per interval.
 RULES_POLL_INTERVAL_S = 0.5
 
-# Fee rules (pm/domain/pricing.py, pm/store/fee_rules.py, pm/store/rule_cache.py).
+# Fee rules (pm/domain/pricing.py, pm/store/fee_rules.py, pm/store/rules.py).
 # Each enabled rule is compiled in every process (0.2 ms each here: 500 take 0.1 s, once per change) and
 # candidates are matched in Python per intent: a ceiling far above any fee schedule.
 FEE_RULES_ENABLED_MAX = 500

@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     sse_duration_s_max: float = Field(default=300.0, gt=0, le=3_600)
     sse_ping_interval_s: float = Field(default=15.0, gt=0, le=300)
     # The longest CEL expression (condition or amount) a fee rule may be saved with; rules already saved
-    # still load. Short rules are the point: the length bounds what one evaluation can cost (pm/cel).
+    # still load. Short rules are the point: the length bounds what one evaluation can cost (pm/domain/cel).
     fee_rule_expression_length_max: int = Field(default=1_000, ge=16, le=CEL_EXPRESSION_LENGTH_HARD_MAX)
 
     # Payment service providers. PM calls each PSP at its URL with `psp_api_key`; each PSP signs its

@@ -17,7 +17,7 @@ from pm.store.fee_rules import FeeRuleFields
 from pm.store.migrate import migrate
 
 RELOAD_BOUND_S = 1.0
-# The bound is 0.5 s plus one query by construction (tests/unit/test_rule_cache.py proves it with a fake
+# The bound is 0.5 s plus one query by construction (tests/unit/test_rules_cache.py proves it with a fake
 # clock); here two processes share two cores with whatever else runs, so scheduling gets a second more.
 BUSY_MACHINE_SLACK_S = 1.0
 LINE_TIMEOUT_S = 30.0
