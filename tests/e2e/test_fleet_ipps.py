@@ -17,8 +17,7 @@ from pathlib import Path
 import aiohttp
 
 from ledger import accounts, open_ledger
-from pm.config.constants import RULES_POLL_INTERVAL_S
-from tests.support.fleet import free_port, psp_sim_environment, running_fleet
+from tests.support.fleet import RunningFleet, free_port, psp_sim_environment, running_fleet
 
 PM = str(Path(sys.executable).parent / "pm")
 HOLD_TIMEOUT_S = 8
@@ -38,10 +37,92 @@ CASES = {
 }
 
 
-async def fees_posted(pm) -> int:
+async def create_withdrawals(pm: RunningFleet, sender: int) -> dict[str, int]:
+    """One IPPS withdrawal per case, from `sender`: intent id -> amount."""
+    created = {}
+    for amount_minor in CASES:
+        intent = await pm.app.create_intent(
+            operation_type="IPPS_WITHDRAWAL", amount_minor=amount_minor, currency="THB", user_id=sender,
+            destination_ref=f"tok_{amount_minor}",
+        )  # fmt: skip
+        assert (intent["state"], intent["destination_ref"], intent["sender_id"]) == (
+            "CREATED",
+            f"tok_{amount_minor}",
+            sender,
+        )
+        created[intent["id"]] = amount_minor
+    return created
+
+
+async def assert_the_late_success_is_flagged(pm: RunningFleet, late_id: str) -> None:
+    """The late success (24) arrives after PM voided: flagged for review, never settled, listed by
+    `pm review list` and counted by the gateway."""
+    deadline_s = time.monotonic() + HOLD_TIMEOUT_S + 10
+    while not await pm.pool.fetchval("SELECT needs_review FROM pm.intent WHERE id = $1::uuid", late_id):
+        assert time.monotonic() < deadline_s, "the late PSP success was never flagged for review"
+        await asyncio.sleep(0.3)
+    assert await pm.pool.fetchval("SELECT state FROM pm.intent WHERE id = $1::uuid", late_id) == "FAILED"
+    listed = await asyncio.to_thread(
+        subprocess.run,
+        [PM, "review", "list", "--json"],
+        env={**os.environ, "PM_DATABASE_URL": pm.database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert [row["id"] for row in json.loads(listed.stdout)] == [late_id]
+    async with aiohttp.ClientSession() as session, session.get(f"{pm.base_url}/metrics") as response:
+        exposition = await response.text()
+    assert "pm_reviews_flagged_total 1.0" in exposition  # the gateway flagged it, from the late callback
+
+
+async def assert_the_payout_money_is_exact(pm: RunningFleet, sender: int, funded: int, fees_before: int) -> int:
+    """The settled payouts' money, to the minor unit, and a clean ledger; returns what the PSP received."""
+    settled = [amount for amount, (state, _) in CASES.items() if state == "SETTLED"]
+    settled_minor = sum(settled)
+    # The sender pays amount + PRE fee for each settled payout; the declined and expired paid nothing.
+    assert await pm.balance(sender) == (funded - settled_minor - 25 * len(settled), 0)
+    assert await pm.fees_posted() - fees_before == (25 + 100) * len(settled)
+    settled_minor -= 100 * len(settled)  # what left to the PSP: amount - POST fee
     async with open_ledger(pm.database_url) as ledger:
-        found = await ledger.lookup_accounts([accounts.fees("THB").id])
-    return found[0].credits_posted - found[0].debits_posted if found else 0
+        (psp,) = await ledger.lookup_accounts([accounts.psp("IPPS_TRANSFER", "THB").id])
+        (transit,) = await ledger.lookup_accounts([accounts.transit("THB").id])
+    assert (psp.credits_posted, psp.debits_posted) == (settled_minor, 0)
+    assert (transit.debits_pending, transit.credits_pending) == (0, 0)
+    assert transit.credits_posted == transit.debits_posted
+    report = await pm.check()
+    assert report.ok, report
+    assert await pm.pending_entries() == 0
+    return settled_minor
+
+
+async def assert_thai_qr_payments_take_the_channel(pm: RunningFleet, sender: int, psp_before_minor: int) -> None:
+    """Thai QR payments take the same channel (the fee rules are for withdrawals only): one paid, one
+    declined; the user's history shows both, the declined one with 0."""
+    balance_before = (await pm.balance(sender))[0]
+    qr = {}
+    for amount_minor in (30_000, 30_013):
+        intent = await pm.app.create_intent(
+            operation_type="THAI_QR_PAY", amount_minor=amount_minor, currency="THB", user_id=sender,
+            destination_ref=f"qr_{amount_minor}",
+        )  # fmt: skip
+        qr[intent["id"]] = amount_minor
+    finished = await pm.wait_finished(list(qr), timeout_s=60)
+    assert {qr[i]: (row["state"], row["error_code"]) for i, row in finished.items()} == {
+        30_000: ("SETTLED", None),
+        30_013: ("FAILED", "PSP_DECLINED"),
+    }
+    assert await pm.balance(sender) == (balance_before - 30_000, 0)
+    async with open_ledger(pm.database_url) as ledger:
+        (psp,) = await ledger.lookup_accounts([accounts.psp("IPPS_TRANSFER", "THB").id])
+    assert (psp.credits_posted, psp.debits_posted) == (psp_before_minor + 30_000, 0)
+    page = await pm.app.history(user_id=sender, limit=50)
+    shown = {i["intent_id"]: (i["operation_type"], i["direction"], i["amount_minor"]) for i in page["items"]}
+    assert [shown[i] for i in qr] == [("THAI_QR_PAY", "DEBIT", 30_000), ("THAI_QR_PAY", "DEBIT", 0)]
+    report = await pm.check()
+    assert report.ok, report
+    assert await pm.pending_entries() == 0
 
 
 async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database, redis_url) -> None:
@@ -62,50 +143,14 @@ async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database
         # A PRE fee on payouts (held with the amount, kept only when the payout settles) and a POST fee
         # (taken from what leaves to the PSP: a whole baht, so the amount's last two digits, which pick
         # the simulator's behaviour, stay as written).
-        for kind, amount in (("PRE", "25"), ("POST", "100")):
-            rule = {
-                "name": f"payout {kind}", "operation_type": "IPPS_WITHDRAWAL", "channel": "IPPS_TRANSFER",
-                "condition": "true", "amount": amount, "kind": kind, "priority": 10,
-            }  # fmt: skip
-            await pm.admin.request("POST", "/admin/fee-rules", body=rule)
-        await asyncio.sleep(2 * RULES_POLL_INTERVAL_S)  # every fees process has re-read the rules
-        fees_before = await fees_posted(pm)
-        created = {}
-        for amount_minor in CASES:
-            intent = await pm.app.create_intent(
-                operation_type="IPPS_WITHDRAWAL", amount_minor=amount_minor, currency="THB", user_id=sender,
-                destination_ref=f"tok_{amount_minor}",
-            )  # fmt: skip
-            assert (intent["state"], intent["destination_ref"], intent["sender_id"]) == (
-                "CREATED",
-                f"tok_{amount_minor}",
-                sender,
-            )
-            created[intent["id"]] = amount_minor
+        await pm.add_fee_rules("payout", "IPPS_WITHDRAWAL", "IPPS_TRANSFER", {"PRE": 25, "POST": 100})
+        fees_before = await pm.fees_posted()
+        created = await create_withdrawals(pm, sender)
         finished = await pm.wait_finished(list(created), timeout_s=60)
         outcome = {created[i]: (row["state"], row["error_code"]) for i, row in finished.items()}
         assert outcome == CASES
 
-        # The late success (24) arrives after PM voided: flagged for review, never settled.
-        late_id = next(i for i, amount in created.items() if amount == 50_524)
-        deadline_s = time.monotonic() + HOLD_TIMEOUT_S + 10
-        while not await pm.pool.fetchval("SELECT needs_review FROM pm.intent WHERE id = $1::uuid", late_id):
-            assert time.monotonic() < deadline_s, "the late PSP success was never flagged for review"
-            await asyncio.sleep(0.3)
-        assert await pm.pool.fetchval("SELECT state FROM pm.intent WHERE id = $1::uuid", late_id) == "FAILED"
-        listed = await asyncio.to_thread(
-            subprocess.run,
-            [PM, "review", "list", "--json"],
-            env={**os.environ, "PM_DATABASE_URL": pm.database_url},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert listed.returncode == 0, listed.stderr
-        assert [row["id"] for row in json.loads(listed.stdout)] == [late_id]
-        async with aiohttp.ClientSession() as session, session.get(f"{pm.base_url}/metrics") as response:
-            exposition = await response.text()
-        assert "pm_reviews_flagged_total 1.0" in exposition  # the gateway flagged it, from the late callback
+        await assert_the_late_success_is_flagged(pm, next(i for i, amount in created.items() if amount == 50_524))
 
         # The callbacks did the work where the simulator sends them (the poller's status pulls are only
         # the fallback): each recorded once per event id; 22's duplicate dropped, 23's stale event kept
@@ -116,44 +161,5 @@ async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database
         # Each intent made exactly one terminal transition.
         assert await pm.terminal_transitions(list(created)) == dict.fromkeys(created, 1)
 
-        settled = [amount for amount, (state, _) in CASES.items() if state == "SETTLED"]
-        settled_minor = sum(settled)
-        # The sender pays amount + PRE fee for each settled payout; the declined and expired paid nothing.
-        assert await pm.balance(sender) == (funded - settled_minor - 25 * len(settled), 0)
-        assert await fees_posted(pm) - fees_before == (25 + 100) * len(settled)
-        settled_minor -= 100 * len(settled)  # what left to the PSP: amount - POST fee
-        async with open_ledger(pm.database_url) as ledger:
-            (psp,) = await ledger.lookup_accounts([accounts.psp("IPPS_TRANSFER", "THB").id])
-            (transit,) = await ledger.lookup_accounts([accounts.transit("THB").id])
-        assert (psp.credits_posted, psp.debits_posted) == (settled_minor, 0)
-        assert (transit.debits_pending, transit.credits_pending) == (0, 0)
-        assert transit.credits_posted == transit.debits_posted
-        report = await pm.check()
-        assert report.ok, report
-        assert await pm.pending_entries() == 0
-
-        # Thai QR payments take the same channel (the fee rules above are for withdrawals only): one
-        # paid, one declined; the user's history shows both, the declined one with 0.
-        balance_before = (await pm.balance(sender))[0]
-        qr = {}
-        for amount_minor in (30_000, 30_013):
-            intent = await pm.app.create_intent(
-                operation_type="THAI_QR_PAY", amount_minor=amount_minor, currency="THB", user_id=sender,
-                destination_ref=f"qr_{amount_minor}",
-            )  # fmt: skip
-            qr[intent["id"]] = amount_minor
-        finished = await pm.wait_finished(list(qr), timeout_s=60)
-        assert {qr[i]: (row["state"], row["error_code"]) for i, row in finished.items()} == {
-            30_000: ("SETTLED", None),
-            30_013: ("FAILED", "PSP_DECLINED"),
-        }
-        assert await pm.balance(sender) == (balance_before - 30_000, 0)
-        async with open_ledger(pm.database_url) as ledger:
-            (psp,) = await ledger.lookup_accounts([accounts.psp("IPPS_TRANSFER", "THB").id])
-        assert (psp.credits_posted, psp.debits_posted) == (settled_minor + 30_000, 0)
-        page = await pm.app.history(user_id=sender, limit=50)
-        shown = {i["intent_id"]: (i["operation_type"], i["direction"], i["amount_minor"]) for i in page["items"]}
-        assert [shown[i] for i in qr] == [("THAI_QR_PAY", "DEBIT", 30_000), ("THAI_QR_PAY", "DEBIT", 0)]
-        report = await pm.check()
-        assert report.ok, report
-        assert await pm.pending_entries() == 0
+        psp_minor = await assert_the_payout_money_is_exact(pm, sender, funded, fees_before)
+        await assert_thai_qr_payments_take_the_channel(pm, sender, psp_minor)

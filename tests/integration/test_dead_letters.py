@@ -8,12 +8,14 @@ dropped. A dead-letter stream stays near its cap (XADD MAXLEN ~) and the poller'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import yaml
@@ -23,13 +25,14 @@ import channels
 from consumers.poller import measure_once
 from consumers.runtime import StageRunner
 from pm.config.topology import Topology, parse_topology, renamed_document
-from pm.domain.intent import OperationType, State
+from pm.domain.intent import Intent, OperationType, State
 from pm.redis import streams
-from tests.support.pipeline import open_pipeline
+from tests.support.pipeline import Pipeline, open_pipeline
 
 PM = str(Path(sys.executable).parent / "pm")
 P2P = OperationType.P2P_TRANSFER
 _users = itertools.count(70_000)
+RunPm = Callable[..., subprocess.CompletedProcess[str]]  # `pm` with this test's settings: arguments -> result
 
 
 def topology_file(directory: Path, **stage_overrides: object) -> tuple[Topology, Path]:
@@ -56,14 +59,116 @@ async def stream_added(redis, stream: str) -> int:
     return int((await redis.xinfo_stream(stream))["entries-added"])
 
 
+@contextlib.contextmanager
+def settlement_raising_for(intent_id: uuid.UUID) -> Iterator[None]:
+    """INTERNAL_P2P's settle raises for this one intent (a poison intent) until the block ends."""
+    p2p = channels.REGISTRY["INTERNAL_P2P"]
+    original_settle = p2p.settle
+
+    def settle(intent):
+        if intent.id == intent_id:
+            raise RuntimeError("poisoned intent for the test")
+        return original_settle(intent)
+
+    p2p.settle = settle  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        p2p.settle = original_settle  # type: ignore[method-assign]
+
+
+async def dead_letter_once(pipeline: Pipeline, poisoned: Intent) -> None:
+    """Publishes the poison intent and runs the stages (no poller yet) until settlement dead-letters it,
+    exactly once: flagged `needs_operator`, still AUTHORIZED, never re-driven."""
+    redis, pool, settlement = pipeline.context.redis, pipeline.context.pool, pipeline.topology.stage("settlement")
+    await redis.xadd(pipeline.topology.first_stage.stream, streams.entry_fields(poisoned))
+    async with pipeline.stages():  # no poller yet: dead-lettered exactly once
+        for _ in range(600):  # up to a minute on a busy machine
+            pending = (await redis.xpending(settlement.stream, settlement.group))["pending"]
+            if await redis.xlen(settlement.dead_letter_stream) and not pending:
+                break
+            await asyncio.sleep(0.1)
+    ((_, dead),) = await redis.xrange(settlement.dead_letter_stream)
+    assert b"poisoned intent for the test" in dead[b"error"] and int(dead[b"deliveries"]) >= 2
+    row = await pool.fetchrow("SELECT state, needs_operator, redriven_at FROM pm.intent WHERE id = $1", poisoned.id)
+    assert (row["state"], row["needs_operator"], row["redriven_at"]) == ("AUTHORIZED", True, None)
+
+
+async def assert_the_poller_skips_the_flagged(pipeline: Pipeline, poisoned: Intent, alice: int, bob: int) -> None:
+    """The poller runs many rounds with stuck_after_s = 1: it re-drives an intent whose entry was lost (so
+    it is running), never the flagged one."""
+    redis, pool, settlement = pipeline.context.redis, pipeline.context.pool, pipeline.topology.stage("settlement")
+    redriven_before = redriven_total("AUTHORIZED")
+    lost = await pipeline.submit(P2P, 300, alice, bob, publish=False)
+    async with pipeline.stages(with_poller=True):
+        await pipeline.wait_finished([lost.id], timeout_s=60)
+        await asyncio.sleep(3)  # 15 more poller rounds, each past the poisoned intent's stuck_after_s
+    row = await pool.fetchrow("SELECT needs_operator, redriven_at FROM pm.intent WHERE id = $1", poisoned.id)
+    assert (row["needs_operator"], row["redriven_at"]) == (True, None)
+    assert redriven_total("AUTHORIZED") == redriven_before
+    assert await redis.xlen(settlement.dead_letter_stream) == 1
+    assert (await redis.xpending(settlement.stream, settlement.group))["pending"] == 0
+    assert await pipeline.balance(alice) == (5_000 - 300, 666)  # its money still held, not lost
+
+
+async def replay_twice_publishing_once(run_pm: RunPm, pipeline: Pipeline, poisoned: Intent) -> int:
+    """The operator replays it twice (the stages stopped, so it is still AUTHORIZED at the second): one
+    entry is published, not two. Returns the entries added to settlement's stream before the replays."""
+    settlement = pipeline.topology.stage("settlement")
+    added_before = await stream_added(pipeline.context.redis, settlement.stream)
+    first = await asyncio.to_thread(run_pm, "dlq", "replay", "settlement", str(poisoned.id))
+    assert first.returncode == 0, first.stderr
+    assert f"replayed {poisoned.id} (AUTHORIZED) to settlement" in first.stdout
+    assert "1 dead letter(s) deleted" in first.stdout
+    second = await asyncio.to_thread(run_pm, "dlq", "replay", "settlement", str(poisoned.id), "--json")
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout) == {
+        "replayed": [],
+        "not_flagged": [str(poisoned.id)],
+        "deleted_dead_letters": 0,
+    }
+    assert await stream_added(pipeline.context.redis, settlement.stream) == added_before + 1
+    return added_before
+
+
+async def assert_the_replay_settles_it(pipeline: Pipeline, poisoned: Intent, alice: int, bob: int) -> None:
+    """With no poller, the replayed entry alone brings it to its end: exact balances, a clean ledger."""
+    redis, pool, settlement = pipeline.context.redis, pipeline.context.pool, pipeline.topology.stage("settlement")
+    async with pipeline.stages():  # no poller: the replayed entry alone brings it to its end
+        finished = (await pipeline.wait_finished([poisoned.id], timeout_s=60))[poisoned.id]
+    assert finished.state == State.SETTLED
+    assert await pool.fetchval("SELECT needs_operator FROM pm.intent WHERE id = $1", poisoned.id) is False
+    assert await redis.xlen(settlement.dead_letter_stream) == 0
+    assert await pipeline.balance(alice) == (5_000 - 300 - 666, 0)
+    assert await pipeline.balance(bob) == (300 + 666, 0)
+    report = await pipeline.check()
+    assert report.ok, report.problems
+    assert [(t.posted_net, t.pending_net) for t in report.transit] == [(0, 0)]
+
+
+async def assert_a_final_intent_is_refused(run_pm: RunPm, pipeline: Pipeline, poisoned: Intent, added: int) -> None:
+    """Replaying a final intent is refused, and nothing changes: `added` entries in settlement's stream."""
+    refused = await asyncio.to_thread(run_pm, "dlq", "replay", "settlement", str(poisoned.id))
+    assert refused.returncode == 1
+    (line,) = refused.stderr.strip().splitlines()
+    assert "SETTLED (final)" in line, line
+    assert await stream_added(pipeline.context.redis, pipeline.topology.stage("settlement").stream) == added
+    assert await pipeline.states(poisoned.id) == [
+        "CREATED",
+        "VALIDATED",
+        "PRICED",
+        "CLEARED",
+        "AUTHORIZED",
+        "SETTLED",
+    ]
+
+
 async def test_a_poison_intent_is_not_redriven_until_an_operator_replays_it(
     fresh_database, redis_url, tmp_path
 ) -> None:
     alice, bob = next(_users), next(_users)
     topology, streams_file = topology_file(tmp_path, claim_idle_ms=200, max_deliveries=2, stuck_after_s=1)
-    settlement = topology.stage("settlement")
     async with open_pipeline(fresh_database, redis_url, topology) as pipeline:
-        redis, pool = pipeline.context.redis, pipeline.context.pool
 
         def run_pm(*arguments: str) -> subprocess.CompletedProcess[str]:
             return pm(streams_file, pipeline.database_url, redis_url, *arguments)
@@ -71,86 +176,14 @@ async def test_a_poison_intent_is_not_redriven_until_an_operator_replays_it(
         async with pipeline.stages():
             await pipeline.wait_finished([(await pipeline.fund(alice, 5_000)).id])
         poisoned = await pipeline.submit(P2P, 666, alice, bob, publish=False)
-        p2p = channels.REGISTRY["INTERNAL_P2P"]
-        original_settle = p2p.settle
+        with settlement_raising_for(poisoned.id):
+            await dead_letter_once(pipeline, poisoned)
+            await assert_the_poller_skips_the_flagged(pipeline, poisoned, alice, bob)
 
-        def settle(intent):
-            if intent.id == poisoned.id:
-                raise RuntimeError("poisoned intent for the test")
-            return original_settle(intent)
-
-        p2p.settle = settle  # type: ignore[method-assign]
-        try:
-            await redis.xadd(topology.first_stage.stream, streams.entry_fields(poisoned))
-            async with pipeline.stages():  # no poller yet: dead-lettered exactly once
-                for _ in range(600):  # up to a minute on a busy machine
-                    pending = (await redis.xpending(settlement.stream, settlement.group))["pending"]
-                    if await redis.xlen(settlement.dead_letter_stream) and not pending:
-                        break
-                    await asyncio.sleep(0.1)
-            ((_, dead),) = await redis.xrange(settlement.dead_letter_stream)
-            assert b"poisoned intent for the test" in dead[b"error"] and int(dead[b"deliveries"]) >= 2
-            row = await pool.fetchrow(
-                "SELECT state, needs_operator, redriven_at FROM pm.intent WHERE id = $1", poisoned.id
-            )
-            assert (row["state"], row["needs_operator"], row["redriven_at"]) == ("AUTHORIZED", True, None)
-
-            # The poller runs many rounds with stuck_after_s = 1: it re-drives an intent whose entry was
-            # lost (so it is running), never the flagged one.
-            redriven_before = redriven_total("AUTHORIZED")
-            lost = await pipeline.submit(P2P, 300, alice, bob, publish=False)
-            async with pipeline.stages(with_poller=True):
-                await pipeline.wait_finished([lost.id], timeout_s=60)
-                await asyncio.sleep(3)  # 15 more poller rounds, each past the poisoned intent's stuck_after_s
-            row = await pool.fetchrow("SELECT needs_operator, redriven_at FROM pm.intent WHERE id = $1", poisoned.id)
-            assert (row["needs_operator"], row["redriven_at"]) == (True, None)
-            assert redriven_total("AUTHORIZED") == redriven_before
-            assert await redis.xlen(settlement.dead_letter_stream) == 1
-            assert (await redis.xpending(settlement.stream, settlement.group))["pending"] == 0
-            assert await pipeline.balance(alice) == (5_000 - 300, 666)  # its money still held, not lost
-        finally:
-            p2p.settle = original_settle  # type: ignore[method-assign]
-
-        # The cause is gone: the operator replays it, twice (the stages stopped, so it is still
-        # AUTHORIZED at the second): one entry is published, not two.
-        added_before = await stream_added(redis, settlement.stream)
-        first = await asyncio.to_thread(run_pm, "dlq", "replay", "settlement", str(poisoned.id))
-        assert first.returncode == 0, first.stderr
-        assert f"replayed {poisoned.id} (AUTHORIZED) to settlement" in first.stdout
-        assert "1 dead letter(s) deleted" in first.stdout
-        second = await asyncio.to_thread(run_pm, "dlq", "replay", "settlement", str(poisoned.id), "--json")
-        assert second.returncode == 0, second.stderr
-        assert json.loads(second.stdout) == {
-            "replayed": [],
-            "not_flagged": [str(poisoned.id)],
-            "deleted_dead_letters": 0,
-        }
-        assert await stream_added(redis, settlement.stream) == added_before + 1
-        async with pipeline.stages():  # no poller: the replayed entry alone brings it to its end
-            finished = (await pipeline.wait_finished([poisoned.id], timeout_s=60))[poisoned.id]
-        assert finished.state == State.SETTLED
-        assert await pool.fetchval("SELECT needs_operator FROM pm.intent WHERE id = $1", poisoned.id) is False
-        assert await redis.xlen(settlement.dead_letter_stream) == 0
-        assert await pipeline.balance(alice) == (5_000 - 300 - 666, 0)
-        assert await pipeline.balance(bob) == (300 + 666, 0)
-        report = await pipeline.check()
-        assert report.ok, report.problems
-        assert [(t.posted_net, t.pending_net) for t in report.transit] == [(0, 0)]
-
-        # A final intent is refused, and nothing changes.
-        refused = await asyncio.to_thread(run_pm, "dlq", "replay", "settlement", str(poisoned.id))
-        assert refused.returncode == 1
-        (line,) = refused.stderr.strip().splitlines()
-        assert "SETTLED (final)" in line, line
-        assert await stream_added(redis, settlement.stream) == added_before + 1
-        assert await pipeline.states(poisoned.id) == [
-            "CREATED",
-            "VALIDATED",
-            "PRICED",
-            "CLEARED",
-            "AUTHORIZED",
-            "SETTLED",
-        ]
+        # The cause is gone: the operator replays it, twice; it settles; a third replay is refused.
+        added_before = await replay_twice_publishing_once(run_pm, pipeline, poisoned)
+        await assert_the_replay_settles_it(pipeline, poisoned, alice, bob)
+        await assert_a_final_intent_is_refused(run_pm, pipeline, poisoned, added_before + 1)
 
 
 async def test_list_show_drop_and_replay_all(fresh_database, redis_url, tmp_path) -> None:

@@ -23,6 +23,7 @@ from consumers import outbox_feed
 from ledger import accounts, open_ledger
 from ledger.check import CheckReport, run_check
 from pm.client import PMClient
+from pm.config.constants import RULES_POLL_INTERVAL_S
 from pm.config.topology import Topology, parse_topology, renamed_document
 from pm.dev.fleet import Fleet
 from pm.psp.secrets import SIMULATOR_ENVIRONMENT
@@ -138,6 +139,23 @@ class RunningFleet:
         if not found:
             return 0, 0
         return found[0].credits_posted - found[0].debits_posted, found[0].debits_pending
+
+    async def fees_posted(self) -> int:
+        """The net of what the fees account has been credited (0 before its first fee)."""
+        async with open_ledger(self.database_url) as ledger:
+            found = await ledger.lookup_accounts([accounts.fees("THB").id])
+        return found[0].credits_posted - found[0].debits_posted if found else 0
+
+    async def add_fee_rules(self, name: str, operation_type: str, channel: str, amounts_minor: dict[str, int]) -> None:
+        """A flat fee rule per kind (`amounts_minor`: kind -> amount, e.g. {"PRE": 25, "POST": 100}), named
+        "{name} {kind}", then a wait until every fees process has re-read the rules."""
+        for kind, amount_minor in amounts_minor.items():
+            rule = {
+                "name": f"{name} {kind}", "operation_type": operation_type, "channel": channel,
+                "condition": "true", "amount": str(amount_minor), "kind": kind, "priority": 10,
+            }  # fmt: skip
+            await self.admin.request("POST", "/admin/fee-rules", body=rule)
+        await asyncio.sleep(2 * RULES_POLL_INTERVAL_S)
 
     async def check(self) -> CheckReport:
         async with open_ledger(self.database_url) as ledger:
