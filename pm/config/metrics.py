@@ -29,9 +29,10 @@ STAGE_BATCH_SIZE = Histogram(
 INTENTS_FINISHED = Counter("pm_intents_finished_total", "Intents that reached a final state", ["state"])
 INTENT_END_TO_END_SECONDS = Histogram(
     "pm_intent_end_to_end_seconds",
-    "From the intent's creation to its final state",
+    "From the intent's creation (POST /intents) to its final transition (the compare-and-set's time)",
     ["state"],
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    # Up to the PSP outcome deadline (600 s by default) and the hold (900 s): a payout may take that long.
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900),
 )
 DEAD_LETTERS = Counter("pm_dead_letters_total", "Entries moved to a dead-letter stream", ["stage"])
 DEAD_LETTER_ENTRIES = Gauge(
