@@ -64,7 +64,7 @@ async def run_chains(context: StageContext, chains: list[tuple[Intent, list[tb.T
     assert position == len(statuses)
 
     if to_confirm:
-        found = {t.id for t in await context.ledger.lookup_transfers(to_confirm)}
+        found = {t.id for t in await context.lookup_transfers(to_confirm)}
         outcomes = [
             outcome
             if outcome.in_ledger

@@ -18,8 +18,8 @@ import redis.asyncio as aioredis
 import tigerbeetle as tb
 
 from ledger import BATCH_EVENTS_MAX, Ledger
-from pm.config.constants import IDEMPOTENCY_RETENTION_S_DEFAULT
-from pm.config.metrics import LEDGER_REQUEST_EVENTS, LEDGER_RESULTS
+from pm.config.constants import IDEMPOTENCY_RETENTION_S_DEFAULT, LEDGER_CHECK_INTERVAL_S_DEFAULT
+from pm.config.metrics import LEDGER_REQUEST_EVENTS, LEDGER_REQUEST_SECONDS, LEDGER_RESULTS
 from pm.config.settings import DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT
 from pm.config.topology import Topology
 from pm.domain.intent import Intent, Transition
@@ -84,12 +84,16 @@ class StageContext:
     dead_letter_entries_max: int = DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT
     # How long the poller keeps idempotency records (PM_IDEMPOTENCY_RETENTION_S).
     idempotency_retention_s: float = IDEMPOTENCY_RETENTION_S_DEFAULT
+    # How often the poller checks the ledger for the metrics (PM_LEDGER_CHECK_INTERVAL_S; 0: never).
+    ledger_check_interval_s: float = LEDGER_CHECK_INTERVAL_S_DEFAULT
 
     async def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
         if not transfers:
             return []
         LEDGER_REQUEST_EVENTS.labels("create_transfers").observe(len(transfers))
+        started_s = time.perf_counter()
         results = await self.ledger.create_transfers(transfers)
+        LEDGER_REQUEST_SECONDS.labels("create_transfers").observe(time.perf_counter() - started_s)
         for result in results:
             LEDGER_RESULTS.labels("create_transfers", result.status.name).inc()
         return results
@@ -98,10 +102,21 @@ class StageContext:
         if not accounts:
             return []
         LEDGER_REQUEST_EVENTS.labels("create_accounts").observe(len(accounts))
+        started_s = time.perf_counter()
         results = await self.ledger.create_accounts(accounts)
+        LEDGER_REQUEST_SECONDS.labels("create_accounts").observe(time.perf_counter() - started_s)
         for result in results:
             LEDGER_RESULTS.labels("create_accounts", result.status.name).inc()
         return results
+
+    async def lookup_transfers(self, transfer_ids: list[int]) -> list[tb.Transfer]:
+        if not transfer_ids:
+            return []
+        LEDGER_REQUEST_EVENTS.labels("lookup_transfers").observe(len(transfer_ids))
+        started_s = time.perf_counter()
+        found = await self.ledger.lookup_transfers(transfer_ids)
+        LEDGER_REQUEST_SECONDS.labels("lookup_transfers").observe(time.perf_counter() - started_s)
+        return found
 
 
 Handler = Callable[[list[Intent], StageContext], Awaitable[list[Transition]]]

@@ -34,7 +34,7 @@ async def look_up_holds(context: StageContext, intents: list[Intent]) -> dict[uu
     if not intents:
         return {}
     owner = {leg: {transfer_id(intent.id, leg): intent.id for intent in intents} for leg in LEGS}
-    found = await context.ledger.lookup_transfers([transfer_id_ for by_id in owner.values() for transfer_id_ in by_id])
+    found = await context.lookup_transfers([transfer_id_ for by_id in owner.values() for transfer_id_ in by_id])
     pending: dict[uuid.UUID, tb.Transfer] = {}
     ended: dict[str, set[uuid.UUID]] = {POST_LEG: set(), VOID_LEG: set()}
     for transfer in found:

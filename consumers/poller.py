@@ -10,7 +10,9 @@ Every round it
 - trims every stream below what all its groups have acknowledged (never an unread entry);
 - deletes idempotency records past PM_IDEMPOTENCY_RETENTION_S and request nonces past their window,
   in bounded rounds;
-- measures stream backlogs, dead-letter stream lengths and open intents for the metrics.
+- measures stream backlogs, dead-letter stream lengths and open intents for the metrics;
+- every PM_LEDGER_CHECK_INTERVAL_S, checks the ledger as `pm ledger check --allow-pending-transit` does
+  (bounded: LEDGER_CHECK_PAGES_MAX pages of accounts) and exports transit balances and problems found.
 One poller is enough; several are safe (rows are taken with SKIP LOCKED, re-drives are idempotent).
 """
 
@@ -23,8 +25,16 @@ import time
 from consumers import psp_watch
 from consumers.context import StageContext
 from consumers.runtime import raise_if_cancelling, wait_or_stop
+from ledger.accounts import CURRENCY_LEDGER
+from ledger.check import CheckReport, run_check
 from pm.config import metrics
-from pm.config.constants import NONCE_TTL_S, PURGE_INTERVAL_S, PURGE_ROUND_ROWS_MAX, PURGE_ROUNDS_MAX
+from pm.config.constants import (
+    LEDGER_CHECK_PAGES_MAX,
+    NONCE_TTL_S,
+    PURGE_INTERVAL_S,
+    PURGE_ROUND_ROWS_MAX,
+    PURGE_ROUNDS_MAX,
+)
 from pm.config.topology import Stage
 from pm.domain.intent import TERMINAL_STATE_NAMES, TERMINAL_STATES, State
 from pm.redis import streams
@@ -50,6 +60,18 @@ WHERE id IN (
     FOR UPDATE SKIP LOCKED
 )
 RETURNING {INTENT_COLUMNS}
+"""
+
+
+# Open intents by state, and how long the least recently changed one not waiting for an operator (those
+# are counted by the dead-letter metrics) has stayed as it is. Open intents are unfinished (finishing comes
+# after the end): the partial index intent_unfinished serves this.
+_OPEN_INTENTS_SQL = """
+SELECT state, count(*) AS n,
+       extract(epoch FROM clock_timestamp() - min(updated_at) FILTER (WHERE NOT needs_operator)) AS oldest_s
+FROM pm.intent
+WHERE NOT finished AND state <> ALL($1::text[])
+GROUP BY state
 """
 
 
@@ -113,16 +135,40 @@ async def measure_once(context: StageContext) -> None:
             metrics.STREAM_PENDING.labels(stage.stream, stage.group).set(backlog.pending)
     for name, length in (await dead_letter_lengths(context.redis, context.topology)).items():
         metrics.DEAD_LETTER_ENTRIES.labels(name).set(length)
-    # An open intent is unfinished (finishing comes after its end): the partial index serves this.
-    rows = await context.pool.fetch(
-        "SELECT state, count(*) AS n FROM pm.intent WHERE NOT finished AND state <> ALL($1::text[])"
-        " GROUP BY state",
-        list(TERMINAL_STATE_NAMES),
-    )
-    counts = {row["state"]: row["n"] for row in rows}
+    rows = await context.pool.fetch(_OPEN_INTENTS_SQL, list(TERMINAL_STATE_NAMES))
+    by_state = {row["state"]: row for row in rows}
     for state in State:
         if state not in TERMINAL_STATES:
-            metrics.OPEN_INTENTS.labels(str(state)).set(counts.get(str(state), 0))
+            row = by_state.get(str(state))
+            metrics.OPEN_INTENTS.labels(str(state)).set(row["n"] if row else 0)
+            oldest_s = row["oldest_s"] if row and row["oldest_s"] is not None else 0.0
+            metrics.OPEN_INTENT_OLDEST_SECONDS.labels(str(state)).set(max(float(oldest_s), 0.0))
+
+
+async def check_ledger_once(context: StageContext, pages_max: int = LEDGER_CHECK_PAGES_MAX) -> CheckReport | None:
+    """The ledger check, for the metrics the alerts read; None (counted, logged) when it cannot complete."""
+    try:
+        report = await run_check(context.ledger, allow_pending_transit=True, pages_max=pages_max)
+    except Exception:
+        raise_if_cancelling()
+        metrics.LEDGER_CHECK_FAILURES.inc()
+        log.exception("ledger check could not complete; run `pm ledger check` by hand")
+        return None
+    export_ledger_check(report)
+    if not report.ok:
+        log.error("ledger check found problems", extra={"problems": report.problems[:20]})
+    return report
+
+
+def export_ledger_check(report: CheckReport) -> None:
+    currency_of = {number: code for code, number in CURRENCY_LEDGER.items()}
+    seen = {currency_of.get(balance.ledger, str(balance.ledger)): balance for balance in report.transit}
+    for currency in (*CURRENCY_LEDGER, *(c for c in seen if c not in CURRENCY_LEDGER)):
+        balance = seen.get(currency)
+        metrics.LEDGER_TRANSIT_MINOR.labels(currency, "posted").set(balance.posted_net if balance else 0)
+        metrics.LEDGER_TRANSIT_MINOR.labels(currency, "pending").set(balance.pending_net if balance else 0)
+    metrics.LEDGER_CHECK_PROBLEMS.set(len(report.problems))
+    metrics.LEDGER_CHECK_TIMESTAMP_SECONDS.set(time.time())
 
 
 async def run_poller(context: StageContext, stop: asyncio.Event | None = None) -> None:
@@ -130,6 +176,7 @@ async def run_poller(context: StageContext, stop: asyncio.Event | None = None) -
     stop = stop or asyncio.Event()
     config = context.topology.poller
     last_trim_s = last_measure_s = last_purge_s = 0.0
+    last_ledger_check_s: float | None = None
     while not stop.is_set():
         started_s = time.monotonic()
         try:
@@ -146,6 +193,10 @@ async def run_poller(context: StageContext, stop: asyncio.Event | None = None) -
             if started_s - last_measure_s >= config.lag_interval_ms / 1000:
                 await measure_once(context)
                 last_measure_s = started_s
+            check_every_s = context.ledger_check_interval_s
+            if check_every_s > 0 and (last_ledger_check_s is None or started_s - last_ledger_check_s >= check_every_s):
+                last_ledger_check_s = started_s  # a failed check waits for its next period too
+                await check_ledger_once(context)
         except Exception:
             raise_if_cancelling()
             log.exception("poller round failed; retrying next round")

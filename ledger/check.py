@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import tigerbeetle as tb
@@ -17,6 +18,7 @@ from ledger.open import Ledger
 from ledger.validate import BATCH_EVENTS_MAX
 
 PAGES_MAX = 100_000  # 819 million accounts: far beyond any ledger this check is run on
+_TRANSIT_NAMES = {transit(currency).id: transit(currency).name for currency in CURRENCY_LEDGER}
 
 
 @dataclass(slots=True)
@@ -47,11 +49,11 @@ class CheckReport:
         return not self.problems
 
 
-async def all_accounts(ledger: Ledger) -> list[tb.Account]:
-    """Every account, oldest first, one page (a full batch) per request."""
-    accounts: list[tb.Account] = []
+async def account_pages(ledger: Ledger, pages_max: int = PAGES_MAX) -> AsyncIterator[list[tb.Account]]:
+    """Every account, oldest first, one page (a full batch) per request: memory holds one page at a time.
+    More than `pages_max` pages is a RuntimeError (a bound, not a normal end)."""
     timestamp_min = 0
-    for _ in range(PAGES_MAX):
+    for _ in range(pages_max):
         page = await ledger.query_accounts(
             tb.QueryFilter(
                 user_data_128=0,
@@ -65,45 +67,26 @@ async def all_accounts(ledger: Ledger) -> list[tb.Account]:
                 flags=tb.QueryFilterFlags.NONE,
             )
         )
-        accounts.extend(page)
+        yield page
         if len(page) < BATCH_EVENTS_MAX:
-            return accounts
+            return
         timestamp_min = page[-1].timestamp + 1
-    raise RuntimeError(f"more than {PAGES_MAX} pages of accounts; refusing to hold them all in memory")
+    raise RuntimeError(f"more than {pages_max} pages of {BATCH_EVENTS_MAX} accounts; the check stops there")
 
 
-async def run_check(ledger: Ledger, allow_pending_transit: bool = False) -> CheckReport:
-    """Check the invariants; `allow_pending_transit` tolerates holds of intents still in flight."""
+async def all_accounts(ledger: Ledger) -> list[tb.Account]:
+    """Every account, oldest first."""
+    return [account async for page in account_pages(ledger) for account in page]
+
+
+async def run_check(ledger: Ledger, allow_pending_transit: bool = False, pages_max: int = PAGES_MAX) -> CheckReport:
+    """Check the invariants; `allow_pending_transit` tolerates holds of intents still in flight. Reads at
+    most `pages_max` pages of accounts (more: RuntimeError)."""
     report = CheckReport()
     totals: dict[int, LedgerTotals] = defaultdict(LedgerTotals)
-    transit_names = {transit(c).id: transit(c).name for c in CURRENCY_LEDGER}
-    for a in await all_accounts(ledger):
-        t = totals[a.ledger]
-        t.accounts += 1
-        t.debits_posted += a.debits_posted
-        t.credits_posted += a.credits_posted
-        t.debits_pending += a.debits_pending
-        t.credits_pending += a.credits_pending
-        if a.flags & tb.AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS and (
-            a.debits_posted + a.debits_pending > a.credits_posted
-        ):
-            report.problems.append(f"account {a.id} breaks debits_must_not_exceed_credits")
-        if a.flags & tb.AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS and (
-            a.credits_posted + a.credits_pending > a.debits_posted
-        ):
-            report.problems.append(f"account {a.id} breaks credits_must_not_exceed_debits")
-        if a.code == AccountKind.TRANSIT:
-            balance = TransitBalance(
-                name=transit_names.get(a.id, f"transit account {a.id}"),
-                ledger=a.ledger,
-                posted_net=a.credits_posted - a.debits_posted,
-                pending_net=a.credits_pending - a.debits_pending,
-            )
-            report.transit.append(balance)
-            if balance.posted_net != 0:
-                report.problems.append(f"{balance.name} holds {balance.posted_net} posted; it must be 0")
-            if balance.pending_net != 0 and not allow_pending_transit:
-                report.problems.append(f"{balance.name} holds {balance.pending_net} pending; it must be 0")
+    async for page in account_pages(ledger, pages_max):
+        for account in page:
+            _check_account(account, totals, report, allow_pending_transit)
     for ledger_number, t in sorted(totals.items()):
         if t.debits_posted != t.credits_posted:
             report.problems.append(
@@ -115,6 +98,37 @@ async def run_check(ledger: Ledger, allow_pending_transit: bool = False) -> Chec
             )
     report.ledgers = dict(sorted(totals.items()))
     return report
+
+
+def _check_account(
+    a: tb.Account, totals: dict[int, LedgerTotals], report: CheckReport, allow_pending_transit: bool
+) -> None:
+    t = totals[a.ledger]
+    t.accounts += 1
+    t.debits_posted += a.debits_posted
+    t.credits_posted += a.credits_posted
+    t.debits_pending += a.debits_pending
+    t.credits_pending += a.credits_pending
+    if a.flags & tb.AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS and (
+        a.debits_posted + a.debits_pending > a.credits_posted
+    ):
+        report.problems.append(f"account {a.id} breaks debits_must_not_exceed_credits")
+    if a.flags & tb.AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS and (
+        a.credits_posted + a.credits_pending > a.debits_posted
+    ):
+        report.problems.append(f"account {a.id} breaks credits_must_not_exceed_debits")
+    if a.code == AccountKind.TRANSIT:
+        balance = TransitBalance(
+            name=_TRANSIT_NAMES.get(a.id, f"transit account {a.id}"),
+            ledger=a.ledger,
+            posted_net=a.credits_posted - a.debits_posted,
+            pending_net=a.credits_pending - a.debits_pending,
+        )
+        report.transit.append(balance)
+        if balance.posted_net != 0:
+            report.problems.append(f"{balance.name} holds {balance.posted_net} posted; it must be 0")
+        if balance.pending_net != 0 and not allow_pending_transit:
+            report.problems.append(f"{balance.name} holds {balance.pending_net} pending; it must be 0")
 
 
 def format_report(report: CheckReport) -> str:

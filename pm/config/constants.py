@@ -56,6 +56,14 @@ PURGE_INTERVAL_S = 5.0
 PURGE_ROUND_ROWS_MAX = 5_000
 PURGE_ROUNDS_MAX = 40
 
+# The status poller runs the ledger check (`pm ledger check --allow-pending-transit`) every
+# PM_LEDGER_CHECK_INTERVAL_S (this default) for the metrics the alerts read (pm_ledger_transit_minor,
+# pm_ledger_check_problems). It reads every account, one page of 8,189 per request, one page in memory at a
+# time; past LEDGER_CHECK_PAGES_MAX pages (about a million accounts: seconds of reading on the postgres
+# backend) it stops, counts a failure and the operator runs `pm ledger check` by hand.
+LEDGER_CHECK_INTERVAL_S_DEFAULT = 300.0
+LEDGER_CHECK_PAGES_MAX = 128
+
 # The first stage's backlog is measured at most this often (one XINFO GROUPS), shared by all requests.
 BACKLOG_MEASURE_INTERVAL_S = 0.2
 # What an OVERLOADED answer tells the caller to wait (Retry-After, whole seconds).

@@ -29,9 +29,10 @@ STAGE_BATCH_SIZE = Histogram(
 INTENTS_FINISHED = Counter("pm_intents_finished_total", "Intents that reached a final state", ["state"])
 INTENT_END_TO_END_SECONDS = Histogram(
     "pm_intent_end_to_end_seconds",
-    "From the intent's creation to its final state",
+    "From the intent's creation (POST /intents) to its final transition (the compare-and-set's time)",
     ["state"],
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    # Up to the PSP outcome deadline (600 s by default) and the hold (900 s): a payout may take that long.
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900),
 )
 DEAD_LETTERS = Counter("pm_dead_letters_total", "Entries moved to a dead-letter stream", ["stage"])
 DEAD_LETTER_ENTRIES = Gauge(
@@ -51,6 +52,12 @@ STREAM_BACKLOG = Gauge("pm_stream_backlog_entries", "Entries not yet delivered t
 STREAM_PENDING = Gauge("pm_stream_pending_entries", "Entries delivered, not yet acknowledged", ["stream", "group"])
 REDRIVEN = Counter("pm_poller_redriven_total", "Intents re-published by the status poller", ["state"])
 OPEN_INTENTS = Gauge("pm_intents_open", "Intents not yet final, by state (status poller)", ["state"])
+OPEN_INTENT_OLDEST_SECONDS = Gauge(
+    "pm_intent_open_oldest_seconds",
+    "Seconds since the least recently changed open intent of a state changed, not counting intents flagged for "
+    "an operator (status poller; 0: none)",
+    ["state"],
+)
 
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
@@ -77,3 +84,40 @@ OUTBOX_FEED_DELAY_SECONDS = Gauge(
     "Age of the oldest event the feed delivered last round, or of the oldest one held back (0: caught up)",
 )
 OUTBOX_FEED_FAILURES = Counter("pm_outbox_feed_failures_total", "Feed rounds that failed and will be tried again")
+# Issue 12: what the dashboard (ops/grafana/pm.json) and the alerts (ops/prometheus/alerts.yml) read.
+LEDGER_REQUEST_SECONDS = Histogram(
+    "pm_ledger_request_seconds",
+    "Time of one ledger request from a stage, by operation (TigerBeetle: about 2 ms, full batch or not)",
+    ["operation"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+PSP_CALLS = Counter(
+    "pm_psp_calls_total",
+    "Calls to a PSP by provider, operation (submit, status) and outcome (ok, not_found; errors: http_5xx, refused, "
+    "timeout, connection, bad_answer, reference_reused, cancelled, error)",
+    ["provider", "operation", "outcome"],
+)
+PSP_CALL_SECONDS = Histogram(
+    "pm_psp_call_seconds",
+    "Time of one call to a PSP, answered or not, by provider and operation",
+    ["provider", "operation"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+LEDGER_TRANSIT_MINOR = Gauge(
+    "pm_ledger_transit_minor",
+    "Net balance of each transit account at the status poller's last ledger check, in minor units, by "
+    "currency and balance (posted: must be 0 always; pending: holds of intents in flight)",
+    ["currency", "balance"],
+)
+# Unlabelled, so every process exports them (as 0): 0 problems is the healthy value, and the alerts read
+# the timestamp as max() over the fleet, where only the poller's is not 0.
+LEDGER_CHECK_PROBLEMS = Gauge(
+    "pm_ledger_check_problems", "Problems the status poller's last ledger check found (pending transit allowed)"
+)
+LEDGER_CHECK_TIMESTAMP_SECONDS = Gauge(
+    "pm_ledger_check_timestamp_seconds",
+    "Unix time the status poller's last ledger check completed (0: none yet, or not a poller)",
+)
+LEDGER_CHECK_FAILURES = Counter(
+    "pm_ledger_check_failures_total", "Periodic ledger checks that could not complete (ledger away, too large)"
+)

@@ -20,6 +20,7 @@ from pm.config.constants import (
     CEL_EXPRESSION_LENGTH_HARD_MAX,
     HISTORY_PAGE_MAX,
     IDEMPOTENCY_RETENTION_S_DEFAULT,
+    LEDGER_CHECK_INTERVAL_S_DEFAULT,
     PREFER_WAIT_MAX_S,
 )
 from pm.config.topology import TOPOLOGY_FILE
@@ -94,6 +95,8 @@ class Settings(BaseSettings):
     # poller; after that the key may name a new intent. Stripe's 24 h; at least an hour, so no retry of a
     # request in flight can outlive its record.
     idempotency_retention_s: int = Field(default=IDEMPOTENCY_RETENTION_S_DEFAULT, ge=3_600, le=90 * 86_400)
+    # The status poller checks the ledger this often for the metrics (0: never; the alerts then see none).
+    ledger_check_interval_s: float = Field(default=LEDGER_CHECK_INTERVAL_S_DEFAULT, ge=0, le=86_400)
     # POST /intents answers 503 OVERLOADED once the first stage's backlog (lag + pending) passes this.
     backpressure_backlog_entries_max: int = Field(default=100_000, ge=1)
     prefer_wait_s_max: float = Field(default=PREFER_WAIT_MAX_S, gt=0, le=PREFER_WAIT_MAX_S)

@@ -18,13 +18,15 @@ of a process are in flight at once (a stage's batch of 256 asks in waves); each 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from pm.config.metrics import PSP_CALL_SECONDS, PSP_CALLS
 from pm.config.settings import Settings
 from pm.domain import psp_signing
 from pm.domain.psp import Provider
@@ -37,7 +39,13 @@ PSP_CALLS_IN_FLIGHT_MAX = 128
 
 
 class PspUnavailable(Exception):
-    """The PSP did not give an answer we can act on (5xx, timeout, connection refused, garbage)."""
+    """The PSP did not give an answer we can act on (5xx, timeout, connection refused, garbage).
+
+    `reason` is the stable label `pm_psp_calls_total{outcome}` counts it under."""
+
+    def __init__(self, message: str, reason: str = "bad_answer") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,19 +128,22 @@ class PspClient:
 
     async def _status(self, provider: Provider, collection: str, reference: str) -> str | None:
         """The PSP's status of our payment; None when the PSP does not know the reference."""
-        status, body = await self._call("GET", f"{self._endpoints[provider].url}/v1/{collection}/{reference}")
-        if status == 404:
-            return None
-        return _status_of(status, body)
+        with _counted(provider, "status") as outcome:
+            status, body = await self._call("GET", f"{self._endpoints[provider].url}/v1/{collection}/{reference}")
+            if status == 404:
+                outcome.label = "not_found"
+                return None
+            return _status_of(status, body)
 
     async def _submit(self, provider: Provider, collection: str, reference: str, **fields: Any) -> str:
         """Create the payment at the PSP (idempotent by `reference`); its status."""
         payload = {"reference": reference, **fields}
-        status, body = await self._call("POST", f"{self._endpoints[provider].url}/v1/{collection}", payload)
-        if status == 409:
-            # Our reference names another payment at the PSP: never pay against it; an operator looks.
-            raise PspUnavailable(f"PSP refused reference {reference}: reference_reused")
-        return _status_of(status, body)
+        with _counted(provider, "submit"):
+            status, body = await self._call("POST", f"{self._endpoints[provider].url}/v1/{collection}", payload)
+            if status == 409:
+                # Our reference names another payment at the PSP: never pay against it; an operator looks.
+                raise PspUnavailable(f"PSP refused reference {reference}: reference_reused", "reference_reused")
+            return _status_of(status, body)
 
     # -- transport -------------------------------------------------------------------------------
 
@@ -149,16 +160,48 @@ class PspClient:
             try:
                 async with self._session.request(method, url, json=payload) as response:
                     if response.status >= 500:
-                        raise PspUnavailable(f"{method} {url}: PSP answered {response.status}")
+                        raise PspUnavailable(f"{method} {url}: PSP answered {response.status}", "http_5xx")
                     body = await response.json(content_type=None)
                     return response.status, body
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                raise PspUnavailable(f"{method} {url}: {exc!r}") from exc
+            except TimeoutError as exc:
+                raise PspUnavailable(f"{method} {url}: {exc!r}", "timeout") from exc
+            except aiohttp.ClientError as exc:
+                raise PspUnavailable(f"{method} {url}: {exc!r}", "connection") from exc
+            except ValueError as exc:  # a body that is not JSON
+                raise PspUnavailable(f"{method} {url}: {exc!r}", "bad_answer") from exc
+
+
+@dataclass(slots=True)
+class _Outcome:
+    label: str = "ok"
+
+
+@contextlib.contextmanager
+def _counted(provider: Provider, operation: str) -> Iterator[_Outcome]:
+    """Count and time one call: `ok` unless the body sets another outcome or raises PspUnavailable."""
+    outcome = _Outcome()
+    started_s = time.perf_counter()
+    try:
+        yield outcome
+    except PspUnavailable as exc:
+        outcome.label = exc.reason
+        raise
+    except asyncio.CancelledError:
+        outcome.label = "cancelled"  # the caller's batch was cancelled (shutdown) mid-call
+        raise
+    except Exception:
+        outcome.label = "error"
+        raise
+    finally:
+        PSP_CALL_SECONDS.labels(str(provider), operation).observe(time.perf_counter() - started_s)
+        PSP_CALLS.labels(str(provider), operation, outcome.label).inc()
 
 
 def _status_of(http_status: int, body: Any) -> str:
     if http_status not in (200, 201) or not isinstance(body, dict):
-        raise PspUnavailable(f"PSP answered {http_status}: {body!r}")
+        # A 4xx other than 404/409 (our key refused, a request it cannot read) is our side's problem.
+        reason = "refused" if 400 <= http_status < 500 else "bad_answer"
+        raise PspUnavailable(f"PSP answered {http_status}: {body!r}", reason)
     status = body.get("status")
     if not isinstance(status, str) or not 0 < len(status) <= STATUS_LENGTH_MAX:
         raise PspUnavailable(f"PSP answered no usable status: {body!r}")

@@ -1,6 +1,7 @@
 """PM's PSP client against the simulator over real HTTP: unknown references are None, a submit is
 idempotent by reference, a reference reused for another payment and a PSP that answers 5xx or refuses
-our key are `PspUnavailable` (never a status PM would act on); calls in flight are bounded."""
+our key are `PspUnavailable` (never a status PM would act on); calls in flight are bounded; every call is
+counted by provider, operation and outcome."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import uuid
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from prometheus_client import REGISTRY
 
 from pm.config.settings import Settings
 from pm.dev.psp_sim import create_sim_app
@@ -104,3 +106,69 @@ async def test_at_most_so_many_calls_are_in_flight_and_none_times_out_waiting_it
             await psp.close()
     assert answers == ["PROCESSING"] * calls
     assert peak == PSP_CALLS_IN_FLIGHT_MAX
+
+
+def calls(provider: str, operation: str, outcome: str) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "pm_psp_calls_total", {"provider": provider, "operation": operation, "outcome": outcome}
+        )
+        or 0.0
+    )
+
+
+async def test_every_call_is_counted_by_provider_operation_and_outcome(base_url) -> None:
+    """pm_psp_calls_total (the dashboard's and PmPspErrors' source): answers, unknown references, 5xx,
+    a reused reference, a refused key, an unreachable PSP and a timeout each count under their outcome."""
+    before = {
+        key: calls(*key)
+        for key in [
+            ("ipps", "status", "not_found"), ("ipps", "submit", "ok"), ("ipps", "status", "http_5xx"),
+            ("ipps", "submit", "reference_reused"), ("qp", "status", "refused"), ("ipps", "status", "connection"),
+            ("ipps", "status", "timeout"), ("ipps", "status", "ok"),
+        ]
+    }  # fmt: skip
+    seconds_before = REGISTRY.get_sample_value("pm_psp_call_seconds_count", {"provider": "ipps", "operation": "submit"})
+    psp = client(base_url)
+    wrong_key = client(base_url, psp_api_key="not-the-sandbox-key")
+    nowhere = PspClient(Settings(**SIMULATOR_SETTINGS, psp_ipps_url="http://127.0.0.1:1/ipps"))
+    try:
+        reference = str(uuid.uuid4())
+        assert await psp.payout_status(IPPS, reference) is None
+        payout = {**PAYOUT, "amount_minor": 6_026}  # behaviour 26: two 503s to status queries first
+        await psp.submit_payout(IPPS, reference, **payout)
+        for _ in range(2):
+            with pytest.raises(PspUnavailable):
+                await psp.payout_status(IPPS, reference)
+        await psp.payout_status(IPPS, reference)
+        with pytest.raises(PspUnavailable):
+            await psp.submit_payout(IPPS, reference, **{**payout, "amount_minor": 6_126})
+        with pytest.raises(PspUnavailable):
+            await wrong_key.payment_request_status(QP, str(uuid.uuid4()))
+        with pytest.raises(PspUnavailable):
+            await nowhere.payout_status(IPPS, str(uuid.uuid4()))
+    finally:
+        for each in (psp, wrong_key, nowhere):
+            await each.close()
+
+    async def never_answers(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/ipps/v1/payouts/{reference}", never_answers)
+    async with TestServer(app, host="127.0.0.1") as server:
+        slow = client(str(server.make_url("")).rstrip("/"), psp_request_timeout_s=0.2)
+        try:
+            with pytest.raises(PspUnavailable):
+                await slow.payout_status(IPPS, str(uuid.uuid4()))
+        finally:
+            await slow.close()
+    counted = {key: calls(*key) - value for key, value in before.items()}
+    assert counted == {
+        ("ipps", "status", "not_found"): 1, ("ipps", "submit", "ok"): 1, ("ipps", "status", "http_5xx"): 2,
+        ("ipps", "submit", "reference_reused"): 1, ("qp", "status", "refused"): 1,
+        ("ipps", "status", "connection"): 1, ("ipps", "status", "timeout"): 1, ("ipps", "status", "ok"): 1,
+    }  # fmt: skip
+    seconds_after = REGISTRY.get_sample_value("pm_psp_call_seconds_count", {"provider": "ipps", "operation": "submit"})
+    assert seconds_after == (seconds_before or 0) + 2
