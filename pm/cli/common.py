@@ -39,17 +39,28 @@ class CommandError(Exception):
 @contextlib.asynccontextmanager
 async def database_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     """A connection to the migrated database (configured or embedded), or a one-line CommandError."""
-    async with database(settings) as database_url:
-        try:
-            connection = await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_S)
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise CommandError(f"database {redact_url(database_url)}: {first_line(exc)}") from exc
-        try:
-            yield connection
-        except asyncpg.UndefinedTableError as exc:
-            raise CommandError("the database has no pm.api_key table; run `pm db migrate` first") from exc
-        finally:
-            await connection.close(timeout=CONNECT_TIMEOUT_S)
+    async with database(settings) as database_url, connected(database_url) as connection:
+        yield connection
+
+
+@contextlib.asynccontextmanager
+async def connected(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to `database_url` (migrated), or a one-line CommandError."""
+    try:
+        connection = await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise CommandError(f"database {redact_url(database_url)}: {first_line(exc)}") from exc
+    try:
+        yield connection
+    except asyncpg.UndefinedTableError as exc:
+        raise CommandError(f"the database has no {_table_named(exc)} table; run `pm db migrate` first") from exc
+    finally:
+        await connection.close(timeout=CONNECT_TIMEOUT_S)
+
+
+def _table_named(exc: asyncpg.UndefinedTableError) -> str:
+    match = re.search(r'relation "([^"]+)"', str(exc))
+    return match.group(1) if match else "pm"
 
 
 @contextlib.asynccontextmanager
