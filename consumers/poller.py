@@ -8,6 +8,8 @@ Every round it
 - asks the PSPs about payments voided at their deadline until they answer finally (consumers/psp_watch.py);
 - recreates missing consumer groups (a Redis that restarted empty);
 - trims every stream below what all its groups have acknowledged (never an unread entry);
+- deletes consumers idle past PM_STREAM_CONSUMER_PRUNE_IDLE_S with nothing pending (every process is a
+  new consumer, so restarts leave dead ones in each group), a bounded number per stage per round;
 - deletes idempotency records past PM_IDEMPOTENCY_RETENTION_S and request nonces past their window,
   in bounded rounds;
 - measures stream backlogs, dead-letter stream lengths and open intents for the metrics.
@@ -24,7 +26,14 @@ from consumers import psp_watch
 from consumers.context import StageContext
 from consumers.runtime import raise_if_cancelling, wait_or_stop
 from pm.config import metrics
-from pm.config.constants import NONCE_TTL_S, PURGE_INTERVAL_S, PURGE_ROUND_ROWS_MAX, PURGE_ROUNDS_MAX
+from pm.config.constants import (
+    CONSUMER_PRUNE_INTERVAL_S,
+    CONSUMER_PRUNE_ROUND_MAX,
+    NONCE_TTL_S,
+    PURGE_INTERVAL_S,
+    PURGE_ROUND_ROWS_MAX,
+    PURGE_ROUNDS_MAX,
+)
 from pm.config.topology import Stage
 from pm.domain.intent import TERMINAL_STATE_NAMES, TERMINAL_STATES, State
 from pm.redis import streams
@@ -82,6 +91,20 @@ async def trim_once(context: StageContext) -> int:
     return removed
 
 
+async def prune_consumers_once(context: StageContext, round_max: int = CONSUMER_PRUNE_ROUND_MAX) -> int:
+    """Delete every stage's consumers idle past `consumer_prune_idle_s` with nothing pending (at most
+    `round_max` per stage; the rest wait for the next round). Returns how many were deleted."""
+    idle_ms = int(context.consumer_prune_idle_s * 1000)
+    deleted = 0
+    for stage in context.topology.stages.values():
+        names = await streams.prune_idle_consumers(context.redis, stage.stream, stage.group, idle_ms, round_max)
+        if names:
+            metrics.CONSUMERS_PRUNED.labels(stage.name).inc(len(names))
+            log.info("pruned idle consumers", extra={"stage": stage.name, "consumers": names[:10], "count": len(names)})
+        deleted += len(names)
+    return deleted
+
+
 async def purge_once(
     context: StageContext, round_rows_max: int = PURGE_ROUND_ROWS_MAX, rounds_max: int = PURGE_ROUNDS_MAX
 ) -> tuple[int, int]:
@@ -115,8 +138,7 @@ async def measure_once(context: StageContext) -> None:
         metrics.DEAD_LETTER_ENTRIES.labels(name).set(length)
     # An open intent is unfinished (finishing comes after its end): the partial index serves this.
     rows = await context.pool.fetch(
-        "SELECT state, count(*) AS n FROM pm.intent WHERE NOT finished AND state <> ALL($1::text[])"
-        " GROUP BY state",
+        "SELECT state, count(*) AS n FROM pm.intent WHERE NOT finished AND state <> ALL($1::text[]) GROUP BY state",
         list(TERMINAL_STATE_NAMES),
     )
     counts = {row["state"]: row["n"] for row in rows}
@@ -129,7 +151,7 @@ async def run_poller(context: StageContext, stop: asyncio.Event | None = None) -
     """Until `stop` is set (or cancelled): one round per `interval_ms`, trims and measures on their own periods."""
     stop = stop or asyncio.Event()
     config = context.topology.poller
-    last_trim_s = last_measure_s = last_purge_s = 0.0
+    last_trim_s = last_measure_s = last_purge_s = last_prune_s = 0.0
     while not stop.is_set():
         started_s = time.monotonic()
         try:
@@ -143,6 +165,9 @@ async def run_poller(context: StageContext, stop: asyncio.Event | None = None) -
             if started_s - last_purge_s >= PURGE_INTERVAL_S:
                 await purge_once(context)
                 last_purge_s = started_s
+            if started_s - last_prune_s >= CONSUMER_PRUNE_INTERVAL_S:
+                await prune_consumers_once(context)
+                last_prune_s = started_s
             if started_s - last_measure_s >= config.lag_interval_ms / 1000:
                 await measure_once(context)
                 last_measure_s = started_s

@@ -15,7 +15,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 
 from pm.config.settings import Settings
-from pm.dev.embedded import CONNECT_TIMEOUT_S, EmbeddedServerError, embedded_database, embedded_servers
+from pm.dev.embedded import (
+    CONNECT_TIMEOUT_S,
+    EmbeddedServerError,
+    embedded_database,
+    embedded_redis,
+    embedded_servers,
+)
 
 EXIT_OK = 0
 EXIT_PROBLEM_FOUND = 1
@@ -79,6 +85,16 @@ async def servers_running(settings: Settings) -> AsyncIterator[tuple[str, str]]:
             yield urls
     except EmbeddedServerError as exc:
         raise CommandError(f"embedded servers: {first_line(exc)}") from exc
+
+
+@contextlib.asynccontextmanager
+async def redis_running(settings: Settings) -> AsyncIterator[str]:
+    """PM_REDIS_URL, or an embedded Valkey's URL for the block (no PostgreSQL started)."""
+    try:
+        async with embedded_redis(settings) as redis_url:
+            yield redis_url
+    except EmbeddedServerError as exc:
+        raise CommandError(f"embedded Valkey: {first_line(exc)}") from exc
 
 
 def redact_url(url: str) -> str:

@@ -31,6 +31,8 @@ module registering its own (`add_commands`); common.py holds what they share (th
                 pm dlq replay STAGE [ID...|--all] [--json]   re-drive dead-lettered intents from PostgreSQL (1: refused)
                 pm dlq drop STAGE [ID...|--all]              delete dead letters; their intents stay flagged
                           dead_letters.py reads, replays and drops them
+    streams.py  pm streams [--json]        per stage: length, lag, pending, oldest pending age, consumers, dead letters
+                pm streams consumers [STAGE] [--prune IDLE] [--json]   consumers; delete idle ones with nothing pending
     reconcile.py pm reconcile [--json]   every intent and user's history against the ledger (1: mismatches);
                           reconciliation.py checks them, in keyset pages
 
@@ -51,7 +53,7 @@ from collections.abc import Awaitable, Callable
 
 import pydantic
 
-from pm.cli import dlq, keys, ledger, outbox, reconcile, review, rules, send, servers
+from pm.cli import dlq, keys, ledger, outbox, reconcile, review, rules, send, servers, streams
 from pm.cli.common import (
     EXIT_CANNOT_RUN,
     EXIT_INTERRUPTED,
@@ -121,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     review.add_commands(commands)
     outbox.add_commands(commands)
     dlq.add_commands(commands)
+    streams.add_commands(commands)
     reconcile.add_commands(commands)
     return parser
 
