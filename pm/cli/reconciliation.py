@@ -107,6 +107,9 @@ class IntentLegs:
     void_ids: frozenset[int]
     posting_ids: frozenset[int]  # every leg settle() may post (fee legs included)
     account_names: dict[int, str]
+    # Every leg the channel may make for it, as made for this intent (a fee leg it has no fee for: as
+    # made for the copy with fees), for `pm intents show`.
+    candidates: list[tb.Transfer] = field(default_factory=list)
 
     @property
     def lookup_ids(self) -> set[int]:
@@ -122,12 +125,16 @@ def intent_legs(intent: Intent) -> IntentLegs | None:
     # derived from the intent and the leg's name only, so the copy's ids are the intent's.
     probe = replace(intent, fee_pre_minor=max(1, intent.fee_pre_minor), fee_post_minor=max(1, intent.fee_post_minor))
     holds = [t for t in channel.authorize(probe) if t.flags & tb.TransferFlags.PENDING]
+    own = channel.authorize(intent) + channel.settle(intent) + channel.void(intent)
+    own_ids = {t.id for t in own}
+    probed = channel.authorize(probe) + channel.settle(probe) + channel.void(probe)
     return IntentLegs(
         expected_settled=channel.authorize(intent) + channel.settle(intent),
         hold_ids=frozenset(t.id for t in holds),
         void_ids=frozenset(t.id for t in channel.void(probe)),
         posting_ids=frozenset(t.id for t in channel.settle(probe)),
         account_names={account.id: account.name for account in channel.accounts(intent)},
+        candidates=own + [t for t in probed if t.id not in own_ids],
     )
 
 
