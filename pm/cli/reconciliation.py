@@ -169,9 +169,11 @@ def check_intent(
     intent: Intent, legs: IntentLegs | None, found: dict[int, tb.Transfer], now_s: float
 ) -> list[Mismatch]:
     """The mismatches between one intent's state and its transfers in the ledger (`found`, by id)."""
+    subject = f"intent {intent.id}"
+    if legs is None and intent.state == State.SETTLED:
+        return [Mismatch(INTENT_UNREADABLE, subject, f"SETTLED with no known channel ({intent.channel!r})")]
     if legs is None or intent.state in IN_FLIGHT_STATES:
         return []
-    subject = f"intent {intent.id}"
     if intent.state == State.SETTLED:
         return _check_settled(intent, legs, found, subject)
     mismatches = [

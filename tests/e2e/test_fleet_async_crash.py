@@ -167,6 +167,7 @@ async def test_sigkill_settlement_and_outbox_mid_run_converges(fresh_database, r
             assert merchant.credits_posted - merchant.debits_posted == merchant_minor
             report = await pm.check()
             assert report.ok, report.problems
+            assert (await pm.reconcile()).mismatches == []
             assert await pm.pending_entries() == 0
 
             # Every mini-app intent's final state reached its merchant, at least once.

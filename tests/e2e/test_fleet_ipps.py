@@ -130,6 +130,7 @@ async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database
         assert transit.credits_posted == transit.debits_posted
         report = await pm.check()
         assert report.ok, report
+        assert (await pm.reconcile()).mismatches == []
         assert await pm.pending_entries() == 0
 
         # Thai QR payments take the same channel (the fee rules above are for withdrawals only): one
@@ -156,4 +157,5 @@ async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database
         assert [shown[i] for i in qr] == [("THAI_QR_PAY", "DEBIT", 30_000), ("THAI_QR_PAY", "DEBIT", 0)]
         report = await pm.check()
         assert report.ok, report
+        assert (await pm.reconcile()).mismatches == []
         assert await pm.pending_entries() == 0

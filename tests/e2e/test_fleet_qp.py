@@ -107,6 +107,7 @@ async def test_every_psp_behaviour_ends_once_with_the_right_money(fresh_database
         assert transit.credits_posted == transit.debits_posted
         report = await pm.check()
         assert report.ok, report
+        assert (await pm.reconcile()).mismatches == []
         assert await pm.pending_entries() == 0
 
         # What the user's app shows: each top-up once, net of the POST fee; the failed ones with 0.

@@ -1,6 +1,6 @@
 """`pm reconcile` on real PostgreSQL, Valkey and the postgres ledger: after the pipeline settles, fails and
 rejects intents it finds no mismatch (also in pages of two), then each kind of mismatch planted by hand is
-found and named (a settled intent missing a leg, one whose legs differ from it, one with a leg its
+found and named (a settled intent missing a leg, one with no channel, one whose legs differ from it, one with a leg its
 settlement does not make, a failed intent with posted money, a rejected intent with a live hold, a
 user's history off their balance, money on a user account without history), while a held intent in
 flight is not reported; the command prints one line per mismatch and exits 1, and refuses an unmigrated
@@ -83,6 +83,9 @@ async def test_every_planted_mismatch_is_found(fresh_database, redis_url) -> Non
         transit, fees = accounts.transit("THB"), accounts.fees("THB")
         fee_leg = p2p.leg(unexpected, "fees", transit, fees, 7)
         await create(pipeline, [fee_leg, p2p.leg(unexpected, "correction", fees, transit, 7)])
+        # A SETTLED intent no channel can have settled.
+        unrouted = await planted_intent(pipeline, "SETTLED", alice, bob)
+        await pool.execute("UPDATE pm.intent SET channel = NULL WHERE id = $1", unrouted.id)
         # A FAILED intent whose money was posted.
         await pool.execute(
             "UPDATE pm.intent SET state = 'FAILED', error_code = 'PSP_DECLINED' WHERE id = $1", failed.id
@@ -113,6 +116,7 @@ async def test_every_planted_mismatch_is_found(fresh_database, redis_url) -> Non
                 ("settled-leg-unexpected", f"intent {unexpected.id}"),
                 ("unsettled-posted-money", f"intent {failed.id}"),
                 ("hold-pending", f"intent {held.id}"),
+                ("intent-unreadable", f"intent {unrouted.id}"),
                 ("history-balance", f"user:{bob}:THB"),
                 ("history-balance", f"user:{alice}:THB"),  # the missing leg's hold was posted: no history
                 ("history-total", "THB"),
