@@ -39,6 +39,16 @@ async def create(pipeline: Pipeline, transfers: list[tb.Transfer]) -> None:
     assert [r.status for r in results] == [tb.CreateTransferStatus.CREATED] * len(transfers), results
 
 
+async def credit_without_history(pipeline: Pipeline, user_id: int, amount_minor: int) -> None:
+    """Money straight onto a user account, past the pipeline: no intent, no history row."""
+    await pipeline.context.ledger.create_accounts([accounts.user(user_id, "THB").to_tigerbeetle()])
+    source, target = accounts.adjustments("THB").id, accounts.user(user_id, "THB").id
+    gift = tb.Transfer(
+        id=tb.id(), debit_account_id=source, credit_account_id=target, amount=amount_minor, ledger=764, code=900
+    )
+    await create(pipeline, [gift])
+
+
 async def planted_intent(pipeline: Pipeline, state: str, sender: int, recipient: int, amount: int = 50):
     """An intent routed to INTERNAL_P2P and put in `state` by hand (no stage saw it)."""
     intent = await pipeline.submit(P2P, amount, sender, recipient, publish=False)
@@ -99,12 +109,7 @@ async def test_every_planted_mismatch_is_found(fresh_database, redis_url) -> Non
             "UPDATE pm.history SET amount_minor = amount_minor + 5 WHERE user_id = $1 AND intent_id = $2",
             bob, unexpected.id,
         )  # fmt: skip
-        await pipeline.context.ledger.create_accounts([accounts.user(carol, "THB").to_tigerbeetle()])
-        source, carols = accounts.adjustments("THB").id, accounts.user(carol, "THB").id
-        gift = tb.Transfer(
-            id=tb.id(), debit_account_id=source, credit_account_id=carols, amount=40, ledger=764, code=900
-        )
-        await create(pipeline, [gift])
+        await credit_without_history(pipeline, carol, 40)
 
         report = await reconciliation.reconcile(pool, pipeline.context.ledger)
         found = sorted((m.kind, m.subject) for m in report.mismatches)
