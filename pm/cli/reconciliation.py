@@ -121,20 +121,24 @@ def intent_legs(intent: Intent) -> IntentLegs | None:
     channel = channels.channel_named(intent.channel)
     if channel is None:
         return None
+    authorized, settled, voided = channel.authorize(intent), channel.settle(intent), channel.void(intent)
     # With a fee on both sides, the channel makes every leg it can make for this intent: their ids are
     # derived from the intent and the leg's name only, so the copy's ids are the intent's.
-    probe = replace(intent, fee_pre_minor=max(1, intent.fee_pre_minor), fee_post_minor=max(1, intent.fee_post_minor))
-    holds = [t for t in channel.authorize(probe) if t.flags & tb.TransferFlags.PENDING]
-    own = channel.authorize(intent) + channel.settle(intent) + channel.void(intent)
+    probed = (authorized, settled, voided)
+    if not (intent.fee_pre_minor and intent.fee_post_minor):
+        probe = replace(
+            intent, fee_pre_minor=max(1, intent.fee_pre_minor), fee_post_minor=max(1, intent.fee_post_minor)
+        )
+        probed = (channel.authorize(probe), channel.settle(probe), channel.void(probe))
+    own = authorized + settled + voided
     own_ids = {t.id for t in own}
-    probed = channel.authorize(probe) + channel.settle(probe) + channel.void(probe)
     return IntentLegs(
-        expected_settled=channel.authorize(intent) + channel.settle(intent),
-        hold_ids=frozenset(t.id for t in holds),
-        void_ids=frozenset(t.id for t in channel.void(probe)),
-        posting_ids=frozenset(t.id for t in channel.settle(probe)),
+        expected_settled=authorized + settled,
+        hold_ids=frozenset(t.id for t in probed[0] if t.flags & tb.TransferFlags.PENDING),
+        void_ids=frozenset(t.id for t in probed[2]),
+        posting_ids=frozenset(t.id for t in probed[1]),
         account_names={account.id: account.name for account in channel.accounts(intent)},
-        candidates=own + [t for t in probed if t.id not in own_ids],
+        candidates=own + [t for t in probed[0] + probed[1] + probed[2] if t.id not in own_ids],
     )
 
 
