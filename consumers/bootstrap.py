@@ -52,6 +52,7 @@ async def open_stage_context(
                 dead_letter_entries_max=settings.dead_letter_stream_entries_max,
                 idempotency_retention_s=settings.idempotency_retention_s,
                 ledger_check_interval_s=settings.ledger_check_interval_s,
+                consumer_prune_idle_s=settings.stream_consumer_prune_idle_s,
                 ledger_request_events_max=settings.ledger_request_events_max,
             )  # fmt: skip
     finally:

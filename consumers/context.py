@@ -18,7 +18,11 @@ import redis.asyncio as aioredis
 import tigerbeetle as tb
 
 from ledger import BATCH_EVENTS_MAX, Ledger
-from pm.config.constants import IDEMPOTENCY_RETENTION_S_DEFAULT, LEDGER_CHECK_INTERVAL_S_DEFAULT
+from pm.config.constants import (
+    CONSUMER_PRUNE_IDLE_S_DEFAULT,
+    IDEMPOTENCY_RETENTION_S_DEFAULT,
+    LEDGER_CHECK_INTERVAL_S_DEFAULT,
+)
 from pm.config.metrics import LEDGER_REQUEST_EVENTS, LEDGER_REQUEST_SECONDS, LEDGER_RESULTS
 from pm.config.settings import DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT
 from pm.config.topology import Topology
@@ -86,6 +90,8 @@ class StageContext:
     idempotency_retention_s: float = IDEMPOTENCY_RETENTION_S_DEFAULT
     # How often the poller checks the ledger for the metrics (PM_LEDGER_CHECK_INTERVAL_S; 0: never).
     ledger_check_interval_s: float = LEDGER_CHECK_INTERVAL_S_DEFAULT
+    # The poller deletes consumers idle this long with nothing pending (PM_STREAM_CONSUMER_PRUNE_IDLE_S).
+    consumer_prune_idle_s: float = CONSUMER_PRUNE_IDLE_S_DEFAULT
 
     async def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
         if not transfers:

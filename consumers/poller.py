@@ -8,6 +8,8 @@ Every round it
 - asks the PSPs about payments voided at their deadline until they answer finally (consumers/psp_watch.py);
 - recreates missing consumer groups (a Redis that restarted empty);
 - trims every stream below what all its groups have acknowledged (never an unread entry);
+- deletes consumers idle past PM_STREAM_CONSUMER_PRUNE_IDLE_S with nothing pending (every process is a
+  new consumer, so restarts leave dead ones in each group), a bounded number per stage per round;
 - deletes idempotency records past PM_IDEMPOTENCY_RETENTION_S and request nonces past their window,
   in bounded rounds;
 - measures stream backlogs, dead-letter stream lengths and open intents for the metrics;
@@ -29,6 +31,8 @@ from ledger.accounts import CURRENCY_LEDGER
 from ledger.check import CheckReport, run_check
 from pm.config import metrics
 from pm.config.constants import (
+    CONSUMER_PRUNE_INTERVAL_S,
+    CONSUMER_PRUNE_ROUND_MAX,
     LEDGER_CHECK_PAGES_MAX,
     NONCE_TTL_S,
     PURGE_INTERVAL_S,
@@ -104,6 +108,20 @@ async def trim_once(context: StageContext) -> int:
     return removed
 
 
+async def prune_consumers_once(context: StageContext, round_max: int = CONSUMER_PRUNE_ROUND_MAX) -> int:
+    """Delete every stage's consumers idle past `consumer_prune_idle_s` with nothing pending (at most
+    `round_max` per stage; the rest wait for the next round). Returns how many were deleted."""
+    idle_ms = int(context.consumer_prune_idle_s * 1000)
+    deleted = 0
+    for stage in context.topology.stages.values():
+        names = await streams.prune_idle_consumers(context.redis, stage.stream, stage.group, idle_ms, round_max)
+        if names:
+            metrics.CONSUMERS_PRUNED.labels(stage.name).inc(len(names))
+            log.info("pruned idle consumers", extra={"stage": stage.name, "consumers": names[:10], "count": len(names)})
+        deleted += len(names)
+    return deleted
+
+
 async def purge_once(
     context: StageContext, round_rows_max: int = PURGE_ROUND_ROWS_MAX, rounds_max: int = PURGE_ROUNDS_MAX
 ) -> tuple[int, int]:
@@ -175,7 +193,7 @@ async def run_poller(context: StageContext, stop: asyncio.Event | None = None) -
     """Until `stop` is set (or cancelled): one round per `interval_ms`, trims and measures on their own periods."""
     stop = stop or asyncio.Event()
     config = context.topology.poller
-    last_trim_s = last_measure_s = last_purge_s = 0.0
+    last_trim_s = last_measure_s = last_purge_s = last_prune_s = 0.0
     last_ledger_check_s: float | None = None
     while not stop.is_set():
         started_s = time.monotonic()
@@ -190,6 +208,9 @@ async def run_poller(context: StageContext, stop: asyncio.Event | None = None) -
             if started_s - last_purge_s >= PURGE_INTERVAL_S:
                 await purge_once(context)
                 last_purge_s = started_s
+            if started_s - last_prune_s >= CONSUMER_PRUNE_INTERVAL_S:
+                await prune_consumers_once(context)
+                last_prune_s = started_s
             if started_s - last_measure_s >= config.lag_interval_ms / 1000:
                 await measure_once(context)
                 last_measure_s = started_s

@@ -15,7 +15,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 
 from pm.config.settings import Settings
-from pm.dev.embedded import CONNECT_TIMEOUT_S, EmbeddedServerError, embedded_database, embedded_servers
+from pm.dev.embedded import (
+    CONNECT_TIMEOUT_S,
+    EmbeddedServerError,
+    embedded_database,
+    embedded_redis,
+    embedded_servers,
+)
 
 EXIT_OK = 0
 EXIT_PROBLEM_FOUND = 1
@@ -39,17 +45,28 @@ class CommandError(Exception):
 @contextlib.asynccontextmanager
 async def database_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     """A connection to the migrated database (configured or embedded), or a one-line CommandError."""
-    async with database(settings) as database_url:
-        try:
-            connection = await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_S)
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise CommandError(f"database {redact_url(database_url)}: {first_line(exc)}") from exc
-        try:
-            yield connection
-        except asyncpg.UndefinedTableError as exc:
-            raise CommandError("the database has no pm.api_key table; run `pm db migrate` first") from exc
-        finally:
-            await connection.close(timeout=CONNECT_TIMEOUT_S)
+    async with database(settings) as database_url, connected(database_url) as connection:
+        yield connection
+
+
+@contextlib.asynccontextmanager
+async def connected(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to `database_url` (migrated), or a one-line CommandError."""
+    try:
+        connection = await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise CommandError(f"database {redact_url(database_url)}: {first_line(exc)}") from exc
+    try:
+        yield connection
+    except asyncpg.UndefinedTableError as exc:
+        raise CommandError(f"the database has no {_table_named(exc)} table; run `pm db migrate` first") from exc
+    finally:
+        await connection.close(timeout=CONNECT_TIMEOUT_S)
+
+
+def _table_named(exc: asyncpg.UndefinedTableError) -> str:
+    match = re.search(r'relation "([^"]+)"', str(exc))
+    return match.group(1) if match else "pm"
 
 
 @contextlib.asynccontextmanager
@@ -68,6 +85,16 @@ async def servers_running(settings: Settings) -> AsyncIterator[tuple[str, str]]:
             yield urls
     except EmbeddedServerError as exc:
         raise CommandError(f"embedded servers: {first_line(exc)}") from exc
+
+
+@contextlib.asynccontextmanager
+async def redis_running(settings: Settings) -> AsyncIterator[str]:
+    """PM_REDIS_URL, or an embedded Valkey's URL for the block (no PostgreSQL started)."""
+    try:
+        async with embedded_redis(settings) as redis_url:
+            yield redis_url
+    except EmbeddedServerError as exc:
+        raise CommandError(f"embedded Valkey: {first_line(exc)}") from exc
 
 
 def redact_url(url: str) -> str:

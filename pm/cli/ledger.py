@@ -36,7 +36,7 @@ async def _ledger_check(settings: Settings, arguments: argparse.Namespace) -> in
     from ledger.check import format_report, run_check
 
     async with _ledger_database(settings) as database_url:
-        async with _opened_ledger(settings.effective_ledger_url(database_url)) as ledger:
+        async with opened_ledger(settings.effective_ledger_url(database_url)) as ledger:
             report = await run_check(ledger, allow_pending_transit=arguments.allow_pending_transit)
     print(format_report(report))
     return EXIT_OK if report.ok else EXIT_PROBLEM_FOUND
@@ -47,7 +47,7 @@ async def _ledger_demo(settings: Settings, arguments: argparse.Namespace) -> int
 
     async with _ledger_database(settings) as database_url:
         ledger_url = settings.effective_ledger_url(database_url)
-        async with _opened_ledger(ledger_url) as ledger:
+        async with opened_ledger(ledger_url) as ledger:
             await seed_demo(ledger)
     print(f"pm: demo ledger seeded in {redact_url(ledger_url)}")
     return EXIT_OK
@@ -64,7 +64,7 @@ async def _ledger_database(settings: Settings) -> AsyncIterator[str | None]:
 
 
 @contextlib.asynccontextmanager
-async def _opened_ledger(ledger_url: str) -> AsyncIterator[Ledger]:
+async def opened_ledger(ledger_url: str) -> AsyncIterator[Ledger]:
     """`open_ledger`, with a bad URL or an unreachable server turned into a one-line CommandError."""
     # Imported here so `pm db migrate` and `pm servers` work without loading the TigerBeetle client.
     from ledger import LedgerUnavailableError, LedgerUrlError, open_ledger

@@ -31,6 +31,12 @@ module registering its own (`add_commands`); common.py holds what they share (th
                 pm dlq replay STAGE [ID...|--all] [--json]   re-drive dead-lettered intents from PostgreSQL (1: refused)
                 pm dlq drop STAGE [ID...|--all]              delete dead letters; their intents stay flagged
                           dead_letters.py reads, replays and drops them
+    streams.py  pm streams [--json]        per stage: length, lag, pending, oldest pending age, consumers, dead letters
+                pm streams consumers [STAGE] [--prune IDLE] [--json]   consumers; delete idle ones with nothing pending
+    intents.py  pm intents show ID [--json]   state, versions, ledger transfers by derived id, PSP events, webhooks
+                pm intents stuck [--older-than N] [--limit N] [--json]   non-final intents older than N s
+    reconcile.py pm reconcile [--json]   every intent and user's history against the ledger (1: mismatches);
+                          reconciliation.py checks them, in keyset pages
 
 Exit codes: 0 done (and the check is ok); 1 the command ran and found a problem (check not ok,
 migration refused or failed); 2 it could not run: bad configuration or an unreachable server, told
@@ -49,7 +55,7 @@ from collections.abc import Awaitable, Callable
 
 import pydantic
 
-from pm.cli import dlq, keys, ledger, outbox, review, rules, send, servers
+from pm.cli import dlq, intents, keys, ledger, outbox, reconcile, review, rules, send, servers, streams
 from pm.cli.common import (
     EXIT_CANNOT_RUN,
     EXIT_INTERRUPTED,
@@ -119,6 +125,9 @@ def _parser() -> argparse.ArgumentParser:
     review.add_commands(commands)
     outbox.add_commands(commands)
     dlq.add_commands(commands)
+    streams.add_commands(commands)
+    intents.add_commands(commands)
+    reconcile.add_commands(commands)
     return parser
 
 

@@ -63,6 +63,13 @@ PURGE_ROUNDS_MAX = 40
 # backend) it stops, counts a failure and the operator runs `pm ledger check` by hand.
 LEDGER_CHECK_INTERVAL_S_DEFAULT = 300.0
 LEDGER_CHECK_PAGES_MAX = 128
+# Consumers of a stage's group idle past PM_STREAM_CONSUMER_PRUNE_IDLE_S (default an hour) with nothing
+# pending are deleted by the status poller every CONSUMER_PRUNE_INTERVAL_S, at most
+# CONSUMER_PRUNE_ROUND_MAX per stage per round (one atomic script call each: XINFO CONSUMERS, then
+# XGROUP DELCONSUMER only of those still idle with nothing pending, so no entry is ever dropped).
+CONSUMER_PRUNE_IDLE_S_DEFAULT = 3_600
+CONSUMER_PRUNE_INTERVAL_S = 60.0
+CONSUMER_PRUNE_ROUND_MAX = 1_000
 
 # The first stage's backlog is measured at most this often (one XINFO GROUPS), shared by all requests.
 BACKLOG_MEASURE_INTERVAL_S = 0.2

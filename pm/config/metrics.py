@@ -50,6 +50,9 @@ LEDGER_REQUEST_EVENTS = Histogram(
 )
 STREAM_BACKLOG = Gauge("pm_stream_backlog_entries", "Entries not yet delivered to the group", ["stream", "group"])
 STREAM_PENDING = Gauge("pm_stream_pending_entries", "Entries delivered, not yet acknowledged", ["stream", "group"])
+CONSUMERS_PRUNED = Counter(
+    "pm_stream_consumers_pruned_total", "Idle consumers with nothing pending deleted by the poller", ["stage"]
+)
 REDRIVEN = Counter("pm_poller_redriven_total", "Intents re-published by the status poller", ["state"])
 OPEN_INTENTS = Gauge("pm_intents_open", "Intents not yet final, by state (status poller)", ["state"])
 OPEN_INTENT_OLDEST_SECONDS = Gauge(

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pm.config.constants import (
     AMOUNT_MINOR_EXACT_MAX,
     CEL_EXPRESSION_LENGTH_HARD_MAX,
+    CONSUMER_PRUNE_IDLE_S_DEFAULT,
     HISTORY_PAGE_MAX,
     IDEMPOTENCY_RETENTION_S_DEFAULT,
     LEDGER_CHECK_INTERVAL_S_DEFAULT,
@@ -97,6 +98,10 @@ class Settings(BaseSettings):
     idempotency_retention_s: int = Field(default=IDEMPOTENCY_RETENTION_S_DEFAULT, ge=3_600, le=90 * 86_400)
     # The status poller checks the ledger this often for the metrics (0: never; the alerts then see none).
     ledger_check_interval_s: float = Field(default=LEDGER_CHECK_INTERVAL_S_DEFAULT, ge=0, le=86_400)
+    # The status poller deletes a stage's consumers idle this long that hold no pending entries (each
+    # process is a new consumer, so restarts leave dead ones behind). A live consumer reads every block_ms;
+    # one deleted while paused is created again by its next read.
+    stream_consumer_prune_idle_s: int = Field(default=CONSUMER_PRUNE_IDLE_S_DEFAULT, ge=60, le=30 * 86_400)
     # POST /intents answers 503 OVERLOADED once the first stage's backlog (lag + pending) passes this.
     backpressure_backlog_entries_max: int = Field(default=100_000, ge=1)
     prefer_wait_s_max: float = Field(default=PREFER_WAIT_MAX_S, gt=0, le=PREFER_WAIT_MAX_S)

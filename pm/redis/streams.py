@@ -11,7 +11,10 @@
   operators read it, and every dropped entry's intent stays flagged in PostgreSQL);
 - `trim_acknowledged`: trim a stage's stream only below what every group has acknowledged (never XADD
   MAXLEN there, which drops entries no group has read);
-- `backlog`: a group's lag and pending count, for metrics and the gateway's backpressure.
+- `backlog`: a group's lag and pending count, for metrics and the gateway's backpressure;
+- `stage_streams`: what `pm streams` shows of a stage (length, backlog, oldest pending, consumers,
+  dead letters), in one round trip;
+- `prune_idle_consumers`: delete consumers idle past a threshold with nothing pending, atomically.
 """
 
 from __future__ import annotations
@@ -261,3 +264,99 @@ async def dead_letter_lengths(redis: aioredis.Redis, topology: Topology) -> dict
             pipe.xlen(stage.dead_letter_stream)
         lengths = await pipe.execute()
     return {stage.name: int(length) for stage, length in zip(stages, lengths, strict=True)}
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerStatus:
+    name: str
+    pending: int
+    idle_ms: int  # since its last read or claim (Redis 7.2+: its last attempted interaction)
+
+
+@dataclass(frozen=True, slots=True)
+class StageStreams:
+    """What an operator sees of one stage's streams (`pm streams`)."""
+
+    stream: str
+    group: str
+    length: int  # entries in the stream (trimmed below what the group acknowledged)
+    backlog: Backlog | None  # None: the group does not exist (yet)
+    oldest_pending_age_ms: int | None  # since the oldest pending entry was added; None: nothing pending
+    consumers: list[ConsumerStatus]
+    dead_letters: int
+
+
+async def stage_streams(redis: aioredis.Redis, stream: str, group: str, dead_letter_stream: str) -> StageStreams:
+    """One stage's stream length, group backlog, oldest pending entry, consumers and dead letters, in one
+    round trip (a stream or group that does not exist yet reads as empty)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xlen(stream)
+        pipe.xinfo_groups(stream)
+        pipe.xpending(stream, group)
+        pipe.xinfo_consumers(stream, group)
+        pipe.xlen(dead_letter_stream)
+        pipe.time()
+        length, groups, pending, consumers, dead_letters, (now_s, now_us) = await pipe.execute(raise_on_error=False)
+    backlog = None
+    if not isinstance(groups, Exception):
+        for info in groups:
+            if _as_str(info["name"]) == group:
+                lag = info.get("lag")
+                backlog = Backlog(lag=int(lag) if lag is not None else 0, pending=int(info["pending"]))
+    oldest_age_ms = None
+    if not isinstance(pending, Exception) and pending["pending"] and pending["min"]:
+        now_ms = int(now_s) * 1000 + int(now_us) // 1000
+        oldest_age_ms = max(0, now_ms - _parse_id(pending["min"])[0])
+    listed = [] if isinstance(consumers, Exception) else consumers
+    return StageStreams(
+        stream=stream,
+        group=group,
+        length=int(length),
+        backlog=backlog,
+        oldest_pending_age_ms=oldest_age_ms,
+        consumers=[ConsumerStatus(_as_str(c["name"]), int(c["pending"]), int(c["idle"])) for c in listed],
+        dead_letters=int(dead_letters),
+    )
+
+
+# Deletes, atomically, the group's consumers idle at least ARGV[2] ms that hold no pending entry (at most
+# ARGV[3] of them): no consumer can read an entry between the check and its deletion, and XGROUP
+# DELCONSUMER of a consumer with pending entries would drop them from the group's pending list.
+# KEYS: the stream. ARGV: group, idle_ms, limit. Returns the deleted consumers' names.
+_PRUNE_CONSUMERS_LUA = """
+local idle_ms, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local deleted = {}
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+    if #deleted >= limit then
+        break
+    end
+    local info = {}
+    for i = 1, #consumer, 2 do
+        info[consumer[i]] = consumer[i + 1]
+    end
+    if info['pending'] == 0 and info['idle'] >= idle_ms then
+        redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+        deleted[#deleted + 1] = info['name']
+    end
+end
+return deleted
+"""
+_PRUNE_CONSUMERS_SHA = hashlib.sha1(_PRUNE_CONSUMERS_LUA.encode()).hexdigest()
+
+
+async def prune_idle_consumers(redis: aioredis.Redis, stream: str, group: str, idle_ms: int, limit: int) -> list[str]:
+    """Delete up to `limit` consumers of `group` idle at least `idle_ms` with nothing pending; their names.
+    A stream or group that does not exist has none."""
+    assert idle_ms > 0 and limit > 0, (idle_ms, limit)
+    arguments = [group, idle_ms, limit]
+    try:
+        try:
+            deleted = await redis.evalsha(_PRUNE_CONSUMERS_SHA, 1, stream, *arguments)
+        except NoScriptError:
+            await redis.script_load(_PRUNE_CONSUMERS_LUA)
+            deleted = await redis.evalsha(_PRUNE_CONSUMERS_SHA, 1, stream, *arguments)
+    except ResponseError as exc:
+        if "no such key" in str(exc).lower() or "nogroup" in str(exc).lower():
+            return []
+        raise
+    return [_as_str(name) for name in deleted]

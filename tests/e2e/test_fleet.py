@@ -48,6 +48,7 @@ async def test_p2p_settles_through_the_fleet(fleet) -> None:
     assert [(i["direction"], i["amount_minor"]) for i in history["items"]] == [("DEBIT", 15_000), ("CREDIT", 100_000)]
     report = await fleet.check()
     assert report.ok, report.problems
+    assert (await fleet.reconcile()).mismatches == []
 
 
 async def test_every_process_serves_its_metrics(fleet) -> None:
@@ -176,5 +177,6 @@ async def test_sigkill_settlement_processes_mid_run(fresh_database, redis_url) -
             assert await fleet.balance(user) == (expected[user], 0), user
         report = await fleet.check()
         assert report.ok, report.problems
+        assert (await fleet.reconcile()).mismatches == []
         assert await fleet.pending_entries() == 0
         assert len(fleet.fleet.alive("gateway")) == 2  # two gateways share the port (SO_REUSEPORT)

@@ -197,6 +197,7 @@ async def assert_the_money_is_exact(pm: RunningFleet, parties: Parties, plan: Pl
     assert merchant.credits_posted - merchant.debits_posted == merchant_minor
     report = await pm.check()
     assert report.ok, report.problems
+    assert (await pm.reconcile()).mismatches == []
     assert await pm.pending_entries() == 0
 
 

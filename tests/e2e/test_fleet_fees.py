@@ -96,4 +96,5 @@ async def test_a_rule_created_through_the_api_applies_in_the_running_fees_proces
     await fleet.wait_finished([before["id"], paid["id"], again["id"]])
     report = await fleet.check()
     assert report.ok, report.problems
+    assert (await fleet.reconcile()).mismatches == []
     assert [t.posted_net for t in report.transit] == [0]

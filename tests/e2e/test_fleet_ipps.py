@@ -93,6 +93,7 @@ async def assert_the_payout_money_is_exact(pm: RunningFleet, sender: int, funded
     assert transit.credits_posted == transit.debits_posted
     report = await pm.check()
     assert report.ok, report
+    assert (await pm.reconcile()).mismatches == []
     assert await pm.pending_entries() == 0
     return settled_minor
 
@@ -122,6 +123,7 @@ async def assert_thai_qr_payments_take_the_channel(pm: RunningFleet, sender: int
     assert [shown[i] for i in qr] == [("THAI_QR_PAY", "DEBIT", 30_000), ("THAI_QR_PAY", "DEBIT", 0)]
     report = await pm.check()
     assert report.ok, report
+    assert (await pm.reconcile()).mismatches == []
     assert await pm.pending_entries() == 0
 
 

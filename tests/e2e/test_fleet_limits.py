@@ -75,3 +75,4 @@ async def test_a_limit_rule_holds_across_flushes_of_the_limit_keys(fleet) -> Non
     audit = (await fleet.admin.request("GET", "/admin/audit", query={"limit": "10"})).body["items"]
     assert any(a["entity"] == "limit_rule" and a["entity_id"] == rule["id"] and a["operator_id"] == 77 for a in audit)
     assert (await fleet.check()).ok
+    assert (await fleet.reconcile()).mismatches == []

@@ -80,5 +80,6 @@ async def test_a_charge_then_a_credit_settle_through_the_fleet(fleet) -> None:
         ]
     report = await fleet.check()
     assert report.ok, report.problems
+    assert (await fleet.reconcile()).mismatches == []
     assert [t.posted_net for t in report.transit] == [0]
     assert await fleet.pending_entries() == 0

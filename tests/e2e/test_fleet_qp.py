@@ -84,6 +84,7 @@ async def assert_the_top_up_money_is_exact(
     assert transit.credits_posted == transit.debits_posted
     report = await pm.check()
     assert report.ok, report
+    assert (await pm.reconcile()).mismatches == []
     assert await pm.pending_entries() == 0
     return paid_minor
 

@@ -22,6 +22,7 @@ import yaml
 from consumers import outbox_feed
 from ledger import accounts, open_ledger
 from ledger.check import CheckReport, run_check
+from pm.cli import reconciliation
 from pm.client import PMClient
 from pm.config.constants import RULES_POLL_INTERVAL_S
 from pm.config.topology import Topology, parse_topology, renamed_document
@@ -160,6 +161,11 @@ class RunningFleet:
     async def check(self) -> CheckReport:
         async with open_ledger(self.database_url) as ledger:
             return await run_check(ledger)
+
+    async def reconcile(self) -> reconciliation.ReconcileReport:
+        """`pm reconcile`'s check of every intent and user's history against the ledger (in-process)."""
+        async with open_ledger(self.database_url) as ledger:
+            return await reconciliation.reconcile(self.pool, ledger)
 
     async def pending_entries(self, settle_s: float = 5.0) -> int:
         """Entries delivered and not acknowledged in any stage's group, once that is 0 or `settle_s` has
