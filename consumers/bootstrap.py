@@ -51,6 +51,8 @@ async def open_stage_context(
                 psp_status_query_interval_s=settings.psp_status_query_interval_s,
                 dead_letter_entries_max=settings.dead_letter_stream_entries_max,
                 idempotency_retention_s=settings.idempotency_retention_s,
+                webhook_retention_s=settings.webhook_retention_s,
+                psp_event_retention_s=settings.psp_event_retention_s,
                 ledger_request_events_max=settings.ledger_request_events_max,
             )  # fmt: skip
     finally:

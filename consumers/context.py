@@ -18,7 +18,11 @@ import redis.asyncio as aioredis
 import tigerbeetle as tb
 
 from ledger import BATCH_EVENTS_MAX, Ledger
-from pm.config.constants import IDEMPOTENCY_RETENTION_S_DEFAULT
+from pm.config.constants import (
+    IDEMPOTENCY_RETENTION_S_DEFAULT,
+    PSP_EVENT_RETENTION_S_DEFAULT,
+    WEBHOOK_RETENTION_S_DEFAULT,
+)
 from pm.config.metrics import LEDGER_REQUEST_EVENTS, LEDGER_RESULTS
 from pm.config.settings import DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT
 from pm.config.topology import Topology
@@ -84,6 +88,9 @@ class StageContext:
     dead_letter_entries_max: int = DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT
     # How long the poller keeps idempotency records (PM_IDEMPOTENCY_RETENTION_S).
     idempotency_retention_s: float = IDEMPOTENCY_RETENTION_S_DEFAULT
+    # ... delivered outbox rows (PM_WEBHOOK_RETENTION_S) and PSP callback events (PM_PSP_EVENT_RETENTION_S).
+    webhook_retention_s: float = WEBHOOK_RETENTION_S_DEFAULT
+    psp_event_retention_s: float = PSP_EVENT_RETENTION_S_DEFAULT
 
     async def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
         if not transfers:

@@ -8,8 +8,9 @@ Every round it
 - asks the PSPs about payments voided at their deadline until they answer finally (consumers/psp_watch.py);
 - recreates missing consumer groups (a Redis that restarted empty);
 - trims every stream below what all its groups have acknowledged (never an unread entry);
-- deletes idempotency records past PM_IDEMPOTENCY_RETENTION_S and request nonces past their window,
-  in bounded rounds;
+- deletes idempotency records past PM_IDEMPOTENCY_RETENTION_S, request nonces past their window,
+  delivered outbox rows past PM_WEBHOOK_RETENTION_S and PSP callback events past
+  PM_PSP_EVENT_RETENTION_S, in bounded rounds (intents and their event rows are kept: the record);
 - measures stream backlogs, dead-letter stream lengths and open intents for the metrics.
 One poller is enough; several are safe (rows are taken with SKIP LOCKED, re-drives are idempotent).
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import NamedTuple
 
 from consumers import psp_watch
 from consumers.context import StageContext
@@ -29,7 +31,7 @@ from pm.config.topology import Stage
 from pm.domain.intent import TERMINAL_STATE_NAMES, TERMINAL_STATES, State
 from pm.redis import streams
 from pm.redis.streams import dead_letter_lengths
-from pm.store import intents
+from pm.store import intents, retention
 from pm.store.intents import INTENT_COLUMNS, intent_from_row
 
 log = logging.getLogger("pm.poller")
@@ -82,16 +84,26 @@ async def trim_once(context: StageContext) -> int:
     return removed
 
 
+class Purged(NamedTuple):
+    """Rows one purge run deleted, per table."""
+
+    idempotency: int
+    nonces: int
+    outbox: int
+    psp_events: int
+
+
 async def purge_once(
     context: StageContext, round_rows_max: int = PURGE_ROUND_ROWS_MAX, rounds_max: int = PURGE_ROUNDS_MAX
-) -> tuple[int, int]:
-    """Delete expired idempotency records and request nonces: rounds of at most `round_rows_max` rows per
-    table until a round comes back short, at most `rounds_max` rounds each (what is left waits for the
-    next run). Returns (records, nonces) deleted."""
+) -> Purged:
+    """Delete what is past its retention: rounds of at most `round_rows_max` rows per table until a round
+    comes back short, at most `rounds_max` rounds each (what is left waits for the next run)."""
     deleted = []
     for purge, retention_s in (
         (intents.purge_idempotency, context.idempotency_retention_s),
         (intents.purge_nonces, float(NONCE_TTL_S)),
+        (retention.purge_delivered_outbox, context.webhook_retention_s),
+        (retention.purge_psp_events, context.psp_event_retention_s),
     ):
         total = 0
         for _ in range(rounds_max):
@@ -100,9 +112,10 @@ async def purge_once(
             if count < round_rows_max:
                 break
         deleted.append(total)
-    if any(deleted):
-        log.info("purged expired records", extra={"idempotency": deleted[0], "nonces": deleted[1]})
-    return deleted[0], deleted[1]
+    purged = Purged(*deleted)
+    if any(purged):
+        log.info("purged expired records", extra=purged._asdict())
+    return purged
 
 
 async def measure_once(context: StageContext) -> None:
@@ -115,8 +128,7 @@ async def measure_once(context: StageContext) -> None:
         metrics.DEAD_LETTER_ENTRIES.labels(name).set(length)
     # An open intent is unfinished (finishing comes after its end): the partial index serves this.
     rows = await context.pool.fetch(
-        "SELECT state, count(*) AS n FROM pm.intent WHERE NOT finished AND state <> ALL($1::text[])"
-        " GROUP BY state",
+        "SELECT state, count(*) AS n FROM pm.intent WHERE NOT finished AND state <> ALL($1::text[]) GROUP BY state",
         list(TERMINAL_STATE_NAMES),
     )
     counts = {row["state"]: row["n"] for row in rows}

@@ -47,11 +47,16 @@ IDEMPOTENCY_KEY_LENGTH_MAX = 128
 IDEMPOTENCY_IN_FLIGHT_S_MAX = 30.0
 # PM_IDEMPOTENCY_RETENTION_S's default: records (and the answers replayed from them) are kept a day.
 IDEMPOTENCY_RETENTION_S_DEFAULT = 24 * 3600
+# PM_WEBHOOK_RETENTION_S's default: a delivered outbox row (merchant webhook, review event) stays a week
+# for `pm outbox list`; PM_PSP_EVENT_RETENTION_S's: a PSP callback event is remembered (so a resend is a
+# duplicate) 30 days, far past any PSP's resend window and the hold timeout.
+WEBHOOK_RETENTION_S_DEFAULT = 7 * 86_400
+PSP_EVENT_RETENTION_S_DEFAULT = 30 * 86_400
 
-# The status poller deletes expired idempotency records and request nonces every PURGE_INTERVAL_S, in
-# rounds of at most PURGE_ROUND_ROWS_MAX rows (one short statement each, oldest first), at most
-# PURGE_ROUNDS_MAX rounds per table per run: up to 200,000 rows per 5 s per table, far above the rate
-# intents come in, without one long transaction or lock.
+# The status poller deletes expired idempotency records, request nonces, delivered outbox rows and PSP
+# events every PURGE_INTERVAL_S, in rounds of at most PURGE_ROUND_ROWS_MAX rows (one short statement each,
+# oldest first), at most PURGE_ROUNDS_MAX rounds per table per run: up to 200,000 rows per 5 s per table,
+# far above the rate intents come in, without one long transaction or lock.
 PURGE_INTERVAL_S = 5.0
 PURGE_ROUND_ROWS_MAX = 5_000
 PURGE_ROUNDS_MAX = 40

@@ -21,6 +21,8 @@ from pm.config.constants import (
     HISTORY_PAGE_MAX,
     IDEMPOTENCY_RETENTION_S_DEFAULT,
     PREFER_WAIT_MAX_S,
+    PSP_EVENT_RETENTION_S_DEFAULT,
+    WEBHOOK_RETENTION_S_DEFAULT,
 )
 from pm.config.topology import TOPOLOGY_FILE
 from pm.domain.money import CURRENCIES
@@ -94,6 +96,12 @@ class Settings(BaseSettings):
     # poller; after that the key may name a new intent. Stripe's 24 h; at least an hour, so no retry of a
     # request in flight can outlive its record.
     idempotency_retention_s: int = Field(default=IDEMPOTENCY_RETENTION_S_DEFAULT, ge=3_600, le=90 * 86_400)
+    # A delivered outbox row (merchant webhook, review event) is deleted this long after its delivery; one
+    # not delivered (pending or given up) is kept whatever its age. At least an hour: `pm outbox list`.
+    webhook_retention_s: int = Field(default=WEBHOOK_RETENTION_S_DEFAULT, ge=3_600, le=400 * 86_400)
+    # A PSP callback event (what makes a resend a duplicate) is deleted this long after it came. At least a
+    # day: far past the hold timeout, so only final intents' events go (a resend then moves nothing).
+    psp_event_retention_s: int = Field(default=PSP_EVENT_RETENTION_S_DEFAULT, ge=86_400, le=400 * 86_400)
     # POST /intents answers 503 OVERLOADED once the first stage's backlog (lag + pending) passes this.
     backpressure_backlog_entries_max: int = Field(default=100_000, ge=1)
     prefer_wait_s_max: float = Field(default=PREFER_WAIT_MAX_S, gt=0, le=PREFER_WAIT_MAX_S)
