@@ -19,6 +19,14 @@ NONCE_STORE_COMPLETE_SINCE_KEY = "pm:nonce-store-complete-since"
 ENTRY_ERROR_KEY_PREFIX = "pm:entry-error:"
 ENTRY_ERROR_TTL_S = 7 * 24 * 3600
 
+# A batch that failed because a dependency was down (PostgreSQL, the ledger, Redis) stays pending and its
+# delivery is not counted against max_deliveries (an outage of any length must not dead-letter it). The
+# stage then reads nothing for OUTAGE_BACKOFF_S (no busy loop of failing batches while the dependency is
+# down), and the batch's entries may be claimed again OUTAGE_RETRY_AFTER_MS later (instead of a whole
+# claim_idle_ms): a short outage (connections dropped) costs about a second, not 15.
+OUTAGE_BACKOFF_S = 1.0
+OUTAGE_RETRY_AFTER_MS = 1_000
+
 # Settlement's slot for asking a PSP about one intent (SET NX PX psp_status_query_interval_s): at most
 # one status query per intent per interval, however many entries or callbacks name it.
 PSP_STATUS_QUERY_KEY_PREFIX = "pm:psp-status-query:"

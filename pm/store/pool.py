@@ -3,6 +3,11 @@ network has a bound), used by the gateway, every stage, the poller and the outbo
 
     pool = await open_pool(database_url, connections_max=4)
     await close_pool(pool)                     # bounded too: a stuck holder cannot hang shutdown
+    database_unavailable(exc)                  # the server is down or dropped us: retry later, not a bug
+
+A connection the server dropped (`pg_terminate_backend`, a restart) fails only the statement that was on
+it; asyncpg's pool notices a dropped idle connection and opens a new one on the next acquire, so a pool
+recovers by itself once the server answers again.
 """
 
 from __future__ import annotations
@@ -16,6 +21,30 @@ from pm.config.constants import (
     DATABASE_CONNECT_TIMEOUT_S,
     DATABASE_POOL_CLOSE_TIMEOUT_S,
 )
+
+# What asyncpg raises when the server cannot be reached or went away: connection errors (08xxx, e.g.
+# ConnectionDoesNotExistError "connection was closed in the middle of operation"), the server shutting
+# down or terminating our backend (57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now),
+# too many connections (53300), a refused or timed-out connect (OSError, TimeoutError).
+_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says PostgreSQL is down or dropped the connection (an operating condition: retry
+    later) rather than that a statement was wrong (a bug, or bad input)."""
+    if isinstance(exc, _UNAVAILABLE_ERRORS):
+        return True
+    # Using a connection the server closed: asyncpg's InterfaceError "connection is closed". Other
+    # InterfaceErrors (DataError: a bad argument) are programmer errors.
+    return type(exc) is asyncpg.InterfaceError and "closed" in str(exc)
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
