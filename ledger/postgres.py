@@ -79,7 +79,12 @@ R = TypeVar("R")
 def _unavailable(exc: BaseException) -> bool:
     if isinstance(exc, _UNAVAILABLE_ERRORS):
         return True
-    return type(exc) is asyncpg.InterfaceError and "closed" in str(exc)  # "connection is closed"
+    # A connection that died under the statement (as pm/store/pool.py explains): the protocol still
+    # consuming the server's FATAL message, or the connection closed or taken back by the pool meanwhile.
+    message = str(exc)
+    if type(exc) is asyncpg.InterfaceError:
+        return "connection is closed" in message or "released back to the pool" in message
+    return type(exc) is asyncpg.InternalClientError and "another operation" in message
 
 
 def _translated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:

@@ -42,9 +42,23 @@ def database_unavailable(exc: BaseException) -> bool:
     later) rather than that a statement was wrong (a bug, or bad input)."""
     if isinstance(exc, _UNAVAILABLE_ERRORS):
         return True
-    # Using a connection the server closed: asyncpg's InterfaceError "connection is closed". Other
-    # InterfaceErrors (DataError: a bad argument) are programmer errors.
-    return type(exc) is asyncpg.InterfaceError and "closed" in str(exc)
+    return _dying_connection(exc)
+
+
+def _dying_connection(exc: BaseException) -> bool:
+    """asyncpg's own errors for a connection that died under a statement. A terminated backend sends its
+    FATAL message, then closes the socket; a statement started between the two meets the protocol still
+    consuming the error (InternalClientError "cannot switch to state 12; another operation (2) is in
+    progress"), a connection closed meanwhile is refused ("connection is closed"), and a proxy whose
+    connection the pool took back on the close is too ("connection has been released back to the pool";
+    measured under pg_terminate_backend, tests/integration/test_database_outage.py). Other InterfaceErrors
+    (DataError: a bad argument) are programmer errors."""
+    message = str(exc)
+    if type(exc) is asyncpg.InterfaceError:
+        return "connection is closed" in message or "released back to the pool" in message
+    if type(exc) is asyncpg.InternalClientError:
+        return "another operation" in message
+    return False
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
