@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # Read only by the test suite (tests/conftest.py): servers to test against instead of embedded ones.
     test_database_url: str | None = None
     test_redis_url: str | None = None
+    # Tests only: how long the ledger outage test (tests/integration/test_ledger_outage.py) keeps the
+    # ledger's PostgreSQL stopped. The 30 s by default; a CI short of time may set less.
+    test_ledger_outage_s: float = Field(default=30.0, ge=1, le=300)
 
     # The pipeline's topology (streams, groups, batch sizes); another file lets a test or a benchmark run
     # with streams of its own or other tuning numbers.
