@@ -41,7 +41,13 @@ from faststream.redis.annotations import RedisBatchStreamMessage
 from consumers.context import Handler, StageContext
 from ledger import LedgerUnavailableError
 from pm.config import metrics
-from pm.config.constants import ENTRY_ERROR_KEY_PREFIX, ENTRY_ERROR_TTL_S, OUTAGE_BACKOFF_S, OUTAGE_RETRY_AFTER_MS
+from pm.config.constants import (
+    CLAIM_ROUNDS_PER_LOOK_MAX,
+    ENTRY_ERROR_KEY_PREFIX,
+    ENTRY_ERROR_TTL_S,
+    OUTAGE_BACKOFF_S,
+    OUTAGE_RETRY_AFTER_MS,
+)
 from pm.config.topology import Stage
 from pm.domain.intent import TERMINAL_STATES, Intent
 from pm.redis import streams
@@ -244,7 +250,8 @@ class StageRunner:
     # -- orphaned entries ------------------------------------------------------------------------
 
     async def claim_once(self) -> int:
-        """Claim entries idle past `claim_idle_ms`; dead-letter those delivered `max_deliveries` times."""
+        """Claim entries idle past `claim_idle_ms`; dead-letter those delivered `max_deliveries` times.
+        How many entries it took (0 also when the claimed batch met a dependency that is down)."""
         stage, redis = self.stage, self.context.redis
         pending = await streams.pending_idle(redis, stage.stream, stage.group, stage.claim_idle_ms, stage.batch_size)
         if not pending:
@@ -257,7 +264,9 @@ class StageRunner:
         if claimed:
             metrics.CLAIMED.labels(stage.name).inc(len(claimed))
             log.warning("claimed orphaned entries", extra={"stage": stage.name, "entries": len(claimed)})
-            await self.process(claimed, redelivered=True)
+            outcome = await self.process(claimed, redelivered=True)
+            if outcome.dependency_down is not None:
+                return 0  # nothing more to claim while it is down: the next look tries again
         return len(claimed) + len(exhausted)
 
     async def _dead_letter_exhausted(self, exhausted: list[streams.PendingEntry]) -> None:
@@ -305,15 +314,22 @@ class StageRunner:
 
     async def claim_forever(self, stop: asyncio.Event | None = None) -> None:
         """Until `stop` is set (or the task is cancelled): look for orphaned entries every half claim-idle
-        period. Stopping by the event does not depend on a library letting a cancellation through."""
+        period, and claim on while rounds come back full (at most CLAIM_ROUNDS_PER_LOOK_MAX), so a large
+        backlog of them (say, everything left pending by an outage) drains at the stage's own pace rather
+        than one batch per look. Stopping by the event does not depend on a library letting a
+        cancellation through."""
         stop = stop or asyncio.Event()
         interval_s = max(self.stage.claim_idle_ms / 2000, 0.05)
         while not await wait_or_stop(stop, interval_s):
-            try:
-                await self.claim_once()
-            except Exception:
-                raise_if_cancelling()
-                log.exception("claiming failed; retrying next round", extra={"stage": self.stage.name})
+            for _ in range(CLAIM_ROUNDS_PER_LOOK_MAX):
+                try:
+                    taken = await self.claim_once()
+                except Exception:
+                    raise_if_cancelling()
+                    log.exception("claiming failed; retrying next round", extra={"stage": self.stage.name})
+                    break
+                if taken < self.stage.batch_size or stop.is_set():
+                    break
 
 
 async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:

@@ -26,6 +26,9 @@ ENTRY_ERROR_TTL_S = 7 * 24 * 3600
 # claim_idle_ms): a short outage (connections dropped) costs about a second, not 15.
 OUTAGE_BACKOFF_S = 1.0
 OUTAGE_RETRY_AFTER_MS = 1_000
+# A stage's claim loop claims on while its rounds (of batch_size entries) come back full, at most this many
+# rounds per look (every claim_idle_ms / 2): up to 25,600 entries per look at the default batch of 256.
+CLAIM_ROUNDS_PER_LOOK_MAX = 100
 
 # Settlement's slot for asking a PSP about one intent (SET NX PX psp_status_query_interval_s): at most
 # one status query per intent per interval, however many entries or callbacks name it.
