@@ -53,6 +53,8 @@ async def open_stage_context(
                 idempotency_retention_s=settings.idempotency_retention_s,
                 ledger_check_interval_s=settings.ledger_check_interval_s,
                 consumer_prune_idle_s=settings.stream_consumer_prune_idle_s,
+                webhook_retention_s=settings.webhook_retention_s,
+                psp_event_retention_s=settings.psp_event_retention_s,
                 ledger_request_events_max=settings.ledger_request_events_max,
             )  # fmt: skip
     finally:

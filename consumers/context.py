@@ -22,6 +22,8 @@ from pm.config.constants import (
     CONSUMER_PRUNE_IDLE_S_DEFAULT,
     IDEMPOTENCY_RETENTION_S_DEFAULT,
     LEDGER_CHECK_INTERVAL_S_DEFAULT,
+    PSP_EVENT_RETENTION_S_DEFAULT,
+    WEBHOOK_RETENTION_S_DEFAULT,
 )
 from pm.config.metrics import LEDGER_REQUEST_EVENTS, LEDGER_REQUEST_SECONDS, LEDGER_RESULTS
 from pm.config.settings import DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT
@@ -88,6 +90,10 @@ class StageContext:
     dead_letter_entries_max: int = DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT
     # How long the poller keeps idempotency records (PM_IDEMPOTENCY_RETENTION_S).
     idempotency_retention_s: float = IDEMPOTENCY_RETENTION_S_DEFAULT
+    # How long the poller keeps delivered outbox rows and PSP callback events (PM_WEBHOOK_RETENTION_S,
+    # PM_PSP_EVENT_RETENTION_S).
+    webhook_retention_s: float = WEBHOOK_RETENTION_S_DEFAULT
+    psp_event_retention_s: float = PSP_EVENT_RETENTION_S_DEFAULT
     # How often the poller checks the ledger for the metrics (PM_LEDGER_CHECK_INTERVAL_S; 0: never).
     ledger_check_interval_s: float = LEDGER_CHECK_INTERVAL_S_DEFAULT
     # The poller deletes consumers idle this long with nothing pending (PM_STREAM_CONSUMER_PRUNE_IDLE_S).

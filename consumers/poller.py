@@ -10,8 +10,9 @@ Every round it
 - trims every stream below what all its groups have acknowledged (never an unread entry);
 - deletes consumers idle past PM_STREAM_CONSUMER_PRUNE_IDLE_S with nothing pending (every process is a
   new consumer, so restarts leave dead ones in each group), a bounded number per stage per round;
-- deletes idempotency records past PM_IDEMPOTENCY_RETENTION_S and request nonces past their window,
-  in bounded rounds;
+- deletes idempotency records past PM_IDEMPOTENCY_RETENTION_S, request nonces past their window,
+  delivered outbox rows past PM_WEBHOOK_RETENTION_S and PSP callback events past
+  PM_PSP_EVENT_RETENTION_S, in bounded rounds (intents and their event rows are kept: the record);
 - measures stream backlogs, dead-letter stream lengths and open intents for the metrics;
 - every PM_LEDGER_CHECK_INTERVAL_S, checks the ledger as `pm ledger check --allow-pending-transit` does
   (bounded: LEDGER_CHECK_PAGES_MAX pages of accounts) and exports transit balances and problems found.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import NamedTuple
 
 from consumers import psp_watch
 from consumers.context import StageContext
@@ -43,7 +45,7 @@ from pm.config.topology import Stage
 from pm.domain.intent import TERMINAL_STATE_NAMES, TERMINAL_STATES, State
 from pm.redis import streams
 from pm.redis.streams import dead_letter_lengths
-from pm.store import intents
+from pm.store import intents, retention
 from pm.store.intents import INTENT_COLUMNS, intent_from_row
 
 log = logging.getLogger("pm.poller")
@@ -120,18 +122,26 @@ async def prune_consumers_once(context: StageContext, round_max: int = CONSUMER_
             log.info("pruned idle consumers", extra={"stage": stage.name, "consumers": names[:10], "count": len(names)})
         deleted += len(names)
     return deleted
+class Purged(NamedTuple):
+    """Rows one purge run deleted, per table."""
+
+    idempotency: int
+    nonces: int
+    outbox: int
+    psp_events: int
 
 
 async def purge_once(
     context: StageContext, round_rows_max: int = PURGE_ROUND_ROWS_MAX, rounds_max: int = PURGE_ROUNDS_MAX
-) -> tuple[int, int]:
-    """Delete expired idempotency records and request nonces: rounds of at most `round_rows_max` rows per
-    table until a round comes back short, at most `rounds_max` rounds each (what is left waits for the
-    next run). Returns (records, nonces) deleted."""
+) -> Purged:
+    """Delete what is past its retention: rounds of at most `round_rows_max` rows per table until a round
+    comes back short, at most `rounds_max` rounds each (what is left waits for the next run)."""
     deleted = []
     for purge, retention_s in (
         (intents.purge_idempotency, context.idempotency_retention_s),
         (intents.purge_nonces, float(NONCE_TTL_S)),
+        (retention.purge_delivered_outbox, context.webhook_retention_s),
+        (retention.purge_psp_events, context.psp_event_retention_s),
     ):
         total = 0
         for _ in range(rounds_max):
@@ -140,9 +150,10 @@ async def purge_once(
             if count < round_rows_max:
                 break
         deleted.append(total)
-    if any(deleted):
-        log.info("purged expired records", extra={"idempotency": deleted[0], "nonces": deleted[1]})
-    return deleted[0], deleted[1]
+    purged = Purged(*deleted)
+    if any(purged):
+        log.info("purged expired records", extra=purged._asdict())
+    return purged
 
 
 async def measure_once(context: StageContext) -> None:

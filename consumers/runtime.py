@@ -14,6 +14,12 @@ The app's status messages are not sent here: the outbox worker publishes them fr
 step 3 wrote in the same statement (consumers/outbox_feed.py), so a crash after a commit cannot lose one.
 A crash anywhere before 4 leaves the entries pending; they are claimed and handled again, and the
 compare-and-set, the derived ledger ids and idempotent handlers make that harmless.
+
+A dependency that is down (PostgreSQL unreachable or dropping connections, the ledger unreachable, Redis)
+is an operating condition, not a poisoned entry: the whole batch stays pending, its delivery is not
+counted against `max_deliveries` (pm.redis.streams.forgive_deliveries), and the stage backs off
+OUTAGE_BACKOFF_S before reading again. So an outage of any length sends nothing to the dead-letter
+stream and fails no intent; its entries are claimed and handled once the dependency answers.
 """
 
 from __future__ import annotations
@@ -27,17 +33,26 @@ import time
 import traceback
 from dataclasses import dataclass
 
+import redis.exceptions
 from faststream.middlewares import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisBatchStreamMessage
 
 from consumers.context import Handler, StageContext
+from ledger import LedgerUnavailableError
 from pm.config import metrics
-from pm.config.constants import ENTRY_ERROR_KEY_PREFIX, ENTRY_ERROR_TTL_S
+from pm.config.constants import (
+    CLAIM_ROUNDS_PER_LOOK_MAX,
+    ENTRY_ERROR_KEY_PREFIX,
+    ENTRY_ERROR_TTL_S,
+    OUTAGE_BACKOFF_S,
+    OUTAGE_RETRY_AFTER_MS,
+)
 from pm.config.topology import Stage
 from pm.domain.intent import TERMINAL_STATES, Intent
 from pm.redis import streams
 from pm.store.intents import TransitionResult, apply_transitions
+from pm.store.pool import database_unavailable
 
 log = logging.getLogger("pm.consumers")
 
@@ -56,12 +71,25 @@ def load_handler(stage: Stage) -> Handler:
     return handler
 
 
+def dependency_down(exc: BaseException) -> str | None:
+    """Which dependency `exc` says is down ("ledger", "redis", "database"), or None for any other error."""
+    if isinstance(exc, LedgerUnavailableError):  # before the database: it is an OSError too
+        return "ledger"
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        return "redis"
+    if database_unavailable(exc):
+        return "database"
+    return None
+
+
 @dataclass(slots=True)
 class BatchOutcome:
     applied: int = 0
     stale: int = 0
     failed: int = 0
     malformed: int = 0
+    # Set when a dependency was down: the batch's entries stay pending, this delivery not counted.
+    dependency_down: str | None = None
 
 
 class StageRunner:
@@ -86,12 +114,21 @@ class StageRunner:
             outcome.malformed = len(malformed)
             await self._dead_letter([(entry_id, fields, error, 0) for entry_id, fields, error in malformed])
 
-        transitions, failed_ids = await self._handle(intents, entry_ids)
+        try:
+            transitions, failed_ids = await self._handle(intents, entry_ids)
+            results = await apply_transitions(self.context.pool, transitions)
+            publication = self._publication(results, redelivered)
+            done_ids = [entry_id for entry_id in _flatten(entry_ids.values()) if entry_id not in failed_ids]
+            await streams.publish_and_ack(
+                self.context.redis, publication, self.stage.stream, self.stage.group, done_ids
+            )
+        except Exception as exc:
+            outcome.dependency_down = dependency_down(exc)
+            if outcome.dependency_down is None:
+                raise
+            await self._forgive(_flatten(entry_ids.values()), outcome.dependency_down, exc)
+            return outcome
         outcome.failed = len(failed_ids)
-        results = await apply_transitions(self.context.pool, transitions)
-        publication = self._publication(results, redelivered)
-        done_ids = [entry_id for entry_id in _flatten(entry_ids.values()) if entry_id not in failed_ids]
-        await streams.publish_and_ack(self.context.redis, publication, self.stage.stream, self.stage.group, done_ids)
 
         outcome.applied = sum(1 for r in results if r.applied)
         outcome.stale = len(results) - outcome.applied
@@ -120,7 +157,9 @@ class StageRunner:
             return [], set()
         try:
             return await self.handler(intents, self.context), set()
-        except Exception:
+        except Exception as exc:
+            if dependency_down(exc) is not None:
+                raise  # the whole batch waits for the dependency: one by one would fail the same way
             if len(intents) == 1:
                 await self._record_failure(intents, entry_ids)
                 return [], set(entry_ids[intents[0].id])
@@ -129,7 +168,9 @@ class StageRunner:
         for intent in intents:
             try:
                 transitions.extend(await self.handler([intent], self.context))
-            except Exception:
+            except Exception as exc:
+                if dependency_down(exc) is not None:
+                    raise
                 await self._record_failure([intent], entry_ids)
                 failed_ids.update(entry_ids[intent.id])
         return transitions, failed_ids
@@ -146,6 +187,23 @@ class StageRunner:
                 for entry_id in entry_ids[intent.id]:
                     pipe.set(self._error_key(entry_id), error[-4000:], ex=ENTRY_ERROR_TTL_S)
             await pipe.execute()
+
+    async def _forgive(self, entry_ids: list[bytes], dependency: str, exc: BaseException) -> None:
+        """Leave the batch pending without counting this delivery; it is claimed again soon."""
+        stage = self.stage
+        metrics.STAGE_OUTAGES.labels(stage.name, dependency).inc()
+        log.warning(
+            "a dependency is down; the batch stays pending and this delivery does not count",
+            extra={"stage": stage.name, "dependency": dependency, "entries": len(entry_ids), "error": repr(exc)},
+        )
+        idle_ms = max(stage.claim_idle_ms - OUTAGE_RETRY_AFTER_MS, 0)
+        try:
+            await streams.forgive_deliveries(
+                self.context.redis, stage.stream, stage.group, self.consumer, entry_ids, idle_ms
+            )
+        except redis.exceptions.RedisError as redis_exc:
+            # Redis itself is down: the delivery counts (bounded by max_deliveries), nothing else to do.
+            log.warning("could not forgive the deliveries", extra={"stage": stage.name, "error": repr(redis_exc)})
 
     def _error_key(self, entry_id: bytes) -> str:
         return f"{ENTRY_ERROR_KEY_PREFIX}{self.stage.group}:{entry_id.decode()}"
@@ -192,7 +250,8 @@ class StageRunner:
     # -- orphaned entries ------------------------------------------------------------------------
 
     async def claim_once(self) -> int:
-        """Claim entries idle past `claim_idle_ms`; dead-letter those delivered `max_deliveries` times."""
+        """Claim entries idle past `claim_idle_ms`; dead-letter those delivered `max_deliveries` times.
+        How many entries it took (0 also when the claimed batch met a dependency that is down)."""
         stage, redis = self.stage, self.context.redis
         pending = await streams.pending_idle(redis, stage.stream, stage.group, stage.claim_idle_ms, stage.batch_size)
         if not pending:
@@ -205,7 +264,9 @@ class StageRunner:
         if claimed:
             metrics.CLAIMED.labels(stage.name).inc(len(claimed))
             log.warning("claimed orphaned entries", extra={"stage": stage.name, "entries": len(claimed)})
-            await self.process(claimed, redelivered=True)
+            outcome = await self.process(claimed, redelivered=True)
+            if outcome.dependency_down is not None:
+                return 0  # nothing more to claim while it is down: the next look tries again
         return len(claimed) + len(exhausted)
 
     async def _dead_letter_exhausted(self, exhausted: list[streams.PendingEntry]) -> None:
@@ -253,15 +314,22 @@ class StageRunner:
 
     async def claim_forever(self, stop: asyncio.Event | None = None) -> None:
         """Until `stop` is set (or the task is cancelled): look for orphaned entries every half claim-idle
-        period. Stopping by the event does not depend on a library letting a cancellation through."""
+        period, and claim on while rounds come back full (at most CLAIM_ROUNDS_PER_LOOK_MAX), so a large
+        backlog of them (say, everything left pending by an outage) drains at the stage's own pace rather
+        than one batch per look. Stopping by the event does not depend on a library letting a
+        cancellation through."""
         stop = stop or asyncio.Event()
         interval_s = max(self.stage.claim_idle_ms / 2000, 0.05)
         while not await wait_or_stop(stop, interval_s):
-            try:
-                await self.claim_once()
-            except Exception:
-                raise_if_cancelling()
-                log.exception("claiming failed; retrying next round", extra={"stage": self.stage.name})
+            for _ in range(CLAIM_ROUNDS_PER_LOOK_MAX):
+                try:
+                    taken = await self.claim_once()
+                except Exception:
+                    raise_if_cancelling()
+                    log.exception("claiming failed; retrying next round", extra={"stage": self.stage.name})
+                    break
+                if taken < self.stage.batch_size or stop.is_set():
+                    break
 
 
 async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
@@ -300,7 +368,11 @@ def subscribe(broker: RedisBroker, runner: StageRunner) -> None:
 
     async def on_batch(entries: list[Entry]) -> None:
         started_s = time.monotonic()
-        await runner.process(entries)
+        outcome = await runner.process(entries)
+        if outcome.dependency_down is not None:
+            # Read nothing while the dependency is down, rather than fail batch after batch.
+            await asyncio.sleep(OUTAGE_BACKOFF_S)
+            return
         if len(entries) < stage.batch_size and stage.linger_ms:
             # Let the next batch fill: a stage with spare time would otherwise spend it (and the
             # machine's CPU) on many small batches, each paying its round trips and commit.

@@ -30,6 +30,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from pm.store import intents
+from pm.store.pool import database_unavailable
 
 log = logging.getLogger("pm.gateway")
 
@@ -99,8 +100,10 @@ class IntentWriter(Batcher[intents.NewIntent, intents.CreateOutcome]):
         try:
             return list(await intents.create_intents(self._pool, items))
         except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            if len(items) == 1:
-                return [exc]
+            # The database is down or dropped the connection: each alone would fail the same way (or
+            # wait for a connection each); every request answers 503 and the caller retries.
+            if len(items) == 1 or database_unavailable(exc):
+                return [exc] * len(items)
             log.warning("a batch of new intents failed; trying each alone", extra={"count": len(items)})
         replies: list[intents.CreateOutcome | Exception] = []
         for item in items:

@@ -4,7 +4,10 @@ Every error body is `{"error": {"code": <pm.domain.intent.ErrorCode>, "message":
 
     ApiError(status, code, message)   raised by views and middlewares for what a caller got wrong
     web.HTTPException                 raised by aiohttp itself (no route: 404, body too large: 413, ...)
-    asyncpg / Redis unavailable       503 UNAVAILABLE with Retry-After: try again shortly
+    PostgreSQL / Redis / the ledger   503 UNAVAILABLE with Retry-After: try again shortly. Also when the
+      unavailable or dropped the      connection broke mid-request: the request may or may not have been
+      connection                      committed, and a retry with the same Idempotency-Key tells (never a
+                                      2xx for work that was not committed)
     anything else                     500 INTERNAL, logged with its traceback (a bug)
 """
 
@@ -14,20 +17,23 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import asyncpg
 import orjson
 import redis.exceptions
 from aiohttp import web
 
 from pm.config.constants import BACKPRESSURE_RETRY_AFTER_S
 from pm.domain.intent import ErrorCode
+from pm.store.pool import database_unavailable
 
 log = logging.getLogger("pm.gateway")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
 def dumps(value: Any) -> str:
     """Compact JSON (orjson: a tenth of the standard library's CPU on the request path)."""
     return orjson.dumps(value).decode()
+
 
 # aiohttp's own refusals, by status, with our code.
 _HTTP_EXCEPTION_CODES: dict[int, ErrorCode] = {
@@ -35,15 +41,13 @@ _HTTP_EXCEPTION_CODES: dict[int, ErrorCode] = {
     405: ErrorCode.METHOD_NOT_ALLOWED,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
 }
-_UNAVAILABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.CannotConnectNowError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-)
+_REDIS_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says a dependency is down or dropped us (PostgreSQL: pm.store.pool; Redis; the
+    ledger, whose LedgerUnavailableError is a ConnectionError, so an OSError): 503, not 500."""
+    return isinstance(exc, _REDIS_UNAVAILABLE) or database_unavailable(exc)
 
 
 class ApiError(Exception):
@@ -97,14 +101,14 @@ async def to_error_response(request: web.Request, handler: Handler) -> web.Strea
         code = _HTTP_EXCEPTION_CODES.get(exc.status, ErrorCode.BAD_REQUEST)
         headers = {name: value for name, value in exc.headers.items() if name in ("Allow", "Retry-After")}
         return error_response(exc.status, code, exc.reason, headers)
-    except _UNAVAILABLE as exc:
-        log.warning("dependency unavailable", extra={"path": request.path, "error": repr(exc)})
-        return error_response(
-            503,
-            ErrorCode.UNAVAILABLE,
-            "a dependency is unavailable; retry shortly",
-            {"Retry-After": str(BACKPRESSURE_RETRY_AFTER_S)},
-        )
-    except Exception:
+    except Exception as exc:
+        if unavailable(exc):
+            log.warning("dependency unavailable", extra={"path": request.path, "error": repr(exc)})
+            return error_response(
+                503,
+                ErrorCode.UNAVAILABLE,
+                "a dependency is unavailable; retry shortly",
+                {"Retry-After": str(BACKPRESSURE_RETRY_AFTER_S)},
+            )
         log.exception("unhandled error", extra={"path": request.path, "method": request.method})
         return error_response(500, ErrorCode.INTERNAL, "internal error")

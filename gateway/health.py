@@ -1,8 +1,8 @@
 """Public routes (no signature): liveness, readiness, metrics, and the OpenAPI document.
 
 GET /healthz        200 while the process serves requests
-GET /readyz         200 when PostgreSQL, Redis and the ledger each answer within a short timeout;
-                    503 naming the ones that did not
+GET /readyz         200 when PostgreSQL ("database"), Redis ("redis") and the ledger ("ledger") each
+                    answer within a short timeout; 503 naming the ones that did not (`down`)
 GET /metrics        this process's Prometheus metrics
 GET /openapi.json   the API description (gateway/openapi.py)
 """
@@ -35,7 +35,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     app = request.app
-    names = ("postgres", "redis", "ledger")
+    names = ("database", "redis", "ledger")
     results = await asyncio.gather(
         _check(app[DATABASE].fetchval("SELECT 1")),
         _check(app[REDIS].ping()),
@@ -47,7 +47,8 @@ async def readyz(request: web.Request) -> web.Response:
         return json_response({"status": "ready", "checks": checks})
     error = {"code": str(ErrorCode.UNAVAILABLE), "message": f"not ready: {', '.join(failed)}"}
     headers = {"Retry-After": str(BACKPRESSURE_RETRY_AFTER_S)}
-    return json_response({"status": "unavailable", "checks": checks, "error": error}, 503, headers)
+    body = {"status": "unavailable", "down": failed, "checks": checks, "error": error}
+    return json_response(body, 503, headers)
 
 
 async def _check(probe: Awaitable[Any]) -> str:

@@ -168,7 +168,12 @@ def _paths() -> dict[str, Any]:
             "get": operation(
                 "Readiness: PostgreSQL, Redis and the ledger answer",
                 None,
-                {"200": {"description": "ready"}, "503": {"description": "not ready; `checks` names what failed"}},
+                {
+                    "200": {"description": "ready"},
+                    "503": {
+                        "description": "not ready; `down` lists what failed (database, redis, ledger), `checks` why"
+                    },
+                },
             )
         },
         "/metrics": {

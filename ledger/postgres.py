@@ -8,15 +8,21 @@ Each write request is one database transaction:
 4. run the same state machine as the memory backend (`ledger/engine.py`);
 5. write back what changed, in a handful of set-based statements, and commit.
 A failure anywhere rolls the whole request back: nothing is ever half-applied.
+
+When the database cannot be reached or drops the connection mid-request, every public method raises
+`LedgerUnavailableError` (the connection error is its `__cause__`): the request was not applied, or (a
+commit whose answer was lost) applied in full, so retrying it with the same ids is safe either way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import importlib.resources
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 import tigerbeetle as tb
@@ -51,6 +57,49 @@ BALANCE_COLUMNS = (
     "cr_credits_posted",
 )
 TRANSFER_INSERT_COLUMNS = (*TRANSFER_COLUMNS.split(", "), "pending_status", "expires_at", *BALANCE_COLUMNS)
+
+
+# The database is down or dropped us (see pm/store/pool.py for the same list on PM's side; the ledger
+# imports nothing of PM): connection errors (08xxx), server shutdown or a terminated backend (57P01-57P03),
+# too many connections, a refused or timed-out connect.
+_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, _UNAVAILABLE_ERRORS):
+        return True
+    # A connection that died under the statement (as pm/store/pool.py explains): the protocol still
+    # consuming the server's FATAL message, or the connection closed or taken back by the pool meanwhile.
+    message = str(exc)
+    if type(exc) is asyncpg.InterfaceError:
+        return "connection is closed" in message or "released back to the pool" in message
+    return type(exc) is asyncpg.InternalClientError and "another operation" in message
+
+
+def _translated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """The ledger's own error for an unreachable database, raised from the connection error."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except Exception as exc:
+            if _unavailable(exc):
+                raise LedgerUnavailableError(f"the ledger database is unavailable: {exc!r}") from exc
+            raise
+
+    return call
 
 
 async def keep_session(connection: asyncpg.Connection) -> None:
@@ -150,6 +199,7 @@ class PostgresLedger:
 
     # -- writes ------------------------------------------------------------------------------
 
+    @_translated
     async def create_accounts(self, accounts: list[tb.Account]) -> list[tb.CreateAccountResult]:
         validate.check_accounts(accounts)
         async with self._pool.acquire() as conn, conn.transaction():
@@ -163,6 +213,7 @@ class PostgresLedger:
             await _write_back(conn, state, batch_timestamp)
         return results
 
+    @_translated
     async def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
         validate.check_transfers(transfers)
         async with self._pool.acquire() as conn, conn.transaction():
@@ -229,6 +280,7 @@ class PostgresLedger:
 
     # -- reads -------------------------------------------------------------------------------
 
+    @_translated
     async def lookup_accounts(self, ids: list[int]) -> list[tb.Account]:
         validate.check_ids(ids)
         await self._pulse_if_due()
@@ -239,6 +291,7 @@ class PostgresLedger:
         by_id = {row[0].int: row for row in rows}
         return [_account(by_id[i]) for i in ids if i in by_id]
 
+    @_translated
     async def lookup_transfers(self, ids: list[int]) -> list[tb.Transfer]:
         validate.check_ids(ids)
         await self._pulse_if_due()
@@ -249,6 +302,7 @@ class PostgresLedger:
         by_id = {row[0].int: row for row in rows}
         return [_transfer(by_id[i]) for i in ids if i in by_id]
 
+    @_translated
     async def get_account_transfers(self, f: tb.AccountFilter) -> list[tb.Transfer]:
         validate.check_account_filter(f)
         await self._pulse_if_due()
@@ -257,6 +311,7 @@ class PostgresLedger:
         rows = await self._account_filter_query(f, TRANSFER_COLUMNS)
         return [_transfer(row) for row in rows]
 
+    @_translated
     async def get_account_balances(self, f: tb.AccountFilter) -> list[tb.AccountBalance]:
         validate.check_account_filter(f)
         await self._pulse_if_due()
@@ -297,6 +352,7 @@ class PostgresLedger:
         )
         return await self._pool.fetch(sql, *args)
 
+    @_translated
     async def query_accounts(self, f: tb.QueryFilter) -> list[tb.Account]:
         validate.check_query_filter(f)
         await self._pulse_if_due()
@@ -304,6 +360,7 @@ class PostgresLedger:
             return []
         return [_account(row) for row in await self._query(f, "accounts", ACCOUNT_COLUMNS)]
 
+    @_translated
     async def query_transfers(self, f: tb.QueryFilter) -> list[tb.Transfer]:
         validate.check_query_filter(f)
         await self._pulse_if_due()

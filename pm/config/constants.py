@@ -19,6 +19,17 @@ NONCE_STORE_COMPLETE_SINCE_KEY = "pm:nonce-store-complete-since"
 ENTRY_ERROR_KEY_PREFIX = "pm:entry-error:"
 ENTRY_ERROR_TTL_S = 7 * 24 * 3600
 
+# A batch that failed because a dependency was down (PostgreSQL, the ledger, Redis) stays pending and its
+# delivery is not counted against max_deliveries (an outage of any length must not dead-letter it). The
+# stage then reads nothing for OUTAGE_BACKOFF_S (no busy loop of failing batches while the dependency is
+# down), and the batch's entries may be claimed again OUTAGE_RETRY_AFTER_MS later (instead of a whole
+# claim_idle_ms): a short outage (connections dropped) costs about a second, not 15.
+OUTAGE_BACKOFF_S = 1.0
+OUTAGE_RETRY_AFTER_MS = 1_000
+# A stage's claim loop claims on while its rounds (of batch_size entries) come back full, at most this many
+# rounds per look (every claim_idle_ms / 2): up to 25,600 entries per look at the default batch of 256.
+CLAIM_ROUNDS_PER_LOOK_MAX = 100
+
 # Settlement's slot for asking a PSP about one intent (SET NX PX psp_status_query_interval_s): at most
 # one status query per intent per interval, however many entries or callbacks name it.
 PSP_STATUS_QUERY_KEY_PREFIX = "pm:psp-status-query:"
@@ -47,11 +58,16 @@ IDEMPOTENCY_KEY_LENGTH_MAX = 128
 IDEMPOTENCY_IN_FLIGHT_S_MAX = 30.0
 # PM_IDEMPOTENCY_RETENTION_S's default: records (and the answers replayed from them) are kept a day.
 IDEMPOTENCY_RETENTION_S_DEFAULT = 24 * 3600
+# PM_WEBHOOK_RETENTION_S's default: a delivered outbox row (merchant webhook, review event) stays a week
+# for `pm outbox list`; PM_PSP_EVENT_RETENTION_S's: a PSP callback event is remembered (so a resend is a
+# duplicate) 30 days, far past any PSP's resend window and the hold timeout.
+WEBHOOK_RETENTION_S_DEFAULT = 7 * 86_400
+PSP_EVENT_RETENTION_S_DEFAULT = 30 * 86_400
 
-# The status poller deletes expired idempotency records and request nonces every PURGE_INTERVAL_S, in
-# rounds of at most PURGE_ROUND_ROWS_MAX rows (one short statement each, oldest first), at most
-# PURGE_ROUNDS_MAX rounds per table per run: up to 200,000 rows per 5 s per table, far above the rate
-# intents come in, without one long transaction or lock.
+# The status poller deletes expired idempotency records, request nonces, delivered outbox rows and PSP
+# events every PURGE_INTERVAL_S, in rounds of at most PURGE_ROUND_ROWS_MAX rows (one short statement each,
+# oldest first), at most PURGE_ROUNDS_MAX rounds per table per run: up to 200,000 rows per 5 s per table,
+# far above the rate intents come in, without one long transaction or lock.
 PURGE_INTERVAL_S = 5.0
 PURGE_ROUND_ROWS_MAX = 5_000
 PURGE_ROUNDS_MAX = 40

@@ -40,6 +40,11 @@ DEAD_LETTER_ENTRIES = Gauge(
     "Entries in a stage's dead-letter stream (status poller; capped by PM_DEAD_LETTER_STREAM_ENTRIES_MAX)",
     ["stage"],
 )
+STAGE_OUTAGES = Counter(
+    "pm_stage_dependency_outages_total",
+    "Batches a stage left pending, their delivery not counted, because a dependency (database, redis, ledger) was down",
+    ["stage", "dependency"],
+)
 CLAIMED = Counter("pm_stage_claimed_total", "Entries claimed from consumers that stopped answering", ["stage"])
 LEDGER_RESULTS = Counter("pm_ledger_results_total", "Ledger results by operation and status", ["operation", "status"])
 LEDGER_REQUEST_EVENTS = Histogram(

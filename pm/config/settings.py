@@ -23,6 +23,8 @@ from pm.config.constants import (
     IDEMPOTENCY_RETENTION_S_DEFAULT,
     LEDGER_CHECK_INTERVAL_S_DEFAULT,
     PREFER_WAIT_MAX_S,
+    PSP_EVENT_RETENTION_S_DEFAULT,
+    WEBHOOK_RETENTION_S_DEFAULT,
 )
 from pm.config.topology import TOPOLOGY_FILE
 from pm.domain.money import CURRENCIES
@@ -53,6 +55,9 @@ class Settings(BaseSettings):
     # Read only by the test suite (tests/conftest.py): servers to test against instead of embedded ones.
     test_database_url: str | None = None
     test_redis_url: str | None = None
+    # Tests only: how long the ledger outage test (tests/integration/test_ledger_outage.py) keeps the
+    # ledger's PostgreSQL stopped. The issue's 30 s by default; a CI short of time may set less.
+    test_ledger_outage_s: float = Field(default=30.0, ge=1, le=300)
 
     # The pipeline's topology (streams, groups, batch sizes); another file lets a test or a benchmark run
     # with streams of its own or other tuning numbers.
@@ -102,6 +107,12 @@ class Settings(BaseSettings):
     # process is a new consumer, so restarts leave dead ones behind). A live consumer reads every block_ms;
     # one deleted while paused is created again by its next read.
     stream_consumer_prune_idle_s: int = Field(default=CONSUMER_PRUNE_IDLE_S_DEFAULT, ge=60, le=30 * 86_400)
+    # A delivered outbox row (merchant webhook, review event) is deleted this long after its delivery; one
+    # not delivered (pending or given up) is kept whatever its age. At least an hour: `pm outbox list`.
+    webhook_retention_s: int = Field(default=WEBHOOK_RETENTION_S_DEFAULT, ge=3_600, le=400 * 86_400)
+    # A PSP callback event (what makes a resend a duplicate) is deleted this long after it came. At least a
+    # day: far past the hold timeout, so only final intents' events go (a resend then moves nothing).
+    psp_event_retention_s: int = Field(default=PSP_EVENT_RETENTION_S_DEFAULT, ge=86_400, le=400 * 86_400)
     # POST /intents answers 503 OVERLOADED once the first stage's backlog (lag + pending) passes this.
     backpressure_backlog_entries_max: int = Field(default=100_000, ge=1)
     prefer_wait_s_max: float = Field(default=PREFER_WAIT_MAX_S, gt=0, le=PREFER_WAIT_MAX_S)

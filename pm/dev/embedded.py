@@ -118,6 +118,23 @@ def running_postgres(pgdata: Path) -> Iterator[str]:
         server.cleanup()  # with cleanup_mode=None: only forgets this process's handle
 
 
+def stop_postgres(pgdata: Path) -> None:
+    """Stop the PostgreSQL serving `pgdata` (fast shutdown: every client is disconnected). Tests take a
+    server away with it; `start_postgres` brings it back."""
+    _stop_postgres(pgdata.expanduser().resolve())
+
+
+def start_postgres(pgdata: Path) -> str:
+    """Start PostgreSQL again on the data directory of a `running_postgres` block after `stop_postgres`:
+    the same socket, so the same URL (returned). The block still stops it on its way out."""
+    pgdata = pgdata.expanduser().resolve()
+    server = _import_postgres_server()(pgdata, cleanup_mode=None)
+    try:
+        return postgres_url(server.get_postmaster_info(), database=POSTGRES_USER)
+    finally:
+        server.cleanup()  # with cleanup_mode=None: only forgets this handle; the server runs on
+
+
 @contextlib.contextmanager
 def running_valkey(data_dir: Path) -> Iterator[str]:
     """Run Valkey with its data in `data_dir` (saved on stop, loaded on start); yield a redis:// URL."""

@@ -132,6 +132,36 @@ async def _run_script(redis: aioredis.Redis, script: str, sha: str, keys: list[A
         await redis.evalsha(sha, len(keys), *keys, *arguments)
 
 
+# KEYS: the stream. ARGV: group, consumer, the idle time to leave, entry ids. For each entry still pending on
+# `consumer`: its delivery counter one lower (XCLAIM ... RETRYCOUNT n-1 JUSTID sets it and counts nothing)
+# and its idle time set, so it is claimed again that long before claim_idle_ms would otherwise let it.
+_FORGIVE_LUA = """
+local group, consumer, idle = ARGV[1], ARGV[2], ARGV[3]
+local forgiven = 0
+for i = 4, #ARGV do
+    local row = redis.call('XPENDING', KEYS[1], group, ARGV[i], ARGV[i], 1)[1]
+    if row and row[2] == consumer then
+        local deliveries = math.max(tonumber(row[4]) - 1, 0)
+        redis.call('XCLAIM', KEYS[1], group, consumer, 0, ARGV[i], 'IDLE', idle, 'RETRYCOUNT', deliveries, 'JUSTID')
+        forgiven = forgiven + 1
+    end
+end
+return forgiven
+"""
+_FORGIVE_SHA = hashlib.sha1(_FORGIVE_LUA.encode()).hexdigest()
+FORGIVE_ENTRIES_MAX = 10_000
+
+
+async def forgive_deliveries(
+    redis: aioredis.Redis, stream: str, group: str, consumer: str, entry_ids: list[bytes], idle_ms: int
+) -> None:
+    """Undo the delivery of entries `consumer` could not handle because a dependency was down: each one
+    still pending on it counts one delivery less and shows `idle_ms` of idleness. One atomic call."""
+    assert len(entry_ids) <= FORGIVE_ENTRIES_MAX and idle_ms >= 0
+    if entry_ids:
+        await _run_script(redis, _FORGIVE_LUA, _FORGIVE_SHA, [stream], [group, consumer, idle_ms, *entry_ids])
+
+
 @dataclass(frozen=True, slots=True)
 class PendingEntry:
     entry_id: bytes

@@ -3,6 +3,11 @@ network has a bound), used by the gateway, every stage, the poller and the outbo
 
     pool = await open_pool(database_url, connections_max=4)
     await close_pool(pool)                     # bounded too: a stuck holder cannot hang shutdown
+    database_unavailable(exc)                  # the server is down or dropped us: retry later, not a bug
+
+A connection the server dropped (`pg_terminate_backend`, a restart) fails only the statement that was on
+it; asyncpg's pool notices a dropped idle connection and opens a new one on the next acquire, so a pool
+recovers by itself once the server answers again.
 """
 
 from __future__ import annotations
@@ -16,6 +21,44 @@ from pm.config.constants import (
     DATABASE_CONNECT_TIMEOUT_S,
     DATABASE_POOL_CLOSE_TIMEOUT_S,
 )
+
+# What asyncpg raises when the server cannot be reached or went away: connection errors (08xxx, e.g.
+# ConnectionDoesNotExistError "connection was closed in the middle of operation"), the server shutting
+# down or terminating our backend (57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now),
+# too many connections (53300), a refused or timed-out connect (OSError, TimeoutError).
+_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says PostgreSQL is down or dropped the connection (an operating condition: retry
+    later) rather than that a statement was wrong (a bug, or bad input)."""
+    if isinstance(exc, _UNAVAILABLE_ERRORS):
+        return True
+    return _dying_connection(exc)
+
+
+def _dying_connection(exc: BaseException) -> bool:
+    """asyncpg's own errors for a connection that died under a statement. A terminated backend sends its
+    FATAL message, then closes the socket; a statement started between the two meets the protocol still
+    consuming the error (InternalClientError "cannot switch to state 12; another operation (2) is in
+    progress"), a connection closed meanwhile is refused ("connection is closed"), and a proxy whose
+    connection the pool took back on the close is too ("connection has been released back to the pool";
+    measured under pg_terminate_backend, tests/integration/test_database_outage.py). Other InterfaceErrors
+    (DataError: a bad argument) are programmer errors."""
+    message = str(exc)
+    if type(exc) is asyncpg.InterfaceError:
+        return "connection is closed" in message or "released back to the pool" in message
+    if type(exc) is asyncpg.InternalClientError:
+        return "another operation" in message
+    return False
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:

@@ -82,7 +82,7 @@ async def test_after_its_retention_a_key_names_a_new_intent(fresh_database, redi
         first_id = uuid.UUID((await first.json())["id"])
         await pipeline.wait_finished([first_id])
         # Within the retention the record holds; the purge keeps it.
-        assert await purge_once(pipeline.context) == (0, 0)
+        assert await purge_once(pipeline.context) == (0, 0, 0, 0)
         replay = await world.post_intent(auth_center, p2p(carol, 1_000), user_id=alice, idempotency_key="daily")
         assert (await replay.json())["id"] == str(first_id)
         # A day and a bit later (the record made to look older), the purge deletes it and the key is free.
@@ -91,7 +91,7 @@ async def test_after_its_retention_a_key_names_a_new_intent(fresh_database, redi
             auth_center.key_id,
             pipeline.context.idempotency_retention_s + 60,
         )
-        purged, _ = await purge_once(pipeline.context)
+        purged = (await purge_once(pipeline.context)).idempotency
         assert purged == 1
         again = await world.post_intent(auth_center, p2p(carol, 1_000), user_id=alice, idempotency_key="daily")
         assert again.status == 202 and "Idempotent-Replayed" not in again.headers

@@ -1,7 +1,7 @@
 """Proves that `pm db migrate` applies sql/ once, even when runners race, and refuses edited applied files;
 and that the issue-10 migrations carry existing rows over: keys get the operation types they could create
 (merchant keys only their own two) and a grace for a previous secret that never expired, and idempotency
-records the X-User-Id their request carried."""
+records the X-User-Id their request carried; and that 0014 gives the retention purges their indexes."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from pm.store import retention
 from pm.store.migrate import (
     MIGRATIONS_DIR,
     MigrationChecksumError,
@@ -253,3 +254,17 @@ async def test_0012_keeps_existing_idempotency_records_findable_per_user(
             "INSERT INTO pm.idempotency (api_key_id, user_id, idempotency_key, request_hash)"
             " VALUES ('pmk_old', 11, 'key-0', 'h')"
         )
+
+
+async def test_0014_lets_the_retention_purges_read_only_what_they_delete(empty_database: str, connect) -> None:
+    await migrate(empty_database)
+    connection = await connect(empty_database)
+    # Empty tables would be scanned whatever the indexes; with scans priced out, a purge's plan shows
+    # the index it can use (none without 0014: the plan falls back to the scan).
+    await connection.execute("SET enable_seqscan = off")
+    for sql, index in (
+        (retention._PURGE_DELIVERED_OUTBOX_SQL, "outbox_delivered"),
+        (retention._PURGE_PSP_EVENTS_SQL, "psp_event_received"),
+    ):
+        plan = "\n".join(row[0] for row in await connection.fetch(f"EXPLAIN {sql}", 3600.0, 10))
+        assert index in plan, plan

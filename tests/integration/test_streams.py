@@ -1,5 +1,5 @@
-"""pm.redis.streams on real Valkey: the publish-and-ack script, claiming, dead letters and trimming below
-what every group acknowledged."""
+"""pm.redis.streams on real Valkey: the publish-and-ack script, claiming, dead letters, trimming below
+what every group acknowledged, and forgiving a delivery that failed because a dependency was down."""
 
 from __future__ import annotations
 
@@ -91,3 +91,27 @@ async def test_concurrent_batches_keep_every_entry(redis) -> None:
     )
     assert sorted(fields[b"intent"] for _, fields in await redis.xrange(target_a)) == sorted(entry_ids)
     assert (await redis.xpending(source, group))["pending"] == 0
+
+
+async def test_a_forgiven_delivery_does_not_count_and_the_entry_is_claimable_sooner(redis) -> None:
+    source, _, _, group = _names()
+    for i in range(3):
+        await redis.xadd(source, {"intent": f"{i}"})
+    mine, theirs, unread = await _read_all(redis, source, group, 3)
+    # Claimed twice more (three deliveries); one entry belongs to another consumer; one was never read here.
+    await redis.xclaim(source, group, "reader", min_idle_time=0, message_ids=[mine])
+    await redis.xclaim(source, group, "reader", min_idle_time=0, message_ids=[mine])
+    await redis.xclaim(source, group, "other", min_idle_time=0, message_ids=[theirs])
+    await redis.xack(source, group, unread)
+
+    await streams.forgive_deliveries(redis, source, group, "reader", [mine, theirs, unread], idle_ms=60_000)
+    pending = {p.entry_id: p for p in await streams.pending_idle(redis, source, group, 0, 10)}
+    assert set(pending) == {mine, theirs}
+    assert (pending[mine].consumer, pending[mine].deliveries) == (b"reader", 2)
+    assert pending[mine].idle_ms >= 60_000  # claimable now by any claimer waiting 60 s or less
+    assert (pending[theirs].consumer, pending[theirs].deliveries) == (b"other", 2)  # not ours: untouched
+    assert pending[theirs].idle_ms < 60_000
+    # Never below zero: a first delivery forgiven leaves an entry that was, as it were, never delivered.
+    for _ in range(3):
+        await streams.forgive_deliveries(redis, source, group, "reader", [mine], idle_ms=0)
+    assert [p.deliveries for p in await streams.pending_idle(redis, source, group, 0, 10) if p.entry_id == mine] == [0]

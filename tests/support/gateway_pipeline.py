@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app, runner_options
 from pm.config.settings import Settings
+from pm.config.topology import Topology
 from pm.domain import signing
 from pm.store import keys
 from tests.support.pipeline import Pipeline, isolated_topology, open_pipeline
@@ -73,14 +74,18 @@ class GatewayPipeline:
 
 
 @contextlib.asynccontextmanager
-async def gateway_on_pipeline(fresh_database: Any, redis_url: str) -> AsyncIterator[GatewayPipeline]:
-    topology = isolated_topology()
-    async with open_pipeline(fresh_database, redis_url, topology) as pipeline:
+async def gateway_on_pipeline(
+    fresh_database: Any, redis_url: str, topology: Topology | None = None, ledger_url: str | None = None
+) -> AsyncIterator[GatewayPipeline]:
+    """`topology`: e.g. `isolated_topology(claim_idle_ms=...)`; `ledger_url`: as `open_pipeline`'s."""
+    topology = topology or isolated_topology()
+    async with open_pipeline(fresh_database, redis_url, topology, ledger_url) as pipeline:
         settings = Settings()
         database_url = pipeline.database_url
         app = create_app(
-            settings, database_url=database_url, redis_url=redis_url, ledger_url=database_url, topology=topology
-        )
+            settings, database_url=database_url, redis_url=redis_url, ledger_url=ledger_url or database_url,
+            topology=topology,
+        )  # fmt: skip
         server = TestServer(app)
         await server.start_server(**runner_options(settings))
         async with TestClient(server) as client, pipeline.stages():

@@ -141,10 +141,14 @@ async def running_outbox(context: StageContext) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def open_pipeline(fresh_database: Any, redis_url: str, topology: Topology) -> AsyncIterator[Pipeline]:
+async def open_pipeline(
+    fresh_database: Any, redis_url: str, topology: Topology, ledger_url: str | None = None
+) -> AsyncIterator[Pipeline]:
+    """`ledger_url`: the `postgres` ledger in a database of its own (e.g. on another server); by default
+    it lives in the pipeline's database."""
     database_url = await fresh_database()
     await migrate(database_url)
-    async with open_stage_context(database_url, redis_url, database_url) as context:
+    async with open_stage_context(database_url, redis_url, ledger_url or database_url) as context:
         context.topology = topology
         await streams.ensure_groups(context.redis, topology)
         yield Pipeline(context, redis_url, database_url)

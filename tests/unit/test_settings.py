@@ -32,6 +32,8 @@ def test_defaults_when_nothing_is_set(tmp_path: Path, monkeypatch: pytest.Monkey
     assert settings.data_dir == tmp_path / ".data"
     assert settings.log_level == "INFO"
     assert settings.wallet_currency == "THB"
+    # Retention (issue 12, item 9): delivered webhooks a week, PSP callback events 30 days.
+    assert (settings.webhook_retention_s, settings.psp_event_retention_s) == (7 * 86_400, 30 * 86_400)
 
 
 def test_reads_prefixed_environment_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,6 +79,10 @@ def test_relative_data_dir_is_made_absolute(tmp_path: Path, monkeypatch: pytest.
         # The wallet's currency must be one the ledger has (ledger.accounts.CURRENCY_LEDGER).
         ("PM_WALLET_CURRENCY", "XXX"),
         ("PM_WALLET_CURRENCY", "thb"),
+        # A delivered webhook is kept at least an hour, a PSP event at least a day (past any hold).
+        ("PM_WEBHOOK_RETENTION_S", "3599"),
+        ("PM_PSP_EVENT_RETENTION_S", "86399"),
+        ("PM_PSP_EVENT_RETENTION_S", "soon"),
     ],
 )
 def test_invalid_values_are_refused(name: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,7 +25,7 @@ async def test_healthz_and_readyz_when_everything_answers(gateway: Gateway) -> N
     assert await (await gateway.raw("GET", "/healthz")).json() == {"status": "ok"}
     ready = await gateway.raw("GET", "/readyz")
     assert ready.status == 200
-    assert await ready.json() == {"status": "ready", "checks": {"postgres": "ok", "redis": "ok", "ledger": "ok"}}
+    assert await ready.json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok", "ledger": "ok"}}
 
 
 async def test_readyz_names_the_dependency_that_does_not_answer(postgres_url: str) -> None:
@@ -41,7 +41,8 @@ async def test_readyz_names_the_dependency_that_does_not_answer(postgres_url: st
         response = await client.get("/readyz")
         assert response.status == 503 and response.headers["Retry-After"] == "1"
         body = await response.json()
-        assert body["checks"]["postgres"] == "ok" and body["checks"]["ledger"] == "ok"
+        assert body["checks"]["database"] == "ok" and body["checks"]["ledger"] == "ok"
+        assert body["down"] == ["redis"]
         assert body["checks"]["redis"].startswith("error")
         assert body["error"]["code"] == "UNAVAILABLE" and "redis" in body["error"]["message"]
         assert (await client.get("/healthz")).status == 200

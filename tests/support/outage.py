@@ -1,0 +1,79 @@
+"""Helpers of the outage tests (issue 12, items 2 and 3): callers that retry what the gateway could not
+take, and the checks that a pipeline converged after an outage. No tests here."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+import uuid
+from typing import Any
+
+from prometheus_client import REGISTRY
+
+from pm.redis import streams
+from tests.support.gateway_pipeline import GatewayPipeline, Key
+from tests.support.pipeline import FINISHED
+
+# What a caller may be told while a dependency is down: 503 with Retry-After, or (its first request's
+# commit answered nothing) 409 until the stored answer exists. Never 500, never a 2xx for nothing.
+RETRYABLE = {(503, "UNAVAILABLE"), (409, "REQUEST_IN_FLIGHT")}
+RETRY_PAUSE_S = 0.1
+
+
+async def post_until_accepted(
+    world: GatewayPipeline,
+    key: Key,
+    body: dict[str, Any],
+    user_id: int,
+    answers: collections.Counter[tuple[int, str]],
+    deadline_s: float,
+) -> uuid.UUID:
+    """POST the intent, retrying with the same Idempotency-Key while the answer says "retry"; its id."""
+    idempotency_key = uuid.uuid4().hex
+    while True:
+        response = await world.post_intent(key, body, user_id=user_id, idempotency_key=idempotency_key)
+        payload = await response.json()
+        if response.status == 202:
+            answers[(202, "")] += 1
+            return uuid.UUID(payload["id"])
+        answer = (response.status, payload.get("error", {}).get("code", ""))
+        answers[answer] += 1
+        assert answer in RETRYABLE, (answer, payload)
+        if response.status == 503:
+            assert response.headers["Retry-After"].isdigit(), response.headers
+        assert time.monotonic() < deadline_s, f"not accepted in time; answers so far: {answers}"
+        await asyncio.sleep(RETRY_PAUSE_S)
+
+
+def outages_counted(dependency: str) -> float:
+    """pm_stage_dependency_outages_total for `dependency`, summed over the stages (this process's)."""
+    total = 0.0
+    for metric in REGISTRY.collect():
+        if metric.name == "pm_stage_dependency_outages":
+            total += sum(
+                s.value for s in metric.samples if s.name.endswith("_total") and s.labels["dependency"] == dependency
+            )
+    return total
+
+
+async def assert_converged(world: GatewayPipeline, ids: list[uuid.UUID]) -> None:
+    """Every intent final exactly once, nothing pending in any group, no dead letter, none flagged, and a
+    clean ledger with transit at zero."""
+    pipeline = world.pipeline
+    pool, redis, topology = pipeline.context.pool, pipeline.context.redis, pipeline.topology
+    finals = await pool.fetch(
+        "SELECT intent_id, count(*) AS n FROM pm.intent_event WHERE intent_id = ANY($1::uuid[])"
+        " AND state = ANY($2::text[]) GROUP BY intent_id",
+        ids,
+        list(FINISHED),
+    )
+    assert len(finals) == len(set(ids)) and {row["n"] for row in finals} == {1}
+    assert await pool.fetchval("SELECT count(*) FROM pm.intent WHERE id = ANY($1::uuid[]) AND needs_operator", ids) == 0
+    for stage in topology.stages.values():
+        backlog = await streams.backlog(redis, stage.stream, stage.group)
+        assert backlog is None or (backlog.lag, backlog.pending) == (0, 0), (stage.name, backlog)
+        assert await redis.xlen(stage.dead_letter_stream) == 0, stage.name
+    report = await pipeline.check()
+    assert report.ok, report.problems
+    assert [t.posted_net for t in report.transit] == [0] and [t.pending_net for t in report.transit] == [0]

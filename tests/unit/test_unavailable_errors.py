@@ -1,0 +1,96 @@
+"""Proves which errors mean "a dependency is down" (issue 12, items 2 and 3): asyncpg's errors for a server
+that is unreachable, shut down or terminated our backend, and for a connection that died under a statement,
+answer 503 UNAVAILABLE with Retry-After at the gateway and leave a stage's batch pending uncounted; the
+postgres ledger raises them as LedgerUnavailableError; a bad statement or argument stays a bug (500)."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+import redis.exceptions
+from aiohttp.test_utils import make_mocked_request
+
+from consumers.runtime import dependency_down
+from gateway.errors import to_error_response
+from ledger import LedgerUnavailableError
+from ledger.postgres import _translated
+from pm.store.pool import database_unavailable
+
+DOWN = [
+    ConnectionRefusedError(111, "Connection refused"),
+    FileNotFoundError(2, "No such file or directory"),  # a unix socket whose server is gone
+    TimeoutError(),
+    asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+    asyncpg.AdminShutdownError("terminating connection due to administrator command"),
+    asyncpg.CannotConnectNowError("the database system is shutting down"),
+    asyncpg.TooManyConnectionsError("sorry, too many clients already"),
+    asyncpg.InterfaceError("connection is closed"),
+    asyncpg.InterfaceError("cannot call Connection.fetch(): connection has been released back to the pool"),
+    asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress"),
+]
+BUGS = [
+    asyncpg.UndefinedColumnError("column x does not exist"),
+    asyncpg.UniqueViolationError("duplicate key"),
+    asyncpg.DataError("invalid input for query argument $1"),
+    asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
+    asyncpg.InternalClientError("something else entirely"),
+    ValueError("bad"),
+]
+
+
+@pytest.mark.parametrize("exc", DOWN, ids=repr)
+def test_down_means_the_database_is_unavailable(exc: Exception) -> None:
+    assert database_unavailable(exc)
+    assert dependency_down(exc) == "database"
+
+
+@pytest.mark.parametrize("exc", BUGS, ids=repr)
+def test_a_wrong_statement_is_not_an_outage(exc: Exception) -> None:
+    assert not database_unavailable(exc)
+    assert dependency_down(exc) is None
+
+
+def test_the_ledger_and_redis_are_named() -> None:
+    assert dependency_down(LedgerUnavailableError("down")) == "ledger"
+    assert dependency_down(redis.exceptions.ConnectionError("refused")) == "redis"
+    assert dependency_down(redis.exceptions.ResponseError("WRONGTYPE")) is None
+
+
+async def _raising(exc: Exception):
+    async def method(self: object) -> None:
+        raise exc
+
+    return await _translated(method)(object())
+
+
+@pytest.mark.parametrize("exc", DOWN, ids=repr)
+async def test_the_postgres_ledger_raises_its_own_error_for_an_unreachable_database(exc: Exception) -> None:
+    with pytest.raises(LedgerUnavailableError) as raised:
+        await _raising(exc)
+    assert raised.value.__cause__ is exc
+
+
+@pytest.mark.parametrize("exc", BUGS, ids=repr)
+async def test_the_postgres_ledger_lets_bugs_through(exc: Exception) -> None:
+    with pytest.raises(type(exc)):
+        await _raising(exc)
+
+
+async def _answer(exc: Exception):
+    async def handler(request):
+        raise exc
+
+    return await to_error_response(make_mocked_request("POST", "/intents"), handler)
+
+
+@pytest.mark.parametrize("exc", [*DOWN, LedgerUnavailableError("down"), redis.exceptions.ConnectionError()], ids=repr)
+async def test_the_gateway_answers_503_with_retry_after(exc: Exception) -> None:
+    response = await _answer(exc)
+    assert response.status == 503 and response.headers["Retry-After"] == "1"
+    assert b'"code":"UNAVAILABLE"' in response.body
+
+
+@pytest.mark.parametrize("exc", BUGS, ids=repr)
+async def test_the_gateway_answers_500_for_a_bug(exc: Exception) -> None:
+    response = await _answer(exc)
+    assert response.status == 500 and b'"code":"INTERNAL"' in response.body
