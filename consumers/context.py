@@ -84,6 +84,8 @@ class StageContext:
     dead_letter_entries_max: int = DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT
     # How long the poller keeps idempotency records (PM_IDEMPOTENCY_RETENTION_S).
     idempotency_retention_s: float = IDEMPOTENCY_RETENTION_S_DEFAULT
+    # On SIGTERM, how long the batch in flight gets to finish (PM_SHUTDOWN_GRACE_S; consumers/main.py).
+    shutdown_grace_s: float = 10.0
 
     async def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
         if not transfers:

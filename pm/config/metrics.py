@@ -39,6 +39,9 @@ DEAD_LETTER_ENTRIES = Gauge(
     "Entries in a stage's dead-letter stream (status poller; capped by PM_DEAD_LETTER_STREAM_ENTRIES_MAX)",
     ["stage"],
 )
+RESUBSCRIBED = Counter(
+    "pm_stage_resubscribed_total", "Stage subscribers started again after their group was gone", ["stage"]
+)
 CLAIMED = Counter("pm_stage_claimed_total", "Entries claimed from consumers that stopped answering", ["stage"])
 LEDGER_RESULTS = Counter("pm_ledger_results_total", "Ledger results by operation and status", ["operation", "status"])
 LEDGER_REQUEST_EVENTS = Histogram(
@@ -50,6 +53,9 @@ LEDGER_REQUEST_EVENTS = Histogram(
 STREAM_BACKLOG = Gauge("pm_stream_backlog_entries", "Entries not yet delivered to the group", ["stream", "group"])
 STREAM_PENDING = Gauge("pm_stream_pending_entries", "Entries delivered, not yet acknowledged", ["stream", "group"])
 REDRIVEN = Counter("pm_poller_redriven_total", "Intents re-published by the status poller", ["state"])
+REDIS_DATA_LOST = Counter(
+    "pm_poller_redis_data_lost_total", "Times the status poller found Redis without its data marker and recovered"
+)
 OPEN_INTENTS = Gauge("pm_intents_open", "Intents not yet final, by state (status poller)", ["state"])
 
 
