@@ -1,14 +1,16 @@
 """Redis losing all its data: the fleet's own Valkey is SIGKILLed while 500 P2P transfers, IPPS withdrawals
 and QP top-ups are in flight, and an empty one starts on the same port. Every stage subscribes again (its
-group was gone), the status poller notices the missing data marker and re-drives every unfinished intent
-from PostgreSQL at once, and within 60 s of the restart every intent is terminal exactly once in the state
-its kind decides, balances are exact, transit is 0, the ledger check is clean and no entry is pending."""
+group was gone; the poller is paused meanwhile, so the stages must recreate it alone), the status poller
+notices the missing data marker and re-drives every unfinished intent from PostgreSQL at once, and within
+60 s of the restart every intent is terminal exactly once in the state its kind decides, balances are
+exact, transit is 0, the ledger check is clean and no entry is pending."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import random
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +24,8 @@ from tests.support.valkey import KillableValkey
 INTENTS = 500
 RECOVERY_S_MAX = 60.0
 SEND_ATTEMPTS_MAX = 20
+# FastStream waits 5 s after a failed read before reading again: by then every stage has met NOGROUP.
+NOGROUP_WAIT_S = 7.0
 # (operation, amount_minor, final state): the IPPS amounts' last two digits pick the simulator's behaviour.
 KINDS = [
     ("P2P_TRANSFER", 1_000, "SETTLED"),
@@ -81,10 +85,16 @@ async def test_valkey_killed_and_restarted_empty_converges(fresh_database, tmp_p
 
             sending = [asyncio.create_task(send(*entry[:4])) for entry in plan]
             await a_third_sent.wait()
+            # The poller is paused across the outage: the stages then meet the empty Redis before anyone
+            # recreated their groups (NOGROUP), as when the poller is slow or down, and must cope alone.
+            (poller,) = pm.fleet.alive("poller")
+            poller.send_signal(signal.SIGSTOP)
             await asyncio.to_thread(valkey.kill)
             await asyncio.sleep(1.0)  # every client finds Redis gone
             await asyncio.to_thread(valkey.start)
             restarted_s = time.monotonic()
+            await asyncio.sleep(NOGROUP_WAIT_S)
+            poller.send_signal(signal.SIGCONT)
             intent_ids = await asyncio.gather(*sending)
 
             try:
