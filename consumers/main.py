@@ -53,15 +53,16 @@ async def running_stages(
     tasks = [asyncio.create_task(runner.claim_forever(stop), name=f"claim-{runner.stage.name}") for runner in runners]
     if with_poller:
         tasks.append(asyncio.create_task(run_poller(context, stop), name="poller"))
+    resubscriber = None
     if broker is not None:
         await broker.start()
         watch = keep_subscribed(context.redis, context.topology, subscribers, stop)
-        tasks.append(asyncio.create_task(watch, name="resubscribe"))
+        resubscriber = asyncio.create_task(watch, name="resubscribe")
     log.info("stages running", extra={"stages": ",".join(stage_names), "poller": with_poller})
     try:
         yield runners
     finally:
-        await _stop(context, broker, runners, tasks, stop)
+        await _stop(context, broker, runners, [resubscriber, *tasks] if resubscriber else tasks, stop)
 
 
 async def _stop(
@@ -71,10 +72,13 @@ async def _stop(
     tasks: list[asyncio.Task[None]],
     stop: asyncio.Event,
 ) -> None:
-    """Stop within the shutdown grace: reads first, then what is in flight, then hand back the rest."""
+    """Stop within the shutdown grace: reads first, then what is in flight, then hand back the rest.
+    `tasks[0]` is the resubscriber when there is a broker: it ends before the broker stops, so it cannot
+    start a subscriber the broker has just stopped."""
     deadline_s = time.monotonic() + context.shutdown_grace_s
     stop.set()
     if broker is not None:
+        await asyncio.wait(tasks[:1], timeout=_left_s(deadline_s))
         # No new reads; waits (up to the grace) for the batch a subscriber is handling.
         await broker.stop()
     _, running = await asyncio.wait(tasks, timeout=_left_s(deadline_s)) if tasks else (set(), set())

@@ -117,10 +117,11 @@ class Recovery:
 
 async def notice_data_loss(context: StageContext) -> Recovery | None:
     """A Recovery when Redis lost its data (its marker is gone; or Redis is new), after setting the marker."""
-    since = await context.pool.fetchval("SELECT clock_timestamp()")
     marker = f"set by {socket.gethostname()}-{os.getpid()} at {datetime.now(UTC).isoformat()}"
     if not await streams.mark_data_present(context.redis, context.topology, marker):
         return None
+    # The database's clock, which stamps `redriven_at`: intents re-driven after this need not be again.
+    since = await context.pool.fetchval("SELECT clock_timestamp()")
     metrics.REDIS_DATA_LOST.inc()
     log.warning(
         "Redis holds no data marker: it lost its data (or is new); re-driving every unfinished intent",

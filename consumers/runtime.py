@@ -32,6 +32,7 @@ from faststream.middlewares import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisBatchStreamMessage
 from faststream.redis.subscriber.usecases.stream_subscriber import StreamBatchSubscriber as Subscriber
+from redis.exceptions import ResponseError
 
 from consumers.context import Handler, StageContext
 from pm.config import metrics
@@ -297,9 +298,13 @@ class StageRunner:
         while not await wait_or_stop(stop, interval_s):
             try:
                 await self.claim_once()
-            except Exception:
+            except Exception as exc:
                 raise_if_cancelling()
-                log.exception("claiming failed; retrying next round", extra={"stage": self.stage.name})
+                if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                    # Redis lost its data: keep_subscribed (and the poller) recreate the group. One line, no trace.
+                    log.warning("no consumer group to claim from; retrying", extra={"stage": self.stage.name})
+                else:
+                    log.exception("claiming failed; retrying next round", extra={"stage": self.stage.name})
 
 
 async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:

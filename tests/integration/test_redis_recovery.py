@@ -96,3 +96,19 @@ async def _wait_state(pipeline, intent_id, state: State, timeout_s: float = 10.0
     ) != state:
         assert time.monotonic() < deadline, f"{intent_id} is {now}, not {state}, after {timeout_s} s"
         await asyncio.sleep(0.05)
+
+
+async def test_batch_whose_group_vanished_meanwhile_commits_and_goes_on(fresh_database, redis_url) -> None:
+    topology = isolated_topology()
+    async with open_pipeline(fresh_database, redis_url, topology) as pipeline:
+        stage, redis = topology.first_stage, pipeline.context.redis
+        created = [await pipeline.submit(OperationType.P2P_TRANSFER, 500, 31, 32) for _ in range(3)]
+        runner = StageRunner(stage, pipeline.context)
+        ((_, entries),) = await redis.xreadgroup(stage.group, runner.consumer, {stage.stream: ">"}, count=10)
+        await redis.delete(stage.stream)  # Redis lost its data while the batch was in flight
+
+        outcome = await runner.process(entries)  # its acknowledgement finds no group: harmless
+        assert outcome.applied == 3
+        next_stage = topology.stage_for_state(State.VALIDATED)
+        published = await redis.xrange(next_stage.stream)
+        assert {streams.decode_entry(fields).id for _, fields in published} == {intent.id for intent in created}
