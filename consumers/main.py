@@ -62,23 +62,25 @@ async def running_stages(
     try:
         yield runners
     finally:
-        await _stop(context, broker, runners, [resubscriber, *tasks] if resubscriber else tasks, stop)
+        await _stop(context, broker, resubscriber, runners, tasks, stop)
 
 
 async def _stop(
     context: StageContext,
     broker: RedisBroker | None,
+    resubscriber: asyncio.Task[None] | None,
     runners: list[StageRunner],
     tasks: list[asyncio.Task[None]],
     stop: asyncio.Event,
 ) -> None:
     """Stop within the shutdown grace: reads first, then what is in flight, then hand back the rest.
-    `tasks[0]` is the resubscriber when there is a broker: it ends before the broker stops, so it cannot
-    start a subscriber the broker has just stopped."""
+    The resubscriber ends before the broker stops, so it cannot start a subscriber the broker just stopped."""
     deadline_s = time.monotonic() + context.shutdown_grace_s
     stop.set()
+    if resubscriber is not None:
+        tasks = [resubscriber, *tasks]  # cancelled below with the others if it does not end in time
+        await asyncio.wait([resubscriber], timeout=_left_s(deadline_s))
     if broker is not None:
-        await asyncio.wait(tasks[:1], timeout=_left_s(deadline_s))
         # No new reads; waits (up to the grace) for the batch a subscriber is handling.
         await broker.stop()
     _, running = await asyncio.wait(tasks, timeout=_left_s(deadline_s)) if tasks else (set(), set())
