@@ -1,9 +1,10 @@
 """Redis losing all its data: the fleet's own Valkey is SIGKILLed while 500 P2P transfers, IPPS withdrawals
 and QP top-ups are in flight, and an empty one starts on the same port. Every stage subscribes again (its
 group was gone; the poller is paused meanwhile, so the stages must recreate it alone), the status poller
-notices the missing data marker and re-drives every unfinished intent from PostgreSQL at once, and within
-60 s of the restart every intent is terminal exactly once in the state its kind decides, balances are
-exact, transit is 0, the ledger check is clean and no entry is pending."""
+notices the missing data marker and re-drives every unfinished intent from PostgreSQL at once
+(stuck_after_s is 300 s: the periodic re-drive cannot be what saves them), and within 60 s of the restart
+every intent is terminal exactly once in the state its kind decides, balances are exact, transit is 0,
+the ledger check is clean and no entry is pending."""
 
 from __future__ import annotations
 
@@ -32,7 +33,6 @@ KINDS = [
     ("P2P_TRANSFER", 1_700, "SETTLED"),
     ("IPPS_WITHDRAWAL", 2_000, "SETTLED"),  # 00: callback
     ("IPPS_WITHDRAWAL", 2_013, "FAILED"),  # 13: declined
-    ("IPPS_WITHDRAWAL", 2_021, "SETTLED"),  # 21: no callback, polled
     ("QP_TOPUP", 3_000, "SETTLED"),
 ]
 
@@ -48,10 +48,9 @@ async def test_valkey_killed_and_restarted_empty_converges(fresh_database, tmp_p
             valkey.url,
             counts={"psp-sim": 1, "ipps-connector": 1, "qp-connector": 1},
             extra_environment=environment,
-            # The recovery re-drives everything at once; an async intent that became AUTHORIZED just as its
-            # PSP's callback found Redis away waits for its outcome, as designed, through the periodic
-            # re-drive (settlement then asks the PSP): kept short here so that does not dominate the test.
-            stuck_after_s=5,
+            # Far beyond the test: the recovery, not the periodic re-drive, must bring every intent back.
+            # (So no payout without a callback here: behaviour 21 is settled by that periodic re-drive.)
+            stuck_after_s=300,
         ) as pm:
             ids = itertools.count(random.randrange(10**9, 2 * 10**9, 1_000))
             users = [next(ids) for _ in range(20)]
