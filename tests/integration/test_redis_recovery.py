@@ -1,7 +1,8 @@
 """Redis losing its data, and a consumer stopping, on real servers: the status poller notices the lost
 data marker and re-drives every unfinished intent at once (whatever stuck_after_s) and announces the
 review events again; a stage whose group vanished under it subscribes again and reads what comes next;
-a stopping consumer hands back its pending entries, so another claims them at once, delivery count kept."""
+a stopping consumer hands back its pending entries, so another claims them at once, delivery count kept
+(also through the whole stop of `running_stages`); a batch whose group vanished meanwhile still commits."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import time
 
 from consumers import outbox
+from consumers.main import running_stages
 from consumers.poller import notice_data_loss, recover_once
 from consumers.runtime import StageRunner
 from pm.domain.intent import OperationType, State
@@ -112,3 +114,25 @@ async def test_batch_whose_group_vanished_meanwhile_commits_and_goes_on(fresh_da
         next_stage = topology.stage_for_state(State.VALIDATED)
         published = await redis.xrange(next_stage.stream)
         assert {streams.decode_entry(fields).id for _, fields in published} == {intent.id for intent in created}
+
+
+async def test_stopping_stages_hand_back_what_they_read_and_did_not_handle(fresh_database, redis_url) -> None:
+    topology = isolated_topology(claim_idle_ms=CLAIM_IDLE_MS)
+    async with open_pipeline(fresh_database, redis_url, topology) as pipeline:
+        stage, redis, context = topology.first_stage, pipeline.context.redis, pipeline.context
+        created = [await pipeline.submit(OperationType.P2P_TRANSFER, 500, 41, 42, publish=False) for _ in range(3)]
+        started_s = time.monotonic()
+        async with running_stages(context, redis_url, [stage.name], with_poller=False) as (runner,):
+            # A read that returned just as the subscriber stopped: entries on this consumer, never handled.
+            # One transaction, so the subscriber's own blocked read cannot take them first.
+            async with redis.pipeline(transaction=True) as multi:
+                for intent in created:
+                    multi.xadd(stage.stream, streams.entry_fields(intent))
+                multi.xreadgroup(stage.group, runner.consumer, {stage.stream: ">"}, count=10)
+                *_, read = await multi.execute()
+            assert len(read[0][1]) == 3
+        assert time.monotonic() - started_s < context.shutdown_grace_s
+        pending = await redis.xpending_range(stage.stream, stage.group, "-", "+", 10)
+        assert [row["consumer"] for row in pending] == [runner.consumer.encode()] * 3
+        assert all(row["time_since_delivered"] >= CLAIM_IDLE_MS for row in pending), pending
+        assert all(row["times_delivered"] == 1 for row in pending), pending
