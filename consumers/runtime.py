@@ -26,12 +26,12 @@ import socket
 import time
 import traceback
 from dataclasses import dataclass
+from typing import Protocol
 
 import redis.asyncio as aioredis
 from faststream.middlewares import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisBatchStreamMessage
-from faststream.redis.subscriber.usecases.stream_subscriber import StreamBatchSubscriber as Subscriber
 from redis.exceptions import ResponseError
 
 from consumers.context import Handler, StageContext
@@ -63,6 +63,14 @@ def load_handler(stage: Stage) -> Handler:
     handler = getattr(module, "handle", None)
     assert callable(handler), f"{stage.handler} must define `async def handle(intents, context)`"
     return handler
+
+
+class Subscriber(Protocol):
+    """What the resubscriber needs of a FastStream subscriber (broker.subscriber's result)."""
+
+    running: bool
+
+    async def start(self) -> None: ...
 
 
 @dataclass(slots=True)
