@@ -56,6 +56,7 @@ async def open_stage_context(
                 webhook_retention_s=settings.webhook_retention_s,
                 psp_event_retention_s=settings.psp_event_retention_s,
                 ledger_request_events_max=settings.ledger_request_events_max,
+                shutdown_grace_s=settings.shutdown_grace_s,
             )  # fmt: skip
     finally:
         await psp.close()
@@ -64,7 +65,8 @@ async def open_stage_context(
 
 
 async def run_outbox_process(settings: Settings, database_url: str, redis_url: str, topology: Topology) -> None:
-    """`pm run outbox`: the feed and the row deliveries (consumers/outbox.py) until cancelled."""
+    """`pm run outbox`: the feed and the row deliveries (consumers/outbox.py) until cancelled (then their
+    rounds in flight get PM_SHUTDOWN_GRACE_S to finish)."""
     from consumers.outbox import run_outbox
 
     pool = await open_pool(database_url, connections_max=STAGE_DATABASE_CONNECTIONS_MAX)
@@ -72,7 +74,9 @@ async def run_outbox_process(settings: Settings, database_url: str, redis_url: s
         redis_url, socket_timeout=STAGE_REDIS_SOCKET_TIMEOUT_S, socket_connect_timeout=STAGE_REDIS_CONNECT_TIMEOUT_S
     )
     try:
-        await run_outbox(pool, redis, topology, allowed_hosts=settings.webhook_allowed())
+        await run_outbox(
+            pool, redis, topology, allowed_hosts=settings.webhook_allowed(), shutdown_grace_s=settings.shutdown_grace_s
+        )
     finally:
         await redis.aclose()
         await close_pool(pool)

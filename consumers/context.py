@@ -98,6 +98,8 @@ class StageContext:
     ledger_check_interval_s: float = LEDGER_CHECK_INTERVAL_S_DEFAULT
     # The poller deletes consumers idle this long with nothing pending (PM_STREAM_CONSUMER_PRUNE_IDLE_S).
     consumer_prune_idle_s: float = CONSUMER_PRUNE_IDLE_S_DEFAULT
+    # On SIGTERM, how long the batch in flight gets to finish (PM_SHUTDOWN_GRACE_S; consumers/main.py).
+    shutdown_grace_s: float = 10.0
 
     async def create_transfers(self, transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
         if not transfers:

@@ -185,15 +185,33 @@ async def run_outbox(
     topology: Topology,
     stop: asyncio.Event | None = None,
     allowed_hosts: AllowedHosts | None = None,
+    shutdown_grace_s: float = 10.0,
 ) -> None:
     """Run the feed and the row deliveries until `stop` is set (or cancelled). `allowed_hosts`
-    (PM_WEBHOOK_ALLOWED_HOSTS): internal hosts webhooks may reach anyway; none by default."""
+    (PM_WEBHOOK_ALLOWED_HOSTS): internal hosts webhooks may reach anyway; none by default.
+
+    Cancelled (SIGTERM), the loops are asked to stop and their rounds in flight get `shutdown_grace_s`
+    (PM_SHUTDOWN_GRACE_S) to finish, so leased rows are delivered and marked instead of waiting out their
+    LEASE_S; what is still running then is cancelled (a feed round rolls back: delivered again, same event ids)."""
     stop = stop or asyncio.Event()
     webhooks = webhook_client(allowed_hosts or AllowedHosts())
+    receivers = Receivers(webhooks, redis, topology)
+    loops = [
+        asyncio.create_task(_feed_loop(pool, redis, topology, stop), name="outbox-feed"),
+        asyncio.create_task(_rows_loop(pool, receivers, stop), name="outbox-rows"),
+    ]
     try:
-        receivers = Receivers(webhooks, redis, topology)
-        await asyncio.gather(_feed_loop(pool, redis, topology, stop), _rows_loop(pool, receivers, stop))
+        # asyncio.wait, not gather: a cancellation of this task must not cancel the loops mid-round.
+        done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()  # a loop that raised (a bug: they catch per round) ends the worker
     finally:
+        stop.set()
+        _, running = await asyncio.wait(loops, timeout=shutdown_grace_s)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running, timeout=DELIVERY_TIMEOUT_S)
         await webhooks.close()
 
 

@@ -7,6 +7,9 @@ Every round it
   a dead-lettered one, flagged `needs_operator`, an operator's: `pm dlq replay`);
 - asks the PSPs about payments voided at their deadline until they answer finally (consumers/psp_watch.py);
 - recreates missing consumer groups (a Redis that restarted empty);
+- notices that Redis lost its data (the topology's `data_marker` key is gone: SET NX answers yes) and
+  then recovers: every unfinished intent is re-driven at once, whatever its `stuck_after_s`, in rounds of
+  `batch_size` per stage, and the review events are announced again on the (lost) review stream;
 - trims every stream below what all its groups have acknowledged (never an unread entry);
 - deletes consumers idle past PM_STREAM_CONSUMER_PRUNE_IDLE_S with nothing pending (every process is a
   new consumer, so restarts leave dead ones in each group), a bounded number per stage per round;
@@ -23,11 +26,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import NamedTuple
+
+import asyncpg
 
 from consumers import psp_watch
 from consumers.context import StageContext
+from consumers.outbox import REVIEW_STREAM_LENGTH_MAX
 from consumers.runtime import raise_if_cancelling, wait_or_stop
 from ledger.accounts import CURRENCY_LEDGER
 from ledger.check import CheckReport, run_check
@@ -45,10 +55,27 @@ from pm.config.topology import Stage
 from pm.domain.intent import TERMINAL_STATE_NAMES, TERMINAL_STATES, State
 from pm.redis import streams
 from pm.redis.streams import dead_letter_lengths
-from pm.store import intents, retention
+from pm.store import intents, retention, reviews
 from pm.store.intents import INTENT_COLUMNS, intent_from_row
 
 log = logging.getLogger("pm.poller")
+
+# After Redis lost its data: every unfinished intent of the stage's input states not re-driven since the
+# loss was noticed ($2, the database's clock then), at once. Rounds go on until one comes back short.
+_RECOVER_SQL = f"""
+UPDATE pm.intent SET redriven_at = clock_timestamp()
+WHERE id IN (
+    SELECT id FROM pm.intent
+    WHERE NOT finished
+      AND NOT needs_operator
+      AND state = ANY($1::text[])
+      AND (redriven_at IS NULL OR redriven_at < $2)
+    ORDER BY created_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING {INTENT_COLUMNS}
+"""
 
 _REDRIVE_SQL = f"""
 UPDATE pm.intent SET redriven_at = clock_timestamp()
@@ -85,6 +112,10 @@ async def redrive_stage(context: StageContext, stage: Stage, limit: int) -> int:
     rows = await context.pool.fetch(
         _REDRIVE_SQL, [str(s) for s in stage.input_states], float(stage.stuck_after_s), limit
     )
+    return await _publish_redriven(context, stage, rows)
+
+
+async def _publish_redriven(context: StageContext, stage: Stage, rows: list[asyncpg.Record]) -> int:
     if not rows:
         return 0
     intents = [intent_from_row(row) for row in rows]
@@ -101,6 +132,48 @@ async def redrive_stage(context: StageContext, stage: Stage, limit: int) -> int:
 async def redrive_once(context: StageContext) -> int:
     limit = context.topology.poller.batch_size
     return sum([await redrive_stage(context, stage, limit) for stage in context.topology.stages.values()])
+
+
+@dataclass(slots=True)
+class Recovery:
+    """After Redis lost its data: re-drive every unfinished intent not re-driven `since` (the database's
+    clock when the loss was noticed), and announce the review events again."""
+
+    since: datetime
+    reviews_reannounced: bool = False
+
+
+async def notice_data_loss(context: StageContext) -> Recovery | None:
+    """A Recovery when Redis lost its data (its marker is gone; or Redis is new), after setting the marker."""
+    marker = f"set by {socket.gethostname()}-{os.getpid()} at {datetime.now(UTC).isoformat()}"
+    if not await streams.mark_data_present(context.redis, context.topology, marker):
+        return None
+    # The database's clock, which stamps `redriven_at`: intents re-driven after this need not be again.
+    since = await context.pool.fetchval("SELECT clock_timestamp()")
+    metrics.REDIS_DATA_LOST.inc()
+    log.warning(
+        "Redis holds no data marker: it lost its data (or is new); re-driving every unfinished intent",
+        extra={"marker": context.topology.data_marker},
+    )
+    return Recovery(since)
+
+
+async def recover_once(context: StageContext, recovery: Recovery) -> bool:
+    """One round: the review events again (once), then per stage up to `batch_size` unfinished intents not
+    re-driven since the loss; whether the recovery is done (every stage's round came back short)."""
+    if not recovery.reviews_reannounced:
+        reannounced = await reviews.reannounce(context.pool, REVIEW_STREAM_LENGTH_MAX)
+        recovery.reviews_reannounced = True
+        log.warning("review events announced again", extra={"events": reannounced})
+    limit = context.topology.poller.batch_size
+    done = True
+    for stage in context.topology.stages.values():
+        if not stage.input_states:
+            continue  # a PSP connector: its intents are CLEARED, re-driven through dispatch
+        rows = await context.pool.fetch(_RECOVER_SQL, [str(s) for s in stage.input_states], recovery.since, limit)
+        await _publish_redriven(context, stage, rows)
+        done = done and len(rows) < limit
+    return done
 
 
 async def trim_once(context: StageContext) -> int:
@@ -206,10 +279,15 @@ async def run_poller(context: StageContext, stop: asyncio.Event | None = None) -
     config = context.topology.poller
     last_trim_s = last_measure_s = last_purge_s = last_prune_s = 0.0
     last_ledger_check_s: float | None = None
+    recovery: Recovery | None = None  # Redis lost its data: re-driving everything
     while not stop.is_set():
         started_s = time.monotonic()
         try:
             await streams.ensure_groups(context.redis, context.topology)
+            recovery = await notice_data_loss(context) or recovery
+            if recovery is not None and await recover_once(context, recovery):
+                log.warning("recovered from the loss of Redis's data: every unfinished intent re-driven")
+                recovery = None
             await redrive_once(context)
             if context.psp is not None:
                 await psp_watch.check_due(context.pool, context.psp)

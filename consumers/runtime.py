@@ -32,23 +32,29 @@ import socket
 import time
 import traceback
 from dataclasses import dataclass
+from typing import Protocol
 
+import redis.asyncio as aioredis
 import redis.exceptions
 from faststream.middlewares import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisBatchStreamMessage
+from redis.exceptions import ResponseError
 
 from consumers.context import Handler, StageContext
 from ledger import LedgerUnavailableError
 from pm.config import metrics
 from pm.config.constants import (
+    CLAIM_INTERVAL_S_MAX,
     CLAIM_ROUNDS_PER_LOOK_MAX,
     ENTRY_ERROR_KEY_PREFIX,
     ENTRY_ERROR_TTL_S,
+    HAND_BACK_ENTRIES_MAX,
     OUTAGE_BACKOFF_S,
     OUTAGE_RETRY_AFTER_MS,
+    SUBSCRIBER_CHECK_INTERVAL_S,
 )
-from pm.config.topology import Stage
+from pm.config.topology import Stage, Topology
 from pm.domain.intent import TERMINAL_STATES, Intent
 from pm.redis import streams
 from pm.store.intents import TransitionResult, apply_transitions
@@ -82,6 +88,14 @@ def dependency_down(exc: BaseException) -> str | None:
     return None
 
 
+class Subscriber(Protocol):
+    """What the resubscriber needs of a FastStream subscriber (broker.subscriber's result)."""
+
+    running: bool
+
+    async def start(self) -> None: ...
+
+
 @dataclass(slots=True)
 class BatchOutcome:
     applied: int = 0
@@ -98,12 +112,41 @@ class StageRunner:
         self.context = context
         self.handler = handler or load_handler(stage)
         self.consumer = consumer_name(stage)
+        self._in_flight: set[asyncio.Task[BatchOutcome]] = set()
 
     # -- one batch -----------------------------------------------------------------------------
 
     async def process(self, entries: list[Entry], redelivered: bool = False) -> BatchOutcome:
-        """Handle one batch; shielded, so shutdown never cuts a batch between commit and ack."""
-        return await asyncio.shield(self._process(entries, redelivered))
+        """Handle one batch; shielded, so shutdown never cuts a batch between commit and ack (`drain`
+        waits for it)."""
+        task = asyncio.ensure_future(self._process(entries, redelivered))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        return await asyncio.shield(task)
+
+    # -- shutdown --------------------------------------------------------------------------------
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for the batches in flight to commit and acknowledge; whether they all did."""
+        if self._in_flight:
+            _, running = await asyncio.wait(set(self._in_flight), timeout=max(timeout_s, 0.0))
+            if running:
+                log.error("a batch did not finish within the shutdown grace", extra={"stage": self.stage.name})
+                return False
+        return True
+
+    async def hand_back(self) -> int:
+        """Mark this consumer's pending entries idle for `claim_idle_ms`, so a live consumer of the group
+        claims them at its next claim round (CLAIM_INTERVAL_S_MAX) instead of after `claim_idle_ms`: entries
+        read but not finished (a read that returned as the subscriber stopped, a handler failure)."""
+        stage = self.stage
+        handed = await streams.hand_back(
+            self.context.redis, stage.stream, stage.group, self.consumer,
+            idle_ms=stage.claim_idle_ms, page_size=stage.batch_size, entries_max=HAND_BACK_ENTRIES_MAX,
+        )  # fmt: skip
+        if handed:
+            log.warning("handed back pending entries", extra={"stage": stage.name, "entries": handed})
+        return handed
 
     async def _process(self, entries: list[Entry], redelivered: bool) -> BatchOutcome:
         started_s = time.perf_counter()
@@ -316,17 +359,22 @@ class StageRunner:
         """Until `stop` is set (or the task is cancelled): look for orphaned entries every half claim-idle
         period, and claim on while rounds come back full (at most CLAIM_ROUNDS_PER_LOOK_MAX), so a large
         backlog of them (say, everything left pending by an outage) drains at the stage's own pace rather
-        than one batch per look. Stopping by the event does not depend on a library letting a
+        than one batch per look; at least every CLAIM_INTERVAL_S_MAX (entries handed back by a stopping
+        consumer are idle already). Stopping by the event does not depend on a library letting a
         cancellation through."""
         stop = stop or asyncio.Event()
-        interval_s = max(self.stage.claim_idle_ms / 2000, 0.05)
+        interval_s = min(max(self.stage.claim_idle_ms / 2000, 0.05), CLAIM_INTERVAL_S_MAX)
         while not await wait_or_stop(stop, interval_s):
             for _ in range(CLAIM_ROUNDS_PER_LOOK_MAX):
                 try:
                     taken = await self.claim_once()
-                except Exception:
+                except Exception as exc:
                     raise_if_cancelling()
-                    log.exception("claiming failed; retrying next round", extra={"stage": self.stage.name})
+                    if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                        # Redis lost its data: keep_subscribed (and the poller) recreate the group. One line.
+                        log.warning("no consumer group to claim from; retrying", extra={"stage": self.stage.name})
+                    else:
+                        log.exception("claiming failed; retrying next round", extra={"stage": self.stage.name})
                     break
                 if taken < self.stage.batch_size or stop.is_set():
                     break
@@ -357,8 +405,8 @@ def _flatten(groups: object) -> list[bytes]:
     return [entry_id for group in groups for entry_id in group]  # type: ignore[attr-defined]
 
 
-def subscribe(broker: RedisBroker, runner: StageRunner) -> None:
-    """Register the stage's batch subscriber on `broker` (FastStream reads, we acknowledge)."""
+def subscribe(broker: RedisBroker, runner: StageRunner) -> Subscriber:
+    """Register the stage's batch subscriber on `broker` (FastStream reads, we acknowledge); returns it."""
     stage = runner.stage
 
     async def entries_of(message: RedisBatchStreamMessage) -> list[Entry]:
@@ -368,11 +416,17 @@ def subscribe(broker: RedisBroker, runner: StageRunner) -> None:
 
     async def on_batch(entries: list[Entry]) -> None:
         started_s = time.monotonic()
-        outcome = await runner.process(entries)
-        if outcome.dependency_down is not None:
-            # Read nothing while the dependency is down, rather than fail batch after batch.
-            await asyncio.sleep(OUTAGE_BACKOFF_S)
-            return
+        try:
+            outcome = await runner.process(entries)
+        except Exception as exc:
+            # FastStream (logger=None) would swallow it silently. The entries stay pending: claimed after
+            # claim_idle_ms, or, when Redis lost them, re-driven from PostgreSQL by the status poller.
+            log.error("batch failed; its entries stay pending", extra={"stage": stage.name, "error": repr(exc)})
+        else:
+            if outcome.dependency_down is not None:
+                # Read nothing while the dependency is down, rather than fail batch after batch.
+                await asyncio.sleep(OUTAGE_BACKOFF_S)
+                return
         if len(entries) < stage.batch_size and stage.linger_ms:
             # Let the next batch fill: a stage with spare time would otherwise spend it (and the
             # machine's CPU) on many small batches, each paying its round trips and commit.
@@ -380,7 +434,7 @@ def subscribe(broker: RedisBroker, runner: StageRunner) -> None:
             if rest_s > 0:
                 await asyncio.sleep(rest_s)
 
-    broker.subscriber(
+    subscriber = broker.subscriber(
         stream=StreamSub(
             stage.stream,
             group=stage.group,
@@ -392,4 +446,36 @@ def subscribe(broker: RedisBroker, runner: StageRunner) -> None:
         ack_policy=AckPolicy.MANUAL,
         decoder=entries_of,
         title=f"{stage.name}",
-    )(on_batch)
+    )
+    subscriber(on_batch)
+    return subscriber
+
+
+async def keep_subscribed(
+    redis: aioredis.Redis, topology: Topology, subscribers: list[tuple[Stage, Subscriber]], stop: asyncio.Event
+) -> None:
+    """Until `stop` is set: every SUBSCRIBER_CHECK_INTERVAL_S, restart each subscriber that stopped.
+
+    FastStream stops a stream subscriber for good when its group is gone (NOGROUP: Redis restarted
+    empty, or was flushed), without a word (logger=None) while the process runs on. Here the groups are
+    recreated at id 0 (so entries the gateway, the poller or another stage wrote meanwhile are read) and
+    the subscriber started again: it reads the new group from its start. Restarting before the group is
+    there would make FastStream create it at `$`, past those entries: ensure_groups comes first."""
+    while not await wait_or_stop(stop, SUBSCRIBER_CHECK_INTERVAL_S):
+        stopped = [(stage, subscriber) for stage, subscriber in subscribers if not subscriber.running]
+        if not stopped:
+            continue
+        try:
+            created = await streams.ensure_groups(redis, topology)
+            for stage, subscriber in stopped:
+                if stop.is_set():
+                    return
+                await subscriber.start()
+                metrics.RESUBSCRIBED.labels(stage.name).inc()
+                log.error(
+                    "the subscriber had stopped (its consumer group was gone: Redis lost its data?); subscribed again",
+                    extra={"stage": stage.name, "groups_created": ",".join(created)},
+                )
+        except Exception:
+            raise_if_cancelling()
+            log.exception("resubscribing failed; retrying", extra={"stages": ",".join(s.name for s, _ in stopped)})

@@ -49,7 +49,6 @@ from pm.config.constants import (
     GATEWAY_REDIS_CONNECT_TIMEOUT_S,
     GATEWAY_REDIS_POOL_WAIT_S,
     GATEWAY_REDIS_SOCKET_TIMEOUT_S,
-    GATEWAY_SHUTDOWN_TIMEOUT_S,
 )
 from pm.config.settings import Settings
 from pm.config.topology import Topology, load_topology
@@ -128,7 +127,7 @@ def runner_options(settings: Settings) -> dict[str, Any]:
         "access_log_class": AccessLogger,
         "max_line_size": settings.http_header_line_bytes_max,
         "max_field_size": settings.http_header_field_bytes_max,
-        "shutdown_timeout": GATEWAY_SHUTDOWN_TIMEOUT_S,
+        "shutdown_timeout": settings.shutdown_grace_s,
     }
 
 

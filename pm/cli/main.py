@@ -40,8 +40,9 @@ module registering its own (`add_commands`); common.py holds what they share (th
 
 Exit codes: 0 done (and the check is ok); 1 the command ran and found a problem (check not ok,
 migration refused or failed); 2 it could not run: bad configuration or an unreachable server, told
-in one line on stderr; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). Servers started by a
-command are stopped before it exits, in every one of these cases.
+in one line on stderr; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM), but `pm run`, a service
+stopped the way supervisors stop services, exits 0 once it stopped within PM_SHUTDOWN_GRACE_S. Servers
+started by a command are stopped before it exits, in every one of these cases.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     command: Command = arguments.command
     try:
         with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
-            return runner.run(_run_until_terminated(command(settings, arguments)))
+            terminated_exit_code = getattr(arguments, "terminated_exit_code", EXIT_TERMINATED)
+            return runner.run(_run_until_terminated(command(settings, arguments), terminated_exit_code))
     except CommandError as exc:
         print(f"pm: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -131,8 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _run_until_terminated(command: Awaitable[int]) -> int:
-    """Run `command`, turning SIGTERM into cancellation so every `finally` (server stops) runs.
+async def _run_until_terminated(command: Awaitable[int], terminated_exit_code: int = EXIT_TERMINATED) -> int:
+    """Run `command`, turning SIGTERM into cancellation so every `finally` (server stops) runs; then
+    exit with `terminated_exit_code` (`pm run`: 0, SIGTERM is how a supervisor stops a service).
 
     asyncio.run already does this for SIGINT (and then raises KeyboardInterrupt)."""
     loop = asyncio.get_running_loop()
@@ -151,7 +154,7 @@ async def _run_until_terminated(command: Awaitable[int]) -> int:
         if not terminated.is_set():
             raise
         task.uncancel()
-        return EXIT_TERMINATED
+        return terminated_exit_code
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
 

@@ -38,7 +38,8 @@ def add_fleet_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     up.set_defaults(command=_up)
     run = commands.add_parser("run", help="run one Procfile process type in this process (or `all`)")
     run.add_argument("process", choices=run_command.PROCESS_TYPES)
-    run.set_defaults(command=_run)
+    # SIGTERM is the ordinary stop of a service: its batches finish, what it read is handed back; exit 0.
+    run.set_defaults(command=_run, terminated_exit_code=EXIT_OK)
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -120,8 +120,19 @@ STAGE_REDIS_CONNECT_TIMEOUT_S = 5.0
 GATEWAY_REDIS_SOCKET_TIMEOUT_S = 5.0
 GATEWAY_REDIS_CONNECT_TIMEOUT_S = 5.0
 GATEWAY_REDIS_POOL_WAIT_S = 5.0
-# Graceful shutdown: in-flight requests get this long to finish.
-GATEWAY_SHUTDOWN_TIMEOUT_S = 10.0
+# Graceful shutdown of every process: PM_SHUTDOWN_GRACE_S (settings).
+
+# A stage looks for entries to claim (idle past claim_idle_ms) every half claim_idle_ms, but at least this
+# often: entries a stopping consumer handed back (pm.redis.streams.hand_back, marked idle for claim_idle_ms)
+# are taken within this, not within half a claim period. One XPENDING per stage per interval.
+CLAIM_INTERVAL_S_MAX = 1.0
+# How often a stage checks that its FastStream subscriber still reads: FastStream stops a subscriber for
+# good when its group is gone (NOGROUP: Redis lost its data); the stage then recreates the groups and
+# subscribes again (consumers/main.py). One attribute read per interval; no Redis command while all is well.
+SUBSCRIBER_CHECK_INTERVAL_S = 0.5
+# A stopping stage hands back at most this many of its pending entries (XPENDING pages of a stage's
+# batch size): far above what one consumer reads between two acknowledgements.
+HAND_BACK_ENTRIES_MAX = 10_000
 
 # Defined by the core (pm.domain: it may import nothing of pm.config), named here with the rest.
 from pm.domain.cel.base import EXPRESSION_LENGTH_HARD_MAX  # noqa: E402

@@ -45,6 +45,9 @@ STAGE_OUTAGES = Counter(
     "Batches a stage left pending, their delivery not counted, because a dependency (database, redis, ledger) was down",
     ["stage", "dependency"],
 )
+RESUBSCRIBED = Counter(
+    "pm_stage_resubscribed_total", "Stage subscribers started again after their group was gone", ["stage"]
+)
 CLAIMED = Counter("pm_stage_claimed_total", "Entries claimed from consumers that stopped answering", ["stage"])
 LEDGER_RESULTS = Counter("pm_ledger_results_total", "Ledger results by operation and status", ["operation", "status"])
 LEDGER_REQUEST_EVENTS = Histogram(
@@ -59,6 +62,9 @@ CONSUMERS_PRUNED = Counter(
     "pm_stream_consumers_pruned_total", "Idle consumers with nothing pending deleted by the poller", ["stage"]
 )
 REDRIVEN = Counter("pm_poller_redriven_total", "Intents re-published by the status poller", ["state"])
+REDIS_DATA_LOST = Counter(
+    "pm_poller_redis_data_lost_total", "Times the status poller found Redis without its data marker and recovered"
+)
 OPEN_INTENTS = Gauge("pm_intents_open", "Intents not yet final, by state (status poller)", ["state"])
 OPEN_INTENT_OLDEST_SECONDS = Gauge(
     "pm_intent_open_oldest_seconds",

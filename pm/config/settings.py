@@ -157,6 +157,9 @@ class Settings(BaseSettings):
     # Dead-letter streams (pm:dead:<stage>) keep about this many newest entries (XADD MAXLEN ~); an older
     # one's intent stays flagged in PostgreSQL (needs_operator) and can still be replayed by its id.
     dead_letter_stream_entries_max: int = Field(default=DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT, ge=100, le=10_000_000)
+    # SIGTERM: every process stops reading and gets this long to finish the batch (or round, or request) in
+    # flight; what it read and did not finish it hands back for another consumer at once; then it exits 0.
+    shutdown_grace_s: float = Field(default=10.0, gt=0, le=300)
 
     @model_validator(mode="after")
     def _deadline_before_hold(self) -> Settings:

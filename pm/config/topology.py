@@ -59,6 +59,8 @@ class Topology:
     # Where the outbox worker announces intents flagged for an operator (pm/store/reviews.py): a stream, so an
     # alerting consumer that was away reads what it missed.
     review_stream: str = "pm:reviews"
+    # The key whose absence tells the status poller that Redis lost its data (consumers/poller.py).
+    data_marker: str = "pm:data-marker"
 
     def stage(self, name: str) -> Stage:
         try:
@@ -157,6 +159,7 @@ def parse_topology(document: dict[str, Any]) -> Topology:
         ),
         status_channel=str(document.get("status_channel", "intent.{id}")),
         review_stream=str(document.get("review_stream", "pm:reviews")),
+        data_marker=str(document.get("data_marker", "pm:data-marker")),
     )
 
 
@@ -176,4 +179,5 @@ def renamed_document(prefix: str, path: Path = TOPOLOGY_FILE, **stage_overrides:
         stage.update(stage_overrides)
     document["status_channel"] = prefix + document["status_channel"]
     document["review_stream"] = prefix + document["review_stream"]
+    document["data_marker"] = prefix + document["data_marker"]
     return document

@@ -6,6 +6,8 @@
   crash can never leave a batch half published;
 - `publish_many`: many pub/sub messages in one script call (the outbox worker's status messages);
 - `pending_idle` / `claim`: find and take over entries a dead consumer left pending;
+- `hand_back`: a stopping consumer marks its own pending entries idle, so another one claims them at once;
+- `mark_data_present`: the marker whose absence says Redis lost its data (the status poller's recovery);
 - `dead_letter`: move an entry that keeps failing to its dead-letter stream, atomically with its ack;
   the dead-letter stream keeps about its newest `entries_max` (XADD MAXLEN ~: it has no consumer group,
   operators read it, and every dropped entry's intent stays flagged in PostgreSQL);
@@ -46,13 +48,24 @@ def decode_entry(fields: dict[bytes, bytes]) -> Intent:
     return Intent.from_message(orjson.loads(fields[ENTRY_FIELD]))
 
 
-async def ensure_groups(redis: aioredis.Redis, topology: Topology) -> None:
+async def ensure_groups(redis: aioredis.Redis, topology: Topology) -> list[str]:
+    """Create every stage's group that is missing (at id 0, with its stream); the groups created."""
+    created = []
     for stage in topology.stages.values():
         try:
             await redis.xgroup_create(stage.stream, stage.group, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        else:
+            created.append(stage.group)
+    return created
+
+
+async def mark_data_present(redis: aioredis.Redis, topology: Topology, value: str) -> bool:
+    """Set the topology's data marker unless it is there; whether it was missing (Redis is new or lost
+    its data). SET NX: of several pollers, exactly one learns of a loss."""
+    return bool(await redis.set(topology.data_marker, value, nx=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +206,27 @@ async def claim(
     claimed = await redis.xclaim(stream, group, consumer, min_idle_time=idle_ms, message_ids=entry_ids)
     # An entry deleted from the stream (trimmed) comes back with no fields: nothing to process.
     return [(entry_id, fields) for entry_id, fields in claimed if fields]
+
+
+async def hand_back(
+    redis: aioredis.Redis, stream: str, group: str, consumer: str, idle_ms: int, page_size: int, entries_max: int
+) -> int:
+    """Mark every entry pending on `consumer` as idle for `idle_ms` (XCLAIM to itself with IDLE and JUSTID:
+    its delivery count stays), so another consumer's next claim round takes it at once instead of after
+    `idle_ms`: what a stopping consumer read and did not acknowledge. At most `entries_max`; returns how many."""
+    handed = 0
+    start: bytes | str = "-"
+    while handed < entries_max:
+        rows = await redis.xpending_range(
+            stream, group, min=start, max="+", count=min(page_size, entries_max - handed), consumername=consumer
+        )
+        if not rows:
+            break
+        entry_ids = [_as_bytes(row["message_id"]) for row in rows]
+        await redis.xclaim(stream, group, consumer, min_idle_time=0, message_ids=entry_ids, idle=idle_ms, justid=True)
+        handed += len(entry_ids)
+        start = "(" + _as_str(entry_ids[-1])  # exclusive: the next page starts after this one
+    return handed
 
 
 async def dead_letter(

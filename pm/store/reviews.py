@@ -3,6 +3,7 @@ reported a payout done for an intent the wallet had already failed (its hold voi
 
     await flag(pool, [intent_id], "why")      # idempotent; counted in pm_reviews_flagged_total
     rows = await list_flagged(pool, limit)     # `pm review list`
+    await reannounce(pool, limit)              # after Redis lost the review stream (the status poller)
 
 A flag writes, in the same statement, an outbox row the outbox worker adds to the review stream
 (streams.yaml `review_stream`), for alerting. Nothing here moves money: README "Reviews" says what the
@@ -60,3 +61,24 @@ async def list_flagged(conn: asyncpg.Pool | asyncpg.Connection, limit: int = 100
         min(max(limit, 1), LISTED_MAX),
     )
     return [dict(row) for row in rows]
+
+
+# The newest delivered review events of intents still flagged, due again now: the review stream lives only
+# in Redis, so after Redis lost its data the status poller announces them again (same event ids: a reader
+# that saw one before drops the repeat). created_at restarts the retry window, as `pm outbox retry` does.
+_REANNOUNCE_SQL = """
+UPDATE pm.outbox SET delivered_at = NULL, next_attempt_at = now(), attempts = 0, created_at = now(), gave_up_at = NULL
+WHERE id IN (
+    SELECT o.id FROM pm.outbox o JOIN pm.intent i ON i.id = o.intent_id
+    WHERE o.kind = 'review' AND o.delivered_at IS NOT NULL AND i.needs_review
+    ORDER BY o.id DESC
+    LIMIT $1
+)
+"""
+
+
+async def reannounce(conn: asyncpg.Pool | asyncpg.Connection, limit: int) -> int:
+    """Make the newest `limit` delivered review events of still-flagged intents due again; how many."""
+    assert limit > 0
+    status = await conn.execute(_REANNOUNCE_SQL, limit)
+    return int(status.split()[-1])

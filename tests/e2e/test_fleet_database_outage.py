@@ -146,5 +146,6 @@ async def test_terminated_connections_cost_the_fleet_retries_and_nothing_else(fr
             await client.aclose()
         report = await fleet.check()
         assert report.ok, report.problems
+        assert (await fleet.reconcile()).mismatches == []
         assert [(t.posted_net, t.pending_net) for t in report.transit] == [(0, 0)]
         assert await _outages_counted(fleet) > 0, answers

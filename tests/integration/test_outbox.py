@@ -2,7 +2,8 @@
 transition writes its webhook in the same statement (and only the final one); the worker signs and
 delivers it, retries a failed delivery with backoff under the same event id, leases rows so two workers
 never send one twice, gives up after the retry window, and `retry` brings a row back. A review flag
-writes its event in the flag's statement, once, and the worker adds it to the review stream."""
+writes its event in the flag's statement, once, and the worker adds it to the review stream. A worker
+stopped mid-delivery finishes it within its shutdown grace."""
 
 from __future__ import annotations
 
@@ -35,9 +36,11 @@ class Receiver:
     def __init__(self) -> None:
         self.answers: list[int] = []
         self.got: list[tuple[dict[str, str], bytes]] = []
+        self.delay_s = 0.0  # how long it takes to answer
 
     async def handle(self, request: web.Request) -> web.Response:
         self.got.append((dict(request.headers), await request.read()))
+        await asyncio.sleep(self.delay_s)
         return web.Response(status=self.answers.pop(0) if self.answers else 200)
 
 
@@ -221,3 +224,24 @@ async def test_an_intent_cleared_by_an_operator_can_be_flagged_again(pool) -> No
     assert await reviews.flag(pool, [intent_id], "second") == 1
     reasons = await pool.fetch("SELECT payload->>'reason' AS reason FROM pm.outbox WHERE kind = 'review' ORDER BY id")
     assert [row["reason"] for row in reasons] == ["first", "second"]
+
+
+async def test_a_worker_stopped_mid_delivery_finishes_it_within_the_grace(pool, redis, topology, receiver) -> None:
+    """SIGTERM (a cancellation) while a webhook is on the wire: the round finishes and marks the row delivered,
+    instead of leaving it leased for LEASE_S."""
+    merchant = next(_merchants)
+    intent_id = await settled_charge(pool, merchant)
+    await outbox.set_webhook(pool, merchant, receiver.url, SECRET)
+    receiver.delay_s = 1.0
+    worker = asyncio.create_task(
+        outbox.run_outbox(pool, redis, topology, allowed_hosts=ALLOW_LOOPBACK, shutdown_grace_s=5.0)
+    )
+    deadline = time.monotonic() + 10
+    while not receiver.got:
+        assert time.monotonic() < deadline, "the webhook was never sent"
+        await asyncio.sleep(0.02)
+    worker.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(worker, 10)
+    row = await pool.fetchrow("SELECT delivered_at, attempts FROM pm.outbox WHERE intent_id = $1", intent_id)
+    assert row["delivered_at"] is not None and row["attempts"] == 1
