@@ -40,8 +40,8 @@ module registering its own (`add_commands`); common.py holds what they share (th
 
 Exit codes: 0 done (and the check is ok); 1 the command ran and found a problem (check not ok,
 migration refused or failed); 2 it could not run: bad configuration or an unreachable server, told
-in one line on stderr; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM), but `pm run`, a service
-stopped the way supervisors stop services, exits 0 once it stopped within PM_SHUTDOWN_GRACE_S. Servers
+in one line on stderr; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM), but `pm run` and `pm up`,
+services stopped the way supervisors stop services, exit 0 once they stopped within PM_SHUTDOWN_GRACE_S. Servers
 started by a command are stopped before it exits, in every one of these cases.
 """
 

@@ -35,7 +35,8 @@ def add_fleet_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "-c", "--concurrency", action="append", default=[], metavar="TYPE=N",
         help="processes of a type, e.g. -c settlement=3 (passed to honcho)",
     )  # fmt: skip
-    up.set_defaults(command=_up)
+    # SIGTERM stops the fleet as it stops each of its services: their batches finish; exit 0.
+    up.set_defaults(command=_up, terminated_exit_code=EXIT_OK)
     run = commands.add_parser("run", help="run one Procfile process type in this process (or `all`)")
     run.add_argument("process", choices=run_command.PROCESS_TYPES)
     # SIGTERM is the ordinary stop of a service: its batches finish, what it read is handed back; exit 0.

@@ -68,6 +68,9 @@ async def test_pm_up_runs_the_simulator_and_the_readme_commands_show_the_async_s
             timeout=60,
         )  # fmt: skip
         assert "available 10500.00 THB, held 0.00" in balance.stdout, balance.stdout + balance.stderr
+        # SIGTERM (how a supervisor stops it) stops the fleet, each process within its grace, and exits 0.
+        up.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(up.wait, 60) == 0
     finally:
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGINT)  # Ctrl-C
