@@ -25,9 +25,12 @@ from pm.domain.intent import ErrorCode
 log = logging.getLogger("pm.gateway")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
 def dumps(value: Any) -> str:
     """Compact JSON (orjson: a tenth of the standard library's CPU on the request path)."""
     return orjson.dumps(value).decode()
+
 
 # aiohttp's own refusals, by status, with our code.
 _HTTP_EXCEPTION_CODES: dict[int, ErrorCode] = {

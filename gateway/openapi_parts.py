@@ -40,10 +40,30 @@ def query(name: str, schema: dict[str, Any], description: str | None = None) -> 
     return parameter if description is None else {**parameter, "description": description}
 
 
+RATE_LIMITED = {
+    **json_content(
+        {"$ref": SCHEMAS + "Error"},
+        "RATE_LIMITED: the key sent more than its rate (requests per second, `pm keys create --rate`); "
+        "nothing was done and the nonce was not used, so the same request may be sent again after Retry-After",
+    ),
+    "headers": {"Retry-After": {"description": "whole seconds to wait", "schema": {"type": "string"}}},
+}
+BODY_TIMEOUT = json_content(
+    {"$ref": SCHEMAS + "Error"},
+    "REQUEST_TIMEOUT: the body did not arrive within PM_REQUEST_BODY_TIMEOUT_MS; the connection is closed",
+)
+
+
 def operation(summary: str, scope: str | None, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """An operation; `scope` None: unsigned (health, metrics, this document)."""
+    """An operation; `scope` None: unsigned (health, metrics, this document). Every signed operation may
+    answer 429 (its key's rate), every one with a body 408 (a body too slow): added here, for all."""
     security: dict[str, Any] = {"security": []} if scope is None else {"security": SIGNED, "x-pm-scope": scope}
-    return {"summary": summary, "responses": responses, **extra, **security}
+    answers = dict(responses)
+    if scope is not None:
+        answers["429"] = RATE_LIMITED
+    if "requestBody" in extra:
+        answers["408"] = BODY_TIMEOUT
+    return {"summary": summary, "responses": answers, **extra, **security}
 
 
 OPERATOR_HEADER = header(
