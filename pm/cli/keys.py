@@ -70,6 +70,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 async def _keys_create(settings: Settings, arguments: argparse.Namespace) -> int:
+    try:
+        keys.check_rate(arguments.rate)  # before anything is opened: bad input changes nothing
+    except keys.ApiKeyError as exc:
+        raise CommandError(str(exc)) from exc
     async with database_connection(settings) as connection:
         try:
             key, secret = await keys.create_key(
