@@ -137,6 +137,7 @@ def test_every_operation_answers_as_documented(
 def test_every_operation_was_fuzzed_with_enough_cases() -> None:
     if not cases_run:
         pytest.skip("the fuzz test did not run (deselected)")
+    print(f"fuzz cases per operation: {dict(sorted(cases_run.items()))}")  # shown with -s
     operations = {result.ok().label for result in schema.get_all_operations()}
     assert set(cases_run) == operations
     short = {label: count for label, count in cases_run.items() if count < CASES_PER_OPERATION}
