@@ -73,6 +73,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ledger import open_ledger
 from ledger.check import run_check
 from pm.client import PMApiError, PMClient
+from pm.config.constants import KEY_REQUESTS_PER_S_MAX
 from pm.config.topology import Topology, parse_topology, renamed_document
 from pm.dev.embedded import create_database, running_postgres, running_valkey
 from pm.dev.fleet import Fleet, read_procfile
@@ -515,8 +516,9 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
     await migrate(database_url)
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
+        # The bench measures the pipeline, not the per-key rate (bench/rate_limit.py does): no limit in the way.
         app_key, app_secret = await keys.create_key(
-            pool, name="bench-app", scopes=APP_SCOPES, operations=APP_OPERATIONS
+            pool, name="bench-app", scopes=APP_SCOPES, operations=APP_OPERATIONS, requests_per_s=KEY_REQUESTS_PER_S_MAX
         )
         admin_key, admin_secret = await keys.create_key(
             pool, name="bench-admin", scopes=ADMIN_SCOPES, operations=ADMIN_OPERATIONS

@@ -25,8 +25,10 @@ from gateway.admin_api import ADMIN_ROUTES
 from gateway.auth import KeyCache, authenticate
 from gateway.backpressure import BacklogMonitor
 from gateway.batching import IntentWriter, NonceRecorder, RedisBatch, ResponseRecorder
+from gateway.body import read_body_in_time
 from gateway.errors import Handler
 from gateway.metrics import observe
+from gateway.rate_limit import RateLimiter
 from gateway.resources import (
     BACKLOG,
     DATABASE,
@@ -35,6 +37,7 @@ from gateway.resources import (
     LEDGER,
     NONCES,
     PSP,
+    RATE_LIMITER,
     REDIS,
     REDIS_BATCH,
     RESPONSES,
@@ -46,6 +49,7 @@ from gateway.resources import (
 from gateway.status import StatusHub
 from ledger import open_ledger
 from pm.config.constants import (
+    GATEWAY_LINGERING_TIME_S,
     GATEWAY_REDIS_CONNECT_TIMEOUT_S,
     GATEWAY_REDIS_POOL_WAIT_S,
     GATEWAY_REDIS_SOCKET_TIMEOUT_S,
@@ -99,10 +103,13 @@ def create_app(
     ledger_url: str,
     topology: Topology | None = None,
 ) -> web.Application:
-    app = web.Application(client_max_size=settings.http_body_bytes_max, middlewares=[observe, authenticate])
+    app = web.Application(
+        client_max_size=settings.http_body_bytes_max, middlewares=[observe, read_body_in_time, authenticate]
+    )
     app[SETTINGS] = settings
     app[TOPOLOGY] = topology or load_topology(settings.streams_file)
     app[ROUTE_SCOPES] = {route.name: route.scope for route in ROUTES}
+    app[RATE_LIMITER] = RateLimiter()
     app[health.LEDGER_PROBE] = {}
     app[PSP] = PspClient(settings)  # only its callback signature check: the gateway calls no PSP
     quote.add_resources(app)
@@ -128,6 +135,7 @@ def runner_options(settings: Settings) -> dict[str, Any]:
         "max_line_size": settings.http_header_line_bytes_max,
         "max_field_size": settings.http_header_field_bytes_max,
         "shutdown_timeout": settings.shutdown_grace_s,
+        "lingering_time": GATEWAY_LINGERING_TIME_S,
     }
 
 

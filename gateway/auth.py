@@ -4,24 +4,29 @@ Order of checks, cheapest and least trusting first, so that nothing unsigned cos
     1. the four X-PM-* headers are present and well formed, all signed text ASCII (else 401)
     2. the timestamp is within ±300 s of our clock                 (else 401)
     3. the key exists and is not revoked (cached for ~1 s)          (else 401)
-    4. the body is read (bounded by the body size setting: 413)
+    4. the body is read (bounded in size: 413, and in time: 408, by gateway/body.py before this)
     5. the signature matches one of the key's active secrets        (else 401; constant time; a
        mismatch re-reads a key older than 0.1 s once, so a just-rotated secret works at once; a
        previous secret counts only until its grace period ends, checked now, not when cached)
-    6. the nonce was never seen, claimed only now so garbage cannot fill a store (else 401):
+    6. the key is within its rate (`requests_per_s`, a token bucket in this process's memory,
+       gateway/rate_limit.py; else 429 RATE_LIMITED with Retry-After): after the signature, so only
+       the key's own requests spend its budget; before the nonce, so a refused request touches neither
+       PostgreSQL nor Redis (the cached key is all it reads), and may be sent again as it was
+    7. the nonce was never seen, claimed only now so garbage cannot fill a store (else 401):
        - a request with effects (POST, PUT, DELETE, ...) in PostgreSQL (pm.request_nonce), which outlives
          a Redis that lost its data; POST /intents in the very statement that creates its intent, so it
          costs no round trip of its own (the view does it: NONCE_CLAIMED_BY_VIEW);
        - a read (GET, HEAD) in Redis (SET NX EX), together with the "complete since" marker: a read signed
          before the marker's time is refused, so a Redis that lost its nonces (and with them the marker,
          rewritten by the first read that misses it) cannot be fed a captured read again
-    7. the key holds the route's scope                              (else 403)
+    8. the key holds the route's scope                              (else 403)
 Public routes (health, readiness, metrics, the OpenAPI document) skip all of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 
@@ -29,7 +34,7 @@ import asyncpg
 from aiohttp import web
 
 from gateway.errors import ApiError, Handler, bad_request
-from gateway.resources import API_KEY, KEYS, NONCE, NONCES, REDIS_BATCH, ROUTE_SCOPES
+from gateway.resources import API_KEY, KEYS, NONCE, NONCES, RATE_LIMITER, REDIS_BATCH, ROUTE_SCOPES
 from pm.config.constants import (
     API_KEY_CACHE_ENTRIES_MAX,
     API_KEY_CACHE_TTL_S,
@@ -37,7 +42,9 @@ from pm.config.constants import (
     NONCE_KEY_PREFIX,
     NONCE_STORE_COMPLETE_SINCE_KEY,
     NONCE_TTL_S,
+    RATE_LIMITED_RETRY_AFTER_S_MIN,
 )
+from pm.config.metrics import RATE_LIMITED
 from pm.domain import signing
 from pm.domain.intent import ErrorCode
 from pm.store.keys import ApiKey, lookup_key
@@ -145,6 +152,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         key = await request.app[KEYS].get(key_id, max_age_s=API_KEY_RECHECK_S)
         if key is None or not signing.signature_matches(key.active_secrets, canonical, presented):
             raise unauthenticated("signature does not match")
+    _admit(request, key)
     # Only a verified request may claim a nonce, so unsigned traffic never writes to a store.
     await _claim_nonce(request, key, nonce, int(timestamp), name)
     scope = route_scopes.get(name) if name is not None else None
@@ -154,8 +162,23 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
+def _admit(request: web.Request, key: ApiKey) -> None:
+    """Spend one of the key's tokens, or refuse with 429 (step 6 of the module docstring)."""
+    wait_s = request.app[RATE_LIMITER].admit(key.key_id, key.requests_per_s)
+    if wait_s is None:
+        return
+    RATE_LIMITED.labels(key.key_id).inc()
+    retry_after_s = max(RATE_LIMITED_RETRY_AFTER_S_MIN, math.ceil(wait_s))
+    raise ApiError(
+        429,
+        ErrorCode.RATE_LIMITED,
+        f"this key may send {key.requests_per_s} requests per second; retry after {retry_after_s} s",
+        {"Retry-After": str(retry_after_s)},
+    )
+
+
 async def _claim_nonce(request: web.Request, key: ApiKey, nonce: str, timestamp_s: int, name: str | None) -> None:
-    """Refuse a nonce used before (step 6 of the module docstring); for POST /intents, hand it to the view."""
+    """Refuse a nonce used before (step 7 of the module docstring); for POST /intents, hand it to the view."""
     app = request.app
     if request.method not in READ_METHODS:
         if name in NONCE_CLAIMED_BY_VIEW:

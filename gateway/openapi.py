@@ -15,6 +15,7 @@ from gateway import admin_api, openapi_fees
 from gateway.models import IntentRequest
 from gateway.openapi_parts import POSITIVE_ID, SCHEMAS, errors, header, json_content, operation, query, ref
 from ledger.accounts import CURRENCY_LEDGER
+from pm.config.constants import IDEMPOTENCY_KEY_LENGTH_MAX
 from pm.domain.intent import ErrorCode, OperationType, State
 from pm.domain.signing import HEADER_KEY_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP
 from pm.store.keys import SCOPE_ADMIN, SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, SCOPE_INTENTS_WRITE
@@ -76,7 +77,10 @@ def _paths() -> dict[str, Any]:
                 parameters=[
                     OPTIONAL_USER_HEADER | {"description": "the sender (required for P2P_TRANSFER)"},
                     header(
-                        "Idempotency-Key", "1-128 visible ASCII characters, unique per caller and user", required=True
+                        "Idempotency-Key",
+                        f"1-{IDEMPOTENCY_KEY_LENGTH_MAX} visible ASCII characters, unique per caller and user",
+                        required=True,
+                        schema={"type": "string", "pattern": f"^[!-~]{{1,{IDEMPOTENCY_KEY_LENGTH_MAX}}}$"},
                     ),
                     header("Prefer", "`wait=N`: wait up to N seconds (at most 10) for a final state", required=False),
                 ],

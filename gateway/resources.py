@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from gateway.auth import KeyCache
     from gateway.backpressure import BacklogMonitor
     from gateway.batching import IntentWriter, NonceRecorder, RedisBatch, ResponseRecorder
+    from gateway.rate_limit import RateLimiter
     from gateway.status import StatusHub
     from ledger import Ledger
     from pm.psp.client import PspClient
@@ -29,6 +30,8 @@ DATABASE = web.AppKey("database", asyncpg.Pool)
 REDIS = web.AppKey("redis", aioredis.Redis)
 LEDGER: web.AppKey[Ledger] = web.AppKey("ledger")
 KEYS: web.AppKey[KeyCache] = web.AppKey("keys")
+# Each key's token bucket (gateway/rate_limit.py), checked after its signature.
+RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 # Concurrent requests' new intents, Redis commands (nonces, stream entries) and stored responses, batched.
 INTENT_WRITER: web.AppKey[IntentWriter] = web.AppKey("intent_writer")
 REDIS_BATCH: web.AppKey[RedisBatch] = web.AppKey("redis_batch")

@@ -1,7 +1,7 @@
-"""`pm keys create|rotate|revoke|list`: callers' API keys (HMAC), kept in pm.api_key by pm/store/keys.py.
+"""`pm keys create|rotate|revoke|set-rate|list`: callers' API keys (HMAC), kept in pm.api_key by pm/store/keys.py.
 
 A secret is printed once, when it is made (create, rotate); `list` never shows one. Bad input (scopes,
-operation types, a grace) exits 2 with nothing changed; an unknown or revoked key exits 1.
+operation types, a grace, a rate) exits 2 with nothing changed; an unknown or revoked key exits 1.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 import sys
 
 from pm.cli.common import EXIT_OK, EXIT_PROBLEM_FOUND, CommandError, database_connection
+from pm.config.constants import KEY_REQUESTS_PER_S_DEFAULT, KEY_REQUESTS_PER_S_MAX, KEY_REQUESTS_PER_S_MIN
 from pm.config.settings import Settings
 from pm.domain.intent import OperationType
 from pm.store import keys
@@ -32,6 +33,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         + "; required for a key with intents:write or admin, except a merchant's (default: its two MINIAPP"
         " types, the only ones it may ever create); a key without those scopes gets none",
     )
+    create.add_argument(
+        "--rate",
+        type=int,
+        default=KEY_REQUESTS_PER_S_DEFAULT,
+        help=f"signed requests per second each gateway process admits for this key, also its burst"
+        f" ({KEY_REQUESTS_PER_S_MIN} to {KEY_REQUESTS_PER_S_MAX}; default {KEY_REQUESTS_PER_S_DEFAULT});"
+        " beyond it: 429 RATE_LIMITED",
+    )
     create.add_argument("--json", action="store_true", help="print JSON")
     create.set_defaults(command=_keys_create)
     rotate = key_commands.add_parser(
@@ -49,16 +58,31 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     revoke = key_commands.add_parser("revoke", help="refuse the key from now on")
     revoke.add_argument("key_id")
     revoke.set_defaults(command=_keys_revoke)
+    set_rate = key_commands.add_parser("set-rate", help="change a key's request rate (every gateway within a second)")
+    set_rate.add_argument("key_id")
+    set_rate.add_argument(
+        "rate", type=int, help=f"requests per second, {KEY_REQUESTS_PER_S_MIN} to {KEY_REQUESTS_PER_S_MAX}"
+    )
+    set_rate.set_defaults(command=_keys_set_rate)
     listing = key_commands.add_parser("list", help="every key, without secrets")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(command=_keys_list)
 
 
 async def _keys_create(settings: Settings, arguments: argparse.Namespace) -> int:
+    try:
+        keys.check_rate(arguments.rate)  # before anything is opened: bad input changes nothing
+    except keys.ApiKeyError as exc:
+        raise CommandError(str(exc)) from exc
     async with database_connection(settings) as connection:
         try:
             key, secret = await keys.create_key(
-                connection, arguments.name, arguments.scopes, arguments.merchant_id, arguments.operations
+                connection,
+                arguments.name,
+                arguments.scopes,
+                arguments.merchant_id,
+                arguments.operations,
+                requests_per_s=arguments.rate,
             )
         except keys.ApiKeyError as exc:
             raise CommandError(str(exc)) from exc
@@ -84,6 +108,19 @@ async def _keys_rotate(settings: Settings, arguments: argparse.Namespace) -> int
     return EXIT_OK
 
 
+async def _keys_set_rate(settings: Settings, arguments: argparse.Namespace) -> int:
+    try:
+        keys.check_rate(arguments.rate)  # before anything is opened: bad input changes nothing
+    except keys.ApiKeyError as exc:
+        raise CommandError(str(exc)) from exc
+    async with database_connection(settings) as connection:
+        key = await keys.set_rate(connection, arguments.key_id, arguments.rate)
+    if key is None:
+        raise CommandError(f"no active key {arguments.key_id!r}", EXIT_PROBLEM_FOUND)
+    print(f"pm: key {key.key_id} admits {key.requests_per_s} requests/s from now on (each gateway process)")
+    return EXIT_OK
+
+
 async def _keys_revoke(settings: Settings, arguments: argparse.Namespace) -> int:
     async with database_connection(settings) as connection:
         revoked = await keys.revoke_key(connection, arguments.key_id)
@@ -104,7 +141,8 @@ async def _keys_list(settings: Settings, arguments: argparse.Namespace) -> int:
         merchant = f" merchant={key.merchant_id}" if key.merchant_id else ""
         operations = ",".join(sorted(key.operations)) or keys.OPERATIONS_NONE
         scopes = ",".join(sorted(key.scopes))
-        print(f"{key.key_id}  {status:7}  {scopes}{merchant}  operations={operations}  {key.name}")
+        rate = f"rate={key.requests_per_s}/s"
+        print(f"{key.key_id}  {status:7}  {scopes}{merchant}  operations={operations}  {rate}  {key.name}")
     return EXIT_OK
 
 

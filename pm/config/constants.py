@@ -52,6 +52,14 @@ API_KEY_RECHECK_S = 0.1
 # Bounds the cache against a flood of made-up key ids (each is cached as unknown for the TTL too).
 API_KEY_CACHE_ENTRIES_MAX = 10_000
 
+# Per-key request rates (pm.api_key.requests_per_s, sql/0015): a key's bucket holds one second of its
+# rate, so a key may burst its rate at once and then sustain it. The bounds are the table's CHECK.
+KEY_REQUESTS_PER_S_DEFAULT = 1_000
+KEY_REQUESTS_PER_S_MIN = 1
+KEY_REQUESTS_PER_S_MAX = 100_000
+# A 429 RATE_LIMITED says to wait at least this long (Retry-After is whole seconds).
+RATE_LIMITED_RETRY_AFTER_S_MIN = 1
+
 # Idempotency-Key: what a caller may send (visible ASCII), and how long a claim without a stored
 # response counts as in flight (409) before we presume the first request died after its commit.
 IDEMPOTENCY_KEY_LENGTH_MAX = 128
@@ -133,6 +141,11 @@ SUBSCRIBER_CHECK_INTERVAL_S = 0.5
 # A stopping stage hands back at most this many of its pending entries (XPENDING pages of a stage's
 # batch size): far above what one consumer reads between two acknowledgements.
 HAND_BACK_ENTRIES_MAX = 10_000
+# After answering a request whose body it did not read whole (408 too slow, 413 too large), aiohttp
+# drains and drops what the client still sends for this long, so the client reads the answer rather
+# than a reset, then closes the connection (aiohttp's default is 10 s: a slow sender's hold on a
+# connection is bounded by PM_REQUEST_BODY_TIMEOUT_MS plus this).
+GATEWAY_LINGERING_TIME_S = 2.0
 
 # Defined by the core (pm.domain: it may import nothing of pm.config), named here with the rest.
 from pm.domain.cel.base import EXPRESSION_LENGTH_HARD_MAX  # noqa: E402

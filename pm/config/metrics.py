@@ -79,6 +79,18 @@ def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
     start_http_server(port, addr=host)
 
 
+# Issue 12: per-key rates. Labelled by key id: only keys whose signature verified are counted, so the
+# label's values are the keys operators made (pm.api_key), never made-up ids.
+RATE_LIMITED = Counter(
+    "pm_rate_limited_total",
+    "Signed requests the gateway refused with 429 RATE_LIMITED: the key was over its rate (requests_per_s)",
+    ["key_id"],
+)
+REQUEST_BODY_TIMEOUTS = Counter(
+    "pm_request_body_timeouts_total",
+    "Requests refused with 408 REQUEST_TIMEOUT: the body did not arrive within PM_REQUEST_BODY_TIMEOUT_MS",
+)
+
 # Issue 5: PSPs.
 REVIEWS_FLAGGED = Counter(
     "pm_reviews_flagged_total", "Intents flagged for an operator: a PSP paid out what the wallet had failed"

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     # Off by default: aiohttp's access log halves requests/s (DESIGN.md §10); metrics count requests.
     http_access_log: bool = False
     http_body_bytes_max: int = Field(default=16_384, ge=1_024, le=1_048_576)
+    # A body must arrive whole this long after the request's headers (a slow sender holds a connection
+    # and a request's memory): else 408 REQUEST_TIMEOUT and the connection is closed.
+    request_body_timeout_ms: int = Field(default=10_000, ge=100, le=120_000)
     # aiohttp's parser limits: the request line and one header line, and one header field's value.
     http_header_line_bytes_max: int = Field(default=8_190, ge=256, le=65_536)
     http_header_field_bytes_max: int = Field(default=8_190, ge=256, le=65_536)

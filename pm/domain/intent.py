@@ -126,6 +126,8 @@ class ErrorCode(enum.StrEnum):
     CONFLICT = "CONFLICT"  # the change clashes with what is stored (admin API: a route priority taken)
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    RATE_LIMITED = "RATE_LIMITED"  # the key sent more than its rate (pm keys create --rate): retry after Retry-After
+    REQUEST_TIMEOUT = "REQUEST_TIMEOUT"  # the body did not arrive within PM_REQUEST_BODY_TIMEOUT_MS
     OVERLOADED = "OVERLOADED"  # the pipeline is behind: retry after Retry-After
     UNAVAILABLE = "UNAVAILABLE"  # a dependency (PostgreSQL, Redis, the ledger) does not answer
     RULE_INVALID = "RULE_INVALID"  # a fee rule that does not compile or type-check (admin API)

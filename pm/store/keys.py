@@ -4,6 +4,7 @@
                                    operations="P2P_TRANSFER,QP_TOPUP")
     key, secret = await rotate_key(pool, key.key_id)     # the old secret keeps working for 24 h
     await revoke_key(pool, key.key_id)                   # refused by every gateway within a second
+    await set_rate(pool, key.key_id, 50)                 # 50 requests/s from now on (each gateway's own)
 
 A key carries the operation types it may create (`operations`): `POST /intents` and `POST /quote` refuse
 any other with 403 OPERATION_NOT_ALLOWED (gateway/intents.py). A key bound to a merchant (a mini-app
@@ -16,9 +17,12 @@ moment where neither side agrees, and a leaked secret stops working when the gra
 issued once (printed by `pm keys create`); PostgreSQL keeps it because an HMAC verifier needs the
 secret itself, not a hash of it. Every function is one SQL statement.
 
+A key carries its request rate (`requests_per_s`): each gateway process admits that many of its signed
+requests per second (a burst of as many at once) and answers the rest 429 RATE_LIMITED (gateway/rate_limit.py).
+
 Exceptions:
-    ApiKeyError  a bad name, scope, operation list, merchant id or grace period (the message says which
-                 and what is allowed)
+    ApiKeyError  a bad name, scope, operation list, merchant id, grace period or rate (the message says
+                 which and what is allowed)
 """
 
 from __future__ import annotations
@@ -32,7 +36,13 @@ from typing import Any
 
 import asyncpg
 
-from pm.config.constants import KEY_ROTATION_GRACE_S_DEFAULT, KEY_ROTATION_GRACE_S_MAX
+from pm.config.constants import (
+    KEY_REQUESTS_PER_S_DEFAULT,
+    KEY_REQUESTS_PER_S_MAX,
+    KEY_REQUESTS_PER_S_MIN,
+    KEY_ROTATION_GRACE_S_DEFAULT,
+    KEY_ROTATION_GRACE_S_MAX,
+)
 from pm.domain.intent import OperationType
 from pm.domain.signing import new_secret
 
@@ -56,7 +66,7 @@ KEY_NAME_LENGTH_MAX = 100
 
 _COLUMNS = (
     "key_id, name, scopes, operations, secret, previous_secret, previous_secret_expires_at, merchant_id, "
-    "created_at, rotated_at, revoked_at"
+    "created_at, rotated_at, revoked_at, requests_per_s"
 )
 # Durations of `pm keys rotate --grace`: a whole number and a unit, or a bare 0.
 _DURATION_PATTERN = re.compile(r"(?P<number>[0-9]{1,7})(?P<unit>[smhd]?)")
@@ -81,9 +91,12 @@ class ApiKey:
     created_at: datetime
     rotated_at: datetime | None
     revoked_at: datetime | None
+    # Signed requests per second each gateway process admits for this key (and so its burst).
+    requests_per_s: int = KEY_REQUESTS_PER_S_DEFAULT
 
     def __post_init__(self) -> None:
         assert (self.previous_secret is None) == (self.previous_secret_expires_at is None), self.key_id
+        assert KEY_REQUESTS_PER_S_MIN <= self.requests_per_s <= KEY_REQUESTS_PER_S_MAX, self.key_id
 
     @property
     def revoked(self) -> bool:
@@ -131,6 +144,7 @@ class ApiKey:
             "rotated_at": self.rotated_at.isoformat() if self.rotated_at else None,
             "previous_secret_expires_at": _iso(self.previous_secret_expires_at),
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "requests_per_s": self.requests_per_s,
         }
 
 
@@ -205,6 +219,16 @@ def parse_grace_s(text: str) -> int:
     return grace_s
 
 
+def check_rate(requests_per_s: int) -> int:
+    """A key's request rate, or the refusal (the table's CHECK, said before anything is written)."""
+    if isinstance(requests_per_s, bool) or not KEY_REQUESTS_PER_S_MIN <= requests_per_s <= KEY_REQUESTS_PER_S_MAX:
+        raise ApiKeyError(
+            f"a key's rate is {KEY_REQUESTS_PER_S_MIN} to {KEY_REQUESTS_PER_S_MAX:,} requests per second,"
+            f" not {requests_per_s}"
+        )
+    return requests_per_s
+
+
 def new_key_id() -> str:
     return KEY_ID_PREFIX + secrets.token_hex(8)
 
@@ -215,9 +239,10 @@ async def create_key(
     scopes: str | Iterable[str],
     merchant_id: int | None = None,
     operations: str | Iterable[str] | None = None,
+    requests_per_s: int = KEY_REQUESTS_PER_S_DEFAULT,
 ) -> tuple[ApiKey, str]:
     """A new key and its secret (the only time the secret is handed out). `operations`: the operation
-    types it may create (`key_operations` says what happens without)."""
+    types it may create (`key_operations` says what happens without); `requests_per_s`: its rate."""
     name = name.strip()
     if not 0 < len(name) <= KEY_NAME_LENGTH_MAX:
         raise ApiKeyError(f"a key name is 1 to {KEY_NAME_LENGTH_MAX} characters")
@@ -227,20 +252,23 @@ async def create_key(
     if merchant_id is not None and SCOPE_ADMIN in scope_set:
         raise ApiKeyError("a merchant-bound key cannot hold the admin scope: make the operator a key of its own")
     operation_set = key_operations(scope_set, merchant_id, operations)
+    check_rate(requests_per_s)
     secret = new_secret()
     row = await conn.fetchrow(
-        "INSERT INTO pm.api_key (key_id, name, scopes, operations, secret, merchant_id)"
-        f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}",
+        "INSERT INTO pm.api_key (key_id, name, scopes, operations, secret, merchant_id, requests_per_s)"
+        f" VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_COLUMNS}",
         new_key_id(),
         name,
         sorted(scope_set),
         sorted(operation_set),
         secret,
         merchant_id,
+        requests_per_s,
     )
     key = _key_from_row(row)
     assert key.active_secrets == (secret,)
     assert key.operations == operation_set
+    assert key.requests_per_s == requests_per_s
     return key, secret
 
 
@@ -278,6 +306,18 @@ async def revoke_key(conn: asyncpg.Connection | asyncpg.Pool, key_id: str) -> bo
     return status == "UPDATE 1"
 
 
+async def set_rate(conn: asyncpg.Connection | asyncpg.Pool, key_id: str, requests_per_s: int) -> ApiKey | None:
+    """Change a key's request rate; every gateway applies it within a second (its key cache). None: no
+    such active key."""
+    check_rate(requests_per_s)
+    row = await conn.fetchrow(
+        f"UPDATE pm.api_key SET requests_per_s = $2 WHERE key_id = $1 AND revoked_at IS NULL RETURNING {_COLUMNS}",
+        key_id,
+        requests_per_s,
+    )
+    return _key_from_row(row) if row else None
+
+
 async def lookup_key(conn: asyncpg.Connection | asyncpg.Pool, key_id: str) -> ApiKey | None:
     """The key, revoked or not; None when there is no such key (or the id cannot be one)."""
     if not KEY_ID_PATTERN.fullmatch(key_id):
@@ -305,4 +345,5 @@ def _key_from_row(row: asyncpg.Record) -> ApiKey:
         created_at=row["created_at"],
         rotated_at=row["rotated_at"],
         revoked_at=row["revoked_at"],
+        requests_per_s=row["requests_per_s"],
     )

@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.resources import DATABASE, REDIS
 from pm.client import PMClient
+from pm.config.constants import KEY_REQUESTS_PER_S_DEFAULT
 from pm.config.topology import Topology, parse_topology, renamed_document
 from pm.domain import signing
 from pm.store import keys
@@ -77,7 +78,13 @@ class Gateway:
     def base_url(self) -> str:
         return str(self.client.make_url("")).rstrip("/")
 
-    async def key(self, *scopes: str, merchant_id: int | None = None, operations: str | None = None) -> Key:
+    async def key(
+        self,
+        *scopes: str,
+        merchant_id: int | None = None,
+        operations: str | None = None,
+        requests_per_s: int = KEY_REQUESTS_PER_S_DEFAULT,
+    ) -> Key:
         """A new key; without `operations`, the list its kind of caller has (explicit, never a default)."""
         scopes = scopes or ALL_BUT_ADMIN
         if operations is None:
@@ -89,7 +96,7 @@ class Gateway:
             else:
                 operations = ADMIN_OPERATIONS if SCOPE_ADMIN in scopes else USER_OPERATIONS
         api_key, secret = await keys.create_key(
-            self.pool, f"test-{uuid.uuid4().hex[:8]}", scopes, merchant_id, operations
+            self.pool, f"test-{uuid.uuid4().hex[:8]}", scopes, merchant_id, operations, requests_per_s
         )
         return Key(api_key.key_id, secret)
 

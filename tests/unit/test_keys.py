@@ -1,4 +1,4 @@
-"""Proves the rules of API keys without a database: which operation types a key may be made with (a
+"""Proves the rules of API keys without a database: which operation types (and what rate) a key may be made with (a
 merchant's key only its two MINIAPP types, MINIAPP only for a merchant, ADMIN_ADJUSTMENT only with admin,
 none without a write scope, an explicit list otherwise), that `may_create` refuses a merchant's key
 anything else even when its stored list says otherwise, that a rotated-out secret counts only until its
@@ -122,3 +122,12 @@ def test_a_merchant_key_is_never_an_operators() -> None:
 async def test_create_key_refuses_a_merchant_key_with_the_admin_scope() -> None:
     with pytest.raises(keys.ApiKeyError, match="admin scope"):
         await keys.create_key(None, "shop", "admin,intents:write", merchant_id=7)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("rate", [0, -1, 100_001, True])
+async def test_a_rate_out_of_bounds_is_refused_before_anything_is_written(rate: int) -> None:
+    with pytest.raises(keys.ApiKeyError, match="rate"):
+        keys.check_rate(rate)
+    with pytest.raises(keys.ApiKeyError, match="rate"):  # no connection: refused before the INSERT
+        await keys.create_key(None, "caller", "balance:read", requests_per_s=rate)  # type: ignore[arg-type]
+    assert keys.check_rate(1) == 1 and keys.check_rate(100_000) == 100_000
