@@ -1,7 +1,8 @@
 """Proves that `pm db migrate` applies sql/ once, even when runners race, and refuses edited applied files;
 and that the issue-10 migrations carry existing rows over: keys get the operation types they could create
 (merchant keys only their own two) and a grace for a previous secret that never expired, and idempotency
-records the X-User-Id their request carried; and that 0014 gives the retention purges their indexes."""
+records the X-User-Id their request carried; that 0014 gives the retention purges their indexes; and that 0015
+gives existing keys the default request rate."""
 
 from __future__ import annotations
 
@@ -268,3 +269,19 @@ async def test_0014_lets_the_retention_purges_read_only_what_they_delete(empty_d
     ):
         plan = "\n".join(row[0] for row in await connection.fetch(f"EXPLAIN {sql}", 3600.0, 10))
         assert index in plan, plan
+
+
+async def test_0015_gives_existing_keys_the_default_rate_and_refuses_rates_out_of_range(
+    empty_database: str, tmp_path: Path, connect
+) -> None:
+    await _migrated_to(empty_database, tmp_path, 14)
+    connection = await connect(empty_database)
+    await connection.execute(
+        "INSERT INTO pm.api_key (key_id, name, scopes, secret) VALUES ('pmk_before', 'before', '{intents:write}', 's')"
+    )
+    await migrate(empty_database)
+    assert await connection.fetchval("SELECT requests_per_s FROM pm.api_key WHERE key_id = 'pmk_before'") == 1_000
+    for rate in (0, -1, 100_001):
+        with pytest.raises(asyncpg.CheckViolationError):
+            await connection.execute("UPDATE pm.api_key SET requests_per_s = $1 WHERE key_id = 'pmk_before'", rate)
+    await connection.execute("UPDATE pm.api_key SET requests_per_s = 100000 WHERE key_id = 'pmk_before'")
