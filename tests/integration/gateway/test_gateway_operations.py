@@ -119,6 +119,9 @@ async def test_headers_beyond_the_size_limits_are_refused(make_gateway: MakeGate
         assert long_line.status == 400
 
 
+SERVE_TIMEOUT_S = 20.0  # to start listening, and to answer /healthz
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -138,10 +141,13 @@ async def _serving(settings: Settings, postgres_url: str, redis_url: str):  # ty
         )
     )
     try:
-        await asyncio.wait_for(listening.wait(), 10)
+        await asyncio.wait_for(listening.wait(), SERVE_TIMEOUT_S)
         yield f"http://{settings.http_host}:{settings.http_port}"
     finally:
         task.cancel()
+        # Bounded: a gateway that does not stop within its grace is a failure to see, not a hang.
+        done, _ = await asyncio.wait([task], timeout=SERVE_TIMEOUT_S + settings.shutdown_grace_s)
+        assert done, "run_gateway did not stop when cancelled"
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
@@ -152,7 +158,8 @@ async def test_run_gateway_serves_on_the_configured_port(
 ) -> None:
     settings = Settings(http_host="127.0.0.1", http_port=_free_port(), http_access_log=access_log)
     caplog.set_level(logging.INFO, logger="aiohttp.access")
-    async with _serving(settings, postgres_url, redis_url) as url, aiohttp.ClientSession() as session:
+    timeout = aiohttp.ClientTimeout(total=SERVE_TIMEOUT_S)
+    async with _serving(settings, postgres_url, redis_url) as url, aiohttp.ClientSession(timeout=timeout) as session:
         async with session.get(url + "/healthz") as response:
             assert response.status == 200
     logged = [record for record in caplog.records if record.name == "aiohttp.access"]
