@@ -57,6 +57,7 @@ from pm.config.constants import (
 from pm.config.topology import Stage, Topology
 from pm.domain.intent import TERMINAL_STATES, Intent
 from pm.redis import streams
+from pm.redis.wire import redis_unavailable
 from pm.store.intents import TransitionResult, apply_transitions
 from pm.store.pool import database_unavailable
 
@@ -81,7 +82,7 @@ def dependency_down(exc: BaseException) -> str | None:
     """Which dependency `exc` says is down ("ledger", "redis", "database"), or None for any other error."""
     if isinstance(exc, LedgerUnavailableError):  # before the database: it is an OSError too
         return "ledger"
-    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+    if redis_unavailable(exc):
         return "redis"
     if database_unavailable(exc):
         return "database"

@@ -18,11 +18,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
-import redis.exceptions
 from aiohttp import web
 
 from pm.config.constants import BACKPRESSURE_RETRY_AFTER_S
 from pm.domain.intent import ErrorCode
+from pm.redis.wire import redis_unavailable
 from pm.store.pool import database_unavailable
 
 log = logging.getLogger("pm.gateway")
@@ -41,13 +41,12 @@ _HTTP_EXCEPTION_CODES: dict[int, ErrorCode] = {
     405: ErrorCode.METHOD_NOT_ALLOWED,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
 }
-_REDIS_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def unavailable(exc: BaseException) -> bool:
     """Whether `exc` says a dependency is down or dropped us (PostgreSQL: pm.store.pool; Redis; the
     ledger, whose LedgerUnavailableError is a ConnectionError, so an OSError): 503, not 500."""
-    return isinstance(exc, _REDIS_UNAVAILABLE) or database_unavailable(exc)
+    return redis_unavailable(exc) or database_unavailable(exc)
 
 
 class ApiError(Exception):

@@ -270,6 +270,11 @@ async def backlog(redis: aioredis.Redis, stream: str, group: str) -> Backlog | N
         groups = await redis.xinfo_groups(stream)
     except ResponseError:
         return None
+    return _backlog_of(groups, group)
+
+
+def _backlog_of(groups: list[dict[Any, Any]], group: str) -> Backlog | None:
+    """`group`'s backlog from an XINFO GROUPS reply; None when the group is not there."""
     for info in groups:
         if _as_str(info["name"]) == group:
             lag = info.get("lag")
@@ -361,12 +366,7 @@ async def stage_streams(redis: aioredis.Redis, stream: str, group: str, dead_let
         pipe.xlen(dead_letter_stream)
         pipe.time()
         length, groups, pending, consumers, dead_letters, (now_s, now_us) = await pipe.execute(raise_on_error=False)
-    backlog = None
-    if not isinstance(groups, Exception):
-        for info in groups:
-            if _as_str(info["name"]) == group:
-                lag = info.get("lag")
-                backlog = Backlog(lag=int(lag) if lag is not None else 0, pending=int(info["pending"]))
+    backlog = None if isinstance(groups, Exception) else _backlog_of(groups, group)
     oldest_age_ms = None
     if not isinstance(pending, Exception) and pending["pending"] and pending["min"]:
         now_ms = int(now_s) * 1000 + int(now_us) // 1000

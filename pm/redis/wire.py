@@ -15,6 +15,7 @@ import functools
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+import redis.exceptions
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import DataError
 
@@ -60,3 +61,9 @@ def redis_pool_from_url(url: str, pool_class: type[Pool] = aioredis.ConnectionPo
 def redis_from_url(url: str, **kwargs: Any) -> aioredis.Redis:
     """`redis.asyncio.Redis.from_url`, packing with hiredis; closing the client closes its pool."""
     return aioredis.Redis.from_pool(redis_pool_from_url(url, **kwargs))
+
+
+def redis_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says Redis is down or dropped us (retry later; not a bug): what the gateway answers
+    503 for and what a stage does not count as a delivery (pm.store.pool.database_unavailable's twin)."""
+    return isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError))
