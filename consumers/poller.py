@@ -55,7 +55,7 @@ from pm.config.topology import Stage
 from pm.domain.intent import TERMINAL_STATE_NAMES, TERMINAL_STATES, State
 from pm.redis import streams
 from pm.redis.streams import dead_letter_lengths
-from pm.store import intents, retention, reviews
+from pm.store import retention, reviews
 from pm.store.intents import INTENT_COLUMNS, intent_from_row
 
 log = logging.getLogger("pm.poller")
@@ -211,8 +211,8 @@ async def purge_once(
     comes back short, at most `rounds_max` rounds each (what is left waits for the next run)."""
     deleted = []
     for purge, retention_s in (
-        (intents.purge_idempotency, context.idempotency_retention_s),
-        (intents.purge_nonces, float(NONCE_TTL_S)),
+        (retention.purge_idempotency, context.idempotency_retention_s),
+        (retention.purge_nonces, float(NONCE_TTL_S)),
         (retention.purge_delivered_outbox, context.webhook_retention_s),
         (retention.purge_psp_events, context.psp_event_retention_s),
     ):

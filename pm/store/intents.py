@@ -336,41 +336,6 @@ async def claim_nonces(conn: asyncpg.Connection | asyncpg.Pool, nonces: list[tup
     return {(row["api_key_id"], row["nonce"]) for row in rows}
 
 
-# Idempotency records and request nonces past their retention, a bounded round at a time. SKIP LOCKED:
-# several pollers share the work instead of waiting on each other's rows.
-_PURGE_IDEMPOTENCY_SQL = """
-DELETE FROM pm.idempotency WHERE ctid = ANY(ARRAY(
-    SELECT ctid FROM pm.idempotency WHERE created_at < now() - make_interval(secs => $1)
-    ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED
-))
-"""
-_PURGE_NONCES_SQL = """
-DELETE FROM pm.request_nonce WHERE ctid = ANY(ARRAY(
-    SELECT ctid FROM pm.request_nonce WHERE created_at < now() - make_interval(secs => $1)
-    ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED
-))
-"""
-
-
-async def purge_idempotency(conn: asyncpg.Connection | asyncpg.Pool, retention_s: float, limit: int) -> int:
-    """Delete at most `limit` idempotency records older than `retention_s` (oldest first); how many went.
-    A key whose record went may be used again, for a new intent."""
-    assert retention_s > 0 and limit > 0
-    return _deleted(await conn.execute(_PURGE_IDEMPOTENCY_SQL, float(retention_s), limit))
-
-
-async def purge_nonces(conn: asyncpg.Connection | asyncpg.Pool, retention_s: float, limit: int) -> int:
-    """Delete at most `limit` request nonces older than `retention_s` (oldest first); how many went."""
-    assert retention_s > 0 and limit > 0
-    return _deleted(await conn.execute(_PURGE_NONCES_SQL, float(retention_s), limit))
-
-
-def _deleted(status: str) -> int:
-    verb, _, count = status.partition(" ")
-    assert verb == "DELETE", status
-    return int(count)
-
-
 # -- transitions ---------------------------------------------------------------------------------
 
 

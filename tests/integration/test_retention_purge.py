@@ -13,7 +13,7 @@ import asyncpg
 from consumers.poller import purge_once
 from pm.config.constants import NONCE_TTL_S
 from pm.domain.intent import OperationType
-from pm.store import intents, retention
+from pm.store import retention
 from tests.support.pipeline import isolated_topology, open_pipeline
 
 RETENTION_S = 86_400
@@ -59,12 +59,12 @@ async def test_only_records_past_retention_go_oldest_first_in_bounded_rounds(fre
         # 25 past the retention (the oldest first in the list), 10 within it (by an hour or a minute).
         await _add_records(pool, [RETENTION_S + 3_600 * (25 - i) for i in range(25)])
         kept = await _add_records(pool, [RETENTION_S - 3_600] * 5 + [RETENTION_S - 60] * 5)
-        rounds = [await intents.purge_idempotency(pool, RETENTION_S, 10) for _ in range(4)]
+        rounds = [await retention.purge_idempotency(pool, RETENTION_S, 10) for _ in range(4)]
         assert rounds == [10, 10, 5, 0]
         assert await _records_left(pool) == set(kept)
 
         expired = await _add_records(pool, [RETENTION_S + 3_600 * (25 - i) for i in range(25)])
-        assert await intents.purge_idempotency(pool, RETENTION_S, 10) == 10
+        assert await retention.purge_idempotency(pool, RETENTION_S, 10) == 10
         assert await _records_left(pool) == set(kept) | set(expired[10:])  # the ten oldest went first
 
 
