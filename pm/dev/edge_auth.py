@@ -25,9 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import jwt
 from aiohttp import web
@@ -167,7 +167,7 @@ def signable(method: str | None, uri: str | None) -> tuple[str, str]:
     return path, raw_query
 
 
-def signed_headers(config: EdgeAuthConfig, headers: Any, timestamp: int | None = None) -> dict[str, str]:
+def signed_headers(config: EdgeAuthConfig, headers: Mapping[str, str], timestamp: int | None = None) -> dict[str, str]:
     """What the auth_request answer carries for this subrequest's headers (Refused when it carries none)."""
     user_id = user_of(headers.get("Authorization"), config.policy)
     path, raw_query = signable(headers.get(HEADER_ORIGINAL_METHOD), headers.get(HEADER_ORIGINAL_URI))
