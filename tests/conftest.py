@@ -25,14 +25,19 @@ import pytest
 from pm.config.settings import Settings
 from pm.dev.embedded import CONNECT_TIMEOUT_S, create_database, running_postgres, running_valkey
 from pm.store.migrate import migrate
+from tests.support.nginx import nginx_binary
 
 CreateDatabase = Callable[[], Awaitable[str]]
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_report_header(config: pytest.Config) -> list[str]:
     if Settings().tigerbeetle_addresses:
-        return "ledger conformance: memory, postgres and tigerbeetle (PM_TIGERBEETLE_ADDRESSES is set)"
-    return "ledger conformance: memory, postgres; tigerbeetle SKIPPED (PM_TIGERBEETLE_ADDRESSES is not set)"
+        ledger = "ledger conformance: memory, postgres and tigerbeetle (PM_TIGERBEETLE_ADDRESSES is set)"
+    else:
+        ledger = "ledger conformance: memory, postgres; tigerbeetle SKIPPED (PM_TIGERBEETLE_ADDRESSES is not set)"
+    found = nginx_binary()
+    edge = f"nginx edge: {found}" if found else "nginx edge: SKIPPED (nginx is not installed; .ci/run installs it)"
+    return [ledger, edge]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,7 +1,8 @@
 """`pm run NAME`: one Procfile process type (or `all` of them) in this process, until cancelled.
 
 The gateway is gateway/app.py's `run_gateway`; the stages, the poller and the outbox worker are built by
-the consumers' composition root (consumers/bootstrap.py); `psp-sim` is the development simulator.
+the consumers' composition root (consumers/bootstrap.py); `psp-sim` is the development simulator and
+`edge-auth` the development stand-in for the Auth Center's auth_request endpoint (pm/dev/edge_auth.py).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from pm.config.topology import load_topology
 
 PROCESS_TYPES = (
     "gateway", "validation", "fees", "limits", "dispatch", "settlement", "poller",
-    "ipps-connector", "qp-connector", "outbox", "psp-sim", "all",
+    "ipps-connector", "qp-connector", "outbox", "psp-sim", "edge-auth", "all",
 )  # fmt: skip
+# Development stand-ins for services outside PM: they use none of PM's servers.
+STAND_INS = ("psp-sim", "edge-auth")
 
 
 async def run_process(name: str, settings: Settings, database_url: str, redis_url: str, ledger_url: str) -> None:
@@ -37,6 +40,11 @@ async def run_process(name: str, settings: Settings, database_url: str, redis_ur
         from pm.dev.psp_sim import run_psp_sim
 
         await run_psp_sim(settings)
+        return
+    if name == "edge-auth":  # a stand-in for the Auth Center's auth_request endpoint: no server either
+        from pm.dev.edge_auth import run_edge_auth
+
+        await run_edge_auth(settings)
         return
     if name == "outbox":
         await run_outbox_process(settings, database_url, redis_url, topology)

@@ -3,8 +3,9 @@
 `up` starts the servers (embedded unless configured), migrates, and runs the Procfile with a demo
 (pm/dev/up.py); `run` runs one process type in this process (pm/cli/run.py); `servers` only starts the
 servers and prints their URLs; `db migrate` only migrates (a refused migration exits 1). `up` and `run`
-(but for `run psp-sim`) refuse to start, exit 2, when a PSP URL is not the local simulator's and a PSP
-secret is unset, short or the simulator's public value (pm/psp/secrets.py).
+(but for the stand-ins `run psp-sim` and `run edge-auth`, which use no server) refuse to start, exit 2,
+when a PSP URL is not the local simulator's and a PSP secret is unset, short or the simulator's public
+value (pm/psp/secrets.py).
 """
 
 from __future__ import annotations
@@ -75,15 +76,23 @@ async def _run(settings: Settings, arguments: argparse.Namespace) -> int:
     from pm.config.logs import configure_json_logging
 
     configure_json_logging(settings.log_level)
-    if arguments.process != "psp-sim":
-        _refuse_unsafe_psp_secrets(settings)
-    if arguments.process == "psp-sim":  # the simulator uses no server: starting embedded ones would be waste
-        await run_command.run_process(arguments.process, settings, database_url="", redis_url="", ledger_url="")
+    if arguments.process in run_command.STAND_INS:  # they use no server: starting embedded ones would be waste
+        await _run_stand_in(arguments.process, settings)
         return EXIT_OK
+    _refuse_unsafe_psp_secrets(settings)
     async with servers_running(settings) as (database_url, redis_url):
         ledger_url = settings.effective_ledger_url(database_url)
         await run_command.run_process(arguments.process, settings, database_url, redis_url, ledger_url)
     return EXIT_OK
+
+
+async def _run_stand_in(process: str, settings: Settings) -> None:
+    from pm.dev.edge_auth import EdgeAuthConfigError
+
+    try:
+        await run_command.run_process(process, settings, database_url="", redis_url="", ledger_url="")
+    except EdgeAuthConfigError as exc:
+        raise CommandError(f"edge-auth: {exc}") from exc
 
 
 async def _servers(settings: Settings, arguments: argparse.Namespace) -> int:

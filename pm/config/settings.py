@@ -154,6 +154,21 @@ class Settings(BaseSettings):
     psp_sim_port: int = Field(default=8090, ge=1, le=65535)
     psp_sim_delay_ms: int = Field(default=300, ge=0, le=60_000)
 
+    # `pm run edge-auth` (pm/dev/edge_auth.py): the development stand-in for the Auth Center's auth_request
+    # endpoint behind ops/nginx/pm.conf. It takes the app's JWT signed with exactly one of an HS256 secret or
+    # an RS256 public key (a PEM file), with this issuer and audience, then signs the read for PM with the
+    # edge's API key (scopes intents:read,balance:read, operations none). Unset: `pm run edge-auth` exits 2.
+    edge_auth_host: str = "127.0.0.1"
+    edge_auth_port: int = Field(default=8095, ge=1, le=65535)
+    edge_auth_jwt_hs256_secret: str | None = Field(default=None, min_length=32, max_length=1_024)
+    edge_auth_jwt_public_key_file: Path | None = None
+    edge_auth_jwt_issuer: str | None = Field(default=None, min_length=1, max_length=256)
+    edge_auth_jwt_audience: str | None = Field(default=None, min_length=1, max_length=256)
+    # Clock skew allowed on `exp`, `nbf` and `iat`, in seconds.
+    edge_auth_jwt_leeway_s: int = Field(default=10, ge=0, le=60)
+    edge_auth_key_id: str | None = Field(default=None, min_length=1, max_length=64)
+    edge_auth_key_secret: str | None = Field(default=None, min_length=1, max_length=1_024)
+
     # Merchant webhooks (pm/domain/webhook_policy.py): go only to public addresses, except to these hosts
     # (comma-separated host names or IP addresses), for a development or test receiver. Empty in production.
     webhook_allowed_hosts: str | None = None
