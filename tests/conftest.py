@@ -14,6 +14,7 @@ fixtures are lazy) and stops when the session ends.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -37,7 +38,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         ledger = "ledger conformance: memory, postgres; tigerbeetle SKIPPED (PM_TIGERBEETLE_ADDRESSES is not set)"
     found = nginx_binary()
     edge = f"nginx edge: {found}" if found else "nginx edge: SKIPPED (nginx is not installed; .ci/run installs it)"
-    return [ledger, edge]
+    promtool = shutil.which("promtool")
+    rules = f"alert rules: {promtool}" if promtool else "alert rules: promtool SKIPPED (.ci/run installs it)"
+    return [ledger, edge, rules]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -9,7 +9,6 @@ in test_gateway_fuzz_findings.py."""
 
 from __future__ import annotations
 
-import collections
 import uuid
 from collections.abc import Iterator
 
@@ -17,7 +16,7 @@ import asyncpg
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -48,7 +47,6 @@ CHECKS = [
 ]
 # Operations without any input: Hypothesis runs them once, however many cases are asked for.
 WITHOUT_INPUTS = {"GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.json"}
-cases_run: collections.Counter[str] = collections.Counter()
 
 
 class SignedBy(requests.auth.AuthBase):
@@ -112,6 +110,14 @@ def signed_session(fuzz_database: tuple[str, Key]) -> Iterator[requests.Session]
 # here rather than from the fixture's URL because schemathesis's lazy loader (`from_fixture`) does not
 # run on pytest 9.2 (it sets a pytest-internal `_nodeid` that 9.2 no longer has).
 schema = schemathesis.openapi.from_dict(openapi_document())
+OPERATIONS = {result.ok().label: result.ok() for result in schema.get_all_operations()}
+FUZZ_SETTINGS = settings(
+    max_examples=CASES_PER_OPERATION,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure is reported as found
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,  # CI runs the same cases every time; change the database seed to explore
+)
 
 
 def test_the_fuzzed_document_is_the_one_the_gateway_serves(fuzz_base_url: str) -> None:
@@ -119,26 +125,24 @@ def test_the_fuzzed_document_is_the_one_the_gateway_serves(fuzz_base_url: str) -
     assert served.status_code == 200 and served.json() == openapi_document()
 
 
-@schema.parametrize()
-@settings(
-    max_examples=CASES_PER_OPERATION,
-    deadline=None,
-    phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure is reported as found
-    suppress_health_check=list(HealthCheck),
-    derandomize=True,  # CI runs the same cases every time; change the database seed to explore
-)
+# One test per operation, named by it (`[POST /intents]`), each drawing its cases from the operation's own
+# strategy. Not `@schema.parametrize()`: its tests all share one node id, which pytest-xdist cannot tell
+# apart (it ran one operation's cases only).
+@pytest.mark.parametrize("label", sorted(OPERATIONS))
 def test_every_operation_answers_as_documented(
-    case: schemathesis.Case, fuzz_base_url: str, signed_session: requests.Session
+    label: str, fuzz_base_url: str, signed_session: requests.Session
 ) -> None:
-    cases_run[case.operation.label] += 1
-    case.call_and_validate(base_url=fuzz_base_url, session=signed_session, checks=CHECKS, timeout=REQUEST_TIMEOUT_S)
+    cases_run = 0
 
+    @FUZZ_SETTINGS
+    @given(case=OPERATIONS[label].as_strategy())
+    def answers_as_documented(case: schemathesis.Case) -> None:
+        nonlocal cases_run
+        cases_run += 1
+        case.call_and_validate(
+            base_url=fuzz_base_url, session=signed_session, checks=CHECKS, timeout=REQUEST_TIMEOUT_S
+        )
 
-def test_every_operation_was_fuzzed_with_enough_cases() -> None:
-    if not cases_run:
-        pytest.skip("the fuzz test did not run (deselected)")
-    print(f"fuzz cases per operation: {dict(sorted(cases_run.items()))}")  # shown with -s
-    operations = {result.ok().label for result in schema.get_all_operations()}
-    assert set(cases_run) == operations
-    short = {label: count for label, count in cases_run.items() if count < CASES_PER_OPERATION}
-    assert set(short) <= WITHOUT_INPUTS, short
+    answers_as_documented()
+    # Hypothesis stops early only when an operation's inputs run out: only those without any.
+    assert cases_run >= (1 if label in WITHOUT_INPUTS else CASES_PER_OPERATION), cases_run

@@ -158,6 +158,9 @@ async def test_a_tampered_body_is_not_trusted(gateway: Gateway) -> None:
         ("/psp/NOPE/callback", b"{}", (404, "NOT_FOUND")),
         ("/psp/INTERNAL_P2P/callback", b"{}", (404, "NOT_FOUND")),
     ],
+    # Fixed ids: the bodies hold fresh uuids, and every pytest-xdist worker must collect the same names.
+    ids=["not-json", "not-an-object", "bad-reference", "bad-event-id", "bad-status", "unknown-intent",
+         "unknown-channel", "internal-channel"],
 )  # fmt: skip
 async def test_bad_callbacks_get_stable_codes_and_write_nothing(gateway: Gateway, path, body, expected) -> None:
     before = await gateway.pool.fetchval("SELECT count(*) FROM pm.psp_event")
