@@ -12,7 +12,7 @@ from pm.config.settings import Settings
 from pm.config.topology import load_topology
 
 PROCESS_TYPES = (
-    "gateway", "validation", "fees", "limits", "dispatch", "settlement", "poller",
+    "gateway", "validation", "fees", "limits", "dispatch", "settlement", "history", "poller",
     "ipps-connector", "qp-connector", "outbox", "psp-sim", "all",
 )  # fmt: skip
 
