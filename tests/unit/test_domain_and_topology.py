@@ -156,7 +156,7 @@ def _document() -> dict:
         (lambda d: d["stages"]["fees"].update(colour="red"), "unknown keys"),
         (lambda d: d["stages"]["fees"].pop("stream"), "stage 'fees': stream is required"),
         (lambda d: d["stages"]["fees"].update(input_states=["LOST"]), "'LOST' is not a valid State"),
-        (lambda d: d["stages"]["fees"].update(input_states=["CREATED"]), "CREATED must be .* by exactly 1 stage, not 2"),
+        (lambda d: d["stages"]["fees"].update(input_states=["CREATED"]), "CREATED must be .* exactly 1 stage, not 2"),
         (lambda d: d["stages"]["fees"].update(input_states=["VALIDATED", "SETTLED"]), "SETTLED must be .*, not 2"),
         (lambda d: d["stages"].pop("history"), "SETTLED must be consumed by exactly 1 stage, not 0"),
         (_move_settled_to_fees, "stage 'fees': input_states mixes final and open states"),
