@@ -79,6 +79,8 @@ class FeedRound:
     locked_out: bool = False  # another worker holds the feed
 
 
+# The round's one write, run last, so its transaction holds a transaction id (which holds back every other
+# snapshot's horizon) only for this statement and its commit.
 _MOVE_SQL = """
 UPDATE pm.outbox_cursor SET xid = $2::text::xid8, intent_id = $3, version = $4, updated_at = now() WHERE name = $1
 """

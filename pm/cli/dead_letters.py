@@ -226,7 +226,8 @@ async def replay(
             raise DeadLetterError(f"no intent {intent_id}")
         if row["finished"]:
             raise DeadLetterError(
-                f"intent {intent_id} is {row['state']} and finished: nothing to replay; `pm dlq drop` its dead letters"
+                f"intent {intent_id} is {row['state']} (final) and finished: nothing to replay;"
+                " `pm dlq drop` its dead letters"
             )
     not_flagged = [intent_id for intent_id in selection.intent_ids if not rows[intent_id]["needs_operator"]]
     unflagged_before = set(not_flagged)
