@@ -3,8 +3,8 @@
 Per batch: the enabled rules (cached, at most a second old), the counters each intent takes a place in,
 then one Redis script call that reserves for the whole batch, all or nothing per intent and idempotent
 per intent id (pm/redis/limit_counters.py). An intent over a cap is REJECTED `LIMIT_EXCEEDED`, saying which
-limit and what remains. The places are given back when the intent ends REJECTED or FAILED: the outbox
-worker calls `limit_counters.release_refused` as it delivers the final state (consumers/outbox_feed.py).
+limit and what remains. The places are given back when the intent ends REJECTED or FAILED: the history
+stage calls `limit_counters.release_refused` as it ends the intent (consumers/history.py).
 """
 
 from __future__ import annotations

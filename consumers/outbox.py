@@ -2,8 +2,8 @@
 statement as the change. Two loops:
 
 - the feed (consumers/outbox_feed.py): every transition's event row becomes the app's status message on Redis
-  pub/sub `intent.{id}`; a final one also the users' history rows and the intent's end (refused limit
-  places given back, `finished`);
+  pub/sub `intent.{id}`; a final one is also added to the history stage's stream, in the same Redis call
+  (consumers/history.py then writes the users' history rows and ends the intent);
 - the rows of `pm.outbox`, one delivery each with its own retries:
   - `merchant_webhook`: a MINIAPP intent's final state, POSTed to its merchant's registered URL
     (`pm merchants webhook set`) with `X-PM-Signature: t=<ts>,v1=<hex HMAC-SHA256(secret, "{t}." +
@@ -39,7 +39,6 @@ from pm.config import metrics
 from pm.config.topology import Topology
 from pm.domain import psp_signing
 from pm.domain.webhook_policy import AllowedHosts
-from pm.store.rules import RulesCache
 from pm.webhooks.client import WebhookClient
 
 log = logging.getLogger("pm.outbox")
@@ -217,11 +216,10 @@ async def run_outbox(
 
 async def _feed_loop(pool: asyncpg.Pool, redis: aioredis.Redis, topology: Topology, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
-    rules = RulesCache()
     while not stop.is_set():
         started_s = loop.time()
         try:
-            result = await feed_once(pool, redis, topology, rules)
+            result = await feed_once(pool, redis, topology)
             if result.locked_out:
                 wait_s = FEED_STANDBY_WAIT_S
             elif result.events >= FEED_BATCH_MAX:

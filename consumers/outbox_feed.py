@@ -1,6 +1,7 @@
 """The feed, delivered by the outbox worker from the intent event log: status messages on Redis pub/sub
-`intent.{id}` for the app, and for a final state the users' history rows and the end of the intent (its
-refused limit places given back, `finished` set). The pipeline's stages stop at the final transition.
+`intent.{id}` for the app, and for a final state the intent's entry on the history stage's stream
+(consumers/history.py writes the users' history rows, gives back refused limit places and sets
+`finished`). The pipeline's stages stop at the final transition; the history stage is fed only from here.
 
 Every transition writes its `pm.intent_event` row in the statement that makes it (pm/store/intents.py), so
 that log is the outbox record of all of these: a committed change cannot miss them. Per round, in
@@ -12,14 +13,14 @@ one PostgreSQL transaction:
    statement's snapshot (`xid < pg_snapshot_xmin`): an event in flight now commits with a larger key
    than any read, so none ever lands behind the cursor (a sequence, numbered at insert and committed
    in another order, could not promise that);
-3. publish their status messages (one Redis call);
-4. for the final ones: give back the refused intents' limit places (one Redis call, idempotent); then
-   one statement writes their history rows, marks them `finished` (the status poller's work list) and
-   moves the cursor; commit.
+3. load the final ones' intents (one statement), then publish the status messages and add the final
+   intents to the history stage's stream, in that order, in one Redis call (a script);
+4. move the cursor; commit.
 
 Delivery is at least once: a crash before the commit publishes the same messages again, with the same
-derived `event_id`; a receiver drops those and orders by `version`. History rows and `finished` commit
-with the cursor, so each is written once; a limit place is given back once (the release is marked).
+derived `event_id` (a receiver drops those and orders by `version`), and adds the final intents to the
+history stream again; the history stage is idempotent (a row per (intent, user) once, a limit place given
+back once). Should Redis lose that stream, the status poller re-drives every final intent not `finished`.
 A transaction left open anywhere in the cluster holds the feed back
 (it cannot know what that transaction will write): `pm_outbox_feed_delay_seconds` shows it.
 """
@@ -36,11 +37,9 @@ import redis.asyncio as aioredis
 
 from pm.config import metrics
 from pm.config.topology import Topology
-from pm.domain import history
 from pm.domain.intent import TERMINAL_STATE_NAMES
-from pm.redis import limit_counters, streams
+from pm.redis import streams
 from pm.store.intents import event_message, load_intents
-from pm.store.rules import RulesCache
 
 FEED_BATCH_MAX = 2_000
 CURSOR_NAME = "app"
@@ -76,25 +75,18 @@ class FeedCursorAheadError(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class FeedRound:
     events: int  # status messages published
-    history_rows: int
+    finals: int  # final intents added to the history stage's stream
     locked_out: bool = False  # another worker holds the feed
 
 
-# A round's writes, in one statement run last, so the round's transaction holds a transaction id (which
-# holds back every other snapshot's horizon) only for that statement and its commit.
-_N = history.ARGUMENT_COUNT
-_WRITE_SQL = f"""
-WITH history AS ({history.INSERT_SQL}), finished AS (
-    UPDATE pm.intent SET finished = true WHERE id = ANY(${_N + 1}::uuid[]) AND NOT finished
-)
-UPDATE pm.outbox_cursor SET xid = ${_N + 3}::text::xid8, intent_id = ${_N + 4}, version = ${_N + 5}, updated_at = now()
-WHERE name = ${_N + 2}
+# The round's one write, run last, so its transaction holds a transaction id (which holds back every other
+# snapshot's horizon) only for this statement and its commit.
+_MOVE_SQL = """
+UPDATE pm.outbox_cursor SET xid = $2::text::xid8, intent_id = $3, version = $4, updated_at = now() WHERE name = $1
 """
 
 
-async def feed_once(
-    pool: asyncpg.Pool, redis: aioredis.Redis, topology: Topology, rules: RulesCache | None = None
-) -> FeedRound:
+async def feed_once(pool: asyncpg.Pool, redis: aioredis.Redis, topology: Topology) -> FeedRound:
     # READ COMMITTED, whatever the server's default: the cursor read must see the last holder's commit.
     async with pool.acquire() as conn, conn.transaction(isolation="read_committed"):
         if not await conn.fetchval(_LOCK_SQL, FEED_LOCK_KEY):
@@ -114,23 +106,20 @@ async def feed_once(
             held_s = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
             metrics.OUTBOX_FEED_DELAY_SECONDS.set(max(held_s, 0.0))
             return FeedRound(0, 0)
-        await streams.publish_many(redis, [_status_message(topology, row) for row in rows])
         final_ids = [row["intent_id"] for row in rows if row["state"] in TERMINAL_STATE_NAMES]
         # A final state is an intent's last transition, so its row as it is now is as it ended.
         finals = await load_intents(conn, final_ids) if final_ids else []
-        if finals:
-            snapshot = await (rules or RulesCache()).current(conn)
-            await limit_counters.release_refused(redis, snapshot.limit_rules, finals)
-        arguments, written = history.write_arguments(finals)
+        assert len(finals) == len(set(final_ids)), "an event row's intent exists (foreign key)"
+        await streams.publish_and_add(
+            redis, [_status_message(topology, row) for row in rows], topology.final_stage.stream,
+            [streams.entry_fields(intent) for intent in finals],
+        )  # fmt: skip
         last = rows[-1]
-        await conn.execute(
-            _WRITE_SQL, *arguments, final_ids, CURSOR_NAME, last["xid_text"], last["intent_id"], last["version"]
-        )
+        await conn.execute(_MOVE_SQL, CURSOR_NAME, last["xid_text"], last["intent_id"], last["version"])
     oldest_s = (datetime.now(UTC) - rows[0]["created_at"]).total_seconds()
     metrics.OUTBOX_FEED_DELAY_SECONDS.set(max(oldest_s, 0.0))
     metrics.OUTBOX_DELIVERED.labels("status").inc(len(rows))
-    metrics.OUTBOX_DELIVERED.labels("history").inc(written)
-    return FeedRound(len(rows), written)
+    return FeedRound(len(rows), len(finals))
 
 
 def _status_message(topology: Topology, row: asyncpg.Record) -> tuple[str, bytes]:
@@ -143,12 +132,13 @@ def _status_message(topology: Topology, row: asyncpg.Record) -> tuple[str, bytes
 
 
 async def delivered(conn: asyncpg.Pool | asyncpg.Connection, intent_ids: list[uuid.UUID]) -> set[uuid.UUID]:
-    """Which of these intents are final with their final event behind the cursor (status published,
-    history written, finished): what tests and the benchmark wait for."""
+    """Which of these intents are final with their final event behind the cursor (status published) and
+    `finished` (history written by the history stage, limit places given back): what tests and the
+    benchmark wait for."""
     rows = await conn.fetch(
         "SELECT e.intent_id FROM pm.intent_event e JOIN pm.intent i ON i.id = e.intent_id AND i.version = e.version"
         " JOIN pm.outbox_cursor c ON c.name = $2"
-        " WHERE e.intent_id = ANY($1::uuid[]) AND i.state = ANY($3::text[])"
+        " WHERE e.intent_id = ANY($1::uuid[]) AND i.state = ANY($3::text[]) AND i.finished"
         " AND (e.xid, e.intent_id, e.version) <= (c.xid, c.intent_id, c.version)",
         intent_ids,
         CURSOR_NAME,

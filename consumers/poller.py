@@ -3,13 +3,15 @@
 Every round it
 - re-drives intents left in a stage's input state longer than that stage's `stuck_after_s` by
   publishing their entry again — after a lost entry, a crash, or a Redis that lost its data; handlers
-  are idempotent, so a duplicate is harmless (a final intent is the outbox worker's, from the event log;
-  a dead-lettered one, flagged `needs_operator`, an operator's: `pm dlq replay`);
+  are idempotent, so a duplicate is harmless (a final intent not yet `finished` goes to the history
+  stage, whose input states are the final ones: the outbox feed adds it there once, this catches a lost
+  entry; a dead-lettered one, flagged `needs_operator`, is an operator's: `pm dlq replay`);
 - asks the PSPs about payments voided at their deadline until they answer finally (consumers/psp_watch.py);
 - recreates missing consumer groups (a Redis that restarted empty);
 - notices that Redis lost its data (the topology's `data_marker` key is gone: SET NX answers yes) and
-  then recovers: every unfinished intent is re-driven at once, whatever its `stuck_after_s`, in rounds of
-  `batch_size` per stage, and the review events are announced again on the (lost) review stream;
+  then recovers: every unfinished intent (final ones not `finished` too, to the history stage) is
+  re-driven at once, whatever its `stuck_after_s`, in rounds of `batch_size` per stage, and the review
+  events are announced again on the (lost) review stream;
 - trims every stream below what all its groups have acknowledged (never an unread entry);
 - deletes consumers idle past PM_STREAM_CONSUMER_PRUNE_IDLE_S with nothing pending (every process is a
   new consumer, so restarts leave dead ones in each group), a bounded number per stage per round;

@@ -258,7 +258,9 @@ class StageRunner:
         for result in results:
             intent = result.intent
             if intent.state in TERMINAL_STATES:
-                continue  # the end of the pipeline: the outbox worker takes it from its event row
+                # The end of the pipeline: the outbox worker publishes its status message from its event
+                # row and, in the same Redis call, adds it to the history stage's stream.
+                continue
             if result.applied:
                 entries.append((topology.stage_for_state(intent.state).stream, streams.entry_fields(intent)))
             elif redelivered and topology.stage_for_state(intent.state).name != self.stage.name:

@@ -11,7 +11,8 @@ replays:
   so replaying twice, or two operators at once, publishes once), then one MULTI/EXEC publishes each
   intent to the stage for its state (the topology knows which) and deletes its dead letters. A crash
   between the two leaves an unflagged intent without an entry: the poller re-drives it after
-  `stuck_after_s`, as any lost entry. A final intent is refused: nothing changes.
+  `stuck_after_s`, as any lost entry. A final intent goes to the history stage while it is not
+  `finished`; a finished one is refused: nothing changes.
 - `drop` deletes dead letters (a malformed entry, or an intent the operator settled by hand); the
   intents stay flagged.
 
@@ -34,7 +35,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from pm.config.topology import Stage, Topology
-from pm.domain.intent import TERMINAL_STATE_NAMES, TERMINAL_STATES, Intent
+from pm.domain.intent import Intent
 from pm.redis import streams
 from pm.store.intents import INTENT_COLUMNS, intent_from_row
 
@@ -191,12 +192,13 @@ class ReplayReport:
     deleted_letters: int
 
 
-_FLAGS_SQL = "SELECT id, state, needs_operator FROM pm.intent WHERE id = ANY($1::uuid[])"
+_FLAGS_SQL = "SELECT id, state, needs_operator, finished FROM pm.intent WHERE id = ANY($1::uuid[])"
 # The compare-and-set of a replay: only the caller that clears the flag publishes the intent. Setting
-# redriven_at makes the poller count this as a re-drive (it waits stuck_after_s before another).
+# redriven_at makes the poller count this as a re-drive (it waits stuck_after_s before another). Not
+# finished: an open intent, or a final one the history stage has not ended yet (it goes there).
 _REPLAY_SQL = f"""
 UPDATE pm.intent SET needs_operator = false, redriven_at = clock_timestamp()
-WHERE id = ANY($1::uuid[]) AND needs_operator AND state <> ALL($2::text[])
+WHERE id = ANY($1::uuid[]) AND needs_operator AND NOT finished
 RETURNING {INTENT_COLUMNS}
 """
 
@@ -210,7 +212,8 @@ async def replay(
 ) -> ReplayReport:
     """Re-drive the named intents (None: every one with a dead letter in `stage`) from PostgreSQL.
 
-    Raises DeadLetterError, changing nothing, when one is unknown, final, or a dead letter names none."""
+    Raises DeadLetterError, changing nothing, when one is unknown, finished (final, and ended by the history
+    stage), or a dead letter names none. A final intent not finished goes to the history stage."""
     selection = await select(redis, stage, identifiers)
     if selection.letters.get(None):
         raise DeadLetterError(
@@ -221,9 +224,10 @@ async def replay(
         row = rows.get(intent_id)
         if row is None:
             raise DeadLetterError(f"no intent {intent_id}")
-        if row["state"] in TERMINAL_STATE_NAMES:
+        if row["finished"]:
             raise DeadLetterError(
-                f"intent {intent_id} is {row['state']} (final): nothing to replay; `pm dlq drop` its dead letters"
+                f"intent {intent_id} is {row['state']} (final) and finished: nothing to replay;"
+                " `pm dlq drop` its dead letters"
             )
     not_flagged = [intent_id for intent_id in selection.intent_ids if not rows[intent_id]["needs_operator"]]
     unflagged_before = set(not_flagged)
@@ -231,9 +235,9 @@ async def replay(
     deleted = 0
     for start in range(0, len(selection.intent_ids), REPLAY_BATCH_MAX):
         batch = selection.intent_ids[start : start + REPLAY_BATCH_MAX]
-        intents = [intent_from_row(row) for row in await pool.fetch(_REPLAY_SQL, batch, list(TERMINAL_STATE_NAMES))]
+        intents = [intent_from_row(row) for row in await pool.fetch(_REPLAY_SQL, batch)]
         # Not cleared now but unflagged before: replayed already; its dead letters are stale. (One that
-        # became final meanwhile keeps them, for the operator to see.)
+        # finished meanwhile keeps them, for the operator to see.)
         stale = [intent_id for intent_id in batch if intent_id in unflagged_before]
         deleted += await _publish(redis, topology, stage, intents, selection.entry_ids([i.id for i in intents] + stale))
         replayed += [(intent, topology.stage_for_state(intent.state).name) for intent in intents]
@@ -247,8 +251,7 @@ async def _publish(
     if not intents and not entry_ids:
         return 0
     async with redis.pipeline(transaction=True) as pipe:
-        for intent in intents:
-            assert intent.state not in TERMINAL_STATES, intent  # the replay's compare-and-set excludes them
+        for intent in intents:  # a final one to the history stage (the replay's compare-and-set: not finished)
             pipe.xadd(topology.stage_for_state(intent.state).stream, streams.entry_fields(intent))
         if entry_ids:
             pipe.xdel(stage.dead_letter_stream, *entry_ids)
@@ -280,9 +283,9 @@ async def intent_rows(pool: asyncpg.Pool | asyncpg.Connection, intent_ids: list[
 
 
 async def flagged_count(pool: asyncpg.Pool | asyncpg.Connection) -> int:
-    """Intents waiting for an operator (dead-lettered, not final), their dead letters trimmed or not."""
+    """Intents waiting for an operator (dead-lettered, not finished: open, or final and dead-lettered by the
+    history stage), their dead letters trimmed or not."""
     return await pool.fetchval(
-        # Not final, so not finished either: the partial index intent_unfinished serves it.
-        "SELECT count(*) FROM pm.intent WHERE NOT finished AND needs_operator AND state <> ALL($1::text[])",
-        list(TERMINAL_STATE_NAMES),
+        # The partial index intent_unfinished serves it.
+        "SELECT count(*) FROM pm.intent WHERE NOT finished AND needs_operator"
     )

@@ -86,7 +86,7 @@ async def _dlq_list(settings: Settings, arguments: argparse.Namespace) -> int:
                 state = f"{intent['state']:10} {'flagged' if intent['needs_operator'] else 'not flagged'}"
             print(f"  {letter.entry_id}  {letter.intent_id or '-'}  {state}  deliveries={letter.deliveries}"
                   f"  {_error_summary(letter.error)}")  # fmt: skip
-    print(f"{flagged} intent(s) wait for an operator (needs_operator, not final): `pm dlq replay STAGE ID`")
+    print(f"{flagged} intent(s) wait for an operator (needs_operator, not finished): `pm dlq replay STAGE ID`")
     return EXIT_OK
 
 

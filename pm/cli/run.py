@@ -13,7 +13,7 @@ from pm.config.settings import Settings
 from pm.config.topology import load_topology
 
 PROCESS_TYPES = (
-    "gateway", "validation", "fees", "limits", "dispatch", "settlement", "poller",
+    "gateway", "validation", "fees", "limits", "dispatch", "settlement", "history", "poller",
     "ipps-connector", "qp-connector", "outbox", "psp-sim", "edge-auth", "all",
 )  # fmt: skip
 # Development stand-ins for services outside PM: they use none of PM's servers.

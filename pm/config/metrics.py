@@ -101,8 +101,12 @@ PSP_CALLBACKS = Counter(
 # Issue 5: the outbox worker.
 OUTBOX_DELIVERED = Counter(
     "pm_outbox_delivered_total",
-    "Deliveries of the outbox worker by kind: status, history, merchant_webhook, review",
+    "Deliveries of the outbox worker by kind: status, merchant_webhook, review",
     ["kind"],
+)
+HISTORY_ROWS = Counter(
+    "pm_history_rows_total",
+    "Users' history rows the history stage wrote (pm.history; a replayed intent's rows exist already)",
 )
 OUTBOX_FAILED = Counter("pm_outbox_failed_total", "Outbox deliveries that failed and will be retried", ["kind"])
 OUTBOX_FEED_DELAY_SECONDS = Gauge(

@@ -69,7 +69,7 @@ class Topology:
             raise TopologyError(f"no stage {name!r} in streams.yaml; stages: {sorted(self.stages)}") from None
 
     def stage_for_state(self, state: State) -> Stage:
-        """The stage that consumes intents in `state` (every state but the final ones has exactly one)."""
+        """The stage that consumes intents in `state` (every state has exactly one; the final ones, history)."""
         for stage in self.stages.values():
             if state in stage.input_states:
                 return stage
@@ -78,6 +78,11 @@ class Topology:
     @property
     def first_stage(self) -> Stage:
         return self.stage_for_state(State.CREATED)
+
+    @property
+    def final_stage(self) -> Stage:
+        """The stage of final intents (history): the outbox worker feeds it, the poller re-drives to it."""
+        return self.stage_for_state(State.SETTLED)
 
     def connector_of(self, channel: str) -> Stage:
         """The PSP connector stage a channel puts its jobs on."""
@@ -141,10 +146,14 @@ def parse_topology(document: dict[str, Any]) -> Topology:
         )
     consumed = [s for stage in stages.values() for s in stage.input_states]
     for state in State:
-        # A final intent is the outbox worker's (consumers/outbox_feed.py), from its event row: no stage's.
-        wanted = 0 if state in TERMINAL_STATES else 1
-        if consumed.count(state) != wanted:
-            raise TopologyError(f"state {state} must be consumed by {wanted} stage(s), not {consumed.count(state)}")
+        if consumed.count(state) != 1:
+            raise TopologyError(f"state {state} must be consumed by exactly 1 stage, not {consumed.count(state)}")
+    for stage in stages.values():
+        # The final states' stage is fed by the outbox worker (consumers/outbox_feed.py) after their status
+        # message, never by a stage's publish: it must take no state a stage publishes to.
+        final = {state in TERMINAL_STATES for state in stage.input_states}
+        if len(final) > 1:
+            raise TopologyError(f"stage {stage.name!r}: input_states mixes final and open states")
     streams = [s.stream for s in stages.values()]
     if len(set(streams)) != len(streams):
         raise TopologyError("two stages share a stream")

@@ -1,5 +1,5 @@
-"""What each user sees of a final intent in the app's history (`GET /api/pm/history`). No I/O: the outbox
-worker writes the rows, with INSERT_SQL inside its round's one write statement (consumers/outbox_feed.py).
+"""What each user sees of a final intent in the app's history (`GET /api/pm/history`). No I/O: the history
+stage writes the rows, with INSERT_SQL inside its batch's one write statement (consumers/history.py).
 
 One row per wallet user and intent: a settled transfer shows as a debit for the sender (amount plus PRE
 fee) and a credit for the recipient (amount minus POST fee). An intent that ended without moving money
@@ -52,8 +52,8 @@ def history_rows(intent: Intent) -> list[HistoryRow]:
     return rows
 
 
-# A replay writes nothing twice: (user_id, intent_id) is the key. Parameters $1..$13 are `write_arguments`;
-# the outbox worker runs this as part of its own statement (consumers/outbox_feed.py).
+# A replay writes nothing twice: (user_id, intent_id) is the key (pm.history's primary key). Parameters
+# $1..$13 are `write_arguments`; the history stage runs this as part of its own statement (consumers/history.py).
 INSERT_SQL = """
 INSERT INTO pm.history (user_id, intent_id, direction, counterparty_id, operation_type, amount_minor,
                         fee_minor, currency, state, error_code, created_at, finished_at, merchant_id)

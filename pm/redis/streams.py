@@ -4,7 +4,9 @@
   are still delivered);
 - `publish_and_ack`: next-stage entries and the XACK of the batch in ONE atomic script call, so a
   crash can never leave a batch half published;
-- `publish_many`: many pub/sub messages in one script call (the outbox worker's status messages);
+- `publish_many`: many pub/sub messages in one script call;
+- `publish_and_add`: the outbox feed's round in one script call: status messages, then the final
+  intents' entries on the history stage's stream;
 - `pending_idle` / `claim`: find and take over entries a dead consumer left pending;
 - `hand_back`: a stopping consumer marks its own pending entries idle, so another one claims them at once;
 - `mark_data_present`: the marker whose absence says Redis lost its data (the status poller's recovery);
@@ -135,6 +137,40 @@ async def publish_many(redis: aioredis.Redis, messages: list[tuple[str, bytes]])
     assert len(messages) <= PUBLISH_MANY_MAX, len(messages)
     if messages:
         await _run_script(redis, _PUBLISH_MANY_LUA, _PUBLISH_MANY_SHA, [], [part for m in messages for part in m])
+
+
+# KEYS: the stream to add to. ARGV: entry field, message count, (channel, payload) per message, then the
+# entries' payloads. The outbox feed's round: the app's status messages and the final intents' entries
+# for the history stage, one command and one reply, in that order.
+_PUBLISH_AND_ADD_LUA = """
+local field, count = ARGV[1], tonumber(ARGV[2])
+local i = 3
+for _ = 1, count do
+    redis.call('PUBLISH', ARGV[i], ARGV[i + 1])
+    i = i + 2
+end
+for j = i, #ARGV do
+    redis.call('XADD', KEYS[1], '*', field, ARGV[j])
+end
+return 1
+"""
+_PUBLISH_AND_ADD_SHA = hashlib.sha1(_PUBLISH_AND_ADD_LUA.encode()).hexdigest()
+
+
+async def publish_and_add(
+    redis: aioredis.Redis, messages: list[tuple[str, bytes]], stream: str, entries: list[dict[str, bytes]]
+) -> None:
+    """PUBLISH every (channel, payload), in order, then XADD `entries` (from `entry_fields`) to `stream`:
+    one call, so no other client's command runs between them."""
+    assert len(messages) <= PUBLISH_MANY_MAX and len(entries) <= PUBLISH_MANY_MAX, (len(messages), len(entries))
+    if not messages and not entries:
+        return
+    payloads = []
+    for fields in entries:
+        assert list(fields) == [ENTRY_FIELD.decode()], fields
+        payloads.append(fields[ENTRY_FIELD.decode()])
+    arguments = [ENTRY_FIELD, len(messages), *(part for message in messages for part in message), *payloads]
+    await _run_script(redis, _PUBLISH_AND_ADD_LUA, _PUBLISH_AND_ADD_SHA, [stream], arguments)
 
 
 async def _run_script(redis: aioredis.Redis, script: str, sha: str, keys: list[Any], arguments: list[Any]) -> None:

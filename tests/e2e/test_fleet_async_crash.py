@@ -1,10 +1,12 @@
-"""Crash safety of the async channels: SIGKILL every settlement process (three) and the outbox worker in
-the middle of 500 mixed intents (IPPS withdrawals with PRE and POST fees, QP top-ups and mini-app charges
-through the PSP simulator), start new ones, and everything converges: every intent terminal exactly once in the state
-its PSP behaviour decides, balances exact, transit back to 0, no entry pending, every status message
-of every intent heard by an app listening on pub/sub (at least once: every version, a repeat with the
-same event id), every user's history row written exactly once, and every mini-app intent's webhook
-delivered (at least once, same event id on a repeat)."""
+"""Crash safety of the async channels: SIGKILL every settlement process (three), every history process
+(two) and the outbox worker in the middle of 500 mixed intents (IPPS withdrawals with PRE and POST fees,
+QP top-ups and mini-app charges through the PSP simulator), start new ones, and everything converges:
+every intent terminal exactly once in the state its PSP behaviour decides, balances exact, transit back
+to 0, no entry pending, every status message of every intent heard by an app listening on pub/sub (at
+least once: every version, a repeat with the same event id), every user's history row written exactly
+once and every intent `finished`, the limit places of the declined withdrawals given back (each user
+holds exactly its settled ones), and every mini-app intent's webhook delivered (at least once, same
+event id on a repeat)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from aiohttp import web
 from consumers import outbox
 from ledger import accounts, open_ledger
 from pm.client import PMClient
+from pm.config.constants import LIMIT_COUNTER_KEY_PREFIX
 from pm.redis.wire import redis_from_url
 from pm.store import keys
 from tests.support.fleet import (
@@ -87,7 +90,8 @@ async def webhook_receiver() -> AsyncIterator[tuple[str, list[dict]]]:
 
 
 async def set_up_parties(pm: RunningFleet, hook_url: str) -> Parties:
-    """20 funded users, a merchant with a webhook to `hook_url` and a mini-app key, and the payout fees."""
+    """20 funded users, a merchant with a webhook to `hook_url` and a mini-app key, the payout fees, and a
+    daily limit on withdrawals no intent reaches (so each one takes a place, and a declined one gives it back)."""
     ids = itertools.count(random.randrange(10**9, 2 * 10**9, 1_000))
     users = [next(ids) for _ in range(20)]
     merchant_id = next(ids)
@@ -96,8 +100,11 @@ async def set_up_parties(pm: RunningFleet, hook_url: str) -> Parties:
         pm.pool, "crash-miniapp", APP_SCOPES, merchant_id, MERCHANT_OPERATIONS
     )
     await pm.wait_finished([(await pm.fund(user, 1_000_000))["id"] for user in users])
+    limit = {"operation_type": "IPPS_WITHDRAWAL", "tag": None, "period": "daily", "max_amount_minor": 10**10,
+             "max_count": None}  # fmt: skip
+    assert (await pm.admin.request("POST", "/admin/limit-rules", body=limit, user_id=77)).body["version"] == 1
     fees = {"PRE": PRE_FEE_MINOR, "POST": POST_FEE_MINOR}
-    await pm.add_fee_rules("payout", "IPPS_WITHDRAWAL", "IPPS_TRANSFER", fees)
+    await pm.add_fee_rules("payout", "IPPS_WITHDRAWAL", "IPPS_TRANSFER", fees)  # also waits for the rules
     return Parties(users, merchant_id, merchant_key.key_id, merchant_secret)
 
 
@@ -127,8 +134,8 @@ async def status_messages_heard(pm: RunningFleet) -> AsyncIterator[list[dict]]:
 
 
 async def send_killing_mid_run(pm: RunningFleet, parties: Parties, plan: Plan) -> list[str]:
-    """Sends the plan's intents, 30 at a time; once a third are sent, SIGKILLs every settlement process
-    and the outbox worker, waits a second with no settlement consumer at all, and starts new ones."""
+    """Sends the plan's intents, 30 at a time; once a third are sent, SIGKILLs every settlement and history
+    process and the outbox worker, waits a second with none of them at all, and starts new ones."""
     semaphore = asyncio.Semaphore(30)
     a_third_sent = asyncio.Event()
     sent = itertools.count(1)
@@ -147,12 +154,13 @@ async def send_killing_mid_run(pm: RunningFleet, parties: Parties, plan: Plan) -
 
         sending = [asyncio.create_task(send(user, op, amount)) for user, op, amount, _ in plan]
         await a_third_sent.wait()
-        victims = [*pm.fleet.alive("settlement"), *pm.fleet.alive("outbox")]
-        assert len(victims) == 4
+        victims = [*pm.fleet.alive("settlement"), *pm.fleet.alive("history"), *pm.fleet.alive("outbox")]
+        assert len(victims) == 6
         for victim in victims:
             await asyncio.to_thread(pm.fleet.kill, victim)
         await asyncio.sleep(1.0)  # entries pile up with no settlement consumer at all
         pm.fleet.start("settlement", 3)
+        pm.fleet.start("history", 2)
         pm.fleet.start("outbox", 1)
         return await asyncio.gather(*sending)
 
@@ -245,7 +253,24 @@ async def assert_each_history_row_once(pm: RunningFleet, intent_ids: list[str], 
         assert shown[intent_id] == (user, direction, moved if state == "SETTLED" else 0), intent_id
 
 
-async def test_sigkill_settlement_and_outbox_mid_run_converges(fresh_database, redis_url) -> None:
+async def assert_refused_places_given_back(pm: RunningFleet, parties: Parties, plan: Plan) -> None:
+    """Each user's withdrawal limit counters hold exactly its settled withdrawals: the history stage gave
+    back every declined one's place, once (a second release would take a settled one's away)."""
+    client = redis_from_url(pm.redis_url)
+    try:
+        for user in parties.users:
+            settled = [
+                amount for u, op, amount, state in plan if u == user and op == "IPPS_WITHDRAWAL" and state == "SETTLED"
+            ]
+            keys = [key async for key in client.scan_iter(match=f"{LIMIT_COUNTER_KEY_PREFIX}{user}:*", count=1_000)]
+            places = [await client.hmget(key, "_amount", "_count") for key in keys]
+            held = (sum(int(amount) for amount, _ in places), sum(int(count) for _, count in places))
+            assert held == (sum(settled), len(settled)), user
+    finally:
+        await client.aclose()
+
+
+async def test_sigkill_settlement_history_and_outbox_mid_run_converges(fresh_database, redis_url) -> None:
     sim_port = free_port()
     environment = psp_sim_environment(sim_port, delay_ms=200, hold_timeout_s=600, outcome_deadline_s=300)
     # The merchant's receiver below listens on loopback, where webhooks go only when allowed.
@@ -255,7 +280,7 @@ async def test_sigkill_settlement_and_outbox_mid_run_converges(fresh_database, r
         running_fleet(
             fresh_database,
             redis_url,
-            counts={"settlement": 3, "psp-sim": 1, "ipps-connector": 1, "qp-connector": 1, "outbox": 1},
+            counts={"settlement": 3, "history": 2, "psp-sim": 1, "ipps-connector": 1, "qp-connector": 1, "outbox": 1},
             extra_environment=environment,
             stuck_after_s=1,
             claim_idle_ms=1_000,
@@ -278,3 +303,4 @@ async def test_sigkill_settlement_and_outbox_mid_run_converges(fresh_database, r
         # The app heard every transition of every intent, and each user's history row is there once.
         assert_every_version_heard(heard, intent_ids, finished)
         await assert_each_history_row_once(pm, intent_ids, plan)
+        await assert_refused_places_given_back(pm, parties, plan)

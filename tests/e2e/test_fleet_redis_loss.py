@@ -73,7 +73,16 @@ async def test_valkey_killed_and_restarted_empty_converges(fresh_database, tmp_p
                 raise AssertionError(f"{exc}; not finished: {await _unfinished(pm, intent_ids)}; {logs}") from None
             assert [finished[i]["state"] for i in intent_ids] == [expected for *_, expected in plan]
             assert await pm.terminal_transitions(intent_ids) == dict.fromkeys(intent_ids, 1)
-            for process_type in ("validation", "fees", "limits", "dispatch", "settlement", "poller", "outbox"):
+            for process_type in (
+                "validation",
+                "fees",
+                "limits",
+                "dispatch",
+                "settlement",
+                "history",
+                "poller",
+                "outbox",
+            ):
                 assert pm.fleet.alive(process_type), f"{process_type} exited:\n{pm.fleet.logs(process_type)[-2000:]}"
             await _assert_the_money_is_exact(pm, users, plan)
     finally:

@@ -148,7 +148,7 @@ async def test_an_intent_that_fails_gives_its_place_back(fresh_database, redis_u
             await wait_state(pipeline, payment, "AUTHORIZED")
         assert await held(pipeline, alice) == (4_000, 1)
         await asyncio.sleep(1.5)  # the hold expires before settlement runs: the intent FAILS
-        async with pipeline.stages(["settlement"]):
+        async with pipeline.stages(["settlement", "history"]):
             failed = (await pipeline.wait_finished([payment.id]))[payment.id]
         assert (failed.state, failed.error_code) == (State.FAILED, ErrorCode.EXPIRED)
         assert await held(pipeline, alice) == (0, 0)

@@ -1,8 +1,9 @@
 """The outbox worker's feed on real PostgreSQL and Valkey: every committed transition becomes one status
-message on `intent.{id}` (in version order, with a derived event id), a final one the users' history rows
-(once); a transaction still open holds later events back instead of letting them be skipped; a failed
-round delivers nothing and loses nothing; one worker feeds at a time; the upgrade strands nothing; a
-feed held back says so, and a cursor ahead of the cluster (a restored dump) is refused."""
+message on `intent.{id}` (in version order, with a derived event id), a final one also an entry on the
+history stage's stream, whose stage writes the users' history rows (once) and finishes it; a transaction
+still open holds later events back instead of letting them be skipped; a failed round delivers nothing
+and loses nothing; one worker feeds at a time; the upgrade strands nothing; a feed held back says so, and
+a cursor ahead of the cluster (a restored dump) is refused."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ import pytest
 from redis.exceptions import RedisError
 
 from consumers import outbox_feed
+from consumers.context import StageContext
 from consumers.outbox import run_outbox
+from consumers.runtime import StageRunner
 from pm.config import metrics
 from pm.domain.intent import OperationType, State, Transition
+from pm.redis import streams
 from pm.redis.wire import redis_from_url
 from pm.store import intents as store
 from pm.store.migrate import MIGRATIONS_DIR, migrate
@@ -87,6 +91,21 @@ class Listener:
         return got
 
 
+async def end_finals(pool, redis, topology) -> int:
+    """The history stage's part, as `pm run history` does it: one batch of what the feed added to its
+    stream, handled and acknowledged; how many entries it took."""
+    stage = topology.final_stage
+    await streams.ensure_groups(redis, topology)
+    read = await redis.xreadgroup(stage.group, "feed-test", {stage.stream: ">"}, count=1_000)
+    entries = [entry for _, batch in read for entry in batch]
+    if entries:
+        context = StageContext(pool=pool, ledger=None, redis=redis, topology=topology)  # type: ignore[arg-type]
+        outcome = await StageRunner(stage, context).process(entries)
+        assert (outcome.failed, outcome.malformed) == (0, 0), outcome
+    assert (await redis.xpending(stage.stream, stage.group))["pending"] == 0
+    return len(entries)
+
+
 async def history(pool, intent_id):
     rows = await pool.fetch(
         "SELECT user_id, direction, amount_minor, fee_minor, state FROM pm.history"
@@ -102,11 +121,15 @@ async def test_every_transition_is_published_in_order_and_a_final_one_writes_his
     intent_id = await created(pool)
     await walk(pool, intent_id, PATH)
     async with Listener(redis, topology, [intent_id]) as listener:
-        assert await outbox_feed.feed_once(pool, redis, topology) == outbox_feed.FeedRound(6, 2)
+        assert await outbox_feed.feed_once(pool, redis, topology) == outbox_feed.FeedRound(6, 1)
         messages = await listener.take(6)
         assert [(m["version"], m["state"]) for m in messages] == [(v, str(s)) for v, s in enumerate(PATH, 1)]
         assert [m["event_id"] for m in messages] == [str(store.event_id(intent_id, v)) for v in range(1, 7)]
         assert {m["intent_id"] for m in messages} == {str(intent_id)}
+        # Published, not yet ended: the history stage has its entry.
+        assert await history(pool, intent_id) == []
+        assert await outbox_feed.delivered(pool, [intent_id]) == set()
+        assert await end_finals(pool, redis, topology) == 1
         assert await history(pool, intent_id) == [
             (1001, "DEBIT", 10_150, 150, "SETTLED"),
             (1002, "CREDIT", 9_960, 40, "SETTLED"),
@@ -114,14 +137,15 @@ async def test_every_transition_is_published_in_order_and_a_final_one_writes_his
         assert await outbox_feed.delivered(pool, [intent_id]) == {intent_id}
         assert await outbox_feed.feed_once(pool, redis, topology) == outbox_feed.FeedRound(0, 0)
 
-        # As after a crash before the cursor committed: the same messages again, same event ids; the
-        # history is not written twice.
+        # As after a crash before the cursor committed: the same messages again, same event ids, and the
+        # intent on the history stream again; the history is not written twice.
         await pool.execute(
             "UPDATE pm.outbox_cursor SET xid = '0', intent_id = '00000000-0000-0000-0000-000000000000', version = 0"
         )
-        assert await outbox_feed.feed_once(pool, redis, topology) == outbox_feed.FeedRound(6, 2)
+        assert await outbox_feed.feed_once(pool, redis, topology) == outbox_feed.FeedRound(6, 1)
         again = await listener.take(6)
         assert [m["event_id"] for m in again] == [m["event_id"] for m in messages]
+        assert await end_finals(pool, redis, topology) == 1
         assert len(await history(pool, intent_id)) == 2
 
 
@@ -149,11 +173,13 @@ async def test_a_round_that_cannot_publish_moves_nothing(pool, redis, topology) 
     with pytest.raises(RedisError):
         await outbox_feed.feed_once(pool, unreachable, topology)
     await unreachable.aclose()
+    assert await end_finals(pool, redis, topology) == 0  # nothing reached the history stream either
     assert await history(pool, intent_id) == []
     assert await outbox_feed.delivered(pool, [intent_id]) == set()
     async with Listener(redis, topology, [intent_id]) as listener:
         assert await outbox_feed.feed_once(pool, redis, topology) == outbox_feed.FeedRound(6, 1)
         assert [m["state"] for m in await listener.take(6)][-1] == "FAILED"
+    assert await end_finals(pool, redis, topology) == 1
     assert await history(pool, intent_id) == [(1001, "DEBIT", 0, 0, "FAILED")]
 
 
@@ -173,7 +199,10 @@ async def test_history_names_the_merchant_and_shows_a_failed_top_up(pool, redis,
     await walk(pool, topup, [*PATH[:5], State.FAILED])
     credit = await created(pool, OperationType.MINIAPP_CREDIT, sender=None, recipient=1001, merchant=77)
     await walk(pool, credit, [State.CREATED, State.REJECTED])
-    await outbox_feed.feed_once(pool, redis, topology)
+    assert (await outbox_feed.feed_once(pool, redis, topology)).finals == 3
+    assert await end_finals(pool, redis, topology) == 3
+    finished = await pool.fetch("SELECT id FROM pm.intent WHERE finished")
+    assert {row["id"] for row in finished} == {charge, topup, credit}  # the credit too, with no row to show
     rows = await pool.fetch("SELECT intent_id, direction, amount_minor, merchant_id, state FROM pm.history")
     shown = sorted((r["intent_id"], r["direction"], r["amount_minor"], r["merchant_id"], r["state"]) for r in rows)
     assert shown == sorted([(charge, "DEBIT", 10_150, 77, "SETTLED"), (topup, "CREDIT", 0, None, "FAILED")])
@@ -183,7 +212,7 @@ async def test_the_upgrade_delivers_what_the_history_stage_left_and_nothing_it_d
     fresh_database, redis, topology, tmp_path
 ) -> None:
     """Intents already final when sql/0009 runs: those the old history stage had finished stay behind
-    the cursor; those it had not are delivered by the feed (history written, finished)."""
+    the cursor; those it had not are delivered by the feed (to the history stage: history written, finished)."""
     url = await fresh_database()
     before = tmp_path / "sql"
     before.mkdir()
@@ -199,12 +228,14 @@ async def test_the_upgrade_delivers_what_the_history_stage_left_and_nothing_it_d
         await walk(pool, open_, PATH[:5])  # AUTHORIZED: its end is still to come
         await pool.execute("UPDATE pm.intent SET history_written = true WHERE id = $1", done)
         await migrate(url)  # sql/0009
-        assert await outbox_feed.feed_once(pool, redis, topology) == outbox_feed.FeedRound(1, 2)
+        assert await outbox_feed.feed_once(pool, redis, topology) == outbox_feed.FeedRound(1, 1)
+        assert await end_finals(pool, redis, topology) == 1
         assert await history(pool, done) == []  # the old stage had written it: not written again here
         assert len(await history(pool, stranded)) == 2
         assert await outbox_feed.delivered(pool, [done, stranded, open_]) == {done, stranded}  # done: by the old stages
         await walk(pool, open_, PATH[4:])
-        assert await outbox_feed.feed_once(pool, redis, topology) == outbox_feed.FeedRound(1, 2)
+        assert await outbox_feed.feed_once(pool, redis, topology) == outbox_feed.FeedRound(1, 1)
+        assert await end_finals(pool, redis, topology) == 1
         finished = await pool.fetch("SELECT id FROM pm.intent WHERE finished")
         assert {row["id"] for row in finished} == {done, stranded, open_}
     finally:

@@ -270,7 +270,7 @@ async def test_expired_hold_fails_the_intent(fresh_database, redis_url, monkeypa
                 await asyncio.sleep(0.05)
         assert await pipeline.balance(alice) == (1_000, 400)
         await asyncio.sleep(1.5)  # the hold's timeout passes before settlement runs
-        async with pipeline.stages(["settlement"]):
+        async with pipeline.stages(["settlement", "history"]):
             finished = (await pipeline.wait_finished([intent.id]))[intent.id]
         assert (finished.state, finished.error_code) == (State.FAILED, ErrorCode.EXPIRED)
         assert await pipeline.balance(alice) == (1_000, 0)

@@ -92,6 +92,26 @@ async def test_streams_shows_each_stage_and_prune_deletes_only_idle_empty_consum
     assert (await redis.xpending(stream, group))["pending"] == 2
 
 
+async def test_streams_shows_the_history_stage_like_the_others(redis, redis_url, tmp_path) -> None:
+    """The history group (fed by the outbox worker) is a stage of the topology: `pm streams` lists it."""
+    topology, streams_file = topology_file(tmp_path)
+    stage = topology.final_stage
+    assert stage.name == "history"
+    await redis.xgroup_create(stage.stream, stage.group, id="0", mkstream=True)
+    for number in range(2):
+        await redis.xadd(stage.stream, {"intent": f"{number}"})
+    await redis.xreadgroup(stage.group, "history-1", {stage.stream: ">"}, count=1)
+
+    shown = await asyncio.to_thread(pm, streams_file, redis_url, "streams", "--json")
+    assert shown.returncode == 0, shown.stderr
+    history = json.loads(shown.stdout)["history"]
+    assert (history["length"], history["lag"], history["pending"], history["dead_letters"]) == (2, 1, 1, 0)
+    assert [c["name"] for c in history["consumers"]] == ["history-1"]
+    text = await asyncio.to_thread(pm, streams_file, redis_url, "streams")
+    row = next(line for line in text.stdout.splitlines() if line.startswith("history "))
+    assert row.split()[1:4] == [stage.stream, "2", "1"], row
+
+
 async def test_the_poller_prunes_idle_empty_consumers_from_its_setting(redis, tmp_path) -> None:
     topology, _ = topology_file(tmp_path)
     stream, group = await staged(redis, topology)

@@ -261,7 +261,7 @@ async def running_fleet(
             **{name: value.replace("{http_port}", str(port)) for name, value in (extra_environment or {}).items()},
         }
         fleet = Fleet(environment=environment, log_dir=Path(directory))
-        wanted = {"gateway": 1, "validation": 1, "fees": 1, "limits": 1, "dispatch": 1, "settlement": 1,
+        wanted = {"gateway": 1, "validation": 1, "fees": 1, "limits": 1, "dispatch": 1, "settlement": 1, "history": 1,
                   "poller": 1, "outbox": 1, **(counts or {})}  # fmt: skip
         metrics_ports: dict[str, list[int]] = {}
         try:

@@ -99,7 +99,7 @@ def test_api_json_shape() -> None:
     assert intent().to_json()["error"] is None
 
 
-def test_the_shipped_topology_routes_every_state_but_the_final_ones_to_one_stage() -> None:
+def test_the_shipped_topology_routes_every_state_to_one_stage_and_the_final_ones_to_history() -> None:
     topology = load_topology()
     assert list(topology.stages) == [
         "validation",
@@ -107,19 +107,26 @@ def test_the_shipped_topology_routes_every_state_but_the_final_ones_to_one_stage
         "limits",
         "dispatch",
         "settlement",
+        "history",
         "ipps-connector",
         "qp-connector",
     ]
     assert topology.connector_of("QP_TRANSFER").name == "qp-connector"
     assert topology.connector_of("IPPS_TRANSFER").name == "ipps-connector"
     for state in State:
-        if state in TERMINAL_STATES:  # the outbox worker's, from the event log
-            assert not any(state in stage.input_states for stage in topology.stages.values())
-        else:
-            assert state in topology.stage_for_state(state).input_states
+        assert state in topology.stage_for_state(state).input_states
+        # The final states' stage is the history stage (fed by the outbox worker, not by a stage).
+        assert (topology.stage_for_state(state).name == "history") == (state in TERMINAL_STATES)
+    assert topology.final_stage.name == "history"
+    assert topology.final_stage.handler == "consumers.history"
     assert topology.first_stage.name == "validation"
     assert topology.channel_for("abc") == "intent.abc"
     assert all(stage.batch_size <= 8189 for stage in topology.stages.values())
+
+
+def _move_settled_to_fees(document: dict) -> None:
+    document["stages"]["history"]["input_states"] = ["REJECTED", "FAILED"]
+    document["stages"]["fees"]["input_states"] = ["VALIDATED", "SETTLED"]
 
 
 def test_linger_is_per_stage_with_a_default_and_zero_turns_it_off() -> None:
@@ -149,8 +156,10 @@ def _document() -> dict:
         (lambda d: d["stages"]["fees"].update(colour="red"), "unknown keys"),
         (lambda d: d["stages"]["fees"].pop("stream"), "stage 'fees': stream is required"),
         (lambda d: d["stages"]["fees"].update(input_states=["LOST"]), "'LOST' is not a valid State"),
-        (lambda d: d["stages"]["fees"].update(input_states=["CREATED"]), r"CREATED must be .* by 1 stage\(s\), not 2"),
-        (lambda d: d["stages"]["fees"].update(input_states=["VALIDATED", "SETTLED"]), "SETTLED must be consumed by 0"),
+        (lambda d: d["stages"]["fees"].update(input_states=["CREATED"]), "CREATED must be .* exactly 1 stage, not 2"),
+        (lambda d: d["stages"]["fees"].update(input_states=["VALIDATED", "SETTLED"]), "SETTLED must be .*, not 2"),
+        (lambda d: d["stages"].pop("history"), "SETTLED must be consumed by exactly 1 stage, not 0"),
+        (_move_settled_to_fees, "stage 'fees': input_states mixes final and open states"),
         (lambda d: d["stages"]["fees"].update(stream="pm:intents:created"), "share a stream"),
     ],
 )

@@ -1,0 +1,54 @@
+"""History (SETTLED | REJECTED | FAILED): the end of an intent, after its final state.
+
+Fed by the outbox worker alone (consumers/outbox_feed.py adds a final intent to this stage's stream in the
+Redis call that publishes its final status message), and by the status poller, which re-drives a final
+intent not yet `finished` (a lost entry; a Redis that lost its data). Per batch:
+
+1. give back the places the REJECTED and FAILED intents took in the limit counters: one Redis call,
+   idempotent per intent (pm/redis/limit_counters.py marks each release);
+2. one statement writes every user's history row of the batch (pm/domain/history.py; ON CONFLICT DO
+   NOTHING on the table's key (user_id, intent_id)) and sets `finished`, which takes the intents off the
+   status poller's work list.
+
+No state changes here (the handler returns no transitions): the runner acknowledges the batch after
+step 2 committed. A crash before that leaves the entries pending; they are claimed and handled again,
+and both steps are idempotent, so an intent's history rows exist once and its places are given back once.
+Giving back comes first: should Redis fail between the two, the intent is not `finished` and comes back.
+"""
+
+from __future__ import annotations
+
+from consumers.context import StageContext
+from pm.config import metrics
+from pm.domain import history
+from pm.domain.intent import TERMINAL_STATES, Intent, Transition
+from pm.redis import limit_counters
+
+
+class NotFinalError(ValueError):
+    """An entry on the history stream names an intent that is not final: a bug upstream (only the outbox
+    feed, the poller and `pm dlq replay` write this stream, all from final rows). It is retried, then
+    dead-lettered like any failing entry."""
+
+
+_N = history.ARGUMENT_COUNT
+# The rows written (a replayed one conflicts and is not), for the metric.
+_WRITE_SQL = f"""
+WITH history AS ({history.INSERT_SQL} RETURNING 1), finished AS (
+    UPDATE pm.intent SET finished = true WHERE id = ANY(${_N + 1}::uuid[]) AND NOT finished
+)
+SELECT count(*) FROM history
+"""
+
+
+async def handle(intents: list[Intent], context: StageContext) -> list[Transition]:
+    open_ = [intent for intent in intents if intent.state not in TERMINAL_STATES]
+    if open_:
+        names = ", ".join(f"{intent.id} ({intent.state})" for intent in open_[:5])
+        raise NotFinalError(f"the history stage takes only final intents, not {names}")
+    rules = await context.rules.current(context.pool)
+    await limit_counters.release_refused(context.redis, rules.limit_rules, intents)
+    arguments, _ = history.write_arguments(intents)
+    written = await context.pool.fetchval(_WRITE_SQL, *arguments, [intent.id for intent in intents])
+    metrics.HISTORY_ROWS.inc(written)
+    return []
