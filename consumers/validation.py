@@ -4,8 +4,9 @@ Checks: the currency has a ledger, the parties fit the operation type (pm/domain
 table the gateway checks), there is an enabled route for the amount in the intent's currency
 (pm.payment_route; routes that would take it in other currencies only: UNSUPPORTED_CURRENCY, none at all:
 NO_ROUTE), its channel exists, carries the operation type and the currency (a PSP channel only its PSP's:
-UNSUPPORTED_CURRENCY, before anything is held), and the channel's own checks pass. Then the ledger accounts the
-intent will touch are created (first use; `exists` is success) with one ledger call for the whole batch.
+UNSUPPORTED_CURRENCY, before anything is held), and the channel's own checks pass. Then the ledger
+accounts the intent will touch are created (first use; `exists` is success) with one ledger call for the
+whole batch.
 """
 
 from __future__ import annotations
