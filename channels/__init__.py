@@ -10,6 +10,7 @@ import importlib
 import pkgutil
 
 from channels.base import Channel
+from ledger.accounts import CURRENCY_LEDGER
 from pm.domain.intent import Intent
 
 
@@ -23,6 +24,8 @@ def _discover() -> dict[str, Channel]:
         pending.extend(cls.__subclasses__())
         if "name" in cls.__dict__:
             assert cls.name not in registry, f"two channels named {cls.name}"
+            # A channel carries some currency, each one the ledger has (a PSP channel names its PSP's).
+            assert cls.currencies and cls.currencies <= CURRENCY_LEDGER.keys(), (cls.name, cls.currencies)
             registry[cls.name] = cls()
     return registry
 

@@ -5,6 +5,11 @@ A channel turns an intent into ledger transfers and, for external channels, talk
 batch; channels never touch the database or the ledger themselves. Legs follow DESIGN.md §4: every
 movement passes through `transit:{currency}` in linked chains, so transit returns to zero.
 
+Every channel declares the currencies it carries (`currencies`, ISO 4217 codes of the ledger's):
+validation refuses an intent in any other REJECTED UNSUPPORTED_CURRENCY before anything is held, and the
+admin API refuses a route naming one. Instant channels move money between wallet accounts and carry every
+ledger currency; a PSP channel carries what its PSP does, and must say so.
+
 Lifecycle, and which stage calls what:
     validation  refusal(intent)            channel-specific checks -> error or None (the parties are
                                            pm/domain/parties.py's, checked before for every channel)
@@ -33,7 +38,7 @@ from typing import ClassVar
 import tigerbeetle as tb
 
 from ledger import accounts
-from ledger.accounts import NamedAccount, currency_ledger, transfer_id
+from ledger.accounts import CURRENCY_LEDGER, NamedAccount, currency_ledger, transfer_id
 from pm.domain.intent import OPERATION_CODE, ErrorCode, Hold, Intent, OperationType
 from pm.domain.psp import Provider, PspOutcome, PspTimings
 from pm.psp.client import PspClient
@@ -48,6 +53,8 @@ class Channel:
 
     name: ClassVar[str]
     operation_types: ClassVar[frozenset[OperationType]]
+    # What the channel can move: its accounts exist in every ledger currency (user, merchant, transit, fees).
+    currencies: ClassVar[frozenset[str]] = frozenset(CURRENCY_LEDGER)
     settles_instantly: ClassVar[bool] = True
     # True: after the hold, dispatch hands the intent to the channel's PSP connector stage (streams.yaml
     # `connector_for`), which makes it AUTHORIZED; False: dispatch makes it AUTHORIZED itself.
@@ -143,6 +150,8 @@ class PspChannel(Channel):
     settles_instantly = False
     via_connector = True
     provider: Provider  # whose API it speaks (pm/psp/client.py knows each provider's URL and secret)
+    # What its PSP carries: each PSP channel names its own (no default, the registry checks).
+    currencies: ClassVar[frozenset[str]] = frozenset()
     hold_timeout_s = 900
     submit_deadline_s = 300
     outcome_deadline_s = 600

@@ -30,6 +30,7 @@ OUTCOMES = {"SUCCEEDED": PspOutcome.SUCCEEDED, "DECLINED": PspOutcome.DECLINED}
 class IppsTransfer(PspChannel):
     name = "IPPS_TRANSFER"
     provider = Provider.IPPS
+    currencies = frozenset({"THB"})  # IPPS pays out in baht only (Thai bank accounts, PromptPay)
     operation_types = frozenset({OperationType.IPPS_WITHDRAWAL, OperationType.THAI_QR_PAY})
 
     def accounts(self, intent: Intent) -> list[NamedAccount]:

@@ -37,6 +37,7 @@ REQUEST_VALID_S_MAX = 86_400
 class QpTransfer(PspChannel):
     name = "QP_TRANSFER"
     provider = Provider.QP
+    currencies = frozenset({"THB"})  # QP collects baht only (Thai QR payments)
     operation_types = frozenset({OperationType.QP_TOPUP})
 
     def accounts(self, intent: Intent) -> list[NamedAccount]:

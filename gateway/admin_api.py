@@ -26,7 +26,8 @@ _REASONS = {
     404: "no such rule or route",
     409: "the change clashes with what is stored (a route priority taken; too many rules or routes)",
     422: "VALIDATION_FAILED: the body or a parameter is invalid (unknown fields are refused); PII_REFUSED: a "
-    "limit rule's tag looks like personal data (a phone number, national id, e-mail or name: label)",
+    "limit rule's tag looks like personal data (a phone number, national id, e-mail or name: label); "
+    "UNSUPPORTED_CURRENCY: a currency the ledger does not hold, or one the route's channel does not carry",
     503: "a dependency is unavailable; see Retry-After",
 }
 

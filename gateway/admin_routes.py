@@ -1,12 +1,14 @@
 """Admin views of payment routes (admin scope; X-User-Id, if sent, is recorded as the operator).
 
-    POST   /admin/routes         {"operation_type", "min_amount_minor", "max_amount_minor", "channel",
-                                  "priority", "enabled"?}              -> 201 the route (id, version 1)
+    POST   /admin/routes         {"operation_type", "currencies", "min_amount_minor", "max_amount_minor",
+                                  "channel", "priority", "enabled"?}   -> 201 the route (id, version 1)
     PUT    /admin/routes/{id}    the same body: replaces the route       -> 200 the route (version + 1)
     GET    /admin/routes                                                 -> 200 {"items": [routes]}
     DELETE /admin/routes/{id}    disables it (kept for the audit)        -> 200 the route
-A priority another route of the operation type holds (enabled or not) is 409 CONFLICT. Validation picks
-the enabled route with the lowest priority whose range holds the amount, re-read every second in every
+A priority another route of the operation type holds (enabled or not) is 409 CONFLICT. `currencies` (1 to
+3, no repeats; stored sorted) are the ones the route serves: each a ledger currency its channel carries
+(`Channel.currencies`), else 422 UNSUPPORTED_CURRENCY. Validation picks the enabled route with the lowest
+priority that serves the intent's currency and whose range holds the amount, re-read every second in every
 process (consumers/context.py).
 """
 
@@ -18,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 import channels
 from gateway.admin_crud import crud_routes
-from gateway.models import BIGINT_MAX, INT4_MAX
+from gateway.models import BIGINT_MAX, INT4_MAX, Currency, unsupported_currency
+from ledger.accounts import CURRENCY_LEDGER
 from pm.domain.intent import OperationType
 from pm.store import payment_routes
 
@@ -29,6 +32,7 @@ class RouteBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     operation_type: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    currencies: Annotated[list[Currency], Field(min_length=1, max_length=len(CURRENCY_LEDGER))]
     min_amount_minor: Annotated[int, Field(ge=1, le=BIGINT_MAX)]
     max_amount_minor: Annotated[int, Field(ge=1, le=BIGINT_MAX)]
     channel: Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -46,10 +50,17 @@ class RouteBody(BaseModel):
         if channel is None or OperationType(self.operation_type) not in channel.operation_types:
             serving = sorted(name for name, c in channels.REGISTRY.items() if self.operation_type in c.operation_types)
             raise ValueError(f"channel must be one that serves {self.operation_type}: {', '.join(serving) or 'none'}")
+        if len(set(self.currencies)) != len(self.currencies):
+            raise ValueError("currencies must not repeat a currency")
+        # Its PSP cannot carry the others: every intent the route caught in one would be refused.
+        uncarried = sorted(set(self.currencies) - channel.currencies)
+        if uncarried:
+            carried = ", ".join(sorted(channel.currencies))
+            raise unsupported_currency(f"channel {self.channel} carries only {carried}, not {', '.join(uncarried)}")
         return self
 
     def fields(self) -> payment_routes.RouteFields:
-        return payment_routes.RouteFields(**self.model_dump())
+        return payment_routes.RouteFields(**{**self.model_dump(), "currencies": sorted(self.currencies)})
 
 
 ROUTES = crud_routes(

@@ -53,6 +53,30 @@ def pii_refusal(kind: PiiKind) -> PydanticCustomError:
 
 NoPii = BeforeValidator(_refuse_pii)
 
+UNSUPPORTED_CURRENCY_ERROR_TYPE = "unsupported_currency"
+CURRENCY_PATTERN = r"^[A-Z]{3}$"
+
+
+def unsupported_currency(message: str) -> PydanticCustomError:
+    """The validation error _refusal turns into 422 UNSUPPORTED_CURRENCY."""
+    return PydanticCustomError(UNSUPPORTED_CURRENCY_ERROR_TYPE, message)
+
+
+def _ledger_currency(value: str) -> str:
+    if value not in CURRENCY_LEDGER:
+        raise unsupported_currency(f"currency must be one of {', '.join(sorted(CURRENCY_LEDGER))}")
+    return value
+
+
+# A currency of the ledger's in an admin body (a limit rule's, a route's): well formed or 422
+# VALIDATION_FAILED, then known or 422 UNSUPPORTED_CURRENCY, as POST /intents answers.
+Currency = Annotated[
+    str,
+    StringConstraints(pattern=CURRENCY_PATTERN),
+    AfterValidator(_ledger_currency),
+    Field(json_schema_extra={"enum": sorted(CURRENCY_LEDGER)}),
+]
+
 
 def _opaque_token(value: str) -> str:
     """The Auth Center's token carries letters; digits and separators alone look like an account or phone
@@ -93,7 +117,7 @@ class IntentRequest(BaseModel):
 
     operation_type: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     amount_minor: Annotated[int, Field(gt=0, le=BIGINT_MAX)]
-    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+    currency: Annotated[str, StringConstraints(pattern=CURRENCY_PATTERN)]
     recipient_id: UserId | None = None
     # IPPS_WITHDRAWAL, THAI_QR_PAY: the Auth Center's opaque token for the payee (never a name or number).
     destination_ref: (
@@ -170,6 +194,9 @@ def _refusal(exc: pydantic.ValidationError) -> ApiError:
     pii = [error for error in errors if error["type"] == PII_ERROR_TYPE]
     if pii:
         return validation_failed(_described(pii), ErrorCode.PII_REFUSED)
+    currencies = [error for error in errors if error["type"] == UNSUPPORTED_CURRENCY_ERROR_TYPE]
+    if currencies:
+        return validation_failed(_described(currencies), ErrorCode.UNSUPPORTED_CURRENCY)
     return validation_failed(_described(errors))
 
 

@@ -9,7 +9,8 @@ stage, at the current time:
      "rules": [{"id", "version", "kind", "fee_minor"}]}
 
 Refusals are those the intent would meet in the pipeline, as 422 with the intent's code: NO_ROUTE,
-FEE_RULE_ERROR (a rule failed to evaluate; its id is in the message), FEE_EXCEEDS_AMOUNT.
+UNSUPPORTED_CURRENCY (routes take the operation and amount, none in this currency), FEE_RULE_ERROR (a rule
+failed to evaluate; its id is in the message), FEE_EXCEEDS_AMOUNT.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from gateway.errors import json_response, validation_failed
 from gateway.intents import parties
 from gateway.models import IntentLimits, parse_intent_request
 from gateway.resources import API_KEY, DATABASE, SETTINGS
-from pm.domain.intent import ErrorCode
 from pm.domain.pricing import PricingError, PricingRequest
 from pm.store.rules import RulesCache
 
@@ -38,10 +38,11 @@ async def quote(request: web.Request) -> web.Response:
     who = parties(intent_request, request[API_KEY], acting_user(request, required=False))
     pool = app[DATABASE]
     rules = await app[RULES].current(pool)
-    route = rules.route_for(intent_request.operation_type, intent_request.amount_minor)
+    wanted = (intent_request.operation_type, intent_request.amount_minor, intent_request.currency)
+    route = rules.route_for(*wanted)
     if route is None:
-        message = f"no enabled route for {intent_request.operation_type} of this amount"
-        raise validation_failed(message, ErrorCode.NO_ROUTE)
+        code, message = rules.no_route(*wanted)
+        raise validation_failed(message, code)
     pricing_request = PricingRequest(
         operation_type=intent_request.operation_type,
         channel=route.channel,

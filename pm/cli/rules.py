@@ -45,7 +45,8 @@ async def _rules_test(settings: Settings, arguments: argparse.Namespace) -> int:
     async with database_connection(settings) as connection:
         if arguments.channel is None:
             request = dataclasses.replace(
-                request, channel=await channel_for(connection, request.operation_type, request.amount_minor)
+                request,
+                channel=await channel_for(connection, request.operation_type, request.amount_minor, request.currency),
             )
         report = await rules_test(connection, request, ENGINES[arguments.engine]())
     print(json.dumps(report.to_json(), indent=2) if arguments.json else format_report(report))

@@ -54,9 +54,12 @@ class RulesTestReport:
         }
 
 
-async def channel_for(connection: asyncpg.Connection, operation_type: str, amount_minor: int) -> str | None:
-    """The channel validation would route the intent to (None: no enabled route)."""
-    route = choose_route(await payment_routes.load_enabled_routes(connection), operation_type, amount_minor)
+async def channel_for(
+    connection: asyncpg.Connection, operation_type: str, amount_minor: int, currency: str
+) -> str | None:
+    """The channel validation would route the intent to (None: no enabled route serves it)."""
+    routes = await payment_routes.load_enabled_routes(connection)
+    route = choose_route(routes, operation_type, amount_minor, currency)
     return route.channel if route is not None else None
 
 

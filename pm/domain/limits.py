@@ -1,16 +1,17 @@
 """Limits, without I/O: which caps apply to an intent, which calendar period it falls in, and the
 counter each cap is kept in (DESIGN.md §6).
 
-A limit rule caps the sum of `amount_minor` (and, optionally, the number) of one user's intents of an
-operation type (or any) that carry a tag (or any), per calendar day or month in the wallet's time zone
-(Asia/Bangkok). The user is the sender: limits cap money leaving a wallet. Intents without one (top-ups,
-mini-app credits, adjustments) and `ADMIN_ADJUSTMENT` are never limited; a mini-app charge counts
-against the paying user (its sender), never against the merchant, which is not a user. An intent falls
-in the period of its `created_at`, so every redelivery and every rebuild puts it in the same counter,
-whenever it is checked.
+A limit rule caps the sum of `amount_minor` (and, optionally, the number) of one user's intents in one
+currency, of an operation type (or any), that carry a tag (or any), per calendar day or month in the
+wallet's time zone (Asia/Bangkok). The cap is in that currency's minor units: a USD cent never counts
+against a THB cap, and an intent in a currency no rule names is not limited. The user is the sender:
+limits cap money leaving a wallet. Intents without one (top-ups, mini-app credits, adjustments) and
+`ADMIN_ADJUSTMENT` are never limited; a mini-app charge counts against the paying user (its sender),
+never against the merchant, which is not a user. An intent falls in the period of its `created_at`, so
+every redelivery and every rebuild puts it in the same counter, whenever it is checked.
 
-    counters = counters_for(intent, rules)          # one Counter per applicable rule
-    counters[0].key                                  # pm:limit:counter:{user}:{rule}:{version}:{YYYYMMDD}
+    counters = counters_for(intent, rules)   # one Counter per applicable rule (of the intent's currency)
+    counters[0].key                          # pm:limit:counter:{user}:{currency}:{rule}:{version}:{YYYYMMDD}
 
 The counter key carries the rule's version: an edited rule (a new cap, another tag) starts fresh
 counters, rebuilt from PostgreSQL under the new definition, so no count made under the old one leaks in.
@@ -20,19 +21,19 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from pm.domain.intent import Intent, OperationType
-from pm.domain.money import AMOUNT_MINOR_EXACT_MAX
+from pm.domain.money import AMOUNT_MINOR_EXACT_MAX, CURRENCIES
 
 # The counters' Redis keys and lifetimes (pm/redis/limit_counters.py). Every limit key starts with
 # LIMIT_KEY_PREFIX, so an operator can drop the limit cache alone (`SCAN MATCH pm:limit:*`) without touching
 # the streams.
 LIMIT_KEY_PREFIX = "pm:limit:"
-# A hash per (user, rule id, rule version, period start): `_amount`, `_count`, and one field per intent
-# that holds a place in it (the intent id -> its amount), which makes a reservation idempotent.
+# A hash per (user, currency, rule id, rule version, period start): `_amount`, `_count`, and one field per
+# intent that holds a place in it (the intent id -> its amount), which makes a reservation idempotent.
 LIMIT_COUNTER_KEY_PREFIX = LIMIT_KEY_PREFIX + "counter:"
 # Written when an intent's places are given back (it ended REJECTED or FAILED): a late redelivery of its
 # limits entry must not take a place again, and a rebuild must not count it.
@@ -60,14 +61,20 @@ class LimitRule:
     period: Period
     max_amount_minor: int
     max_count: int | None  # None: no cap on the number of intents
+    # The ISO 4217 code of the intents it counts; max_amount_minor is in its minor units. Keyword-only and
+    # without a default: a cap means nothing without its currency.
+    currency: str = field(kw_only=True)
 
     def __post_init__(self) -> None:
         assert self.id > 0 and self.version >= 1
+        assert self.currency in CURRENCIES, self.currency
         assert 0 <= self.max_amount_minor <= AMOUNT_MINOR_EXACT_MAX, self.max_amount_minor
         assert self.max_count is None or self.max_count >= 0
 
     def applies_to(self, intent: Intent) -> bool:
         """Whether the rule counts this intent (the caller has checked it is limited at all)."""
+        if self.currency != intent.currency:
+            return False
         if self.operation_type is not None and self.operation_type != intent.operation_type:
             return False
         return self.tag is None or self.tag in intent.tags
@@ -75,7 +82,7 @@ class LimitRule:
     def describe(self) -> str:
         what = self.operation_type or "any operation"
         tag = f"tag {self.tag}" if self.tag else "any tag"
-        return f"{self.period} limit (rule {self.id} v{self.version}: {what}, {tag})"
+        return f"{self.period} {self.currency} limit (rule {self.id} v{self.version}: {what}, {tag})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,15 +119,25 @@ def _local_midnight_utc(day: date) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class Counter:
-    """One cap on one user in one period: what the reserve script checks and a rebuild recounts."""
+    """One cap on one user in one currency and period: what the reserve script checks and a rebuild
+    recounts (the user's intents in the rule's currency only)."""
 
     rule: LimitRule
     user_id: int
     window: PeriodWindow
 
     @property
+    def currency(self) -> str:
+        return self.rule.currency
+
+    @property
     def key(self) -> str:
-        return f"{LIMIT_COUNTER_KEY_PREFIX}{self.user_id}:{self.rule.id}:{self.rule.version}:{self.window.label}"
+        # The currency is in the key although the rule names it: a key says what it counts on its own, and
+        # no counter kept before currencies were part of the rules (…:{user}:{rule}:…) is ever read again.
+        return (
+            f"{LIMIT_COUNTER_KEY_PREFIX}{self.user_id}:{self.currency}:{self.rule.id}:{self.rule.version}"
+            f":{self.window.label}"
+        )
 
     @property
     def expire_at_s(self) -> int:
@@ -132,7 +149,9 @@ def is_limited(intent: Intent) -> bool:
 
 
 def counters_for(intent: Intent, rules: tuple[LimitRule, ...]) -> list[Counter]:
-    """The counters an intent takes a place in: one per enabled rule that applies to it."""
+    """The counters an intent takes a place in: one per enabled rule of its currency that applies to it.
+    The same for the reservation, the give-back of a refused intent and the rebuild: each derives them
+    from the intent (its currency among its fields), never from anything else."""
     if not is_limited(intent):
         return []
     assert intent.sender_id is not None and intent.created_at is not None, intent.id

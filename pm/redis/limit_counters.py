@@ -4,13 +4,16 @@ a missing counter from PostgreSQL, the truth (DESIGN.md §6).
     reservations = await reserve(redis, pool, [(intent, counters_for(intent, rules)), ...])
     await release(redis, [(intent, counters_for(intent, rules)), ...])     # intents that ended refused
 
-A counter is a hash (pm/domain/limits.py names it): `_amount` and `_count` of the places taken, and one field
-per intent holding a place, intent id -> amount. A place is *firm* (the limits stage admitted the intent)
-or *provisional* (value `p<amount>`: a rebuild counted an intent still PRICED that another batch is about
-to check, or has admitted without having committed CLEARED yet). Counting those is what keeps the cap
-exact across a rebuild: a stage may have admitted an intent against the old counter just before it
-vanished. A provisional intent is checked like any other when its turn comes (against the sum without
-it), then made firm, or dropped with the refusal; a release drops it too if it ends refused.
+A counter is a hash (pm/domain/limits.py names it, by user, currency, rule, version and period): `_amount`
+and `_count` of the places taken, and one field per intent holding a place, intent id -> amount. Every
+function here takes the intents themselves, so their currency travels with them: the reservation, the
+give-back of a refused intent and the rebuild all derive the same per-currency counters (`counters_for`),
+and the rebuild counts only intents in the counter's currency. A place is *firm* (the limits stage admitted
+the intent) or *provisional* (value `p<amount>`: a rebuild counted an intent still PRICED that another batch
+is about to check, or has admitted without having committed CLEARED yet). Counting those is what keeps the
+cap exact across a rebuild: a stage may have admitted an intent against the old counter just before it
+vanished. A provisional intent is checked like any other when its turn comes (against the sum without it),
+then made firm, or dropped with the refusal; a release drops it too if it ends refused.
 
 One round trip per batch: one call of RESERVE_SCRIPT. Only when counters are missing (Redis restarted,
 flushed, the period or the rule is new) does it answer MISSING for those intents; then one SQL query

@@ -22,13 +22,14 @@ class LimitRebuildError(RuntimeError):
 COUNTED_STATES = (State.CLEARED, State.AUTHORIZED, State.SETTLED)
 _REBUILD_SQL = """
 SELECT c.position, m.id, m.amount_minor, m.state
-FROM unnest($1::int[], $2::bigint[], $3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[])
-    AS c(position, user_id, starts_at, ends_at, operation_type, tag)
+FROM unnest($1::int[], $2::bigint[], $3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[], $10::text[])
+    AS c(position, user_id, starts_at, ends_at, operation_type, tag, currency)
 CROSS JOIN LATERAL (
     SELECT i.id, i.amount_minor, i.state
     FROM pm.intent i
     WHERE i.sender_id = c.user_id
       AND i.created_at >= c.starts_at AND i.created_at < c.ends_at
+      AND i.currency = c.currency
       AND i.operation_type <> ALL($7::text[])
       AND (c.operation_type IS NULL OR i.operation_type = c.operation_type)
       AND (c.tag IS NULL OR c.tag = ANY(i.tags))
@@ -52,6 +53,8 @@ async def rebuild_members(pool: asyncpg.Pool, counters: Sequence[Counter]) -> di
         [str(operation) for operation in EXEMPT_OPERATIONS],
         [str(state) for state in COUNTED_STATES],
         LIMIT_REBUILD_INTENTS_MAX + 1,
+        # The rule's currency, as counters_for matches it: a counter holds only intents in its currency.
+        [counter.currency for counter in unique],
     )
     members: dict[str, list[Member]] = {counter.key: [] for counter in unique}
     for row in rows:

@@ -11,7 +11,7 @@ which serializes changes, so the cap on enabled rules holds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -19,7 +19,7 @@ from pm.config.constants import LIMIT_RULES_ENABLED_MAX, LIMIT_RULES_LISTED_MAX
 from pm.domain.limits import LimitRule, Period
 from pm.store.versioned_rows import VersionedTable
 
-_COLUMNS = "id, version, operation_type, tag, period, max_amount_minor, max_count"
+_COLUMNS = "id, version, operation_type, tag, period, max_amount_minor, max_count, currency"
 
 
 class TooManyRulesError(Exception):
@@ -36,6 +36,9 @@ class LimitRuleFields:
     max_amount_minor: int
     max_count: int | None
     enabled: bool
+    # An ISO 4217 code of the ledger's (the admin API checked it); max_amount_minor is in its minor units.
+    # Keyword-only and without a default, as in LimitRule.
+    currency: str = field(kw_only=True)
 
 
 async def load_enabled_rules(pool: asyncpg.Pool | asyncpg.Connection) -> tuple[LimitRule, ...]:
@@ -74,4 +77,5 @@ def _rule(row: asyncpg.Record) -> LimitRule:
         period=Period(row["period"]),
         max_amount_minor=row["max_amount_minor"],
         max_count=row["max_count"],
+        currency=row["currency"],
     )

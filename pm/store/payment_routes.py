@@ -11,7 +11,7 @@ with its audit row and a bump of `pm.rule_generation` (pm/store/versioned_rows.p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -22,12 +22,12 @@ from pm.store.versioned_rows import VersionedTable
 
 async def load_enabled_routes(pool: asyncpg.Pool | asyncpg.Connection) -> tuple[Route, ...]:
     rows = await pool.fetch(
-        "SELECT operation_type, min_amount_minor, max_amount_minor, channel, priority"
+        "SELECT operation_type, min_amount_minor, max_amount_minor, channel, priority, currencies"
         " FROM pm.payment_route WHERE enabled ORDER BY priority, id LIMIT $1",
         ROUTES_MAX + 1,
     )
     assert len(rows) <= ROUTES_MAX, "the admin API never stores more routes than this"
-    return tuple(Route(**dict(row)) for row in rows)
+    return tuple(Route(**{**dict(row), "currencies": frozenset(row["currencies"])}) for row in rows)
 
 
 class PriorityClashError(Exception):
@@ -48,6 +48,8 @@ class RouteFields:
     channel: str
     priority: int
     enabled: bool
+    # ISO 4217 codes, sorted and unique, each one the channel carries (the admin API checked them).
+    currencies: list[str] = field(kw_only=True)
 
 
 async def _room_for_one_more(conn: asyncpg.Connection, fields: RouteFields, before: asyncpg.Record | None) -> None:

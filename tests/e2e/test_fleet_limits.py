@@ -1,6 +1,9 @@
 """Through the fleet as processes (two limits consumers): a limit rule created through the admin API holds
 exactly while every limit key in Redis is deleted again and again in the middle of the run (streams
-untouched), because missing counters are rebuilt from PostgreSQL; and the audit trail records the rule."""
+untouched), because missing counters are rebuilt from PostgreSQL; and the audit trail records the rule.
+With both currencies: a USD rule caps a user's USD transfers and never their THB ones (nor THB the USD
+cap), across a flush of the limit keys, and a USD withdrawal through IPPS (baht only) is REJECTED
+UNSUPPORTED_CURRENCY with nothing held; balances exact in both currencies, the ledger and reconcile clean."""
 
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ async def test_a_limit_rule_holds_across_flushes_of_the_limit_keys(fleet) -> Non
         await fleet.admin.request(
             "POST",
             "/admin/limit-rules",
-            body={"operation_type": "P2P_TRANSFER", "tag": None, "period": "daily",
+            body={"currency": "THB", "operation_type": "P2P_TRANSFER", "tag": None, "period": "daily",
                   "max_amount_minor": CAP_INTENTS * AMOUNT_MINOR, "max_count": None},
             user_id=77,
         )
@@ -76,3 +79,58 @@ async def test_a_limit_rule_holds_across_flushes_of_the_limit_keys(fleet) -> Non
     assert any(a["entity"] == "limit_rule" and a["entity_id"] == rule["id"] and a["operator_id"] == 77 for a in audit)
     assert (await fleet.check()).ok
     assert (await fleet.reconcile()).mismatches == []
+
+
+async def test_p2p_in_thb_and_usd_each_against_its_own_cap_and_no_usd_payout(fleet) -> None:
+    carol, dave = random.randrange(10**12, 10**14), random.randrange(10**14, 10**15)
+    await fleet.fund(carol, 50_000, "USD")
+    await fleet.fund(carol, 50_000, "THB")
+    usd_cap = 3_000  # the module's THB rule (20,000 satang a day) stays enabled beside it
+    rule = (
+        await fleet.admin.request(
+            "POST", "/admin/limit-rules",
+            body={"currency": "USD", "operation_type": "P2P_TRANSFER", "tag": None, "period": "daily",
+                  "max_amount_minor": usd_cap, "max_count": None},
+        )
+    ).body  # fmt: skip
+    assert rule["currency"] == "USD"
+    await asyncio.sleep(RULES_POLL_INTERVAL_S + 0.5)  # every limits process has read it
+
+    async def pay(amount_minor: int, currency: str) -> dict:
+        return await fleet.app.create_intent(
+            operation_type="P2P_TRANSFER", amount_minor=amount_minor, currency=currency, user_id=carol,
+            recipient_id=dave, wait_s=10,
+        )  # fmt: skip
+
+    redis = aioredis.Redis.from_url(fleet.redis_url)
+    try:
+        # 15,000 satang first: if THB counted against the USD cap, no dollar would pass it.
+        assert (await pay(15_000, "THB"))["state"] == "SETTLED"
+        assert [(await pay(amount, "USD"))["state"] for amount in (2_000, 1_000)] == ["SETTLED", "SETTLED"]
+        # 3,000 cents taken: if USD counted against the THB rule, 15,000 + 3,000 + 5,000 would pass 20,000.
+        assert (await pay(5_000, "THB"))["state"] == "SETTLED"
+        await flush_limit_keys(redis)  # the counters are rebuilt from PostgreSQL, per currency
+        over_usd, over_thb = await pay(1, "USD"), await pay(1, "THB")
+    finally:
+        await redis.aclose()
+    assert (over_usd["state"], over_usd["error"]["code"]) == ("REJECTED", "LIMIT_EXCEEDED")
+    assert f"daily USD limit (rule {rule['id']} v1" in over_usd["error"]["message"]
+    assert "0 of 3000 minor units remain" in over_usd["error"]["message"]
+    assert (over_thb["state"], over_thb["error"]["code"]) == ("REJECTED", "LIMIT_EXCEEDED")
+    assert "daily THB limit" in over_thb["error"]["message"]
+
+    payout = await fleet.app.create_intent(
+        operation_type="IPPS_WITHDRAWAL", amount_minor=500, currency="USD", user_id=carol,
+        destination_ref="tok_e2e_usd", wait_s=10,
+    )  # fmt: skip
+    assert (payout["state"], payout["error"]["code"]) == ("REJECTED", "UNSUPPORTED_CURRENCY")
+    assert payout["channel"] is None  # refused at validation: never routed, never held
+    await fleet.wait_finished([over_usd["id"], over_thb["id"], payout["id"]])
+
+    assert await fleet.balance(carol, "USD") == (50_000 - usd_cap, 0)
+    assert await fleet.balance(dave, "USD") == (usd_cap, 0)
+    assert await fleet.balance(carol, "THB") == (50_000 - 20_000, 0)
+    assert await fleet.balance(dave, "THB") == (20_000, 0)
+    assert (await fleet.check()).ok  # every ledger balanced, transit at 0 in each currency, nothing pending
+    assert (await fleet.reconcile()).mismatches == []
+    await fleet.admin.request("DELETE", f"/admin/limit-rules/{rule['id']}")

@@ -1,7 +1,8 @@
 """Proves that admin API changes reach the running stages within a second, without a restart: disabling
 the P2P route rejects NO_ROUTE, a better-priority route for an amount range takes those amounts to its
-channel, a limit rule created, raised and disabled through the API limits, then stops limiting, and a fee
-rule saved with null minimum and maximum fees prices intents with no floor and no ceiling."""
+channel, a route replaced to serve THB only refuses a USD intent UNSUPPORTED_CURRENCY (nothing held), a
+limit rule created, raised and disabled through the API limits, then stops limiting (a USD rule only USD),
+and a fee rule saved with null minimum and maximum fees prices intents with no floor and no ceiling."""
 
 from __future__ import annotations
 
@@ -46,8 +47,8 @@ class Admin:
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         return (await self.client.request(method, path, body=body, user_id=9)).body
 
-    async def pay(self, amount_minor: int, sender: int, recipient: int) -> Intent:
-        intent = await self.pipeline.submit(P2P, amount_minor, sender, recipient)
+    async def pay(self, amount_minor: int, sender: int, recipient: int, currency: str = "THB") -> Intent:
+        intent = await self.pipeline.submit(P2P, amount_minor, sender, recipient, currency=currency)
         return (await self.pipeline.wait_finished([intent.id]))[intent.id]
 
 
@@ -80,8 +81,8 @@ async def test_route_edits_take_effect_within_a_second(fresh_database, redis_url
         assert (await admin.pay(2_000, alice, bob)).channel == "INTERNAL_P2P"  # the routes are loaded
 
         express = await admin.call("POST", "/admin/routes", {
-            "operation_type": "P2P_TRANSFER", "min_amount_minor": 1_000, "max_amount_minor": 5_000,
-            "channel": "P2P_EXPRESS", "priority": 10, "enabled": True,
+            "operation_type": "P2P_TRANSFER", "currencies": ["THB"], "min_amount_minor": 1_000,
+            "max_amount_minor": 5_000, "channel": "P2P_EXPRESS", "priority": 10, "enabled": True,
         })  # fmt: skip
         await asyncio.sleep(TAKES_EFFECT_S)
         in_range, below = await admin.pay(2_000, alice, bob), await admin.pay(999, alice, bob)
@@ -108,7 +109,8 @@ async def test_limit_rule_edits_take_effect_within_a_second(fresh_database, redi
         await admin.pipeline.wait_finished([(await admin.pipeline.fund(alice, 100_000)).id])
         assert (await admin.pay(1_000, alice, bob)).state == State.SETTLED  # the (no) rules are loaded
 
-        body = {"operation_type": None, "tag": None, "period": period, "max_amount_minor": 2_000, "max_count": None}
+        body = {"currency": "THB", "operation_type": None, "tag": None, "period": period, "max_amount_minor": 2_000,
+                "max_count": None}  # fmt: skip
         rule = await admin.call("POST", "/admin/limit-rules", body)
         await asyncio.sleep(TAKES_EFFECT_S)
         refused = await admin.pay(1_500, alice, bob)  # 1,000 already paid today counts (rebuilt from PostgreSQL)
@@ -123,6 +125,54 @@ async def test_limit_rule_edits_take_effect_within_a_second(fresh_database, redi
         await admin.call("DELETE", f"/admin/limit-rules/{rule['id']}")
         await asyncio.sleep(TAKES_EFFECT_S)
         assert (await admin.pay(3_000, alice, bob)).state == State.SETTLED
+
+
+async def test_a_route_replaced_to_serve_thb_only_refuses_usd_within_a_second(fresh_database, redis_url) -> None:
+    alice, bob = next(_users), next(_users)
+    async with admin_and_stages(fresh_database, redis_url) as admin:
+        pipeline = admin.pipeline
+        funded = [await pipeline.fund(alice, 10_000, "USD"), await pipeline.fund(alice, 10_000, "THB")]
+        await pipeline.wait_finished([intent.id for intent in funded])
+        assert (await admin.pay(1_000, alice, bob, "USD")).state == State.SETTLED  # the default route serves USD
+
+        [default] = [r for r in (await admin.call("GET", "/admin/routes"))["items"] if r["channel"] == "INTERNAL_P2P"]
+        assert default["currencies"] == ["EUR", "THB", "USD"]  # as 0017 migrated it
+        body = {name: default[name] for name in ("operation_type", "min_amount_minor", "max_amount_minor", "channel",
+                                                 "priority", "enabled")}  # fmt: skip
+        replaced = await admin.call("PUT", f"/admin/routes/{default['id']}", body | {"currencies": ["THB"]})
+        assert (replaced["currencies"], replaced["version"]) == (["THB"], default["version"] + 1)
+        await asyncio.sleep(TAKES_EFFECT_S)
+        refused, baht = await admin.pay(1_000, alice, bob, "USD"), await admin.pay(1_000, alice, bob, "THB")
+        assert (refused.state, refused.error_code) == (State.REJECTED, ErrorCode.UNSUPPORTED_CURRENCY)
+        assert refused.error_message is not None and "serves USD; routes serve THB" in refused.error_message
+        assert refused.channel is None  # refused at validation: never routed, nothing held
+        assert baht.state == State.SETTLED
+        assert await pipeline.balance(alice, "USD") == (9_000, 0) and await pipeline.balance(bob, "USD") == (1_000, 0)
+        assert await pipeline.balance(alice, "THB") == (9_000, 0) and await pipeline.balance(bob, "THB") == (1_000, 0)
+        assert (await pipeline.check()).ok
+
+
+async def test_a_usd_limit_rule_made_through_the_api_limits_usd_only(fresh_database, redis_url) -> None:
+    alice, bob = next(_users), next(_users)
+    async with admin_and_stages(fresh_database, redis_url) as admin:
+        pipeline = admin.pipeline
+        funded = [await pipeline.fund(alice, 10_000, "USD"), await pipeline.fund(alice, 10_000, "THB")]
+        await pipeline.wait_finished([intent.id for intent in funded])
+        assert (await admin.pay(1_000, alice, bob, "USD")).state == State.SETTLED  # the (no) rules are loaded
+        body = {"currency": "USD", "operation_type": "P2P_TRANSFER", "tag": None, "period": "daily",
+                "max_amount_minor": 2_000, "max_count": None}  # fmt: skip
+        rule = await admin.call("POST", "/admin/limit-rules", body)
+        assert rule["currency"] == "USD"
+        await asyncio.sleep(TAKES_EFFECT_S)
+        refused = await admin.pay(1_500, alice, bob, "USD")  # 1,000 USD cents paid today count
+        assert (refused.state, refused.error_code) == (State.REJECTED, ErrorCode.LIMIT_EXCEEDED)
+        assert refused.error_message is not None and "daily USD limit" in refused.error_message
+        assert "1000 of 2000 minor units remain" in refused.error_message
+        # Satang are not cents: 5,000 THB minor units pass a 2,000 USD cap.
+        assert (await admin.pay(5_000, alice, bob, "THB")).state == State.SETTLED
+        assert (await admin.pay(1_000, alice, bob, "USD")).state == State.SETTLED  # 2,000 of 2,000
+        assert await pipeline.balance(alice, "USD") == (8_000, 0) and await pipeline.balance(alice, "THB") == (5_000, 0)
+        assert (await pipeline.check()).ok
 
 
 async def test_a_fee_rule_saved_with_null_min_and_max_prices_intents_in_the_pipeline(fresh_database, redis_url) -> None:

@@ -1,7 +1,9 @@
 """Proves the limit counters' contract on real Valkey and PostgreSQL: a reservation is all or nothing per
 intent and idempotent per intent id, a release gives places back once and blocks a late redelivery, a
 missing counter is rebuilt from exactly the intents PostgreSQL says count (an admitted intent whose
-CLEARED is not yet committed included), and concurrent rebuilds never count twice."""
+CLEARED is not yet committed included), and concurrent rebuilds never count twice; and that counters are
+per currency: a USD intent takes, rebuilds and gives back places only in USD counters, a THB one only in
+THB counters."""
 
 from __future__ import annotations
 
@@ -44,10 +46,11 @@ class Store:
         tags: tuple[str, ...] = (),
         needs_operator: bool = False,
         age: timedelta = timedelta(0),
+        currency: str = "THB",
     ) -> Intent:
         created = await intents.create_intent(
             self.pool, api_key_id="test", idempotency_key=uuid.uuid4().hex, request_hash=b"t",
-            operation_type=operation_type, amount_minor=amount_minor, currency="THB", sender_id=user_id,
+            operation_type=operation_type, amount_minor=amount_minor, currency=currency, sender_id=user_id,
             recipient_id=user_id + 1, operator_id=None, tags=list(tags),
         )  # fmt: skip
         assert created.created is not None
@@ -86,7 +89,7 @@ async def store(fresh_database, redis_url) -> AsyncIterator[Store]:
 
 def new_rule(max_amount_minor: int, max_count: int | None = None, **changes: object) -> LimitRule:
     return dataclasses.replace(
-        LimitRule(next(_ids), 1, None, None, Period.DAILY, max_amount_minor, max_count), **changes
+        LimitRule(next(_ids), 1, None, None, Period.DAILY, max_amount_minor, max_count, currency="THB"), **changes
     )
 
 
@@ -238,3 +241,67 @@ async def test_a_counter_rebuilt_above_its_amount_cap_without_a_count_cap_says_n
     [refused] = await store.reserve((await store.intent(user, 1), (rule,)))
     assert refused.status == ReservationStatus.EXCEEDED
     assert (refused.remaining_amount_minor, refused.remaining_count) == (0, None)
+
+
+# -- currencies -------------------------------------------------------------------------------------
+
+
+async def test_a_usd_intent_never_counts_against_a_thb_cap_nor_a_thb_one_against_a_usd_cap(store: Store) -> None:
+    user = new_user()
+    baht_cap, dollar_cap = new_rule(5_000), new_rule(3_000, currency="USD")
+    rules = (baht_cap, dollar_cap)
+    dollars = [await store.intent(user, 1_000, currency="USD") for _ in range(3)]
+    baht = await store.intent(user, 5_000)
+    outcomes = await store.reserve(*((payment, rules) for payment in [*dollars, baht]))
+    # 3,000 USD cents and 5,000 satang: each currency at its own cap exactly, neither refused.
+    assert [o.status for o in outcomes] == [ReservationStatus.RESERVED] * 4
+    [dollar_counter] = counters_for(dollars[0], rules)
+    [baht_counter] = counters_for(baht, rules)
+    assert (dollar_counter.rule, baht_counter.rule) == (dollar_cap, baht_cap)
+    assert dollar_counter.key != baht_counter.key and ":USD:" in dollar_counter.key and ":THB:" in baht_counter.key
+    dollar_held, baht_held = await store.counter(dollar_counter), await store.counter(baht_counter)
+    assert (dollar_held["_amount"], dollar_held["_count"]) == ("3000", "3")
+    assert baht_held == {"_amount": "5000", "_count": "1", str(baht.id): "5000"}
+    # One more cent in USD is refused by the USD cap, saying what remains of it; a satang more in THB too.
+    [over_dollars, over_baht] = await store.reserve(
+        (await store.intent(user, 1, currency="USD"), rules), (await store.intent(user, 1), rules)
+    )
+    assert (over_dollars.status, over_dollars.exceeded.rule, over_dollars.remaining_amount_minor) == (
+        ReservationStatus.EXCEEDED, dollar_cap, 0,
+    )  # fmt: skip
+    assert (over_baht.status, over_baht.exceeded.rule, over_baht.remaining_amount_minor) == (
+        ReservationStatus.EXCEEDED, baht_cap, 0,
+    )  # fmt: skip
+    # A currency no rule names is not limited: no counter at all.
+    assert counters_for(await store.intent(user, 10**6, currency="EUR"), rules) == []
+
+
+async def test_a_rebuild_counts_only_the_intents_in_the_counters_currency(store: Store) -> None:
+    user = new_user()
+    dollar_cap = new_rule(4_000, currency="USD")
+    await store.intent(user, 2_500, State.SETTLED, currency="USD")
+    await store.intent(user, 1_000, State.CLEARED, currency="USD")
+    for baht in (store.intent(user, 9_000, State.SETTLED), store.intent(user, 9_000, State.CLEARED)):
+        await baht  # the same user's baht: never in a USD counter
+    late = await store.intent(user, 600, currency="USD")
+    [refused] = await store.reserve((late, (dollar_cap,)))
+    assert refused.status == ReservationStatus.EXCEEDED and refused.remaining_amount_minor == 500
+    [counter] = counters_for(late, (dollar_cap,))
+    held = await store.counter(counter)
+    assert (held["_amount"], held["_count"]) == ("3500", "2")
+    fits = await store.intent(user, 500, currency="USD")
+    assert (await store.reserve((fits, (dollar_cap,))))[0].status == ReservationStatus.RESERVED
+
+
+async def test_a_refused_usd_intent_gives_back_its_usd_place_and_leaves_thb_alone(store: Store) -> None:
+    user = new_user()
+    rules = (new_rule(10_000), new_rule(10_000, currency="USD"))
+    kept_baht, failed_dollars = await store.intent(user, 2_000), await store.intent(user, 700, currency="USD")
+    await store.reserve((kept_baht, rules), (failed_dollars, rules))
+    final = dataclasses.replace(failed_dollars, state=State.FAILED, error_code="PSP_DECLINED")
+    # What the outbox feed calls with the final intents: the currency comes with each intent.
+    assert await limit_counters.release_refused(store.redis, rules, [final]) == 1
+    [dollar_counter] = counters_for(final, rules)
+    [baht_counter] = counters_for(kept_baht, rules)
+    assert await store.counter(dollar_counter) == {"_amount": "0", "_count": "0"}
+    assert await store.counter(baht_counter) == {"_amount": "2000", "_count": "1", str(kept_baht.id): "2000"}

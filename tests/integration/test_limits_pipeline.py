@@ -39,7 +39,9 @@ def new_users(count: int) -> list[int]:
 async def add_rule(
     pipeline: Pipeline, max_amount_minor: int, max_count: int | None = None, tag: str | None = None
 ) -> int:
-    fields = LimitRuleFields("P2P_TRANSFER", tag, Period.DAILY, max_amount_minor, max_count, enabled=True)
+    fields = LimitRuleFields(
+        "P2P_TRANSFER", tag, Period.DAILY, max_amount_minor, max_count, enabled=True, currency="THB"
+    )
     return (await create_rule(pipeline.context.pool, ACTOR, fields))["id"]
 
 
@@ -93,7 +95,7 @@ async def test_over_the_cap_is_rejected_saying_which_limit_and_what_remains(fres
     refused = finished[over.id]
     assert (refused.state, refused.error_code) == (State.REJECTED, ErrorCode.LIMIT_EXCEEDED)
     assert refused.error_message is not None
-    assert f"daily limit (rule {rule_id} v1: P2P_TRANSFER, tag kyc_verified)" in refused.error_message
+    assert f"daily THB limit (rule {rule_id} v1: P2P_TRANSFER, tag kyc_verified)" in refused.error_message
     assert "2000 of 5000 minor units remain" in refused.error_message
 
 
@@ -186,7 +188,7 @@ async def test_a_rule_tightened_below_its_rebuilt_count_refuses_at_once(fresh_da
             await pipeline.wait_finished([p.id for p in before])
         # Tightened: version 2 starts a counter of its own, which the next intent rebuilds from PostgreSQL
         # with the three intents already settled, one more than the new count cap.
-        tightened = LimitRuleFields("P2P_TRANSFER", None, Period.DAILY, 10_000, 2, enabled=True)
+        tightened = LimitRuleFields("P2P_TRANSFER", None, Period.DAILY, 10_000, 2, enabled=True, currency="THB")
         assert (await update_rule(pool, ACTOR, rule_id, tightened))["version"] == 2
         pipeline.context.rules.expire()  # this process made the change: it counts at once
         late = await submit(pipeline, 1_000, alice, bob)

@@ -1,8 +1,9 @@
 """Proves that `pm db migrate` applies sql/ once, even when runners race, and refuses edited applied files;
 and that the issue-10 migrations carry existing rows over: keys get the operation types they could create
 (merchant keys only their own two) and a grace for a previous secret that never expired, and idempotency
-records the X-User-Id their request carried; that 0014 gives the retention purges their indexes; and that 0015
-gives existing keys the default request rate."""
+records the X-User-Id their request carried; that 0014 gives the retention purges their indexes; that 0015
+gives existing keys the default request rate; and that 0017 puts existing limit rules in THB and gives
+existing routes the currencies they served (the PSP channels THB only)."""
 
 from __future__ import annotations
 
@@ -144,15 +145,15 @@ async def test_a_database_ahead_of_this_checkout_is_refused(empty_database: str,
 async def test_route_table_refuses_inverted_ranges_and_priority_ties(postgres_url: str, connect) -> None:
     connection = await connect(postgres_url)
     insert = (
-        "INSERT INTO pm.payment_route (operation_type, min_amount_minor, max_amount_minor, channel, priority)"
-        " VALUES ($1, $2, $3, $4, $5)"
+        "INSERT INTO pm.payment_route (operation_type, min_amount_minor, max_amount_minor, channel, priority,"
+        " currencies) VALUES ($1, $2, $3, $4, $5, $6)"
     )
     with pytest.raises(asyncpg.CheckViolationError):
-        await connection.execute(insert, "P2P_TRANSFER", 500, 100, "INTERNAL_P2P", 1)
+        await connection.execute(insert, "P2P_TRANSFER", 500, 100, "INTERNAL_P2P", 1, ["THB"])
     with pytest.raises(asyncpg.CheckViolationError):
-        await connection.execute(insert, "p2p transfer", 1, 100, "INTERNAL_P2P", 1)
+        await connection.execute(insert, "p2p transfer", 1, 100, "INTERNAL_P2P", 1, ["THB"])
     with pytest.raises(asyncpg.UniqueViolationError):
-        await connection.execute(insert, "P2P_TRANSFER", 1, 100, "INTERNAL_P2P", 100)
+        await connection.execute(insert, "P2P_TRANSFER", 1, 100, "INTERNAL_P2P", 100, ["THB"])
 
 
 def _write(directory: Path, name: str, sql: str) -> None:
@@ -285,3 +286,49 @@ async def test_0015_gives_existing_keys_the_default_rate_and_refuses_rates_out_o
         with pytest.raises(asyncpg.CheckViolationError):
             await connection.execute("UPDATE pm.api_key SET requests_per_s = $1 WHERE key_id = 'pmk_before'", rate)
     await connection.execute("UPDATE pm.api_key SET requests_per_s = 100000 WHERE key_id = 'pmk_before'")
+
+
+async def test_0017_puts_limit_rules_in_thb_and_routes_in_the_currencies_they_served(
+    empty_database: str, tmp_path: Path, connect
+) -> None:
+    await _migrated_to(empty_database, tmp_path, 16)
+    connection = await connect(empty_database)
+    rule_id = await connection.fetchval(
+        "INSERT INTO pm.limit_rule (operation_type, period, max_amount_minor) VALUES ('P2P_TRANSFER', 'daily', 500)"
+        " RETURNING id"
+    )
+    await connection.execute(
+        "INSERT INTO pm.payment_route (operation_type, min_amount_minor, max_amount_minor, channel, priority, enabled)"
+        " VALUES ('IPPS_WITHDRAWAL', 1, 1000, 'IPPS_TRANSFER', 5, false)"
+    )
+    generation = await connection.fetchval("SELECT generation FROM pm.rule_generation")
+    await migrate(empty_database)
+    assert await connection.fetchval("SELECT currency FROM pm.limit_rule WHERE id = $1", rule_id) == "THB"
+    routes = await connection.fetch("SELECT channel, currencies, version FROM pm.payment_route ORDER BY id")
+    psp = {"IPPS_TRANSFER", "QP_TRANSFER"}
+    assert len(routes) == len(DEFAULT_ROUTES) + 1
+    for route in routes:
+        expected = ["THB"] if route["channel"] in psp else ["EUR", "THB", "USD"]
+        assert (route["channel"], route["currencies"], route["version"]) == (route["channel"], expected, 1)
+    assert await connection.fetchval("SELECT generation FROM pm.rule_generation") == generation + 1
+    # No default from now on: a rule names its currency, a route the ones it serves.
+    with pytest.raises(asyncpg.NotNullViolationError):
+        await connection.execute(
+            "INSERT INTO pm.limit_rule (operation_type, period, max_amount_minor) VALUES (NULL, 'daily', 1)"
+        )
+    with pytest.raises(asyncpg.CheckViolationError):
+        await connection.execute(
+            "INSERT INTO pm.limit_rule (operation_type, period, max_amount_minor, currency)"
+            " VALUES (NULL, 'daily', 1, 'baht')"
+        )
+    insert = (
+        "INSERT INTO pm.payment_route (operation_type, min_amount_minor, max_amount_minor, channel, priority,"
+        " currencies) VALUES ('P2P_TRANSFER', 1, 100, 'INTERNAL_P2P', $1, $2)"
+    )
+    with pytest.raises(asyncpg.NotNullViolationError):
+        await connection.execute(insert, 1, None)
+    refusals = ([], ["thb"], ["THB", None], ["THB,USD"], [["THB"], ["USD"]], ["THB", "THB"], ["THB"] * 17)
+    for priority, refused in enumerate(refusals, start=2):
+        with pytest.raises(asyncpg.CheckViolationError):
+            await connection.execute(insert, priority, refused)
+    await connection.execute(insert, 20, ["THB", "USD"])

@@ -167,7 +167,7 @@ async def test_limits_count_charges_against_the_paying_user_and_never_limit_cred
     user, merchant_id = new_ids(2)
     async with open_pipeline(fresh_database, redis_url, isolated_topology()) as pipeline, pipeline.stages():
         # One rule for every operation type: a credit (no sender) must pass it without a counter.
-        rule = LimitRuleFields(None, None, Period.DAILY, 1_000, None, enabled=True)
+        rule = LimitRuleFields(None, None, Period.DAILY, 1_000, None, enabled=True, currency="THB")
         await create_limit_rule(pipeline.context.pool, ACTOR, rule)
         await finish(pipeline, await pipeline.fund(user, 10_000))
         first = await finish(pipeline, await submit(pipeline, CHARGE, 800, user, merchant_id))

@@ -90,9 +90,9 @@ class RunningFleet:
             assert response.status == 200
             return await response.text()
 
-    async def fund(self, user_id: int, amount_minor: int) -> dict[str, Any]:
+    async def fund(self, user_id: int, amount_minor: int, currency: str = "THB") -> dict[str, Any]:
         intent = await self.admin.create_intent(
-            operation_type="ADMIN_ADJUSTMENT", amount_minor=amount_minor, currency="THB",
+            operation_type="ADMIN_ADJUSTMENT", amount_minor=amount_minor, currency=currency,
             recipient_id=user_id, user_id=1, wait_s=10,
         )  # fmt: skip
         assert intent["state"] == "SETTLED", intent
@@ -134,9 +134,9 @@ class RunningFleet:
         )
         return {amount_of[row["intent_id"]] % 100: row["n"] for row in rows}
 
-    async def balance(self, user_id: int) -> tuple[int, int]:
+    async def balance(self, user_id: int, currency: str = "THB") -> tuple[int, int]:
         async with open_ledger(self.database_url) as ledger:
-            found = await ledger.lookup_accounts([accounts.user(user_id, "THB").id])
+            found = await ledger.lookup_accounts([accounts.user(user_id, currency).id])
         if not found:
             return 0, 0
         return found[0].credits_posted - found[0].debits_posted, found[0].debits_pending

@@ -51,6 +51,8 @@ class Pipeline:
         sender_id: int | None,
         recipient_id: int | None,
         publish: bool = True,
+        currency: str = "THB",
+        destination_ref: str | None = None,
     ) -> Intent:
         """Create an intent as the gateway does (row, then the first stream's entry)."""
         outcome = await intents.create_intent(
@@ -60,19 +62,20 @@ class Pipeline:
             request_hash=b"test",
             operation_type=operation_type,
             amount_minor=amount_minor,
-            currency="THB",
+            currency=currency,
             sender_id=sender_id,
             recipient_id=recipient_id,
             operator_id=None,
             tags=[],
+            destination_ref=destination_ref,
         )
         assert outcome.created is not None
         if publish:
             await self.context.redis.xadd(self.topology.first_stage.stream, streams.entry_fields(outcome.created))
         return outcome.created
 
-    async def fund(self, user_id: int, amount_minor: int) -> Intent:
-        return await self.submit(OperationType.ADMIN_ADJUSTMENT, amount_minor, None, user_id)
+    async def fund(self, user_id: int, amount_minor: int, currency: str = "THB") -> Intent:
+        return await self.submit(OperationType.ADMIN_ADJUSTMENT, amount_minor, None, user_id, currency=currency)
 
     async def wait_finished(self, ids: list[uuid.UUID], timeout_s: float = 30.0) -> dict[uuid.UUID, Intent]:
         """Wait until every intent is final, finished and fed (status published, history written)."""
@@ -92,9 +95,9 @@ class Pipeline:
                 raise AssertionError(f"intents not finished after {timeout_s} s: {[tuple(r) for r in states]}")
             await asyncio.sleep(0.05)
 
-    async def balance(self, user_id: int) -> tuple[int, int]:
-        """(posted balance, pending debits) of a user's THB account."""
-        found = await self.context.ledger.lookup_accounts([accounts.user(user_id, "THB").id])
+    async def balance(self, user_id: int, currency: str = "THB") -> tuple[int, int]:
+        """(posted balance, pending debits) of a user's account in `currency` (THB by default)."""
+        found = await self.context.ledger.lookup_accounts([accounts.user(user_id, currency).id])
         if not found:
             return 0, 0
         account = found[0]

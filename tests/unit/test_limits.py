@@ -1,6 +1,6 @@
 """Proves the limit arithmetic without I/O: calendar days and months start at midnight in Asia/Bangkok
-(UTC+7, checked at the boundaries), rules match by operation type and tag (or any), only senders are
-limited, and a counter is named by user, rule, version and period."""
+(UTC+7, checked at the boundaries), rules match by currency, operation type and tag (or any), only senders
+are limited, and a counter is named by user, currency, rule, version and period."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ def rule(
     period: Period = Period.DAILY,
     max_count: int | None = None,
     version: int = 1,
+    currency: str = "THB",
 ) -> LimitRule:
-    return LimitRule(rule_id, version, operation_type, tag, period, 10_000, max_count)
+    return LimitRule(rule_id, version, operation_type, tag, period, 10_000, max_count, currency=currency)
 
 
 def intent(
@@ -33,6 +34,7 @@ def intent(
     tags: tuple[str, ...] = (),
     sender_id: int | None = 7,
     created_at: datetime | None = None,
+    currency: str = "THB",
 ) -> Intent:
     return Intent(
         id=uuid.uuid4(),
@@ -40,7 +42,7 @@ def intent(
         version=3,
         operation_type=operation_type,
         amount_minor=100,
-        currency="THB",
+        currency=currency,
         sender_id=sender_id,
         recipient_id=8,
         tags=tags,
@@ -115,6 +117,27 @@ def test_a_rule_matches_by_operation_type_and_tag_or_any(
     assert len(counters_for(payment, (rule(operation_type=operation_type, tag=tag),))) == int(matches)
 
 
+def test_a_rule_counts_only_intents_in_its_currency() -> None:
+    thb_cap, usd_cap = rule(1, currency="THB"), rule(2, currency="USD")
+    dollars, baht = intent(currency="USD"), intent(currency="THB")
+    assert (usd_cap.applies_to(dollars), usd_cap.applies_to(baht)) == (True, False)
+    assert (thb_cap.applies_to(baht), thb_cap.applies_to(dollars)) == (True, False)
+    [dollar_counter] = counters_for(dollars, (thb_cap, usd_cap))
+    [baht_counter] = counters_for(baht, (thb_cap, usd_cap))
+    assert (dollar_counter.rule, dollar_counter.currency) == (usd_cap, "USD")
+    assert dollar_counter.key == "pm:limit:counter:7:USD:2:1:20240510"
+    assert baht_counter.key == "pm:limit:counter:7:THB:1:1:20240510"
+    # A currency no rule names is not limited at all.
+    assert counters_for(intent(currency="EUR"), (thb_cap, usd_cap)) == []
+
+
+def test_a_rule_names_a_ledger_currency() -> None:
+    with pytest.raises(TypeError, match="currency"):
+        LimitRule(1, 1, None, None, Period.DAILY, 10_000, None)  # type: ignore[call-arg]
+    with pytest.raises(AssertionError):
+        rule(currency="JPY")
+
+
 def test_only_a_sender_is_limited_and_never_an_adjustment() -> None:
     rules = (rule(),)
     assert counters_for(intent(sender_id=None), rules) == []
@@ -122,12 +145,12 @@ def test_only_a_sender_is_limited_and_never_an_adjustment() -> None:
     assert len(counters_for(intent(), rules)) == 1
 
 
-def test_each_applicable_rule_is_one_counter_named_by_user_rule_version_and_period() -> None:
-    rules = (rule(1), rule(2, tag="vip"), rule(3, period=Period.MONTHLY, version=4))
+def test_each_applicable_rule_is_one_counter_named_by_user_currency_rule_version_and_period() -> None:
+    rules = (rule(1), rule(2, tag="vip"), rule(3, period=Period.MONTHLY, version=4), rule(4, currency="USD"))
     counters = counters_for(intent(created_at=utc(2024, 5, 10, 20, 0)), rules)
     assert [counter.key for counter in counters] == [
-        "pm:limit:counter:7:1:1:20240511",
-        "pm:limit:counter:7:3:4:20240501",
+        "pm:limit:counter:7:THB:1:1:20240511",
+        "pm:limit:counter:7:THB:3:4:20240501",
     ]
     # A counter outlives its period by the margin, so late releases still find it.
     assert counters[0].expire_at_s > int(counters[0].window.ends_at.timestamp())
@@ -137,7 +160,7 @@ def test_the_refusal_says_which_limit_and_what_remains() -> None:
     payment = intent(tags=("kyc_verified",))
     [counter] = counters_for(payment, (rule(5, "P2P_TRANSFER", "kyc_verified", max_count=3),))
     message = exceeded_message(counter, 2_500, 1)
-    assert "daily limit (rule 5 v1: P2P_TRANSFER, tag kyc_verified)" in message
+    assert "daily THB limit (rule 5 v1: P2P_TRANSFER, tag kyc_verified)" in message
     assert "2500 of 10000 minor units and 1 of 3 intents remain" in message
     assert "2024-05-10T00:00:00+07:00" in message
     # The reserve script answers 0 for a counter rebuilt above its cap; a negative is a bug, never "none".

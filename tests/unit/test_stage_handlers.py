@@ -27,8 +27,9 @@ from pm.domain.rules import Route, Rules
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 ALICE, BOB = 1001, 1002
 ROUTES = (
-    Route("P2P_TRANSFER", 1, 10**10, "INTERNAL_P2P", 10),
-    Route("IPPS_WITHDRAWAL", 1, 10**10, "IPPS_TRANSFER", 20),
+    Route("P2P_TRANSFER", 1, 10**10, "INTERNAL_P2P", 10, currencies=frozenset({"THB", "USD"})),
+    # More than IPPS carries, as a row edited by hand could say: validation still refuses USD.
+    Route("IPPS_WITHDRAWAL", 1, 10**10, "IPPS_TRANSFER", 20, currencies=frozenset({"THB", "USD"})),
 )
 ONE_PERCENT = FeeRule(
     id=1, version=1, name="one percent", operation_type="P2P_TRANSFER", channel=None, condition="true",
@@ -103,6 +104,12 @@ async def test_validation_routes_and_creates_the_accounts_it_will_touch(context:
         (intent(OperationType.P2P_TRANSFER, 5_000, sender_id=ALICE, recipient_id=ALICE), ErrorCode.SAME_PARTY),
         (intent(OperationType.P2P_TRANSFER, 5_000, sender_id=ALICE), ErrorCode.INVALID_PARTY),
         (intent(OperationType.P2P_TRANSFER, 5_000, sender_id=ALICE, recipient_id=BOB, currency="JPY"),
+         ErrorCode.UNSUPPORTED_CURRENCY),
+        # A route takes P2P in THB and USD, none in EUR.
+        (intent(OperationType.P2P_TRANSFER, 5_000, sender_id=ALICE, recipient_id=BOB, currency="EUR"),
+         ErrorCode.UNSUPPORTED_CURRENCY),
+        # The route says USD; IPPS carries only THB.
+        (intent(OperationType.IPPS_WITHDRAWAL, 5_000, sender_id=ALICE, destination_ref="tok_unit", currency="USD"),
          ErrorCode.UNSUPPORTED_CURRENCY),
     ],
 )  # fmt: skip

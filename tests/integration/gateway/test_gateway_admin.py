@@ -1,6 +1,7 @@
 """The admin API of limit rules, routes and the audit trail on real PostgreSQL: create, replace, list and
 disable with a version each, one audit row per change with who, before and after, a new rule generation;
-refusals with stable codes (400 not JSON, 422 bad or unknown fields, 404 no such row, 409 a route
+refusals with stable codes (400 not JSON, 422 bad or unknown fields, 422 UNSUPPORTED_CURRENCY for a
+currency the ledger does not hold or a route's channel does not carry, 404 no such row, 409 a route
 priority taken or a cap on enabled limit rules or on routes reached, with nothing written); the audit
 pages newest first; and keys without the admin scope get 403 everywhere."""
 
@@ -17,14 +18,14 @@ from pm.store import limit_rules, payment_routes
 from pm.store.audit import current_rule_generation
 from tests.support.gateway import ADMIN, Gateway, Key, error_of
 
-LIMIT_RULE = {"operation_type": "P2P_TRANSFER", "tag": None, "period": "daily", "max_amount_minor": 50_000,
-              "max_count": None}  # fmt: skip
+LIMIT_RULE = {"currency": "THB", "operation_type": "P2P_TRANSFER", "tag": None, "period": "daily",
+              "max_amount_minor": 50_000, "max_count": None}  # fmt: skip
 
 
 def route_body(**changes: Any) -> dict[str, Any]:
     # Tests share the session's database and UNIQUE(operation_type, priority): a priority of its own.
-    body = {"operation_type": "P2P_TRANSFER", "min_amount_minor": 1, "max_amount_minor": 1_000, "channel":
-            "INTERNAL_P2P", "priority": random.randrange(10_000, 2**31 - 1), "enabled": False}  # fmt: skip
+    body = {"operation_type": "P2P_TRANSFER", "currencies": ["THB"], "min_amount_minor": 1, "max_amount_minor": 1_000,
+            "channel": "INTERNAL_P2P", "priority": random.randrange(10_000, 2**31 - 1), "enabled": False}  # fmt: skip
     return body | changes
 
 
@@ -78,7 +79,13 @@ async def test_limit_rules_are_created_replaced_listed_and_disabled_with_an_audi
     [
         (b"{not json", 400, "BAD_REQUEST"),
         (b"[]", 422, "VALIDATION_FAILED"),
-        (LIMIT_RULE | {"currency": "THB"}, 422, "VALIDATION_FAILED"),  # unknown fields are refused
+        (LIMIT_RULE | {"scope": "THB"}, 422, "VALIDATION_FAILED"),  # unknown fields are refused
+        ({k: v for k, v in LIMIT_RULE.items() if k != "currency"}, 422, "VALIDATION_FAILED"),  # a cap has one
+        (LIMIT_RULE | {"currency": None}, 422, "VALIDATION_FAILED"),
+        (LIMIT_RULE | {"currency": "usd"}, 422, "VALIDATION_FAILED"),
+        (LIMIT_RULE | {"currency": 840}, 422, "VALIDATION_FAILED"),
+        (LIMIT_RULE | {"currency": "JPY"}, 422, "UNSUPPORTED_CURRENCY"),  # well formed, not the ledger's
+        (LIMIT_RULE | {"currency": "XXX", "tag": "+66812345678"}, 422, "PII_REFUSED"),  # PII is told first
         ({k: v for k, v in LIMIT_RULE.items() if k != "max_count"}, 422, "VALIDATION_FAILED"),
         (LIMIT_RULE | {"period": "weekly"}, 422, "VALIDATION_FAILED"),
         (LIMIT_RULE | {"max_amount_minor": -1}, 422, "VALIDATION_FAILED"),
@@ -151,12 +158,68 @@ async def test_routes_are_created_replaced_and_disabled_and_a_taken_priority_is_
         {"priority": -1},
         {"enabled": "yes"},
         {"weight": 3},
+        {"currencies": None},
     ],
 )
 async def test_a_bad_route_is_refused_with_422(gateway: Gateway, changes: dict[str, Any]) -> None:
     admin = await gateway.key(*ADMIN)
     response = await admin_send(gateway, admin, "POST", "/admin/routes", route_body(**changes))
     assert await error_of(response) == (422, "VALIDATION_FAILED")
+    without_currencies = {name: value for name, value in route_body(**changes).items() if name != "currencies"}
+    response = await admin_send(gateway, admin, "POST", "/admin/routes", without_currencies)
+    assert await error_of(response) == (422, "VALIDATION_FAILED")  # required: no route serves "any"
+
+
+@pytest.mark.parametrize(
+    ("changes", "code"),
+    [
+        ({"currencies": []}, "VALIDATION_FAILED"),  # a route serves some currency
+        ({"currencies": "THB"}, "VALIDATION_FAILED"),  # a list
+        ({"currencies": ["THB", "THB"]}, "VALIDATION_FAILED"),
+        ({"currencies": ["THB", "USD", "EUR", "THB"]}, "VALIDATION_FAILED"),  # longer than the ledger's list
+        ({"currencies": ["thb"]}, "VALIDATION_FAILED"),
+        ({"currencies": [None]}, "VALIDATION_FAILED"),
+        ({"currencies": ["THB", "JPY"]}, "UNSUPPORTED_CURRENCY"),  # not a ledger currency
+        # IPPS carries baht only: a route taking USD payouts to it would hold money it can never pay out.
+        ({"operation_type": "IPPS_WITHDRAWAL", "channel": "IPPS_TRANSFER", "currencies": ["USD"]},
+         "UNSUPPORTED_CURRENCY"),
+        ({"operation_type": "QP_TOPUP", "channel": "QP_TRANSFER", "currencies": ["THB", "EUR"]},
+         "UNSUPPORTED_CURRENCY"),
+    ],
+)  # fmt: skip
+async def test_a_route_with_currencies_it_cannot_serve_is_refused_and_nothing_is_written(
+    gateway: Gateway, changes: dict[str, Any], code: str
+) -> None:
+    admin = await gateway.key(*ADMIN)
+    body = route_body(**changes)
+    assert await error_of(await admin_send(gateway, admin, "POST", "/admin/routes", body)) == (422, code)
+    # A replace with the same body leaves the route as it was.
+    good = route_body(**{**changes, "currencies": ["THB"]})
+    created = await admin_send(gateway, admin, "POST", "/admin/routes", good)
+    route = await created.json()
+    assert created.status == 201, route
+    path = f"/admin/routes/{route['id']}"
+    replaced = await admin_send(gateway, admin, "PUT", path, body | {"priority": route["priority"]})
+    assert await error_of(replaced) == (422, code)
+    stored = await gateway.pool.fetchrow("SELECT version, currencies FROM pm.payment_route WHERE id = $1", route["id"])
+    assert (stored["version"], stored["currencies"]) == (1, ["THB"])
+    assert [(a["entity_id"], a["action"]) for a in await audit_of(gateway, admin)] == [(route["id"], "create")]
+
+
+async def test_a_routes_currencies_are_stored_sorted_and_a_rules_currency_as_sent(gateway: Gateway) -> None:
+    admin = await gateway.key(*ADMIN)
+    created = await admin_send(gateway, admin, "POST", "/admin/routes", route_body(currencies=["USD", "EUR", "THB"]))
+    assert created.status == 201 and (await created.json())["currencies"] == ["EUR", "THB", "USD"]
+    rule = await admin_send(gateway, admin, "POST", "/admin/limit-rules", LIMIT_RULE | {"currency": "USD"})
+    assert rule.status == 201 and (await rule.json())["currency"] == "USD"
+    rule_id = (await rule.json())["id"]
+    moved = await admin_send(gateway, admin, "PUT", f"/admin/limit-rules/{rule_id}", LIMIT_RULE | {"currency": "EUR"})
+    assert (await moved.json())["currency"] == "EUR" and (await moved.json())["version"] == 2
+    refused = await admin_send(gateway, admin, "PUT", f"/admin/limit-rules/{rule_id}", LIMIT_RULE | {"currency": "JPY"})
+    assert await error_of(refused) == (422, "UNSUPPORTED_CURRENCY")
+    stored = await gateway.pool.fetchrow("SELECT version, currency FROM pm.limit_rule WHERE id = $1", rule_id)
+    assert tuple(stored) == (2, "EUR")
+    await admin_send(gateway, admin, "DELETE", f"/admin/limit-rules/{rule_id}")  # keep enabled rules few
 
 
 async def test_the_audit_pages_newest_first(gateway: Gateway) -> None:

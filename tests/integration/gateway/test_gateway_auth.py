@@ -220,7 +220,8 @@ async def test_a_merchant_key_holding_admin_opens_no_admin_endpoint(gateway: Gat
         "UPDATE pm.api_key SET scopes = ARRAY['admin', 'intents:write'] WHERE key_id = $1", shop.key_id
     )
     await asyncio.sleep(API_KEY_CACHE_TTL_S + 0.1)  # the gateway's key cache reads the row again
-    rule = {"operation_type": "P2P_TRANSFER", "tag": None, "period": "daily", "max_amount_minor": 1, "max_count": None}
+    rule = {"currency": "THB", "operation_type": "P2P_TRANSFER", "tag": None, "period": "daily", "max_amount_minor": 1,
+            "max_count": None}  # fmt: skip
     before = await gateway.pool.fetchval("SELECT count(*) FROM pm.limit_rule")
     answer = await gateway.send("POST", "/admin/limit-rules", key=shop, body=json.dumps(rule).encode(), user_id=7)
     assert await error_of(answer) == (403, "FORBIDDEN")

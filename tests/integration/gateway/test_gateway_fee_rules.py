@@ -249,6 +249,23 @@ async def test_quote_refuses_on_a_rule_that_fails_and_as_post_intents_does(gatew
     assert await error_of(not_json) == (400, "BAD_REQUEST")
 
 
+async def test_quote_refuses_a_currency_no_route_serves_as_validation_does(gateway: Gateway) -> None:
+    app_key, sender = await gateway.key(), new_user()
+    payout = {"operation_type": "IPPS_WITHDRAWAL", "amount_minor": 5_000, "destination_ref": "tok_quote"}
+    dollars = await gateway.send(
+        "POST", "/quote", key=app_key, body=json.dumps(payout | {"currency": "USD"}).encode(), user_id=sender
+    )
+    assert await error_of(dollars) == (422, "UNSUPPORTED_CURRENCY")  # IPPS's route serves THB only
+    assert "serves USD; routes serve THB" in (await dollars.json())["error"]["message"]
+    baht = await gateway.send(
+        "POST", "/quote", key=app_key, body=json.dumps(payout | {"currency": "THB"}).encode(), user_id=sender
+    )
+    assert baht.status == 200, await baht.text()
+    usd_body = p2p_body(new_user(), currency="USD")
+    usd_p2p = await gateway.send("POST", "/quote", key=app_key, body=usd_body, user_id=sender)
+    assert usd_p2p.status == 200  # wallet to wallet carries every ledger currency
+
+
 async def test_the_cap_on_enabled_fee_rules_is_409_with_nothing_written(
     gateway: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:

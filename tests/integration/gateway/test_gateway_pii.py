@@ -32,7 +32,8 @@ PII_DESTINATIONS = [
     ("somchai@example.co.th", "somchai@example.co.th"),
     ("passport:AA1234567", "AA1234567"),
 ]
-LIMIT_RULE = {"operation_type": "P2P_TRANSFER", "period": "daily", "max_amount_minor": 50_000, "max_count": None}
+LIMIT_RULE = {"currency": "THB", "operation_type": "P2P_TRANSFER", "period": "daily", "max_amount_minor": 50_000,
+              "max_count": None}  # fmt: skip
 
 
 async def refusal(response: Any, never_echoed: str) -> None:

@@ -24,8 +24,8 @@ from pm.domain import signing
 from pm.store.migrate import migrate
 from tests.support.gateway import ADMIN, Gateway, Key, error_of, isolated_topology, new_user, p2p_body
 
-LIMIT_RULE = {"operation_type": "P2P_TRANSFER", "tag": None, "period": "daily", "max_amount_minor": 50_000,
-              "max_count": None}  # fmt: skip
+LIMIT_RULE = {"currency": "THB", "operation_type": "P2P_TRANSFER", "tag": None, "period": "daily",
+              "max_amount_minor": 50_000, "max_count": None}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
