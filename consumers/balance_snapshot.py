@@ -66,7 +66,8 @@ class SnapshotRun:
 
     accounts: int = 0
     pages: int = 0
-    named: int = 0  # accounts named this run from their newest transfer's intent
+    name_lookups: int = 0  # accounts whose newest transfer was read for a name (at most name_lookups_max)
+    named: int = 0  # of those, the accounts it named (through the transfer's intent)
     resume_timestamp_min: int = 0
 
     @property
@@ -114,11 +115,12 @@ async def take_snapshot(
         fence_timestamp = await newest_transfer_timestamp(ledger)
         page = await ledger.query_accounts(_accounts_from(timestamp_min, page_accounts))
         stored = await stored_accounts(pool, [account.id for account in page])
-        names = await _names(ledger, pool, page, stored, name_lookups_max - run.named)
+        names, looked_up = await _names(ledger, pool, page, stored, name_lookups_max - run.name_lookups)
         await write_page(pool, [_row(account, names.get(account.id), fence_timestamp) for account in page])
         run.accounts += len(page)
         run.pages += 1
-        run.named += sum(1 for account in page if account.id in names and account.id not in fixed_accounts())
+        run.name_lookups += len(looked_up)
+        run.named += sum(1 for account_id in looked_up if account_id in names)
         if len(page) < page_accounts:
             return run
         timestamp_min = page[-1].timestamp + 1
@@ -183,21 +185,22 @@ async def _names(
     page: list[tb.Account],
     stored: dict[int, StoredAccount],
     lookups_max: int,
-) -> dict[int, NamedAccount]:
+) -> tuple[dict[int, NamedAccount], list[int]]:
     """Names of the page's accounts that are fixed, or not stored yet and found from an intent (at most
-    `lookups_max` lookups); an account already named in its row is left out (the row keeps its name)."""
+    `lookups_max` lookups), and the accounts looked up; an account already named in its row is left out
+    (the row keeps its name)."""
     fixed = fixed_accounts()
     names = {account.id: fixed[account.id] for account in page if account.id in fixed}
     wanted = [a for a in page if a.id not in fixed and _needs_name(a, stored.get(a.id))][: max(lookups_max, 0)]
     if not wanted:
-        return names
+        return names, []
     intent_ids = await _newest_intent_ids(ledger, [account.id for account in wanted])
     touched = _accounts_of_intents(await load_intents(pool, sorted(set(intent_ids.values()))))
     for account in wanted:
         found = touched.get(account.id)
         if found is not None:
             names[account.id] = found
-    return names
+    return names, [account.id for account in wanted]
 
 
 async def _newest_intent_ids(ledger: Ledger, account_ids: list[int]) -> dict[int, uuid.UUID]:

@@ -3,7 +3,9 @@ the snapshot equals the ledger account by account (counters, and posted, pending
 GET /api/pm/balance computes them, users and merchants named from their intents); taking it twice changes
 only taken_at; a snapshot in bounded pages goes on where its last run stopped; a snapshot paused in the
 middle holds no lock and no transaction while a payment settles, and one held out of its way by locks on
-its own rows blocks no payment; the poller's run counts a failure and exports its metrics."""
+its own rows blocks no payment; the poller's run counts a failure and exports its metrics, and the poller
+snapshots on its period (PM_BALANCE_SNAPSHOT_INTERVAL_S), never at 0; name lookups are bounded per run,
+and a name once stored is kept."""
 
 from __future__ import annotations
 
@@ -261,3 +263,45 @@ async def test_the_poller_run_exports_its_metrics_and_counts_a_failure(fresh_dat
         assert run is not None and run.complete  # one page of 4,096 holds this ledger
         assert sample("pm_balance_snapshot_accounts") == 6
         assert (sample("pm_balance_snapshot_timestamp_seconds") or 0) >= before_s
+
+
+async def test_the_poller_snapshots_on_its_period_and_not_at_0(fresh_database, redis_url) -> None:
+    async with open_pipeline(fresh_database, redis_url, isolated_topology()) as pipeline:
+        async with pipeline.stages():  # every intent final: the poller has nothing to re-drive
+            await pipeline.wait_finished([(await pipeline.fund(ALICE, 5_000)).id])
+            await pipeline.wait_finished([(await pipeline.submit(P2P, 1_500, ALICE, BOB)).id])
+        pool = pipeline.context.pool
+        accounts_count = len(await all_accounts(pipeline.context.ledger))
+        pipeline.context.balance_snapshot_interval_s = 0
+        async with pipeline.stages(with_poller=True, with_outbox=False):
+            await asyncio.sleep(2.5)  # two poller rounds and more (interval_ms: 1 s)
+        assert await snapshot_rows(pool) == {}
+
+        pipeline.context.balance_snapshot_interval_s = 1
+        async with pipeline.stages(with_poller=True, with_outbox=False):
+            deadline = time.monotonic() + 15
+            while len(rows := await snapshot_rows(pool)) < accounts_count:
+                assert time.monotonic() < deadline, "the poller wrote no snapshot"
+                await asyncio.sleep(0.1)
+            first_taken_at = max(row["taken_at"] for row in rows.values())
+            while min(row["taken_at"] for row in (await snapshot_rows(pool)).values()) <= first_taken_at:
+                assert time.monotonic() < deadline, "the poller took no second snapshot"
+                await asyncio.sleep(0.1)
+        assert_matches_ledger(await snapshot_rows(pool), await all_accounts(pipeline.context.ledger))
+
+
+async def test_name_lookups_are_bounded_per_run_and_names_are_kept(fresh_database, redis_url) -> None:
+    async with open_pipeline(fresh_database, redis_url, isolated_topology()) as pipeline:
+        await pay_and_hold(pipeline)
+        ledger, pool = pipeline.context.ledger, pipeline.context.pool
+        users = {accounts.user(user, "THB").id: user for user in (ALICE, BOB)}  # Carol never moved
+        first = await take_snapshot(ledger, pool, name_lookups_max=1)
+        assert (first.name_lookups, first.named) == (1, 1)
+        named = {account_id for account_id, row in (await snapshot_rows(pool)).items() if row["user_id"]}
+        assert len(named) == 1 and named < set(users)
+        second = await take_snapshot(ledger, pool, name_lookups_max=1)
+        assert (second.name_lookups, second.named) == (1, 1)  # the other one: the first keeps its name
+        third = await take_snapshot(ledger, pool)
+        assert (third.name_lookups, third.named) == (0, 0)  # Carol's account has nothing to be named from
+        rows = await snapshot_rows(pool)
+        assert {account_id: rows[account_id]["user_id"] for account_id in users} == users
