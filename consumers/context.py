@@ -19,6 +19,7 @@ import tigerbeetle as tb
 
 from ledger import BATCH_EVENTS_MAX, Ledger
 from pm.config.constants import (
+    BALANCE_SNAPSHOT_INTERVAL_S_DEFAULT,
     CONSUMER_PRUNE_IDLE_S_DEFAULT,
     IDEMPOTENCY_RETENTION_S_DEFAULT,
     LEDGER_CHECK_INTERVAL_S_DEFAULT,
@@ -96,6 +97,8 @@ class StageContext:
     psp_event_retention_s: float = PSP_EVENT_RETENTION_S_DEFAULT
     # How often the poller checks the ledger for the metrics (PM_LEDGER_CHECK_INTERVAL_S; 0: never).
     ledger_check_interval_s: float = LEDGER_CHECK_INTERVAL_S_DEFAULT
+    # How often the poller snapshots balances into PostgreSQL (PM_BALANCE_SNAPSHOT_INTERVAL_S; 0: never).
+    balance_snapshot_interval_s: float = BALANCE_SNAPSHOT_INTERVAL_S_DEFAULT
     # The poller deletes consumers idle this long with nothing pending (PM_STREAM_CONSUMER_PRUNE_IDLE_S).
     consumer_prune_idle_s: float = CONSUMER_PRUNE_IDLE_S_DEFAULT
     # On SIGTERM, how long the batch in flight gets to finish (PM_SHUTDOWN_GRACE_S; consumers/main.py).

@@ -20,7 +20,9 @@ Every round it
   PM_PSP_EVENT_RETENTION_S, in bounded rounds (intents and their event rows are kept: the record);
 - measures stream backlogs, dead-letter stream lengths and open intents for the metrics;
 - every PM_LEDGER_CHECK_INTERVAL_S, checks the ledger as `pm ledger check --allow-pending-transit` does
-  (bounded: LEDGER_CHECK_PAGES_MAX pages of accounts) and exports transit balances and problems found.
+  (bounded: LEDGER_CHECK_PAGES_MAX pages of accounts) and exports transit balances and problems found;
+- every PM_BALANCE_SNAPSHOT_INTERVAL_S, snapshots every account's balances into
+  pm.account_balance_snapshot (consumers/balance_snapshot.py: bounded pages, one short statement each).
 One poller is enough; several are safe (rows are taken with SKIP LOCKED, re-drives are idempotent).
 """
 
@@ -38,6 +40,7 @@ from typing import NamedTuple
 import asyncpg
 
 from consumers import psp_watch
+from consumers.balance_snapshot import Snapshots, snapshot_once
 from consumers.context import StageContext
 from consumers.outbox import REVIEW_STREAM_LENGTH_MAX
 from consumers.runtime import raise_if_cancelling, wait_or_stop
@@ -281,6 +284,8 @@ async def run_poller(context: StageContext, stop: asyncio.Event | None = None) -
     config = context.topology.poller
     last_trim_s = last_measure_s = last_purge_s = last_prune_s = 0.0
     last_ledger_check_s: float | None = None
+    last_snapshot_s: float | None = None
+    snapshots = Snapshots()  # where the next balance snapshot goes on (a ledger larger than one run's pages)
     recovery: Recovery | None = None  # Redis lost its data: re-driving everything
     while not stop.is_set():
         started_s = time.monotonic()
@@ -309,6 +314,10 @@ async def run_poller(context: StageContext, stop: asyncio.Event | None = None) -
             if check_every_s > 0 and (last_ledger_check_s is None or started_s - last_ledger_check_s >= check_every_s):
                 last_ledger_check_s = started_s  # a failed check waits for its next period too
                 await check_ledger_once(context)
+            snapshot_every_s = context.balance_snapshot_interval_s
+            if snapshot_every_s > 0 and (last_snapshot_s is None or started_s - last_snapshot_s >= snapshot_every_s):
+                last_snapshot_s = started_s  # a failed run waits for its next period too
+                await snapshot_once(context.ledger, context.pool, snapshots)
         except Exception:
             raise_if_cancelling()
             log.exception("poller round failed; retrying next round")

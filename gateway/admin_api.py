@@ -1,5 +1,6 @@
-"""The admin API of limit rules, routes and the audit trail: its routes for `gateway/app.py` and its part
-of the OpenAPI document for `gateway/openapi.py`, kept together so neither can miss an endpoint.
+"""The admin API of limit rules, routes, the audit trail and the balance snapshot: its routes for
+`gateway/app.py` and its part of the OpenAPI document for `gateway/openapi.py`, kept together so neither can
+miss an endpoint.
 
 Built from gateway/openapi_parts.py (openapi.py imports this module, so this one cannot import it).
 """
@@ -8,15 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway import admin_audit, admin_limits, admin_routes
+from gateway import admin_audit, admin_balances, admin_limits, admin_routes
 from gateway.errors import Handler
-from gateway.openapi_parts import OPERATOR_HEADER, ROW_ID, errors, json_content, operation, ref
+from gateway.openapi_parts import OPERATOR_HEADER, ROW_ID, errors, json_content, operation, query, ref
+from pm.config.constants import BALANCES_PAGE_ROWS_MAX
+from pm.store.balance_snapshots import ACCOUNT_KINDS
 from pm.store.keys import SCOPE_ADMIN
 
 # (method, path, view, route name, scope) of every admin endpoint here.
+_VIEWS = (*admin_limits.ROUTES, *admin_routes.ROUTES, *admin_audit.ROUTES, *admin_balances.ROUTES)
 ADMIN_ROUTES: tuple[tuple[str, str, Handler, str, str], ...] = tuple(
-    (method, path, view, name, SCOPE_ADMIN)
-    for method, path, view, name in (*admin_limits.ROUTES, *admin_routes.ROUTES, *admin_audit.ROUTES)
+    (method, path, view, name, SCOPE_ADMIN) for method, path, view, name in _VIEWS
 )
 
 _REASONS = {
@@ -85,7 +88,27 @@ def paths() -> dict[str, Any]:
                 parameters=page_parameters,
             )
         },
+        "/admin/balances": {"get": _balances_operation()},
     }
+
+
+def _balances_operation() -> dict[str, Any]:
+    reasons = _REASONS | {
+        400: "BAD_REQUEST: page is not the next_page of an answer",
+        422: "VALIDATION_FAILED: an unknown kind, or a limit out of range",
+    }
+    return operation(
+        "The balance snapshot: every ledger account as the status poller last read it, by account id",
+        SCOPE_ADMIN,
+        {"200": json_content(ref("BalancePage"), "one page")} | errors(reasons, 400, 401, 403, 422, 503),
+        description="Read from PostgreSQL (pm.account_balance_snapshot), never from the ledger: as fresh as "
+        "the last snapshot (PM_BALANCE_SNAPSHOT_INTERVAL_S; each row's taken_at and ledger_timestamp say when).",
+        parameters=[
+            query("kind", {"type": "string", "enum": list(ACCOUNT_KINDS)}, "only accounts of this kind"),
+            query("limit", {"type": "integer", "minimum": 1, "maximum": BALANCES_PAGE_ROWS_MAX}, "rows per page"),
+            query("page", {"type": "string", "pattern": "^[1-9][0-9]{0,38}$"}, "next_page of the previous answer"),
+        ],
+    )
 
 
 def schemas() -> dict[str, Any]:
@@ -106,6 +129,14 @@ def schemas() -> dict[str, Any]:
                 "next_before": {"type": ["integer", "null"]},
             },
         },
+        "BalancePage": {
+            "type": "object",
+            "properties": {
+                "items": {"type": "array", "items": ref("AccountBalance")},
+                "next_page": {"type": ["string", "null"]},
+            },
+        },
+        "AccountBalance": _account_balance_schema(),
         "AuditEntry": {
             "type": "object",
             "properties": {
@@ -121,3 +152,33 @@ def schemas() -> dict[str, Any]:
             },
         },
     }
+
+
+def _account_balance_schema() -> dict[str, Any]:
+    amount = {"type": "integer"}
+    counter = {"type": "integer", "minimum": 0}
+    nullable_id = {"type": ["integer", "null"], "minimum": 1}
+    return {
+        "type": "object",
+        "properties": {
+            "account_id": {"type": "string", "pattern": "^[1-9][0-9]{0,38}$",
+                           "description": "the 128-bit ledger account id, as decimal text"},
+            "name": {"type": ["string", "null"], "description": "e.g. user:42:THB; null until known"},
+            "kind": {"type": "string", "enum": list(ACCOUNT_KINDS)},
+            "currency": {"type": ["string", "null"]},
+            "ledger": {"type": "integer"},
+            "code": {"type": "integer"},
+            "user_id": nullable_id,
+            "merchant_id": nullable_id,
+            "posted_minor": amount | {"description": "credits_posted - debits_posted"},
+            "pending_minor": counter | {"description": "debits_pending: held for payments in flight"},
+            "available_minor": amount | {"description": "posted_minor - pending_minor"},
+            "debits_pending": counter,
+            "debits_posted": counter,
+            "credits_pending": counter,
+            "credits_posted": counter,
+            "ledger_timestamp": {"type": "integer", "minimum": 0,
+                                 "description": "cluster time (ns) of the ledger's newest transfer when read"},
+            "taken_at": {"type": "string", "format": "date-time"},
+        },
+    }  # fmt: skip

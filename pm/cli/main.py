@@ -37,6 +37,8 @@ module registering its own (`add_commands`); common.py holds what they share (th
                 pm intents stuck [--older-than N] [--limit N] [--json]   non-final intents older than N s
     reconcile.py pm reconcile [--json]   every intent and user's history against the ledger (1: mismatches);
                           reconciliation.py checks them, in keyset pages
+    balances.py pm balances snapshot [--kind user] [--limit N] [--after ID] [--take] [--json]
+                          the balance snapshot in PostgreSQL (--take: take one of the whole ledger first)
 
 Exit codes: 0 done (and the check is ok); 1 the command ran and found a problem (check not ok,
 migration refused or failed); 2 it could not run: bad configuration or an unreachable server, told
@@ -56,7 +58,7 @@ from collections.abc import Awaitable, Callable
 
 import pydantic
 
-from pm.cli import dlq, intents, keys, ledger, outbox, reconcile, review, rules, send, servers, streams
+from pm.cli import balances, dlq, intents, keys, ledger, outbox, reconcile, review, rules, send, servers, streams
 from pm.cli.common import (
     EXIT_CANNOT_RUN,
     EXIT_INTERRUPTED,
@@ -130,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     streams.add_commands(commands)
     intents.add_commands(commands)
     reconcile.add_commands(commands)
+    balances.add_commands(commands)
     return parser
 
 

@@ -87,6 +87,22 @@ PURGE_ROUNDS_MAX = 40
 # backend) it stops, counts a failure and the operator runs `pm ledger check` by hand.
 LEDGER_CHECK_INTERVAL_S_DEFAULT = 300.0
 LEDGER_CHECK_PAGES_MAX = 128
+# The status poller's balance snapshot (consumers/balance_snapshot.py into pm.account_balance_snapshot) runs
+# every PM_BALANCE_SNAPSHOT_INTERVAL_S (this default; 0: never). It reads pages of
+# BALANCE_SNAPSHOT_PAGE_ACCOUNTS accounts (one ledger query each, half the 8,189 a request may answer, so a
+# page's one upsert statement stays tens of milliseconds), at most BALANCE_SNAPSHOT_PAGES_MAX pages per run
+# (524,288 accounts); the next run goes on where one stopped. An account PM cannot name from its id alone
+# (a user's, a merchant's) is named from the intent of its newest transfer: one ledger read each, at most
+# BALANCE_SNAPSHOT_NAME_LOOKUPS_CONCURRENT_MAX at once and BALANCE_SNAPSHOT_NAME_LOOKUPS_PER_RUN_MAX per run
+# (a new ledger's accounts get their names over a few runs; their balances are right from the first).
+BALANCE_SNAPSHOT_INTERVAL_S_DEFAULT = 300.0
+BALANCE_SNAPSHOT_PAGE_ACCOUNTS = 4_096
+BALANCE_SNAPSHOT_PAGES_MAX = 128
+BALANCE_SNAPSHOT_NAME_LOOKUPS_CONCURRENT_MAX = 16
+BALANCE_SNAPSHOT_NAME_LOOKUPS_PER_RUN_MAX = 32_768
+# GET /admin/balances and `pm balances snapshot`: rows per page by default, and at most.
+BALANCES_PAGE_ROWS_DEFAULT = 100
+BALANCES_PAGE_ROWS_MAX = 1_000
 # Consumers of a stage's group idle past PM_STREAM_CONSUMER_PRUNE_IDLE_S (default an hour) with nothing
 # pending are deleted by the status poller every CONSUMER_PRUNE_INTERVAL_S, at most
 # CONSUMER_PRUNE_ROUND_MAX per stage per round (one atomic script call each: XINFO CONSUMERS, then

@@ -151,3 +151,15 @@ LEDGER_CHECK_TIMESTAMP_SECONDS = Gauge(
 LEDGER_CHECK_FAILURES = Counter(
     "pm_ledger_check_failures_total", "Periodic ledger checks that could not complete (ledger away, too large)"
 )
+# The status poller's balance snapshot (consumers/balance_snapshot.py); unlabelled like the ledger check's.
+BALANCE_SNAPSHOT_TIMESTAMP_SECONDS = Gauge(
+    "pm_balance_snapshot_timestamp_seconds",
+    "Unix time the status poller's last complete balance snapshot (every account) ended (0: none yet, or not a "
+    "poller)",
+)
+BALANCE_SNAPSHOT_ACCOUNTS = Gauge(
+    "pm_balance_snapshot_accounts", "Accounts the status poller's last complete balance snapshot wrote"
+)
+BALANCE_SNAPSHOT_FAILURES = Counter(
+    "pm_balance_snapshot_failures_total", "Balance snapshot runs that could not complete (ledger or database away)"
+)

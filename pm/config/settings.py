@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pm.config.constants import (
     AMOUNT_MINOR_EXACT_MAX,
+    BALANCE_SNAPSHOT_INTERVAL_S_DEFAULT,
     CEL_EXPRESSION_LENGTH_HARD_MAX,
     CONSUMER_PRUNE_IDLE_S_DEFAULT,
     HISTORY_PAGE_MAX,
@@ -106,6 +107,8 @@ class Settings(BaseSettings):
     idempotency_retention_s: int = Field(default=IDEMPOTENCY_RETENTION_S_DEFAULT, ge=3_600, le=90 * 86_400)
     # The status poller checks the ledger this often for the metrics (0: never; the alerts then see none).
     ledger_check_interval_s: float = Field(default=LEDGER_CHECK_INTERVAL_S_DEFAULT, ge=0, le=86_400)
+    # The status poller snapshots every account's balances into PostgreSQL this often (0: never).
+    balance_snapshot_interval_s: float = Field(default=BALANCE_SNAPSHOT_INTERVAL_S_DEFAULT, ge=0, le=86_400)
     # The status poller deletes a stage's consumers idle this long that hold no pending entries (each
     # process is a new consumer, so restarts leave dead ones behind). A live consumer reads every block_ms;
     # one deleted while paused is created again by its next read.

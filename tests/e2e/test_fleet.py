@@ -1,20 +1,26 @@
 """The whole fleet as separate processes (the Procfile's commands) through the signed gateway: a P2P
 settles with the right balances, history and a clean ledger; insufficient funds hold nothing; replays
 are idempotent; strangers get 404; and killing settlement processes with SIGKILL in the middle of
-1,000 intents still ends every intent exactly once, with no money moved twice."""
+1,000 intents still ends every intent exactly once, with no money moved twice, and the poller's balance
+snapshot then equals the ledger account by account (and GET /admin/balances every user's balance)."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import random
+import time
 import uuid
+from typing import Any
 
 import aiohttp
 import pytest
 
+from consumers.balance_snapshot import newest_transfer_timestamp
+from ledger import accounts, open_ledger
+from ledger.check import all_accounts
 from pm.client import PMApiError, PMClient
-from tests.support.fleet import running_fleet
+from tests.support.fleet import RunningFleet, running_fleet
 
 _users = itertools.count(500_000)
 
@@ -130,8 +136,9 @@ FUNDING_MINOR = 1_000_000
 
 async def test_sigkill_settlement_processes_mid_run(fresh_database, redis_url) -> None:
     async with running_fleet(
-        fresh_database, redis_url, counts={"gateway": 2, "settlement": 3, "dispatch": 2}, claim_idle_ms=1_000
-    ) as fleet:
+        fresh_database, redis_url, counts={"gateway": 2, "settlement": 3, "dispatch": 2}, claim_idle_ms=1_000,
+        extra_environment={"PM_BALANCE_SNAPSHOT_INTERVAL_S": "1"},
+    ) as fleet:  # fmt: skip
         users = new_users(USERS)
         await asyncio.gather(*(fleet.fund(user, FUNDING_MINOR) for user in users))
         rng = random.Random(7)
@@ -180,3 +187,41 @@ async def test_sigkill_settlement_processes_mid_run(fresh_database, redis_url) -
         assert (await fleet.reconcile()).mismatches == []
         assert await fleet.pending_entries() == 0
         assert len(fleet.fleet.alive("gateway")) == 2  # two gateways share the port (SO_REUSEPORT)
+        await assert_the_snapshot_equals_the_ledger(fleet, expected)
+
+
+async def assert_the_snapshot_equals_the_ledger(fleet: RunningFleet, expected: dict[int, int]) -> None:
+    """Once the poller's snapshot has read every account after the ledger's newest transfer: each row is
+    its account's counters and balances, and GET /admin/balances?kind=user names each user with `expected`."""
+    async with open_ledger(fleet.database_url) as ledger:
+        newest = await newest_transfer_timestamp(ledger)
+        ledger_accounts = {account.id: account for account in await all_accounts(ledger)}
+    deadline = time.monotonic() + 30
+    while True:
+        rows = await fleet.pool.fetch("SELECT * FROM pm.account_balance_snapshot")
+        if len(rows) == len(ledger_accounts) and min(row["ledger_timestamp"] for row in rows) >= newest:
+            break
+        assert time.monotonic() < deadline, "no snapshot of the whole ledger after its last transfer in 30 s"
+        await asyncio.sleep(0.2)
+    for row in rows:
+        account = ledger_accounts[int(row["account_id"])]
+        assert (row["debits_pending"], row["debits_posted"], row["credits_pending"], row["credits_posted"]) == (
+            account.debits_pending, account.debits_posted, account.credits_pending, account.credits_posted,
+        )  # fmt: skip
+        assert row["posted_minor"] == account.credits_posted - account.debits_posted
+        assert row["available_minor"] == row["posted_minor"] - account.debits_pending
+    assert sum(row["posted_minor"] for row in rows) == 0  # debits = credits, read from the snapshot alone
+    listed: dict[int, dict[str, Any]] = {}
+    query = {"kind": "user", "limit": "7"}
+    for _ in range(100):
+        page = (await fleet.admin.request("GET", "/admin/balances", query=query)).body
+        listed |= {item["user_id"]: item for item in page["items"]}
+        if page["next_page"] is None:
+            break
+        query["page"] = page["next_page"]
+    assert set(listed) == set(expected)
+    for user, balance_minor in expected.items():
+        item = listed[user]
+        assert item["account_id"] == str(accounts.user(user, "THB").id)
+        balances = (item["posted_minor"], item["pending_minor"], item["available_minor"])
+        assert balances == (balance_minor, 0, balance_minor), user

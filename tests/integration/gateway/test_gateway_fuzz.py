@@ -29,7 +29,8 @@ from gateway.openapi import openapi_document
 from pm.config.constants import KEY_REQUESTS_PER_S_MAX
 from pm.config.settings import Settings
 from pm.domain import signing
-from pm.store import keys
+from pm.store import balance_snapshots, keys
+from pm.store.balance_snapshots import SnapshotRow
 from pm.store.migrate import migrate
 from tests.support.gateway import ADMIN_OPERATIONS, Key, isolated_topology
 from tests.support.served_gateway import served_gateway
@@ -86,6 +87,16 @@ async def fuzz_database(fresh_database) -> tuple[str, Key]:  # type: ignore[no-u
             operations=ADMIN_OPERATIONS,
             requests_per_s=KEY_REQUESTS_PER_S_MAX,  # the fuzzer's cases, not its rate, are under test
         )
+        # Rows for GET /admin/balances to answer (this database's ledger is empty): a named user's with a
+        # hold, and an account of a ledger PM has no currency for, not named.
+        await balance_snapshots.write_page(connection, [
+            SnapshotRow(account_id=2**127 + 1, ledger=764, currency="THB", code=1, kind="user", name="user:7:THB",
+                        user_id=7, merchant_id=None, debits_pending=5, debits_posted=10, credits_pending=0,
+                        credits_posted=2**100, ledger_timestamp=1_700_000_000_000_000_000),
+            SnapshotRow(account_id=3, ledger=999, currency=None, code=42, kind="unknown", name=None, user_id=None,
+                        merchant_id=None, debits_pending=0, debits_posted=7, credits_pending=1, credits_posted=0,
+                        ledger_timestamp=0),
+        ])  # fmt: skip
     finally:
         await connection.close()
     return database_url, Key(api_key.key_id, secret)
