@@ -28,7 +28,7 @@ from pm.domain.rules import Rules
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 ALICE, BOB = 1001, 1002
 DAILY = LimitRule(id=7, version=1, operation_type="P2P_TRANSFER", tag=None, period=Period.DAILY,
-                  max_amount_minor=100_000, max_count=None)  # fmt: skip
+                  max_amount_minor=100_000, max_count=None, currency="THB")  # fmt: skip
 
 
 class RecordingRedis(fakeredis.aioredis.FakeRedis):
