@@ -101,7 +101,7 @@ async def set_up_parties(pm: RunningFleet, hook_url: str) -> Parties:
     )
     await pm.wait_finished([(await pm.fund(user, 1_000_000))["id"] for user in users])
     limit = {"operation_type": "IPPS_WITHDRAWAL", "tag": None, "period": "daily", "max_amount_minor": 10**10,
-             "max_count": None}  # fmt: skip
+             "max_count": None, "currency": "THB"}  # fmt: skip
     assert (await pm.admin.request("POST", "/admin/limit-rules", body=limit, user_id=77)).body["version"] == 1
     fees = {"PRE": PRE_FEE_MINOR, "POST": POST_FEE_MINOR}
     await pm.add_fee_rules("payout", "IPPS_WITHDRAWAL", "IPPS_TRANSFER", fees)  # also waits for the rules

@@ -46,7 +46,7 @@ async def ended_without_history(pipeline: Pipeline) -> tuple[int, int, Intent, I
     admits and dispatch refuses; every stage but history runs, so both end on the history stream, unfinished,
     the refused one still holding its place. Returns (alice, bob, paid, refused)."""
     alice, bob = next(_users), next(_users)
-    rule = LimitRuleFields("P2P_TRANSFER", None, Period.DAILY, 10_000, None, enabled=True)
+    rule = LimitRuleFields("P2P_TRANSFER", None, Period.DAILY, 10_000, None, enabled=True, currency="THB")
     await create_rule(pipeline.context.pool, Actor("test", None), rule)
     async with pipeline.stages():
         await pipeline.wait_finished([(await pipeline.fund(alice, 3_000)).id])
