@@ -14,6 +14,7 @@ fixtures are lazy) and stops when the session ends.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import uuid
@@ -47,6 +48,25 @@ def pytest_configure(config: pytest.Config) -> None:
     # A CI runner's timeout ends the run with SIGTERM, which would kill Python without any teardown;
     # as KeyboardInterrupt, pytest still tears the session fixtures down and so stops the servers.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+
+# pytest-xdist (`-n auto --dist loadgroup`, pyproject.toml): the suite runs on one worker per core, at most
+# TEST_WORKERS_MAX, each with embedded servers of its own (session fixtures are per worker). Every file's
+# tests stay on one worker (their module fixtures are set up once), and the fleet tests (tests/e2e, each
+# a dozen processes with deadlines) all share one worker, so at most one fleet runs at a time.
+TEST_WORKERS_MAX = 4
+FLEET_TESTS_DIR = "tests/e2e/"
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    return max(1, min(TEST_WORKERS_MAX, os.cpu_count() or 1))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        group = "fleet" if path.startswith(FLEET_TESTS_DIR) else path
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _raise_keyboard_interrupt(signal_number: int, frame: FrameType | None) -> None:

@@ -113,10 +113,10 @@ async def test_p2p_in_thb_and_usd_each_against_its_own_cap_and_no_usd_payout(fle
         over_usd, over_thb = await pay(1, "USD"), await pay(1, "THB")
     finally:
         await redis.aclose()
-    assert (over_usd["state"], over_usd["error"]["code"]) == ("REJECTED", "LIMIT_EXCEEDED")
+    assert over_usd["state"] == "REJECTED" and over_usd["error"]["code"] == "LIMIT_EXCEEDED", over_usd
     assert f"daily USD limit (rule {rule['id']} v1" in over_usd["error"]["message"]
     assert "0 of 3000 minor units remain" in over_usd["error"]["message"]
-    assert (over_thb["state"], over_thb["error"]["code"]) == ("REJECTED", "LIMIT_EXCEEDED")
+    assert over_thb["state"] == "REJECTED" and over_thb["error"]["code"] == "LIMIT_EXCEEDED", over_thb
     assert "daily THB limit" in over_thb["error"]["message"]
 
     payout = await fleet.app.create_intent(

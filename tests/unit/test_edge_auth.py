@@ -11,6 +11,7 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -136,17 +137,25 @@ def test_an_rs256_token_is_accepted_with_the_public_key(rs256_config, rsa_key) -
     assert gateway_accepts(signed, "GET", f"/intents/{INTENT_ID}")
 
 
+@dataclass(frozen=True)
+class FromNow:
+    """A time claim this many seconds from when the test runs (not from collection: a worker of pytest-xdist
+    may run a test many minutes after collecting it)."""
+
+    seconds: int
+
+
 @pytest.mark.parametrize(
     ("overrides", "reason"),
     [
-        ({"exp": int(time.time()) - 60}, "the token has expired"),
+        ({"exp": FromNow(-60)}, "the token has expired"),
         ({"iss": "https://someone-else.test"}, "invalid token"),
         ({"aud": "another-service"}, "invalid token"),
         ({"exp": None}, "invalid token"),
         ({"iss": None}, "invalid token"),
         ({"aud": None}, "invalid token"),
         ({"sub": None}, "invalid token"),
-        ({"nbf": int(time.time()) + 600}, "invalid token"),
+        ({"nbf": FromNow(600)}, "invalid token"),
         ({"sub": "0"}, "not a user id"),
         ({"sub": "042"}, "not a user id"),
         ({"sub": "-5"}, "not a user id"),
@@ -156,6 +165,10 @@ def test_an_rs256_token_is_accepted_with_the_public_key(rs256_config, rsa_key) -
     ],
 )
 def test_a_token_that_is_not_valid_is_401(hs256_config, overrides: dict[str, Any], reason: str) -> None:
+    now_s = int(time.time())
+    overrides = {
+        name: now_s + value.seconds if isinstance(value, FromNow) else value for name, value in overrides.items()
+    }
     with pytest.raises(Refused) as refused:
         edge_auth.signed_headers(hs256_config, subrequest(hs256(**overrides)))
     assert refused.value.status == 401

@@ -93,8 +93,10 @@ async def test_pages_chain_by_account_id_without_a_row_twice(gateway: Gateway) -
     admin = await gateway.key(*ADMIN)
 
     whole = [row["account_id"] for page in await all_pages(gateway, admin, "limit=1000") for row in page]
-    paged = await all_pages(gateway, admin, "limit=3")
-    assert {len(page) for page in paged[:-1]} == {3} and 0 < len(paged[-1]) <= 3
+    # Small pages, at most about a hundred of them: the session's database holds every earlier test's accounts.
+    limit = max(3, len(whole) // 100 + 1)
+    paged = await all_pages(gateway, admin, f"limit={limit}")
+    assert len(paged) >= 3 and {len(page) for page in paged[:-1]} == {limit} and 0 < len(paged[-1]) <= limit
     ids = [row["account_id"] for page in paged for row in page]
     assert ids == whole and len(set(ids)) == len(ids) and ids == sorted(ids, key=int)
     kinds = {row["kind"] for page in paged for row in page}
