@@ -48,7 +48,10 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
         raise NotFinalError(f"the history stage takes only final intents, not {names}")
     rules = await context.rules.current(context.pool)
     await limit_counters.release_refused(context.redis, rules.limit_rules, intents)
-    arguments, _ = history.write_arguments(intents)
-    written = await context.pool.fetchval(_WRITE_SQL, *arguments, [intent.id for intent in intents])
+    # In intent id order: two history consumers writing overlapping batches (a duplicate from the feed and
+    # one from a re-drive, in other orders) then lock the rows in one order and never deadlock.
+    ordered = sorted(intents, key=lambda intent: intent.id)
+    arguments, _ = history.write_arguments(ordered)
+    written = await context.pool.fetchval(_WRITE_SQL, *arguments, [intent.id for intent in ordered])
     metrics.HISTORY_ROWS.inc(written)
     return []

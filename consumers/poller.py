@@ -55,6 +55,7 @@ from pm.config.constants import (
     PURGE_INTERVAL_S,
     PURGE_ROUND_ROWS_MAX,
     PURGE_ROUNDS_MAX,
+    REPORTS_LOOK_S,
 )
 from pm.config.topology import Stage
 from pm.domain.intent import TERMINAL_STATE_NAMES, TERMINAL_STATES, State
@@ -279,13 +280,38 @@ def export_ledger_check(report: CheckReport) -> None:
 
 
 async def run_poller(context: StageContext, stop: asyncio.Event | None = None) -> None:
-    """Until `stop` is set (or cancelled): one round per `interval_ms`, trims and measures on their own periods."""
+    """Until `stop` is set (or cancelled): one round per `interval_ms`, trims and measures on their own periods;
+    beside them, the reports (the ledger check, the balance snapshot), which read the whole ledger in pages
+    and may take long on a large one: in a loop of their own, so that re-drives, PSP deadlines and the
+    notice of a Redis data loss never wait for them."""
     stop = stop or asyncio.Event()
-    config = context.topology.poller
-    last_trim_s = last_measure_s = last_purge_s = last_prune_s = 0.0
+    await asyncio.gather(_run_rounds(context, stop), _run_reports(context, stop))
+
+
+async def _run_reports(context: StageContext, stop: asyncio.Event) -> None:
     last_ledger_check_s: float | None = None
     last_snapshot_s: float | None = None
     snapshots = Snapshots()  # where the next balance snapshot goes on (a ledger larger than one run's pages)
+    while not stop.is_set():
+        started_s = time.monotonic()
+        try:
+            check_every_s = context.ledger_check_interval_s
+            if check_every_s > 0 and (last_ledger_check_s is None or started_s - last_ledger_check_s >= check_every_s):
+                last_ledger_check_s = started_s  # a failed check waits for its next period too
+                await check_ledger_once(context)
+            snapshot_every_s = context.balance_snapshot_interval_s
+            if snapshot_every_s > 0 and (last_snapshot_s is None or started_s - last_snapshot_s >= snapshot_every_s):
+                last_snapshot_s = started_s  # a failed run waits for its next period too
+                await snapshot_once(context.ledger, context.pool, snapshots)
+        except Exception:
+            raise_if_cancelling()
+            log.exception("poller report failed; retrying on its next period")
+        await wait_or_stop(stop, REPORTS_LOOK_S)
+
+
+async def _run_rounds(context: StageContext, stop: asyncio.Event) -> None:
+    config = context.topology.poller
+    last_trim_s = last_measure_s = last_purge_s = last_prune_s = 0.0
     recovery: Recovery | None = None  # Redis lost its data: re-driving everything
     while not stop.is_set():
         started_s = time.monotonic()
@@ -310,14 +336,6 @@ async def run_poller(context: StageContext, stop: asyncio.Event | None = None) -
             if started_s - last_measure_s >= config.lag_interval_ms / 1000:
                 await measure_once(context)
                 last_measure_s = started_s
-            check_every_s = context.ledger_check_interval_s
-            if check_every_s > 0 and (last_ledger_check_s is None or started_s - last_ledger_check_s >= check_every_s):
-                last_ledger_check_s = started_s  # a failed check waits for its next period too
-                await check_ledger_once(context)
-            snapshot_every_s = context.balance_snapshot_interval_s
-            if snapshot_every_s > 0 and (last_snapshot_s is None or started_s - last_snapshot_s >= snapshot_every_s):
-                last_snapshot_s = started_s  # a failed run waits for its next period too
-                await snapshot_once(context.ledger, context.pool, snapshots)
         except Exception:
             raise_if_cancelling()
             log.exception("poller round failed; retrying next round")

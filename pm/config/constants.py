@@ -77,6 +77,8 @@ PSP_EVENT_RETENTION_S_DEFAULT = 30 * 86_400
 # oldest first), at most PURGE_ROUNDS_MAX rounds per table per run: up to 200,000 rows per 5 s per table,
 # far above the rate intents come in, without one long transaction or lock.
 PURGE_INTERVAL_S = 5.0
+# How often the poller's report loop looks whether the ledger check or the balance snapshot is due.
+REPORTS_LOOK_S = 1.0
 PURGE_ROUND_ROWS_MAX = 5_000
 PURGE_ROUNDS_MAX = 40
 

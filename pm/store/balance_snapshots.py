@@ -80,6 +80,9 @@ ON CONFLICT (account_id) DO UPDATE SET
     credits_posted = EXCLUDED.credits_posted,
     ledger_timestamp = EXCLUDED.ledger_timestamp,
     taken_at = EXCLUDED.taken_at
+-- Two takers of one page (two pollers, or `pm balances snapshot --take` beside one): the one that read
+-- the ledger later wins, whichever writes last, so older balances never replace newer ones.
+WHERE s.ledger_timestamp <= EXCLUDED.ledger_timestamp
 """
 
 _COLUMNS = (

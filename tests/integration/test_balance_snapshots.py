@@ -25,6 +25,8 @@ from consumers.balance_snapshot import Snapshots, snapshot_once, take_snapshot
 from ledger import accounts, open_ledger
 from ledger.check import all_accounts, run_check
 from pm.domain.intent import OperationType, State
+from pm.store.balance_snapshots import SnapshotRow, write_page
+from pm.store.migrate import migrate
 from tests.support.pipeline import Pipeline, isolated_topology, open_pipeline, transfers_in_ledger
 
 P2P = OperationType.P2P_TRANSFER
@@ -305,3 +307,51 @@ async def test_name_lookups_are_bounded_per_run_and_names_are_kept(fresh_databas
         assert (third.name_lookups, third.named) == (0, 0)  # Carol's account has nothing to be named from
         rows = await snapshot_rows(pool)
         assert {account_id: rows[account_id]["user_id"] for account_id in users} == users
+
+
+async def test_an_older_read_never_replaces_a_newer_one(fresh_database) -> None:
+    """Two takers of one page (two pollers, or `pm balances snapshot --take` beside one): whichever writes
+    last, the row keeps the balances read at the later ledger timestamp."""
+    database_url = await fresh_database()
+    await migrate(database_url)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        def read_at(ledger_timestamp: int, credits_posted: int) -> SnapshotRow:
+            return SnapshotRow(account_id=9_001, ledger=1, currency="THB", code=1, kind="user", name=None,
+                               user_id=None, merchant_id=None, debits_pending=0, debits_posted=0,
+                               credits_pending=0, credits_posted=credits_posted,
+                               ledger_timestamp=ledger_timestamp)  # fmt: skip
+
+        await write_page(pool, [read_at(2_000, 500)])  # the later read writes first
+        await write_page(pool, [read_at(1_000, 100)])  # the earlier read writes last
+        row = await pool.fetchrow("SELECT * FROM pm.account_balance_snapshot WHERE account_id = 9001")
+        assert (row["ledger_timestamp"], row["credits_posted"], row["posted_minor"]) == (2_000, 500, 500)
+        await write_page(pool, [read_at(3_000, 700)])  # a newer read still lands
+        row = await pool.fetchrow("SELECT * FROM pm.account_balance_snapshot WHERE account_id = 9001")
+        assert (row["ledger_timestamp"], row["credits_posted"]) == (3_000, 700)
+    finally:
+        await pool.close()
+
+
+async def test_a_snapshot_that_takes_long_holds_no_re_drive_back(fresh_database, redis_url, monkeypatch) -> None:
+    """The poller's reports run beside its rounds: while a snapshot hangs (a large ledger, a slow read), an
+    intent whose stream entry was lost is still re-driven and settles."""
+    started = asyncio.Event()
+
+    async def hanging_snapshot(*args: object) -> None:
+        started.set()
+        await asyncio.Event().wait()  # until cancelled with the poller
+
+    monkeypatch.setattr("consumers.poller.snapshot_once", hanging_snapshot)
+    async with open_pipeline(fresh_database, redis_url, isolated_topology(stuck_after_s=1)) as pipeline:
+        async with pipeline.stages():
+            await pipeline.wait_finished([(await pipeline.fund(ALICE, 5_000)).id])
+        pipeline.context.balance_snapshot_interval_s = 1
+        async with pipeline.stages(with_poller=True):
+            await asyncio.wait_for(started.wait(), timeout=10)
+            lost = await pipeline.submit(P2P, 1_200, ALICE, BOB, publish=False)  # its entry never published
+            await pipeline.wait_finished([lost.id], timeout_s=30)
+        assert await pipeline.balance(ALICE) == (5_000 - 1_200, 0)
+        assert await pipeline.balance(BOB) == (1_200, 0)
+        report = await run_check(pipeline.context.ledger)
+        assert report.ok, report.problems
