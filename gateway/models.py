@@ -127,7 +127,9 @@ class IntentRequest(BaseModel):
     ) = None
     metadata: IntentMetadata = Field(default_factory=IntentMetadata)
     # REFUND only: the SETTLED P2P_TRANSFER or MINIAPP_CHARGE to give (part of) its amount back for.
-    refund_of: uuid.UUID | None = None
+    refund_of: uuid.UUID | None = Field(
+        default=None, description="REFUND only: the SETTLED P2P_TRANSFER or MINIAPP_CHARGE it gives money back for"
+    )
 
 
 @dataclass(frozen=True, slots=True)
