@@ -67,7 +67,7 @@ def _paths() -> dict[str, Any]:
                 {
                     "200": json_content(ref("Intent"), "with Prefer: wait, the intent reached a final state in time"),
                     "202": json_content(ref("Intent"), "accepted: the intent is CREATED and on its way"),
-                    **_errors(400, 401, 403, 409, 413, 422, 503),
+                    **_errors(400, 401, 403, 404, 409, 413, 422, 503),
                 },
                 description="The operation_type must be one the key may create (403 OPERATION_NOT_ALLOWED "
                 "otherwise; a mini-app merchant's key: MINIAPP_CHARGE and MINIAPP_CREDIT only). ADMIN_ADJUSTMENT "
