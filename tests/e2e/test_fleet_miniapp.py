@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +21,7 @@ from pm.store import keys
 from tests.support.fleet import APP_SCOPES, MERCHANT_OPERATIONS, running_fleet
 
 _ids = itertools.count(900_000)
+PM = str(Path(sys.executable).parent / "pm")
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +92,8 @@ async def test_a_charge_then_a_credit_settle_through_the_fleet(fleet) -> None:
 
 async def test_refunds_of_a_charge_and_of_a_transfer_through_the_fleet(fleet) -> None:
     """Refunds (issue 13 part 4) as separate processes run them: the merchant refunds part of its charge,
-    a transfer's recipient refunds all of it; money goes back exactly (the original's PRE fee kept), the
-    second refund past the original is 422 with nothing written, both users' history shows each refund."""
+    a transfer's recipient refunds all of it (part with `pm send refund`); money goes back exactly (the
+    original's PRE fee kept), a refund past the original is 422, both users' history shows each refund."""
     user, friend, merchant_id = next(_ids), next(_ids), next(_ids)
     merchant = accounts.merchant(merchant_id, "THB")
     operations = MERCHANT_OPERATIONS + ",REFUND"
@@ -114,8 +119,18 @@ async def test_refunds_of_a_charge_and_of_a_transfer_through_the_fleet(fleet) ->
             wait_s=10,
         )  # fmt: skip
         assert transfer["state"] == "SETTLED"
+        # The README's command, as the recipient: 40.00 of the 100.00, followed to SETTLED (exit 0).
+        environment = {**os.environ, "PM_GATEWAY_URL": fleet.base_url, "PM_API_KEY_ID": app_key.key_id,
+                       "PM_API_KEY_SECRET": app_secret}  # fmt: skip
+        command = [PM, "send", "refund", "--of", transfer["id"], "--by", str(friend), "--amount", "40.00"]
+        done = await asyncio.to_thread(
+            subprocess.run, command, env=environment, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.splitlines()[-1].split()[1] == "SETTLED", done.stdout
+        by_command = done.stdout.split()[1]  # "intent ID  4000 minor THB"
         back = await app.create_intent(
-            operation_type="REFUND", amount_minor=10_000, currency="THB", user_id=friend, refund_of=transfer["id"],
+            operation_type="REFUND", amount_minor=6_000, currency="THB", user_id=friend, refund_of=transfer["id"],
             wait_s=10,
         )  # fmt: skip
         assert (back["state"], back["sender_id"], back["recipient_id"]) == ("SETTLED", friend, user)
@@ -126,14 +141,16 @@ async def test_refunds_of_a_charge_and_of_a_transfer_through_the_fleet(fleet) ->
         assert (refused.value.status, refused.value.code) == (422, "REFUND_EXCEEDS_ORIGINAL")
         assert await fleet.balance(user) == (100_000 - 20_000 - charge_fee_minor + 7_500 - 10_000 + 10_000, 0)
         assert await fleet.balance(friend) == (0, 0)
-        await fleet.wait_finished([charge["id"], refund["id"], transfer["id"], back["id"]])
+        await fleet.wait_finished([charge["id"], refund["id"], transfer["id"], by_command, back["id"]])
         mine = (await app.history(user_id=user))["items"]
-        assert [(i["operation_type"], i["direction"], i["amount_minor"]) for i in mine[:4]] == [
-            ("REFUND", "CREDIT", 10_000), ("P2P_TRANSFER", "DEBIT", 10_000), ("REFUND", "CREDIT", 7_500),
+        assert [(i["operation_type"], i["direction"], i["amount_minor"]) for i in mine[:5]] == [
+            ("REFUND", "CREDIT", 6_000), ("REFUND", "CREDIT", 4_000), ("P2P_TRANSFER", "DEBIT", 10_000),
+            ("REFUND", "CREDIT", 7_500),
             ("MINIAPP_CHARGE", "DEBIT", 20_000 + charge_fee_minor),
         ]  # fmt: skip
         theirs = (await app.history(user_id=friend))["items"]
         assert [(i["operation_type"], i["direction"]) for i in theirs] == [
+            ("REFUND", "DEBIT"),
             ("REFUND", "DEBIT"),
             ("P2P_TRANSFER", "CREDIT"),
         ]
