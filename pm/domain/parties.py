@@ -6,6 +6,8 @@ when it creates an intent or a quote, validation when it routes one). No I/O.
 
 The acting user is the signed X-User-Id; a merchant only ever comes from the caller's API key, never from
 the body; the operator of an adjustment is recorded, and is not a party (the adjustments account pays).
+A REFUND's parties come from its original alone (`refund_parties`: the sides swapped; the gateway checks
+who may ask, gateway/refunds.py): a user or a merchant pays, a user is paid back.
 """
 
 from __future__ import annotations
