@@ -8,6 +8,8 @@ POST /intents, for a request that passed authentication:
        (gateway.batching.IntentWriter)
     -> [Prefer: wait -> subscribe to the intent's status channel] -> XADD to the first stage's stream
     -> store the response for replays -> 202 (or, having waited, 200 once the intent is final)
+A REFUND takes its parties from its original and is created alone, in a transaction that also reserves
+its amount on the original (gateway/refunds.py): 404/403/422 there, with nothing written.
 A retry with the same Idempotency-Key (per API key and X-User-Id) and request answers the stored response;
 nothing is created twice. A replay of the same signed request (its nonce) is 401, with nothing written.
 """
