@@ -7,8 +7,9 @@ intent not yet `finished` (a lost entry; a Redis that lost its data). Per batch:
 1. give back the places the REJECTED and FAILED intents took in the limit counters: one Redis call,
    idempotent per intent (pm/redis/limit_counters.py marks each release);
 2. one statement writes every user's history row of the batch (pm/domain/history.py; ON CONFLICT DO
-   NOTHING on the table's key (user_id, intent_id)) and sets `finished`, which takes the intents off the
-   status poller's work list.
+   NOTHING on the table's key (user_id, intent_id)), sets `finished`, which takes the intents off the
+   status poller's work list, and gives the amount of each REFUND that ended REJECTED or FAILED back to
+   its original (`refunded_minor`, sql/0019), once.
 
 No state changes here (the handler returns no transitions): the runner acknowledges the batch after
 step 2 committed. A crash before that leaves the entries pending; they are claimed and handled again,
@@ -32,10 +33,19 @@ class NotFinalError(ValueError):
 
 
 _N = history.ARGUMENT_COUNT
-# The rows written (a replayed one conflicts and is not), for the metric.
+# The rows written (a replayed one conflicts and is not), for the metric. A REFUND that ended without
+# moving money gives its reservation back to its original (sql/0019) in the statement that marks it
+# finished, and only when this statement is the one that does (`AND NOT finished`: a concurrent or
+# replayed batch waits on the row lock, then finds it finished), so each is given back exactly once.
 _WRITE_SQL = f"""
 WITH history AS ({history.INSERT_SQL} RETURNING 1), finished AS (
     UPDATE pm.intent SET finished = true WHERE id = ANY(${_N + 1}::uuid[]) AND NOT finished
+    RETURNING refund_of, amount_minor, state
+), given_back AS (
+    UPDATE pm.intent original SET refunded_minor = original.refunded_minor - refused.amount_minor
+    FROM (SELECT refund_of, sum(amount_minor) AS amount_minor FROM finished
+          WHERE refund_of IS NOT NULL AND state IN ('REJECTED', 'FAILED') GROUP BY refund_of) AS refused
+    WHERE original.id = refused.refund_of
 )
 SELECT count(*) FROM history
 """

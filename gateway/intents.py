@@ -8,6 +8,8 @@ POST /intents, for a request that passed authentication:
        (gateway.batching.IntentWriter)
     -> [Prefer: wait -> subscribe to the intent's status channel] -> XADD to the first stage's stream
     -> store the response for replays -> 202 (or, having waited, 200 once the intent is final)
+A REFUND takes its parties from its original and is created alone, in a transaction that also reserves
+its amount on the original (gateway/refunds.py): 404/403/422 there, with nothing written.
 A retry with the same Idempotency-Key (per API key and X-User-Id) and request answers the stored response;
 nothing is created twice. A replay of the same signed request (its nonce) is 401, with nothing written.
 """
@@ -27,6 +29,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 from redis.exceptions import RedisError
 
+from gateway import refunds
 from gateway.auth import acting_user, forbidden, unauthenticated
 from gateway.errors import ApiError, bad_request, dumps, json_response, not_found, overloaded, validation_failed
 from gateway.metrics import IDEMPOTENT_REPLAYS, INTENT_PUBLISH_FAILURES, INTENTS_CREATED, OVERLOADED
@@ -71,26 +74,32 @@ async def create_intent(request: web.Request) -> web.Response:
     intent_request = parse_intent_request(body, IntentLimits.from_settings(app[SETTINGS]))
     key = request[API_KEY]
     user_id = acting_user(request, required=False)
-    who = parties(intent_request, key, user_id)
-    outcome = await app[INTENT_WRITER].create(
-        store.NewIntent(
-            api_key_id=key.key_id,
-            idempotency_key=idempotency_key,
-            request_hash=_request_hash(request, body),
-            operation_type=OperationType(intent_request.operation_type),
-            amount_minor=intent_request.amount_minor,
-            currency=intent_request.currency,
-            sender_id=who.sender_id,
-            recipient_id=who.recipient_id,
-            operator_id=who.operator_id,
-            tags=tuple(intent_request.metadata.tags),
-            merchant_id=who.merchant_id,
-            destination_ref=intent_request.destination_ref,
-            user_id=user_id,
-            # Claimed in the statement that creates the intent: a replay is refused however Redis fares.
-            nonce=request[NONCE],
-        )
+    is_refund = intent_request.operation_type == OperationType.REFUND
+    if is_refund:  # its parties are the original's (gateway/refunds.py)
+        who = await refunds.parties(app[DATABASE], intent_request, key, user_id)
+    else:
+        who = parties(intent_request, key, user_id)
+    new_intent = store.NewIntent(
+        api_key_id=key.key_id,
+        idempotency_key=idempotency_key,
+        request_hash=_request_hash(request, body),
+        operation_type=OperationType(intent_request.operation_type),
+        amount_minor=intent_request.amount_minor,
+        currency=intent_request.currency,
+        sender_id=who.sender_id,
+        recipient_id=who.recipient_id,
+        operator_id=who.operator_id,
+        tags=tuple(intent_request.metadata.tags),
+        merchant_id=who.merchant_id,
+        destination_ref=intent_request.destination_ref,
+        user_id=user_id,
+        # Claimed in the statement that creates the intent: a replay is refused however Redis fares.
+        nonce=request[NONCE],
+        refund_of=intent_request.refund_of,
     )
+    # A refund reserves its amount on the original in its own transaction; every other intent is batched.
+    writer = refunds.create(app[DATABASE], new_intent) if is_refund else app[INTENT_WRITER].create(new_intent)
+    outcome = await writer
     if outcome.nonce_used:
         raise unauthenticated("nonce already used")
     if outcome.created is None:
@@ -140,6 +149,8 @@ def parties(intent_request: IntentRequest, key: ApiKey, user_id: int | None) -> 
     caller's key, never from the body."""
     operation = OperationType(intent_request.operation_type)
     authorize_operation(key, operation)
+    if intent_request.refund_of is not None:
+        raise validation_failed("refund_of is for a REFUND (POST /intents) only", ErrorCode.INVALID_PARTY)
     if operation == OperationType.ADMIN_ADJUSTMENT and not key.allows(SCOPE_ADMIN):
         raise forbidden("ADMIN_ADJUSTMENT needs the admin scope")
     try:

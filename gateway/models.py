@@ -8,6 +8,7 @@ that looks like personal data (pm/domain/pii.py) is refused 422 PII_REFUSED, bef
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
@@ -100,6 +101,7 @@ SUPPORTED_OPERATIONS = frozenset(
         OperationType.IPPS_WITHDRAWAL,
         OperationType.THAI_QR_PAY,
         OperationType.QP_TOPUP,
+        OperationType.REFUND,
     }
 )
 
@@ -124,6 +126,10 @@ class IntentRequest(BaseModel):
         Annotated[str, StringConstraints(pattern=DESTINATION_REF_PATTERN), AfterValidator(_opaque_token), NoPii] | None
     ) = None
     metadata: IntentMetadata = Field(default_factory=IntentMetadata)
+    # REFUND only: the SETTLED P2P_TRANSFER or MINIAPP_CHARGE to give (part of) its amount back for.
+    refund_of: uuid.UUID | None = Field(
+        default=None, description="REFUND only: the SETTLED P2P_TRANSFER or MINIAPP_CHARGE it gives money back for"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,13 +67,16 @@ def _paths() -> dict[str, Any]:
                 {
                     "200": json_content(ref("Intent"), "with Prefer: wait, the intent reached a final state in time"),
                     "202": json_content(ref("Intent"), "accepted: the intent is CREATED and on its way"),
-                    **_errors(400, 401, 403, 409, 413, 422, 503),
+                    **_errors(400, 401, 403, 404, 409, 413, 422, 503),
                 },
                 description="The operation_type must be one the key may create (403 OPERATION_NOT_ALLOWED "
                 "otherwise; a mini-app merchant's key: MINIAPP_CHARGE and MINIAPP_CREDIT only). ADMIN_ADJUSTMENT "
                 "also needs the admin scope; X-User-Id is then the operator. The same Idempotency-Key (per key "
                 "and X-User-Id, kept PM_IDEMPOTENCY_RETENTION_S, 24 h by default) and request answer the stored "
-                "response again.",
+                "response again. REFUND (with refund_of, in the original's currency, 1 to what is left to refund) "
+                "gives back a SETTLED P2P_TRANSFER (by its recipient, X-User-Id) or MINIAPP_CHARGE (by its "
+                "merchant's key), or either by an admin key: 404 for anyone else, 422 NOT_REFUNDABLE for any "
+                "other original, 422 REFUND_EXCEEDS_ORIGINAL past its amount, nothing written.",
                 parameters=[
                     OPTIONAL_USER_HEADER | {"description": "the sender (required for P2P_TRANSFER)"},
                     header(
@@ -232,6 +235,7 @@ def _schemas() -> dict[str, Any]:
                 "fee_post_minor": {"type": "integer", "minimum": 0},
                 "merchant_id": {**nullable_int, "description": "MINIAPP_*: the merchant (from the caller's key)"},
                 "destination_ref": {**nullable_str, "description": "IPPS_WITHDRAWAL, THAI_QR_PAY: the payee token"},
+                "refund_of": {**nullable_str, "format": "uuid", "description": "REFUND: the intent it refunds"},
                 "error": {"oneOf": [{"type": "null"}, ref("Error/properties/error")]},
                 "created_at": timestamp,
                 "updated_at": timestamp,

@@ -99,6 +99,7 @@ class PMClient:
         idempotency_key: str | None = None,
         wait_s: int | None = None,
         destination_ref: str | None = None,
+        refund_of: str | None = None,
     ) -> dict[str, Any]:
         """POST /intents; the intent as the gateway answered it (CREATED, or final with `wait_s`).
 
@@ -113,6 +114,7 @@ class PMClient:
             idempotency_key=idempotency_key,
             destination_ref=destination_ref,
             wait_s=wait_s,
+            refund_of=refund_of,
         )
         return answer.body
 
@@ -128,6 +130,7 @@ class PMClient:
         idempotency_key: str | None = None,
         wait_s: int | None = None,
         destination_ref: str | None = None,
+        refund_of: str | None = None,
     ) -> Answer:
         """`create_intent`, with the answer's status (200 final, 202 accepted) and headers."""
         body: dict[str, Any] = {"operation_type": operation_type, "amount_minor": amount_minor, "currency": currency}
@@ -135,6 +138,8 @@ class PMClient:
             body["recipient_id"] = recipient_id
         if destination_ref is not None:
             body["destination_ref"] = destination_ref
+        if refund_of is not None:
+            body["refund_of"] = refund_of  # REFUND: the intent it gives money back for
         tag_list = list(tags)
         if tag_list:
             body["metadata"] = {"tags": tag_list}

@@ -8,7 +8,7 @@ module registering its own (`add_commands`); common.py holds what they share (th
                 pm run TYPE         one Procfile process type in this process, or `all` (run.py runs it)
                 pm servers          start the embedded servers, print their URLs, run until Ctrl-C
                 pm db migrate       apply sql/ migrations (to PM_DATABASE_URL, else to the embedded PostgreSQL)
-    send.py     pm send p2p|withdraw|topup|adjust ...  post a signed intent through the gateway, follow its states
+    send.py     pm send p2p|withdraw|topup|adjust|refund post a signed intent through the gateway, follow its states
                 pm balance --user A [--currency C]     a user's balance through the gateway
     ledger.py   pm ledger check     check the ledger's invariants
                 pm ledger demo      seed a small demo ledger

@@ -1,4 +1,4 @@
-"""`pm send p2p|withdraw|topup|adjust` and `pm balance`: the signed client from the command line.
+"""`pm send p2p|withdraw|topup|adjust|refund` and `pm balance`: the signed client from the command line.
 
 The key comes from PM_API_KEY_ID / PM_API_KEY_SECRET, else from the demo keys `pm up` wrote to the
 data dir; the gateway from PM_GATEWAY_URL, else PM_HTTP_HOST:PM_HTTP_PORT. `pm send` posts the intent,
@@ -53,6 +53,13 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     adjust.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
     adjust.add_argument("--operator", type=int, default=None, help="the operator's user id, recorded")
     adjust.set_defaults(command=_send_adjust)
+    refund = send.add_parser("refund", help="refund a settled transfer: --of INTENT --by USER --amount 50.00")
+    refund.add_argument("--of", dest="original", type=uuid.UUID, required=True, help="the intent to refund")
+    refund.add_argument("--by", dest="refunder", type=int, default=None,
+                        help="its recipient (X-User-Id); with an admin key (PM_API_KEY_*) none")  # fmt: skip
+    refund.add_argument("--amount", required=True, help="in major units, at most what is left to refund")
+    refund.add_argument("--currency", default=None, help="the original's (ISO 4217); default: PM_WALLET_CURRENCY (THB)")
+    refund.set_defaults(command=_send_refund)
     balance = commands.add_parser("balance", help="a user's balance through the gateway")
     balance.add_argument("--user", type=int, required=True)
     balance.add_argument("--currency", default=None, help="default: the gateway's wallet currency")
@@ -96,6 +103,12 @@ async def _send_adjust(settings: Settings, arguments: argparse.Namespace) -> int
         settings, arguments, "admin", "ADMIN_ADJUSTMENT", user_id=arguments.operator,
         recipient_id=arguments.recipient,
     )  # fmt: skip
+
+
+async def _send_refund(settings: Settings, arguments: argparse.Namespace) -> int:
+    return await _send(
+        settings, arguments, "app", "REFUND", user_id=arguments.refunder, refund_of=str(arguments.original)
+    )
 
 
 async def _balance(settings: Settings, arguments: argparse.Namespace) -> int:

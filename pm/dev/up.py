@@ -49,7 +49,7 @@ async def ensure_demo_keys(database_url: str, settings: Settings) -> dict[str, d
     # (scopes, operation types): the app key moves users' money as the Auth Center would; the admin key
     # only funds users (ADMIN_ADJUSTMENT) and edits rules.
     wanted = {
-        "app": ("intents:write,intents:read,balance:read", "P2P_TRANSFER,IPPS_WITHDRAWAL,THAI_QR_PAY,QP_TOPUP"),
+        "app": ("intents:write,intents:read,balance:read", "P2P_TRANSFER,IPPS_WITHDRAWAL,THAI_QR_PAY,QP_TOPUP,REFUND"),
         "admin": ("admin", "ADMIN_ADJUSTMENT"),
     }
     connection = await asyncpg.connect(database_url)

@@ -41,6 +41,7 @@ TERMINAL_STATE_NAMES = frozenset(str(state) for state in TERMINAL_STATES)
 API_FIELDS = (
     "id", "state", "version", "operation_type", "amount_minor", "currency", "sender_id", "recipient_id",
     "channel", "fee_pre_minor", "fee_post_minor", "merchant_id", "destination_ref", "created_at", "updated_at",
+    "refund_of",
 )  # fmt: skip
 
 # The one table of allowed transitions (STYLE.md §2).
@@ -75,7 +76,11 @@ class OperationType(enum.StrEnum):
     MINIAPP_CHARGE = "MINIAPP_CHARGE"
     MINIAPP_CREDIT = "MINIAPP_CREDIT"
     ADMIN_ADJUSTMENT = "ADMIN_ADJUSTMENT"
+    REFUND = "REFUND"  # gives back (part of) a SETTLED P2P_TRANSFER or MINIAPP_CHARGE: `refund_of`
 
+
+# What a REFUND may give money back for (channels/refund.py moves it back the way it came).
+REFUNDABLE_OPERATIONS = frozenset({OperationType.P2P_TRANSFER, OperationType.MINIAPP_CHARGE})
 
 # By name, for decoding every stream entry and row: a dict lookup is a fraction of an Enum call.
 STATE_NAMED: dict[str, State] = {str(state): state for state in State}
@@ -91,6 +96,7 @@ OPERATION_CODE: dict[OperationType, int] = {
     OperationType.MINIAPP_CHARGE: 400,
     OperationType.MINIAPP_CREDIT: 410,
     OperationType.ADMIN_ADJUSTMENT: 900,
+    OperationType.REFUND: 500,
 }
 
 
@@ -113,6 +119,9 @@ class ErrorCode(enum.StrEnum):
     EXPIRED = "EXPIRED"
     PSP_DECLINED = "PSP_DECLINED"  # the payment service provider refused the payout
     LEDGER_REFUSED = "LEDGER_REFUSED"
+    # A refund (POST /intents with refund_of), refused at the gateway with nothing written.
+    NOT_REFUNDABLE = "NOT_REFUNDABLE"  # the original is not a SETTLED P2P_TRANSFER or MINIAPP_CHARGE
+    REFUND_EXCEEDS_ORIGINAL = "REFUND_EXCEEDS_ORIGINAL"  # with the refunds before, above the original amount
     # HTTP edge.
     BAD_REQUEST = "BAD_REQUEST"
     VALIDATION_FAILED = "VALIDATION_FAILED"
@@ -159,6 +168,7 @@ class Intent:
     fee_rules: tuple[dict[str, Any], ...] = field(default=())
     merchant_id: int | None = None  # MINIAPP_*: the merchant party (from the caller's key)
     destination_ref: str | None = None  # IPPS_*/THAI_QR_PAY: the Auth Center's token for the payee
+    refund_of: uuid.UUID | None = None  # REFUND: the intent it gives money back for
     # Carried only by a settlement entry that hands over a PSP's (signature-checked) outcome; never
     # stored on the intent row (pm.psp_event keeps the events).
     psp_status: str | None = None
@@ -209,6 +219,7 @@ class Intent:
             "merchant_id": self.merchant_id,
             "destination_ref": self.destination_ref,
             "psp_status": self.psp_status,
+            "refund_of": str(self.refund_of) if self.refund_of is not None else None,
         }
 
     @classmethod
@@ -235,6 +246,7 @@ class Intent:
             merchant_id=data.get("merchant_id"),
             destination_ref=data.get("destination_ref"),
             psp_status=data.get("psp_status"),
+            refund_of=uuid.UUID(data["refund_of"]) if data.get("refund_of") else None,
         )
 
 

@@ -6,6 +6,8 @@ when it creates an intent or a quote, validation when it routes one). No I/O.
 
 The acting user is the signed X-User-Id; a merchant only ever comes from the caller's API key, never from
 the body; the operator of an adjustment is recorded, and is not a party (the adjustments account pays).
+A REFUND's parties come from its original alone (`refund_parties`: the sides swapped; the gateway checks
+who may ask, gateway/refunds.py): a user or a merchant pays, a user is paid back.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pm.domain.intent import ErrorCode, Intent, OperationType
+from pm.domain.intent import REFUNDABLE_OPERATIONS, ErrorCode, Intent, OperationType
 
 
 class Role(StrEnum):
     ACTING_USER = "the acting user (X-User-Id)"
     BODY = "recipient_id in the body"
+    ORIGINAL = "the original intent's (refund_of): its sides swapped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,7 @@ class Shape:
     merchant: bool = False  # the caller's key's merchant is a party
     destination_ref: bool = False  # an external payee, by the Auth Center's token
     operator: bool = False  # the acting user is recorded as the operator, not as a party
+    refund: bool = False  # the parties are the original's, swapped (refund_parties); a merchant pays, or a user
 
 
 SHAPES: dict[OperationType, Shape] = {
@@ -40,6 +44,7 @@ SHAPES: dict[OperationType, Shape] = {
     OperationType.MINIAPP_CHARGE: Shape(sender=Role.ACTING_USER, merchant=True),
     OperationType.MINIAPP_CREDIT: Shape(recipient=Role.ACTING_USER, merchant=True),
     OperationType.ADMIN_ADJUSTMENT: Shape(recipient=Role.BODY, operator=True),
+    OperationType.REFUND: Shape(sender=Role.ORIGINAL, recipient=Role.ORIGINAL, refund=True),
 }
 assert set(SHAPES) == set(OperationType), "every operation type has its parties"
 
@@ -74,6 +79,8 @@ def parties_for(
     merchant of a key) is the caller's check, made before this. Messages never repeat the request's
     values (a refused body may carry what must not be echoed)."""
     shape = SHAPES[operation]
+    if shape.refund:
+        raise PartyRefusal(ErrorCode.INVALID_PARTY, "a REFUND names the intent it refunds (refund_of)")
     if destination_ref is not None and not shape.destination_ref:
         raise PartyRefusal(ErrorCode.INVALID_PARTY, "only IPPS_WITHDRAWAL and THAI_QR_PAY take destination_ref")
     if shape.destination_ref and destination_ref is None:
@@ -102,6 +109,15 @@ def parties_for(
     return parties
 
 
+def refund_parties(original: Intent) -> Parties:
+    """The parties of a refund of `original` (a P2P_TRANSFER or MINIAPP_CHARGE; the caller checked):
+    money goes back the way it came, so who was paid pays and who paid is paid."""
+    assert original.operation_type in REFUNDABLE_OPERATIONS, original.operation_type
+    if original.operation_type == OperationType.MINIAPP_CHARGE:
+        return Parties(recipient_id=original.sender_id, merchant_id=original.merchant_id)
+    return Parties(sender_id=original.recipient_id, recipient_id=original.sender_id)
+
+
 def party_refusal(intent: Intent) -> tuple[ErrorCode, str] | None:
     """Why a stored intent's parties do not fit its operation type (validation's check), or None."""
     parties = Parties(intent.sender_id, intent.recipient_id, intent.operator_id, intent.merchant_id)
@@ -112,6 +128,8 @@ def party_refusal_of(
     operation: OperationType, parties: Parties, destination_ref: str | None
 ) -> tuple[ErrorCode, str] | None:
     shape = SHAPES[operation]
+    if shape.refund:
+        return _refund_party_refusal(parties, destination_ref)
     users = {"sender": (shape.sender, parties.sender_id), "recipient": (shape.recipient, parties.recipient_id)}
     for name, (role, user_id) in users.items():
         if (role is None) != (user_id is None):
@@ -127,4 +145,19 @@ def party_refusal_of(
     if shape.destination_ref != bool(destination_ref):
         wanted = "needs" if shape.destination_ref else "takes no"
         return ErrorCode.INVALID_PARTY, f"{operation} {wanted} destination_ref"
+    return None
+
+
+def _refund_party_refusal(parties: Parties, destination_ref: str | None) -> tuple[ErrorCode, str] | None:
+    """A refund pays a user back, from a user (of a P2P_TRANSFER) or from a merchant (of a charge)."""
+    if parties.recipient_id is None or parties.recipient_id <= 0:
+        return ErrorCode.INVALID_PARTY, "a REFUND pays back a user in the wallet"
+    if (parties.sender_id is None) == (parties.merchant_id is None):
+        return ErrorCode.INVALID_PARTY, "a REFUND is paid by a user or by a merchant, one of them"
+    if any(party is not None and party <= 0 for party in (parties.sender_id, parties.merchant_id)):
+        return ErrorCode.INVALID_PARTY, "users and merchants are positive integers"
+    if parties.sender_id == parties.recipient_id:
+        return ErrorCode.SAME_PARTY, "sender and recipient must differ"
+    if parties.operator_id is not None or destination_ref:
+        return ErrorCode.INVALID_PARTY, "a REFUND has no operator and no destination_ref"
     return None

@@ -18,12 +18,21 @@ import orjson
 
 from pm.config.constants import HISTORY_PAGE_MAX
 from pm.domain.ids import uuid5_int
-from pm.domain.intent import OPERATION_NAMED, STATE_NAMED, Intent, OperationType, State, Transition
+from pm.domain.intent import (
+    OPERATION_NAMED,
+    REFUNDABLE_OPERATIONS,
+    STATE_NAMED,
+    ErrorCode,
+    Intent,
+    OperationType,
+    State,
+    Transition,
+)
 
 INTENT_COLUMNS = (
     "id, state, version, operation_type, amount_minor, currency, sender_id, recipient_id, channel, "
     "fee_pre_minor, fee_post_minor, tags, operator_id, error_code, error_message, created_at, updated_at, "
-    "fee_rules, merchant_id, destination_ref"
+    "fee_rules, merchant_id, destination_ref, refund_of"
 )
 
 
@@ -52,6 +61,7 @@ def intent_from_row(row: asyncpg.Record) -> Intent:
         fee_rules=tuple(fee_rules or ()),
         merchant_id=row["merchant_id"],
         destination_ref=row["destination_ref"],
+        refund_of=row.get("refund_of"),
     )
 
 
@@ -103,6 +113,7 @@ class NewIntent:
     destination_ref: str | None = None
     user_id: int | None = None
     nonce: str | None = None
+    refund_of: uuid.UUID | None = None  # REFUND: the original (create_refund reserves its amount)
 
     def __post_init__(self) -> None:
         assert self.amount_minor > 0
@@ -129,9 +140,9 @@ _CREATE_SQL = f"""
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::uuid[], $5::text[], $6::bigint[],
                          $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::jsonb[], $12::bigint[],
-                         $13::text[], $14::bigint[], $15::text[])
+                         $13::text[], $14::bigint[], $15::text[], $16::uuid[])
         AS u(api_key_id, idempotency_key, request_hash, id, operation_type, amount_minor, currency,
-             sender_id, recipient_id, operator_id, tags, merchant_id, destination_ref, user_id, nonce)
+             sender_id, recipient_id, operator_id, tags, merchant_id, destination_ref, user_id, nonce, refund_of)
 ), nonce AS (
     INSERT INTO pm.request_nonce (api_key_id, nonce)
     SELECT api_key_id, nonce FROM input WHERE nonce IS NOT NULL ORDER BY api_key_id, nonce
@@ -149,11 +160,12 @@ WITH input AS (
     RETURNING intent_id
 ), created AS (
     INSERT INTO pm.intent (id, state, version, operation_type, amount_minor, currency, sender_id,
-                           recipient_id, operator_id, tags, api_key_id, idempotency_key, merchant_id, destination_ref)
+                           recipient_id, operator_id, tags, api_key_id, idempotency_key, merchant_id, destination_ref,
+                           refund_of)
     SELECT fresh.id, 'CREATED', 1, fresh.operation_type, fresh.amount_minor, fresh.currency, fresh.sender_id,
            fresh.recipient_id, fresh.operator_id,
            ARRAY(SELECT jsonb_array_elements_text(fresh.tags)), fresh.api_key_id, fresh.idempotency_key,
-           fresh.merchant_id, fresh.destination_ref
+           fresh.merchant_id, fresh.destination_ref, fresh.refund_of
     FROM fresh JOIN claim ON claim.intent_id = fresh.id
     RETURNING {INTENT_COLUMNS}
 ), event AS (
@@ -261,6 +273,7 @@ async def _create_round(conn: asyncpg.Connection | asyncpg.Pool, unique: list[Ne
         [r.destination_ref for r in unique],
         [r.user_id or NO_USER_ID for r in unique],
         [r.nonce for r in unique],
+        [r.refund_of for r in unique],
     )
     by_id = {row["request_id"]: _outcome(row) for row in rows}
     missing = [index for index, intent_id in enumerate(ids) if intent_id not in by_id]
@@ -282,6 +295,66 @@ async def create_intent(conn: asyncpg.Connection | asyncpg.Pool, **fields: Any) 
     fields["tags"] = tuple(fields.get("tags", ()))
     (outcome,) = await create_intents(conn, [NewIntent(**fields)])
     return outcome
+
+
+# -- refunds (sql/0019) ----------------------------------------------------------------------------
+
+# Reserves a refund's amount on its original, in the refund's creating transaction: the row lock makes
+# concurrent refunds of one intent wait on each other, and each re-checks the condition on the row as the
+# one before left it (READ COMMITTED), so their sum never passes the original's amount.
+_RESERVE_REFUND_SQL = """
+UPDATE pm.intent SET refunded_minor = refunded_minor + $2
+WHERE id = $1 AND state = 'SETTLED' AND operation_type = ANY($3::text[]) AND refunded_minor + $2 <= amount_minor
+RETURNING refunded_minor
+"""
+_REFUNDABLE_SQL = "SELECT state, operation_type, amount_minor, refunded_minor FROM pm.intent WHERE id = $1"
+
+
+class RefundRefusal(Exception):
+    """The original cannot take this refund now: `code` is NOT_REFUNDABLE or REFUND_EXCEEDS_ORIGINAL."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+async def create_refund(pool: asyncpg.Pool, request: NewIntent) -> CreateOutcome:
+    """`create_intents` for one REFUND, with its amount reserved on the original in the same transaction,
+    or RefundRefusal with nothing written (but the request's nonce, claimed alone: a refused request
+    cannot be replayed into a refund once room frees up). A replay of a created refund (same
+    Idempotency-Key) answers as `create_intents` does and reserves nothing again."""
+    assert request.operation_type == OperationType.REFUND and request.refund_of is not None
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            (outcome,) = await create_intents(conn, [request])
+            refusal = None if outcome.created is None else await _reserve_refund(conn, request)
+        except BaseException:
+            await transaction.rollback()
+            raise
+        if refusal is None:
+            await transaction.commit()
+            return outcome
+        await transaction.rollback()
+    if request.nonce is not None:
+        await claim_nonces(pool, [(request.api_key_id, request.nonce)])
+    raise refusal
+
+
+async def _reserve_refund(conn: asyncpg.Connection, request: NewIntent) -> RefundRefusal | None:
+    """Reserve the refund's amount on its original; None when done, else why not (to roll back)."""
+    refundable = sorted(str(operation) for operation in REFUNDABLE_OPERATIONS)
+    reserved = await conn.fetchval(_RESERVE_REFUND_SQL, request.refund_of, request.amount_minor, refundable)
+    if reserved is not None:
+        return None
+    row = await conn.fetchrow(_REFUNDABLE_SQL, request.refund_of)
+    if row is None or row["state"] != "SETTLED" or row["operation_type"] not in refundable:
+        return RefundRefusal(ErrorCode.NOT_REFUNDABLE, "only a SETTLED P2P_TRANSFER or MINIAPP_CHARGE is refunded")
+    left_minor = row["amount_minor"] - row["refunded_minor"]
+    message = f"the refunds of this intent would pass its amount: {left_minor} minor units are left to refund"
+    return RefundRefusal(ErrorCode.REFUND_EXCEEDS_ORIGINAL, message)
 
 
 _COMPLETE_SQL = """

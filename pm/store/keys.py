@@ -55,6 +55,9 @@ SCOPES = (SCOPE_INTENTS_WRITE, SCOPE_INTENTS_READ, SCOPE_BALANCE_READ, SCOPE_ADM
 
 # What a merchant-bound key (a mini-app backend) may create: its own charges and credits, nothing else.
 MERCHANT_OPERATIONS = frozenset({OperationType.MINIAPP_CHARGE, OperationType.MINIAPP_CREDIT})
+# What a merchant-bound key may create: its MINIAPP types, and refunds of its own charges (the gateway
+# checks that the charge is its merchant's; gateway/refunds.py). Not given by default: `--operations`.
+MERCHANT_KEY_OPERATIONS = MERCHANT_OPERATIONS | {OperationType.REFUND}
 # What an operator's key alone may create (and only with the admin scope).
 ADMIN_OPERATIONS = frozenset({OperationType.ADMIN_ADJUSTMENT})
 # `--operations none`: a key that may create no intent at all (e.g. a reader's).
@@ -128,7 +131,7 @@ class ApiKey:
     def may_create(self, operation: OperationType) -> bool:
         """Whether this key may create an intent of `operation`: in its list, and for a merchant-bound key
         only the merchant's own operations, whatever the list says (defence in depth)."""
-        if self.merchant_id is not None and operation not in MERCHANT_OPERATIONS:
+        if self.merchant_id is not None and operation not in MERCHANT_KEY_OPERATIONS:
             return False
         return operation in self.operations
 
@@ -196,10 +199,10 @@ def key_operations(
     chosen = parse_operations(operations)
     if chosen and not can_write:
         raise ApiKeyError(f"operation types need the {SCOPE_INTENTS_WRITE} (or {SCOPE_ADMIN}) scope")
-    if merchant_id is not None and not chosen <= MERCHANT_OPERATIONS:
+    if merchant_id is not None and not chosen <= MERCHANT_KEY_OPERATIONS:
         raise ApiKeyError(
-            f"a merchant-bound key may only create {', '.join(sorted(MERCHANT_OPERATIONS))};"
-            f" not {', '.join(sorted(chosen - MERCHANT_OPERATIONS))}"
+            f"a merchant-bound key may only create {', '.join(sorted(MERCHANT_KEY_OPERATIONS))};"
+            f" not {', '.join(sorted(chosen - MERCHANT_KEY_OPERATIONS))}"
         )
     if merchant_id is None and chosen & MERCHANT_OPERATIONS:
         raise ApiKeyError("MINIAPP_CHARGE and MINIAPP_CREDIT need a key bound to a merchant (--merchant-id)")

@@ -37,6 +37,7 @@ DEFAULT_ROUTES = {
     "MINIAPP_CHARGE": "MINIAPP",
     "MINIAPP_CREDIT": "MINIAPP",
     "ADMIN_ADJUSTMENT": "ADJUSTMENT",
+    "REFUND": "REFUND",  # sql/0019
 }
 ALL_NAMES = sorted(path.name for path in MIGRATIONS_DIR.glob("*.sql"))
 
@@ -61,9 +62,7 @@ async def connect() -> AsyncIterator[Callable[[str], Awaitable[asyncpg.Connectio
 
 
 async def _recorded(connection: asyncpg.Connection) -> list[asyncpg.Record]:
-    return await connection.fetch(
-        "SELECT version, name, checksum, applied_at FROM pm.schema_migrations ORDER BY 1"
-    )
+    return await connection.fetch("SELECT version, name, checksum, applied_at FROM pm.schema_migrations ORDER BY 1")
 
 
 async def test_migrates_an_empty_database_and_seeds_default_routes(empty_database: str, connect) -> None:
@@ -101,9 +100,7 @@ async def test_concurrent_runners_apply_each_file_exactly_once(empty_database: s
     assert await connection.fetchval("SELECT count(*) FROM pm.payment_route") == len(DEFAULT_ROUTES)
 
 
-async def test_an_applied_file_that_was_edited_is_refused(
-    empty_database: str, tmp_path: Path, connect
-) -> None:
+async def test_an_applied_file_that_was_edited_is_refused(empty_database: str, tmp_path: Path, connect) -> None:
     directory = tmp_path / "sql"
     shutil.copytree(MIGRATIONS_DIR, directory)
     await migrate(empty_database, directory)
@@ -302,11 +299,11 @@ async def test_0017_puts_limit_rules_in_thb_and_routes_in_the_currencies_they_se
         " VALUES ('IPPS_WITHDRAWAL', 1, 1000, 'IPPS_TRANSFER', 5, false)"
     )
     generation = await connection.fetchval("SELECT generation FROM pm.rule_generation")
-    await migrate(empty_database)
+    await _migrated_to(empty_database, tmp_path, 17)
     assert await connection.fetchval("SELECT currency FROM pm.limit_rule WHERE id = $1", rule_id) == "THB"
     routes = await connection.fetch("SELECT channel, currencies, version FROM pm.payment_route ORDER BY id")
     psp = {"IPPS_TRANSFER", "QP_TRANSFER"}
-    assert len(routes) == len(DEFAULT_ROUTES) + 1
+    assert len(routes) == len(DEFAULT_ROUTES) - 1 + 1  # without 0019's REFUND route, with the one made here
     for route in routes:
         expected = ["THB"] if route["channel"] in psp else ["EUR", "THB", "USD"]
         assert (route["channel"], route["currencies"], route["version"]) == (route["channel"], expected, 1)
@@ -332,3 +329,33 @@ async def test_0017_puts_limit_rules_in_thb_and_routes_in_the_currencies_they_se
         with pytest.raises(asyncpg.CheckViolationError):
             await connection.execute(insert, priority, refused)
     await connection.execute(insert, 20, ["THB", "USD"])
+
+
+async def test_0019_lets_merchant_keys_refund_and_holds_refunds_to_their_original(
+    empty_database: str, tmp_path: Path, connect
+) -> None:
+    await _migrated_to(empty_database, tmp_path, 18)
+    connection = await connect(empty_database)
+    key = ("INSERT INTO pm.api_key (key_id, name, secret, scopes, merchant_id, operations)"
+           " VALUES ($1, $1, 's', ARRAY['intents:write'], 7, $2)")  # fmt: skip
+    with pytest.raises(asyncpg.CheckViolationError):
+        await connection.execute(key, "pmk_before0019", ["MINIAPP_CHARGE", "REFUND"])
+    await migrate(empty_database)
+    await connection.execute(key, "pmk_after0019", ["MINIAPP_CHARGE", "REFUND"])
+    with pytest.raises(asyncpg.CheckViolationError):  # still nothing else
+        await connection.execute(key, "pmk_p2p0019", ["MINIAPP_CHARGE", "P2P_TRANSFER"])
+    route = await connection.fetchrow(
+        "SELECT channel, currencies FROM pm.payment_route WHERE operation_type = 'REFUND'"
+    )
+    assert (route["channel"], route["currencies"]) == ("REFUND", ["EUR", "THB", "USD"])
+    insert = ("INSERT INTO pm.intent (id, state, version, operation_type, amount_minor, currency, sender_id,"
+              " recipient_id, api_key_id, idempotency_key, refund_of, refunded_minor)"
+              " VALUES ($1::uuid, 'SETTLED', 6, $2, 100, 'THB', 1, 2, 'k', $1::uuid::text, $3, $4)")  # fmt: skip
+    original = uuid.uuid4()
+    await connection.execute(insert, original, "P2P_TRANSFER", None, 100)
+    p2p = "P2P_TRANSFER"
+    refused = [(p2p, None, 101), ("REFUND", None, 0), (p2p, original, 0), (p2p, None, -1)]
+    for operation, refund_of, refunded_minor in refused:
+        with pytest.raises(asyncpg.CheckViolationError):
+            await connection.execute(insert, uuid.uuid4(), operation, refund_of, refunded_minor)
+    await connection.execute(insert, uuid.uuid4(), "REFUND", original, 0)

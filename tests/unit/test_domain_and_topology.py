@@ -94,6 +94,7 @@ def test_api_json_shape() -> None:
         "id", "state", "version", "operation_type", "amount_minor", "currency", "sender_id", "recipient_id",
         "channel", "fee_pre_minor", "fee_post_minor", "error", "created_at", "updated_at",
         "merchant_id", "destination_ref",  # issue 5: mini-app and payout intents
+        "refund_of",  # issue 13 part 4: a refund names its original
     }  # fmt: skip
     assert body["error"] == {"code": "NO_ROUTE", "message": "none"}
     assert intent().to_json()["error"] is None

@@ -31,7 +31,8 @@ def _key(**fields: object) -> keys.ApiKey:
 def test_a_merchant_key_may_create_only_its_own_operations_whatever_its_list_says() -> None:
     # A list that slipped past every other check (say, an edited row) still grants a merchant nothing else.
     merchant = _key(merchant_id=7, operations=frozenset(OperationType))
-    assert {op for op in OperationType if merchant.may_create(op)} == keys.MERCHANT_OPERATIONS
+    assert {op for op in OperationType if merchant.may_create(op)} == keys.MERCHANT_KEY_OPERATIONS
+    assert keys.MERCHANT_KEY_OPERATIONS == keys.MERCHANT_OPERATIONS | {OperationType.REFUND}  # its own charges
     plain = _key()
     assert {op for op in OperationType if plain.may_create(op)} == USER_TYPES
     assert not _key(operations=frozenset()).may_create(OperationType.P2P_TRANSFER)

@@ -9,7 +9,15 @@ import uuid
 import pytest
 
 from pm.domain.intent import ErrorCode, Intent, OperationType, State
-from pm.domain.parties import SHAPES, Parties, PartyRefusal, parties_for, party_refusal
+from pm.domain.parties import (
+    SHAPES,
+    Parties,
+    PartyRefusal,
+    parties_for,
+    party_refusal,
+    party_refusal_of,
+    refund_parties,
+)
 
 OP = OperationType
 USER, OTHER, MERCHANT = 1001, 1002, 77
@@ -50,7 +58,7 @@ def test_parties_that_do_not_fit_are_refused_with_their_code(operation: Operatio
     assert refused.value.code == code
 
 
-@pytest.mark.parametrize("operation", [op for op, shape in SHAPES.items() if not shape.operator])
+@pytest.mark.parametrize("operation", [op for op, shape in SHAPES.items() if not (shape.operator or shape.refund)])
 def test_a_users_operation_needs_the_acting_user(operation: OperationType) -> None:
     asked = {"recipient_id": OTHER} if operation == OP.P2P_TRANSFER else {}
     asked |= {"destination_ref": "tok_a"} if SHAPES[operation].destination_ref else {}
@@ -83,3 +91,37 @@ def _intent(operation: OperationType, **fields) -> Intent:
 def test_a_stored_intent_is_held_to_the_same_table(intent: Intent, code: ErrorCode | None) -> None:
     refusal = party_refusal(intent)
     assert (refusal[0] if refusal else None) == code
+
+
+def _settled(operation: OperationType, **parties: int) -> Intent:
+    return Intent(id=uuid.uuid4(), state=State.SETTLED, version=6, operation_type=operation, amount_minor=500,
+                  currency="THB", sender_id=parties.get("sender_id"), recipient_id=parties.get("recipient_id"),
+                  merchant_id=parties.get("merchant_id"))  # fmt: skip
+
+
+def test_a_refund_swaps_the_originals_sides() -> None:
+    transfer = _settled(OP.P2P_TRANSFER, sender_id=USER, recipient_id=OTHER)
+    assert refund_parties(transfer) == Parties(sender_id=OTHER, recipient_id=USER)
+    charge = _settled(OP.MINIAPP_CHARGE, sender_id=USER, merchant_id=MERCHANT)
+    assert refund_parties(charge) == Parties(recipient_id=USER, merchant_id=MERCHANT)
+    for original in (transfer, charge):
+        assert party_refusal_of(OP.REFUND, refund_parties(original), None) is None
+    with pytest.raises(PartyRefusal) as refused:  # parties come from the original, never from the body
+        parties_for(OP.REFUND, acting_user_id=USER, recipient_id=OTHER)
+    assert refused.value.code == ErrorCode.INVALID_PARTY
+
+
+@pytest.mark.parametrize(
+    ("parties", "code"),
+    [
+        (Parties(sender_id=OTHER), ErrorCode.INVALID_PARTY),  # pays nobody back
+        (Parties(recipient_id=USER), ErrorCode.INVALID_PARTY),  # paid by no one
+        (Parties(sender_id=OTHER, recipient_id=USER, merchant_id=MERCHANT), ErrorCode.INVALID_PARTY),  # by both
+        (Parties(sender_id=USER, recipient_id=USER), ErrorCode.SAME_PARTY),
+        (Parties(sender_id=OTHER, recipient_id=USER, operator_id=USER), ErrorCode.INVALID_PARTY),
+        (Parties(recipient_id=USER, merchant_id=-1), ErrorCode.INVALID_PARTY),
+    ],
+)
+def test_a_stored_refund_that_does_not_fit_is_refused(parties: Parties, code: ErrorCode) -> None:
+    refusal = party_refusal_of(OP.REFUND, parties, None)
+    assert refusal is not None and refusal[0] == code
