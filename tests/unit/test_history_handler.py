@@ -97,11 +97,15 @@ async def test_a_batch_gives_back_refused_places_then_writes_history_and_finishe
     assert str(rejected.id) in args and str(settled.id) not in args
     sql, arguments = calls[1][1]
     assert "ON CONFLICT (user_id, intent_id) DO NOTHING" in sql and "SET finished = true" in sql
-    expected, rows = history.write_arguments(batch)
+    in_id_order = sorted(batch, key=lambda intent: intent.id)  # one lock order for every consumer
+    expected, rows = history.write_arguments(in_id_order)
     assert rows == 4  # settled: a debit and a credit; rejected: the sender's; failed top-up: the recipient's
-    assert list(arguments) == [*expected, [i.id for i in batch]]
-    assert arguments[0] == [ALICE, BOB, ALICE, BOB]
-    assert arguments[5] == [10_150, 9_960, 0, 0]  # amounts: PRE fee on the debit, POST fee off the credit
+    assert list(arguments) == [*expected, [i.id for i in in_id_order]]
+    assert arguments[1] == sorted(arguments[1])
+    # (user, intent) -> amount: PRE fee on the debit, POST fee off the credit; nothing for a refused one
+    assert dict(zip(zip(arguments[0], arguments[1], strict=True), arguments[5], strict=True)) == {
+        (ALICE, settled.id): 10_150, (BOB, settled.id): 9_960, (ALICE, rejected.id): 0, (BOB, failed_topup.id): 0,
+    }
 
 
 async def test_a_settled_batch_calls_no_release(recorded) -> None:
