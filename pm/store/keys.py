@@ -49,9 +49,11 @@ from pm.domain.signing import new_secret
 SCOPE_INTENTS_WRITE = "intents:write"
 SCOPE_INTENTS_READ = "intents:read"
 SCOPE_BALANCE_READ = "balance:read"
+# The app's (the nginx edge's key): confirm the user's mini-app charges, grant and revoke allowances.
+SCOPE_CONSENT_WRITE = "consent:write"
 # Grants every other scope too, and reading any intent (not only a party's).
 SCOPE_ADMIN = "admin"
-SCOPES = (SCOPE_INTENTS_WRITE, SCOPE_INTENTS_READ, SCOPE_BALANCE_READ, SCOPE_ADMIN)
+SCOPES = (SCOPE_INTENTS_WRITE, SCOPE_INTENTS_READ, SCOPE_BALANCE_READ, SCOPE_CONSENT_WRITE, SCOPE_ADMIN)
 
 # What a merchant-bound key (a mini-app backend) may create: its own charges and credits, nothing else.
 MERCHANT_OPERATIONS = frozenset({OperationType.MINIAPP_CHARGE, OperationType.MINIAPP_CREDIT})
