@@ -123,8 +123,9 @@ class ApiKey:
         assert scope in SCOPES, scope
         if self.merchant_id is not None:
             # A merchant's key is never an operator's, whatever its row says (defence in depth beside
-            # create_key's refusal): no admin endpoints, no reading other users' intents.
-            return scope in self.scopes and scope != SCOPE_ADMIN
+            # create_key's refusal): no admin endpoints, no reading other users' intents, and no consent
+            # for a user (it signs X-User-Id itself: it would confirm its own charges).
+            return scope in self.scopes and scope not in (SCOPE_ADMIN, SCOPE_CONSENT_WRITE)
         return scope in self.scopes or SCOPE_ADMIN in self.scopes
 
     def may_create(self, operation: OperationType) -> bool:
@@ -186,6 +187,9 @@ def key_operations(
     """The operation list a new key gets, or the refusal. Without a list: a merchant key that can write
     gets its two MINIAPP types, a key that cannot write intents none, and any other key must say."""
     can_write = SCOPE_INTENTS_WRITE in scopes or SCOPE_ADMIN in scopes
+    if merchant_id is not None and SCOPE_CONSENT_WRITE in scopes:
+        # A merchant signs its own X-User-Id: with consent:write it could confirm its own charges.
+        raise ApiKeyError(f"a merchant-bound key may not have the {SCOPE_CONSENT_WRITE} scope")
     if operations is None:
         if not can_write:
             return frozenset()
