@@ -2,6 +2,8 @@
 
     POST   /intents/{id}/confirm             -> 200 the intent (VALIDATED, on to the fees stage)
     PUT    /api/pm/allowances/{merchant_id}  {"daily_max_minor": N, "currency": "THB"} -> 200 the allowance
+           /api/pm/allowances/{merchant_id}?daily_max_minor=N&currency=THB, empty body: the same (the
+           nginx edge's form: it forwards no body, since the Auth Center cannot sign one it never sees)
     DELETE /api/pm/allowances/{merchant_id}  -> 200 {"revoked": n}
     GET    /api/pm/allowances                -> 200 {"items": [...]}: cap and what today used of it
 
@@ -102,7 +104,11 @@ async def put_allowance(request: web.Request) -> web.Response:
     user_id = acting_user(request, required=True)
     assert user_id is not None
     merchant_id = _merchant_id(request)
-    daily_max_minor, currency = _allowance_body(await request.read())
+    body = await request.read()
+    if body:
+        daily_max_minor, currency = _allowance_body(body)
+    else:
+        daily_max_minor, currency = _allowance_query(request)
     row = await allowances.grant(request.app[DATABASE], user_id, merchant_id, currency, daily_max_minor)
     return json_response(_allowance_json(row, used_today_minor=None))
 
@@ -122,6 +128,16 @@ def _allowance_body(body: bytes) -> tuple[int, str]:
         message = f"currency must be one of {', '.join(sorted(CURRENCY_LEDGER))}"
         raise validation_failed(message, ErrorCode.UNSUPPORTED_CURRENCY)
     return amount, currency
+
+
+def _allowance_query(request: web.Request) -> tuple[int, str]:
+    query = request.query
+    if set(query) != {"daily_max_minor", "currency"} or len(query) != 2:
+        raise validation_failed("send ?daily_max_minor=N&currency=THB (or the JSON body), each once")
+    text = query["daily_max_minor"]
+    if not (text.isascii() and text.isdigit() and len(text) <= 16):
+        raise validation_failed(f"daily_max_minor must be an integer from 1 to {ALLOWANCE_MINOR_MAX}")
+    return _allowance_body(orjson.dumps({"daily_max_minor": int(text), "currency": query["currency"]}))
 
 
 async def delete_allowance(request: web.Request) -> web.Response:
