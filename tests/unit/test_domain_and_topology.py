@@ -64,6 +64,9 @@ def test_only_listed_transitions_are_allowed() -> None:
     # dispatch while its connector submits it); only what holds none is REJECTED.
     assert {a for a, b in allowed if b == State.FAILED} == {State.CLEARED, State.AUTHORIZED}
     assert State.AUTHORIZED not in {a for a, b in allowed if b == State.REJECTED}
+    # A charge waiting for its user holds nothing: it comes only from CREATED, and goes on or is refused.
+    assert {a for a, b in allowed if b == State.AWAITING_CONFIRMATION} == {State.CREATED}
+    assert TRANSITIONS[State.AWAITING_CONFIRMATION] == {State.VALIDATED, State.REJECTED}
 
 
 def test_refusals_carry_a_code_and_progress_does_not() -> None:
@@ -163,6 +166,11 @@ def _document() -> dict:
         (lambda d: d["stages"]["fees"].update(input_states=["CREATED"]), "CREATED must be .* exactly 1 stage, not 2"),
         (lambda d: d["stages"]["fees"].update(input_states=["VALIDATED", "SETTLED"]), "SETTLED must be .*, not 2"),
         (lambda d: d["stages"].pop("history"), "SETTLED must be consumed by exactly 1 stage, not 0"),
+        # A charge waiting for its user is published on by the confirmation, never read by a stage.
+        (
+            lambda d: d["stages"]["fees"].update(input_states=["VALIDATED", "AWAITING_CONFIRMATION"]),
+            "AWAITING_CONFIRMATION waits outside the pipeline",
+        ),
         (_move_settled_to_fees, "stage 'fees': input_states mixes final and open states"),
         (lambda d: d["stages"]["fees"].update(stream="pm:intents:created"), "share a stream"),
     ],
