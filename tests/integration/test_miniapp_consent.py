@@ -216,3 +216,52 @@ async def test_a_covered_charge_that_fails_gives_its_allowance_back_once(fresh_d
         assert await used_minor(world, user, merchant_id) == 300
         assert await pipeline.balance(user) == (0, 0)
         await assert_clean_ledger(world)
+
+
+async def test_a_bad_allowance_is_refused_with_a_stable_code_and_nothing_written(fresh_database, redis_url) -> None:
+    async with gateway_on_pipeline(fresh_database, redis_url) as world:
+        user, merchant_id = new_id(), new_id()
+        _, app_key = await keys_of(world, merchant_id)
+        refusals = [
+            (
+                f"/api/pm/allowances/{merchant_id}",
+                b'{"daily_max_minor": 0, "currency": "THB"}',
+                422,
+                "VALIDATION_FAILED",
+            ),
+            (
+                f"/api/pm/allowances/{merchant_id}",
+                b'{"daily_max_minor": 1.5, "currency": "THB"}',
+                422,
+                "VALIDATION_FAILED",
+            ),
+            (
+                f"/api/pm/allowances/{merchant_id}",
+                b'{"daily_max_minor": 100, "currency": "XXX"}',
+                422,
+                "UNSUPPORTED_CURRENCY",
+            ),
+            (
+                f"/api/pm/allowances/{merchant_id}",
+                b'{"daily_max_minor": 100, "currency": "THB", "x": 1}',
+                422,
+                "VALIDATION_FAILED",
+            ),
+            (f"/api/pm/allowances/{merchant_id}", b"not json", 400, "BAD_REQUEST"),
+            (f"/api/pm/allowances/{merchant_id}?daily_max_minor=-5&currency=THB", b"", 422, "VALIDATION_FAILED"),
+            (f"/api/pm/allowances/{merchant_id}?currency=THB", b"", 422, "VALIDATION_FAILED"),
+            ("/api/pm/allowances/0", b'{"daily_max_minor": 100, "currency": "THB"}', 400, "BAD_REQUEST"),
+        ]
+        for path, body, status, code in refusals:
+            response = await world.send("PUT", path, key=app_key, body=body, user_id=user)
+            assert await error_of(response) == (status, code), (path, body)
+        no_user = await world.send("GET", "/api/pm/allowances", key=app_key)
+        assert await error_of(no_user) == (400, "BAD_REQUEST")
+        rows = await world.pipeline.context.pool.fetchval(
+            "SELECT count(*) FROM pm.miniapp_allowance WHERE user_id = $1", user
+        )
+        assert rows == 0
+        # The edge's form (an empty body, the cap in the query) is the same grant.
+        path = f"/api/pm/allowances/{merchant_id}?daily_max_minor=700&currency=THB"
+        granted = await world.send("PUT", path, key=app_key, user_id=user)
+        assert granted.status == 200 and (await granted.json())["daily_max_minor"] == 700
