@@ -17,6 +17,7 @@ from consumers.validation import reservation_of
 from ledger import accounts
 from pm.domain.intent import ErrorCode, State
 from pm.store import allowances
+from pm.store import intents as store
 from tests.support.gateway_pipeline import GatewayPipeline, Key, error_of, gateway_on_pipeline
 from tests.support.pipeline import transfers_in_ledger
 
@@ -162,9 +163,15 @@ async def test_an_allowance_skips_confirmation_until_revoked(fresh_database, red
         assert "AWAITING_CONFIRMATION" not in await pipeline.states(within)
         over = await charge(world, merchant_key, user, 401)  # 600 + 401 > 1,000: asks the user
         assert await settled_or_waiting(world, [over]) == {over: "AWAITING_CONFIRMATION"}
+        # A stale redelivery of the waiting charge to validation, once it would fit, takes no place.
+        await grant(world, app_key, user, merchant_id, 1_001)
+        waiting = await store.load_intent(pipeline.context.pool, over)
+        assert waiting is not None
+        assert await allowances.reserve(pipeline.context.pool, [reservation_of(waiting)]) == set()
+        assert await used_minor(world, user, merchant_id) == 600
         listed = await world.send("GET", "/api/pm/allowances", key=app_key, user_id=user)
         [item] = (await listed.json())["items"]
-        assert (item["merchant_id"], item["daily_max_minor"], item["used_today_minor"]) == (merchant_id, 1_000, 600)
+        assert (item["merchant_id"], item["daily_max_minor"], item["used_today_minor"]) == (merchant_id, 1_001, 600)
 
         revoked = await world.send("DELETE", f"/api/pm/allowances/{merchant_id}", key=app_key, user_id=user)
         assert (await revoked.json()) == {"revoked": 1}
