@@ -84,7 +84,8 @@ async def list_for_user(pool: asyncpg.Pool, user_id: int, day: date) -> list[asy
 # One round: every (user, merchant, currency, day) at most once (ON CONFLICT DO UPDATE may touch a row
 # once per statement). `fresh`: still CREATED (a stale redelivery of a charge already waiting for its
 # user must not take a place it would never give back before its end), not reserved before (a
-# redelivery keeps its first answer) and under an allowance. The upsert adds the amount only where it still fits the cap, re-checked under the row lock.
+# redelivery keeps its first answer) and under an allowance. The upsert adds the amount only where it
+# still fits the cap, re-checked under the row lock.
 _RESERVE_SQL = """
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::text[], $5::date[], $6::bigint[])
