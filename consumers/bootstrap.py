@@ -52,6 +52,7 @@ async def open_stage_context(
                 dead_letter_entries_max=settings.dead_letter_stream_entries_max,
                 idempotency_retention_s=settings.idempotency_retention_s,
                 ledger_check_interval_s=settings.ledger_check_interval_s,
+                miniapp_confirmation_timeout_s=settings.miniapp_confirmation_timeout_s,
                 balance_snapshot_interval_s=settings.balance_snapshot_interval_s,
                 consumer_prune_idle_s=settings.stream_consumer_prune_idle_s,
                 webhook_retention_s=settings.webhook_retention_s,

@@ -23,6 +23,7 @@ from pm.config.constants import (
     CONSUMER_PRUNE_IDLE_S_DEFAULT,
     IDEMPOTENCY_RETENTION_S_DEFAULT,
     LEDGER_CHECK_INTERVAL_S_DEFAULT,
+    MINIAPP_CONFIRMATION_TIMEOUT_S_DEFAULT,
     PSP_EVENT_RETENTION_S_DEFAULT,
     WEBHOOK_RETENTION_S_DEFAULT,
 )
@@ -95,6 +96,8 @@ class StageContext:
     # PM_PSP_EVENT_RETENTION_S).
     webhook_retention_s: float = WEBHOOK_RETENTION_S_DEFAULT
     psp_event_retention_s: float = PSP_EVENT_RETENTION_S_DEFAULT
+    # How long a mini-app charge waits for its user before the poller expires it (PM_MINIAPP_CONFIRMATION_TIMEOUT_S).
+    miniapp_confirmation_timeout_s: int = MINIAPP_CONFIRMATION_TIMEOUT_S_DEFAULT
     # How often the poller checks the ledger for the metrics (PM_LEDGER_CHECK_INTERVAL_S; 0: never).
     ledger_check_interval_s: float = LEDGER_CHECK_INTERVAL_S_DEFAULT
     # How often the poller snapshots balances into PostgreSQL (PM_BALANCE_SNAPSHOT_INTERVAL_S; 0: never).

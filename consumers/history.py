@@ -5,7 +5,8 @@ Redis call that publishes its final status message), and by the status poller, w
 intent not yet `finished` (a lost entry; a Redis that lost its data). Per batch:
 
 1. give back the places the REJECTED and FAILED intents took in the limit counters: one Redis call,
-   idempotent per intent (pm/redis/limit_counters.py marks each release);
+   idempotent per intent (pm/redis/limit_counters.py marks each release), and the mini-app allowance
+   their charges reserved: one statement, each reservation once (pm/store/allowances.py `released_at`);
 2. one statement writes every user's history row of the batch (pm/domain/history.py; ON CONFLICT DO
    NOTHING on the table's key (user_id, intent_id)), sets `finished`, which takes the intents off the
    status poller's work list, and gives the amount of each REFUND that ended REJECTED or FAILED back to
@@ -22,8 +23,9 @@ from __future__ import annotations
 from consumers.context import StageContext
 from pm.config import metrics
 from pm.domain import history
-from pm.domain.intent import TERMINAL_STATES, Intent, Transition
+from pm.domain.intent import TERMINAL_STATES, Intent, OperationType, State, Transition
 from pm.redis import limit_counters
+from pm.store import allowances
 
 
 class NotFinalError(ValueError):
@@ -58,6 +60,12 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
         raise NotFinalError(f"the history stage takes only final intents, not {names}")
     rules = await context.rules.current(context.pool)
     await limit_counters.release_refused(context.redis, rules.limit_rules, intents)
+    unpaid_charges = [
+        intent.id
+        for intent in intents
+        if intent.operation_type == OperationType.MINIAPP_CHARGE and intent.state in (State.REJECTED, State.FAILED)
+    ]
+    await allowances.release(context.pool, sorted(unpaid_charges))
     # In intent id order: two history consumers writing overlapping batches (a duplicate from the feed and
     # one from a re-drive, in other orders) then lock the rows in one order and never deadlock.
     ordered = sorted(intents, key=lambda intent: intent.id)

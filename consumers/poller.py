@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 import asyncpg
 
-from consumers import psp_watch
+from consumers import confirmations, psp_watch
 from consumers.balance_snapshot import Snapshots, snapshot_once
 from consumers.context import StageContext
 from consumers.outbox import REVIEW_STREAM_LENGTH_MAX
@@ -322,6 +322,7 @@ async def _run_rounds(context: StageContext, stop: asyncio.Event) -> None:
                 log.warning("recovered from the loss of Redis's data: every unfinished intent re-driven")
                 recovery = None
             await redrive_once(context)
+            await confirmations.expire_once(context)
             if context.psp is not None:
                 await psp_watch.check_due(context.pool, context.psp)
             if started_s - last_trim_s >= config.trim_interval_ms / 1000:

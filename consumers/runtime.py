@@ -55,7 +55,7 @@ from pm.config.constants import (
     SUBSCRIBER_CHECK_INTERVAL_S,
 )
 from pm.config.topology import Stage, Topology
-from pm.domain.intent import TERMINAL_STATES, Intent
+from pm.domain.intent import TERMINAL_STATES, WAITING_STATES, Intent
 from pm.redis import streams
 from pm.redis.wire import redis_unavailable
 from pm.store.intents import TransitionResult, apply_transitions
@@ -260,6 +260,9 @@ class StageRunner:
             if intent.state in TERMINAL_STATES:
                 # The end of the pipeline: the outbox worker publishes its status message from its event
                 # row and, in the same Redis call, adds it to the history stage's stream.
+                continue
+            if intent.state in WAITING_STATES:
+                # Waits for its user: the confirmation (gateway) publishes it on; no stage reads it.
                 continue
             if result.applied:
                 entries.append((topology.stage_for_state(intent.state).stream, streams.entry_fields(intent)))

@@ -7,6 +7,11 @@ NO_ROUTE), its channel exists, carries the operation type and the currency (a PS
 UNSUPPORTED_CURRENCY, before anything is held), and the channel's own checks pass. Then the ledger
 accounts the intent will touch are created (first use; `exists` is success) with one ledger call for the
 whole batch.
+
+A MINIAPP_CHARGE needs its user's consent (sql/0018): one that an allowance the user granted its
+merchant covers (what is left of today's cap, reserved in pm/store/allowances.py) goes on VALIDATED;
+any other waits AWAITING_CONFIRMATION (nothing held, no stage reads it) for POST /intents/{id}/confirm
+or the status poller's expiry.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ import tigerbeetle as tb
 import channels
 from consumers.context import StageContext
 from ledger.accounts import CURRENCY_LEDGER, NamedAccount
-from pm.domain.intent import ErrorCode, Intent, State, Transition, advance, reject
+from pm.domain.intent import ErrorCode, Intent, OperationType, State, Transition, advance, reject
+from pm.domain.limits import WALLET_TIME_ZONE
 from pm.domain.parties import party_refusal
 from pm.domain.rules import Rules
+from pm.store import allowances
 
 OK_ACCOUNT_STATUSES = (tb.CreateAccountStatus.CREATED, tb.CreateAccountStatus.EXISTS)
 
@@ -52,10 +59,10 @@ def decide(intent: Intent, rules: Rules) -> Transition:
 
 async def handle(intents: list[Intent], context: StageContext) -> list[Transition]:
     rules = await context.rules.current(context.pool)
-    transitions = [decide(intent, rules) for intent in intents]
+    transitions = await _ask_consent(intents, [decide(intent, rules) for intent in intents], context)
     needed: dict[int, NamedAccount] = {}
     for intent, transition in zip(intents, transitions, strict=True):
-        if transition.new == State.VALIDATED:
+        if transition.new in (State.VALIDATED, State.AWAITING_CONFIRMATION):
             channel = channels.channel_named(transition.channel)
             assert channel is not None
             for account in channel.accounts(intent):
@@ -71,3 +78,33 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
         raise AccountCreationError(f"ledger refused accounts: {refused}")
     context.known_accounts.add([account.id for account in unknown])
     return transitions
+
+
+async def _ask_consent(intents: list[Intent], transitions: list[Transition], context: StageContext) -> list[Transition]:
+    """A valid MINIAPP_CHARGE goes on only within its user's allowance for its merchant; else it waits."""
+    charges = [
+        intent
+        for intent, transition in zip(intents, transitions, strict=True)
+        if transition.new == State.VALIDATED and intent.operation_type == OperationType.MINIAPP_CHARGE
+    ]
+    if not charges:
+        return transitions
+    covered = await allowances.reserve(context.pool, [reservation_of(intent) for intent in charges])
+    waiting = {intent.id for intent in charges if intent.id not in covered}
+    return [
+        advance(intent, State.AWAITING_CONFIRMATION, channel=transition.channel) if intent.id in waiting else transition
+        for intent, transition in zip(intents, transitions, strict=True)
+    ]
+
+
+def reservation_of(intent: Intent) -> allowances.Reservation:
+    """A charge counts on the day (Asia/Bangkok) it was created, whichever delivery reserves it."""
+    assert intent.sender_id is not None and intent.merchant_id is not None and intent.created_at is not None
+    return allowances.Reservation(
+        intent_id=intent.id,
+        user_id=intent.sender_id,
+        merchant_id=intent.merchant_id,
+        currency=intent.currency,
+        day=intent.created_at.astimezone(WALLET_TIME_ZONE).date(),
+        amount_minor=intent.amount_minor,
+    )

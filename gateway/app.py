@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
 
-from gateway import account, admin_fee_rules, health, intents, psp_callbacks, quote
+from gateway import account, admin_fee_rules, consent, health, intents, psp_callbacks, quote
 from gateway.admin_api import ADMIN_ROUTES
 from gateway.auth import KeyCache, authenticate
 from gateway.backpressure import BacklogMonitor
@@ -58,7 +58,13 @@ from pm.config.settings import Settings
 from pm.config.topology import Topology, load_topology
 from pm.psp.client import PspClient
 from pm.redis.wire import redis_pool_from_url
-from pm.store.keys import SCOPE_ADMIN, SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, SCOPE_INTENTS_WRITE
+from pm.store.keys import (
+    SCOPE_ADMIN,
+    SCOPE_BALANCE_READ,
+    SCOPE_CONSENT_WRITE,
+    SCOPE_INTENTS_READ,
+    SCOPE_INTENTS_WRITE,
+)
 from pm.store.pool import close_pool, open_pool
 
 log = logging.getLogger("pm.gateway")
@@ -79,6 +85,13 @@ ROUTES = (
     Route("GET", "/intents/{id}/events", intents.intent_events, "intent_events", SCOPE_INTENTS_READ),
     Route("GET", "/api/pm/balance", account.balance, "balance", SCOPE_BALANCE_READ),
     Route("GET", "/api/pm/history", account.history, "history", SCOPE_BALANCE_READ),
+    # A user's consent to mini-app charges (gateway/consent.py): the app's key, through the nginx edge.
+    Route("POST", "/intents/{id}/confirm", consent.confirm, "confirm_intent", SCOPE_CONSENT_WRITE),
+    Route("GET", "/api/pm/allowances", consent.list_allowances, "list_allowances", SCOPE_CONSENT_WRITE),
+    Route("PUT", "/api/pm/allowances/{merchant_id}", consent.put_allowance, "put_allowance", SCOPE_CONSENT_WRITE),
+    Route(
+        "DELETE", "/api/pm/allowances/{merchant_id}", consent.delete_allowance, "delete_allowance", SCOPE_CONSENT_WRITE
+    ),
     Route("POST", "/quote", quote.quote, "quote", SCOPE_INTENTS_WRITE),
     Route("POST", "/admin/fee-rules", admin_fee_rules.create_fee_rule, "create_fee_rule", SCOPE_ADMIN),
     Route("GET", "/admin/fee-rules", admin_fee_rules.list_fee_rules, "list_fee_rules", SCOPE_ADMIN),

@@ -11,7 +11,7 @@ import copy
 import functools
 from typing import Any
 
-from gateway import admin_api, openapi_fees
+from gateway import admin_api, openapi_consent, openapi_fees
 from gateway.models import IntentRequest
 from gateway.openapi_parts import POSITIVE_ID, SCHEMAS, errors, header, json_content, operation, query, ref
 from ledger.accounts import CURRENCY_LEDGER
@@ -153,6 +153,7 @@ def _paths() -> dict[str, Any]:
         },
         **admin_api.paths(),  # limit rules, routes, the audit trail
         **openapi_fees.paths(),  # POST /quote, fee rules
+        **openapi_consent.paths(),  # the confirmation of a mini-app charge, allowances
         "/psp/{channel}/callback": {
             "post": operation(
                 "A payment service provider's callback (signed with X-PSP-Signature, not an API key)",

@@ -161,6 +161,17 @@ class PMClient:
         query = {} if currency is None else {"currency": currency}
         return (await self.request("GET", "/api/pm/balance", query=query, user_id=user_id)).body
 
+    async def confirm_intent(self, intent_id: str | uuid.UUID, *, user_id: int) -> dict[str, Any]:
+        """The user confirms a mini-app charge waiting for them (a key with `consent:write`)."""
+        return (await self.request("POST", f"/intents/{intent_id}/confirm", user_id=user_id)).body
+
+    async def grant_allowance(
+        self, merchant_id: int, daily_max_minor: int, currency: str, *, user_id: int
+    ) -> dict[str, Any]:
+        """The user lets the merchant charge up to `daily_max_minor` a day without asking."""
+        body = {"daily_max_minor": daily_max_minor, "currency": currency}
+        return (await self.request("PUT", f"/api/pm/allowances/{merchant_id}", body=body, user_id=user_id)).body
+
     async def history(self, *, user_id: int, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
         query: dict[str, str] = {}
         if limit is not None:

@@ -88,6 +88,11 @@ PURGE_ROUNDS_MAX = 40
 # time; past LEDGER_CHECK_PAGES_MAX pages (about a million accounts: seconds of reading on the postgres
 # backend) it stops, counts a failure and the operator runs `pm ledger check` by hand.
 LEDGER_CHECK_INTERVAL_S_DEFAULT = 300.0
+# A mini-app charge waits this long for its user's confirmation, then ends REJECTED CONFIRMATION_EXPIRED
+# (PM_MINIAPP_CONFIRMATION_TIMEOUT_S): five minutes, a user's moment at the app's prompt.
+MINIAPP_CONFIRMATION_TIMEOUT_S_DEFAULT = 300
+# The status poller expires at most this many waiting charges per round (oldest first).
+CONFIRMATION_EXPIRY_ROUND_MAX = 1000
 LEDGER_CHECK_PAGES_MAX = 128
 # The status poller's balance snapshot (consumers/balance_snapshot.py into pm.account_balance_snapshot) runs
 # every PM_BALANCE_SNAPSHOT_INTERVAL_S (this default; 0: never). It reads pages of

@@ -23,6 +23,7 @@ from pm.config.constants import (
     HISTORY_PAGE_MAX,
     IDEMPOTENCY_RETENTION_S_DEFAULT,
     LEDGER_CHECK_INTERVAL_S_DEFAULT,
+    MINIAPP_CONFIRMATION_TIMEOUT_S_DEFAULT,
     PREFER_WAIT_MAX_S,
     PSP_EVENT_RETENTION_S_DEFAULT,
     WEBHOOK_RETENTION_S_DEFAULT,
@@ -105,6 +106,9 @@ class Settings(BaseSettings):
     # poller; after that the key may name a new intent. Stripe's 24 h; at least an hour, so no retry of a
     # request in flight can outlive its record.
     idempotency_retention_s: int = Field(default=IDEMPOTENCY_RETENTION_S_DEFAULT, ge=3_600, le=90 * 86_400)
+    # A MINIAPP_CHARGE no allowance covers waits this long for its user (POST /intents/{id}/confirm), then
+    # the status poller rejects it CONFIRMATION_EXPIRED: from 10 s to a day.
+    miniapp_confirmation_timeout_s: int = Field(default=MINIAPP_CONFIRMATION_TIMEOUT_S_DEFAULT, ge=10, le=86_400)
     # The status poller checks the ledger this often for the metrics (0: never; the alerts then see none).
     ledger_check_interval_s: float = Field(default=LEDGER_CHECK_INTERVAL_S_DEFAULT, ge=0, le=86_400)
     # The status poller snapshots every account's balances into PostgreSQL this often (0: never).

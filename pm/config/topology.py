@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from pm.domain.intent import TERMINAL_STATES, State
+from pm.domain.intent import TERMINAL_STATES, WAITING_STATES, State
 
 TOPOLOGY_FILE = Path(__file__).resolve().parents[2] / "streams.yaml"
 STAGE_KEYS = {
@@ -146,6 +146,11 @@ def parse_topology(document: dict[str, Any]) -> Topology:
         )
     consumed = [s for stage in stages.values() for s in stage.input_states]
     for state in State:
+        if state in WAITING_STATES:
+            # Waits for its user (pm/domain/intent.py): the confirmation publishes it, no stage reads it.
+            if state in consumed:
+                raise TopologyError(f"state {state} waits outside the pipeline: no stage consumes it")
+            continue
         if consumed.count(state) != 1:
             raise TopologyError(f"state {state} must be consumed by exactly 1 stage, not {consumed.count(state)}")
     for stage in stages.values():

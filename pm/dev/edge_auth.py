@@ -10,14 +10,18 @@ nginx (ops/nginx/pm.conf) asks it about every read of PM the app makes, before f
     200  X-User-Id, X-PM-Key-Id, X-PM-Timestamp, X-PM-Nonce, X-PM-Signature   nginx copies them to PM
     401  UNAUTHENTICATED   no token, or one expired, forged, of another issuer or audience, or whose `sub`
                            is not a user id
-    403  FORBIDDEN         a method or URI the edge never signs (only GET of PM's four reads for the app)
+    403  FORBIDDEN         a method or URI the edge never signs: only GET of PM's reads for the app
+                           (balance, history, allowances, an intent, its events), POST
+                           /intents/{id}/confirm and PUT or DELETE /api/pm/allowances/{merchant_id},
+                           each with an empty body (an allowance's cap is in the query)
 
 The token is checked with one key (HS256 with PM_EDGE_AUTH_JWT_HS256_SECRET, or RS256 with the PEM
 public key in PM_EDGE_AUTH_JWT_PUBLIC_KEY_FILE; the token's own header never picks the algorithm):
 `exp`, `iss` and `aud` are required and checked (± PM_EDGE_AUTH_JWT_LEEWAY_S), and `sub` is the user id,
 a positive integer written canonically. The signature is pm.domain.signing's, the SDK's own, over the
-original method and URI, that user and the empty body, with the edge's API key (PM_EDGE_AUTH_KEY_ID,
-PM_EDGE_AUTH_KEY_SECRET). Any other path answers 404, as a stand-in for the rest of the Auth Center.
+original method and URI, that user and the empty body (nginx forwards none), with the edge's API key
+(PM_EDGE_AUTH_KEY_ID, PM_EDGE_AUTH_KEY_SECRET). Any other path answers 404, as a stand-in for the rest
+of the Auth Center.
 """
 
 from __future__ import annotations
@@ -43,8 +47,13 @@ log = logging.getLogger("pm.dev.edge_auth")
 AUTH_PATH = "/auth/pm"  # what ops/nginx/pm.conf's auth subrequest asks
 HEADER_ORIGINAL_METHOD = "X-Original-Method"
 HEADER_ORIGINAL_URI = "X-Original-URI"
-# PM's reads for the app, and nothing else of PM: what the edge's key may be asked to sign.
-SIGNABLE_PATH = re.compile(r"/api/pm/(?:balance|history)|/intents/[0-9A-Za-z-]{1,64}(?:/events)?")
+# PM's routes for the app, per method, and nothing else of PM: what the edge's key may be asked to sign.
+SIGNABLE_PATHS: dict[str, re.Pattern[str]] = {
+    "GET": re.compile(r"/api/pm/(?:balance|history|allowances)|/intents/[0-9A-Za-z-]{1,64}(?:/events)?"),
+    "POST": re.compile(r"/intents/[0-9A-Za-z-]{1,64}/confirm"),  # the user consents to a mini-app charge
+    "PUT": re.compile(r"/api/pm/allowances/[1-9][0-9]{0,17}"),  # ?daily_max_minor=N&currency=THB
+    "DELETE": re.compile(r"/api/pm/allowances/[1-9][0-9]{0,17}"),
+}
 # A query as sent: visible ASCII, no fragment; the gateway signs it as it receives it.
 SIGNABLE_QUERY = re.compile(r"[\x21-\x22\x24-\x7e]{0,2048}")
 TOKEN_LENGTH_MAX = 8_192
@@ -158,23 +167,26 @@ def user_of(authorization: str | None, policy: TokenPolicy) -> int:
 
 
 def signable(method: str | None, uri: str | None) -> tuple[str, str]:
-    """(path, raw query) of a read the edge signs; Refused(403) for any other method or URI."""
-    if method != "GET":
-        raise Refused(403, "the edge signs GET requests only")
+    """(path, raw query) of a request the edge signs; Refused(403) for any other method or URI."""
+    pattern = SIGNABLE_PATHS.get(method or "")
+    if pattern is None:
+        raise Refused(403, f"the edge signs only {', '.join(SIGNABLE_PATHS)} requests")
     path, _, raw_query = (uri or "").partition("?")
-    if not SIGNABLE_PATH.fullmatch(path) or not SIGNABLE_QUERY.fullmatch(raw_query):
-        raise Refused(403, "the edge signs only PM's reads for the app")
+    if not pattern.fullmatch(path) or not SIGNABLE_QUERY.fullmatch(raw_query):
+        raise Refused(403, "the edge signs only PM's routes for the app")
     return path, raw_query
 
 
 def signed_headers(config: EdgeAuthConfig, headers: Mapping[str, str], timestamp: int | None = None) -> dict[str, str]:
     """What the auth_request answer carries for this subrequest's headers (Refused when it carries none)."""
     user_id = user_of(headers.get("Authorization"), config.policy)
-    path, raw_query = signable(headers.get(HEADER_ORIGINAL_METHOD), headers.get(HEADER_ORIGINAL_URI))
+    method = headers.get(HEADER_ORIGINAL_METHOD)
+    path, raw_query = signable(method, headers.get(HEADER_ORIGINAL_URI))
+    assert method is not None
     signed = signing.sign_headers(
         key_id=config.key_id,
         secret=config.key_secret,
-        method="GET",
+        method=method,
         path=path,
         raw_query=raw_query,
         body=b"",

@@ -5,6 +5,9 @@
        └───────────┴───────────┴─────────┴─┼► REJECTED └─► FAILED
                                            └──────────────► FAILED
 
+A MINIAPP_CHARGE that no allowance of its user covers goes CREATED ─► AWAITING_CONFIRMATION (nothing
+held, no stage consumes it) ─► VALIDATED once its user confirms, or ─► REJECTED CONFIRMATION_EXPIRED.
+
 CREATED..CLEARED are checks before any money is held (validation, fees, limits); a refusal there is
 REJECTED. AUTHORIZED means money is held in the ledger (a pending transfer into transit) and, for a PSP
 channel, the PSP was given the payment; from there an intent ends SETTLED (the hold posted and paid out)
@@ -32,10 +35,15 @@ class State(enum.StrEnum):
     SETTLED = "SETTLED"
     REJECTED = "REJECTED"
     FAILED = "FAILED"
+    # A MINIAPP_CHARGE no allowance covered: waits for its user (POST /intents/{id}/confirm), nothing held.
+    AWAITING_CONFIRMATION = "AWAITING_CONFIRMATION"
 
 
 TERMINAL_STATES = frozenset({State.SETTLED, State.REJECTED, State.FAILED})
 TERMINAL_STATE_NAMES = frozenset(str(state) for state in TERMINAL_STATES)
+# Open states no stage consumes: an intent there waits for someone outside the pipeline (the user's
+# confirmation, which publishes it on to the next stage) or for the status poller's expiry.
+WAITING_STATES = frozenset({State.AWAITING_CONFIRMATION})
 
 # What the HTTP API shows of an intent, in this order, with `error` after them (Intent.to_json).
 API_FIELDS = (
@@ -46,7 +54,10 @@ API_FIELDS = (
 
 # The one table of allowed transitions (STYLE.md §2).
 TRANSITIONS: dict[State, frozenset[State]] = {
-    State.CREATED: frozenset({State.VALIDATED, State.REJECTED}),
+    # AWAITING_CONFIRMATION: a mini-app charge waits for its user's consent (no allowance covered it).
+    State.CREATED: frozenset({State.VALIDATED, State.REJECTED, State.AWAITING_CONFIRMATION}),
+    # Confirmed: on to the fees stage as if validated; not confirmed in time: REJECTED CONFIRMATION_EXPIRED.
+    State.AWAITING_CONFIRMATION: frozenset({State.VALIDATED, State.REJECTED}),
     State.VALIDATED: frozenset({State.PRICED, State.REJECTED}),
     State.PRICED: frozenset({State.CLEARED, State.REJECTED}),
     # FAILED from CLEARED: a PSP channel's hold was placed at dispatch, and released before the PSP
@@ -117,6 +128,7 @@ class ErrorCode(enum.StrEnum):
     FEE_EXCEEDS_AMOUNT = "FEE_EXCEEDS_AMOUNT"  # a POST fee larger than the amount
     ACCOUNT_CLOSED = "ACCOUNT_CLOSED"
     EXPIRED = "EXPIRED"
+    CONFIRMATION_EXPIRED = "CONFIRMATION_EXPIRED"  # a mini-app charge its user did not confirm in time
     PSP_DECLINED = "PSP_DECLINED"  # the payment service provider refused the payout
     LEDGER_REFUSED = "LEDGER_REFUSED"
     # A refund (POST /intents with refund_of), refused at the gateway with nothing written.

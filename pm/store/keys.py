@@ -49,9 +49,11 @@ from pm.domain.signing import new_secret
 SCOPE_INTENTS_WRITE = "intents:write"
 SCOPE_INTENTS_READ = "intents:read"
 SCOPE_BALANCE_READ = "balance:read"
+# The app's (the nginx edge's key): confirm the user's mini-app charges, grant and revoke allowances.
+SCOPE_CONSENT_WRITE = "consent:write"
 # Grants every other scope too, and reading any intent (not only a party's).
 SCOPE_ADMIN = "admin"
-SCOPES = (SCOPE_INTENTS_WRITE, SCOPE_INTENTS_READ, SCOPE_BALANCE_READ, SCOPE_ADMIN)
+SCOPES = (SCOPE_INTENTS_WRITE, SCOPE_INTENTS_READ, SCOPE_BALANCE_READ, SCOPE_CONSENT_WRITE, SCOPE_ADMIN)
 
 # What a merchant-bound key (a mini-app backend) may create: its own charges and credits, nothing else.
 MERCHANT_OPERATIONS = frozenset({OperationType.MINIAPP_CHARGE, OperationType.MINIAPP_CREDIT})
@@ -124,8 +126,9 @@ class ApiKey:
         assert scope in SCOPES, scope
         if self.merchant_id is not None:
             # A merchant's key is never an operator's, whatever its row says (defence in depth beside
-            # create_key's refusal): no admin endpoints, no reading other users' intents.
-            return scope in self.scopes and scope != SCOPE_ADMIN
+            # create_key's refusal): no admin endpoints, no reading other users' intents, and no consent
+            # for a user (it signs X-User-Id itself: it would confirm its own charges).
+            return scope in self.scopes and scope not in (SCOPE_ADMIN, SCOPE_CONSENT_WRITE)
         return scope in self.scopes or SCOPE_ADMIN in self.scopes
 
     def may_create(self, operation: OperationType) -> bool:
@@ -187,6 +190,9 @@ def key_operations(
     """The operation list a new key gets, or the refusal. Without a list: a merchant key that can write
     gets its two MINIAPP types, a key that cannot write intents none, and any other key must say."""
     can_write = SCOPE_INTENTS_WRITE in scopes or SCOPE_ADMIN in scopes
+    if merchant_id is not None and SCOPE_CONSENT_WRITE in scopes:
+        # A merchant signs its own X-User-Id: with consent:write it could confirm its own charges.
+        raise ApiKeyError(f"a merchant-bound key may not have the {SCOPE_CONSENT_WRITE} scope")
     if operations is None:
         if not can_write:
             return frozenset()

@@ -2,7 +2,9 @@
 (RS256 JWTs) and the fleet as processes: a valid token reads its own balance and history and follows its
 intent's events as they happen (nginx buffers nothing); an expired, forged or foreign token is 401 and
 never reaches PM; a client's own X-User-Id / X-PM-* headers are ignored; a user cannot read another's
-intent (404); nothing but PM's reads for the app reaches PM; and the money is exact in the ledger.
+intent (404); nothing but PM's reads for the app reaches PM; a user grants and revokes a merchant's
+allowance and confirms a mini-app charge through nginx with their JWT (another user's JWT: 404), and
+the money is exact in the ledger.
 Skipped, with the reason in the summary, only where nginx is not installed (.ci/run installs it)."""
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
+from pm.client import PMClient
 from pm.dev.fleet import Fleet
 from pm.domain import signing
 from pm.store import intents as store
@@ -42,7 +45,7 @@ needs_nginx = pytest.mark.skipif(NGINX is None, reason=NO_NGINX)
 PM = str(Path(sys.executable).parent / "pm")
 ISSUER = "https://auth.onewallet.test"
 AUDIENCE = "onewallet-pm"
-EDGE_SCOPES = "intents:read,balance:read"
+EDGE_SCOPES = "intents:read,balance:read,consent:write"
 # The simulator holds every payout this long before its success callback: the intent waits in AUTHORIZED,
 # so its first events must come through nginx while its stream is still open.
 SIM_DELAY_MS = 3_000
@@ -402,3 +405,45 @@ async def test_nothing_but_pms_reads_for_the_app_reaches_pm(edge: Edge) -> None:
     status, _ = await edge.get("/api/pm/balance", token, **{"X-Padding": "p" * 9_000})
     assert status in (400, 494)
     assert await edge.pm_requests() == before
+
+
+async def test_a_user_confirms_a_mini_app_charge_and_manages_allowances_through_nginx(edge: Edge) -> None:
+    user, stranger, merchant_id = await funded_user(edge, 10_000), next(_users), next(_users)
+    merchant_key, merchant_secret = await keys.create_key(
+        edge.fleet.pool, "e2e-edge-miniapp", "intents:write,intents:read", merchant_id, "MINIAPP_CHARGE,MINIAPP_CREDIT"
+    )
+    bearer = {"Authorization": f"Bearer {edge.token(user)}"}
+    async with PMClient(edge.fleet.base_url, merchant_key.key_id, merchant_secret) as miniapp:
+        waiting = await miniapp.create_intent(
+            operation_type="MINIAPP_CHARGE", amount_minor=2_500, currency="THB", user_id=user, wait_s=1
+        )
+        assert waiting["state"] == "AWAITING_CONFIRMATION"
+        path = f"/intents/{waiting['id']}/confirm"
+        status, body = await edge.send("POST", path, {"Authorization": f"Bearer {edge.token(stranger)}"})
+        assert (status, body["error"]["code"]) == (404, "NOT_FOUND")
+        status, body = await edge.send("GET", path, bearer)  # the confirm is a POST, nothing else
+        assert status == 405
+        assert (await edge.get("/api/pm/balance", edge.token(user)))[1]["available_minor"] == 10_000
+        status, body = await edge.send("POST", path, bearer)
+        assert status == 200, body
+        assert (await edge.fleet.wait_finished([waiting["id"]]))[waiting["id"]]["state"] == "SETTLED"
+        _, balance = await edge.get("/api/pm/balance", edge.token(user))
+        assert (balance["available_minor"], balance["pending_minor"]) == (7_500, 0)
+
+        # An allowance granted through the edge (its cap in the query: the edge forwards no body).
+        status, body = await edge.send(
+            "PUT", f"/api/pm/allowances/{merchant_id}?daily_max_minor=1000&currency=THB", bearer
+        )
+        assert (status, body["daily_max_minor"]) == (200, 1_000), body
+        covered = await miniapp.create_intent(
+            operation_type="MINIAPP_CHARGE", amount_minor=1_000, currency="THB", user_id=user, wait_s=10
+        )
+        assert covered["state"] == "SETTLED"
+        status, body = await edge.get("/api/pm/allowances", edge.token(user))
+        assert [(i["merchant_id"], i["used_today_minor"]) for i in body["items"]] == [(merchant_id, 1_000)]
+        status, body = await edge.send("DELETE", f"/api/pm/allowances/{merchant_id}", bearer)
+        assert (status, body) == (200, {"revoked": 1})
+    await edge.fleet.wait_finished([covered["id"]])
+    _, balance = await edge.get("/api/pm/balance", edge.token(user))
+    assert (balance["available_minor"], balance["pending_minor"]) == (6_500, 0)
+    await assert_the_ledger_is_clean(edge.fleet)

@@ -27,9 +27,8 @@ from ledger import accounts, open_ledger
 from pm.client import PMClient
 from pm.config.constants import LIMIT_COUNTER_KEY_PREFIX
 from pm.redis.wire import redis_from_url
-from pm.store import keys
+from pm.store import allowances, keys
 from tests.support.fleet import (
-    APP_SCOPES,
     MERCHANT_OPERATIONS,
     RunningFleet,
     free_port,
@@ -97,8 +96,10 @@ async def set_up_parties(pm: RunningFleet, hook_url: str) -> Parties:
     merchant_id = next(ids)
     await outbox.set_webhook(pm.pool, merchant_id, hook_url, SECRET)
     merchant_key, merchant_secret = await keys.create_key(
-        pm.pool, "crash-miniapp", APP_SCOPES, merchant_id, MERCHANT_OPERATIONS
+        pm.pool, "crash-miniapp", "intents:write,intents:read", merchant_id, MERCHANT_OPERATIONS
     )
+    for user in users:  # the users let the merchant charge them without asking (no confirmation here)
+        await allowances.grant(pm.pool, user, merchant_id, "THB", 10**12)
     await pm.wait_finished([(await pm.fund(user, 1_000_000))["id"] for user in users])
     limit = {"operation_type": "IPPS_WITHDRAWAL", "tag": None, "period": "daily", "max_amount_minor": 10**10,
              "max_count": None, "currency": "THB"}  # fmt: skip

@@ -1,7 +1,9 @@
 """Mini-app payments through the fleet (separate processes) with a merchant-bound key: a charge moves the
 user's amount plus its PRE fee to the merchant and the fees account, a credit moves the merchant's money to
 another user, a credit beyond what the merchant holds is REJECTED INSUFFICIENT_FUNDS with nothing held;
-the users' history shows their side only, transit returns to zero and debits equal credits."""
+the users' history shows their side only, transit returns to zero and debits equal credits. The first
+charge is within the allowance its user granted the merchant; one beyond it waits, holding nothing,
+until the user confirms it through the app's key."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from ledger import accounts, open_ledger
 from pm.client import PMApiError, PMClient
 from pm.config.constants import RULES_POLL_INTERVAL_S
 from pm.store import keys
-from tests.support.fleet import APP_SCOPES, MERCHANT_OPERATIONS, running_fleet
+from tests.support.fleet import MERCHANT_OPERATIONS, running_fleet
 
 _ids = itertools.count(900_000)
 PM = str(Path(sys.executable).parent / "pm")
@@ -39,7 +41,9 @@ async def posted(fleet, account: accounts.NamedAccount) -> tuple[int, int]:
 async def test_a_charge_then_a_credit_settle_through_the_fleet(fleet) -> None:
     user, other, merchant_id = next(_ids), next(_ids), next(_ids)
     merchant = accounts.merchant(merchant_id, "THB")
-    api_key, secret = await keys.create_key(fleet.pool, "e2e-miniapp", APP_SCOPES, merchant_id, MERCHANT_OPERATIONS)
+    api_key, secret = await keys.create_key(
+        fleet.pool, "e2e-miniapp", "intents:write,intents:read", merchant_id, MERCHANT_OPERATIONS
+    )
     fee_rule = {
         "name": "mini-app charge fee", "operation_type": "MINIAPP_CHARGE", "channel": "MINIAPP",
         "condition": "true", "amount": "100", "kind": "PRE", "priority": 10,
@@ -49,6 +53,7 @@ async def test_a_charge_then_a_credit_settle_through_the_fleet(fleet) -> None:
     await fleet.fund(user, 100_000)
     fees_before = (await posted(fleet, accounts.fees("THB")))[0]
 
+    await fleet.app.grant_allowance(merchant_id, 30_000, "THB", user_id=user)
     async with PMClient(fleet.base_url, api_key.key_id, secret) as miniapp:
         charge = await miniapp.create_intent(
             operation_type="MINIAPP_CHARGE", amount_minor=30_000, currency="THB", user_id=user, wait_s=10
@@ -83,6 +88,18 @@ async def test_a_charge_then_a_credit_settle_through_the_fleet(fleet) -> None:
         assert [(i["operation_type"], i["direction"], i["amount_minor"], i["merchant_id"]) for i in received] == [
             ("MINIAPP_CREDIT", "CREDIT", 12_000, merchant_id)
         ]
+
+        # Today's allowance is used up: the next charge waits for its user, holding nothing.
+        waiting = await miniapp.create_intent(
+            operation_type="MINIAPP_CHARGE", amount_minor=5_000, currency="THB", user_id=user, wait_s=1
+        )
+        assert waiting["state"] == "AWAITING_CONFIRMATION"
+        assert await fleet.balance(user) == (100_000 - 30_100, 0)
+        confirmed = await fleet.app.confirm_intent(waiting["id"], user_id=user)
+        assert confirmed["state"] != "AWAITING_CONFIRMATION"
+        assert (await fleet.wait_finished([waiting["id"]]))[waiting["id"]]["state"] == "SETTLED"
+        assert await fleet.balance(user) == (100_000 - 30_100 - 5_100, 0)
+        assert await posted(fleet, merchant) == (18_000 + 5_000, 0)
     report = await fleet.check()
     assert report.ok, report.problems
     assert (await fleet.reconcile()).mismatches == []

@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from pm.domain.intent import State
+from pm.store import allowances
 from tests.support.gateway_pipeline import GatewayPipeline, error_of, gateway_on_pipeline
 
 FUNDS_MINOR = 100_000  # 1,000.00 THB
@@ -71,7 +72,9 @@ async def test_a_merchant_key_cannot_move_a_victims_money(fresh_database, redis_
         assert rows == 1  # only the victim's funding
         assert await pipeline.balance(victim) == (FUNDS_MINOR, 0)
 
-        # The key is not simply broken: it charges the user for its own merchant, which settles.
+        # The key is not simply broken: it charges the user for its own merchant, which settles (within
+        # the allowance the user granted that merchant; without one it would wait for the user's consent).
+        await allowances.grant(pipeline.context.pool, victim, merchant, "THB", 2_500)
         charge = await world.post_intent(
             merchant_key, {"operation_type": "MINIAPP_CHARGE", "amount_minor": 2_500, "currency": "THB"},
             user_id=victim,

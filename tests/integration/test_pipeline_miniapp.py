@@ -2,7 +2,9 @@
 user's a + f to the merchant (a - g) and the fees account (f + g), a credit moves the merchant's a + f to
 the user, transit returns to zero and debits equal credits; a credit beyond the merchant's balance is
 REJECTED INSUFFICIENT_FUNDS with nothing held; an intent without its merchant is refused INVALID_PARTY;
-limits count a charge against the paying user and never limit a credit; only users get history rows."""
+limits count a charge against the paying user and never limit a credit; only users get history rows.
+Every charge here is within an allowance its user granted the merchant (tests/integration/
+test_miniapp_consent.py: without one it waits for the user's confirmation); a refused one gives it back."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pm.domain.intent import ErrorCode, Intent, OperationType, State
 from pm.domain.limits import Period
 from pm.domain.pricing import FeeKind
 from pm.redis import streams
-from pm.store import fee_rules, intents
+from pm.store import allowances, fee_rules, intents
 from pm.store.audit import Actor
 from pm.store.fee_rules import FeeRuleFields
 from pm.store.limit_rules import LimitRuleFields
@@ -43,6 +45,19 @@ async def submit(pipeline: Pipeline, operation: OperationType, amount_minor: int
     assert outcome.created is not None
     await pipeline.context.redis.xadd(pipeline.topology.first_stage.stream, streams.entry_fields(outcome.created))
     return outcome.created
+
+
+async def allow(pipeline: Pipeline, user: int, merchant: int, daily_max_minor: int) -> None:
+    """The user lets the merchant charge up to this a day without asking (PUT /api/pm/allowances/...)."""
+    await allowances.grant(pipeline.context.pool, user, merchant, "THB", daily_max_minor)
+
+
+async def used_today(pipeline: Pipeline, user: int, merchant: int) -> int:
+    used = await pipeline.context.pool.fetchval(
+        "SELECT coalesce(sum(used_minor), 0) FROM pm.miniapp_allowance_usage WHERE user_id = $1 AND merchant_id = $2",
+        user, merchant,
+    )  # fmt: skip
+    return int(used)
 
 
 async def finish(pipeline: Pipeline, intent: Intent) -> Intent:
@@ -85,6 +100,7 @@ async def test_a_charge_and_a_credit_settle_with_fees_through_the_merchant(fresh
         await add_fee(pipeline, CHARGE, FeeKind.POST, "50")  # the merchant's cut
         await add_fee(pipeline, CREDIT, FeeKind.PRE, "10")  # paid by the merchant, on top
         await finish(pipeline, await pipeline.fund(user, 100_000))
+        await allow(pipeline, user, merchant_id, 20_000)  # the amount; fees are on top of it
 
         charge = await finish(pipeline, await submit(pipeline, CHARGE, 20_000, user, merchant_id))
         assert (charge.state, charge.channel, charge.merchant_id) == (State.SETTLED, "MINIAPP", merchant_id)
@@ -127,6 +143,7 @@ async def test_a_credit_beyond_the_merchant_balance_is_rejected_with_nothing_hel
     merchant = accounts.merchant(merchant_id, "THB")
     async with open_pipeline(fresh_database, redis_url, isolated_topology()) as pipeline, pipeline.stages():
         await finish(pipeline, await pipeline.fund(user, 10_000))
+        await allow(pipeline, user, merchant_id, 3_000)
         await finish(pipeline, await submit(pipeline, CHARGE, 3_000, user, merchant_id))
         assert await posted(pipeline, merchant) == (3_000, 0)
 
@@ -170,11 +187,13 @@ async def test_limits_count_charges_against_the_paying_user_and_never_limit_cred
         rule = LimitRuleFields(None, None, Period.DAILY, 1_000, None, enabled=True, currency="THB")
         await create_limit_rule(pipeline.context.pool, ACTOR, rule)
         await finish(pipeline, await pipeline.fund(user, 10_000))
+        await allow(pipeline, user, merchant_id, 1_001)
         first = await finish(pipeline, await submit(pipeline, CHARGE, 800, user, merchant_id))
         over = await finish(pipeline, await submit(pipeline, CHARGE, 201, user, merchant_id))
         credit = await finish(pipeline, await submit(pipeline, CREDIT, 800, user, merchant_id))
         assert first.state == State.SETTLED
         assert (over.state, over.error_code) == (State.REJECTED, ErrorCode.LIMIT_EXCEEDED)
+        assert await used_today(pipeline, user, merchant_id) == 800  # the refused 201 given back
         assert credit.state == State.SETTLED
         assert await pipeline.balance(user) == (10_000, 0)
         assert await posted(pipeline, accounts.merchant(merchant_id, "THB")) == (0, 0)

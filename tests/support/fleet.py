@@ -33,7 +33,7 @@ from pm.store.migrate import migrate
 
 READY_TIMEOUT_S = 60.0
 FINISHED = ("SETTLED", "REJECTED", "FAILED")
-APP_SCOPES = "intents:write,intents:read,balance:read"
+APP_SCOPES = "intents:write,intents:read,balance:read,consent:write"
 # What the e2e keys may create (every key carries its list): the app's user operations, a merchant's own two.
 APP_OPERATIONS = "P2P_TRANSFER,IPPS_WITHDRAWAL,THAI_QR_PAY,QP_TOPUP"
 MERCHANT_OPERATIONS = "MINIAPP_CHARGE,MINIAPP_CREDIT"

@@ -14,6 +14,7 @@ from pm.config.topology import TOPOLOGY_FILE, TopologyError, load_topology, pars
 from pm.domain.intent import (
     TERMINAL_STATES,
     TRANSITIONS,
+    WAITING_STATES,
     ErrorCode,
     Intent,
     OperationType,
@@ -63,6 +64,9 @@ def test_only_listed_transitions_are_allowed() -> None:
     # dispatch while its connector submits it); only what holds none is REJECTED.
     assert {a for a, b in allowed if b == State.FAILED} == {State.CLEARED, State.AUTHORIZED}
     assert State.AUTHORIZED not in {a for a, b in allowed if b == State.REJECTED}
+    # A charge waiting for its user holds nothing: it comes only from CREATED, and goes on or is refused.
+    assert {a for a, b in allowed if b == State.AWAITING_CONFIRMATION} == {State.CREATED}
+    assert TRANSITIONS[State.AWAITING_CONFIRMATION] == {State.VALIDATED, State.REJECTED}
 
 
 def test_refusals_carry_a_code_and_progress_does_not() -> None:
@@ -115,6 +119,9 @@ def test_the_shipped_topology_routes_every_state_to_one_stage_and_the_final_ones
     assert topology.connector_of("QP_TRANSFER").name == "qp-connector"
     assert topology.connector_of("IPPS_TRANSFER").name == "ipps-connector"
     for state in State:
+        if state in WAITING_STATES:  # waits for its user; the confirmation publishes it on
+            assert all(state not in stage.input_states for stage in topology.stages.values())
+            continue
         assert state in topology.stage_for_state(state).input_states
         # The final states' stage is the history stage (fed by the outbox worker, not by a stage).
         assert (topology.stage_for_state(state).name == "history") == (state in TERMINAL_STATES)
@@ -160,6 +167,11 @@ def _document() -> dict:
         (lambda d: d["stages"]["fees"].update(input_states=["CREATED"]), "CREATED must be .* exactly 1 stage, not 2"),
         (lambda d: d["stages"]["fees"].update(input_states=["VALIDATED", "SETTLED"]), "SETTLED must be .*, not 2"),
         (lambda d: d["stages"].pop("history"), "SETTLED must be consumed by exactly 1 stage, not 0"),
+        # A charge waiting for its user is published on by the confirmation, never read by a stage.
+        (
+            lambda d: d["stages"]["fees"].update(input_states=["VALIDATED", "AWAITING_CONFIRMATION"]),
+            "AWAITING_CONFIRMATION waits outside the pipeline",
+        ),
         (_move_settled_to_fees, "stage 'fees': input_states mixes final and open states"),
         (lambda d: d["stages"]["fees"].update(stream="pm:intents:created"), "share a stream"),
     ],

@@ -125,6 +125,22 @@ def test_a_valid_token_gets_headers_the_gateway_accepts_for_that_uri(hs256_confi
     assert not gateway_accepts(signed, "GET", uri, secret="another-secret-of-another-key")
 
 
+@pytest.mark.parametrize(
+    ("method", "uri"),
+    [
+        ("GET", "/api/pm/allowances"),
+        ("POST", f"/intents/{INTENT_ID}/confirm"),
+        ("PUT", "/api/pm/allowances/77?daily_max_minor=5000&currency=THB"),
+        ("DELETE", "/api/pm/allowances/77"),
+    ],
+)
+def test_the_consent_routes_are_signed_for_their_method_only(hs256_config, method: str, uri: str) -> None:
+    signed = edge_auth.signed_headers(hs256_config, subrequest(hs256(), uri, method))
+    assert signed[signing.HEADER_USER_ID] == "4242"
+    assert gateway_accepts(signed, method, uri)
+    assert not gateway_accepts(signed, "GET" if method != "GET" else "POST", uri)
+
+
 def test_every_answer_has_a_new_nonce(hs256_config) -> None:
     nonces = {edge_auth.signed_headers(hs256_config, subrequest(hs256()))[signing.HEADER_NONCE] for _ in range(20)}
     assert len(nonces) == 20
@@ -243,6 +259,16 @@ def test_no_bearer_token_is_401(hs256_config, authorization: str | None) -> None
     ("method", "uri"),
     [
         ("POST", "/api/pm/balance"),
+        ("POST", "/intents"),
+        ("POST", f"/intents/{INTENT_ID}"),
+        ("GET", f"/intents/{INTENT_ID}/confirm"),
+        ("POST", f"/intents/{INTENT_ID}/confirm/"),
+        ("PUT", "/api/pm/allowances"),
+        ("PUT", "/api/pm/allowances/0"),
+        ("PUT", "/api/pm/allowances/x1"),
+        ("DELETE", "/api/pm/balance"),
+        ("PATCH", "/api/pm/allowances/77"),
+        ("POST", "/api/pm/allowances/77"),
         ("HEAD", "/api/pm/balance"),
         (None, "/api/pm/balance"),
         ("GET", None),

@@ -64,6 +64,7 @@ def test_operations_a_key_is_made_with(
         ({"intents:write"}, 7, "P2P_TRANSFER", "merchant-bound key may only create"),
         ({"intents:write"}, 7, "MINIAPP_CHARGE,THAI_QR_PAY", "THAI_QR_PAY"),
         ({"admin"}, 7, "ADMIN_ADJUSTMENT", "merchant-bound key may only create"),
+        ({"intents:write", "consent:write"}, 7, None, "consent:write"),  # would confirm its own charges
         ({"intents:write"}, None, "MINIAPP_CREDIT", "bound to a merchant"),
         ({"intents:write"}, None, "ADMIN_ADJUSTMENT", "admin scope"),
         ({"balance:read"}, None, "P2P_TRANSFER", "intents:write"),
