@@ -20,7 +20,7 @@ from ledger import accounts, open_ledger
 from pm.client import PMApiError, PMClient
 from pm.config.constants import RULES_POLL_INTERVAL_S
 from pm.store import keys
-from tests.support.fleet import MERCHANT_OPERATIONS, running_fleet
+from tests.support.fleet import APP_SCOPES, MERCHANT_OPERATIONS, running_fleet
 
 _ids = itertools.count(900_000)
 PM = str(Path(sys.executable).parent / "pm")
@@ -115,7 +115,7 @@ async def test_refunds_of_a_charge_and_of_a_transfer_through_the_fleet(fleet) ->
     merchant = accounts.merchant(merchant_id, "THB")
     operations = MERCHANT_OPERATIONS + ",REFUND"
     merchant_key, merchant_secret = await keys.create_key(
-        fleet.pool, "e2e-refunds", APP_SCOPES, merchant_id, operations
+        fleet.pool, "e2e-refunds", "intents:write,intents:read", merchant_id, operations
     )
     app_key, app_secret = await keys.create_key(fleet.pool, "e2e-refunds-app", APP_SCOPES, None, "P2P_TRANSFER,REFUND")
     await fleet.fund(user, 100_000)
