@@ -397,6 +397,13 @@ async def test_nothing_but_pms_reads_for_the_app_reaches_pm(edge: Edge) -> None:
         assert "Auth Center" in body["error"]["message"], (path, body)
     status, body = await edge.send("POST", "/intents", {**authorization, "Content-Type": "application/json"})
     assert status == 404 and "Auth Center" in body["error"]["message"]
+    # The Auth Center's auth_request endpoint is nginx's alone: asked for from outside, nothing is signed.
+    for path in ("/auth/pm", "/auth/pm/", "/auth/pm?x=1"):
+        for method in ("GET", "POST"):
+            headers = {**authorization, "X-Original-Method": "GET", "X-Original-URI": "/api/pm/balance"}
+            status, body = await edge.send(method, path, headers)
+            assert (status, body["error"]["code"]) == (404, "NOT_FOUND"), (method, path, body)
+            assert "Auth Center" not in body["error"]["message"], (method, path, body)
     for path in ("/api/pm//balance", "/api/pm/x/../balance", "/api/pm/%62alance", "/api/pm/other"):
         status, body = await edge.get(path, token)
         assert (status, body["error"]["code"]) == (403, "FORBIDDEN"), (path, body)

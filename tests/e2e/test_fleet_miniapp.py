@@ -119,6 +119,7 @@ async def test_refunds_of_a_charge_and_of_a_transfer_through_the_fleet(fleet) ->
     )
     app_key, app_secret = await keys.create_key(fleet.pool, "e2e-refunds-app", APP_SCOPES, None, "P2P_TRANSFER,REFUND")
     await fleet.fund(user, 100_000)
+    await fleet.app.grant_allowance(merchant_id, 20_000, "THB", user_id=user)  # the user's consent beforehand
     async with PMClient(fleet.base_url, merchant_key.key_id, merchant_secret) as miniapp:
         charge = await miniapp.create_intent(
             operation_type="MINIAPP_CHARGE", amount_minor=20_000, currency="THB", user_id=user, wait_s=10

@@ -19,7 +19,7 @@ from pm.cli import reconciliation
 from pm.domain.intent import ErrorCode, Intent, State
 from pm.domain.pricing import FeeKind
 from pm.redis import streams
-from pm.store import fee_rules
+from pm.store import allowances, fee_rules
 from pm.store.audit import Actor
 from pm.store.fee_rules import FeeRuleFields
 from tests.support.gateway_pipeline import GatewayPipeline, Key, error_of, gateway_on_pipeline
@@ -144,6 +144,8 @@ async def test_a_merchant_refunds_its_own_charge_and_no_other(fresh_database, re
         await pipeline.wait_finished([(await pipeline.fund(user, 50_000)).id])
         merchant_key = await world.key("intents:write,intents:read", MERCHANT_OPERATIONS, merchant_id=merchant_id)
         charge_body = {"operation_type": "MINIAPP_CHARGE", "amount_minor": 20_000, "currency": "THB"}
+        # The user's consent, granted beforehand: the charge settles without waiting for a confirmation.
+        await allowances.grant(pipeline.context.pool, user, merchant_id, "THB", 20_000)
         charge = await created(world, merchant_key, charge_body, user)
         assert charge.state == State.SETTLED
 

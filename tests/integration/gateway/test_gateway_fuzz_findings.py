@@ -6,6 +6,7 @@ rate (429) — so a client generated from /openapi.json knows each of them."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -26,7 +27,8 @@ def _operations() -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def _concrete(path: str) -> str:
-    return path.replace("{id}", "1")
+    """Every path parameter ({id}, {merchant_id}, ...) as 1."""
+    return re.sub(r"\{[a-z_]+\}", "1", path)
 
 
 def _has_user_header(described: dict[str, Any]) -> bool:
