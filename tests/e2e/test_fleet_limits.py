@@ -17,6 +17,7 @@ from pm.config.constants import LIMIT_KEY_PREFIX, RULES_POLL_INTERVAL_S
 from tests.support.fleet import running_fleet
 
 CAP_INTENTS = 20
+CURRENCY_TEST_TAG = "e2e-currencies"
 AMOUNT_MINOR = 1_000
 
 
@@ -85,21 +86,26 @@ async def test_p2p_in_thb_and_usd_each_against_its_own_cap_and_no_usd_payout(fle
     carol, dave = random.randrange(10**12, 10**14), random.randrange(10**14, 10**15)
     await fleet.fund(carol, 50_000, "USD")
     await fleet.fund(carol, 50_000, "THB")
-    usd_cap = 3_000  # the module's THB rule (20,000 satang a day) stays enabled beside it
-    rule = (
-        await fleet.admin.request(
-            "POST", "/admin/limit-rules",
-            body={"currency": "USD", "operation_type": "P2P_TRANSFER", "tag": None, "period": "daily",
-                  "max_amount_minor": usd_cap, "max_count": None},
-        )
-    ).body  # fmt: skip
-    assert rule["currency"] == "USD"
-    await asyncio.sleep(RULES_POLL_INTERVAL_S + 0.5)  # every limits process has read it
+    usd_cap, thb_cap = 3_000, 20_000
+    # Rules of this test's own (a tag only its intents carry), whichever of the module's tests runs first:
+    # pytest-xdist keeps a group on one worker, not the order of its tests.
+    rule, thb_rule = [
+        (
+            await fleet.admin.request(
+                "POST", "/admin/limit-rules",
+                body={"currency": currency, "operation_type": "P2P_TRANSFER", "tag": CURRENCY_TEST_TAG,
+                      "period": "daily", "max_amount_minor": cap, "max_count": None},
+            )
+        ).body
+        for currency, cap in (("USD", usd_cap), ("THB", thb_cap))
+    ]  # fmt: skip
+    assert (rule["currency"], thb_rule["currency"]) == ("USD", "THB")
+    await asyncio.sleep(RULES_POLL_INTERVAL_S + 0.5)  # every limits process has read them
 
     async def pay(amount_minor: int, currency: str) -> dict:
         return await fleet.app.create_intent(
             operation_type="P2P_TRANSFER", amount_minor=amount_minor, currency=currency, user_id=carol,
-            recipient_id=dave, wait_s=10,
+            recipient_id=dave, tags=[CURRENCY_TEST_TAG], wait_s=10,
         )  # fmt: skip
 
     redis = aioredis.Redis.from_url(fleet.redis_url)
