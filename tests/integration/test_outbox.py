@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 import time
 import uuid
 
@@ -25,6 +24,7 @@ from pm.redis.wire import redis_from_url
 from pm.store import intents as store
 from pm.store import reviews
 from pm.webhooks.client import WebhookClient
+from tests.support.ports import free_port
 
 SECRET = "merchant-webhook-secret-0123456789"
 _merchants = itertools.count(900_001)
@@ -69,9 +69,7 @@ async def receiver():
     app.router.add_post("/hook", got.handle)
     runner = web.AppRunner(app)
     await runner.setup()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     got.url = f"http://127.0.0.1:{port}/hook"  # type: ignore[attr-defined]
     yield got

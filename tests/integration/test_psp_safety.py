@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import itertools
 import random
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,16 +43,11 @@ from pm.psp.secrets import SIMULATOR_QP_CALLBACK_SECRET, SIMULATOR_SETTINGS
 from pm.store import intents as store
 from pm.store import keys
 from tests.support.pipeline import Pipeline, isolated_topology, open_pipeline
+from tests.support.ports import free_port
 
 APP_SCOPES = "intents:write,intents:read,balance:read"
 APP_OPERATIONS = "P2P_TRANSFER,IPPS_WITHDRAWAL,THAI_QR_PAY,QP_TOPUP"
 FUNDS_MINOR = 100_000
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclasses.dataclass

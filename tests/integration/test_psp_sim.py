@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestServer
 from pm.config.settings import Settings
 from pm.dev.psp_sim import SIMULATOR, SteppableClock, create_sim_app, run_psp_sim
 from pm.domain import psp_signing
+from tests.support.ports import free_port
 
 DELAY_MS = 50
 DELAY_S = DELAY_MS / 1000
@@ -444,9 +445,7 @@ async def test_a_500_answer_is_retried_with_the_same_event_and_doubling_backoff(
 
 
 async def test_an_unreachable_receiver_gets_at_most_six_attempts(sim: Sim) -> None:
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        dead_url = f"http://127.0.0.1:{probe.getsockname()[1]}/cb"
+    dead_url = f"http://127.0.0.1:{free_port()}/cb"  # a port nobody listens on
     reference, status, _ = await sim.create("qp", 50000, callback_url=dead_url)
     assert status == 201
     deadline = time.monotonic() + WAIT_S
@@ -475,9 +474,7 @@ async def test_creating_a_payout_does_not_wait_for_its_callbacks(sim: Sim) -> No
 
 
 async def test_run_psp_sim_serves_on_its_configured_port_until_cancelled() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     listening: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run_psp_sim(sim_settings(psp_sim_port=port), started=listening.set_result))
     try:

@@ -17,6 +17,7 @@ from test_outbox import settled_charge
 from consumers import outbox
 from pm.domain.webhook_policy import AllowedHosts, WebhookRefused
 from pm.webhooks.client import check_webhook_url
+from tests.support.ports import free_port
 
 SECRET = "merchant-webhook-secret-ssrf-0123456789"
 PUBLIC_ADDRESS = "93.184.215.14"
@@ -73,9 +74,7 @@ async def service():
     app.router.add_route("*", "/internal", got.internal)
     runner = web.AppRunner(app)
     await runner.setup()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        got.port = probe.getsockname()[1]
+    got.port = free_port()
     await web.TCPSite(runner, "127.0.0.1", got.port).start()
     yield got
     await runner.cleanup()

