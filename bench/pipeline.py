@@ -3,6 +3,15 @@
     python bench/pipeline.py                                   # 5,000 intents at concurrency 64
     python bench/pipeline.py --floor                           # ... then the plumbing floor, and the ratio
     python bench/pipeline.py --processes settlement=2,dispatch=2 --batch-size 512 --json
+    python bench/pipeline.py --layouts one-per-type,all,per-core --floor   # process layouts side by side
+    python bench/pipeline.py --rate 1000 --seconds 20 --layouts per-core   # open loop at a fixed load
+
+Layouts (bench/layouts.py): `one-per-type` is the Procfile, one process per type (or `--processes`);
+`all` is `pm run all` in one process; `per-core` one `pm run all` per core. Each runs (and, with
+`--floor`, its floor) in turn in the same invocation, and a side-by-side table ends the output.
+Open loop (`--rate N --seconds S`, bench/open_loop.py): N x S intents, each sent when due whatever
+the answers, latency counted from when it was due; the send lag p99 printed beside it says whether
+the client kept the schedule. Each run also reports every process type's RSS after sending.
 
 With no PM_DATABASE_URL / PM_REDIS_URL it starts embedded PostgreSQL and Valkey in a temp dir (stopped
 at the end, also on Ctrl-C); with them set, it creates its databases on that PostgreSQL server (and
@@ -28,8 +37,9 @@ drops them at the end) and uses that Redis with streams of its own. Per run:
    (real run) `ledger.check.run_check` ok, i.e. debits = credits and transit back to zero.
 
 With `--floor` the same invocation then runs the plumbing floor the same way: a second fleet, on a
-second fresh database, whose stages all use `bench.floor` (no ledger, no routes, no fees: one
-batched SQL update per stage) and streams of their own, the same warm-up and the same N intents; it
+second fresh database, whose stages use `bench.floor` (no ledger, no routes, no fees: one batched SQL
+update per stage; the history stage keeps its own handler, which ends each intent) and streams of
+their own, the same warm-up and the same N intents; it
 prints floor settled/s and the ratio real/floor.
 
 Target on the 2-core machine (the benchmark issue): >= 1,000 P2P intents/s settled on the embedded
@@ -68,6 +78,8 @@ import redis.asyncio as aioredis
 import uvloop
 import yaml
 from http_load import HttpLoadError, SignedConnection  # bench/, beside this file
+from layouts import ALL_COMMAND, ALL_TYPE, LAYOUTS, layout_counts, parse_layouts
+from open_loop import ClientBehind, schedule, send_open_loop
 from prometheus_client.parser import text_string_to_metric_families
 
 from ledger import open_ledger
@@ -93,6 +105,8 @@ ADMIN_SCOPES = "admin,intents:read"
 APP_OPERATIONS = "P2P_TRANSFER"  # the bench sends P2P intents only
 ADMIN_OPERATIONS = "ADMIN_ADJUSTMENT"  # and funds its users
 FLOOR_HANDLER = "bench.floor"
+# The floor's history stage is the real one: it ends an intent (`finished`), which the run waits for.
+FLOOR_KEEPS_HANDLER = ("history",)
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 
 READY_TIMEOUT_S = 60.0
@@ -134,9 +148,13 @@ def parse_counts(text: str) -> dict[str, int]:
 
 
 def write_streams_file(directory: Path, handler: str | None, overrides: dict[str, Any]) -> tuple[Path, Topology]:
-    """streams.yaml with streams of its own (and `handler` for every stage: the floor)."""
-    stage_overrides = {**overrides, **({"handler": handler} if handler is not None else {})}
-    document = renamed_document(f"bench{uuid.uuid4().hex[:10]}:", **stage_overrides)
+    """streams.yaml with streams of its own (and `handler` for every stage that moves an intent to its
+    next state: the floor; the history stage keeps its own, which marks intents `finished`)."""
+    document = renamed_document(f"bench{uuid.uuid4().hex[:10]}:", **overrides)
+    if handler is not None:
+        for name, stage in document["stages"].items():
+            if name not in FLOOR_KEEPS_HANDLER and "connector_for" not in stage:
+                stage["handler"] = handler
     path = directory / "streams.yaml"
     path.write_text(yaml.safe_dump(document))
     return path, parse_topology(document)
@@ -306,6 +324,20 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     return delta
 
 
+def rss_by_type(fleet: Fleet) -> dict[str, float]:
+    """Resident memory per process type (each process with its children), in MiB, summed over its processes."""
+    totals: dict[str, float] = {}
+    for process_type, processes in fleet.processes.items():
+        for popen in processes:
+            with contextlib.suppress(psutil.Error):
+                process = psutil.Process(popen.pid)
+                rss = process.memory_info().rss + sum(
+                    child.memory_info().rss for child in process.children(recursive=True)
+                )
+                totals[process_type] = totals.get(process_type, 0.0) + rss / 2**20
+    return {name: round(value, 1) for name, value in totals.items()}
+
+
 def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -336,7 +368,9 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 @dataclass
 class RunOptions:
-    name: str  # "pipeline" or "floor"
+    name: str  # "LAYOUT pipeline" or "LAYOUT floor"
+    layout: str
+    rate_per_s: float | None  # None: closed loop at `concurrency`; else open loop, `intents` = rate x seconds
     handler: str | None  # None: the real handlers of streams.yaml
     intents: int
     concurrency: int
@@ -350,9 +384,51 @@ class RunOptions:
 
 @dataclass
 class SendResult:
-    started_at: dict[str, float]  # intent id -> wall-clock time its POST started
+    started_at: dict[str, float]  # intent id -> wall-clock time its POST started (open loop: was due)
     first_post_at: float
     last_accepted_at: float
+    send_lag_s: list[float] = field(default_factory=list)  # open loop: per intent, sent minus due
+
+
+def p2p_body(index: int, senders: int) -> tuple[int, dict[str, Any]]:
+    """(sender, body) of the bench's intent `index`: recipients are another set of users, paired
+    differently each round."""
+    sender = SENDER_ID_BASE + index % senders
+    recipient = RECIPIENT_ID_BASE + (index * 7919) % senders
+    body = {"operation_type": "P2P_TRANSFER", "amount_minor": AMOUNT_MINOR, "currency": CURRENCY,
+            "recipient_id": recipient}  # fmt: skip
+    return sender, body
+
+
+async def post_intent(connection: SignedConnection, index: int, senders: int) -> str:
+    """POST intent `index`; its id. Anything but 202 CREATED ends the run."""
+    sender, body = p2p_body(index, senders)
+    try:
+        answer = await connection.post_json("/intents", body, user_id=sender)
+    except (OSError, TimeoutError, HttpLoadError) as exc:
+        raise BenchError(f"intent {index} got no answer from the gateway: {exc!r}") from exc
+    if answer.status != 202 or answer.body.get("state") != "CREATED":
+        raise BenchError(f"intent {index}: expected 202 CREATED, got {answer.status} {answer.body}")
+    return str(answer.body["id"])
+
+
+async def send_open(connect: Callable[[], SignedConnection], rate_per_s: float, count: int, senders: int) -> SendResult:
+    """`count` P2P intents at `rate_per_s`, each sent when due whatever the answers (bench/open_loop.py)."""
+    due = schedule(rate_per_s, count / rate_per_s, time.time() + 0.1)
+    started_at: dict[str, float] = {}
+    last_accepted_at = 0.0
+
+    async def send(connection: SignedConnection, index: int) -> None:
+        nonlocal last_accepted_at
+        started_at[await post_intent(connection, index, senders)] = due[index]
+        last_accepted_at = max(last_accepted_at, time.time())
+
+    try:
+        result = await send_open_loop(due, connect, send)
+    except ClientBehind as exc:
+        raise BenchError(str(exc)) from exc
+    assert len(started_at) == count, f"{len(started_at)} of {count} intents answered"
+    return SendResult(started_at, due[0], last_accepted_at, result.send_lag_s)
 
 
 async def send_intents(
@@ -371,21 +447,10 @@ async def send_intents(
             while next_index < count:
                 index = next_index
                 next_index += 1
-                sender = SENDER_ID_BASE + index % senders
-                # Recipients are another set of users, paired differently each round.
-                recipient = RECIPIENT_ID_BASE + (index * 7919) % senders
-                body = {"operation_type": "P2P_TRANSFER", "amount_minor": AMOUNT_MINOR, "currency": CURRENCY,
-                        "recipient_id": recipient}  # fmt: skip
                 start = time.time()
-                try:
-                    answer = await connection.post_json("/intents", body, user_id=sender)
-                except (OSError, TimeoutError, HttpLoadError) as exc:
-                    raise BenchError(f"intent {index} got no answer from the gateway: {exc!r}") from exc
-                accepted = time.time()
-                if answer.status != 202 or answer.body.get("state") != "CREATED":
-                    raise BenchError(f"intent {index}: expected 202 CREATED, got {answer.status} {answer.body}")
-                started_at[answer.body["id"]] = start
-                last_accepted_at = max(last_accepted_at, accepted)
+                intent_id = await post_intent(connection, index, senders)
+                started_at[intent_id] = start
+                last_accepted_at = max(last_accepted_at, time.time())
         finally:
             await connection.close()
 
@@ -557,11 +622,12 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
         for process_type, count in options.counts.items():
             if count == 0:
                 continue
+            command = ALL_COMMAND if process_type == ALL_TYPE else None
             if process_type in PROCESS_TYPES_WITHOUT_METRICS:
                 fleet.start(process_type, count)
             else:
                 port_base = free_port_range(count, taken)
-                fleet.start(process_type, count, port_base=port_base)
+                fleet.start(process_type, count, port_base=port_base, command=command)
                 metrics_ports.extend(range(port_base, port_base + count))
         base_url = f"http://127.0.0.1:{http_port}"
         await wait_ready(base_url, metrics_ports, fleet)
@@ -591,13 +657,19 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
             monitor.statements = 0
             scrape_before = await scrape(scrape_session, metrics_ports)
             reference_before_ms = reference_ms()
-            progress(f"{options.name}: sending {options.intents} intents at concurrency {options.concurrency}")
+            loop = (f"at concurrency {options.concurrency}" if options.rate_per_s is None
+                    else f"at {options.rate_per_s:g}/s (open loop)")  # fmt: skip
+            progress(f"{options.name}: sending {options.intents} intents {loop}")
             cpu_before, cpu_from = cpu_seconds(fleet, pids), time.time()
 
             def connect() -> SignedConnection:
                 return SignedConnection("127.0.0.1", http_port, app_key.key_id, app_secret, HTTP_TIMEOUT_S)
 
-            sent = await send_intents(connect, options.intents, options.concurrency, options.senders)
+            if options.rate_per_s is None:
+                sent = await send_intents(connect, options.intents, options.concurrency, options.senders)
+            else:
+                sent = await send_open(connect, options.rate_per_s, options.intents, options.senders)
+            rss_mb = rss_by_type(fleet)
             progress(f"{options.name}: all accepted; waiting for SETTLED")
             await wait_settled(monitor, fleet, options.intents, options.finish_timeout_s)
             cpu_after, cpu_to = cpu_seconds(fleet, pids), time.time()
@@ -635,8 +707,14 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
     n = options.intents
     accept_s = sent.last_accepted_at - sent.first_post_at
     settle_s = last_settled_at - sent.first_post_at
+    lags_s = sorted(sent.send_lag_s)
     return {
         "run": options.name,
+        "layout": options.layout,
+        "loop": "closed" if options.rate_per_s is None else "open",
+        "offered_per_s": options.rate_per_s,
+        "send_lag_ms_p99": round(percentile(lags_s, 0.99) * 1000, 1) if lags_s else None,
+        "rss_mb": rss_mb,
         "intents": n,
         "concurrency": options.concurrency,
         "processes": {k: v for k, v in options.counts.items() if v},
@@ -677,7 +755,9 @@ def print_table(row: dict[str, Any]) -> None:
     processes = " ".join(f"{k}={v}" for k, v in row["processes"].items())
     overrides = " ".join(f"{k}={v}" for k, v in row["stage_overrides"].items()) or "streams.yaml defaults"
     lines = [
-        f"== {row['run']}: {row['intents']:,} P2P intents, concurrency {row['concurrency']}",
+        f"== {row['run']}: {row['intents']:,} P2P intents, "
+        + (f"concurrency {row['concurrency']}" if row["loop"] == "closed"
+           else f"open loop at {row['offered_per_s']:g}/s (send lag p99 {row['send_lag_ms_p99']} ms)"),
         f"   processes        {processes}",
         f"   stages           {overrides}",
         f"   accepted/s       {row['accepted_per_s']:>8,}",
@@ -693,6 +773,7 @@ def print_table(row: dict[str, Any]) -> None:
         f"({cpu[MACHINE] / row['cpu_window_s']:.2f} of {psutil.cpu_count()} cores; "
         f"{1000 * cpu[MACHINE] / row['intents']:.2f} ms per intent)",
         "      " + ", ".join(f"{k} {v}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]) if k != MACHINE),
+        "   RSS MiB          " + ", ".join(f"{k} {v}" for k, v in sorted(row["rss_mb"].items())),
         f"   machine speed    reference loop {row['reference_loop_ms']} ms (lower is faster; compare runs by it)",
         "   checks           "
         + ", ".join(f"{k} {'ok' if v else ('-' if v is None else 'FAILED')}" for k, v in row["checks"].items()),
@@ -727,34 +808,58 @@ async def run_all(args: argparse.Namespace, server_url: str, redis_url: str, log
         overrides["block_ms"] = args.block_ms
     if args.linger_ms is not None:
         overrides["linger_ms"] = args.linger_ms
-    finish_timeout_s = args.timeout_s if args.timeout_s is not None else max(60.0, args.intents / 100)
+    intents = args.intents if args.rate is None else round(args.rate * args.seconds)
+    finish_timeout_s = args.timeout_s if args.timeout_s is not None else max(60.0, intents / 100)
     common = {
-        "intents": args.intents,
+        "intents": intents,
+        "rate_per_s": args.rate,
         "concurrency": args.concurrency,
         "senders": args.senders,
-        "counts": args.processes,
         "stage_overrides": overrides,
         "finish_timeout_s": finish_timeout_s,
         "stats_settle_s": args.stats_settle_s,
-        "log_dir": log_dir,
     }
     databases: list[str] = []
     rows = []
     try:
-        real = await run_once(RunOptions(name="pipeline", handler=None, **common), server_url, redis_url, databases)
-        _emit(real, args.json)
-        rows.append(real)
-        if args.floor:
-            floor = await run_once(
-                RunOptions(name="floor", handler=FLOOR_HANDLER, **common), server_url, redis_url, databases
-            )
-            floor["ratio_real_to_floor"] = round(real["settled_per_s"] / floor["settled_per_s"], 3)
-            _emit(floor, args.json)
-            rows.append(floor)
+        for layout in args.layouts:
+            counts = layout_counts(layout, args.processes)
+            layout_dir = log_dir / layout
+            real = await run_once(
+                RunOptions(name=f"{layout} pipeline", layout=layout, handler=None, counts=counts,
+                           log_dir=layout_dir, **common),
+                server_url, redis_url, databases,
+            )  # fmt: skip
+            _emit(real, args.json)
+            rows.append(real)
+            if args.floor:
+                floor = await run_once(
+                    RunOptions(name=f"{layout} floor", layout=layout, handler=FLOOR_HANDLER, counts=counts,
+                               log_dir=layout_dir, **common),
+                    server_url, redis_url, databases,
+                )  # fmt: skip
+                floor["ratio_real_to_floor"] = round(real["settled_per_s"] / floor["settled_per_s"], 3)
+                _emit(floor, args.json)
+                rows.append(floor)
     finally:
         if os.environ.get("PM_DATABASE_URL"):
             await _drop_databases(server_url, databases)
+    if not args.json and len(rows) > 1:
+        print_side_by_side(rows)
     return rows
+
+
+def print_side_by_side(rows: list[dict[str, Any]]) -> None:
+    """One line per run, the figures that compare layouts (all measured in this one invocation)."""
+    print("\n== side by side (this invocation, one machine state)")
+    print(f"   {'run':<26} {'settled/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/intent':>13} {'RSS MiB':>8}"
+          f" {'ref loop ms':>11}")  # fmt: skip
+    for row in rows:
+        cpu_ms = 1000 * row["cpu_s"][MACHINE] / row["intents"]
+        rss = sum(row["rss_mb"].values())
+        latency = row["latency_ms"]
+        print(f"   {row['run']:<26} {row['settled_per_s']:>9,} {latency['p50']:>8.0f} {latency['p99']:>8.0f}"
+              f" {cpu_ms:>13.2f} {rss:>8.0f} {row['reference_loop_ms']:>11}")  # fmt: skip
 
 
 async def _drop_databases(server_url: str, names: list[str]) -> None:
@@ -790,6 +895,12 @@ def main() -> int:
     parser.add_argument("--block-ms", type=int, default=None, help="every stage's block_ms (streams.yaml)")
     parser.add_argument("--linger-ms", type=int, default=None, help="every stage's linger_ms (streams.yaml)")
     parser.add_argument("--floor", action="store_true", help="also run the plumbing floor and print the ratio")
+    parser.add_argument(
+        "--layouts", type=parse_layouts, default=["one-per-type"],
+        help=f"process layouts to run side by side, comma-separated: {', '.join(LAYOUTS)} (bench/layouts.py)",
+    )  # fmt: skip
+    parser.add_argument("--rate", type=float, default=None, help="open loop: intents per second (with --seconds)")
+    parser.add_argument("--seconds", type=float, default=None, help="open loop: how long to send at --rate")
     parser.add_argument("--timeout-s", type=float, default=None, help="bound on settling after the last 202")
     parser.add_argument("--stats-settle-s", type=float, default=STATS_SETTLE_S, help=argparse.SUPPRESS)
     parser.add_argument("--keep-logs", action="store_true", help="keep the fleet logs (printed path)")
@@ -797,6 +908,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.intents < 1 or args.concurrency < 1 or args.senders < 1:
         parser.error("--intents, --concurrency and --senders must be positive")
+    if (args.rate is None) != (args.seconds is None) or (args.rate is not None and min(args.rate, args.seconds) <= 0):
+        parser.error("--rate and --seconds go together, both positive")
 
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # stop the fleet and servers on SIGTERM too
     work_dir = Path(tempfile.mkdtemp(prefix="pm-bench-pipeline-"))

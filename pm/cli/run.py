@@ -34,7 +34,7 @@ async def run_process(name: str, settings: Settings, database_url: str, redis_ur
     if name == "gateway":
         await run_gateway(settings, **urls)
         return
-    if name != "all" and settings.metrics_port is not None:
+    if settings.metrics_port is not None:  # `all` also on its gateway's /metrics: one registry, two doors
         serve_metrics(settings.metrics_port)
     if name == "psp-sim":  # a stand-in for the PSPs: it needs none of the servers
         from pm.dev.psp_sim import run_psp_sim

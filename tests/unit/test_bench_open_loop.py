@@ -1,0 +1,67 @@
+"""The benchmark's open loop (bench/open_loop.py) and layouts (bench/layouts.py): sends when due whatever
+the answers, and counts latency from when an intent was due."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from bench import layouts, open_loop
+
+
+def test_the_schedule_spaces_the_sends_evenly_at_the_rate() -> None:
+    due = open_loop.schedule(1000, 2.0, start_s=100.0)
+    assert len(due) == 2000
+    assert due[0] == 100.0 and due[1] == pytest.approx(100.001) and due[-1] == pytest.approx(101.999)
+    with pytest.raises(ValueError):
+        open_loop.schedule(0, 1.0, start_s=0.0)
+
+
+class SlowConnection:
+    closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_slow_answer_does_not_delay_the_next_send() -> None:
+    # Each answer takes 200 ms; 20 sends due 10 ms apart must all go out within ~200 ms, on new connections.
+    sent_at: dict[int, float] = {}
+    connections: list[SlowConnection] = []
+
+    def connect() -> SlowConnection:
+        connections.append(SlowConnection())
+        return connections[-1]
+
+    async def send(connection: SlowConnection, index: int) -> None:
+        sent_at[index] = time.time()
+        await asyncio.sleep(0.2)
+
+    start = time.time() + 0.01
+    due = open_loop.schedule(100, 0.2, start_s=start)
+    result = await open_loop.send_open_loop(due, connect, send)
+    assert sorted(sent_at) == list(range(20))
+    assert max(sent_at.values()) - start < 0.2 + 0.1  # a closed loop of one would take 4 s
+    assert result.connections_opened == len(connections) > 1
+    assert all(connection.closed for connection in connections)
+    assert len(result.send_lag_s) == 20
+
+
+async def test_more_in_flight_than_the_client_allows_fails_the_run() -> None:
+    async def send(connection: SlowConnection, index: int) -> None:
+        await asyncio.sleep(1.0)
+
+    due = open_loop.schedule(1000, 0.01, start_s=time.time())
+    with pytest.raises(open_loop.ClientBehind):
+        await open_loop.send_open_loop(due, SlowConnection, send, connections_max=3)
+
+
+def test_layouts_parse_and_expand() -> None:
+    assert layouts.parse_layouts("all, per-core,all") == ["all", "per-core"]
+    with pytest.raises(ValueError):
+        layouts.parse_layouts("all,bogus")
+    procfile = {"gateway": 1, "settlement": 2}
+    assert layouts.layout_counts("one-per-type", procfile) == procfile
+    assert layouts.layout_counts("per-core", procfile, cores=2) == {"all": 2, "psp-sim": 1}
