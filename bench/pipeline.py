@@ -121,6 +121,7 @@ STATS_FLUSH_AFTER_STOP_S = 1.0  # exiting backends flush their statistics; give 
 SCRAPE_TIMEOUT_S = 5.0
 PROCESS_TYPES_WITHOUT_METRICS = ("gateway",)  # the gateway serves /metrics on its HTTP port instead
 REFERENCE_LOOP_ITERATIONS = 1_000_000
+RSS_GROWTH_PCT_MAX = 10.0  # the issue's bound: RSS after 100,000 intents within 10% of it after 10,000
 MACHINE = "machine busy"
 OTHER = "other (not this run)"
 
@@ -338,6 +339,34 @@ def rss_by_type(fleet: Fleet) -> dict[str, float]:
     return {name: round(value, 1) for name, value in totals.items()}
 
 
+@dataclass
+class RssSampler:
+    """Reads every process type's RSS when the settled count passes each checkpoint (once a second, on a
+    connection of its own, its statements counted so they come off the fleet's commits)."""
+
+    connection: asyncpg.Connection
+    statements: int = 0
+
+    async def run(self, fleet: Fleet, checkpoints: tuple[int, ...], out: dict[int, dict[str, float]]) -> None:
+        waiting = sorted(checkpoints)
+        while waiting:
+            self.statements += 1
+            settled = await self.connection.fetchval(
+                "SELECT count(*) FROM pm.intent WHERE operation_type = 'P2P_TRANSFER' AND state = 'SETTLED'"
+            )
+            while waiting and settled >= waiting[0]:
+                out[waiting.pop(0)] = rss_by_type(fleet)
+            await asyncio.sleep(1.0)
+
+
+def rss_growth(rss_at: dict[int, dict[str, float]]) -> dict[str, float]:
+    """Per process type: RSS growth in % from the first checkpoint to the last (the issue: within 10%)."""
+    if len(rss_at) < 2:
+        return {}
+    first, last = rss_at[min(rss_at)], rss_at[max(rss_at)]
+    return {name: round(100 * (last[name] - first[name]) / first[name], 1) for name in first if name in last}
+
+
 def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -380,6 +409,7 @@ class RunOptions:
     finish_timeout_s: float
     stats_settle_s: float
     log_dir: Path
+    rss_checkpoints: tuple[int, ...] = ()  # settled counts at which every process type's RSS is read
 
 
 @dataclass
@@ -665,13 +695,26 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
             def connect() -> SignedConnection:
                 return SignedConnection("127.0.0.1", http_port, app_key.key_id, app_secret, HTTP_TIMEOUT_S)
 
-            if options.rate_per_s is None:
-                sent = await send_intents(connect, options.intents, options.concurrency, options.senders)
-            else:
-                sent = await send_open(connect, options.rate_per_s, options.intents, options.senders)
-            rss_mb = rss_by_type(fleet)
-            progress(f"{options.name}: all accepted; waiting for SETTLED")
-            await wait_settled(monitor, fleet, options.intents, options.finish_timeout_s)
+            rss_at: dict[int, dict[str, float]] = {}
+            sampler = RssSampler(await asyncpg.connect(database_url, timeout=10))
+            sampling = asyncio.create_task(sampler.run(fleet, options.rss_checkpoints, rss_at))
+            try:
+                if options.rate_per_s is None:
+                    sent = await send_intents(connect, options.intents, options.concurrency, options.senders)
+                else:
+                    sent = await send_open(connect, options.rate_per_s, options.intents, options.senders)
+                rss_mb = rss_by_type(fleet)
+                progress(f"{options.name}: all accepted; waiting for SETTLED")
+                await wait_settled(monitor, fleet, options.intents, options.finish_timeout_s)
+                for checkpoint in options.rss_checkpoints:  # those passed since the sampler's last look
+                    if checkpoint <= options.intents and checkpoint not in rss_at:
+                        rss_at[checkpoint] = rss_by_type(fleet)
+            finally:
+                sampling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampling
+                await sampler.connection.close(timeout=10)
+            monitor.statements += sampler.statements  # its transactions are the bench's, not the fleet's
             cpu_after, cpu_to = cpu_seconds(fleet, pids), time.time()
             reference_after_ms = reference_ms()
             progress(f"{options.name}: all settled; checking")
@@ -715,6 +758,8 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
         "offered_per_s": options.rate_per_s,
         "send_lag_ms_p99": round(percentile(lags_s, 0.99) * 1000, 1) if lags_s else None,
         "rss_mb": rss_mb,
+        "rss_mb_at_settled": {str(n): rss for n, rss in sorted(rss_at.items())},
+        "rss_growth_pct": rss_growth(rss_at),
         "intents": n,
         "concurrency": options.concurrency,
         "processes": {k: v for k, v in options.counts.items() if v},
@@ -749,6 +794,16 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
 # -- output ------------------------------------------------------------------------------------------
 
 
+def _rss_growth_lines(row: dict[str, Any]) -> list[str]:
+    growth = row["rss_growth_pct"]
+    if not growth:
+        return []
+    over = {k: " OVER 10%" if v > RSS_GROWTH_PCT_MAX else "" for k, v in growth.items()}
+    marks = ", ".join(f"{k} {v:+.1f}%{over[k]}" for k, v in sorted(growth.items()))
+    points = sorted(row["rss_mb_at_settled"], key=int)
+    return [f"   RSS growth       {marks} (from {points[0]} to {points[-1]} settled)"]
+
+
 def print_table(row: dict[str, Any]) -> None:
     latency = row["latency_ms"]
     cpu = row["cpu_s"]
@@ -774,6 +829,7 @@ def print_table(row: dict[str, Any]) -> None:
         f"{1000 * cpu[MACHINE] / row['intents']:.2f} ms per intent)",
         "      " + ", ".join(f"{k} {v}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]) if k != MACHINE),
         "   RSS MiB          " + ", ".join(f"{k} {v}" for k, v in sorted(row["rss_mb"].items())),
+        *_rss_growth_lines(row),
         f"   machine speed    reference loop {row['reference_loop_ms']} ms (lower is faster; compare runs by it)",
         "   checks           "
         + ", ".join(f"{k} {'ok' if v else ('-' if v is None else 'FAILED')}" for k, v in row["checks"].items()),
@@ -818,38 +874,55 @@ async def run_all(args: argparse.Namespace, server_url: str, redis_url: str, log
         "stage_overrides": overrides,
         "finish_timeout_s": finish_timeout_s,
         "stats_settle_s": args.stats_settle_s,
+        "rss_checkpoints": args.rss_checkpoints,
     }
     databases: list[str] = []
-    rows = []
+    rows: list[dict[str, Any]] = []
+    failures: list[str] = []
     try:
         for layout in args.layouts:
             counts = layout_counts(layout, args.processes)
-            layout_dir = log_dir / layout
-            real = await run_once(
+            real = await _run_or_report(
                 RunOptions(name=f"{layout} pipeline", layout=layout, handler=None, counts=counts,
-                           log_dir=layout_dir, **common),
-                server_url, redis_url, databases,
+                           log_dir=log_dir / layout, **common),
+                server_url, redis_url, databases, failures,
             )  # fmt: skip
-            _emit(real, args.json)
-            rows.append(real)
             if args.floor:
-                floor = await run_once(
+                floor = await _run_or_report(
                     RunOptions(name=f"{layout} floor", layout=layout, handler=FLOOR_HANDLER, counts=counts,
-                               log_dir=layout_dir, **common),
-                    server_url, redis_url, databases,
+                               log_dir=log_dir / layout, **common),
+                    server_url, redis_url, databases, failures,
                 )  # fmt: skip
-                floor["ratio_real_to_floor"] = round(real["settled_per_s"] / floor["settled_per_s"], 3)
-                _emit(floor, args.json)
-                rows.append(floor)
+                if real is not None and floor is not None:
+                    floor["ratio_real_to_floor"] = round(real["settled_per_s"] / floor["settled_per_s"], 3)
+            for row in (real, floor if args.floor else None):
+                if row is not None:
+                    _emit(row, args.json)
+                    rows.append(row)
     finally:
         if os.environ.get("PM_DATABASE_URL"):
             await _drop_databases(server_url, databases)
-    if not args.json and len(rows) > 1:
-        print_side_by_side(rows)
+    if not args.json and len(rows) + len(failures) > 1:
+        print_side_by_side(rows, failures)
+    if failures:
+        raise BenchError("; ".join(failures))
     return rows
 
 
-def print_side_by_side(rows: list[dict[str, Any]]) -> None:
+async def _run_or_report(
+    options: RunOptions, server_url: str, redis_url: str, databases: list[str], failures: list[str]
+) -> dict[str, Any] | None:
+    """One run; a failed one (e.g. a fleet that cannot keep an open loop's rate) is reported and the
+    other layouts still run."""
+    try:
+        return await run_once(options, server_url, redis_url, databases)
+    except BenchError as exc:
+        progress(f"{options.name}: FAILED: {exc}")
+        failures.append(f"{options.name}: {exc}")
+        return None
+
+
+def print_side_by_side(rows: list[dict[str, Any]], failures: list[str]) -> None:
     """One line per run, the figures that compare layouts (all measured in this one invocation)."""
     print("\n== side by side (this invocation, one machine state)")
     print(f"   {'run':<26} {'settled/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/intent':>13} {'RSS MiB':>8}"
@@ -860,6 +933,8 @@ def print_side_by_side(rows: list[dict[str, Any]]) -> None:
         latency = row["latency_ms"]
         print(f"   {row['run']:<26} {row['settled_per_s']:>9,} {latency['p50']:>8.0f} {latency['p99']:>8.0f}"
               f" {cpu_ms:>13.2f} {rss:>8.0f} {row['reference_loop_ms']:>11}")  # fmt: skip
+    for failure in failures:
+        print(f"   FAILED {failure}")
 
 
 async def _drop_databases(server_url: str, names: list[str]) -> None:
@@ -898,6 +973,10 @@ def main() -> int:
     parser.add_argument(
         "--layouts", type=parse_layouts, default=["one-per-type"],
         help=f"process layouts to run side by side, comma-separated: {', '.join(LAYOUTS)} (bench/layouts.py)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rss-checkpoints", type=lambda text: tuple(int(n) for n in text.split(",") if n.strip()), default=(),
+        help="settled counts at which to read each process type's RSS, e.g. 10000,100000 (prints the growth)",
     )  # fmt: skip
     parser.add_argument("--rate", type=float, default=None, help="open loop: intents per second (with --seconds)")
     parser.add_argument("--seconds", type=float, default=None, help="open loop: how long to send at --rate")
