@@ -1,4 +1,5 @@
-"""Pipeline throughput: signed P2P intents through the whole fleet, from POST /intents to SETTLED.
+"""Pipeline throughput: signed intents (P2P, or a --mix with IPPS and QP) through the whole fleet, from
+POST /intents to SETTLED.
 
     python bench/pipeline.py                                   # 5,000 intents at concurrency 64
     python bench/pipeline.py --floor                           # ... then the plumbing floor, and the ratio
@@ -79,6 +80,7 @@ import uvloop
 import yaml
 from http_load import HttpLoadError, SignedConnection  # bench/, beside this file
 from layouts import ALL_COMMAND, ALL_TYPE, LAYOUTS, layout_counts, parse_layouts
+from mix import AMOUNT_MINOR, CURRENCY, SENDER_ID_BASE, Mix, intent_body, parse_mix
 from open_loop import ClientBehind, schedule, send_open_loop
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -94,15 +96,11 @@ from pm.redis import streams
 from pm.store import keys
 from pm.store.migrate import migrate
 
-AMOUNT_MINOR = 100  # 1.00 THB per P2P intent
 HTTP_TIMEOUT_S = 30.0
-CURRENCY = "THB"
-SENDER_ID_BASE = 1_000_000
-RECIPIENT_ID_BASE = 2_000_000
 ADMIN_OPERATOR_ID = 1
 APP_SCOPES = "intents:write,intents:read,balance:read"
 ADMIN_SCOPES = "admin,intents:read"
-APP_OPERATIONS = "P2P_TRANSFER"  # the bench sends P2P intents only
+APP_OPERATIONS = "P2P_TRANSFER,IPPS_WITHDRAWAL,QP_TOPUP"  # what --mix may send (bench/mix.py)
 ADMIN_OPERATIONS = "ADMIN_ADJUSTMENT"  # and funds its users
 FLOOR_HANDLER = "bench.floor"
 # The floor's history stage is the real one: it ends an intent (`finished`), which the run waits for.
@@ -352,11 +350,29 @@ class RssSampler:
         while waiting:
             self.statements += 1
             settled = await self.connection.fetchval(
-                "SELECT count(*) FROM pm.intent WHERE operation_type = 'P2P_TRANSFER' AND state = 'SETTLED'"
+                "SELECT count(*) FROM pm.intent WHERE operation_type <> 'ADMIN_ADJUSTMENT' AND state = 'SETTLED'"
             )
             while waiting and settled >= waiting[0]:
                 out[waiting.pop(0)] = rss_by_type(fleet)
             await asyncio.sleep(1.0)
+
+
+def latency_by_kind(rows: list[asyncpg.Record], sent: SendResult) -> dict[str, dict[str, float]]:
+    """Per operation type: intents settled, settled/s over the run, POST->SETTLED p50 and p99 in ms."""
+    kinds: dict[str, list[asyncpg.Record]] = {}
+    for row in rows:
+        kinds.setdefault(row["operation_type"], []).append(row)
+    figures = {}
+    for kind, kind_rows in sorted(kinds.items()):
+        latencies = sorted(r["created_at"].timestamp() - sent.started_at[str(r["intent_id"])] for r in kind_rows)
+        last = max(r["created_at"].timestamp() for r in kind_rows)
+        figures[kind] = {
+            "settled": len(kind_rows),
+            "settled_per_s": round(len(kind_rows) / (last - sent.first_post_at)),
+            "p50_ms": round(percentile(latencies, 0.50) * 1000, 1),
+            "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+        }
+    return figures
 
 
 def rss_growth(rss_at: dict[int, dict[str, float]]) -> dict[str, float]:
@@ -409,6 +425,7 @@ class RunOptions:
     finish_timeout_s: float
     stats_settle_s: float
     log_dir: Path
+    mix: Mix = (("p2p", 100),)
     rss_checkpoints: tuple[int, ...] = ()  # settled counts at which every process type's RSS is read
 
 
@@ -420,19 +437,9 @@ class SendResult:
     send_lag_s: list[float] = field(default_factory=list)  # open loop: per intent, sent minus due
 
 
-def p2p_body(index: int, senders: int) -> tuple[int, dict[str, Any]]:
-    """(sender, body) of the bench's intent `index`: recipients are another set of users, paired
-    differently each round."""
-    sender = SENDER_ID_BASE + index % senders
-    recipient = RECIPIENT_ID_BASE + (index * 7919) % senders
-    body = {"operation_type": "P2P_TRANSFER", "amount_minor": AMOUNT_MINOR, "currency": CURRENCY,
-            "recipient_id": recipient}  # fmt: skip
-    return sender, body
-
-
-async def post_intent(connection: SignedConnection, index: int, senders: int) -> str:
-    """POST intent `index`; its id. Anything but 202 CREATED ends the run."""
-    sender, body = p2p_body(index, senders)
+async def post_intent(connection: SignedConnection, index: int, senders: int, mix: Mix) -> str:
+    """POST intent `index` (bench/mix.py); its id. Anything but 202 CREATED ends the run."""
+    sender, body = intent_body(index, senders, mix)
     try:
         answer = await connection.post_json("/intents", body, user_id=sender)
     except (OSError, TimeoutError, HttpLoadError) as exc:
@@ -442,7 +449,9 @@ async def post_intent(connection: SignedConnection, index: int, senders: int) ->
     return str(answer.body["id"])
 
 
-async def send_open(connect: Callable[[], SignedConnection], rate_per_s: float, count: int, senders: int) -> SendResult:
+async def send_open(
+    connect: Callable[[], SignedConnection], rate_per_s: float, count: int, senders: int, mix: Mix
+) -> SendResult:
     """`count` P2P intents at `rate_per_s`, each sent when due whatever the answers (bench/open_loop.py)."""
     due = schedule(rate_per_s, count / rate_per_s, time.time() + 0.1)
     started_at: dict[str, float] = {}
@@ -450,7 +459,7 @@ async def send_open(connect: Callable[[], SignedConnection], rate_per_s: float, 
 
     async def send(connection: SignedConnection, index: int) -> None:
         nonlocal last_accepted_at
-        started_at[await post_intent(connection, index, senders)] = due[index]
+        started_at[await post_intent(connection, index, senders, mix)] = due[index]
         last_accepted_at = max(last_accepted_at, time.time())
 
     try:
@@ -462,7 +471,7 @@ async def send_open(connect: Callable[[], SignedConnection], rate_per_s: float, 
 
 
 async def send_intents(
-    connect: Callable[[], SignedConnection], count: int, concurrency: int, senders: int
+    connect: Callable[[], SignedConnection], count: int, concurrency: int, senders: int, mix: Mix
 ) -> SendResult:
     """`count` P2P intents, `concurrency` at a time (a keep-alive connection each); any refusal ends the run."""
     started_at: dict[str, float] = {}
@@ -478,7 +487,7 @@ async def send_intents(
                 index = next_index
                 next_index += 1
                 start = time.time()
-                intent_id = await post_intent(connection, index, senders)
+                intent_id = await post_intent(connection, index, senders, mix)
                 started_at[intent_id] = start
                 last_accepted_at = max(last_accepted_at, time.time())
         finally:
@@ -541,7 +550,7 @@ async def wait_settled(monitor: Monitor, fleet: Fleet, count: int, timeout_s: fl
     deadline = time.monotonic() + timeout_s
     while True:
         rows = await monitor.fetch(
-            "SELECT state, count(*) AS n FROM pm.intent WHERE operation_type = 'P2P_TRANSFER' GROUP BY state"
+            "SELECT state, count(*) AS n FROM pm.intent WHERE operation_type <> 'ADMIN_ADJUSTMENT' GROUP BY state"
         )
         states = {row["state"]: row["n"] for row in rows}
         if states.get("SETTLED", 0) == count:
@@ -699,10 +708,11 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
             sampler = RssSampler(await asyncpg.connect(database_url, timeout=10))
             sampling = asyncio.create_task(sampler.run(fleet, options.rss_checkpoints, rss_at))
             try:
+                senders, mix = options.senders, options.mix
                 if options.rate_per_s is None:
-                    sent = await send_intents(connect, options.intents, options.concurrency, options.senders)
+                    sent = await send_intents(connect, options.intents, options.concurrency, senders, mix)
                 else:
-                    sent = await send_open(connect, options.rate_per_s, options.intents, options.senders)
+                    sent = await send_open(connect, options.rate_per_s, options.intents, senders, mix)
                 rss_mb = rss_by_type(fleet)
                 progress(f"{options.name}: all accepted; waiting for SETTLED")
                 await wait_settled(monitor, fleet, options.intents, options.finish_timeout_s)
@@ -722,12 +732,14 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
             scrape_delta = (await scrape(scrape_session, metrics_ports)).minus(scrape_before)
 
         rows = await monitor.fetch(
-            "SELECT e.intent_id, e.created_at FROM pm.intent_event e JOIN pm.intent i ON i.id = e.intent_id"
-            " WHERE i.operation_type = 'P2P_TRANSFER' AND e.state = 'SETTLED'"
+            "SELECT e.intent_id, e.created_at, i.operation_type FROM pm.intent_event e"
+            " JOIN pm.intent i ON i.id = e.intent_id"
+            " WHERE i.operation_type <> 'ADMIN_ADJUSTMENT' AND e.state = 'SETTLED'"
         )
         assert len(rows) == options.intents, f"{len(rows)} SETTLED events for {options.intents} intents"
         latencies_s = sorted(row["created_at"].timestamp() - sent.started_at[str(row["intent_id"])] for row in rows)
         last_settled_at = max(row["created_at"].timestamp() for row in rows)
+        by_kind = latency_by_kind(rows, sent)
         own_statements = monitor.statements
 
         ledger_ok: bool | None = None
@@ -758,6 +770,7 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
         "offered_per_s": options.rate_per_s,
         "send_lag_ms_p99": round(percentile(lags_s, 0.99) * 1000, 1) if lags_s else None,
         "rss_mb": rss_mb,
+        "by_operation": by_kind,
         "rss_mb_at_settled": {str(n): rss for n, rss in sorted(rss_at.items())},
         "rss_growth_pct": rss_growth(rss_at),
         "intents": n,
@@ -804,13 +817,24 @@ def _rss_growth_lines(row: dict[str, Any]) -> list[str]:
     return [f"   RSS growth       {marks} (from {points[0]} to {points[-1]} settled)"]
 
 
+def _by_operation_lines(row: dict[str, Any]) -> list[str]:
+    figures = row["by_operation"]
+    if len(figures) < 2:
+        return []
+    parts = [
+        f"{k} {v['settled']:,} at {v['settled_per_s']:,}/s, p50 {v['p50_ms']:.0f} ms, p99 {v['p99_ms']:.0f} ms"
+        for k, v in figures.items()
+    ]
+    return ["   by operation     " + "; ".join(parts)]
+
+
 def print_table(row: dict[str, Any]) -> None:
     latency = row["latency_ms"]
     cpu = row["cpu_s"]
     processes = " ".join(f"{k}={v}" for k, v in row["processes"].items())
     overrides = " ".join(f"{k}={v}" for k, v in row["stage_overrides"].items()) or "streams.yaml defaults"
     lines = [
-        f"== {row['run']}: {row['intents']:,} P2P intents, "
+        f"== {row['run']}: {row['intents']:,} intents, "
         + (f"concurrency {row['concurrency']}" if row["loop"] == "closed"
            else f"open loop at {row['offered_per_s']:g}/s (send lag p99 {row['send_lag_ms_p99']} ms)"),
         f"   processes        {processes}",
@@ -830,6 +854,7 @@ def print_table(row: dict[str, Any]) -> None:
         "      " + ", ".join(f"{k} {v}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]) if k != MACHINE),
         "   RSS MiB          " + ", ".join(f"{k} {v}" for k, v in sorted(row["rss_mb"].items())),
         *_rss_growth_lines(row),
+        *_by_operation_lines(row),
         f"   machine speed    reference loop {row['reference_loop_ms']} ms (lower is faster; compare runs by it)",
         "   checks           "
         + ", ".join(f"{k} {'ok' if v else ('-' if v is None else 'FAILED')}" for k, v in row["checks"].items()),
@@ -875,6 +900,7 @@ async def run_all(args: argparse.Namespace, server_url: str, redis_url: str, log
         "finish_timeout_s": finish_timeout_s,
         "stats_settle_s": args.stats_settle_s,
         "rss_checkpoints": args.rss_checkpoints,
+        "mix": args.mix,
     }
     databases: list[str] = []
     rows: list[dict[str, Any]] = []
@@ -953,6 +979,13 @@ def _emit(row: dict[str, Any], as_json: bool) -> None:
         print_table(row)
 
 
+def _mix_argument(text: str) -> Mix:
+    try:
+        return parse_mix(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _raise_keyboard_interrupt(signal_number: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signal_number}")
 
@@ -977,6 +1010,10 @@ def main() -> int:
     parser.add_argument(
         "--rss-checkpoints", type=lambda text: tuple(int(n) for n in text.split(",") if n.strip()), default=(),
         help="settled counts at which to read each process type's RSS, e.g. 10000,100000 (prints the growth)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--mix", type=_mix_argument, default=(("p2p", 100),),
+        help="the intents' kinds in percent, e.g. p2p=70,ipps=20,qp=10 (default p2p=100; bench/mix.py)",
     )  # fmt: skip
     parser.add_argument("--rate", type=float, default=None, help="open loop: intents per second (with --seconds)")
     parser.add_argument("--seconds", type=float, default=None, help="open loop: how long to send at --rate")

@@ -65,3 +65,18 @@ def test_layouts_parse_and_expand() -> None:
     procfile = {"gateway": 1, "settlement": 2}
     assert layouts.layout_counts("one-per-type", procfile) == procfile
     assert layouts.layout_counts("per-core", procfile, cores=2) == {"all": 2, "psp-sim": 1}
+
+
+def test_the_mix_holds_exactly_in_every_hundred_intents() -> None:
+    from bench import mix
+
+    chosen = mix.parse_mix("p2p=70,ipps=20,qp=10")
+    kinds = [mix.kind_of(index, chosen) for index in range(300, 400)]
+    assert (kinds.count("p2p"), kinds.count("ipps"), kinds.count("qp")) == (70, 20, 10)
+    user, body = mix.intent_body(95, senders=10, mix=chosen)
+    assert body["operation_type"] == "QP_TOPUP" and "recipient_id" not in body and user == mix.SENDER_ID_BASE + 5
+    assert mix.intent_body(80, senders=10, mix=chosen)[1]["destination_ref"] == mix.DESTINATION_REF
+    assert str(body["amount_minor"]).endswith("00")  # the simulator's behaviour: succeeds at once
+    for bad in ("p2p=70,ipps=20", "wire=100", "p2p=x"):
+        with pytest.raises(ValueError):
+            mix.parse_mix(bad)
