@@ -146,6 +146,16 @@ def parse_counts(text: str) -> dict[str, int]:
     return counts
 
 
+def bench_ledger_url(database_url: str) -> str:
+    """The fleet's ledger: the TigerBeetle cluster at PM_TIGERBEETLE_ADDRESSES when set (a cluster of the
+    bench's own: its accounts outlive the run, and the bench's users are the same every run, so the
+    ledger check reads every account there), else the `postgres` backend on the run's own database."""
+    addresses = os.environ.get("PM_TIGERBEETLE_ADDRESSES")
+    if addresses:
+        return f"tigerbeetle://{addresses}?cluster={os.environ.get('PM_TIGERBEETLE_CLUSTER_ID', '0')}"
+    return database_url
+
+
 def write_streams_file(directory: Path, handler: str | None, overrides: dict[str, Any]) -> tuple[Path, Topology]:
     """streams.yaml with streams of its own (and `handler` for every stage that moves an intent to its
     next state: the floor; the history stage keeps its own, which marks intents `finished`)."""
@@ -630,6 +640,7 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
     finally:
         await pool.close()
 
+    ledger_url = bench_ledger_url(database_url)
     run_dir = options.log_dir / options.name
     run_dir.mkdir(parents=True)
     streams_file, topology = write_streams_file(run_dir, options.handler, options.stage_overrides)
@@ -639,7 +650,7 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
     environment = {
         "PM_DATABASE_URL": database_url,
         "PM_REDIS_URL": redis_url,
-        "PM_LEDGER_URL": database_url,
+        "PM_LEDGER_URL": ledger_url,
         "PM_STREAMS_FILE": str(streams_file),
         "PM_HTTP_PORT": str(http_port),
         "PM_PSP_SIM_PORT": str(psp_sim_port),  # the Procfile's PSP simulator, on a port of its own
@@ -744,7 +755,7 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
 
         ledger_ok: bool | None = None
         if options.handler is None:
-            async with open_ledger(database_url) as ledger:
+            async with open_ledger(ledger_url) as ledger:
                 report = await run_check(ledger)
             if not report.ok:
                 raise BenchError(f"ledger check failed: {report.problems}")
@@ -766,6 +777,7 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
     return {
         "run": options.name,
         "layout": options.layout,
+        "ledger": ledger_url.split("://", 1)[0],
         "loop": "closed" if options.rate_per_s is None else "open",
         "offered_per_s": options.rate_per_s,
         "send_lag_ms_p99": round(percentile(lags_s, 0.99) * 1000, 1) if lags_s else None,
@@ -837,7 +849,7 @@ def print_table(row: dict[str, Any]) -> None:
         f"== {row['run']}: {row['intents']:,} intents, "
         + (f"concurrency {row['concurrency']}" if row["loop"] == "closed"
            else f"open loop at {row['offered_per_s']:g}/s (send lag p99 {row['send_lag_ms_p99']} ms)"),
-        f"   processes        {processes}",
+        f"   processes        {processes} (ledger: {row['ledger']})",
         f"   stages           {overrides}",
         f"   accepted/s       {row['accepted_per_s']:>8,}",
         f"   settled/s        {row['settled_per_s']:>8,}   (last SETTLED after {row['seconds_to_last_settled']:.2f} s)",
