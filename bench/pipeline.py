@@ -93,6 +93,7 @@ from pm.dev.embedded import create_database, running_postgres, running_valkey
 from pm.dev.fleet import Fleet, read_procfile
 from pm.psp.secrets import SIMULATOR_ENVIRONMENT
 from pm.redis import streams
+from pm.redis.wire import redis_from_url
 from pm.store import keys
 from pm.store.migrate import migrate
 
@@ -665,7 +666,7 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
     }
     fleet = Fleet(environment=environment, log_dir=run_dir)
     metrics_ports: list[int] = []
-    redis = aioredis.Redis.from_url(redis_url, socket_timeout=10)
+    redis = redis_from_url(redis_url, socket_timeout=10)
     monitor: Monitor | None = None
     try:
         progress(f"{options.name}: starting the fleet ({run_dir})")
@@ -847,8 +848,11 @@ def print_table(row: dict[str, Any]) -> None:
     overrides = " ".join(f"{k}={v}" for k, v in row["stage_overrides"].items()) or "streams.yaml defaults"
     lines = [
         f"== {row['run']}: {row['intents']:,} intents, "
-        + (f"concurrency {row['concurrency']}" if row["loop"] == "closed"
-           else f"open loop at {row['offered_per_s']:g}/s (send lag p99 {row['send_lag_ms_p99']} ms)"),
+        + (
+            f"concurrency {row['concurrency']}"
+            if row["loop"] == "closed"
+            else f"open loop at {row['offered_per_s']:g}/s (send lag p99 {row['send_lag_ms_p99']} ms)"
+        ),
         f"   processes        {processes} (ledger: {row['ledger']})",
         f"   stages           {overrides}",
         f"   accepted/s       {row['accepted_per_s']:>8,}",

@@ -12,13 +12,15 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
-from faststream.redis import RedisBroker
+from faststream.redis import RedisBroker, RedisClusterBroker
 
 from consumers.bootstrap import open_stage_context
 from consumers.context import StageContext
 from consumers.poller import run_poller
 from consumers.runtime import StageRunner, keep_subscribed, subscribe
+from pm.config.redis_url import is_cluster_url, parse_cluster_url
 from pm.config.settings import Settings
 from pm.config.topology import Topology
 from pm.redis import streams
@@ -27,6 +29,23 @@ log = logging.getLogger("pm.consumers")
 
 # A task that does not stop within the shutdown grace is cancelled, then waited for this long at most.
 TASK_CANCEL_TIMEOUT_S = 5.0
+
+
+def make_broker(redis_url: str, graceful_timeout_s: float) -> RedisBroker:
+    """FastStream's broker for `redis_url`: its cluster broker (FastStream >= 0.7) for a cluster URL, which
+    reads each stage's stream with XREADGROUP from the node holding the stream's slot."""
+    options: dict[str, Any] = {"graceful_timeout": graceful_timeout_s, "logger": None, "apply_types": False}
+    if not is_cluster_url(redis_url):
+        return RedisBroker(redis_url, **options)
+    parsed = parse_cluster_url(redis_url)
+    (first_host, first_port), *others = parsed.nodes
+    return RedisClusterBroker(
+        f"{'rediss' if parsed.ssl else 'redis'}://{first_host}:{first_port}",
+        startup_nodes=others,
+        username=parsed.username,
+        password=parsed.password,
+        **options,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -43,11 +62,7 @@ async def running_stages(
     runners = [StageRunner(context.topology.stage(name), context) for name in stage_names]
     # apply_types=False: our handlers take the raw entries (see `subscribe`), so FastStream's dependency
     # injection, which resolves its context in a worker thread on every batch, has nothing to do.
-    broker = (
-        RedisBroker(redis_url, graceful_timeout=context.shutdown_grace_s, logger=None, apply_types=False)
-        if runners
-        else None
-    )
+    broker = make_broker(redis_url, context.shutdown_grace_s) if runners else None
     subscribers = [(runner.stage, subscribe(broker, runner)) for runner in runners if broker is not None]
     stop = asyncio.Event()  # ends the claim loops, the poller and the resubscriber at their next wait
     tasks = [asyncio.create_task(runner.claim_forever(stop), name=f"claim-{runner.stage.name}") for runner in runners]

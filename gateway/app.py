@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
 
 from gateway import account, admin_fee_rules, consent, health, intents, psp_callbacks, quote
 from gateway.admin_api import ADMIN_ROUTES
-from gateway.auth import KeyCache, authenticate
+from gateway.auth import KeyCache, authenticate, mark_nonce_stores_complete
 from gateway.backpressure import BacklogMonitor
 from gateway.batching import IntentWriter, NonceRecorder, RedisBatch, ResponseRecorder
 from gateway.body import read_body_in_time
@@ -54,10 +55,12 @@ from pm.config.constants import (
     GATEWAY_REDIS_POOL_WAIT_S,
     GATEWAY_REDIS_SOCKET_TIMEOUT_S,
 )
+from pm.config.redis_url import is_cluster_url
 from pm.config.settings import Settings
 from pm.config.topology import Topology, load_topology
 from pm.psp.client import PspClient
-from pm.redis.wire import redis_pool_from_url
+from pm.redis.streams import check_cluster_topology
+from pm.redis.wire import redis_from_url
 from pm.store.keys import (
     SCOPE_ADMIN,
     SCOPE_BALANCE_READ,
@@ -198,23 +201,27 @@ def _database(database_url: str, settings: Settings) -> Callable[[web.Applicatio
 def _redis(redis_url: str, settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         # Requests share pipelined round trips (gateway/batching.py), so few connections serve many
-        # requests; when all are busy a command waits for one (bounded) rather than failing.
-        pool = redis_pool_from_url(
+        # requests; when all are busy a command waits for one (bounded) rather than failing. A cluster
+        # client keeps that many per node.
+        client = redis_from_url(
             redis_url,
-            aioredis.BlockingConnectionPool,
+            **({} if is_cluster_url(redis_url) else {"pool_class": aioredis.BlockingConnectionPool}),
             max_connections=settings.http_redis_connections_max,
             timeout=GATEWAY_REDIS_POOL_WAIT_S,
             socket_timeout=GATEWAY_REDIS_SOCKET_TIMEOUT_S,
             socket_connect_timeout=GATEWAY_REDIS_CONNECT_TIMEOUT_S,
             health_check_interval=0,
         )
-        client = aioredis.Redis(connection_pool=pool)
         app[REDIS] = client
+        check_cluster_topology(client, app[TOPOLOGY])
+        try:
+            await mark_nonce_stores_complete(client)
+        except redis.exceptions.RedisError as exc:  # Redis down at the start: the first reads write them
+            log.warning("could not mark the nonce stores complete", extra={"error": str(exc)})
         try:
             yield
         finally:
             await client.aclose()
-            await pool.aclose()
 
     return context
 

@@ -29,8 +29,10 @@ import asyncio
 import math
 import re
 import time
+import zlib
 
 import asyncpg
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from gateway.errors import ApiError, Handler, bad_request
@@ -40,6 +42,7 @@ from pm.config.constants import (
     API_KEY_CACHE_TTL_S,
     API_KEY_RECHECK_S,
     NONCE_KEY_PREFIX,
+    NONCE_SLOTS,
     NONCE_STORE_COMPLETE_SINCE_KEY,
     NONCE_TTL_S,
     RATE_LIMITED_RETRY_AFTER_S_MIN,
@@ -189,8 +192,8 @@ async def _claim_nonce(request: web.Request, key: ApiKey, nonce: str, timestamp_
         return
     # In this order: Redis losing its data between the two leaves the marker missing, which refuses this read.
     claimed, marker = await app[REDIS_BATCH].execute_in_order(
-        ("SET", f"{NONCE_KEY_PREFIX}{key.key_id}:{nonce}", b"1", "NX", "EX", NONCE_TTL_S),
-        ("GET", NONCE_STORE_COMPLETE_SINCE_KEY),
+        ("SET", nonce_key(key.key_id, nonce), b"1", "NX", "EX", NONCE_TTL_S),
+        ("GET", nonce_marker_key(key.key_id)),
     )
     if not claimed:
         raise unauthenticated("nonce already used")
@@ -198,12 +201,41 @@ async def _claim_nonce(request: web.Request, key: ApiKey, nonce: str, timestamp_
         # First start, or Redis lost its data: complete from now on. If another gateway writes it first,
         # refusing by our own now is still right: we saw the loss, so our now is after it.
         complete_since_s = int(time.time())
-        await app[REDIS_BATCH].execute("SET", NONCE_STORE_COMPLETE_SINCE_KEY, str(complete_since_s).encode(), "NX")
+        await app[REDIS_BATCH].execute("SET", nonce_marker_key(key.key_id), str(complete_since_s).encode(), "NX")
     else:
         complete_since_s = int(marker)
     if timestamp_s < complete_since_s:
         # Its nonce may have been stored before the store was lost: this may be a replay.
         raise unauthenticated("signed before the gateway's nonce store was last known complete; sign it again")
+
+
+def _nonce_tag(key_id: str) -> str:
+    """The hash tag a key's read nonces share with their marker (pm.config.constants.NONCE_SLOTS)."""
+    return f"{{n{zlib.crc32(key_id.encode()) % NONCE_SLOTS}}}"
+
+
+def nonce_key(key_id: str, nonce: str) -> str:
+    return f"{NONCE_KEY_PREFIX}{_nonce_tag(key_id)}:{key_id}:{nonce}"
+
+
+def nonce_marker_key(key_id: str) -> str:
+    """The "complete since" marker that vouches for `key_id`'s read nonces (on a cluster, on their node)."""
+    return f"{NONCE_STORE_COMPLETE_SINCE_KEY}:{_nonce_tag(key_id)}"
+
+
+def nonce_marker_keys() -> list[str]:
+    """Every marker: one per nonce slot."""
+    return [f"{NONCE_STORE_COMPLETE_SINCE_KEY}:{{n{slot}}}" for slot in range(NONCE_SLOTS)]
+
+
+async def mark_nonce_stores_complete(redis: aioredis.Redis) -> None:
+    """At the gateway's start: every missing marker says "complete from now" (SET NX), so that only a read
+    signed before this start can find one missing later and be refused, not the first read of a key."""
+    now_s = str(int(time.time())).encode()
+    async with redis.pipeline(transaction=False) as pipe:
+        for marker in nonce_marker_keys():
+            pipe.set(marker, now_s, nx=True)
+        await pipe.execute()
 
 
 def acting_user(request: web.Request, *, required: bool) -> int | None:

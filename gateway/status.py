@@ -36,6 +36,7 @@ from pm.config.constants import (
     STATUS_SUBSCRIBE_TIMEOUT_S,
     STATUS_SUBSCRIBER_BUFFER_MAX,
 )
+from pm.redis.wire import is_cluster
 
 log = logging.getLogger("pm.gateway.status")
 
@@ -86,7 +87,8 @@ class Subscription:
 
 class StatusHub:
     def __init__(self, redis: aioredis.Redis) -> None:
-        self._pubsub: PubSub = redis.pubsub()
+        self._redis = redis
+        self._pubsub: PubSub = redis.pubsub() if not is_cluster(redis) else None  # type: ignore[assignment]
         self._subscribers: dict[bytes, set[Subscription]] = {}
         # Per channel, one future per SUBSCRIBE sent and not yet confirmed, in sending order: Redis
         # confirms each SUBSCRIBE of a channel once, in order, so the n-th confirmation is the n-th send.
@@ -102,6 +104,11 @@ class StatusHub:
 
     async def start(self) -> None:
         assert self._reader is None, "started twice"
+        if self._pubsub is None:
+            # A cluster delivers every PUBLISH to the subscribers of every node (classic pub/sub is
+            # broadcast on the cluster bus), so one node serves all the app's channels: its default node.
+            await self._redis.initialize()  # type: ignore[attr-defined]
+            self._pubsub = self._redis.pubsub(node=self._redis.get_default_node())  # type: ignore[call-arg, attr-defined]
         self._reader = asyncio.create_task(self._read_forever(), name="status-hub-reader")
 
     async def close(self) -> None:
@@ -113,7 +120,8 @@ class StatusHub:
         for subscribers in self._subscribers.values():
             for subscription in subscribers:
                 subscription.resync()
-        await self._pubsub.aclose()
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
 
     @property
     def closing(self) -> bool:

@@ -12,6 +12,11 @@ NONCE_TTL_S = 2 * 300 + 60
 # and after Redis lost its data. A read signed before it is refused. It has no expiry, and Redis must
 # not evict it (maxmemory-policy noeviction): losing nonces while keeping it would reopen replays.
 NONCE_STORE_COMPLETE_SINCE_KEY = "pm:nonce-store-complete-since"
+# On a Redis Cluster, a read's nonce and the marker that vouches for it must live on one node (a node that
+# loses its data loses both), so both carry a hash tag: one of NONCE_SLOTS, by the key id (gateway/auth.py
+# `nonce_key`, `nonce_marker_key`). More than one, so the nonces spread over the masters; few, so a fresh
+# or emptied Redis has few markers to write (the gateway writes them all at its start).
+NONCE_SLOTS = 16
 # Requests with effects (POST, PUT, DELETE) claim their nonces in PostgreSQL (pm.request_nonce); a row
 # is kept NONCE_TTL_S, past any timestamp the ±300 s window could still accept, then purged.
 

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pm.config.constants import (
@@ -28,6 +28,7 @@ from pm.config.constants import (
     PSP_EVENT_RETENTION_S_DEFAULT,
     WEBHOOK_RETENTION_S_DEFAULT,
 )
+from pm.config.redis_url import as_cluster_url, is_cluster_url, parse_cluster_url
 from pm.config.topology import TOPOLOGY_FILE
 from pm.domain.money import CURRENCIES
 from pm.domain.webhook_policy import AllowedHosts
@@ -43,6 +44,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PM_", env_ignore_empty=True, extra="ignore", frozen=True)
 
     database_url: str | None = None
+    # A Redis or Valkey Cluster: PM_REDIS_URL=redis+cluster://host:port,host:port, or a redis:// URL with
+    # PM_REDIS_CLUSTER=true (pm/redis/wire.py). With no PM_REDIS_URL, the embedded servers start a cluster
+    # of three masters. Before redis_url: its validator reads this.
+    redis_cluster: bool = False
     redis_url: str | None = None
     # Comma-separated TigerBeetle replica addresses, e.g. "3000,3001" or "10.0.0.1:3000,10.0.0.2:3000".
     tigerbeetle_addresses: str | None = None
@@ -203,6 +208,17 @@ class Settings(BaseSettings):
         if self.psp_submit_deadline_s is not None:
             return self.psp_submit_deadline_s
         return max(1, self.psp_outcome_deadline_s // 2)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _cluster_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if info.data.get("redis_cluster"):
+            return as_cluster_url(value)
+        if is_cluster_url(value):
+            parse_cluster_url(value)  # refused here, with its reason, rather than at the first command
+        return value
 
     @field_validator("tigerbeetle_addresses")
     @classmethod

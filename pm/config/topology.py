@@ -58,9 +58,28 @@ class Topology:
     status_channel: str
     # Where the outbox worker announces intents flagged for an operator (pm/store/reviews.py): a stream, so an
     # alerting consumer that was away reads what it missed.
-    review_stream: str = "pm:reviews"
+    review_stream: str = "pm:{streams}:reviews"
     # The key whose absence tells the status poller that Redis lost its data (consumers/poller.py).
-    data_marker: str = "pm:data-marker"
+    data_marker: str = "pm:{streams}:data-marker"
+
+    def stream_keys(self) -> list[str]:
+        """Every stream and the data marker: the keys one script or transaction may touch together (a
+        stage's publish-and-ack writes the next stages' streams; a dead letter moves between two)."""
+        keys = [key for stage in self.stages.values() for key in (stage.stream, stage.dead_letter_stream)]
+        return [*keys, self.review_stream, self.data_marker]
+
+    def cluster_problem(self) -> str | None:
+        """Why these streams cannot run on a Redis Cluster (None: they can): every stream key must carry
+        one and the same hash tag, so that they all share a slot."""
+        tags = {hash_tag(key) for key in self.stream_keys()}
+        if len(tags) == 1 and None not in tags:
+            return None
+        untagged = [key for key in self.stream_keys() if hash_tag(key) is None]
+        return (
+            "on a Redis Cluster every stream in streams.yaml (and review_stream, data_marker) must carry the"
+            f" same hash tag, e.g. pm:{{streams}}:intents:created; found tags {sorted(t for t in tags if t)}"
+            + (f", untagged {untagged[:3]}" if untagged else "")
+        )
 
     def stage(self, name: str) -> Stage:
         try:
@@ -93,6 +112,14 @@ class Topology:
 
     def channel_for(self, intent_id: object) -> str:
         return self.status_channel.format(id=intent_id)
+
+
+def hash_tag(key: str) -> str | None:
+    """The part of `key` a Redis Cluster hashes when it has one: between the first "{" and the next "}",
+    if not empty (Redis Cluster specification, "hash tags")."""
+    start = key.find("{")
+    end = key.find("}", start + 1) if start >= 0 else -1
+    return key[start + 1 : end] if end > start + 1 else None
 
 
 def _positive_int(stage: str, key: str, value: Any, maximum: int | None = None) -> int:
@@ -172,8 +199,8 @@ def parse_topology(document: dict[str, Any]) -> Topology:
             lag_interval_ms=_positive_int("poller", "lag_interval_ms", poller.get("lag_interval_ms")),
         ),
         status_channel=str(document.get("status_channel", "intent.{id}")),
-        review_stream=str(document.get("review_stream", "pm:reviews")),
-        data_marker=str(document.get("data_marker", "pm:data-marker")),
+        review_stream=str(document.get("review_stream", "pm:{streams}:reviews")),
+        data_marker=str(document.get("data_marker", "pm:{streams}:data-marker")),
     )
 
 

@@ -79,9 +79,16 @@ async def embedded_database(settings: Settings) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def embedded_redis(settings: Settings) -> AsyncIterator[str]:
-    """Yield PM_REDIS_URL, or the URL of an embedded Valkey."""
+    """Yield PM_REDIS_URL, or the URL of an embedded Valkey (PM_REDIS_CLUSTER=true: a Valkey Cluster of
+    three masters, new and empty at every start, pm/dev/valkey_cluster.py)."""
     if settings.redis_url is not None:
         yield settings.redis_url
+        return
+    if settings.redis_cluster:
+        from pm.dev.valkey_cluster import running_valkey_cluster
+
+        with running_valkey_cluster(settings.data_dir / "valkey-cluster") as cluster_url:
+            yield cluster_url
         return
     with running_valkey(settings.data_dir / "valkey") as redis_url:
         yield redis_url

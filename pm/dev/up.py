@@ -20,7 +20,6 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import redis.asyncio as aioredis
 
 from pm.client import PMClient
 from pm.config.settings import Settings
@@ -28,6 +27,7 @@ from pm.config.topology import load_topology
 from pm.dev.fleet import PROCFILE
 from pm.psp import secrets as psp_secrets
 from pm.redis import streams
+from pm.redis.wire import redis_from_url
 from pm.store import keys
 
 DEMO_USERS = (1001, 1002)
@@ -133,7 +133,7 @@ def simulator_secrets_if_local(settings: Settings) -> dict[str, str]:
 
 async def run_up(settings: Settings, database_url: str, redis_url: str, ledger_url: str, concurrency: list[str]) -> int:
     topology = load_topology(settings.streams_file)
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis_from_url(redis_url)
     try:
         await streams.ensure_groups(client, topology)
     finally:

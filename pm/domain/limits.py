@@ -134,8 +134,10 @@ class Counter:
     def key(self) -> str:
         # The currency is in the key although the rule names it: a key says what it counts on its own, and
         # no counter kept before currencies were part of the rules (…:{user}:{rule}:…) is ever read again.
+        # The user in braces is the key's hash tag: on a Redis Cluster, all of one user's counters and
+        # released markers share a slot, so one script call can check and take them together.
         return (
-            f"{LIMIT_COUNTER_KEY_PREFIX}{self.user_id}:{self.currency}:{self.rule.id}:{self.rule.version}"
+            f"{LIMIT_COUNTER_KEY_PREFIX}{{{self.user_id}}}:{self.currency}:{self.rule.id}:{self.rule.version}"
             f":{self.window.label}"
         )
 
@@ -163,8 +165,15 @@ def counters_for(intent: Intent, rules: tuple[LimitRule, ...]) -> list[Counter]:
     ]
 
 
+def counter_keys_match(user_id: int) -> str:
+    """A SCAN MATCH pattern for every counter of one user (an operator's or a test's look)."""
+    return f"{LIMIT_COUNTER_KEY_PREFIX}{{{user_id}}}:*"
+
+
 def released_key(intent: Intent) -> str:
-    return f"{LIMIT_RELEASED_KEY_PREFIX}{intent.id}"
+    """The marker that the intent's places were given back; tagged with its sender, as its counters are."""
+    assert intent.sender_id is not None, intent.id
+    return f"{LIMIT_RELEASED_KEY_PREFIX}{{{intent.sender_id}}}:{intent.id}"
 
 
 def exceeded_message(counter: Counter, remaining_amount_minor: int, remaining_count: int | None) -> str:

@@ -45,6 +45,7 @@ RELEASE_SCRIPT
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 import uuid
@@ -60,6 +61,7 @@ from pm.config.constants import (
 )
 from pm.domain.intent import Intent, State
 from pm.domain.limits import Counter, LimitRule, Member, counters_for, is_limited, released_key
+from pm.redis.wire import is_cluster
 
 RESERVE_SCRIPT = """
 local released_prefix = ARGV[1]
@@ -67,9 +69,11 @@ local intent_total = tonumber(ARGV[2])
 
 local function rebuild(key, first, member_total, expire_at)
   redis.call('HSET', key, '_amount', 0, '_count', 0)
+  -- A member's released marker carries the counter's hash tag (its user): the same slot on a cluster.
+  local tag = string.match(key, '{[^}]*}')
   for j = first, first + 3 * (member_total - 1), 3 do
     local member = ARGV[j]
-    if redis.call('EXISTS', released_prefix .. member) == 0 then
+    if redis.call('EXISTS', released_prefix .. tag .. ':' .. member) == 0 then
       local amount = ARGV[j + 1]
       if ARGV[j + 2] == '1' then
         redis.call('HSET', key, member, amount)
@@ -212,7 +216,6 @@ return places_released
 # Past the limits stage and not refused: firm places. PRICED (and not given up on): provisional ones.
 
 
-
 class ReservationStatus(enum.StrEnum):
     RESERVED = "RESERVED"
     HELD = "HELD"
@@ -275,18 +278,49 @@ async def release(redis: aioredis.Redis, plans: Sequence[Plan]) -> int:
     if not plans:
         return 0
     assert all(intent.state in (State.REJECTED, State.FAILED) for intent, _ in plans)
-    keys: list[str] = []
-    arguments: list[str | int] = [LIMIT_RELEASED_TTL_S, len(plans)]
-    for intent, counters in plans:
-        keys.append(released_key(intent))
-        keys.extend(counter.key for counter in counters)
-        arguments.extend((str(intent.id), len(counters)))
-    return int(await redis.register_script(RELEASE_SCRIPT)(keys=keys, args=arguments))
+    script = redis.register_script(RELEASE_SCRIPT)
+
+    async def call(group: Sequence[Plan]) -> int:
+        keys: list[str] = []
+        arguments: list[str | int] = [LIMIT_RELEASED_TTL_S, len(group)]
+        for intent, counters in group:
+            keys.append(released_key(intent))
+            keys.extend(counter.key for counter in counters)
+            arguments.extend((str(intent.id), len(counters)))
+        return int(await script(keys=keys, args=arguments))
+
+    return sum(await asyncio.gather(*(call(group) for group in _slot_groups(redis, plans))))
+
+
+def _slot_groups(redis: aioredis.Redis, plans: Sequence[Plan]) -> list[list[Plan]]:
+    """The plans in one group on a single server; on a cluster, one group per hash slot (each user's keys
+    share one), in their order."""
+    if not is_cluster(redis):
+        return [list(plans)]
+    groups: dict[int, list[Plan]] = {}
+    for plan in plans:
+        groups.setdefault(redis.keyslot(released_key(plan[0])), []).append(plan)  # type: ignore[attr-defined]
+    return list(groups.values())
 
 
 async def _call_reserve(
     redis: aioredis.Redis, plans: Sequence[Plan], members: dict[str, list[Member]]
 ) -> list[list[bytes | int]]:
+    """The script's reply per plan, in order: one call per slot group (`_slot_groups`), sent at once."""
+    script = redis.register_script(RESERVE_SCRIPT)
+    groups = _slot_groups(redis, plans)
+    replies_by_group = await asyncio.gather(*(script(*_reserve_arguments(group, members)) for group in groups))
+    replies_by_id = {
+        intent.id: reply
+        for group, replies in zip(groups, replies_by_group, strict=True)
+        for (intent, _), reply in zip(group, replies, strict=True)
+    }
+    assert len(replies_by_id) == len(plans), (len(replies_by_id), len(plans))
+    return [replies_by_id[intent.id] for intent, _ in plans]
+
+
+def _reserve_arguments(plans: Sequence[Plan], members: dict[str, list[Member]]) -> tuple[list[str], list[str | int]]:
+    """RESERVE_SCRIPT's KEYS and ARGV for `plans` (module docstring)."""
     keys: list[str] = []
     arguments: list[str | int] = [LIMIT_RELEASED_KEY_PREFIX, len(plans)]
     sent: set[str] = set()  # rebuild data goes once per counter; the script rebuilds at its first sight
@@ -314,9 +348,7 @@ async def _call_reserve(
             arguments.append(len(found))
             for member in found:
                 arguments.extend((str(member.intent_id), member.amount_minor, 1 if member.firm else 0))
-    replies = await redis.register_script(RESERVE_SCRIPT)(keys=keys, args=arguments)
-    assert len(replies) == len(plans), (len(replies), len(plans))
-    return replies
+    return keys, arguments
 
 
 def _collect(

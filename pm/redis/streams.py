@@ -34,6 +34,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from pm.config.topology import Topology
 from pm.domain.intent import Intent
+from pm.redis.wire import is_cluster
 
 ENTRY_FIELD = b"intent"
 
@@ -50,8 +51,21 @@ def decode_entry(fields: dict[bytes, bytes]) -> Intent:
     return Intent.from_message(orjson.loads(fields[ENTRY_FIELD]))
 
 
+class ClusterTopologyError(RuntimeError):
+    """streams.yaml's stream names cannot run on the Redis Cluster configured (Topology.cluster_problem)."""
+
+
+def check_cluster_topology(redis: aioredis.Redis, topology: Topology) -> None:
+    """On a Redis Cluster, refuse a topology whose streams do not share one hash slot: its atomic scripts
+    (publish-and-ack, dead letters) would fail with CROSSSLOT at the first batch instead of at startup."""
+    problem = topology.cluster_problem() if is_cluster(redis) else None
+    if problem is not None:
+        raise ClusterTopologyError(problem)
+
+
 async def ensure_groups(redis: aioredis.Redis, topology: Topology) -> list[str]:
     """Create every stage's group that is missing (at id 0, with its stream); the groups created."""
+    check_cluster_topology(redis, topology)
     created = []
     for stage in topology.stages.values():
         try:

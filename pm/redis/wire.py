@@ -7,6 +7,13 @@ of that with hiredis: on a 2-core machine that is several percent of the whole p
 
     redis = redis_from_url(url, socket_timeout=10)
     pool = redis_pool_from_url(url, aioredis.BlockingConnectionPool, max_connections=8)
+
+A Redis or Valkey Cluster is named by its URL: `redis+cluster://host:port,host:port/` (`rediss+cluster://`
+for TLS; PM_REDIS_CLUSTER=true turns a plain redis:// URL into one). `redis_from_url` then returns a
+`RedisCluster` (any of the nodes given is enough to find the others), which speaks the same commands:
+every caller works on either, as long as the keys of one script or transaction share a hash slot
+(pm/redis/keys.py). hiredis packing applies to a single server only (RedisCluster takes no connection
+class).
 """
 
 from __future__ import annotations
@@ -16,8 +23,11 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import DataError
+
+from pm.config.redis_url import is_cluster_url, parse_cluster_url
 
 try:
     import hiredis
@@ -58,9 +68,34 @@ def redis_pool_from_url(url: str, pool_class: type[Pool] = aioredis.ConnectionPo
     return pool
 
 
+# What a single server's pool takes and a RedisCluster does not (it keeps a pool per node of its own).
+_POOL_ONLY_OPTIONS = frozenset({"timeout", "pool_class"})
+
+
+def cluster_from_url(url: str, **kwargs: Any) -> RedisCluster:
+    """A RedisCluster client for a cluster URL; `kwargs` as for a single server (pool-only ones dropped)."""
+    parsed = parse_cluster_url(url)
+    options = {name: value for name, value in kwargs.items() if name not in _POOL_ONLY_OPTIONS}
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in parsed.nodes],
+        ssl=parsed.ssl,
+        username=parsed.username,
+        password=parsed.password,
+        **options,
+    )
+
+
 def redis_from_url(url: str, **kwargs: Any) -> aioredis.Redis:
-    """`redis.asyncio.Redis.from_url`, packing with hiredis; closing the client closes its pool."""
-    return aioredis.Redis.from_pool(redis_pool_from_url(url, **kwargs))
+    """`redis.asyncio.Redis.from_url`, packing with hiredis; closing the client closes its pool. A cluster
+    URL gives a RedisCluster (module docstring), typed as a Redis: callers use the commands both have."""
+    if is_cluster_url(url):
+        return cluster_from_url(url, **kwargs)  # type: ignore[return-value]
+    pool_class = kwargs.pop("pool_class", aioredis.ConnectionPool)
+    return aioredis.Redis.from_pool(redis_pool_from_url(url, pool_class, **kwargs))
+
+
+def is_cluster(redis: Any) -> bool:
+    return isinstance(redis, RedisCluster)
 
 
 def redis_unavailable(exc: BaseException) -> bool:

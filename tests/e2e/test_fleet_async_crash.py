@@ -25,7 +25,7 @@ from aiohttp import web
 from consumers import outbox
 from ledger import accounts, open_ledger
 from pm.client import PMClient
-from pm.config.constants import LIMIT_COUNTER_KEY_PREFIX
+from pm.domain.limits import counter_keys_match
 from pm.redis.wire import redis_from_url
 from pm.store import allowances, keys
 from tests.support.fleet import (
@@ -263,7 +263,7 @@ async def assert_refused_places_given_back(pm: RunningFleet, parties: Parties, p
             settled = [
                 amount for u, op, amount, state in plan if u == user and op == "IPPS_WITHDRAWAL" and state == "SETTLED"
             ]
-            keys = [key async for key in client.scan_iter(match=f"{LIMIT_COUNTER_KEY_PREFIX}{user}:*", count=1_000)]
+            keys = [key async for key in client.scan_iter(match=counter_keys_match(user), count=1_000)]
             places = [await client.hmget(key, "_amount", "_count") for key in keys]
             held = (sum(int(amount) for amount, _ in places), sum(int(count) for _, count in places))
             assert held == (sum(settled), len(settled)), user

@@ -16,9 +16,9 @@ import time
 import uuid
 
 import asyncpg
-import redis.asyncio as aioredis
 
 from pm.client import PMApiError, PMClient
+from pm.redis.wire import redis_from_url
 from tests.support.fleet import RunningFleet, running_fleet
 
 INTENTS = 1_000
@@ -138,7 +138,7 @@ async def test_terminated_connections_cost_the_fleet_retries_and_nothing_else(fr
             assert await fleet.balance(user) == (received[user], 0), user
         assert await fleet.pending_entries() == 0
         assert await fleet.pool.fetchval("SELECT count(*) FROM pm.intent WHERE needs_operator") == 0
-        client = aioredis.Redis.from_url(fleet.redis_url)
+        client = redis_from_url(fleet.redis_url)
         try:
             for stage in fleet.topology.stages.values():
                 assert await client.xlen(stage.dead_letter_stream) == 0, stage.name

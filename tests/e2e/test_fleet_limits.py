@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from pm.config.constants import LIMIT_KEY_PREFIX, RULES_POLL_INTERVAL_S
+from pm.redis.wire import redis_from_url
 from tests.support.fleet import running_fleet
 
 CAP_INTENTS = 20
@@ -54,7 +55,7 @@ async def test_a_limit_rule_holds_across_flushes_of_the_limit_keys(fleet) -> Non
         )
         return intent["id"]
 
-    redis = aioredis.Redis.from_url(fleet.redis_url)
+    redis = redis_from_url(fleet.redis_url)
     try:
         first_wave = await asyncio.gather(*(pay() for _ in range(12)))
         await fleet.wait_finished(first_wave)
@@ -108,7 +109,7 @@ async def test_p2p_in_thb_and_usd_each_against_its_own_cap_and_no_usd_payout(fle
             recipient_id=dave, tags=[CURRENCY_TEST_TAG], wait_s=10,
         )  # fmt: skip
 
-    redis = aioredis.Redis.from_url(fleet.redis_url)
+    redis = redis_from_url(fleet.redis_url)
     try:
         # 15,000 satang first: if THB counted against the USD cap, no dollar would pass it.
         assert (await pay(15_000, "THB"))["state"] == "SETTLED"

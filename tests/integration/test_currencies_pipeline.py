@@ -13,9 +13,8 @@ import random
 
 from ledger import accounts
 from pm.cli import reconciliation
-from pm.config.constants import LIMIT_COUNTER_KEY_PREFIX
 from pm.domain.intent import ErrorCode, Intent, OperationType, State
-from pm.domain.limits import Period
+from pm.domain.limits import Period, counter_keys_match
 from pm.store.audit import Actor, bump_rule_generation
 from pm.store.limit_rules import LimitRuleFields, create_rule
 from tests.support.pipeline import Pipeline, isolated_topology, ledger_transfers_of, open_pipeline
@@ -68,7 +67,7 @@ async def test_limits_count_each_currency_against_its_own_cap(fresh_database, re
             assert (await pay(pipeline, 3_000, alice, bob, "USD")).state == State.SETTLED
             # If USD counted against the THB cap, 4,000 + 3,000 + 1,000 would pass 5,000.
             assert (await pay(pipeline, 1_000, alice, bob, "THB")).state == State.SETTLED
-            keys = [key async for key in pipeline.context.redis.scan_iter(match=f"{LIMIT_COUNTER_KEY_PREFIX}{alice}:*")]
+            keys = [key async for key in pipeline.context.redis.scan_iter(match=counter_keys_match(alice))]
             assert sorted(key.decode().split(":")[4] for key in keys) == ["THB", "USD"]
             await pipeline.context.redis.delete(*keys)  # Redis lost them: PostgreSQL still knows, per currency
             over_usd, over_thb = await pay(pipeline, 1, alice, bob, "USD"), await pay(pipeline, 1, alice, bob, "THB")

@@ -18,10 +18,9 @@ import pytest
 from consumers.poller import Recovery, recover_once, redrive_once
 from consumers.runtime import StageRunner
 from pm.cli import dead_letters
-from pm.config.constants import LIMIT_COUNTER_KEY_PREFIX
 from pm.domain import history
 from pm.domain.intent import ErrorCode, Intent, OperationType, State
-from pm.domain.limits import Period
+from pm.domain.limits import Period, counter_keys_match
 from pm.redis import streams
 from pm.store import intents
 from pm.store.audit import Actor
@@ -35,7 +34,7 @@ _users = itertools.count(random.randrange(10**14, 10**15, 10**6))
 
 async def held(pipeline: Pipeline, user: int) -> tuple[int, int]:
     """(amount, count) of the places the user holds in its limit counters."""
-    pattern = f"{LIMIT_COUNTER_KEY_PREFIX}{user}:*"
+    pattern = counter_keys_match(user)
     keys = [key async for key in pipeline.context.redis.scan_iter(match=pattern, count=1_000)]
     places = [await pipeline.context.redis.hmget(key, "_amount", "_count") for key in keys]
     return sum(int(amount) for amount, _ in places), sum(int(count) for _, count in places)

@@ -23,6 +23,7 @@ from pm.domain.intent import Intent, OperationType, State
 from pm.domain.limits import Counter, LimitRule, Period, counters_for, released_key
 from pm.redis import limit_counters
 from pm.redis.limit_counters import ReservationStatus
+from pm.redis.wire import redis_from_url
 from pm.store import intents
 from pm.store.limit_members import rebuild_members
 from pm.store.migrate import migrate
@@ -79,7 +80,7 @@ async def store(fresh_database, redis_url) -> AsyncIterator[Store]:
     database_url = await fresh_database()
     await migrate(database_url)
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=8)
-    redis = aioredis.Redis.from_url(redis_url)
+    redis = redis_from_url(redis_url)
     try:
         yield Store(pool, redis)
     finally:

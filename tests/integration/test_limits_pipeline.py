@@ -17,9 +17,8 @@ import channels
 from consumers.bootstrap import open_stage_context
 from consumers.main import running_stages
 from consumers.runtime import StageRunner
-from pm.config.constants import LIMIT_COUNTER_KEY_PREFIX
 from pm.domain.intent import ErrorCode, Intent, OperationType, State
-from pm.domain.limits import Period, released_key
+from pm.domain.limits import Period, counter_keys_match, released_key
 from pm.redis import streams
 from pm.store import intents
 from pm.store.audit import Actor
@@ -68,7 +67,7 @@ async def wait_state(pipeline: Pipeline, intent: Intent, state: str) -> None:
 
 
 async def counter_keys(pipeline: Pipeline, user: int) -> list[bytes]:
-    pattern = f"{LIMIT_COUNTER_KEY_PREFIX}{user}:*"
+    pattern = counter_keys_match(user)
     return [key async for key in pipeline.context.redis.scan_iter(match=pattern, count=1_000)]
 
 

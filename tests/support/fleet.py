@@ -27,6 +27,7 @@ from pm.config.constants import RULES_POLL_INTERVAL_S
 from pm.config.topology import Topology, parse_topology, renamed_document
 from pm.dev.fleet import Fleet
 from pm.psp.secrets import SIMULATOR_ENVIRONMENT
+from pm.redis.wire import redis_from_url
 from pm.store import keys
 from pm.store.migrate import migrate
 from tests.support.ports import free_port
@@ -165,9 +166,8 @@ class RunningFleet:
         """Entries delivered and not acknowledged in any stage's group, once that is 0 or `settle_s` has
         passed: a stage acknowledges just after its commit, which the outbox feed (what `wait_finished`
         waits for) may beat by a moment."""
-        import redis.asyncio as aioredis
 
-        client = aioredis.Redis.from_url(self.redis_url)
+        client = redis_from_url(self.redis_url)
         deadline = time.monotonic() + settle_s
         try:
             while True:
@@ -201,7 +201,7 @@ async def _wait_consuming(redis_url: str, topology: Topology, wanted: dict[str, 
     import redis.asyncio as aioredis
 
     stages = {name: wanted[name] for name in topology.stages if wanted.get(name)}
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis_from_url(redis_url)
     deadline = time.monotonic() + READY_TIMEOUT_S
     try:
         while True:

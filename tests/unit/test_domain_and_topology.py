@@ -173,7 +173,7 @@ def _document() -> dict:
             "AWAITING_CONFIRMATION waits outside the pipeline",
         ),
         (_move_settled_to_fees, "stage 'fees': input_states mixes final and open states"),
-        (lambda d: d["stages"]["fees"].update(stream="pm:intents:created"), "share a stream"),
+        (lambda d: d["stages"]["fees"].update(stream="pm:{streams}:intents:created"), "share a stream"),
     ],
 )
 def test_malformed_topology_is_refused(edit, message: str) -> None:

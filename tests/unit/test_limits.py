@@ -125,8 +125,8 @@ def test_a_rule_counts_only_intents_in_its_currency() -> None:
     [dollar_counter] = counters_for(dollars, (thb_cap, usd_cap))
     [baht_counter] = counters_for(baht, (thb_cap, usd_cap))
     assert (dollar_counter.rule, dollar_counter.currency) == (usd_cap, "USD")
-    assert dollar_counter.key == "pm:limit:counter:7:USD:2:1:20240510"
-    assert baht_counter.key == "pm:limit:counter:7:THB:1:1:20240510"
+    assert dollar_counter.key == "pm:limit:counter:{7}:USD:2:1:20240510"
+    assert baht_counter.key == "pm:limit:counter:{7}:THB:1:1:20240510"
     # A currency no rule names is not limited at all.
     assert counters_for(intent(currency="EUR"), (thb_cap, usd_cap)) == []
 
@@ -149,8 +149,8 @@ def test_each_applicable_rule_is_one_counter_named_by_user_currency_rule_version
     rules = (rule(1), rule(2, tag="vip"), rule(3, period=Period.MONTHLY, version=4), rule(4, currency="USD"))
     counters = counters_for(intent(created_at=utc(2024, 5, 10, 20, 0)), rules)
     assert [counter.key for counter in counters] == [
-        "pm:limit:counter:7:THB:1:1:20240511",
-        "pm:limit:counter:7:THB:3:4:20240501",
+        "pm:limit:counter:{7}:THB:1:1:20240511",
+        "pm:limit:counter:{7}:THB:3:4:20240501",
     ]
     # A counter outlives its period by the margin, so late releases still find it.
     assert counters[0].expire_at_s > int(counters[0].window.ends_at.timestamp())

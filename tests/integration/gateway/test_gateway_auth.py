@@ -13,7 +13,8 @@ import uuid
 
 import pytest
 
-from pm.config.constants import API_KEY_CACHE_TTL_S, API_KEY_RECHECK_S, NONCE_KEY_PREFIX
+from gateway.auth import nonce_key
+from pm.config.constants import API_KEY_CACHE_TTL_S, API_KEY_RECHECK_S
 from pm.domain import signing
 from pm.store import keys
 from pm.store.keys import SCOPE_BALANCE_READ, SCOPE_INTENTS_READ
@@ -46,7 +47,7 @@ async def _nonce_stored(gateway: Gateway, key: Key, headers: dict[str, str]) -> 
     in_postgres = await gateway.pool.fetchval(
         "SELECT count(*) FROM pm.request_nonce WHERE api_key_id = $1 AND nonce = $2", key.key_id, nonce
     )
-    return bool(in_postgres or await gateway.redis.exists(f"{NONCE_KEY_PREFIX}{key.key_id}:{nonce}"))
+    return bool(in_postgres or await gateway.redis.exists(nonce_key(key.key_id, nonce)))
 
 
 async def test_a_correctly_signed_request_passes(gateway: Gateway) -> None:

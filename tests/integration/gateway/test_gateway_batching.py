@@ -10,17 +10,17 @@ import uuid
 
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from gateway.batching import IntentWriter, RedisBatch, ResponseRecorder
 from pm.domain.intent import OperationType
+from pm.redis.wire import redis_from_url
 from pm.store import intents as store
 from tests.support.gateway import Gateway, new_user
 
 
 async def test_concurrent_commands_each_get_their_reply(redis_url: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis_from_url(redis_url)
     try:
         batch = RedisBatch(client)
         counter, text = f"test:{uuid.uuid4().hex}:n", f"test:{uuid.uuid4().hex}:s"
@@ -38,7 +38,7 @@ async def test_concurrent_commands_each_get_their_reply(redis_url: str) -> None:
 
 
 async def test_a_lost_connection_fails_every_command_of_the_batch() -> None:
-    client = aioredis.Redis.from_url("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    client = redis_from_url("redis://127.0.0.1:1/0")  # nothing listens on port 1
     try:
         batch = RedisBatch(client)
         replies = await asyncio.gather(*(batch.execute("PING") for _ in range(3)), return_exceptions=True)
@@ -81,7 +81,7 @@ async def test_responses_are_stored_together_and_never_overwritten(gateway: Gate
 
 @pytest.mark.parametrize("count", [1, 700])
 async def test_batches_are_bounded_and_every_waiter_is_answered(redis_url: str, count: int) -> None:
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis_from_url(redis_url)
     try:
         batch = RedisBatch(client)
         replies = await asyncio.gather(*(batch.execute("PING") for _ in range(count)))

@@ -18,8 +18,9 @@ import asyncpg.pool
 import pytest
 from prometheus_client import REGISTRY
 
+from gateway.auth import nonce_key
 from gateway.resources import KEYS
-from pm.config.constants import API_KEY_CACHE_TTL_S, GATEWAY_LINGERING_TIME_S, NONCE_KEY_PREFIX
+from pm.config.constants import API_KEY_CACHE_TTL_S, GATEWAY_LINGERING_TIME_S
 from pm.domain import signing
 from pm.store import keys
 from pm.store.keys import SCOPE_BALANCE_READ
@@ -94,7 +95,7 @@ async def test_a_refused_request_keeps_its_nonce_and_passes_as_it_was_after_retr
     assert await error_of(refused) == (429, "RATE_LIMITED")
     nonce = headers[signing.HEADER_NONCE]
     assert not await gateway.pool.fetchval("SELECT count(*) FROM pm.request_nonce WHERE nonce = $1", nonce)
-    assert not await gateway.redis.exists(f"{NONCE_KEY_PREFIX}{key.key_id}:{nonce}")
+    assert not await gateway.redis.exists(nonce_key(key.key_id, nonce))
     await asyncio.sleep(int(refused.headers["Retry-After"]))
     again = await gateway.raw("POST", "/intents", body=body, headers=headers)
     assert again.status == 202

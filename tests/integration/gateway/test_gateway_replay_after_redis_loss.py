@@ -17,7 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app, runner_options
-from pm.config.constants import NONCE_STORE_COMPLETE_SINCE_KEY
+from gateway.auth import nonce_marker_key
 from pm.config.settings import Settings
 from pm.dev.embedded import running_valkey
 from pm.domain import signing
@@ -99,7 +99,7 @@ async def test_captured_requests_are_refused_after_redis_lost_everything(gateway
     assert await gateway.writes_by(app) == (1, 1)
     assert await gateway.stream_length() == 0  # the replayed intent published nothing either
     # The read that found the marker missing wrote it anew: the store is complete from now on.
-    assert await gateway.redis.get(NONCE_STORE_COMPLETE_SINCE_KEY) is not None
+    assert await gateway.redis.get(nonce_marker_key(app.key_id)) is not None
 
     # Requests signed after the loss go through.
     assert (await gateway.send("GET", "/api/pm/balance?currency=THB", key=app, user_id=user)).status == 200
@@ -135,12 +135,12 @@ async def test_a_read_signed_before_the_store_was_complete_is_refused(gateway: G
     again = await gateway.raw("GET", "/api/pm/balance?currency=THB", headers=read_twice)
     assert await error_of(again) == (401, "UNAUTHENTICATED")  # a reused nonce, Redis intact
     # As if the store had been lost and found again a minute from now: what is signed before is refused.
-    complete_since = await gateway.redis.get(NONCE_STORE_COMPLETE_SINCE_KEY)
-    await gateway.redis.set(NONCE_STORE_COMPLETE_SINCE_KEY, str(int(time.time()) + 60))
+    complete_since = await gateway.redis.get(nonce_marker_key(app.key_id))
+    await gateway.redis.set(nonce_marker_key(app.key_id), str(int(time.time()) + 60))
     try:
         early = await gateway.send("GET", "/api/pm/balance?currency=THB", key=app, user_id=user)
         assert await error_of(early) == (401, "UNAUTHENTICATED")
         assert "sign it again" in (await early.json())["error"]["message"]
     finally:
-        await gateway.redis.set(NONCE_STORE_COMPLETE_SINCE_KEY, complete_since)
+        await gateway.redis.set(nonce_marker_key(app.key_id), complete_since)
     assert (await gateway.send("GET", "/api/pm/balance?currency=THB", key=app, user_id=user)).status == 200
