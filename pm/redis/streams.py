@@ -407,15 +407,18 @@ class StageStreams:
 
 async def stage_streams(redis: aioredis.Redis, stream: str, group: str, dead_letter_stream: str) -> StageStreams:
     """One stage's stream length, group backlog, oldest pending entry, consumers and dead letters, in one
-    round trip (a stream or group that does not exist yet reads as empty)."""
+    round trip (two on a cluster; a stream or group that does not exist yet reads as empty)."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.xlen(stream)
         pipe.xinfo_groups(stream)
         pipe.xpending(stream, group)
         pipe.xinfo_consumers(stream, group)
         pipe.xlen(dead_letter_stream)
-        pipe.time()
-        length, groups, pending, consumers, dead_letters, (now_s, now_us) = await pipe.execute(raise_on_error=False)
+        if not is_cluster(redis):
+            pipe.time()
+        length, groups, pending, consumers, dead_letters, *clock = await pipe.execute(raise_on_error=False)
+    # A cluster pipeline refuses TIME (it has no key to route by): asked of a node of its own there.
+    now_s, now_us = clock[0] if clock else await redis.time()
     backlog = None if isinstance(groups, Exception) else _backlog_of(groups, group)
     oldest_age_ms = None
     if not isinstance(pending, Exception) and pending["pending"] and pending["min"]:

@@ -10,7 +10,7 @@ from pm.redis import streams
 
 
 def _names() -> tuple[str, str, str, str]:
-    prefix = f"test:{uuid.uuid4().hex[:10]}"
+    prefix = f"test:{{{uuid.uuid4().hex[:10]}}}"  # one hash tag: the streams share a slot, as on a cluster
     return f"{prefix}:in", f"{prefix}:a", f"{prefix}:b", "group"
 
 
