@@ -20,6 +20,7 @@ import asyncpg
 from pm.client import PMApiError, PMClient
 from pm.redis.wire import redis_from_url
 from tests.support.fleet import RunningFleet, running_fleet
+from tests.support.outage import terminate_every_backend
 
 INTENTS = 1_000
 CALLERS = 32
@@ -30,11 +31,6 @@ RECOVERY_S_MAX = 10.0
 RETRYABLE = {(503, "UNAVAILABLE"), (409, "REQUEST_IN_FLIGHT")}
 STAGE_TYPES = ("validation", "fees", "limits", "dispatch", "settlement")
 OUTAGES = re.compile(r'^pm_stage_dependency_outages_total\{dependency="database",stage="[a-z-]+"\} (\S+)$', re.M)
-
-_TERMINATE_SQL = """
-SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
-WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-"""
 
 
 async def _post_until_accepted(
@@ -66,7 +62,7 @@ async def _terminate_rounds(database_url: str, accepted: list[str], done: asynci
                 if len(accepted) >= threshold or done.is_set():
                     break
                 await asyncio.sleep(0.01)
-            terminated.append(await admin.fetchval(_TERMINATE_SQL))
+            terminated.append(await terminate_every_backend(admin))
     finally:
         await admin.close(timeout=10)
     return terminated

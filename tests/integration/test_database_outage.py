@@ -20,7 +20,7 @@ import asyncpg
 
 from pm.domain.intent import State
 from tests.support.gateway_pipeline import GatewayPipeline, gateway_on_pipeline
-from tests.support.outage import assert_converged, outages_counted, post_until_accepted
+from tests.support.outage import assert_converged, outages_counted, post_until_accepted, terminate_every_backend
 from tests.support.pipeline import isolated_topology
 
 INTENTS = 1_000
@@ -31,11 +31,6 @@ TERMINATE_AFTER_ACCEPTED = (100, 400, 700)
 RECOVERY_S_MAX = 10.0
 AUTH_CENTER_SCOPES = "intents:write,intents:read,balance:read"
 
-_TERMINATE_SQL = """
-SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
-WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-"""
-
 
 async def _terminate_rounds(admin: asyncpg.Connection, accepted: list[uuid.UUID], done: asyncio.Event) -> list[int]:
     """Terminate every other backend of the database each time `accepted` reaches a threshold."""
@@ -45,7 +40,7 @@ async def _terminate_rounds(admin: asyncpg.Connection, accepted: list[uuid.UUID]
             if len(accepted) >= threshold or done.is_set():
                 break
             await asyncio.sleep(0.01)
-        terminated.append(await admin.fetchval(_TERMINATE_SQL))
+        terminated.append(await terminate_every_backend(admin))
     return terminated
 
 

@@ -9,6 +9,7 @@ import time
 import uuid
 from typing import Any
 
+import asyncpg
 from prometheus_client import REGISTRY
 
 from pm.redis import streams
@@ -19,6 +20,32 @@ from tests.support.pipeline import FINISHED
 # commit answered nothing) 409 until the stored answer exists. Never 500, never a 2xx for nothing.
 RETRYABLE = {(503, "UNAVAILABLE"), (409, "REQUEST_IN_FLIGHT")}
 RETRY_PAUSE_S = 0.1
+LOCK_WAIT_POLLS_MAX = 200  # 10 ms apart: at most about 2 s
+
+_TERMINATE_SQL = """
+SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+"""
+_WAITING_ON_LOCK_SQL = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'
+"""
+
+
+async def terminate_every_backend(admin: asyncpg.Connection) -> int:
+    """pg_terminate_backend every other client of the database while some are mid-transaction; how many.
+
+    A connection idle in its pool when its backend goes is replaced unseen at the next acquire, so a
+    termination at a random instant may miss every stage (seen in CI). Holding a SHARE lock on
+    pm.intent_event, which every state change writes, first makes the writers queue inside their
+    transactions; the termination then lands in the middle of their work."""
+    async with admin.transaction():
+        await admin.execute("LOCK TABLE pm.intent_event IN SHARE MODE")
+        for _ in range(LOCK_WAIT_POLLS_MAX):
+            if await admin.fetchval(_WAITING_ON_LOCK_SQL) > 0:
+                break
+            await asyncio.sleep(0.01)
+        return await admin.fetchval(_TERMINATE_SQL)
 
 
 async def post_until_accepted(
