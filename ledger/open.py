@@ -14,6 +14,13 @@ from ledger.validate import BATCH_EVENTS_MAX
 
 __all__ = ["BATCH_EVENTS_MAX", "Ledger", "LedgerUrl", "open_ledger", "parse_ledger_url"]
 
+# How long a TigerBeetle request may go unanswered before the caller is told the ledger is unavailable
+# (`tigerbeetle://…?request_timeout_ms=`): the client itself waits forever for an unreachable cluster.
+# A healthy cluster answers in milliseconds; the default leaves room for a view change.
+REQUEST_TIMEOUT_MS_DEFAULT = 5_000
+REQUEST_TIMEOUT_MS_MIN = 10
+REQUEST_TIMEOUT_MS_MAX = 600_000
+
 
 class Ledger(Protocol):
     """TigerBeetle 0.17's async client API; every backend implements exactly this."""
@@ -29,13 +36,21 @@ class Ledger(Protocol):
 
 
 class LedgerUrl:
-    """A parsed ledger URL: `memory://`, `postgresql://…`, `tigerbeetle://3000,3001?cluster=0`."""
+    """A parsed ledger URL: `memory://`, `postgresql://…`, `tigerbeetle://3000,3001?cluster=0&request_timeout_ms=5000`."""
 
-    def __init__(self, scheme: str, url: str, addresses: str = "", cluster_id: int = 0) -> None:
+    def __init__(
+        self,
+        scheme: str,
+        url: str,
+        addresses: str = "",
+        cluster_id: int = 0,
+        request_timeout_ms: int = REQUEST_TIMEOUT_MS_DEFAULT,
+    ) -> None:
         self.scheme = scheme
         self.url = url
         self.addresses = addresses
         self.cluster_id = cluster_id
+        self.request_timeout_ms = request_timeout_ms
 
 
 def parse_ledger_url(url: str) -> LedgerUrl:
@@ -53,9 +68,7 @@ def parse_ledger_url(url: str) -> LedgerUrl:
         return LedgerUrl("postgresql", url)
     if scheme == "tigerbeetle":
         return _parse_tigerbeetle_url(url)
-    raise LedgerUrlError(
-        f"ledger URL {url!r} has unknown scheme {scheme!r}; use memory, postgresql or tigerbeetle"
-    )
+    raise LedgerUrlError(f"ledger URL {url!r} has unknown scheme {scheme!r}; use memory, postgresql or tigerbeetle")
 
 
 def _parse_tigerbeetle_url(url: str) -> LedgerUrl:
@@ -68,13 +81,22 @@ def _parse_tigerbeetle_url(url: str) -> LedgerUrl:
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise LedgerUrlError(f"ledger URL {url!r}: {address!r} is not a port or host:port")
     query = parse_qs(parts.query, strict_parsing=False)
-    unknown = set(query) - {"cluster"}
+    unknown = set(query) - {"cluster", "request_timeout_ms"}
     if unknown:
-        raise LedgerUrlError(f"ledger URL {url!r}: unknown parameter(s) {sorted(unknown)}; only 'cluster'")
+        raise LedgerUrlError(
+            f"ledger URL {url!r}: unknown parameter(s) {sorted(unknown)}; only 'cluster' and 'request_timeout_ms'"
+        )
     cluster_text = query.get("cluster", ["0"])[-1]
     if not cluster_text.isdigit() or int(cluster_text) >= 1 << 128:
         raise LedgerUrlError(f"ledger URL {url!r}: cluster must be an unsigned 128-bit integer")
-    return LedgerUrl("tigerbeetle", url, addresses=addresses, cluster_id=int(cluster_text))
+    timeout_text = query.get("request_timeout_ms", [str(REQUEST_TIMEOUT_MS_DEFAULT)])[-1]
+    if not timeout_text.isdigit() or not REQUEST_TIMEOUT_MS_MIN <= int(timeout_text) <= REQUEST_TIMEOUT_MS_MAX:
+        raise LedgerUrlError(
+            f"ledger URL {url!r}: request_timeout_ms must be {REQUEST_TIMEOUT_MS_MIN} to {REQUEST_TIMEOUT_MS_MAX}"
+        )
+    return LedgerUrl(
+        "tigerbeetle", url, addresses=addresses, cluster_id=int(cluster_text), request_timeout_ms=int(timeout_text)
+    )
 
 
 @contextlib.asynccontextmanager
@@ -93,7 +115,7 @@ async def open_ledger(url: str) -> AsyncIterator[Ledger]:
     else:
         from ledger.tigerbeetle_client import TigerBeetleLedger
 
-        ledger = await TigerBeetleLedger.connect(parsed.addresses, parsed.cluster_id)
+        ledger = await TigerBeetleLedger.connect(parsed.addresses, parsed.cluster_id, parsed.request_timeout_ms)
     try:
         yield ledger
     finally:

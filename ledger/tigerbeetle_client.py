@@ -1,7 +1,14 @@
 """`tigerbeetle://`: the official client, with our bounds checks and error translation.
 
 The client never times out and must not be cancelled (DESIGN.md §10), so requests are shielded:
-a caller that gives up does not tear a request out of the client mid-flight.
+a caller that gives up does not tear a request out of the client mid-flight. And because it never
+times out, a cluster that cannot be reached would hold every caller forever (a stage's batch, a
+balance read, shutdown's drain). So each request is awaited for at most `request_timeout_ms`; past it
+the caller gets `LedgerUnavailableError` (a dependency outage: stages keep the batch pending and retry,
+the gateway answers 503), while the request itself stays with the client, which sends it when a replica
+answers. That late landing is harmless: ids are derived, so the caller's retry of the same events
+answers `exists`. At most `UNANSWERED_REQUESTS_MAX` such requests are left with the client; beyond
+that, calls fail at once without sending anything, until one is answered (the cluster is back).
 
 A cluster holds a bounded number of client sessions (`clients_max`, 64 by default) and evicts the
 oldest when a new one registers past it; an evicted client refuses every later request for good. So an
@@ -23,8 +30,11 @@ import tigerbeetle as tb
 
 from ledger import validate
 from ledger.errors import LedgerUnavailableError, TooMuchDataError
+from ledger.open import REQUEST_TIMEOUT_MS_DEFAULT
 
 CONNECT_TIMEOUT_S = 10.0
+# Requests past their timeout, left with the client to land when the cluster is back (module docstring).
+UNANSWERED_REQUESTS_MAX = 64
 
 logger = logging.getLogger("pm.ledger")
 
@@ -37,15 +47,27 @@ def _new_client(addresses: str, cluster_id: int) -> tb.ClientAsync:
 
 
 class TigerBeetleLedger:
-    def __init__(self, client: Any, new_client: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        new_client: Callable[[], Any] | None = None,
+        request_timeout_ms: int = REQUEST_TIMEOUT_MS_DEFAULT,
+        unanswered_max: int = UNANSWERED_REQUESTS_MAX,
+    ) -> None:
+        assert request_timeout_ms > 0 and unanswered_max >= 1, (request_timeout_ms, unanswered_max)
         self._client = client
         self._new_client = new_client  # how to open a fresh session after an eviction; None: never
+        self._request_timeout_s = request_timeout_ms / 1000
+        self._unanswered_max = unanswered_max
+        self.unanswered = 0  # requests past their timeout the client still holds
         self.evictions = 0  # sessions the cluster evicted (each replaced by a new client)
 
     @classmethod
-    async def connect(cls, addresses: str, cluster_id: int) -> TigerBeetleLedger:
+    async def connect(
+        cls, addresses: str, cluster_id: int, request_timeout_ms: int = REQUEST_TIMEOUT_MS_DEFAULT
+    ) -> TigerBeetleLedger:
         client = _new_client(addresses, cluster_id)
-        ledger = cls(client, functools.partial(_new_client, addresses, cluster_id))
+        ledger = cls(client, functools.partial(_new_client, addresses, cluster_id), request_timeout_ms)
         # The client connects lazily; one lookup proves a replica answers.
         probe = asyncio.ensure_future(client.lookup_accounts([1]))
         try:
@@ -63,8 +85,20 @@ class TigerBeetleLedger:
 
     async def _call(self, method_name: str, payload: Any) -> Any:
         client = self._client
+        if self.unanswered >= self._unanswered_max:
+            raise LedgerUnavailableError(
+                f"{self.unanswered} TigerBeetle requests are unanswered past {self._request_timeout_s:g} s; "
+                "nothing more is sent until one is answered"
+            )
+        request = asyncio.ensure_future(getattr(client, method_name)(payload))
         try:
-            return await asyncio.shield(getattr(client, method_name)(payload))
+            return await asyncio.wait_for(asyncio.shield(request), self._request_timeout_s)
+        except TimeoutError as exc:
+            self.unanswered += 1
+            request.add_done_callback(self._answered_late)
+            raise LedgerUnavailableError(
+                f"TigerBeetle did not answer {method_name} within {self._request_timeout_s:g} s"
+            ) from exc
         except tb.TooMuchDataError as exc:
             raise TooMuchDataError("the TigerBeetle cluster refused the request as too large") from exc
         except tb.ClientEvictedError as exc:
@@ -72,6 +106,13 @@ class TigerBeetleLedger:
             raise LedgerUnavailableError(f"TigerBeetle evicted this client's session ({exc!r}); retry") from exc
         except tb.ClientClosedError as exc:
             raise LedgerUnavailableError(f"TigerBeetle client unusable: {exc!r}") from exc
+
+    def _answered_late(self, request: asyncio.Future[Any]) -> None:
+        """A request past its timeout came back (the cluster answered, or the client was closed)."""
+        self.unanswered -= 1
+        assert self.unanswered >= 0, self.unanswered
+        if not request.cancelled():
+            request.exception()  # retrieved: its caller is gone, and an error here is expected
 
     async def _replace_evicted(self, evicted: Any) -> None:
         """A new client in place of `evicted`, once: requests in flight on it see the same eviction."""

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # Comma-separated TigerBeetle replica addresses, e.g. "3000,3001" or "10.0.0.1:3000,10.0.0.2:3000".
     tigerbeetle_addresses: str | None = None
     tigerbeetle_cluster_id: int = Field(default=0, ge=0)
+    # How long a TigerBeetle request may go unanswered before its caller treats the ledger as down (the
+    # official client itself waits forever for an unreachable cluster; ledger/tigerbeetle_client.py).
+    tigerbeetle_request_timeout_ms: int = Field(default=5_000, ge=10, le=600_000)
     ledger_url: str | None = None
     # Resolved once, when the settings are read, so a later chdir cannot move the data.
     data_dir: Path = Field(default_factory=lambda: Path.cwd() / ".data")
@@ -267,7 +270,10 @@ class Settings(BaseSettings):
         if self.ledger_url is not None:
             return self.ledger_url
         if self.tigerbeetle_addresses is not None:
-            return f"tigerbeetle://{self.tigerbeetle_addresses}?cluster={self.tigerbeetle_cluster_id}"
+            return (
+                f"tigerbeetle://{self.tigerbeetle_addresses}?cluster={self.tigerbeetle_cluster_id}"
+                f"&request_timeout_ms={self.tigerbeetle_request_timeout_ms}"
+            )
         assert database_url, "the postgres ledger needs a database URL: start or configure PostgreSQL first"
         return database_url
 

@@ -21,6 +21,9 @@ from ledger.open import parse_ledger_url
         ("tigerbeetle://3000,70000", "'70000' is not a port"),
         ("tigerbeetle://3000?cluster=x", "cluster must be an unsigned 128-bit integer"),
         ("tigerbeetle://3000?replicas=3", "unknown parameter"),
+        ("tigerbeetle://3000?request_timeout_ms=0", "request_timeout_ms must be 10 to 600000"),
+        ("tigerbeetle://3000?request_timeout_ms=1e3", "request_timeout_ms must be 10 to 600000"),
+        ("tigerbeetle://3000?request_timeout_ms=600001", "request_timeout_ms must be 10 to 600000"),
     ],
 )
 def test_malformed_urls_are_refused(url: str, message: str) -> None:
@@ -32,6 +35,8 @@ def test_tigerbeetle_url_addresses_and_cluster() -> None:
     parsed = parse_ledger_url("tigerbeetle://3000,127.0.0.1:3001?cluster=7")
     assert (parsed.scheme, parsed.addresses, parsed.cluster_id) == ("tigerbeetle", "3000,127.0.0.1:3001", 7)
     assert parse_ledger_url("tigerbeetle://3000").cluster_id == 0
+    assert parse_ledger_url("tigerbeetle://3000").request_timeout_ms == 5_000
+    assert parse_ledger_url("tigerbeetle://3000?cluster=1&request_timeout_ms=250").request_timeout_ms == 250
 
 
 async def test_unreachable_postgres_names_the_problem() -> None:

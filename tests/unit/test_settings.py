@@ -8,6 +8,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
+from ledger.open import parse_ledger_url
 from pm.config.settings import Settings
 
 DATABASE_URL = "postgresql://pm@db.example/onewallet"
@@ -103,14 +104,25 @@ def test_tigerbeetle_addresses_make_a_tigerbeetle_url(monkeypatch: pytest.Monkey
     monkeypatch.setenv("PM_TIGERBEETLE_ADDRESSES", "3000, 3001")
     monkeypatch.setenv("PM_TIGERBEETLE_CLUSTER_ID", "5")
     settings = Settings()
-    assert settings.effective_ledger_url(DATABASE_URL) == "tigerbeetle://3000,3001?cluster=5"
-    assert settings.effective_ledger_url(None) == "tigerbeetle://3000,3001?cluster=5"
+    url = "tigerbeetle://3000,3001?cluster=5&request_timeout_ms=5000"
+    assert settings.effective_ledger_url(DATABASE_URL) == settings.effective_ledger_url(None) == url
     assert not settings.ledger_needs_database()
 
 
 def test_cluster_id_defaults_to_zero_in_the_tigerbeetle_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PM_TIGERBEETLE_ADDRESSES", "127.0.0.1:3000")
-    assert Settings().effective_ledger_url(None) == "tigerbeetle://127.0.0.1:3000?cluster=0"
+    assert Settings().effective_ledger_url(None) == "tigerbeetle://127.0.0.1:3000?cluster=0&request_timeout_ms=5000"
+
+
+def test_the_tigerbeetle_request_timeout_goes_into_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PM_TIGERBEETLE_ADDRESSES", "3000")
+    monkeypatch.setenv("PM_TIGERBEETLE_REQUEST_TIMEOUT_MS", "750")
+    url = Settings().effective_ledger_url(None)
+    assert url == "tigerbeetle://3000?cluster=0&request_timeout_ms=750"
+    assert parse_ledger_url(url).request_timeout_ms == 750
+    monkeypatch.setenv("PM_TIGERBEETLE_REQUEST_TIMEOUT_MS", "0")
+    with pytest.raises(pydantic.ValidationError, match="tigerbeetle_request_timeout_ms"):
+        Settings()
 
 
 def test_otherwise_the_ledger_lives_in_the_given_database() -> None:
