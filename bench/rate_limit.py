@@ -8,7 +8,9 @@ and one gateway process (`pm run gateway`, as the Procfile starts it; no stages:
 measured). Two keys: the quiet one (a rate it never reaches) sends signed `GET /api/pm/balance` at a
 steady `--quiet-per-s`; the noisy one (rate `--noisy-rate`) sends signed `POST /intents`. Both are open
 loops from the lean client (bench/http_load.py), each request timed from when it was due, so a stalled
-gateway shows as latency instead of as fewer requests. `--rounds` rounds (this VM's speed drifts between
+gateway shows as latency instead of as fewer requests; the noisy one runs in a process of its own (a
+noisy caller is another program: in the quiet client's event loop, its work would be counted as the
+gateway's delay), still on the same two cores. `--rounds` rounds (this VM's speed drifts between
 minutes, so the phases alternate) of three phases of `--seconds` each, in this order:
 
     alone         the quiet key only
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import shutil
 import statistics
@@ -40,6 +43,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +73,11 @@ QUIET_USER = 1001
 # Connections per stream: enough that one slow answer does not hold the next due request back.
 QUIET_CONNECTIONS = 8
 NOISY_CONNECTIONS = 16
+# The noisy client's CPU priority (nice): a noisy caller runs on a machine of its own, so its process
+# should take as little as it can from the cores the gateway runs on; it still gets every idle cycle.
+NOISY_CLIENT_NICE = 10
+# The noisy client's process is handed its phase this long before the phase starts.
+NOISY_START_DELAY_S = 0.5
 
 
 @dataclass
@@ -154,31 +163,65 @@ async def make_keys(pool: asyncpg.Pool, noisy_rate: int) -> Keys:
     return Keys(quiet, quiet_secret, noisy, noisy_secret)
 
 
-async def phase(args: argparse.Namespace, http_port: int, made: Keys, noisy_per_s: float) -> tuple[Stream, Stream]:
-    """The quiet stream, and the noisy one at `noisy_per_s` (0: none), side by side for --seconds."""
+def quiet_connection_to(http_port: int, made: Keys) -> Callable[[], SignedConnection]:
+    return lambda: SignedConnection("127.0.0.1", http_port, made.quiet.key_id, made.quiet_secret, HTTP_TIMEOUT_S)
 
-    def quiet_connection() -> SignedConnection:
-        return SignedConnection("127.0.0.1", http_port, made.quiet.key_id, made.quiet_secret, HTTP_TIMEOUT_S)
 
-    def noisy_connection() -> SignedConnection:
-        return SignedConnection("127.0.0.1", http_port, made.noisy.key_id, made.noisy_secret, HTTP_TIMEOUT_S)
+async def balance(connection: SignedConnection, n: int) -> Answer:
+    return await connection.get("/api/pm/balance?currency=THB", user_id=QUIET_USER)
 
-    async def balance(connection: SignedConnection, n: int) -> Answer:
-        return await connection.get("/api/pm/balance?currency=THB", user_id=QUIET_USER)
 
-    async def intent(connection: SignedConnection, n: int) -> Answer:
-        body = {"operation_type": "P2P_TRANSFER", "amount_minor": 100, "currency": "THB", "recipient_id": 2002}
-        return await connection.post_json("/intents", body, user_id=3_000_000 + n)
+async def intent(connection: SignedConnection, n: int) -> Answer:
+    body = {"operation_type": "P2P_TRANSFER", "amount_minor": 100, "currency": "THB", "recipient_id": 2002}
+    return await connection.post_json("/intents", body, user_id=3_000_000 + n)
 
-    quiet = open_loop(quiet_connection, balance, args.quiet_per_s, args.seconds, QUIET_CONNECTIONS)
+
+def noisy_client(
+    http_port: int, key_id: str, secret: str, per_s: float, duration_s: float, start_at_s: float
+) -> tuple[Stream, float]:
+    """The noisy key's open loop, in a process of its own (ProcessPoolExecutor): its stream, and the CPU
+    seconds this client spent on it.
+
+    A process of its own because a noisy caller is another program (on another machine, in production):
+    in the quiet client's event loop, its thousand requests a second would delay the quiet answers'
+    reading, and that delay would be counted as the gateway's. It still takes its CPU from the two cores
+    the gateway runs on, which no real caller does, so the figure stays on the cautious side.
+    """
+
+    def connect() -> SignedConnection:
+        return SignedConnection("127.0.0.1", http_port, key_id, secret, HTTP_TIMEOUT_S)
+
+    async def main() -> Stream:
+        await asyncio.sleep(max(0.0, start_at_s - time.time()))
+        return await open_loop(connect, intent, per_s, duration_s, NOISY_CONNECTIONS)
+
+    cpu_before_s = time.process_time()
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        stream = runner.run(main())
+    return stream, time.process_time() - cpu_before_s
+
+
+async def phase(
+    args: argparse.Namespace, http_port: int, made: Keys, noisy_per_s: float, noisy_pool: ProcessPoolExecutor
+) -> tuple[Stream, Stream, float]:
+    """The quiet stream and the noisy one at `noisy_per_s` (0: none), side by side for --seconds, and the
+    noisy client's CPU seconds."""
+    quiet_connection = quiet_connection_to(http_port, made)
     if not noisy_per_s:
-        return await quiet, Stream()
-    noisy = open_loop(noisy_connection, intent, noisy_per_s, args.seconds, NOISY_CONNECTIONS)
-    quiet_stream, noisy_stream = await asyncio.gather(quiet, noisy)
-    return quiet_stream, noisy_stream
+        quiet_stream = await open_loop(quiet_connection, balance, args.quiet_per_s, args.seconds, QUIET_CONNECTIONS)
+        return quiet_stream, Stream(), 0.0
+    # Both loops start at one instant, after the noisy process had time to take the job.
+    start_at_s = time.time() + NOISY_START_DELAY_S
+    noisy = asyncio.get_running_loop().run_in_executor(
+        noisy_pool, noisy_client, http_port, made.noisy.key_id, made.noisy_secret, noisy_per_s, args.seconds, start_at_s
+    )  # fmt: skip
+    await asyncio.sleep(max(0.0, start_at_s - time.time()))
+    quiet_stream = await open_loop(quiet_connection, balance, args.quiet_per_s, args.seconds, QUIET_CONNECTIONS)
+    noisy_stream, noisy_cpu_s = await noisy
+    return quiet_stream, noisy_stream, noisy_cpu_s
 
 
-def row(name: str, quiet: Stream, noisy: Stream, gateway_cpu_s: float) -> dict[str, Any]:
+def row(name: str, quiet: Stream, noisy: Stream, gateway_cpu_s: float, noisy_cpu_s: float) -> dict[str, Any]:
     requests = len(quiet.latencies_ms) + len(noisy.latencies_ms)
     return {
         "phase": name,
@@ -193,6 +236,8 @@ def row(name: str, quiet: Stream, noisy: Stream, gateway_cpu_s: float) -> dict[s
         # The gateway process's CPU per request answered (both keys), and its share of one core.
         "gateway_cpu_us_per_request": round(gateway_cpu_s / requests * 1e6),
         "gateway_core_share": round(gateway_cpu_s / max(quiet.elapsed_s, noisy.elapsed_s), 2),
+        # What the noisy client took from the same two cores.
+        "noisy_client_core_share": round(noisy_cpu_s / max(quiet.elapsed_s, noisy.elapsed_s), 2),
     }
 
 
@@ -222,13 +267,16 @@ async def run(args: argparse.Namespace, server_url: str, redis_url: str, work_di
         log_dir=work_dir,
     )  # fmt: skip
     rows: list[dict[str, Any]] = []
+    noisy_pool = ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice, initargs=(args.noisy_nice,)
+    )
     try:
         made = await make_keys(pool, args.noisy_rate)
         fleet.start("gateway", 1)
         base_url = f"http://127.0.0.1:{http_port}"
         await wait_ready(base_url, [], fleet)
         warm = argparse.Namespace(**{**vars(args), "seconds": WARM_UP_S})
-        await phase(warm, http_port, made, args.noisy_rate)
+        await phase(warm, http_port, made, args.noisy_rate, noisy_pool)
         # The warm-up's noisy requests are admitted and refused too: count only what the phases add.
         intents_before = await pool.fetchval("SELECT count(*) FROM pm.intent WHERE api_key_id = $1", made.noisy.key_id)
         limited_before = await rate_limited_total(base_url, made.noisy.key_id)
@@ -238,14 +286,17 @@ async def run(args: argparse.Namespace, server_url: str, redis_url: str, work_di
             for name, noisy_per_s in PHASES:
                 await asyncio.sleep(1.0)  # the noisy key's bucket refills between phases
                 cpu_before_s = cpu_s(gateway.pid)
-                quiet, noisy = await phase(args, http_port, made, noisy_per_s * args.noisy_rate)
+                quiet, noisy, noisy_cpu_s = await phase(
+                    args, http_port, made, noisy_per_s * args.noisy_rate, noisy_pool
+                )
                 check(args, name, quiet, noisy)
-                rows.append(row(name, quiet, noisy, cpu_s(gateway.pid) - cpu_before_s))
+                rows.append(row(name, quiet, noisy, cpu_s(gateway.pid) - cpu_before_s, noisy_cpu_s))
                 admitted += noisy.statuses.get(202, 0)
                 refused += noisy.statuses.get(429, 0)
         intents = await pool.fetchval("SELECT count(*) FROM pm.intent WHERE api_key_id = $1", made.noisy.key_id)
         limited = await rate_limited_total(base_url, made.noisy.key_id)
     finally:
+        noisy_pool.shutdown(cancel_futures=True)
         fleet.stop()
         await pool.close()
     if intents - intents_before != admitted:
@@ -263,7 +314,7 @@ def medians(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     merged = []
     for name, _ in PHASES:
         runs = [entry for entry in rows if entry["phase"] == name]
-        merged.append({"phase": name, **{column: statistics.median(entry[column] for entry in runs)
+        merged.append({"phase": name, **{column: round(statistics.median(entry[column] for entry in runs), 3)
                                          for column in runs[0] if column != "phase"}})  # fmt: skip
     return merged
 
@@ -274,10 +325,18 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
     parser.add_argument("--quiet-per-s", type=float, default=200.0, help="the quiet key's steady request rate")
     parser.add_argument("--noisy-rate", type=int, default=100, help="the noisy key's rate (requests_per_s)")
+    parser.add_argument(
+        "--noisy-nice",
+        type=int,
+        default=NOISY_CLIENT_NICE,
+        help="the noisy client process's niceness (0: the gateway's own priority)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     if args.rounds < 1 or args.seconds <= 0 or args.quiet_per_s <= 0:
         parser.error("--rounds, --seconds and --quiet-per-s must be positive")
+    if not 0 <= args.noisy_nice <= 19:
+        parser.error("--noisy-nice is 0 to 19")
     if not 1 <= args.noisy_rate <= KEY_REQUESTS_PER_S_MAX // BURST_FACTOR:
         parser.error("--noisy-rate is 1 to 10,000")
     work_dir = Path(tempfile.mkdtemp(prefix="pm-bench-rate-"))
