@@ -40,7 +40,8 @@ class ClusterStartError(Exception):
     """The cluster's nodes did not start or did not agree on a cluster in time."""
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
+    """Whether a loopback port can be bound now (nobody holds it)."""
     with socket.socket() as probe:
         try:
             probe.bind(("127.0.0.1", port))
@@ -54,7 +55,7 @@ def _free_port() -> int:
     be free and the port at most 55,535 (an ephemeral port from the kernel is often above)."""
     for _ in range(FREE_PORT_TRIES_MAX):
         port = random.randrange(CLUSTER_PORT_MIN, CLUSTER_PORT_MAX + 1)
-        if _bindable(port) and _bindable(port + CLUSTER_BUS_PORT_OFFSET):
+        if bindable(port) and bindable(port + CLUSTER_BUS_PORT_OFFSET):
             return port
     raise ClusterStartError(f"no free port pair for a cluster node after {FREE_PORT_TRIES_MAX} tries")
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
+
+from pm.dev.valkey_cluster import bindable
 
 FIRST_PORT = 12000  # below Linux's default ephemeral range (32768-60999)
 BLOCK_PORTS = 2500  # ports per xdist worker: eight workers fit below the ephemeral range
@@ -30,15 +31,6 @@ def _block_start() -> int:
 
 # Start at a pid-dependent place so two pytest sessions on one machine rarely probe the same ports.
 _next_offset = itertools.count(os.getpid() % BLOCK_PORTS)
-
-
-def bindable(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def free_port() -> int:
