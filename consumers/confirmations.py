@@ -21,8 +21,9 @@ log = logging.getLogger("pm.poller")
 
 _OVERDUE_SQL = """
 SELECT id FROM pm.intent
-WHERE state = 'AWAITING_CONFIRMATION' AND updated_at < clock_timestamp() - make_interval(secs => $1)
-ORDER BY updated_at
+WHERE operation_type = 'MINIAPP_CHARGE' AND NOT finished  -- its index (sql/0020): no state in it
+  AND state = 'AWAITING_CONFIRMATION' AND updated_at < clock_timestamp() - make_interval(secs => $1)
+ORDER BY created_at
 LIMIT $2
 """
 
