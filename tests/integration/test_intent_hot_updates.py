@@ -40,13 +40,13 @@ async def _new_intent(pool, operation_type: OperationType) -> uuid.UUID:
     return outcome.created.id
 
 
-async def _updates_in_transaction(pool, intent_id: uuid.UUID, steps: list[State]) -> tuple[int, int]:
+async def _updates_in_transaction(pool, intent_id: uuid.UUID, steps: list[State], channel: str) -> tuple[int, int]:
     """Run the transitions in one transaction; (row updates, HOT ones) of pm.intent in it."""
     async with pool.acquire() as conn, conn.transaction():
         for expected, new in itertools.pairwise(steps):
             fees = {"fee_pre_minor": 0, "fee_post_minor": 0, "fee_rules": ()} if new == State.PRICED else {}
             transition = Transition(
-                intent_id, expected, new, channel="P2P" if new == State.VALIDATED else None,
+                intent_id, expected, new, channel=channel if new == State.VALIDATED else None,
                 error_code=ErrorCode.CONFIRMATION_EXPIRED if new == State.REJECTED else None, **fees,
             )  # fmt: skip
             (result,) = await store.apply_transitions(conn, [transition])
@@ -69,6 +69,7 @@ async def _updates_in_transaction(pool, intent_id: uuid.UUID, steps: list[State]
 )
 async def test_every_transition_is_a_hot_update(pool, operation_type, steps) -> None:
     intent_id = await _new_intent(pool, operation_type)
-    updated, hot = await _updates_in_transaction(pool, intent_id, steps)
+    channel = "MINIAPP" if operation_type == OperationType.MINIAPP_CHARGE else "P2P"
+    updated, hot = await _updates_in_transaction(pool, intent_id, steps, channel)
     assert updated == len(steps) - 1
     assert hot == updated, f"{updated - hot} of {updated} transitions rewrote pm.intent's index entries"
