@@ -25,7 +25,7 @@ from gateway import account, admin_fee_rules, consent, health, intents, psp_call
 from gateway.admin_api import ADMIN_ROUTES
 from gateway.auth import KeyCache, authenticate, mark_nonce_stores_complete
 from gateway.backpressure import BacklogMonitor
-from gateway.batching import IntentWriter, NonceRecorder, RedisBatch, ResponseRecorder
+from gateway.batching import IntentWriter, NonceRecorder, RedisBatch
 from gateway.body import read_body_in_time
 from gateway.errors import Handler
 from gateway.metrics import observe
@@ -41,7 +41,6 @@ from gateway.resources import (
     RATE_LIMITER,
     REDIS,
     REDIS_BATCH,
-    RESPONSES,
     ROUTE_SCOPES,
     SETTINGS,
     STATUS_HUB,
@@ -246,7 +245,6 @@ async def _built_on_resources(app: web.Application) -> AsyncIterator[None]:
     app[KEYS] = KeyCache(app[DATABASE])
     app[INTENT_WRITER] = IntentWriter(app[DATABASE])
     app[REDIS_BATCH] = RedisBatch(app[REDIS])
-    app[RESPONSES] = ResponseRecorder(app[DATABASE])
     app[NONCES] = NonceRecorder(app[DATABASE])
     app[BACKLOG] = BacklogMonitor(
         app[REDIS], first_stage.stream, first_stage.group, app[SETTINGS].backpressure_backlog_entries_max

@@ -10,9 +10,6 @@
     nonces = NonceRecorder(pool)
     fresh = await nonces.claim(api_key_id, nonce)                             # in the next INSERT
 
-    responses = ResponseRecorder(pool)
-    responses.record(StoredResponse(api_key_id, user_id, idempotency_key, 202, body))  # in the next UPDATE
-
 While one batch is on the wire, the next one fills; it is sent when the first returns. So an idle
 gateway sends each command at once (a batch of one, no added delay) and a busy one sends a few large
 batches instead of many small round trips: fewer system calls, timers, pooled connections and
@@ -155,24 +152,3 @@ class NonceRecorder(Batcher[tuple[str, str], bool]):
             replies.append(item in fresh)
             fresh.discard(item)
         return replies
-
-
-class ResponseRecorder(Batcher[intents.StoredResponse, None]):
-    """Stores first responses for idempotent replays with `pm.store.intents.complete_idempotency`, for every
-    request waiting at that moment in one statement. A request waits for its row, so a
-    replay after the answer always finds it. A failed write is logged, not raised: the intent exists,
-    and its claim ages into the "first request died" case, answered from the intent itself."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        super().__init__()
-        self._pool = pool
-
-    async def record(self, response: intents.StoredResponse) -> None:
-        await self.submit(response)
-
-    async def send(self, items: list[intents.StoredResponse]) -> list[None]:
-        try:
-            await intents.complete_idempotency(self._pool, items)
-        except Exception as exc:  # never fail a request whose intent exists
-            log.error("could not store idempotent responses", extra={"count": len(items), "error": repr(exc)})
-        return [None] * len(items)

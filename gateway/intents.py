@@ -21,7 +21,6 @@ import logging
 import re
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -41,13 +40,12 @@ from gateway.resources import (
     INTENT_WRITER,
     NONCE,
     REDIS_BATCH,
-    RESPONSES,
     SETTINGS,
     STATUS_HUB,
     TOPOLOGY,
 )
 from gateway.status import Subscription
-from pm.config.constants import IDEMPOTENCY_IN_FLIGHT_S_MAX, IDEMPOTENCY_KEY_LENGTH_MAX
+from pm.config.constants import IDEMPOTENCY_KEY_LENGTH_MAX
 from pm.domain import signing
 from pm.domain.intent import TERMINAL_STATE_NAMES, ErrorCode, Intent, OperationType
 from pm.domain.parties import Parties, PartyRefusal, parties_for
@@ -109,10 +107,10 @@ async def create_intent(request: web.Request) -> web.Response:
     INTENTS_CREATED.labels(str(intent.operation_type)).inc()
     wait_s = _prefer_wait_s(request.headers.get("Prefer"), app[SETTINGS].prefer_wait_s_max)
     if wait_s is None:
-        return json_response(await _publish(request, intent, user_id, idempotency_key), 202)
+        return json_response(await _publish(request, intent), 202)
     # Subscribed before the entry exists, so no transition can be published unseen.
     async with app[STATUS_HUB].subscribe(app[TOPOLOGY].channel_for(intent.id)) as subscription:
-        await _publish(request, intent, user_id, idempotency_key)
+        await _publish(request, intent)
         await _wait_for_final(app, subscription, intent.id, wait_s)
     current = await store.load_intent(app[DATABASE], intent.id)
     assert current is not None, "an intent is never deleted"
@@ -187,22 +185,19 @@ async def _answer_existing(request: web.Request, existing: store.IdempotencyReco
         raise validation_failed(
             "this Idempotency-Key was used for a different request", ErrorCode.IDEMPOTENCY_KEY_REUSED
         )
-    if existing.response_status is not None:
-        IDEMPOTENT_REPLAYS.inc()
-        return json_response(existing.response_body, existing.response_status, {"Idempotent-Replayed": "true"})
-    age_s = (datetime.now(UTC) - existing.created_at).total_seconds()
-    if age_s <= IDEMPOTENCY_IN_FLIGHT_S_MAX:
-        raise ApiError(409, ErrorCode.REQUEST_IN_FLIGHT, "the first request with this Idempotency-Key is in flight")
-    # The first request committed its intent and died before storing its answer: the intent is real
-    # (the status poller drives it on), so answer with what it is now.
+    IDEMPOTENT_REPLAYS.inc()
+    replayed = {"Idempotent-Replayed": "true"}
+    if existing.response_status is not None:  # a record written before sql/0021: its stored answer
+        return json_response(existing.response_body, existing.response_status, replayed)
+    # The claim commits with its intent, so the intent exists; the first request answered it as created.
     assert existing.intent_id is not None, "a claim is made together with its intent"
     intent = await store.load_intent(request.app[DATABASE], existing.intent_id)
     assert intent is not None, "a claimed intent exists"
-    return json_response(intent.to_json(), 202)
+    return json_response(intent.as_created().to_json(), 202, replayed)
 
 
-async def _publish(request: web.Request, intent: Intent, user_id: int | None, idempotency_key: str) -> dict[str, Any]:
-    """Write the first stream entry and store the answer for replays; returns that answer's body."""
+async def _publish(request: web.Request, intent: Intent) -> dict[str, Any]:
+    """Write the first stream entry; returns the answer's body (a replay answers the same, from the row)."""
     app = request.app
     fields = streams.entry_fields(intent)
     try:
@@ -213,9 +208,9 @@ async def _publish(request: web.Request, intent: Intent, user_id: int | None, id
         # The intent is committed; the status poller re-publishes intents left in CREATED.
         INTENT_PUBLISH_FAILURES.inc()
         log.error("could not publish a new intent", extra={"intent_id": str(intent.id), "error": repr(exc)})
-    body = intent.to_json()
-    await app[RESPONSES].record(store.StoredResponse(request[API_KEY].key_id, user_id, idempotency_key, 202, body))
-    return body
+    # Paired with the replay (`_answer_existing`): the first answer is the row as created.
+    assert intent.as_created() == intent, "a created intent is as its creating statement wrote it"
+    return intent.to_json()
 
 
 def _prefer_wait_s(header: str | None, wait_s_max: float) -> int | None:

@@ -18,7 +18,7 @@ from pm.store.keys import ApiKey
 if TYPE_CHECKING:
     from gateway.auth import KeyCache
     from gateway.backpressure import BacklogMonitor
-    from gateway.batching import IntentWriter, NonceRecorder, RedisBatch, ResponseRecorder
+    from gateway.batching import IntentWriter, NonceRecorder, RedisBatch
     from gateway.rate_limit import RateLimiter
     from gateway.status import StatusHub
     from ledger import Ledger
@@ -35,7 +35,6 @@ RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 # Concurrent requests' new intents, Redis commands (nonces, stream entries) and stored responses, batched.
 INTENT_WRITER: web.AppKey[IntentWriter] = web.AppKey("intent_writer")
 REDIS_BATCH: web.AppKey[RedisBatch] = web.AppKey("redis_batch")
-RESPONSES: web.AppKey[ResponseRecorder] = web.AppKey("responses")
 # Nonces of signed requests with effects, claimed in PostgreSQL (gateway/auth.py).
 NONCES: web.AppKey[NonceRecorder] = web.AppKey("nonces")
 STATUS_HUB: web.AppKey[StatusHub] = web.AppKey("status_hub")

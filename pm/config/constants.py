@@ -65,10 +65,8 @@ KEY_REQUESTS_PER_S_MAX = 100_000
 # A 429 RATE_LIMITED says to wait at least this long (Retry-After is whole seconds).
 RATE_LIMITED_RETRY_AFTER_S_MIN = 1
 
-# Idempotency-Key: what a caller may send (visible ASCII), and how long a claim without a stored
-# response counts as in flight (409) before we presume the first request died after its commit.
+# Idempotency-Key: what a caller may send (visible ASCII).
 IDEMPOTENCY_KEY_LENGTH_MAX = 128
-IDEMPOTENCY_IN_FLIGHT_S_MAX = 30.0
 # PM_IDEMPOTENCY_RETENTION_S's default: records (and the answers replayed from them) are kept a day.
 IDEMPOTENCY_RETENTION_S_DEFAULT = 24 * 3600
 # PM_WEBHOOK_RETENTION_S's default: a delivered outbox row (merchant webhook, review event) stays a week

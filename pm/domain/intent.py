@@ -194,6 +194,16 @@ class Intent:
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
 
+    def as_created(self) -> Intent:
+        """This intent as its creating statement wrote it (CREATED, version 1, no channel, fees or error,
+        updated when created): what `POST /intents` first answered, so a replay of that request answers
+        the same whatever the intent has become (gateway/intents.py). Only the transitions change a row's
+        other columns, and none of them is one the API shows but these."""
+        return replace(
+            self, state=State.CREATED, version=1, channel=None, fee_pre_minor=0, fee_post_minor=0,
+            fee_rules=(), error_code=None, error_message=None, updated_at=self.created_at, psp_status=None,
+        )  # fmt: skip
+
     def parties(self) -> tuple[int, ...]:
         """Users who may read this intent (the operator of an adjustment is not a party)."""
         return tuple(p for p in (self.sender_id, self.recipient_id) if p is not None)

@@ -357,41 +357,6 @@ async def _reserve_refund(conn: asyncpg.Connection, request: NewIntent) -> Refun
     return RefundRefusal(ErrorCode.REFUND_EXCEEDS_ORIGINAL, message)
 
 
-_COMPLETE_SQL = """
-UPDATE pm.idempotency i SET response_status = u.status, response_body = u.body, completed_at = now()
-FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::jsonb[])
-    AS u(api_key_id, user_id, idempotency_key, status, body)
-WHERE i.api_key_id = u.api_key_id AND i.user_id = u.user_id AND i.idempotency_key = u.idempotency_key
-  AND i.response_status IS NULL
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredResponse:
-    """The first answer to a request, kept for replays under its idempotency scope."""
-
-    api_key_id: str
-    user_id: int | None
-    idempotency_key: str
-    status: int
-    body: Any
-
-
-async def complete_idempotency(conn: asyncpg.Connection | asyncpg.Pool, responses: list[StoredResponse]) -> None:
-    """Store the responses first requests got, for replays of the same keys: one statement for all.
-    A key already completed keeps its first response."""
-    if not responses:
-        return
-    await conn.execute(
-        _COMPLETE_SQL,
-        [r.api_key_id for r in responses],
-        [r.user_id or NO_USER_ID for r in responses],
-        [r.idempotency_key for r in responses],
-        [r.status for r in responses],
-        [orjson.dumps(r.body).decode() for r in responses],
-    )
-
-
 _CLAIM_NONCES_SQL = """
 INSERT INTO pm.request_nonce (api_key_id, nonce)
 SELECT * FROM unnest($1::text[], $2::text[]) ORDER BY 1, 2

@@ -1,18 +1,17 @@
 """The shared round trips on real Valkey and PostgreSQL: concurrent requests' Redis commands each get
-their own reply (an error stays with its command, not its batch-mates), and stored responses of many
-requests land in one statement, each on its own idempotency row and never over an earlier answer."""
+their own reply (an error stays with its command, not its batch-mates), and the intents of many requests
+are created (and their keys claimed) in one statement, a taken key answered with its claim."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 
 import asyncpg
 import pytest
 from redis.exceptions import ResponseError
 
-from gateway.batching import IntentWriter, RedisBatch, ResponseRecorder
+from gateway.batching import IntentWriter, RedisBatch
 from pm.domain.intent import OperationType
 from pm.redis.wire import redis_from_url
 from pm.store import intents as store
@@ -47,38 +46,6 @@ async def test_a_lost_connection_fails_every_command_of_the_batch() -> None:
         await client.aclose()
 
 
-async def test_responses_are_stored_together_and_never_overwritten(gateway: Gateway) -> None:
-    claims = []
-    for _ in range(40):
-        outcome = await store.create_intent(
-            gateway.pool, api_key_id="batch-test", idempotency_key=uuid.uuid4().hex, request_hash=b"h",
-            operation_type=OperationType.P2P_TRANSFER, amount_minor=100, currency="THB", sender_id=new_user(),
-            recipient_id=new_user(), operator_id=None, tags=[],
-        )  # fmt: skip
-        assert outcome.created is not None
-        claims.append(outcome.created)
-    recorder = ResponseRecorder(gateway.pool)
-    keys = await gateway.pool.fetch(
-        "SELECT idempotency_key, intent_id FROM pm.idempotency WHERE intent_id = ANY($1::uuid[])",
-        [claim.id for claim in claims],
-    )
-    by_intent = {row["intent_id"]: row["idempotency_key"] for row in keys}
-    await asyncio.gather(
-        *(
-            recorder.record(store.StoredResponse("batch-test", None, by_intent[claim.id], 202, claim.to_json()))
-            for claim in claims
-        )
-    )
-    # A second answer for the same key never replaces the first.
-    await recorder.record(store.StoredResponse("batch-test", None, by_intent[claims[0].id], 500, {"late": True}))
-    rows = await gateway.pool.fetch(
-        "SELECT intent_id, response_status, response_body FROM pm.idempotency WHERE intent_id = ANY($1::uuid[])",
-        [claim.id for claim in claims],
-    )
-    stored = {row["intent_id"]: (row["response_status"], json.loads(row["response_body"])) for row in rows}
-    assert stored == {claim.id: (202, claim.to_json()) for claim in claims}
-
-
 @pytest.mark.parametrize("count", [1, 700])
 async def test_batches_are_bounded_and_every_waiter_is_answered(redis_url: str, count: int) -> None:
     client = redis_from_url(redis_url)
@@ -102,9 +69,6 @@ async def test_one_statement_creates_new_keys_and_answers_taken_ones(gateway: Ga
     taken = uuid.uuid4().hex
     (first,) = await store.create_intents(gateway.pool, [_new_intent(taken)])
     assert first.created is not None
-    await store.complete_idempotency(
-        gateway.pool, [store.StoredResponse("batch-test", None, taken, 202, first.created.to_json())]
-    )
     fresh = [uuid.uuid4().hex for _ in range(5)]
     requests = [_new_intent(key, tags=("vip", f"t{i}")) for i, key in enumerate(fresh)]
     # Order kept: a taken key in the middle, and a key asked for twice in the same batch.
@@ -115,10 +79,11 @@ async def test_one_statement_creates_new_keys_and_answers_taken_ones(gateway: Ga
     created = [o.created for o in outcomes if o.created is not None]
     assert [(i.state, i.version, i.amount_minor) for i in created] == [("CREATED", 1, 250)] * 5
     assert [i.tags for i in created] == [("vip", f"t{i}") for i in range(5)]
-    # The taken key answers its stored response (and the first request's hash, so a different body is seen).
+    # The taken key answers its claim: the intent it names (the gateway answers that intent as created)
+    # and the first request's hash, so a different body is seen.
     assert outcomes[2].existing is not None and outcomes[2].created is None
-    assert outcomes[2].existing.response_status == 202
-    assert outcomes[2].existing.response_body == first.created.to_json()
+    assert outcomes[2].existing.intent_id == first.created.id
+    assert outcomes[2].existing.response_status is None
     assert outcomes[2].existing.request_hash == b"h"
     # The repeat in the same batch sees the first one's claim in flight.
     repeat = outcomes[-1].existing

@@ -1,7 +1,7 @@
 """POST /intents on real PostgreSQL and Valkey: a signed request creates exactly one intent (CREATED,
-version 1, one event) and one stream entry; idempotent replays answer the stored response; bad input,
-missing parties and unsupported operations are refused at the edge with nothing written; only a party
-(or admin) can read an intent."""
+version 1, one event) and one stream entry; idempotent replays answer what the first request got (the
+intent as created); bad input, missing parties and unsupported operations are refused at the edge with
+nothing written; only a party (or admin) can read an intent."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gateway.intents import request_hash
-from pm.domain.intent import OperationType
+from pm.domain.intent import Intent, OperationType, State, advance
 from pm.redis import streams
 from pm.store import intents as store
 from tests.support.gateway import ADMIN, Gateway, MakeGateway, error_of, new_user, p2p_body
@@ -81,8 +81,8 @@ async def test_same_key_for_another_request_is_422(gateway: Gateway) -> None:
     assert await gateway.writes_by(key) == (2, 2)
 
 
-async def _claim_in_flight(gateway: Gateway, key_id: str, idempotency_key: str, sender: int, body: bytes) -> uuid.UUID:
-    """What a first request leaves between its commit and storing its answer."""
+async def _claim_unanswered(gateway: Gateway, key_id: str, idempotency_key: str, sender: int, body: bytes) -> Intent:
+    """What a first request leaves when its gateway dies between the commit and the answer."""
     outcome = await store.create_intent(
         gateway.pool,
         api_key_id=key_id,
@@ -98,25 +98,57 @@ async def _claim_in_flight(gateway: Gateway, key_id: str, idempotency_key: str, 
         user_id=sender,
     )
     assert outcome.created is not None
-    return outcome.created.id
+    return outcome.created
 
 
-async def test_request_in_flight_is_409_until_the_claim_is_stale_then_202(gateway: Gateway) -> None:
+async def _advance(gateway: Gateway, intent: Intent, *transitions: tuple[State, dict[str, Any]]) -> Intent:
+    for state, changes in transitions:
+        [result] = await store.apply_transitions(gateway.pool, [advance(intent, state, **changes)])
+        assert result.applied
+        intent = result.intent
+    return intent
+
+
+async def test_a_replay_answers_the_first_answer_whatever_the_intent_became(gateway: Gateway) -> None:
+    """The answer to a replay is the intent as created (what the first request got), from its row: at
+    once after the commit (the first request's gateway may have died before answering), and the same once
+    the intent has moved on (a channel, fees, another state). Nothing is written for a replay."""
     key = await gateway.key()
     sender, body = new_user(), p2p_body(new_user())
-    intent_id = await _claim_in_flight(gateway, key.key_id, "slow-1", sender, body)
+    created = await _claim_unanswered(gateway, key.key_id, "lost-answer-1", sender, body)
 
-    in_flight = await gateway.post_intent(key, body, user_id=sender, idempotency_key="slow-1")
-    assert await error_of(in_flight) == (409, "REQUEST_IN_FLIGHT")
+    at_once = await gateway.post_intent(key, body, user_id=sender, idempotency_key="lost-answer-1")
+    assert (at_once.status, at_once.headers["Idempotent-Replayed"]) == (202, "true")
+    assert await at_once.json() == created.to_json()
 
-    await gateway.pool.execute(
-        "UPDATE pm.idempotency SET created_at = now() - interval '1 minute' WHERE api_key_id = $1", key.key_id
-    )
-    stale = await gateway.post_intent(key, body, user_id=sender, idempotency_key="slow-1")
-    assert stale.status == 202
-    answer = await stale.json()
-    assert answer["id"] == str(intent_id) and answer["state"] == "CREATED"
+    moved_on = await _advance(
+        gateway, created, (State.VALIDATED, {"channel": "INTERNAL"}),
+        (State.PRICED, {"fee_pre_minor": 25, "fee_post_minor": 5}), (State.CLEARED, {}),
+    )  # fmt: skip
+    assert moved_on.to_json() != created.to_json()
+    later = await gateway.post_intent(key, body, user_id=sender, idempotency_key="lost-answer-1")
+    assert later.status == 202
+    assert await later.read() == await at_once.read()  # byte for byte
     assert await gateway.writes_by(key) == (1, 1)
+    stored = await gateway.pool.fetchrow(
+        "SELECT response_status, response_body FROM pm.idempotency WHERE api_key_id = $1", key.key_id
+    )
+    assert tuple(stored) == (None, None)
+
+
+async def test_a_record_with_a_stored_answer_replays_that_answer(gateway: Gateway) -> None:
+    """Records written before sql/0021 (or by a gateway of that time, in a rolling deploy) carry their
+    answer: a replay gives it as it was stored."""
+    key = await gateway.key()
+    sender, body = new_user(), p2p_body(new_user())
+    created = await _claim_unanswered(gateway, key.key_id, "stored-1", sender, body)
+    stored_body = {**created.to_json(), "stored": True}
+    await gateway.pool.execute(
+        "UPDATE pm.idempotency SET response_status = 202, response_body = $2::jsonb WHERE api_key_id = $1",
+        key.key_id, json.dumps(stored_body),
+    )  # fmt: skip
+    replay = await gateway.post_intent(key, body, user_id=sender, idempotency_key="stored-1")
+    assert (replay.status, await replay.json()) == (202, stored_body)
 
 
 async def test_idempotency_key_is_required_and_bounded(gateway: Gateway) -> None:
@@ -147,8 +179,11 @@ INVALID_BODIES = [
     ({"operation_type": "IPPS_WITHDRAWAL", "recipient_id": None}, 422, "INVALID_PARTY"),  # nor no destination
     ({"operation_type": "IPPS_WITHDRAWAL", "recipient_id": None, "destination_ref": "a b"}, 422, "VALIDATION_FAILED"),
     # An account or phone number in clear, not the Auth Center's token.
-    ({"operation_type": "IPPS_WITHDRAWAL", "recipient_id": None, "destination_ref": "123-4-56789-0"}, 422,
-     "VALIDATION_FAILED"),
+    (
+        {"operation_type": "IPPS_WITHDRAWAL", "recipient_id": None, "destination_ref": "123-4-56789-0"},
+        422,
+        "VALIDATION_FAILED",
+    ),
     ({"destination_ref": "tok_1"}, 422, "INVALID_PARTY"),  # only payouts take a destination
     ({"recipient_name": "Somchai Jaidee"}, 422, "VALIDATION_FAILED"),
     ({"phone": "+66812345678"}, 422, "VALIDATION_FAILED"),
@@ -258,14 +293,14 @@ async def test_an_intent_is_created_even_when_its_stream_entry_cannot_be_written
         # A string where the stream should be: every XADD fails with WRONGTYPE.
         await broken.redis.set(broken.topology.first_stage.stream, b"not a stream")
         key = await broken.key()
-        response = await broken.post_intent(key, p2p_body(new_user()), user_id=new_user())
+        sender, body = new_user(), p2p_body(new_user())
+        response = await broken.post_intent(key, body, user_id=sender, idempotency_key="no-stream-1")
         assert response.status == 202
         intent = await store.load_intent(broken.pool, uuid.UUID((await response.json())["id"]))
         assert intent is not None and intent.state == "CREATED"  # the status poller will publish it
-        replay = await broken.pool.fetchval(
-            "SELECT response_status FROM pm.idempotency WHERE api_key_id = $1", key.key_id
-        )
-        assert replay == 202
+        # A replay answers as the first request was answered, without the entry either.
+        replay = await broken.post_intent(key, body, user_id=sender, idempotency_key="no-stream-1")
+        assert (replay.status, await replay.json()) == (202, await response.json())
 
 
 async def test_only_a_party_or_admin_reads_an_intent(gateway: Gateway) -> None:
