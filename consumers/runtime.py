@@ -160,7 +160,7 @@ class StageRunner:
 
         try:
             transitions, failed_ids = await self._handle(intents, entry_ids)
-            results = await apply_transitions(self.context.pool, transitions)
+            results = await apply_transitions(self.context.pool, transitions, {i.id: i for i in intents})
             publication = self._publication(results, redelivered)
             done_ids = [entry_id for entry_id in _flatten(entry_ids.values()) if entry_id not in failed_ids]
             await streams.publish_and_ack(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -383,7 +383,7 @@ class TransitionResult:
     intent: Intent  # after the transition when applied, else as it is now
 
 
-_TRANSITION_SQL = f"""
+_TRANSITION_SQL_TEMPLATE = """
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
                          $7::jsonb[], $8::text[], $9::text[])
@@ -419,20 +419,33 @@ WITH input AS (
     FROM updated
     WHERE merchant_id IS NOT NULL AND state IN ('SETTLED', 'REJECTED', 'FAILED')
 )
-SELECT {INTENT_COLUMNS} FROM updated
+SELECT {returning} FROM updated
 """
+_TRANSITION_SQL = _TRANSITION_SQL_TEMPLATE.format(returning=INTENT_COLUMNS)
+# When the caller has the intents as it read them: only what the row cannot tell from them. A stage
+# batch's rows are then not sent back whole (measured: a fifth less client CPU and PostgreSQL CPU per
+# transition row, bench/ and /tmp experiments in the README's figures).
+_TRANSITION_SQL_AFTER_READ = _TRANSITION_SQL_TEMPLATE.format(returning="id, version, updated_at")
 
 
 async def apply_transitions(
-    conn: asyncpg.Connection | asyncpg.Pool, transitions: list[Transition]
+    conn: asyncpg.Connection | asyncpg.Pool,
+    transitions: list[Transition],
+    read: dict[uuid.UUID, Intent] | None = None,
 ) -> list[TransitionResult]:
-    """Compare-and-set every transition in one statement; one result per input intent (that exists)."""
+    """Compare-and-set every transition in one statement; one result per input intent (that exists).
+
+    `read`: the intents as the caller read them (a stage: its batch's entries), by id. An applied row whose
+    new version is the read one's plus one was exactly that intent before this transition, so the intent
+    after it is built from the read one and the transition (`after_transition`) instead of sent back
+    whole; any other applied row (an out-of-date read) is loaded, as are the rows not applied."""
     if not transitions:
         return []
     ids = [t.intent_id for t in transitions]
     assert len(set(ids)) == len(ids), "one transition per intent per batch"
+    by_read = read is not None and all(intent_id in read for intent_id in ids)
     rows = await conn.fetch(
-        _TRANSITION_SQL,
+        _TRANSITION_SQL_AFTER_READ if by_read else _TRANSITION_SQL,
         ids,
         [str(t.expected) for t in transitions],
         [str(t.new) for t in transitions],
@@ -443,18 +456,57 @@ async def apply_transitions(
         [str(t.error_code) if t.error_code else None for t in transitions],
         [t.error_message for t in transitions],
     )
-    results = [TransitionResult(applied=True, intent=intent_from_row(row)) for row in rows]
-    if len(results) < len(ids):
+    if by_read:
+        assert read is not None
+        results, to_load = _results_after_read(rows, read, {t.intent_id: t for t in transitions})
+    else:
+        results, to_load = [TransitionResult(applied=True, intent=intent_from_row(row)) for row in rows], []
+    applied = {row["id"] for row in rows}
+    if to_load or len(applied) < len(ids):
         # Not in the expected state (a redelivery, or another consumer was first): as they are now. Rare,
         # so a second round trip then, rather than a lookup of every row in every batch.
-        applied = {result.intent.id for result in results}
-        stale = await load_intents(conn, [intent_id for intent_id in ids if intent_id not in applied])
-        results += [TransitionResult(applied=False, intent=intent) for intent in stale]
+        loaded = await load_intents(conn, to_load + [intent_id for intent_id in ids if intent_id not in applied])
+        results += [TransitionResult(applied=intent.id in applied, intent=intent) for intent in loaded]
     expected_new = {t.intent_id: t.new for t in transitions}
     for result in results:
         # Pair the write with a read (TigerStyle): what was applied is what was asked.
         assert not result.applied or result.intent.state == expected_new[result.intent.id]
     return results
+
+
+def _results_after_read(
+    rows: list[asyncpg.Record], read: dict[uuid.UUID, Intent], transitions: dict[uuid.UUID, Transition]
+) -> tuple[list[TransitionResult], list[uuid.UUID]]:
+    """The applied rows' intents built from the read ones; and the ids whose read was out of date."""
+    results, out_of_date = [], []
+    for row in rows:
+        before, transition = read[row["id"]], transitions[row["id"]]
+        if row["version"] == before.version + 1 and before.state == transition.expected:
+            intent = after_transition(before, transition, row["version"], row["updated_at"])
+            results.append(TransitionResult(applied=True, intent=intent))
+        else:
+            out_of_date.append(before.id)
+    return results, out_of_date
+
+
+def after_transition(before: Intent, transition: Transition, version: int, updated_at: datetime) -> Intent:
+    """`before` as the transition statement leaves its row (the SET list of _TRANSITION_SQL_TEMPLATE).
+    The columns it does not set are written once, when the intent is created; `psp_status` is not a
+    column (a callback's entry carries it to settlement), so, as in a loaded row, it is None."""
+    assert before.id == transition.intent_id and before.state == transition.expected
+    return replace(
+        before,
+        state=transition.new,
+        version=version,
+        channel=transition.channel if transition.channel is not None else before.channel,
+        fee_pre_minor=transition.fee_pre_minor if transition.fee_pre_minor is not None else before.fee_pre_minor,
+        fee_post_minor=transition.fee_post_minor if transition.fee_post_minor is not None else before.fee_post_minor,
+        fee_rules=transition.fee_rules if transition.fee_rules is not None else before.fee_rules,
+        error_code=str(transition.error_code) if transition.error_code else None,
+        error_message=transition.error_message,
+        updated_at=updated_at,
+        psp_status=None,
+    )
 
 
 # -- reads ---------------------------------------------------------------------------------------
