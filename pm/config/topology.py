@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from pm.config.constants import STAGE_REDIS_SOCKET_TIMEOUT_S
 from pm.domain.intent import TERMINAL_STATES, WAITING_STATES, State
 
 TOPOLOGY_FILE = Path(__file__).resolve().parents[2] / "streams.yaml"
@@ -17,6 +18,10 @@ STAGE_KEYS = {
     "batch_size", "block_ms", "linger_ms", "claim_idle_ms", "max_deliveries", "stuck_after_s",
 }  # fmt: skip
 LINGER_MS_MAX = 1000
+# A blocking read must end well inside the stage's Redis socket timeout (STAGE_REDIS_SOCKET_TIMEOUT_S, 10 s),
+# or an idle stage's read would be cut as a dead connection.
+BLOCK_MS_MAX = 5000
+assert BLOCK_MS_MAX * 2 <= STAGE_REDIS_SOCKET_TIMEOUT_S * 1000
 BATCH_SIZE_MAX = 8189  # one ledger request per batch: never more events than TigerBeetle takes
 
 
@@ -164,7 +169,7 @@ def parse_topology(document: dict[str, Any]) -> Topology:
             dead_letter_stream=merged["dead_letter_stream"],
             input_states=states,
             batch_size=_positive_int(name, "batch_size", merged.get("batch_size"), BATCH_SIZE_MAX),
-            block_ms=_positive_int(name, "block_ms", merged.get("block_ms")),
+            block_ms=_positive_int(name, "block_ms", merged.get("block_ms"), BLOCK_MS_MAX),
             linger_ms=_linger_ms(name, merged.get("linger_ms", 0)),
             claim_idle_ms=_positive_int(name, "claim_idle_ms", merged.get("claim_idle_ms")),
             max_deliveries=_positive_int(name, "max_deliveries", merged.get("max_deliveries")),

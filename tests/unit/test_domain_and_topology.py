@@ -158,6 +158,7 @@ def _document() -> dict:
     [
         (lambda d: d["stages"]["fees"].update(batch_size=0), "stage 'fees': batch_size must be a positive integer"),
         (lambda d: d["stages"]["fees"].update(batch_size=9000), "batch_size must be at most 8189"),
+        (lambda d: d["stages"]["fees"].update(block_ms=5001), "block_ms must be at most 5000"),
         (lambda d: d["stages"]["fees"].update(linger_ms=-1), "stage 'fees': linger_ms must be an integer from 0 to"),
         (lambda d: d["stages"]["fees"].update(linger_ms=1001), "linger_ms must be an integer from 0 to 1000"),
         (lambda d: d["stages"]["fees"].update(linger_ms="10"), "linger_ms must be an integer"),
