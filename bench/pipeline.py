@@ -46,7 +46,8 @@ prints floor settled/s and the ratio real/floor.
 Target on the 2-core machine (the benchmark issue): >= 1,000 P2P intents/s settled on the embedded
 servers; the goal beyond it is 2,000. The client runs on the same machine and shares its cores: it is
 bench/http_load.py (signed with pm.domain.signing like pm.client, plain keep-alive HTTP/1.1, about a third of
-aiohttp's client CPU per request), and its CPU is reported beside the fleet's.
+aiohttp's client CPU per request), and its CPU is reported beside the fleet's: CPU per intent is given for
+the whole machine and for PM alone (the fleet's processes and the servers, without the client).
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ REFERENCE_LOOP_ITERATIONS = 1_000_000
 RSS_GROWTH_PCT_MAX = 10.0  # the issue's bound: RSS after 100,000 intents within 10% of it after 10,000
 MACHINE = "machine busy"
 OTHER = "other (not this run)"
+CLIENT = "bench client"
 
 
 class BenchError(Exception):
@@ -321,7 +323,7 @@ def cpu_seconds(fleet: Fleet, servers: ServerPids) -> dict[str, float]:
     if servers.valkey is not None:
         with contextlib.suppress(psutil.Error):
             seconds["valkey"] = _cpu(psutil.Process(servers.valkey))
-    seconds["bench client"] = _cpu(psutil.Process())
+    seconds[CLIENT] = _cpu(psutil.Process())
     machine = psutil.cpu_times()
     busy = ("user", "nice", "system", "irq", "softirq")  # not steal: another VM's time
     seconds[MACHINE] = sum(getattr(machine, name, 0.0) for name in busy)
@@ -332,6 +334,12 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     delta = {k: round(after[k] - before.get(k, 0.0), 2) for k in after}
     delta[OTHER] = round(delta[MACHINE] - sum(v for k, v in delta.items() if k != MACHINE), 2)
     return delta
+
+
+def pm_cpu_seconds(cpu: dict[str, float]) -> float:
+    """PM's own CPU: the fleet's processes and its servers, without the bench client (the callers' side,
+    on their own machines in production) or the rest of the machine."""
+    return round(sum(v for k, v in cpu.items() if k not in (MACHINE, OTHER, CLIENT)), 2)
 
 
 def rss_by_type(fleet: Fleet) -> dict[str, float]:
@@ -866,7 +874,8 @@ def print_table(row: dict[str, Any]) -> None:
         "   stage batch      " + "  ".join(f"{k} {v}" for k, v in row["stage_batch_mean"].items()),
         f"   CPU seconds      {cpu[MACHINE]:.1f} busy in {row['cpu_window_s']:.1f} s "
         f"({cpu[MACHINE] / row['cpu_window_s']:.2f} of {psutil.cpu_count()} cores; "
-        f"{1000 * cpu[MACHINE] / row['intents']:.2f} ms per intent)",
+        f"{1000 * cpu[MACHINE] / row['intents']:.2f} ms per intent; PM's fleet and servers "
+        f"{1000 * pm_cpu_seconds(cpu) / row['intents']:.2f} ms)",
         "      " + ", ".join(f"{k} {v}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]) if k != MACHINE),
         "   RSS MiB          " + ", ".join(f"{k} {v}" for k, v in sorted(row["rss_mb"].items())),
         *_rss_growth_lines(row),
@@ -967,14 +976,15 @@ async def _run_or_report(
 def print_side_by_side(rows: list[dict[str, Any]], failures: list[str]) -> None:
     """One line per run, the figures that compare layouts (all measured in this one invocation)."""
     print("\n== side by side (this invocation, one machine state)")
-    print(f"   {'run':<26} {'settled/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/intent':>13} {'RSS MiB':>8}"
-          f" {'ref loop ms':>11}")  # fmt: skip
+    print(f"   {'run':<26} {'settled/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/intent':>13}"
+          f" {'PM ms/intent':>12} {'RSS MiB':>8} {'ref loop ms':>11}")  # fmt: skip
     for row in rows:
         cpu_ms = 1000 * row["cpu_s"][MACHINE] / row["intents"]
+        pm_ms = 1000 * pm_cpu_seconds(row["cpu_s"]) / row["intents"]
         rss = sum(row["rss_mb"].values())
         latency = row["latency_ms"]
         print(f"   {row['run']:<26} {row['settled_per_s']:>9,} {latency['p50']:>8.0f} {latency['p99']:>8.0f}"
-              f" {cpu_ms:>13.2f} {rss:>8.0f} {row['reference_loop_ms']:>11}")  # fmt: skip
+              f" {cpu_ms:>13.2f} {pm_ms:>12.2f} {rss:>8.0f} {row['reference_loop_ms']:>11}")  # fmt: skip
     for failure in failures:
         print(f"   FAILED {failure}")
 

@@ -80,3 +80,15 @@ def test_the_mix_holds_exactly_in_every_hundred_intents() -> None:
     for bad in ("p2p=70,ipps=20", "wire=100", "p2p=x"):
         with pytest.raises(ValueError):
             mix.parse_mix(bad)
+
+
+def test_pm_cpu_counts_the_fleet_and_servers_not_the_client_or_the_rest_of_the_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend("bench")  # pipeline.py imports its siblings as a script does
+    from bench import pipeline
+
+    cpu = {"gateway": 2.0, "settlement": 1.5, "postgres": 3.0, "valkey": 0.5, pipeline.CLIENT: 1.25}
+    cpu[pipeline.MACHINE] = 9.0
+    cpu[pipeline.OTHER] = 0.75
+    assert pipeline.pm_cpu_seconds(cpu) == 7.0
