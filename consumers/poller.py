@@ -88,6 +88,12 @@ UPDATE pm.intent SET redriven_at = clock_timestamp()
 WHERE id IN (
     SELECT id FROM pm.intent
     WHERE NOT finished  -- the unfinished ones, from the partial index intent_unfinished
+      -- An intent changed before its stuck_after_s was created before it too (created_at <= updated_at:
+      -- both from the database's clock, a transition after the insert): this bound is the index's range,
+      -- so a round reads only the unfinished intents older than stuck_after_s, not every one in flight
+      -- (under load thousands, each read from the heap, in every round for every stage). now(), not
+      -- clock_timestamp(): a volatile function cannot bound an index scan.
+      AND created_at < now() - make_interval(secs => $2)
       -- A dead-lettered intent waits for an operator (`pm dlq replay`): re-driving it would loop it
       -- through max_deliveries failures and the dead-letter stream again every stuck_after_s, forever.
       AND NOT needs_operator
@@ -201,6 +207,8 @@ async def prune_consumers_once(context: StageContext, round_max: int = CONSUMER_
             log.info("pruned idle consumers", extra={"stage": stage.name, "consumers": names[:10], "count": len(names)})
         deleted += len(names)
     return deleted
+
+
 class Purged(NamedTuple):
     """Rows one purge run deleted, per table."""
 
