@@ -46,19 +46,26 @@ class Batcher(Generic[Item, Reply]):
         self._sender: asyncio.Task[None] | None = None
 
     async def submit(self, item: Item) -> Reply:
-        (reply,) = await self.submit_in_order([item])
-        return reply
+        """Queue `item`; its reply. Awaits its future alone: no gather per request (measured: a gather's
+        future and callbacks were about 5% of the gateway's CPU, most requests submit one item)."""
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._queued.append((item, future))
+        self._start_sender()
+        return await future  # a cancelled request cancels its future: the sender skips it
 
     async def submit_in_order(self, items: list[Item]) -> list[Reply]:
         """Queue `items` one after another (sent in this order, in one batch or consecutive ones); their replies."""
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Reply]] = [loop.create_future() for _ in items]
         self._queued.extend(zip(items, futures, strict=True))
+        self._start_sender()
+        return list(await asyncio.gather(*futures))
+
+    def _start_sender(self) -> None:
         # The sender drains `_queued` until empty and only then ends, with no await between its last
-        # look and its end: an item queued here is always seen by a running sender.
+        # look and its end: an item queued before this is always seen by a running sender.
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._send_queued())
-        return list(await asyncio.gather(*futures))
 
     async def _send_queued(self) -> None:
         while self._queued:
