@@ -38,7 +38,6 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from faststream.middlewares import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
-from faststream.redis.annotations import RedisBatchStreamMessage
 from faststream.redis.message import RedisBatchStreamMessage as BatchMessage
 from redis.exceptions import ResponseError
 
@@ -425,7 +424,7 @@ def subscribe(broker: RedisBroker, runner: StageRunner) -> Subscriber:
     """Register the stage's batch subscriber on `broker` (FastStream reads, we acknowledge); returns it."""
     stage = runner.stage
 
-    async def entries_of(message: RedisBatchStreamMessage) -> list[Entry]:
+    async def entries_of(message: BatchMessage) -> list[Entry]:
         """The batch as read (ids and field maps): our own decoding happens in `StageRunner`."""
         raw = message.raw_message
         return list(zip(raw["message_ids"], raw["data"], strict=True))

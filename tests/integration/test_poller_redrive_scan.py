@@ -60,7 +60,7 @@ async def own_pool(fresh_database) -> AsyncIterator[asyncpg.Pool]:
 
 
 async def test_a_redrive_round_reads_only_intents_older_than_stuck_after_s(own_pool) -> None:
-    fresh = set(await _create(own_pool, FRESH_INTENTS))
+    fresh = await _create(own_pool, FRESH_INTENTS)
     (stuck,) = await _create(own_pool, 1)
     await own_pool.execute(
         "UPDATE pm.intent SET created_at = now() - interval '1 hour', updated_at = now() - interval '1 hour'"
@@ -83,7 +83,7 @@ async def test_a_redrive_round_reads_only_intents_older_than_stuck_after_s(own_p
     rows = await own_pool.fetch(poller._REDRIVE_SQL, *args)
     assert [row["id"] for row in rows] == [stuck]
     # A fresh intent stuck past stuck_after_s is found by the same bound: created before it changed.
-    old_fresh = next(iter(fresh))
+    old_fresh = fresh[0]
     await own_pool.execute(
         "UPDATE pm.intent SET created_at = created_at - interval '31 seconds',"
         " updated_at = updated_at - interval '31 seconds' WHERE id = $1",
