@@ -8,7 +8,8 @@ POST /intents to SETTLED.
     python bench/pipeline.py --rate 1000 --seconds 20 --layouts per-core   # open loop at a fixed load
 
 Layouts (bench/layouts.py): `one-per-type` is the Procfile, one process per type (or `--processes`);
-`all` is `pm run all` in one process; `per-core` one `pm run all` per core. Each runs (and, with
+`all` is `pm run all` in one process; `per-core` one `pm run all` per core; `stages` and `two-groups`
+the gateway and the outbox worker with the stages in one or two processes. Each runs (and, with
 `--floor`, its floor) in turn in the same invocation, and a side-by-side table ends the output.
 Open loop (`--rate N --seconds S`, bench/open_loop.py): N x S intents, each sent when due whatever
 the answers, latency counted from when it was due; the send lag p99 printed beside it says whether
@@ -80,7 +81,7 @@ import redis.asyncio as aioredis
 import uvloop
 import yaml
 from http_load import HttpLoadError, SignedConnection  # bench/, beside this file
-from layouts import ALL_COMMAND, ALL_TYPE, LAYOUTS, layout_counts, parse_layouts
+from layouts import LAYOUTS, layout_counts, parse_layouts
 from mix import AMOUNT_MINOR, CURRENCY, SENDER_ID_BASE, Mix, intent_body, parse_mix
 from open_loop import ClientBehind, schedule, send_open_loop
 from prometheus_client.parser import text_string_to_metric_families
@@ -673,6 +674,7 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
         "PYTHONPATH": str(REPOSITORY_ROOT),
     }
     fleet = Fleet(environment=environment, log_dir=run_dir)
+    procfile = read_procfile()
     metrics_ports: list[int] = []
     redis = redis_from_url(redis_url, socket_timeout=10)
     monitor: Monitor | None = None
@@ -681,7 +683,8 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
         for process_type, count in options.counts.items():
             if count == 0:
                 continue
-            command = ALL_COMMAND if process_type == ALL_TYPE else None
+            # A type that is no Procfile line (`all`, a comma-separated group) is started as `pm run TYPE`.
+            command = None if process_type in procfile else f"pm run {process_type}"
             if process_type in PROCESS_TYPES_WITHOUT_METRICS:
                 fleet.start(process_type, count)
             else:

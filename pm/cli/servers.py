@@ -39,7 +39,7 @@ def add_fleet_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     # SIGTERM stops the fleet as it stops each of its services: their batches finish; exit 0.
     up.set_defaults(command=_up, terminated_exit_code=EXIT_OK)
     run = commands.add_parser("run", help="run one Procfile process type in this process (or `all`)")
-    run.add_argument("process", choices=run_command.PROCESS_TYPES)
+    run.add_argument("process", type=run_command.process_type, metavar="TYPE", help=run_command.PROCESS_HELP)
     # SIGTERM is the ordinary stop of a service: its batches finish, what it read is handed back; exit 0.
     run.set_defaults(command=_run, terminated_exit_code=EXIT_OK)
 

@@ -25,7 +25,7 @@ from pm.cli import reconciliation
 from pm.client import PMClient
 from pm.config.constants import RULES_POLL_INTERVAL_S
 from pm.config.topology import Topology, parse_topology, renamed_document
-from pm.dev.fleet import Fleet
+from pm.dev.fleet import Fleet, read_procfile
 from pm.psp.secrets import SIMULATOR_ENVIRONMENT
 from pm.redis.wire import redis_from_url
 from pm.store import keys
@@ -200,7 +200,13 @@ async def _wait_consuming(redis_url: str, topology: Topology, wanted: dict[str, 
     machine) must not eat into a test's own waits. `all` and the poller are no stage of their own."""
     import redis.asyncio as aioredis
 
-    stages = {name: wanted[name] for name in topology.stages if wanted.get(name)}
+    stages: dict[str, int] = {}
+    process_of: dict[str, str] = {}
+    for process_type, count in wanted.items():  # a comma-separated type runs several stages
+        for name in process_type.split(","):
+            if name in topology.stages and count:
+                stages[name] = stages.get(name, 0) + count
+                process_of[name] = process_type
     client = redis_from_url(redis_url)
     deadline = time.monotonic() + READY_TIMEOUT_S
     try:
@@ -216,9 +222,9 @@ async def _wait_consuming(redis_url: str, topology: Topology, wanted: dict[str, 
                     missing[name] = count - len(consumers)
             if not missing:
                 return
-            dead = [name for name in missing if not fleet.alive(name)]
+            dead = sorted({process_of[name] for name in missing if not fleet.alive(process_of[name])})
             if dead or time.monotonic() > deadline:
-                logs = "\n".join(fleet.logs(name)[-2000:] for name in dead or missing)
+                logs = "\n".join(fleet.logs(name)[-2000:] for name in dead or {process_of[n] for n in missing})
                 raise AssertionError(f"stages not consuming within {READY_TIMEOUT_S} s: {missing}\n{logs}")
             await asyncio.sleep(0.2)
     finally:
@@ -258,14 +264,17 @@ async def running_fleet(
         wanted = {"gateway": 1, "validation": 1, "fees": 1, "limits": 1, "dispatch": 1, "settlement": 1, "history": 1,
                   "poller": 1, "outbox": 1, **(counts or {})}  # fmt: skip
         metrics_ports: dict[str, list[int]] = {}
+        procfile = read_procfile()
         try:
             for process_type, count in wanted.items():
                 if process_type == "gateway":
                     fleet.start(process_type, count)
                     continue
                 ports = [free_port() for _ in range(count)]
+                # A type that is no Procfile line (a comma-separated group of stages) runs as `pm run TYPE`.
+                command = None if process_type in procfile else f"pm run {process_type}"
                 for metrics_port in ports:  # each stage process serves /metrics on its $PORT
-                    fleet.start(process_type, 1, port_base=metrics_port)
+                    fleet.start(process_type, 1, port_base=metrics_port, command=command)
                 metrics_ports[process_type] = ports
             base_url = f"http://127.0.0.1:{port}"
             await _wait_healthy(base_url, fleet)

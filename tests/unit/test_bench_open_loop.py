@@ -65,6 +65,10 @@ def test_layouts_parse_and_expand() -> None:
     procfile = {"gateway": 1, "settlement": 2}
     assert layouts.layout_counts("one-per-type", procfile) == procfile
     assert layouts.layout_counts("per-core", procfile, cores=2) == {"all": 2, "psp-sim": 1}
+    grouped = layouts.layout_counts("two-groups", procfile)
+    stages = [name for process_type in grouped for name in process_type.split(",")]
+    for stage in ("validation", "fees", "limits", "dispatch", "settlement", "history", "poller"):
+        assert stages.count(stage) == 1  # every stage runs, and once
 
 
 def test_the_mix_holds_exactly_in_every_hundred_intents() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pm.cli import main as cli
+from pm.cli import run as run_command
 from pm.dev.embedded import with_database
 
 
@@ -55,3 +56,18 @@ def test_with_database_replaces_only_the_database() -> None:
         == "postgresql://postgres@/pm_test_1?host=/srv/pg&port=5432"
     )
     assert with_database("postgresql://pm:pw@db:5432/postgres", "other") == "postgresql://pm:pw@db:5432/other"
+
+
+@pytest.mark.parametrize("process", ["gateway", "stages", "all", "validation,fees,limits", "dispatch,poller"])
+def test_run_takes_a_type_or_a_group_of_stages(process: str) -> None:
+    assert run_command.process_type(process) == process
+
+
+@pytest.mark.parametrize(
+    "process", ["frobnicate", "gateway,validation", "validation,outbox", "fees,fees", "validation,", "all,history"]
+)
+def test_run_refuses_what_cannot_share_a_process(process: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["run", process])
+    assert exit_info.value.code == 2
+    assert "comma-separated" in capsys.readouterr().err
