@@ -61,7 +61,10 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
     )
     for (intent, _, _), answer in zip(to_submit, answers, strict=True):
         if isinstance(answer, PspUnavailable):
-            log.warning("PSP unavailable; the poller re-drives the intent", extra={"intent_id": str(intent.id)})
+            log.warning(
+                "PSP unavailable; the poller re-drives the intent",
+                extra={"intent_id": str(intent.id), "reason": answer.reason},
+            )
         elif isinstance(answer, BaseException):
             raise answer
         else:

@@ -42,6 +42,10 @@ async def test_valkey_killed_and_restarted_empty_converges(fresh_database, tmp_p
     valkey.start()
     sim_port = free_port()
     environment = psp_sim_environment(sim_port, delay_ms=200, hold_timeout_s=600, outcome_deadline_s=300)
+    # PSP calls get the default 5 s, not the suite's 1 s: a simulator starved of CPU on a busy machine (both
+    # fleets of a CI run's workers re-driving at once) once took longer than 1 s to answer nine submits, which
+    # then waited for the periodic re-drive (300 s here): a PSP timeout, not the Redis loss under test.
+    environment |= {"PM_PSP_REQUEST_TIMEOUT_S": "5", "PM_PSP_SUBMIT_DEADLINE_S": "295"}  # a submit ends by 300 s
     try:
         async with running_fleet(
             fresh_database,
