@@ -34,7 +34,9 @@ drops them at the end) and uses that Redis with streams of its own. Per run:
    bench database over the run / N (the bench's own monitoring queries subtracted); write
    transactions per intent (transaction ids consumed, server-wide); mean ledger batch size =
    sum/count of `pm_ledger_request_events{operation="create_transfers"}` over every stage process;
-   mean entries per stage batch (`pm_stage_batch_entries`); CPU seconds per process type;
+   mean entries per stage batch (`pm_stage_batch_entries`); the cyclic garbage collector's collections
+   per generation (`python_gc_collections_total`, every scraped process: all but the gateway); CPU
+   seconds per process type;
 6. verification: all N intents SETTLED, no entry left in any stream (pending or undelivered), and
    (real run) `ledger.check.run_check` ok, i.e. debits = credits and transit back to zero.
 
@@ -245,6 +247,7 @@ class Scrape:
     ledger_count: float = 0.0
     batch_sum: dict[str, float] = field(default_factory=dict)
     batch_count: dict[str, float] = field(default_factory=dict)
+    gc_collections: dict[str, float] = field(default_factory=dict)  # by generation, "0" to "2"
 
     def minus(self, earlier: Scrape) -> Scrape:
         return Scrape(
@@ -252,6 +255,7 @@ class Scrape:
             self.ledger_count - earlier.ledger_count,
             {k: v - earlier.batch_sum.get(k, 0.0) for k, v in self.batch_sum.items()},
             {k: v - earlier.batch_count.get(k, 0.0) for k, v in self.batch_count.items()},
+            {k: v - earlier.gc_collections.get(k, 0.0) for k, v in self.gc_collections.items()},
         )
 
 
@@ -275,6 +279,9 @@ async def scrape(session: aiohttp.ClientSession, ports: list[int]) -> Scrape:
                         result.batch_sum[stage] = result.batch_sum.get(stage, 0.0) + sample.value
                     elif sample.name.endswith("_count"):
                         result.batch_count[stage] = result.batch_count.get(stage, 0.0) + sample.value
+                elif sample.name == "python_gc_collections_total":
+                    generation = sample.labels["generation"]
+                    result.gc_collections[generation] = result.gc_collections.get(generation, 0.0) + sample.value
     return result
 
 
@@ -816,6 +823,7 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
             round(scrape_delta.ledger_sum / scrape_delta.ledger_count, 1) if scrape_delta.ledger_count else None
         ),
         "ledger_requests": int(scrape_delta.ledger_count),
+        "gc_collections": {generation: int(n) for generation, n in sorted(scrape_delta.gc_collections.items())},
         "stage_batch_mean": {
             stage: round(scrape_delta.batch_sum[stage] / count, 1)
             for stage, count in sorted(scrape_delta.batch_count.items())
@@ -875,6 +883,9 @@ def print_table(row: dict[str, Any]) -> None:
         f"   ledger batch     {row['ledger_batch_mean'] if row['ledger_batch_mean'] is not None else '-'} "
         f"transfers per create_transfers ({row['ledger_requests']} requests)",
         "   stage batch      " + "  ".join(f"{k} {v}" for k, v in row["stage_batch_mean"].items()),
+        "   GC collections   "
+        + "  ".join(f"gen{k} {v:,}" for k, v in row["gc_collections"].items())
+        + " (the scraped processes: all but the gateway)",
         f"   CPU seconds      {cpu[MACHINE]:.1f} busy in {row['cpu_window_s']:.1f} s "
         f"({cpu[MACHINE] / row['cpu_window_s']:.2f} of {psutil.cpu_count()} cores; "
         f"{1000 * cpu[MACHINE] / row['intents']:.2f} ms per intent; PM's fleet and servers "

@@ -46,6 +46,7 @@ async def run_process(name: str, settings: Settings, database_url: str, redis_ur
     from consumers.bootstrap import run_outbox_process
     from consumers.main import run_stages
     from gateway.app import run_gateway
+    from pm.config.garbage_collection import tune_garbage_collector
     from pm.config.metrics import serve_metrics
 
     topology = load_topology(settings.streams_file)
@@ -57,6 +58,7 @@ async def run_process(name: str, settings: Settings, database_url: str, redis_ur
     elif name not in (*PROCESS_TYPES, *topology.stages):
         raise ValueError(f"unknown process type {name!r}; one of: {', '.join(PROCESS_TYPES)}")
     urls = {"database_url": database_url, "redis_url": redis_url, "ledger_url": ledger_url}
+    tune_garbage_collector()  # after the imports above: they are what it freezes
     if name == "gateway":
         await run_gateway(settings, **urls)
         return
