@@ -87,6 +87,7 @@ from layouts import LAYOUTS, layout_counts, parse_layouts
 from mix import AMOUNT_MINOR, CURRENCY, SENDER_ID_BASE, Mix, intent_body, parse_mix
 from open_loop import ClientBehind, schedule, send_open_loop
 from prometheus_client.parser import text_string_to_metric_families
+from seed import HISTORY_INTENTS_DEFAULT, HISTORY_INTENTS_MAX, seed_history
 
 from ledger import open_ledger
 from ledger.check import run_check
@@ -370,6 +371,7 @@ class RssSampler:
     connection of its own, its statements counted so they come off the fleet's commits)."""
 
     connection: asyncpg.Connection
+    api_key_id: str  # the run's intents are this key's (not the seeded history's, bench/seed.py)
     statements: int = 0
 
     async def run(self, fleet: Fleet, checkpoints: tuple[int, ...], out: dict[int, dict[str, float]]) -> None:
@@ -377,7 +379,7 @@ class RssSampler:
         while waiting:
             self.statements += 1
             settled = await self.connection.fetchval(
-                "SELECT count(*) FROM pm.intent WHERE operation_type <> 'ADMIN_ADJUSTMENT' AND state = 'SETTLED'"
+                "SELECT count(*) FROM pm.intent WHERE api_key_id = $1 AND state = 'SETTLED'", self.api_key_id
             )
             while waiting and settled >= waiting[0]:
                 out[waiting.pop(0)] = rss_by_type(fleet)
@@ -454,6 +456,7 @@ class RunOptions:
     log_dir: Path
     mix: Mix = (("p2p", 100),)
     rss_checkpoints: tuple[int, ...] = ()  # settled counts at which every process type's RSS is read
+    history: int = HISTORY_INTENTS_DEFAULT  # finished intents in the database before the fleet starts
 
 
 @dataclass
@@ -572,12 +575,13 @@ def check_alive(fleet: Fleet) -> None:
                 raise BenchError(f"{process_type} #{number} exited with {process.returncode}:\n{tail}")
 
 
-async def wait_settled(monitor: Monitor, fleet: Fleet, count: int, timeout_s: float) -> None:
-    """Until all `count` P2P intents are SETTLED; fails on a refusal, a dead process or the time bound."""
+async def wait_settled(monitor: Monitor, fleet: Fleet, api_key_id: str, count: int, timeout_s: float) -> None:
+    """Until all `count` intents of the app key are SETTLED; fails on a refusal, a dead process or the
+    time bound."""
     deadline = time.monotonic() + timeout_s
     while True:
         rows = await monitor.fetch(
-            "SELECT state, count(*) AS n FROM pm.intent WHERE operation_type <> 'ADMIN_ADJUSTMENT' GROUP BY state"
+            "SELECT state, count(*) AS n FROM pm.intent WHERE api_key_id = $1 GROUP BY state", api_key_id
         )
         states = {row["state"]: row["n"] for row in rows}
         if states.get("SETTLED", 0) == count:
@@ -645,6 +649,9 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
     database_url = await create_database(server_url, name, exist_ok=False)
     databases.append(name)
     await migrate(database_url)
+    ledger_url = bench_ledger_url(database_url)
+    progress(f"{options.name}: {options.history:,} finished intents of history in the database (bench/seed.py)")
+    await seed_history(database_url, options.history, ledger_url if ledger_url == database_url else None)
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
         # The bench measures the pipeline, not the per-key rate (bench/rate_limit.py does): no limit in the way.
@@ -657,7 +664,6 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
     finally:
         await pool.close()
 
-    ledger_url = bench_ledger_url(database_url)
     run_dir = options.log_dir / options.name
     run_dir.mkdir(parents=True)
     streams_file, topology = write_streams_file(run_dir, options.handler, options.stage_overrides)
@@ -735,7 +741,7 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
                 return SignedConnection("127.0.0.1", http_port, app_key.key_id, app_secret, HTTP_TIMEOUT_S)
 
             rss_at: dict[int, dict[str, float]] = {}
-            sampler = RssSampler(await asyncpg.connect(database_url, timeout=10))
+            sampler = RssSampler(await asyncpg.connect(database_url, timeout=10), app_key.key_id)
             sampling = asyncio.create_task(sampler.run(fleet, options.rss_checkpoints, rss_at))
             try:
                 senders, mix = options.senders, options.mix
@@ -745,7 +751,7 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
                     sent = await send_open(connect, options.rate_per_s, options.intents, senders, mix)
                 rss_mb = rss_by_type(fleet)
                 progress(f"{options.name}: all accepted; waiting for SETTLED")
-                await wait_settled(monitor, fleet, options.intents, options.finish_timeout_s)
+                await wait_settled(monitor, fleet, app_key.key_id, options.intents, options.finish_timeout_s)
                 for checkpoint in options.rss_checkpoints:  # those passed since the sampler's last look
                     if checkpoint <= options.intents and checkpoint not in rss_at:
                         rss_at[checkpoint] = rss_by_type(fleet)
@@ -764,7 +770,8 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
         rows = await monitor.fetch(
             "SELECT e.intent_id, e.created_at, i.operation_type FROM pm.intent_event e"
             " JOIN pm.intent i ON i.id = e.intent_id"
-            " WHERE i.operation_type <> 'ADMIN_ADJUSTMENT' AND e.state = 'SETTLED'"
+            " WHERE i.api_key_id = $1 AND e.state = 'SETTLED'",
+            app_key.key_id,
         )
         assert len(rows) == options.intents, f"{len(rows)} SETTLED events for {options.intents} intents"
         latencies_s = sorted(row["created_at"].timestamp() - sent.started_at[str(row["intent_id"])] for row in rows)
@@ -940,6 +947,7 @@ async def run_all(args: argparse.Namespace, server_url: str, redis_url: str, log
         "stats_settle_s": args.stats_settle_s,
         "rss_checkpoints": args.rss_checkpoints,
         "mix": args.mix,
+        "history": args.history,
     }
     databases: list[str] = []
     rows: list[dict[str, Any]] = []
@@ -1055,6 +1063,11 @@ def main() -> int:
         "--mix", type=_mix_argument, default=(("p2p", 100),),
         help="the intents' kinds in percent, e.g. p2p=70,ipps=20,qp=10 (default p2p=100; bench/mix.py)",
     )  # fmt: skip
+    parser.add_argument(
+        "--history", type=int, default=HISTORY_INTENTS_DEFAULT,
+        help=f"finished intents written to the database before the fleet starts (default {HISTORY_INTENTS_DEFAULT:,};"
+        " bench/seed.py: a production database's plans and statistics; 0 for an empty database)",
+    )  # fmt: skip
     parser.add_argument("--rate", type=float, default=None, help="open loop: intents per second (with --seconds)")
     parser.add_argument("--seconds", type=float, default=None, help="open loop: how long to send at --rate")
     parser.add_argument("--timeout-s", type=float, default=None, help="bound on settling after the last 202")
@@ -1064,6 +1077,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.intents < 1 or args.concurrency < 1 or args.senders < 1:
         parser.error("--intents, --concurrency and --senders must be positive")
+    if not 0 <= args.history <= HISTORY_INTENTS_MAX:
+        parser.error(f"--history must be between 0 and {HISTORY_INTENTS_MAX:,}")
     if (args.rate is None) != (args.seconds is None) or (args.rate is not None and min(args.rate, args.seconds) <= 0):
         parser.error("--rate and --seconds go together, both positive")
 
