@@ -19,8 +19,10 @@ With no PM_DATABASE_URL / PM_REDIS_URL it starts embedded PostgreSQL and Valkey 
 at the end, also on Ctrl-C); with them set, it creates its databases on that PostgreSQL server (and
 drops them at the end) and uses that Redis with streams of its own. Per run:
 
-1. a fresh migrated database (also the `postgres` ledger), two API keys, a streams.yaml of its own
-   (unique stream names; `--batch-size` / `--block-ms` / `--linger-ms` override every stage);
+1. a fresh migrated database (also the `postgres` ledger) holding a history of `--history` finished
+   intents (default 100,000; bench/seed.py), VACUUM ANALYZEd, so PostgreSQL plans as on a production
+   database; two API keys, a streams.yaml of its own (unique stream names; `--batch-size` /
+   `--block-ms` / `--linger-ms` override every stage);
 2. the Procfile's process types started as separate processes by `pm.dev.fleet.Fleet` (counts from
    `--processes`, default one of each), each stage process serving /metrics on its own $PORT;
 3. /readyz, then `--senders` users funded with ADMIN_ADJUSTMENT through the pipeline (enough that
