@@ -16,8 +16,10 @@ The same holds for every table a stage joins a batch with: the idempotency recor
 statement), the `postgres` ledger's accounts and transfers (dispatch's and settlement's). So the seeded
 intents have their idempotency records (within the 24 h retention, so the poller purges none during a
 run) and, on the `postgres` ledger, their users' accounts (funded from the adjustments account through
-transit, as `pm dev` funds) and one posted transfer each, sender to recipient: debits still equal
-credits, transit is back to zero and no user is overdrawn, so the ledger check holds.
+transit, as `pm dev` funds) and one posted transfer each, sender to recipient, carrying its intent's id
+as every PM transfer does: debits still equal credits, transit is back to zero and no user is
+overdrawn, so the ledger check holds. Their balance snapshot rows are written named, as earlier
+snapshots would have left them, so the poller's first snapshot in the run looks up no names.
 
 The rows belong to no bench user (sender and recipient ids from HISTORY_USER_ID_BASE), are SETTLED
 and `finished` (off every work list of the status poller), and their events are behind the outbox
@@ -51,7 +53,7 @@ _INTENTS_SQL = """
 INSERT INTO pm.intent (id, state, version, operation_type, amount_minor, currency, sender_id, recipient_id,
                        channel, api_key_id, idempotency_key, finished, created_at, updated_at)
 SELECT gen_random_uuid(), 'SETTLED', $2::int, 'P2P_TRANSFER', 100 + g % 10000, 'THB',
-       $3::bigint + g % $4::bigint, $3::bigint + (g + 1) % $4::bigint, 'internal', $5::text, 'history-' || g,
+       $3::bigint + g % $4::bigint, $3::bigint + (g + 1) % $4::bigint, 'INTERNAL_P2P', $5::text, 'history-' || g,
        true, t, t
 FROM generate_series(1, $1::int) AS g,
      LATERAL (SELECT now() - make_interval(secs => $6::float8 * ($1::int - g) / $1::int + 60)) AS at(t)
@@ -63,6 +65,14 @@ SELECT i.api_key_id, i.sender_id, i.idempotency_key, sha256(i.idempotency_key::b
        jsonb_build_object('id', i.id), i.created_at
 FROM pm.intent i
 WHERE i.api_key_id = $1
+"""
+# The history users' rows of the balance snapshot, named (as earlier snapshots would have left them), so
+# the poller's first snapshot of the run looks up no names (one ledger request per unnamed account).
+_SNAPSHOT_NAMES_SQL = """
+INSERT INTO pm.account_balance_snapshot (account_id, ledger, currency, code, kind, name, user_id, debits_pending,
+                                         debits_posted, credits_pending, credits_posted, ledger_timestamp, taken_at)
+SELECT u.account_id, $4, $3, $5, 'user', 'user:' || u.user_id || ':' || $3, u.user_id, 0, 0, 0, 0, 0, now()
+FROM unnest($1::numeric[], $2::bigint[]) AS u(account_id, user_id)
 """
 _PAYMENTS_SQL = (
     "SELECT id, sender_id, recipient_id, amount_minor FROM pm.intent WHERE api_key_id = $1 ORDER BY created_at"
@@ -105,6 +115,12 @@ async def seed_history(database_url: str, intents: int, ledger_url: str | None) 
             if ledger_url is not None:
                 payments = await connection.fetch(_PAYMENTS_SQL, HISTORY_API_KEY_ID)
                 await _seed_ledger(ledger_url, users, payments)
+                await connection.execute(
+                    _SNAPSHOT_NAMES_SQL,
+                    [accounts.user(HISTORY_USER_ID_BASE + n, HISTORY_CURRENCY).id for n in range(users)],
+                    [HISTORY_USER_ID_BASE + n for n in range(users)],
+                    HISTORY_CURRENCY, accounts.currency_ledger(HISTORY_CURRENCY), int(accounts.AccountKind.USER),
+                )  # fmt: skip
         await connection.execute("VACUUM ANALYZE")
     finally:
         await connection.close(timeout=10)
@@ -135,6 +151,7 @@ async def _seed_ledger(ledger_url: str, users: int, payments: list[asyncpg.Recor
             amount=row["amount_minor"],
             ledger=ledger_id,
             code=TRANSFER_CODE_P2P,
+            user_data_128=row["id"].int,  # as every PM transfer: its intent
         )
         for row in payments
     ]

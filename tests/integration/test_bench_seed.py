@@ -66,13 +66,31 @@ async def test_the_history_is_finished_and_complete(seeded_url: str) -> None:
     assert counts["oldest"].total_seconds() < 86_400  # inside the idempotency retention: none purged in a run
 
 
+async def ledger_named_rows(database_url: str) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        return await connection.fetch(
+            "SELECT account_id::text::numeric AS account_id, name, user_id FROM pm.account_balance_snapshot"
+            " WHERE user_id >= $1",
+            HISTORY_USER_ID_BASE,
+        )
+    finally:
+        await connection.close()
+
+
 async def test_the_ledger_history_keeps_the_invariants(seeded_url: str) -> None:
     async with open_ledger(seeded_url) as ledger:
         report = await run_check(ledger)
         sender, recipient = await ledger.lookup_accounts(
             [accounts.user(HISTORY_USER_ID_BASE + n, "THB").id for n in (1, 2)]
         )
+        named = await ledger_named_rows(seeded_url)
     assert report.ok, report.problems
+    # Named in the balance snapshot, each row's name the one its account id is derived from.
+    assert len(named) == SEEDED and all(
+        row["account_id"] == accounts.user(row["user_id"], "THB").id and row["name"] == f"user:{row['user_id']}:THB"
+        for row in named
+    )
     assert sum(totals.accounts for totals in report.ledgers.values()) >= 2 + 2  # transit, adjustments, users
     # Each user was funded, then paid and was paid: balances moved, none overdrawn (the check's flags).
     assert sender.debits_posted > 0 and sender.credits_posted > sender.debits_posted
