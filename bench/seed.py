@@ -36,7 +36,7 @@ from ledger.open import open_ledger
 from ledger.validate import BATCH_EVENTS_MAX
 
 HISTORY_INTENTS_DEFAULT = 100_000
-HISTORY_INTENTS_MAX = 10_000_000
+HISTORY_INTENTS_MAX = 1_000_000  # the ledger part holds its transfers in memory (~1 KiB each)
 HISTORY_USER_ID_BASE = 900_000_000  # far from bench/mix.py's SENDER_ID_BASE and the recipients
 HISTORY_USERS = 50_000
 HISTORY_API_KEY_ID = "bench-history"  # no key has it: the rows came from no caller of this run
