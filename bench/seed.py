@@ -2,7 +2,7 @@
 before the fleet starts, then VACUUM ANALYZE, so PostgreSQL plans the fleet's statements as it does on a
 production database, which has history and statistics.
 
-    await seed_history(database_url, intents=100_000)
+    await seed_history(database_url, intents=100_000, ledger_url=database_url)   # None: no ledger rows
 
 Why it matters (measured, 2026-12-07): on an empty, never-analyzed database each pooled connection
 caches the plans it makes in the warm-up, when pm.intent holds a few rows, and a hash join over a
