@@ -34,6 +34,7 @@ import tigerbeetle as tb
 from ledger import accounts
 from ledger.open import open_ledger
 from ledger.validate import BATCH_EVENTS_MAX
+from pm.dev.ledger_demo import TRANSFER_CODE_ADJUSTMENT, TRANSFER_CODE_P2P
 
 HISTORY_INTENTS_DEFAULT = 100_000
 HISTORY_INTENTS_MAX = 1_000_000  # the ledger part holds its transfers in memory (~1 KiB each)
@@ -43,8 +44,6 @@ HISTORY_API_KEY_ID = "bench-history"  # no key has it: the rows came from no cal
 HISTORY_SPAN_S = 72_000  # the seeded intents were created over the 20 hours before the run
 HISTORY_OPENING_BALANCE_MINOR = 10**12  # each history user's; far above what its payments take
 HISTORY_CURRENCY = "THB"
-TRANSFER_CODE_ADJUSTMENT = 900  # as pm/dev/ledger_demo.py
-TRANSFER_CODE_P2P = 100
 SEED_TIMEOUT_S = 600.0
 
 _STATES = ("CREATED", "VALIDATED", "PRICED", "CLEARED", "AUTHORIZED", "SETTLED")
@@ -113,24 +112,18 @@ async def seed_history(database_url: str, intents: int, ledger_url: str | None) 
                 await connection.execute(_HISTORY_SQL, HISTORY_API_KEY_ID)
                 await connection.execute(_IDEMPOTENCY_SQL, HISTORY_API_KEY_ID)
             if ledger_url is not None:
-                payments = await connection.fetch(_PAYMENTS_SQL, HISTORY_API_KEY_ID)
-                await _seed_ledger(ledger_url, users, payments)
-                await connection.execute(
-                    _SNAPSHOT_NAMES_SQL,
-                    [accounts.user(HISTORY_USER_ID_BASE + n, HISTORY_CURRENCY).id for n in range(users)],
-                    [HISTORY_USER_ID_BASE + n for n in range(users)],
-                    HISTORY_CURRENCY, accounts.currency_ledger(HISTORY_CURRENCY), int(accounts.AccountKind.USER),
-                )  # fmt: skip
+                await _seed_ledger(connection, ledger_url, [HISTORY_USER_ID_BASE + n for n in range(users)])
         await connection.execute("VACUUM ANALYZE")
     finally:
         await connection.close(timeout=10)
 
 
-async def _seed_ledger(ledger_url: str, users: int, payments: list[asyncpg.Record]) -> None:
-    """The history users' accounts, funded, and one posted transfer per seeded intent; every request
-    must be applied in full (a refusal is a bug of this seed, not a figure)."""
+async def _seed_ledger(connection: asyncpg.Connection, ledger_url: str, user_ids: list[int]) -> None:
+    """The history users' accounts, funded, one posted transfer per seeded intent, and the users' named
+    snapshot rows; every ledger request must be applied in full (a refusal is a bug of this seed, not a
+    figure)."""
     currency = HISTORY_CURRENCY
-    user_ids = [HISTORY_USER_ID_BASE + n for n in range(users)]
+    payments = await connection.fetch(_PAYMENTS_SQL, HISTORY_API_KEY_ID)
     named = [accounts.user(u, currency) for u in user_ids]
     system = [accounts.adjustments(currency), accounts.transit(currency)]
     ledger_id = accounts.currency_ledger(currency)
@@ -170,6 +163,10 @@ async def _seed_ledger(ledger_url: str, users: int, payments: list[asyncpg.Recor
                 results = await ledger.create_transfers(transfers[start : start + step])
                 refused = [r for r in results if r.status != tb.CreateTransferStatus.CREATED]
                 assert not refused, refused[:3]
+    await connection.execute(
+        _SNAPSHOT_NAMES_SQL, [account.id for account in named], user_ids, currency, ledger_id,
+        int(accounts.AccountKind.USER),
+    )  # fmt: skip
 
 
 def _transfer(

@@ -70,8 +70,7 @@ async def ledger_named_rows(database_url: str) -> list[asyncpg.Record]:
     connection = await asyncpg.connect(database_url)
     try:
         return await connection.fetch(
-            "SELECT account_id::text::numeric AS account_id, name, user_id FROM pm.account_balance_snapshot"
-            " WHERE user_id >= $1",
+            "SELECT account_id, name, user_id FROM pm.account_balance_snapshot WHERE user_id >= $1",
             HISTORY_USER_ID_BASE,
         )
     finally:
