@@ -35,8 +35,11 @@ drops them at the end) and uses that Redis with streams of its own. Per run:
    intent's own POST start; PostgreSQL commits per intent = `pg_stat_database.xact_commit` delta of the
    bench database over the run / N (the bench's own monitoring queries subtracted); write
    transactions per intent (transaction ids consumed, server-wide); mean ledger batch size =
-   sum/count of `pm_ledger_request_events{operation="create_transfers"}` over every stage process;
-   mean entries per stage batch (`pm_stage_batch_entries`); the cyclic garbage collector's collections
+   sum/count of `pm_ledger_request_events{operation="create_transfers"}` over every stage process, and
+   the mean time of one such request (`pm_ledger_request_seconds`); mean entries per stage batch
+   (`pm_stage_batch_entries`) and mean time per stage batch (`pm_stage_batch_seconds`); the hops: p50
+   and p99 of POST -> the first state, then of each state -> the next (`pm.intent_event` in version
+   order), which say where POST -> SETTLED goes; the cyclic garbage collector's collections
    per generation (`python_gc_collections_total`, every scraped process: all but the gateway); CPU
    seconds per process type;
 6. verification: all N intents SETTLED, no entry left in any stream (pending or undelivered), and
@@ -248,16 +251,20 @@ class Scrape:
 
     ledger_sum: float = 0.0
     ledger_count: float = 0.0
+    ledger_seconds: float = 0.0  # create_transfers requests' time, summed
     batch_sum: dict[str, float] = field(default_factory=dict)
     batch_count: dict[str, float] = field(default_factory=dict)
+    batch_seconds: dict[str, float] = field(default_factory=dict)  # by stage: its batches' time, summed
     gc_collections: dict[str, float] = field(default_factory=dict)  # by generation, "0" to "2"
 
     def minus(self, earlier: Scrape) -> Scrape:
         return Scrape(
             self.ledger_sum - earlier.ledger_sum,
             self.ledger_count - earlier.ledger_count,
+            self.ledger_seconds - earlier.ledger_seconds,
             {k: v - earlier.batch_sum.get(k, 0.0) for k, v in self.batch_sum.items()},
             {k: v - earlier.batch_count.get(k, 0.0) for k, v in self.batch_count.items()},
+            {k: v - earlier.batch_seconds.get(k, 0.0) for k, v in self.batch_seconds.items()},
             {k: v - earlier.gc_collections.get(k, 0.0) for k, v in self.gc_collections.items()},
         )
 
@@ -276,6 +283,12 @@ async def scrape(session: aiohttp.ClientSession, ports: list[int]) -> Scrape:
                         result.ledger_sum += sample.value
                     elif sample.name.endswith("_count"):
                         result.ledger_count += sample.value
+                elif sample.name == "pm_ledger_request_seconds_sum":
+                    if sample.labels.get("operation") == "create_transfers":
+                        result.ledger_seconds += sample.value
+                elif sample.name == "pm_stage_batch_seconds_sum":
+                    stage = sample.labels["stage"]
+                    result.batch_seconds[stage] = result.batch_seconds.get(stage, 0.0) + sample.value
                 elif sample.name.startswith("pm_stage_batch_entries_"):
                     stage = sample.labels["stage"]
                     if sample.name.endswith("_sum"):
@@ -402,6 +415,31 @@ def latency_by_kind(rows: list[asyncpg.Record], sent: SendResult) -> dict[str, d
             "settled_per_s": round(len(kind_rows) / (last - sent.first_post_at)),
             "p50_ms": round(percentile(latencies, 0.50) * 1000, 1),
             "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+        }
+    return figures
+
+
+def latency_by_hop(rows: list[asyncpg.Record], sent: SendResult) -> dict[str, dict[str, float]]:
+    """Per step of the intents' path (POST -> first state, then each state -> the next, in version
+    order): p50 and p99 in ms. Where POST -> SETTLED goes, hop by hop."""
+    paths: dict[str, list[tuple[int, float, str]]] = {}
+    for row in rows:
+        paths.setdefault(str(row["intent_id"]), []).append(
+            (row["version"], row["created_at"].timestamp(), row["state"])
+        )
+    steps: dict[str, list[float]] = {}
+    for intent_id, events in paths.items():
+        events.sort()
+        previous_at, previous = sent.started_at[intent_id], "POST"
+        for _, at, state in events:
+            steps.setdefault(f"{previous}->{state}", []).append(at - previous_at)
+            previous_at, previous = at, state
+    figures = {}
+    for step, waits in steps.items():
+        waits.sort()
+        figures[step] = {
+            "p50_ms": round(percentile(waits, 0.50) * 1000, 1),
+            "p99_ms": round(percentile(waits, 0.99) * 1000, 1),
         }
     return figures
 
@@ -779,6 +817,14 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
         latencies_s = sorted(row["created_at"].timestamp() - sent.started_at[str(row["intent_id"])] for row in rows)
         last_settled_at = max(row["created_at"].timestamp() for row in rows)
         by_kind = latency_by_kind(rows, sent)
+        by_hop = latency_by_hop(
+            await monitor.fetch(
+                "SELECT e.intent_id, e.version, e.created_at, e.state FROM pm.intent_event e"
+                " JOIN pm.intent i ON i.id = e.intent_id WHERE i.api_key_id = $1",
+                app_key.key_id,
+            ),
+            sent,
+        )
         own_statements = monitor.statements
 
         ledger_ok: bool | None = None
@@ -811,6 +857,7 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
         "send_lag_ms_p99": round(percentile(lags_s, 0.99) * 1000, 1) if lags_s else None,
         "rss_mb": rss_mb,
         "by_operation": by_kind,
+        "by_hop": by_hop,
         "rss_mb_at_settled": {str(n): rss for n, rss in sorted(rss_at.items())},
         "rss_growth_pct": rss_growth(rss_at),
         "intents": n,
@@ -832,9 +879,19 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
             round(scrape_delta.ledger_sum / scrape_delta.ledger_count, 1) if scrape_delta.ledger_count else None
         ),
         "ledger_requests": int(scrape_delta.ledger_count),
+        "ledger_request_ms_mean": (
+            round(1000 * scrape_delta.ledger_seconds / scrape_delta.ledger_count, 1)
+            if scrape_delta.ledger_count
+            else None
+        ),
         "gc_collections": {generation: int(n) for generation, n in sorted(scrape_delta.gc_collections.items())},
         "stage_batch_mean": {
             stage: round(scrape_delta.batch_sum[stage] / count, 1)
+            for stage, count in sorted(scrape_delta.batch_count.items())
+            if count
+        },
+        "stage_batch_ms_mean": {
+            stage: round(1000 * scrape_delta.batch_seconds.get(stage, 0.0) / count, 1)
             for stage, count in sorted(scrape_delta.batch_count.items())
             if count
         },
@@ -890,8 +947,10 @@ def print_table(row: dict[str, Any]) -> None:
         f"   PG commits       {row['commits_per_intent']:.2f} per intent "
         f"({row['write_transactions_per_intent']:.2f} write transactions per intent)",
         f"   ledger batch     {row['ledger_batch_mean'] if row['ledger_batch_mean'] is not None else '-'} "
-        f"transfers per create_transfers ({row['ledger_requests']} requests)",
-        "   stage batch      " + "  ".join(f"{k} {v}" for k, v in row["stage_batch_mean"].items()),
+        f"transfers per create_transfers ({row['ledger_requests']} requests, "
+        f"{row['ledger_request_ms_mean'] if row['ledger_request_ms_mean'] is not None else '-'} ms each on average)",
+        "   stage batch      " + "  ".join(f"{k} {v}" for k, v in row["stage_batch_mean"].items()) + " entries",
+        "   stage batch time " + "  ".join(f"{k} {v}" for k, v in row["stage_batch_ms_mean"].items()) + " ms mean",
         "   GC collections   "
         + "  ".join(f"gen{k} {v:,}" for k, v in row["gc_collections"].items())
         + " (the scraped processes: all but the gateway)",
@@ -903,6 +962,8 @@ def print_table(row: dict[str, Any]) -> None:
         "   RSS MiB          " + ", ".join(f"{k} {v}" for k, v in sorted(row["rss_mb"].items())),
         *_rss_growth_lines(row),
         *_by_operation_lines(row),
+        "   hops p50/p99 ms  "
+        + "  ".join(f"{step} {f['p50_ms']:.0f}/{f['p99_ms']:.0f}" for step, f in row["by_hop"].items()),
         f"   machine speed    reference loop {row['reference_loop_ms']} ms (lower is faster; compare runs by it)",
         "   checks           "
         + ", ".join(f"{k} {'ok' if v else ('-' if v is None else 'FAILED')}" for k, v in row["checks"].items()),

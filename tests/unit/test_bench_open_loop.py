@@ -4,6 +4,7 @@ the answers, and counts latency from when an intent was due."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 
 import pytest
@@ -96,3 +97,27 @@ def test_pm_cpu_counts_the_fleet_and_servers_not_the_client_or_the_rest_of_the_m
     cpu[pipeline.MACHINE] = 9.0
     cpu[pipeline.OTHER] = 0.75
     assert pipeline.pm_cpu_seconds(cpu) == 7.0
+
+
+def test_latency_by_hop_follows_each_intents_versions_from_its_post(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend("bench")
+    from bench import pipeline
+
+    at = datetime.datetime.fromtimestamp
+    # Two intents; the rows come in no particular order and two of one intent's events share a time
+    # (one commit): the version, not the time or the state's name, orders them.
+    rows = [
+        {"intent_id": "b", "version": 2, "created_at": at(1000.030), "state": "VALIDATED"},
+        {"intent_id": "a", "version": 3, "created_at": at(1000.050), "state": "AUTHORIZED"},
+        {"intent_id": "a", "version": 1, "created_at": at(1000.010), "state": "CREATED"},
+        {"intent_id": "b", "version": 1, "created_at": at(1000.006), "state": "CREATED"},
+        {"intent_id": "a", "version": 2, "created_at": at(1000.050), "state": "VALIDATED"},
+    ]
+    sent = pipeline.SendResult(started_at={"a": 1000.0, "b": 1000.002}, first_post_at=1000.0, last_accepted_at=1000.01)
+
+    hops = pipeline.latency_by_hop(rows, sent)
+
+    assert list(hops) == ["POST->CREATED", "CREATED->VALIDATED", "VALIDATED->AUTHORIZED"]
+    assert hops["POST->CREATED"] == {"p50_ms": 4.0, "p99_ms": 10.0}
+    assert hops["CREATED->VALIDATED"] == {"p50_ms": 24.0, "p99_ms": 40.0}
+    assert hops["VALIDATED->AUTHORIZED"] == {"p50_ms": 0.0, "p99_ms": 0.0}
