@@ -413,10 +413,17 @@ def latency_by_kind(rows: list[asyncpg.Record], sent: SendResult) -> dict[str, d
         figures[kind] = {
             "settled": len(kind_rows),
             "settled_per_s": round(len(kind_rows) / (last - sent.first_post_at)),
-            "p50_ms": round(percentile(latencies, 0.50) * 1000, 1),
-            "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+            **p50_p99_ms(latencies),
         }
     return figures
+
+
+def p50_p99_ms(sorted_s: list[float]) -> dict[str, float]:
+    """p50 and p99 in ms, to 0.1 ms, of an ascending list of seconds."""
+    return {
+        "p50_ms": round(percentile(sorted_s, 0.50) * 1000, 1),
+        "p99_ms": round(percentile(sorted_s, 0.99) * 1000, 1),
+    }
 
 
 def latency_by_hop(rows: list[asyncpg.Record], sent: SendResult) -> dict[str, dict[str, float]]:
@@ -434,14 +441,7 @@ def latency_by_hop(rows: list[asyncpg.Record], sent: SendResult) -> dict[str, di
         for _, at, state in events:
             steps.setdefault(f"{previous}->{state}", []).append(at - previous_at)
             previous_at, previous = at, state
-    figures = {}
-    for step, waits in steps.items():
-        waits.sort()
-        figures[step] = {
-            "p50_ms": round(percentile(waits, 0.50) * 1000, 1),
-            "p99_ms": round(percentile(waits, 0.99) * 1000, 1),
-        }
-    return figures
+    return {step: p50_p99_ms(sorted(waits)) for step, waits in steps.items()}
 
 
 def rss_growth(rss_at: dict[int, dict[str, float]]) -> dict[str, float]:
@@ -807,24 +807,17 @@ async def run_once(options: RunOptions, server_url: str, redis_url: str, databas
             await wait_drained(monitor, redis, topology)
             scrape_delta = (await scrape(scrape_session, metrics_ports)).minus(scrape_before)
 
-        rows = await monitor.fetch(
-            "SELECT e.intent_id, e.created_at, i.operation_type FROM pm.intent_event e"
-            " JOIN pm.intent i ON i.id = e.intent_id"
-            " WHERE i.api_key_id = $1 AND e.state = 'SETTLED'",
+        events = await monitor.fetch(
+            "SELECT e.intent_id, e.version, e.state, e.created_at, i.operation_type FROM pm.intent_event e"
+            " JOIN pm.intent i ON i.id = e.intent_id WHERE i.api_key_id = $1",
             app_key.key_id,
         )
+        rows = [event for event in events if event["state"] == "SETTLED"]
         assert len(rows) == options.intents, f"{len(rows)} SETTLED events for {options.intents} intents"
         latencies_s = sorted(row["created_at"].timestamp() - sent.started_at[str(row["intent_id"])] for row in rows)
         last_settled_at = max(row["created_at"].timestamp() for row in rows)
         by_kind = latency_by_kind(rows, sent)
-        by_hop = latency_by_hop(
-            await monitor.fetch(
-                "SELECT e.intent_id, e.version, e.created_at, e.state FROM pm.intent_event e"
-                " JOIN pm.intent i ON i.id = e.intent_id WHERE i.api_key_id = $1",
-                app_key.key_id,
-            ),
-            sent,
-        )
+        by_hop = latency_by_hop(events, sent)
         own_statements = monitor.statements
 
         ledger_ok: bool | None = None
