@@ -1,0 +1,169 @@
+"""CPU per entry of each stage, one stage at a time, on real servers and an otherwise idle machine.
+
+    python bench/stages.py                          # 3,000 P2P intents in batches of 25
+    python bench/stages.py --intents 5000 --batch 50 --profile fees
+
+The end-to-end benchmark (bench/pipeline.py) runs every process at once on two cores, so a change of a
+few microseconds per entry in one stage is lost in its run-to-run spread. This one creates the intents
+(as the gateway's statement does), then runs the chain validation → fees → limits → dispatch →
+settlement in this process, each stage's `StageRunner.process` over its whole stream in batches of
+`--batch`, read from its consumer group as the fleet reads them, one stage after the other. For each
+stage it reports the client's CPU per entry (this process's thread time: decoding, the handler, the
+transition statement's client side, the ledger's client side, publishing) and the server's (every
+PostgreSQL and Valkey process's CPU over the same span, from /proc: the embedded servers serve nothing
+else). History is fed by the outbox worker, not by settlement, so it is not in the chain. `--profile
+STAGE` prints that stage's cProfile (slower while on). The run ends by checking that every intent
+SETTLED and that the ledger's invariants hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psutil
+
+from consumers.bootstrap import open_stage_context
+from consumers.context import StageContext
+from consumers.runtime import StageRunner
+from ledger.check import run_check
+from pm.config.topology import parse_topology, renamed_document
+from pm.dev.embedded import create_database, running_postgres, running_valkey
+from pm.domain.intent import OperationType
+from pm.redis import streams
+from pm.store import intents
+from pm.store.migrate import migrate
+
+CHAIN = ("validation", "fees", "limits", "dispatch", "settlement")
+SENDERS = 100
+FUNDING_MINOR = 10_000_000
+AMOUNT_MINOR = 1_000
+CREATE_BATCH = 500  # intents per create statement (the gateway's batcher writes up to this many at once)
+SERVER_NAMES = ("postgres", "valkey-server")
+
+
+def server_cpu_s() -> float:
+    """User and system CPU of every PostgreSQL and Valkey process on the machine, in seconds."""
+    total = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        if process.info["name"] in SERVER_NAMES and process.info["cpu_times"] is not None:
+            total += process.info["cpu_times"].user + process.info["cpu_times"].system
+    return total
+
+
+async def create(context: StageContext, operation_type: OperationType, parties: list[tuple[int | None, int]]) -> int:
+    """Create one intent per (sender, recipient) as the gateway does, and its first stream entry."""
+    for start in range(0, len(parties), CREATE_BATCH):
+        chunk = parties[start : start + CREATE_BATCH]
+        amount = FUNDING_MINOR if operation_type == OperationType.ADMIN_ADJUSTMENT else AMOUNT_MINOR
+        outcomes = await intents.create_intents(
+            context.pool,
+            [
+                intents.NewIntent(
+                    api_key_id="bench-stages", idempotency_key=uuid.uuid4().hex, request_hash=b"bench",
+                    operation_type=operation_type, amount_minor=amount, currency="THB", sender_id=sender,
+                    recipient_id=recipient, operator_id=None, tags=(),
+                )
+                for sender, recipient in chunk
+            ],
+        )  # fmt: skip
+        async with context.redis.pipeline(transaction=False) as pipe:
+            for outcome in outcomes:
+                assert outcome.created is not None
+                pipe.xadd(context.topology.first_stage.stream, streams.entry_fields(outcome.created))
+            await pipe.execute()
+    return len(parties)
+
+
+async def drain(runner: StageRunner, batch: int) -> int:
+    """Run the stage over everything in its stream, `batch` entries a call; the entries handled."""
+    stage, redis, handled = runner.stage, runner.context.redis, 0
+    while True:
+        read = await redis.xreadgroup(stage.group, runner.consumer, {stage.stream: ">"}, count=batch)
+        if not read:
+            return handled
+        entries = read[0][1]
+        outcome = await runner.process(entries)
+        assert outcome.failed == 0 and outcome.malformed == 0 and outcome.dependency_down is None, outcome
+        handled += len(entries)
+
+
+async def run_chain(context: StageContext, batch: int, profile: str | None) -> list[tuple[str, int, float, float]]:
+    """Each stage of CHAIN over its stream in turn: (stage, entries, client µs/entry, servers µs/entry)."""
+    figures = []
+    for name in CHAIN:
+        runner = StageRunner(context.topology.stage(name), context)
+        profiler = cProfile.Profile() if name == profile else None
+        client_start, server_start = time.thread_time(), server_cpu_s()
+        if profiler is not None:
+            profiler.enable()
+        handled = await drain(runner, batch)
+        if profiler is not None:
+            profiler.disable()
+        client_s, server_s = time.thread_time() - client_start, server_cpu_s() - server_start
+        figures.append((name, handled, client_s * 1e6 / max(handled, 1), server_s * 1e6 / max(handled, 1)))
+        if profiler is not None:
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+    return figures
+
+
+async def check_all_settled(context: StageContext, expected: int) -> None:
+    counts = dict(await context.pool.fetch("SELECT state, count(*) FROM pm.intent GROUP BY state"))
+    assert counts == {"SETTLED": expected}, f"every intent must be SETTLED: {counts}"
+    report = await run_check(context.ledger)
+    assert report.ok, report
+
+
+async def bench(server_url: str, redis_url: str, args: argparse.Namespace) -> list[tuple[str, int, float, float]]:
+    """Fund the senders, then measure `args.intents` P2P intents through CHAIN; the figures per stage."""
+    database_url = await create_database(server_url, f"bench_stages_{uuid.uuid4().hex[:8]}", exist_ok=False)
+    await migrate(database_url)
+    async with open_stage_context(database_url, redis_url, database_url) as context:
+        context.topology = parse_topology(renamed_document(f"b{uuid.uuid4().hex[:8]}:"))
+        await streams.ensure_groups(context.redis, context.topology)
+        senders = [1_000_000 + n for n in range(SENDERS)]
+        await create(context, OperationType.ADMIN_ADJUSTMENT, [(None, sender) for sender in senders])
+        await run_chain(context, args.batch, None)  # the funding, and every statement's plan, warmed up
+        pairs = [(senders[n % SENDERS], 2_000_000 + n % SENDERS) for n in range(args.intents)]
+        await create(context, OperationType.P2P_TRANSFER, pairs)
+        await context.pool.execute("ANALYZE")
+        figures = await run_chain(context, args.batch, args.profile)
+        await check_all_settled(context, SENDERS + args.intents)
+    return figures
+
+
+def report(figures: list[tuple[str, int, float, float]], args: argparse.Namespace) -> None:
+    print(f"== {args.intents:,} P2P intents, batches of {args.batch}, one stage at a time (µs of CPU per entry)")
+    print(f"   {'stage':<12}{'entries':>9}{'client':>9}{'servers':>9}")
+    for name, handled, client_us, server_us in figures:
+        print(f"   {name:<12}{handled:>9,}{client_us:>9.1f}{server_us:>9.1f}")
+    total_client, total_server = sum(f[2] for f in figures), sum(f[3] for f in figures)
+    print(f"   {'chain':<12}{'':>9}{total_client:>9.1f}{total_server:>9.1f}   (per intent, five stages)")
+    print("   checks       all_settled ok, ledger_ok ok")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--intents", type=int, default=3_000, help="P2P intents measured (default 3,000)")
+    parser.add_argument("--batch", type=int, default=25, help="entries per batch, 1 to 500 (default 25)")
+    parser.add_argument("--profile", choices=CHAIN, help="print this stage's cProfile")
+    args = parser.parse_args()
+    if not 1 <= args.batch <= 500 or not 1 <= args.intents <= 1_000_000:
+        parser.error("--batch is 1 to 500 and --intents 1 to 1,000,000")
+    directory = Path(tempfile.mkdtemp(prefix="pm-bench-stages-"))
+    import uvloop
+
+    with running_postgres(directory / "postgres") as server_url, running_valkey(directory / "valkey") as redis_url:
+        report(uvloop.run(bench(server_url, redis_url, args)), args)
+
+
+if __name__ == "__main__":
+    main()
