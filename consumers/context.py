@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -114,8 +115,8 @@ class StageContext:
         started_s = time.perf_counter()
         results = await self.ledger.create_transfers(transfers)
         LEDGER_REQUEST_SECONDS.labels("create_transfers").observe(time.perf_counter() - started_s)
-        for result in results:
-            LEDGER_RESULTS.labels("create_transfers", result.status.name).inc()
+        for status, count in Counter(result.status.name for result in results).items():  # a labels() per status
+            LEDGER_RESULTS.labels("create_transfers", status).inc(count)
         return results
 
     async def create_accounts(self, accounts: list[tb.Account]) -> list[tb.CreateAccountResult]:
@@ -125,8 +126,8 @@ class StageContext:
         started_s = time.perf_counter()
         results = await self.ledger.create_accounts(accounts)
         LEDGER_REQUEST_SECONDS.labels("create_accounts").observe(time.perf_counter() - started_s)
-        for result in results:
-            LEDGER_RESULTS.labels("create_accounts", result.status.name).inc()
+        for status, count in Counter(result.status.name for result in results).items():  # a labels() per status
+            LEDGER_RESULTS.labels("create_accounts", status).inc(count)
         return results
 
     async def lookup_transfers(self, transfer_ids: list[int]) -> list[tb.Transfer]:

@@ -31,6 +31,7 @@ import os
 import socket
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -284,17 +285,24 @@ class StageRunner:
         ):
             if count:
                 metrics.STAGE_MESSAGES.labels(name, label).inc(count)
+        # Counted per final state, so a batch costs a labels() lookup per state, not per intent.
+        finished: Counter[str] = Counter()
+        end_to_end_s: dict[str, list[float]] = {}
         for result in results:
             intent = result.intent
             if result.applied and intent.state in TERMINAL_STATES:
-                metrics.INTENTS_FINISHED.labels(str(intent.state)).inc()
+                state = str(intent.state)
+                finished[state] += 1
                 if intent.created_at and intent.updated_at:
                     seconds = (intent.updated_at - intent.created_at).total_seconds()
-                    metrics.INTENT_END_TO_END_SECONDS.labels(str(intent.state)).observe(seconds)
-                log.info(
-                    "intent finished",
-                    extra={"stage": name, "intent_id": str(intent.id), "state": str(intent.state)},
-                )
+                    end_to_end_s.setdefault(state, []).append(seconds)
+                log.info("intent finished", extra={"stage": name, "intent_id": str(intent.id), "state": state})
+        for state, count in finished.items():
+            metrics.INTENTS_FINISHED.labels(state).inc(count)
+        for state, seconds_list in end_to_end_s.items():
+            histogram = metrics.INTENT_END_TO_END_SECONDS.labels(state)
+            for seconds in seconds_list:
+                histogram.observe(seconds)
 
     # -- orphaned entries ------------------------------------------------------------------------
 
