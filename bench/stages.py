@@ -2,6 +2,7 @@
 
     python bench/stages.py                          # 3,000 P2P intents in batches of 25
     python bench/stages.py --intents 5000 --batch 50 --profile fees
+    python bench/stages.py --ledger-url memory://   # without the `postgres` ledger's work
 
 The end-to-end benchmark (bench/pipeline.py) runs every process at once on two cores, so a change of a
 few microseconds per entry in one stage is lost in its run-to-run spread. This one creates the intents
@@ -12,7 +13,9 @@ stage it reports the client's CPU per entry (this process's thread time: decodin
 transition statement's client side, the ledger's client side, publishing) and the server's (every
 PostgreSQL and Valkey process's CPU over the same span, from /proc: the embedded servers serve nothing
 else). History is fed by the outbox worker, not by settlement, so it is not in the chain. `--profile
-STAGE` prints that stage's cProfile (slower while on). The run ends by checking that every intent
+STAGE` prints that stage's cProfile (slower while on); `--ledger-url memory://` runs the chain on the
+in-process ledger, so the figures leave out the `postgres` ledger's work (what a TigerBeetle cluster
+would do instead, on machines of its own). The run ends by checking that every intent
 SETTLED and that the ledger's invariants hold.
 """
 
@@ -126,7 +129,8 @@ async def bench(server_url: str, redis_url: str, args: argparse.Namespace) -> li
     """Fund the senders, then measure `args.intents` P2P intents through CHAIN; the figures per stage."""
     database_url = await create_database(server_url, f"bench_stages_{uuid.uuid4().hex[:8]}", exist_ok=False)
     await migrate(database_url)
-    async with open_stage_context(database_url, redis_url, database_url) as context:
+    ledger_url = args.ledger_url or database_url  # by default the `postgres` ledger in the run's database
+    async with open_stage_context(database_url, redis_url, ledger_url) as context:
         context.topology = parse_topology(renamed_document(f"b{uuid.uuid4().hex[:8]}:"))
         await streams.ensure_groups(context.redis, context.topology)
         senders = [1_000_000 + n for n in range(SENDERS)]
@@ -141,7 +145,8 @@ async def bench(server_url: str, redis_url: str, args: argparse.Namespace) -> li
 
 
 def report(figures: list[tuple[str, int, float, float]], args: argparse.Namespace) -> None:
-    print(f"== {args.intents:,} P2P intents, batches of {args.batch}, one stage at a time (µs of CPU per entry)")
+    ledger = args.ledger_url.split(":")[0] if args.ledger_url else "postgres"
+    print(f"== {args.intents:,} P2P intents, batches of {args.batch}, ledger {ledger}: µs of CPU per entry, by stage")
     print(f"   {'stage':<12}{'entries':>9}{'client':>9}{'servers':>9}")
     for name, handled, client_us, server_us in figures:
         print(f"   {name:<12}{handled:>9,}{client_us:>9.1f}{server_us:>9.1f}")
@@ -155,6 +160,11 @@ def main() -> None:
     parser.add_argument("--intents", type=int, default=3_000, help="P2P intents measured (default 3,000)")
     parser.add_argument("--batch", type=int, default=25, help="entries per batch, 1 to 500 (default 25)")
     parser.add_argument("--profile", choices=CHAIN, help="print this stage's cProfile")
+    parser.add_argument(
+        "--ledger-url",
+        help="the ledger (default: the `postgres` backend in the run's database); `memory://` leaves the ledger's"
+        " own work out, the stages' share of a TigerBeetle deployment; `tigerbeetle://…` (a cluster of its own)",
+    )
     args = parser.parse_args()
     if not 1 <= args.batch <= 500 or not 1 <= args.intents <= 1_000_000:
         parser.error("--batch is 1 to 500 and --intents 1 to 1,000,000")
