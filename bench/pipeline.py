@@ -89,6 +89,7 @@ import uvloop
 import yaml
 from http_load import HttpLoadError, SignedConnection  # bench/, beside this file
 from layouts import LAYOUTS, layout_counts, parse_layouts
+from machine_speed import reference_ms
 from mix import AMOUNT_MINOR, CURRENCY, SENDER_ID_BASE, Mix, intent_body, parse_mix
 from open_loop import ClientBehind, schedule, send_open_loop
 from prometheus_client.parser import text_string_to_metric_families
@@ -129,7 +130,6 @@ STATS_SETTLE_S = 10.5
 STATS_FLUSH_AFTER_STOP_S = 1.0  # exiting backends flush their statistics; give them a moment
 SCRAPE_TIMEOUT_S = 5.0
 PROCESS_TYPES_WITHOUT_METRICS = ("gateway",)  # the gateway serves /metrics on its HTTP port instead
-REFERENCE_LOOP_ITERATIONS = 1_000_000
 RSS_GROWTH_PCT_MAX = 10.0  # the issue's bound: RSS after 100,000 intents within 10% of it after 10,000
 MACHINE = "machine busy"
 OTHER = "other (not this run)"
@@ -454,20 +454,6 @@ def rss_growth(rss_at: dict[int, dict[str, float]]) -> dict[str, float]:
 
 def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def reference_ms() -> float:
-    """How long a fixed pure-Python workload takes now (best of three): this VM's speed drifts by a
-    quarter between minutes, so runs compare fairly only next to this number."""
-    best_s = float("inf")
-    for _ in range(3):
-        started_s = time.perf_counter()
-        total = 0
-        for i in range(REFERENCE_LOOP_ITERATIONS):
-            total += i % 7
-        best_s = min(best_s, time.perf_counter() - started_s)
-    assert total > 0
-    return round(best_s * 1000, 1)
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:

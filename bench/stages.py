@@ -29,11 +29,13 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
+from bench.machine_speed import reference_ms
 from consumers.bootstrap import open_stage_context
 from consumers.context import StageContext
 from consumers.runtime import StageRunner
@@ -51,6 +53,14 @@ FUNDING_MINOR = 10_000_000
 AMOUNT_MINOR = 1_000
 CREATE_BATCH = 500  # intents per create statement (the gateway's batcher writes up to this many at once)
 SERVER_NAMES = ("postgres", "valkey-server")
+
+
+class Figures(NamedTuple):
+    stage: str
+    entries: int
+    client_us: float  # this process's CPU per entry
+    server_us: float  # PostgreSQL's and Valkey's CPU per entry
+    reference_loop_ms: float  # the machine's speed just before the stage ran (bench/machine_speed.py)
 
 
 def server_cpu_s() -> float:
@@ -99,11 +109,12 @@ async def drain(runner: StageRunner, batch: int) -> int:
         handled += len(entries)
 
 
-async def run_chain(context: StageContext, batch: int, profile: str | None) -> list[tuple[str, int, float, float]]:
-    """Each stage of CHAIN over its stream in turn: (stage, entries, client µs/entry, servers µs/entry)."""
+async def run_chain(context: StageContext, batch: int, profile: str | None) -> list[Figures]:
+    """Each stage of CHAIN over its stream in turn, with the machine's speed just before it."""
     figures = []
     for name in CHAIN:
         runner = StageRunner(context.topology.stage(name), context)
+        reference_loop_ms = reference_ms()
         profiler = cProfile.Profile() if name == profile else None
         client_start, server_start = time.thread_time(), server_cpu_s()
         if profiler is not None:
@@ -112,7 +123,8 @@ async def run_chain(context: StageContext, batch: int, profile: str | None) -> l
         if profiler is not None:
             profiler.disable()
         client_s, server_s = time.thread_time() - client_start, server_cpu_s() - server_start
-        figures.append((name, handled, client_s * 1e6 / max(handled, 1), server_s * 1e6 / max(handled, 1)))
+        per_entry = 1e6 / max(handled, 1)
+        figures.append(Figures(name, handled, client_s * per_entry, server_s * per_entry, reference_loop_ms))
         if profiler is not None:
             pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
     return figures
@@ -125,7 +137,7 @@ async def check_all_settled(context: StageContext, expected: int) -> None:
     assert report.ok, report
 
 
-async def bench(server_url: str, redis_url: str, args: argparse.Namespace) -> list[tuple[str, int, float, float]]:
+async def bench(server_url: str, redis_url: str, args: argparse.Namespace) -> list[Figures]:
     """Fund the senders, then measure `args.intents` P2P intents through CHAIN; the figures per stage."""
     database_url = await create_database(server_url, f"bench_stages_{uuid.uuid4().hex[:8]}", exist_ok=False)
     await migrate(database_url)
@@ -144,13 +156,13 @@ async def bench(server_url: str, redis_url: str, args: argparse.Namespace) -> li
     return figures
 
 
-def report(figures: list[tuple[str, int, float, float]], args: argparse.Namespace) -> None:
+def report(figures: list[Figures], args: argparse.Namespace) -> None:
     ledger = args.ledger_url.split(":")[0] if args.ledger_url else "postgres"
     print(f"== {args.intents:,} P2P intents, batches of {args.batch}, ledger {ledger}: µs of CPU per entry, by stage")
-    print(f"   {'stage':<12}{'entries':>9}{'client':>9}{'servers':>9}")
-    for name, handled, client_us, server_us in figures:
-        print(f"   {name:<12}{handled:>9,}{client_us:>9.1f}{server_us:>9.1f}")
-    total_client, total_server = sum(f[2] for f in figures), sum(f[3] for f in figures)
+    print(f"   {'stage':<12}{'entries':>9}{'client':>9}{'servers':>9}   reference loop (ms; lower is faster)")
+    for f in figures:
+        print(f"   {f.stage:<12}{f.entries:>9,}{f.client_us:>9.1f}{f.server_us:>9.1f}   {f.reference_loop_ms}")
+    total_client, total_server = sum(f.client_us for f in figures), sum(f.server_us for f in figures)
     print(f"   {'chain':<12}{'':>9}{total_client:>9.1f}{total_server:>9.1f}   (per intent, five stages)")
     print("   checks       all_settled ok, ledger_ok ok")
 
