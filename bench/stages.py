@@ -21,7 +21,8 @@ outbox worker, not by settlement, so it is not in the chain.
 `--profile STAGE` prints that stage's cProfile (slower while on). `--ledger-url memory://` runs the
 chain on the in-process ledger, leaving out the `postgres` ledger's work (what a TigerBeetle cluster
 does instead, on machines of its own). The run ends by checking that every intent SETTLED and that
-the ledger's invariants hold.
+the ledger's invariants hold. `--floor` gives every stage the plumbing floor's handler (bench/floor.py:
+the compare-and-set to the next state and nothing else), so the figures are the runtime's own cost.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
+from bench.floor import handle as floor_handle
 from bench.machine_speed import reference_ms
 from consumers.bootstrap import open_stage_context
 from consumers.context import StageContext
@@ -115,11 +117,11 @@ async def drain(runner: StageRunner, batch: int) -> int:
         handled += len(entries)
 
 
-async def run_chain(context: StageContext, batch: int, profile: str | None) -> list[Figures]:
+async def run_chain(context: StageContext, batch: int, profile: str | None, floor: bool = False) -> list[Figures]:
     """Each stage of CHAIN over its stream in turn, with the machine's speed just before it."""
     figures = []
     for name in CHAIN:
-        runner = StageRunner(context.topology.stage(name), context)
+        runner = StageRunner(context.topology.stage(name), context, handler=floor_handle if floor else None)
         # What autovacuum does in production, here between the stages, so its CPU falls in none of them;
         # plans made while a table (the ledger's transfers before dispatch) was nearly empty would
         # otherwise scan it whole once it has grown.
@@ -172,16 +174,16 @@ async def bench(server_url: str, redis_url: str, args: argparse.Namespace) -> li
         await stop_autovacuum(context)
         senders = [1_000_000 + n for n in range(SENDERS)]
         await create(context, OperationType.ADMIN_ADJUSTMENT, [(None, sender) for sender in senders])
-        await run_chain(context, args.batch, None)  # the funding, and every statement's plan, warmed up
+        await run_chain(context, args.batch, None, args.floor)  # the funding, and every plan, warmed up
         pairs = [(senders[n % SENDERS], 2_000_000 + n % SENDERS) for n in range(args.intents)]
         await create(context, OperationType.P2P_TRANSFER, pairs)
-        figures = await run_chain(context, args.batch, args.profile)
+        figures = await run_chain(context, args.batch, args.profile, args.floor)
         await check_all_settled(context, SENDERS + args.intents)
     return figures
 
 
 def report(figures: list[Figures], args: argparse.Namespace) -> None:
-    ledger = args.ledger_url.split(":")[0] if args.ledger_url else "postgres"
+    ledger = "none (the floor)" if args.floor else args.ledger_url.split(":")[0] if args.ledger_url else "postgres"
     print(f"== {args.intents:,} P2P intents, batches of {args.batch}, ledger {ledger}: µs of CPU per entry, by stage")
     print(f"   {'stage':<12}{'entries':>9}{'client':>9}{'servers':>9}   reference loop (ms; lower is faster)")
     for f in figures:
@@ -196,6 +198,11 @@ def main() -> None:
     parser.add_argument("--intents", type=int, default=3_000, help="P2P intents measured (default 3,000)")
     parser.add_argument("--batch", type=int, default=25, help="entries per batch, 1 to 500 (default 25)")
     parser.add_argument("--profile", choices=CHAIN, help="print this stage's cProfile")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="every stage with the plumbing floor's handler (bench/floor.py: the compare-and-set and nothing else)",
+    )
     parser.add_argument(
         "--ledger-url",
         help="the ledger (default: the `postgres` backend in the run's database); `memory://` leaves the ledger's"
