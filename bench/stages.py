@@ -80,7 +80,7 @@ def server_cpu_s() -> float:
     return total
 
 
-async def create(context: StageContext, operation_type: OperationType, parties: list[tuple[int | None, int]]) -> int:
+async def create(context: StageContext, operation_type: OperationType, parties: list[tuple[int | None, int]]) -> None:
     """Create one intent per (sender, recipient) as the gateway does, and its first stream entry."""
     for start in range(0, len(parties), CREATE_BATCH):
         chunk = parties[start : start + CREATE_BATCH]
@@ -101,7 +101,6 @@ async def create(context: StageContext, operation_type: OperationType, parties: 
                 assert outcome.created is not None
                 pipe.xadd(context.topology.first_stage.stream, streams.entry_fields(outcome.created))
             await pipe.execute()
-    return len(parties)
 
 
 async def drain(runner: StageRunner, batch: int) -> int:
@@ -113,7 +112,8 @@ async def drain(runner: StageRunner, batch: int) -> int:
             return handled
         entries = read[0][1]
         outcome = await runner.process(entries)
-        assert outcome.failed == 0 and outcome.malformed == 0 and outcome.dependency_down is None, outcome
+        if outcome.failed or outcome.malformed or outcome.dependency_down is not None:
+            raise RuntimeError(f"{stage.name}: a batch did not go through: {outcome}")
         handled += len(entries)
 
 
