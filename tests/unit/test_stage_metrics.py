@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import tigerbeetle as tb
 from prometheus_client import REGISTRY
 
@@ -64,7 +65,8 @@ def test_finished_intents_are_counted_one_each_per_state() -> None:
         )
         for state in ("SETTLED", "REJECTED")
     }
-    assert after == {"SETTLED": (2.0, 2.0, 0.75), "REJECTED": (1.0, 1.0, 2.0)}
+    # Other tests in this process observed too: the sums' differences are exact only up to rounding.
+    assert after == {"SETTLED": (2.0, 2.0, pytest.approx(0.75)), "REJECTED": (1.0, 1.0, pytest.approx(2.0))}
 
 
 async def test_ledger_results_are_counted_one_each_per_status() -> None:
