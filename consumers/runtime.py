@@ -29,6 +29,7 @@ import importlib
 import logging
 import os
 import socket
+import sys
 import time
 import traceback
 from collections import Counter
@@ -221,11 +222,13 @@ class StageRunner:
         return transitions, failed_ids
 
     async def _record_failure(self, intents: list[Intent], entry_ids: dict[object, list[bytes]]) -> None:
-        error = traceback.format_exc(limit=8)
+        error = traceback.format_exc(limit=8)  # kept beside the entry: its dead letter's reason
         for intent in intents:
+            # exc_info: the traceback goes wherever the log goes (pytest's captured log too).
             log.error(
                 "handler failed; the entry stays pending and will be retried",
-                extra={"stage": self.stage.name, "intent_id": str(intent.id), "error": error},
+                exc_info=True,
+                extra={"stage": self.stage.name, "intent_id": str(intent.id), "error": repr(sys.exc_info()[1])},
             )
         async with self.context.redis.pipeline(transaction=False) as pipe:
             for intent in intents:

@@ -76,9 +76,25 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+CLEANUP_CHAIN_LINKS_MAX = 8  # as pm/store/pool.py's
+
+
 def _unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, _UNAVAILABLE_ERRORS):
-        return True
+    """As pm/store/pool.py's database_unavailable: asyncpg's state errors raised while it cleaned up after
+    an earlier error (the ROLLBACKs of the transaction and of the pool's release) stand for that error."""
+    link: BaseException | None = exc
+    for _ in range(CLEANUP_CHAIN_LINKS_MAX):
+        if link is None:
+            return False
+        if isinstance(link, _UNAVAILABLE_ERRORS) or _dying_connection(link):
+            return True
+        if type(link) not in (asyncpg.InterfaceError, asyncpg.InternalClientError):
+            return False
+        link = link.__cause__ or link.__context__
+    return False
+
+
+def _dying_connection(exc: BaseException) -> bool:
     # A connection that died under the statement (as pm/store/pool.py explains): the protocol still
     # consuming the server's FATAL message, or the connection closed or taken back by the pool meanwhile.
     message = str(exc)

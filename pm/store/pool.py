@@ -37,12 +37,29 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# How far back database_unavailable follows asyncpg's cleanup errors (a transaction's ROLLBACK, then the
+# pool's on release: two links are seen; more would be a loop of cleanups).
+CLEANUP_CHAIN_LINKS_MAX = 8
+
+
 def database_unavailable(exc: BaseException) -> bool:
     """Whether `exc` says PostgreSQL is down or dropped the connection (an operating condition: retry
-    later) rather than that a statement was wrong (a bug, or bad input)."""
-    if isinstance(exc, _UNAVAILABLE_ERRORS):
-        return True
-    return _dying_connection(exc)
+    later) rather than that a statement was wrong (a bug, or bad input).
+
+    asyncpg's own state errors (InterfaceError, InternalClientError) raised while it cleaned up after an
+    earlier error stand for that error: a dying connection's statement fails, the transaction's ROLLBACK
+    fails on the half-closed connection ("another operation is in progress"), and the pool's ROLLBACK on
+    release fails again; the caller sees only the last. Alone, that last error is a bug."""
+    link: BaseException | None = exc
+    for _ in range(CLEANUP_CHAIN_LINKS_MAX):
+        if link is None:
+            return False
+        if isinstance(link, _UNAVAILABLE_ERRORS) or _dying_connection(link):
+            return True
+        if type(link) not in (asyncpg.InterfaceError, asyncpg.InternalClientError):
+            return False
+        link = link.__cause__ or link.__context__
+    return False
 
 
 def _dying_connection(exc: BaseException) -> bool:

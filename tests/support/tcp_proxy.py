@@ -7,6 +7,9 @@ PM_TIGERBEETLE_ADDRESSES) as well as for those it could.
     await proxy.cut()               # every relayed connection reset, new ones refused
     await proxy.restore()           # listening again on the same port
     await proxy.close()
+
+`close_delay_s` holds back, that long, the close of a client's side after its server closed: the client
+reads the server's last message (a FATAL) well before it sees the connection end, as over a slow link.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ Upstream = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWrit
 
 
 class TcpProxy:
-    def __init__(self, open_upstream: Upstream) -> None:
+    def __init__(self, open_upstream: Upstream, *, close_delay_s: float = 0.0) -> None:
+        assert 0.0 <= close_delay_s <= 10.0, close_delay_s
         self._open_upstream = open_upstream
+        self._close_delay_s = close_delay_s
         self.port = 0
         self.connections = 0  # relayed since start, for a test to see the relay was used
         self._server: asyncio.Server | None = None
@@ -63,7 +68,7 @@ class TcpProxy:
         self._writers.update((client_writer, upstream_writer))
         pipes = [
             asyncio.ensure_future(self._pipe(client_reader, upstream_writer)),
-            asyncio.ensure_future(self._pipe(upstream_reader, client_writer)),
+            asyncio.ensure_future(self._pipe(upstream_reader, client_writer, self._close_delay_s)),
         ]
         self._pipes.update(pipes)
         try:
@@ -73,11 +78,12 @@ class TcpProxy:
             self._writers.difference_update((client_writer, upstream_writer))
 
     @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, close_delay_s: float = 0.0) -> None:
         try:
             while data := await reader.read(CHUNK_BYTES):
                 writer.write(data)
                 await writer.drain()
+            await asyncio.sleep(close_delay_s)  # an orderly end of the server's side, held back
         except (ConnectionError, OSError):
             pass
         finally:

@@ -1,7 +1,9 @@
 """Proves which errors mean "a dependency is down" (issue 12, items 2 and 3): asyncpg's errors for a server
 that is unreachable, shut down or terminated our backend, and for a connection that died under a statement,
 answer 503 UNAVAILABLE with Retry-After at the gateway and leave a stage's batch pending uncounted; the
-postgres ledger raises them as LedgerUnavailableError; a bad statement or argument stays a bug (500)."""
+postgres ledger raises them as LedgerUnavailableError; a bad statement or argument stays a bug (500).
+asyncpg's state errors raised while it cleaned up after a dying connection (a transaction's ROLLBACK, then
+the pool's on release) are that outage too; raised after a bug, or alone, they are bugs."""
 
 from __future__ import annotations
 
@@ -16,6 +18,25 @@ from ledger import LedgerUnavailableError
 from ledger.postgres import _translated
 from pm.store.pool import database_unavailable
 
+
+def _raised_while_handling(*errors: BaseException) -> BaseException:
+    """The last of `errors`, raised while handling the one before it, and so on: as asyncpg chains a
+    failed ROLLBACK to the statement's error, and the pool's failed ROLLBACK on release to that."""
+    chained: BaseException | None = None
+    for error in errors:
+        try:
+            try:
+                if chained is not None:
+                    raise chained
+            finally:
+                raise error
+        except BaseException as exc:
+            chained = exc
+    assert chained is not None
+    return chained
+
+
+IN_PROGRESS = "cannot perform operation: another operation is in progress"
 DOWN = [
     ConnectionRefusedError(111, "Connection refused"),
     FileNotFoundError(2, "No such file or directory"),  # a unix socket whose server is gone
@@ -27,14 +48,27 @@ DOWN = [
     asyncpg.InterfaceError("connection is closed"),
     asyncpg.InterfaceError("cannot call Connection.fetch(): connection has been released back to the pool"),
     asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress"),
+    _raised_while_handling(
+        asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+        asyncpg.InterfaceError(IN_PROGRESS),  # the transaction's ROLLBACK
+        asyncpg.InterfaceError(IN_PROGRESS),  # the pool's, on release
+    ),
+    _raised_while_handling(
+        TimeoutError(), asyncpg.InterfaceError("cannot perform operation: another operation is cancelling")
+    ),
 ]
 BUGS = [
     asyncpg.UndefinedColumnError("column x does not exist"),
     asyncpg.UniqueViolationError("duplicate key"),
     asyncpg.DataError("invalid input for query argument $1"),
-    asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
+    asyncpg.InterfaceError(IN_PROGRESS),
     asyncpg.InternalClientError("something else entirely"),
     ValueError("bad"),
+    # A bug's transaction whose cleanup failed too is still the bug.
+    _raised_while_handling(asyncpg.UniqueViolationError("duplicate key"), asyncpg.InterfaceError(IN_PROGRESS)),
+    # Only asyncpg's own cleanup errors stand for what came before: a program's error while handling an
+    # outage is its own bug.
+    _raised_while_handling(asyncpg.ConnectionDoesNotExistError("closed"), ValueError("bad")),
 ]
 
 
