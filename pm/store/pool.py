@@ -47,9 +47,10 @@ def database_unavailable(exc: BaseException) -> bool:
     later) rather than that a statement was wrong (a bug, or bad input).
 
     asyncpg's own state errors (InterfaceError, InternalClientError) raised while it cleaned up after an
-    earlier error stand for that error: a dying connection's statement fails, the transaction's ROLLBACK
-    fails on the half-closed connection ("another operation is in progress"), and the pool's ROLLBACK on
-    release fails again; the caller sees only the last. Alone, that last error is a bug."""
+    earlier error stand for that error. A COPY started after the server's FATAL fails without asyncpg
+    closing the connection; the transaction's ROLLBACK then fails ("another operation is in progress"),
+    and so does the pool's on release, which is all the caller sees (tests/integration/
+    test_dying_connection.py). Alone, that last error is a bug: one connection used by two tasks."""
     link: BaseException | None = exc
     for _ in range(CLEANUP_CHAIN_LINKS_MAX):
         if link is None:
