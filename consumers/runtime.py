@@ -390,6 +390,13 @@ class StageRunner:
                     if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
                         # Redis lost its data: keep_subscribed (and the poller) recreate the group. One line.
                         log.warning("no consumer group to claim from; retrying", extra={"stage": self.stage.name})
+                    elif (dependency := dependency_down(exc)) is not None:
+                        # An outage, not a bug: one line a round rather than a traceback (the batches'
+                        # own outages are counted in pm_stage_dependency_outages_total).
+                        log.warning(
+                            "a dependency is down; claiming again next round",
+                            extra={"stage": self.stage.name, "dependency": dependency, "error": repr(exc)},
+                        )
                     else:
                         log.exception("claiming failed; retrying next round", extra={"stage": self.stage.name})
                     break

@@ -98,7 +98,25 @@ def is_cluster(redis: Any) -> bool:
     return isinstance(redis, RedisCluster)
 
 
+# Besides a server that is unreachable, loading its data (BusyLoadingError is a ConnectionError) or slow:
+# a cluster that lost a master (CLUSTERDOWN, MASTERDOWN: until it is back or a replica took over), slots
+# being moved (TRYAGAIN, and the client's "TTL exhausted" after too many redirections, a ClusterError),
+# a slot the client's map does not cover yet, no node of the cluster reachable when the client refreshes its
+# map, a master demoted under us (READONLY), and a server at its maxmemory (OOM): each an operating
+# condition that passes, not a bad command.
+_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterError,  # CLUSTERDOWN, MASTERDOWN and "TTL exhausted." (nothing else is one)
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.RedisClusterUnreachableError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+)
+
+
 def redis_unavailable(exc: BaseException) -> bool:
     """Whether `exc` says Redis is down or dropped us (retry later; not a bug): what the gateway answers
     503 for and what a stage does not count as a delivery (pm.store.pool.database_unavailable's twin)."""
-    return isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError))
+    return isinstance(exc, _UNAVAILABLE_ERRORS)

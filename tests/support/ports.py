@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 
-from pm.dev.valkey_cluster import bindable
+from pm.dev.valkey_cluster import CLUSTER_BUS_PORT_OFFSET, bindable
 
 FIRST_PORT = 12000  # below Linux's default ephemeral range (32768-60999)
 BLOCK_PORTS = 2500  # ports per xdist worker: eight workers fit below the ephemeral range
@@ -41,3 +41,12 @@ def free_port() -> int:
         if bindable(port):
             return port
     raise RuntimeError(f"no free port in {start}..{start + BLOCK_PORTS - 1}")
+
+
+def cluster_node_port() -> int:
+    """A port of this worker's block whose cluster bus port (10,000 above) is free as well."""
+    for _ in range(100):
+        port = free_port()
+        if bindable(port + CLUSTER_BUS_PORT_OFFSET):
+            return port
+    raise AssertionError("no port with a free cluster bus port")

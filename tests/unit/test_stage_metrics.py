@@ -1,12 +1,16 @@
 """The stages' counters are added up per label within a batch (one labels() lookup per state or
-status, not per intent): the totals must still be exact, one per finished intent and per ledger result."""
+status, not per intent): the totals must still be exact, one per finished intent and per ledger result.
+And the claim loop's log: an outage is one line a round, a bug a traceback."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis.exceptions
 import tigerbeetle as tb
 from prometheus_client import REGISTRY
 
@@ -84,3 +88,32 @@ async def test_ledger_results_are_counted_one_each_per_status() -> None:
         assert [r.status.name for r in results] == ["EXISTS", "CREATED", "CREATED"]
         after = {status: _value("pm_ledger_results_total", label) - before[status] for status, label in labels.items()}
         assert after == {"CREATED": 2.0, "EXISTS": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("error", "message", "traceback_logged"),
+    [
+        (redis.exceptions.ClusterDownError("The cluster is down"), "a dependency is down", False),
+        (redis.exceptions.ResponseError("NOGROUP No such key"), "no consumer group", False),
+        (ValueError("a bug"), "claiming failed", True),
+    ],
+    ids=["cluster-down", "nogroup", "bug"],
+)
+async def test_a_claim_that_meets_an_outage_logs_one_line(
+    error: Exception, message: str, traceback_logged: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    topology = load_topology()
+    context = StageContext(pool=None, ledger=None, redis=None, topology=topology)  # type: ignore[arg-type]
+    runner = StageRunner(topology.stage("settlement"), context, handler=_handler)
+    stop = asyncio.Event()
+
+    async def claim_once() -> int:
+        stop.set()  # one round
+        raise error
+
+    runner.claim_once = claim_once  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="pm.consumers"):
+        await runner.claim_forever(stop)
+    (record,) = [r for r in caplog.records if r.name == "pm.consumers"]
+    assert message in record.getMessage()
+    assert (record.exc_info is not None) == traceback_logged

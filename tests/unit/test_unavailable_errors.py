@@ -16,6 +16,7 @@ from consumers.runtime import dependency_down
 from gateway.errors import to_error_response
 from ledger import LedgerUnavailableError
 from ledger.postgres import _translated
+from pm.redis.wire import redis_unavailable
 from pm.store.pool import database_unavailable
 
 
@@ -90,10 +91,47 @@ def test_a_wrong_statement_is_not_an_outage(exc: Exception) -> None:
     assert dependency_down(exc) is None
 
 
-def test_the_ledger_and_redis_are_named() -> None:
+def test_the_ledger_is_named() -> None:
     assert dependency_down(LedgerUnavailableError("down")) == "ledger"
-    assert dependency_down(redis.exceptions.ConnectionError("refused")) == "redis"
-    assert dependency_down(redis.exceptions.ResponseError("WRONGTYPE")) is None
+
+
+E = redis.exceptions
+REDIS_DOWN = [
+    E.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused."),
+    E.TimeoutError("Timeout reading from socket"),
+    E.BusyLoadingError("Redis is loading the dataset in memory"),
+    # A cluster whose master stopped answering (seen on a real one, tests/e2e/cluster/test_cluster_outage.py).
+    E.ClusterDownError("The cluster is down"),
+    E.MasterDownError("Link with MASTER is down and replica-serve-stale-data is set to 'no'."),
+    E.TryAgainError("Multiple keys request during rehashing of slot"),
+    E.ClusterError("TTL exhausted."),
+    E.SlotNotCoveredError('Slot "1234" is not covered by the cluster.'),
+    E.RedisClusterUnreachableError("Redis Cluster cannot be connected. Please provide at least one reachable node"),
+    E.ReadOnlyError("You can't write against a read only replica."),
+    E.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+]
+REDIS_BUGS = [
+    E.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
+    E.ResponseError("NOGROUP No such key or consumer group"),  # Redis lost its data: recreated, not waited on
+    E.ClusterCrossSlotError("Keys in request don't hash to the same slot"),
+    E.RedisClusterException("EVALSHA - all keys must map to the same key slot"),
+    E.DataError("Invalid input of type: 'NoneType'"),
+]
+
+
+@pytest.mark.parametrize("exc", REDIS_DOWN, ids=repr)
+async def test_redis_down_is_named_and_answered_503(exc: Exception) -> None:
+    assert redis_unavailable(exc)
+    assert dependency_down(exc) == "redis"
+    response = await _answer(exc)
+    assert response.status == 503 and response.headers["Retry-After"] == "1"
+
+
+@pytest.mark.parametrize("exc", REDIS_BUGS, ids=repr)
+async def test_a_wrong_redis_command_is_not_an_outage(exc: Exception) -> None:
+    assert not redis_unavailable(exc)
+    assert dependency_down(exc) is None
+    assert (await _answer(exc)).status == 500
 
 
 async def _raising(exc: Exception):

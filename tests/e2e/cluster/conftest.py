@@ -11,19 +11,10 @@ import pytest
 
 from pm.config.redis_url import is_cluster_url
 from pm.config.settings import Settings
-from pm.dev.valkey_cluster import CLUSTER_BUS_PORT_OFFSET, running_valkey_cluster
-from tests.support.ports import bindable, free_port
+from pm.dev.valkey_cluster import running_valkey_cluster
+from tests.support.ports import cluster_node_port
 
 CLUSTER_MASTERS = 3
-
-
-def _node_port() -> int:
-    """A port of this worker's block whose cluster bus port (10,000 above) is free as well."""
-    for _ in range(100):
-        port = free_port()
-        if bindable(port + CLUSTER_BUS_PORT_OFFSET):
-            return port
-    raise AssertionError("no port with a free cluster bus port")
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +23,6 @@ def redis_url(session_settings: Settings, tmp_path_factory: pytest.TempPathFacto
     if configured is not None and is_cluster_url(configured):
         yield configured
         return
-    ports = [_node_port() for _ in range(CLUSTER_MASTERS)]
+    ports = [cluster_node_port() for _ in range(CLUSTER_MASTERS)]
     with running_valkey_cluster(tmp_path_factory.mktemp("valkey-cluster"), ports=ports) as url:
         yield url
