@@ -20,7 +20,7 @@ import asyncpg
 from pm.client import PMApiError, PMClient
 from pm.redis.wire import redis_from_url
 from tests.support.fleet import RunningFleet, running_fleet
-from tests.support.outage import terminate_every_backend
+from tests.support.outage import assert_balances_after, terminate_every_backend
 
 INTENTS = 1_000
 CALLERS = 32
@@ -124,14 +124,7 @@ async def test_terminated_connections_cost_the_fleet_retries_and_nothing_else(fr
         # Every 2xx named an intent that exists, and no retry made a second one.
         created = await fleet.pool.fetchval("SELECT count(*) FROM pm.intent WHERE operation_type = 'P2P_TRANSFER'")
         assert created == INTENTS
-        sent, received = collections.Counter(), collections.Counter()
-        for sender, recipient, amount in plan:
-            sent[sender] += amount
-            received[recipient] += amount
-        for user in senders:
-            assert await fleet.balance(user) == (FUNDS_MINOR - sent[user], 0), user
-        for user in recipients:
-            assert await fleet.balance(user) == (received[user], 0), user
+        await assert_balances_after(fleet.balance, plan, senders, recipients, FUNDS_MINOR)
         assert await fleet.pending_entries() == 0
         assert await fleet.pool.fetchval("SELECT count(*) FROM pm.intent WHERE needs_operator") == 0
         client = redis_from_url(fleet.redis_url)

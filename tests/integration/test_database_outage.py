@@ -20,7 +20,13 @@ import asyncpg
 
 from pm.domain.intent import State
 from tests.support.gateway_pipeline import GatewayPipeline, gateway_on_pipeline
-from tests.support.outage import assert_converged, outages_counted, post_until_accepted, terminate_every_backend
+from tests.support.outage import (
+    assert_balances_after,
+    assert_converged,
+    outages_counted,
+    post_until_accepted,
+    terminate_every_backend,
+)
 from tests.support.pipeline import isolated_topology
 
 INTENTS = 1_000
@@ -90,14 +96,7 @@ async def test_terminated_connections_cost_retries_and_nothing_else(fresh_databa
         # Every 2xx named an intent that exists; no retry made a second one.
         assert len(set(accepted)) == INTENTS and await world.writes_by(key) == (INTENTS, INTENTS)
         assert {intent.state for intent in finished.values()} == {State.SETTLED}
-        sent, received = collections.Counter(), collections.Counter()
-        for sender, recipient, amount in plan:
-            sent[sender] += amount
-            received[recipient] += amount
-        for user in senders:
-            assert await pipeline.balance(user) == (FUNDS_MINOR - sent[user], 0), user
-        for user in recipients:
-            assert await pipeline.balance(user) == (received[user], 0), user
+        await assert_balances_after(pipeline.balance, plan, senders, recipients, FUNDS_MINOR)
         await assert_converged(world, accepted)
         # The outage was real: stages met it (and uncounted it), callers were told to retry.
         assert outages_counted("database") > outages_before, answers

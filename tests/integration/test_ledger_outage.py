@@ -34,7 +34,7 @@ from pm.config.settings import Settings
 from pm.dev.embedded import create_database, running_postgres, start_postgres, stop_postgres
 from pm.domain.intent import State
 from tests.support.gateway_pipeline import GatewayPipeline, gateway_on_pipeline
-from tests.support.outage import assert_converged, outages_counted, post_until_accepted
+from tests.support.outage import assert_balances_after, assert_converged, outages_counted, post_until_accepted
 from tests.support.pipeline import isolated_topology
 from tests.support.tcp_proxy import TcpProxy
 
@@ -179,12 +179,5 @@ async def test_an_unreachable_ledger_fails_nothing_and_everything_settles_after(
             finished = await pipeline.wait_finished(ids, timeout_s=60)
             assert {intent.state for intent in finished.values()} == {State.SETTLED}
             assert (await _readyz(world))[0] == 200
-            sent, received = collections.Counter(), collections.Counter()
-            for sender, recipient, amount in plan:
-                sent[sender] += amount
-                received[recipient] += amount
-            for user in senders:
-                assert await pipeline.balance(user) == (FUNDS_MINOR - sent[user], 0), user
-            for user in recipients:
-                assert await pipeline.balance(user) == (received[user], 0), user
+            await assert_balances_after(pipeline.balance, plan, senders, recipients, FUNDS_MINOR)
             await assert_converged(world, ids)

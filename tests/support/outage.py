@@ -7,6 +7,7 @@ import asyncio
 import collections
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -104,3 +105,24 @@ async def assert_converged(world: GatewayPipeline, ids: list[uuid.UUID]) -> None
     report = await pipeline.check()
     assert report.ok, report.problems
     assert [t.posted_net for t in report.transit] == [0] and [t.pending_net for t in report.transit] == [0]
+
+
+async def assert_balances_after(
+    balance: Callable[[int], Awaitable[tuple[int, int]]],
+    plan: list[tuple[int, int, int]],
+    senders: list[int],
+    recipients: list[int],
+    funds_minor: int,
+) -> None:
+    """Each sender funded with `funds_minor` paid exactly its transfers of `plan` (sender, recipient,
+    amount_minor) and each recipient received exactly its own, with nothing left held: `balance` is a
+    pipeline's or a fleet's (posted, pending) of a user."""
+    sent: collections.Counter[int] = collections.Counter()
+    received: collections.Counter[int] = collections.Counter()
+    for sender, recipient, amount_minor in plan:
+        sent[sender] += amount_minor
+        received[recipient] += amount_minor
+    for user in senders:
+        assert await balance(user) == (funds_minor - sent[user], 0), user
+    for user in recipients:
+        assert await balance(user) == (received[user], 0), user

@@ -36,7 +36,7 @@ from gateway.auth import nonce_key
 from pm.dev.valkey_cluster import running_valkey_cluster
 from pm.domain.intent import State
 from tests.support.gateway_pipeline import GatewayPipeline, Key, gateway_on_pipeline
-from tests.support.outage import assert_converged, post_until_accepted
+from tests.support.outage import assert_balances_after, assert_converged, post_until_accepted
 from tests.support.pipeline import isolated_topology
 from tests.support.ports import cluster_node_port
 
@@ -190,13 +190,6 @@ async def test_a_master_away_costs_retries_and_nothing_else(fresh_database, own_
         finished = await pipeline.wait_finished(accepted, timeout_s=90)
         assert len(set(accepted)) == INTENTS and await world.writes_by(key) == (INTENTS, INTENTS)
         assert {intent.state for intent in finished.values()} == {State.SETTLED}
-        sent, received = collections.Counter(), collections.Counter()
-        for sender, recipient, amount in plan:
-            sent[sender] += amount
-            received[recipient] += amount
-        for user in senders:
-            assert await pipeline.balance(user) == (FUNDS_MINOR - sent[user], 0), user
-        for user in recipients:
-            assert await pipeline.balance(user) == (received[user], 0), user
+        await assert_balances_after(pipeline.balance, plan, senders, recipients, FUNDS_MINOR)
         await assert_converged(world, accepted)
         assert set(answers) <= {(202, ""), (503, "UNAVAILABLE"), (409, "REQUEST_IN_FLIGHT")}, answers
