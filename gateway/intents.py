@@ -253,7 +253,8 @@ async def get_intent(request: web.Request) -> web.Response:
 
 
 async def _readable_intent(request: web.Request) -> Intent:
-    """The intent named in the path, if the caller may read it; 404 for every other case alike."""
+    """The intent named in the path, if the caller may read it (an admin; a party, as X-User-Id; and for a
+    merchant's key, only its merchant's intents); 404 for every other case alike."""
     key = request[API_KEY]
     is_admin = key.allows(SCOPE_ADMIN)
     user_id = acting_user(request, required=not is_admin)
@@ -263,6 +264,9 @@ async def _readable_intent(request: web.Request) -> Intent:
         raise not_found() from None
     intent = await store.load_intent(request.app[DATABASE], intent_id)
     if intent is None or not (is_admin or user_id in intent.parties()):
+        raise not_found()
+    if key.merchant_id is not None and intent.merchant_id != key.merchant_id:
+        # A merchant signs its own X-User-Id: naming a user must not open that user's other intents.
         raise not_found()
     return intent
 

@@ -54,6 +54,10 @@ SCOPE_CONSENT_WRITE = "consent:write"
 # Grants every other scope too, and reading any intent (not only a party's).
 SCOPE_ADMIN = "admin"
 SCOPES = (SCOPE_INTENTS_WRITE, SCOPE_INTENTS_READ, SCOPE_BALANCE_READ, SCOPE_CONSENT_WRITE, SCOPE_ADMIN)
+# What a merchant-bound key never holds, whatever its row says. It signs its own X-User-Id, so with these
+# it would act as any user it names: consent (confirm its own charges), any user's balance and history,
+# and admin.
+MERCHANT_KEY_REFUSED_SCOPES = frozenset({SCOPE_ADMIN, SCOPE_CONSENT_WRITE, SCOPE_BALANCE_READ})
 
 # What a merchant-bound key (a mini-app backend) may create: its own charges and credits, nothing else.
 MERCHANT_OPERATIONS = frozenset({OperationType.MINIAPP_CHARGE, OperationType.MINIAPP_CREDIT})
@@ -125,10 +129,9 @@ class ApiKey:
     def allows(self, scope: str) -> bool:
         assert scope in SCOPES, scope
         if self.merchant_id is not None:
-            # A merchant's key is never an operator's, whatever its row says (defence in depth beside
-            # create_key's refusal): no admin endpoints, no reading other users' intents, and no consent
-            # for a user (it signs X-User-Id itself: it would confirm its own charges).
-            return scope in self.scopes and scope not in (SCOPE_ADMIN, SCOPE_CONSENT_WRITE)
+            # Defence in depth beside create_key's refusal (MERCHANT_KEY_REFUSED_SCOPES). Its intents:read
+            # reads only its own merchant's intents (gateway.intents._readable_intent).
+            return scope in self.scopes and scope not in MERCHANT_KEY_REFUSED_SCOPES
         return scope in self.scopes or SCOPE_ADMIN in self.scopes
 
     def may_create(self, operation: OperationType) -> bool:
@@ -190,9 +193,11 @@ def key_operations(
     """The operation list a new key gets, or the refusal. Without a list: a merchant key that can write
     gets its two MINIAPP types, a key that cannot write intents none, and any other key must say."""
     can_write = SCOPE_INTENTS_WRITE in scopes or SCOPE_ADMIN in scopes
-    if merchant_id is not None and SCOPE_CONSENT_WRITE in scopes:
-        # A merchant signs its own X-User-Id: with consent:write it could confirm its own charges.
-        raise ApiKeyError(f"a merchant-bound key may not have the {SCOPE_CONSENT_WRITE} scope")
+    refused = sorted(scopes & (MERCHANT_KEY_REFUSED_SCOPES - {SCOPE_ADMIN})) if merchant_id is not None else []
+    if refused:
+        # A merchant signs its own X-User-Id: with consent:write it could confirm its own charges, with
+        # balance:read read any user's balance and history.
+        raise ApiKeyError(f"a merchant-bound key may not have the {', '.join(refused)} scope")
     if operations is None:
         if not can_write:
             return frozenset()

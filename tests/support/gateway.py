@@ -27,6 +27,7 @@ from pm.store.keys import SCOPE_ADMIN, SCOPE_BALANCE_READ, SCOPE_INTENTS_READ, S
 
 ALL_BUT_ADMIN = (SCOPE_INTENTS_WRITE, SCOPE_INTENTS_READ, SCOPE_BALANCE_READ)
 ADMIN = (SCOPE_ADMIN,)
+MERCHANT_SCOPES = (SCOPE_INTENTS_WRITE, SCOPE_INTENTS_READ)
 # The operation types test keys may create, by kind of key (pm.store.keys: every key carries its list).
 USER_OPERATIONS = "P2P_TRANSFER,IPPS_WITHDRAWAL,THAI_QR_PAY,QP_TOPUP"
 ADMIN_OPERATIONS = USER_OPERATIONS + ",ADMIN_ADJUSTMENT"
@@ -86,7 +87,8 @@ class Gateway:
         requests_per_s: int = KEY_REQUESTS_PER_S_DEFAULT,
     ) -> Key:
         """A new key; without `operations`, the list its kind of caller has (explicit, never a default)."""
-        scopes = scopes or ALL_BUT_ADMIN
+        # A merchant's key never holds balance:read (pm.store.keys.MERCHANT_KEY_REFUSED_SCOPES).
+        scopes = scopes or (MERCHANT_SCOPES if merchant_id is not None else ALL_BUT_ADMIN)
         if operations is None:
             writes = SCOPE_INTENTS_WRITE in scopes or SCOPE_ADMIN in scopes
             if not writes:

@@ -65,6 +65,8 @@ def test_operations_a_key_is_made_with(
         ({"intents:write"}, 7, "MINIAPP_CHARGE,THAI_QR_PAY", "THAI_QR_PAY"),
         ({"admin"}, 7, "ADMIN_ADJUSTMENT", "merchant-bound key may only create"),
         ({"intents:write", "consent:write"}, 7, None, "consent:write"),  # would confirm its own charges
+        ({"intents:write", "balance:read"}, 7, None, "balance:read"),  # would read any user's balance
+        ({"intents:read", "balance:read", "consent:write"}, 7, "none", "balance:read, consent:write"),
         ({"intents:write"}, None, "MINIAPP_CREDIT", "bound to a merchant"),
         ({"intents:write"}, None, "ADMIN_ADJUSTMENT", "admin scope"),
         ({"balance:read"}, None, "P2P_TRANSFER", "intents:write"),
@@ -119,6 +121,14 @@ def test_a_merchant_key_is_never_an_operators() -> None:
     assert merchant.allows(keys.SCOPE_INTENTS_WRITE)
     assert not merchant.allows(keys.SCOPE_INTENTS_READ)  # admin grants no other scope to a merchant
     assert _key(scopes=frozenset({"admin"})).allows(keys.SCOPE_INTENTS_READ)
+
+
+def test_a_merchant_key_never_reads_balances_or_gives_consent_whatever_its_row_says() -> None:
+    """It signs its own X-User-Id: with balance:read it would read any user's balance and history."""
+    every_scope = frozenset(keys.SCOPES) - {"admin"}
+    merchant = _key(merchant_id=7, scopes=every_scope, operations=keys.MERCHANT_OPERATIONS)
+    assert {scope for scope in keys.SCOPES if merchant.allows(scope)} == {"intents:write", "intents:read"}
+    assert _key(scopes=every_scope).allows(keys.SCOPE_BALANCE_READ)
 
 
 async def test_create_key_refuses_a_merchant_key_with_the_admin_scope() -> None:

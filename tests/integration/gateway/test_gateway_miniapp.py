@@ -15,7 +15,8 @@ import pytest
 from pm.domain.intent import OperationType
 from pm.redis import streams
 from pm.store import intents as store
-from tests.support.gateway import Gateway, error_of, new_user
+from pm.store import keys
+from tests.support.gateway import Gateway, error_of, new_user, p2p_body
 
 MINIAPP = ["MINIAPP_CHARGE", "MINIAPP_CREDIT"]
 
@@ -93,3 +94,43 @@ async def test_a_merchant_key_still_needs_the_user_and_no_recipient(gateway: Gat
         "INVALID_PARTY",
     )
     assert await gateway.writes_by(key) == (0, 0)
+
+
+async def test_a_merchant_key_reads_only_its_own_merchants_intents(gateway: Gateway) -> None:
+    """A merchant signs its own X-User-Id, so naming a user must not open that user's other intents: their
+    transfers and other merchants' charges are 404 (as if they did not exist), events included; its own
+    charge to that user reads as before."""
+    merchant, other_merchant, user = new_merchant(), new_merchant(), new_user()
+    own_key = await gateway.key(merchant_id=merchant)
+    other_key = await gateway.key(merchant_id=other_merchant)
+    app_key = await gateway.key()
+    own = await gateway.post_intent(own_key, miniapp_body("MINIAPP_CHARGE"), user_id=user)
+    others = await gateway.post_intent(other_key, miniapp_body("MINIAPP_CHARGE"), user_id=user)
+    transfer = await gateway.post_intent(app_key, p2p_body(new_user()), user_id=user)
+    assert (own.status, others.status, transfer.status) == (202, 202, 202)
+    own_id, other_id, transfer_id = [(await answer.json())["id"] for answer in (own, others, transfer)]
+
+    read = await gateway.send("GET", f"/intents/{own_id}", key=own_key, user_id=user)
+    assert read.status == 200 and (await read.json())["merchant_id"] == merchant
+    for intent_id in (other_id, transfer_id):
+        for path in (f"/intents/{intent_id}", f"/intents/{intent_id}/events"):
+            assert await error_of(await gateway.send("GET", path, key=own_key, user_id=user)) == (404, "NOT_FOUND")
+    # The user's own key (the app's) still reads all three.
+    for intent_id in (own_id, other_id, transfer_id):
+        assert (await gateway.send("GET", f"/intents/{intent_id}", key=app_key, user_id=user)).status == 200
+
+
+async def test_a_merchant_key_never_reads_a_users_balance_or_history(gateway: Gateway) -> None:
+    """Refused at `pm keys create`; and a row that holds balance:read anyway (edited, or made before this
+    rule) gets 403 on both routes."""
+    merchant, user = new_merchant(), new_user()
+    with pytest.raises(keys.ApiKeyError, match="balance:read"):
+        await keys.create_key(gateway.pool, "shop", "intents:write,balance:read", merchant)
+    key = await gateway.key(merchant_id=merchant)
+    await gateway.pool.execute(
+        "UPDATE pm.api_key SET scopes = array_append(scopes, 'balance:read') WHERE key_id = $1", key.key_id
+    )
+    holds = "SELECT 'balance:read' = ANY(scopes) FROM pm.api_key WHERE key_id = $1"
+    assert await gateway.pool.fetchval(holds, key.key_id)
+    for path in ("/api/pm/balance", "/api/pm/history"):
+        assert await error_of(await gateway.send("GET", path, key=key, user_id=user)) == (403, "FORBIDDEN"), path
