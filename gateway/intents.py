@@ -9,7 +9,8 @@ POST /intents, for a request that passed authentication:
     -> [Prefer: wait -> subscribe to the intent's status channel] -> XADD to the first stage's stream
     -> store the response for replays -> 202 (or, having waited, 200 once the intent is final)
 A REFUND takes its parties from its original and is created alone, in a transaction that also reserves
-its amount on the original (gateway/refunds.py): 404/403/422 there, with nothing written.
+its amount on the original (gateway/refunds.py): 404/403/422 there, with nothing written but the nonce
+(a refusal that depends on the original must not be replayable into a refund once the original changes).
 A retry with the same Idempotency-Key (per API key and X-User-Id) and request answers the stored response;
 nothing is created twice. A replay of the same signed request (its nonce) is 401, with nothing written.
 """
@@ -74,7 +75,7 @@ async def create_intent(request: web.Request) -> web.Response:
     user_id = acting_user(request, required=False)
     is_refund = intent_request.operation_type == OperationType.REFUND
     if is_refund:  # its parties are the original's (gateway/refunds.py)
-        who = await refunds.parties(app[DATABASE], intent_request, key, user_id)
+        who = await refunds.parties(app[DATABASE], intent_request, key, user_id, request[NONCE])
     else:
         who = parties(intent_request, key, user_id)
     new_intent = store.NewIntent(

@@ -5,7 +5,8 @@ Who may refund what (the key must also list REFUND in its operation types, else 
 - a MINIAPP_CHARGE: the key of the merchant it paid (a merchant key lists REFUND: `pm keys create
   --merchant-id N --operations MINIAPP_CHARGE,MINIAPP_CREDIT,REFUND`); or an admin key.
 Anyone else gets 404 for the original, as if it did not exist (no existence leak), except its sender, who
-may read it and gets 403 FORBIDDEN. Then, with nothing written: an original that is not a SETTLED
+may read it and gets 403 FORBIDDEN. Then, with nothing written but the request's nonce (the same bytes,
+replayed once the original has changed, are 401): an original that is not a SETTLED
 P2P_TRANSFER or MINIAPP_CHARGE (a refund too) is 422 NOT_REFUNDABLE; a currency other than the original's
 422 VALIDATION_FAILED; an amount above what is left to refund 422 REFUND_EXCEEDS_ORIGINAL, decided by the
 reservation in the refund's creating transaction (pm.store.intents.create_refund), so concurrent refunds
@@ -27,8 +28,11 @@ from pm.store.keys import SCOPE_ADMIN, ApiKey
 REFUND = OperationType.REFUND
 
 
-async def parties(pool: asyncpg.Pool, intent_request: IntentRequest, key: ApiKey, user_id: int | None) -> Parties:
-    """The parties of the refund asked for (the original's, swapped), or the refusal."""
+async def parties(
+    pool: asyncpg.Pool, intent_request: IntentRequest, key: ApiKey, user_id: int | None, nonce: str
+) -> Parties:
+    """The parties of the refund asked for (the original's, swapped), or the refusal. A refusal that
+    depends on the original claims the request's `nonce` first (below)."""
     if not key.may_create(REFUND):
         raise ApiError(403, ErrorCode.OPERATION_NOT_ALLOWED, "this key may not create REFUND (pm keys list)")
     if intent_request.refund_of is None:
@@ -37,6 +41,17 @@ async def parties(pool: asyncpg.Pool, intent_request: IntentRequest, key: ApiKey
         message = "a REFUND takes no recipient_id or destination_ref: it pays back the original's payer"
         raise validation_failed(message, ErrorCode.INVALID_PARTY)
     original = await store.load_intent(pool, intent_request.refund_of)
+    try:
+        return _parties_of(original, intent_request, key, user_id)
+    except ApiError:
+        # The answer depends on the original as it is now (not yet SETTLED, say): the same signed bytes,
+        # replayed once it has settled, must not become a refund the caller saw refused (as create_refund
+        # claims the nonce of a refund refused for its amount).
+        await store.claim_nonces(pool, [(key.key_id, nonce)])
+        raise
+
+
+def _parties_of(original: Intent | None, intent_request: IntentRequest, key: ApiKey, user_id: int | None) -> Parties:
     if original is None:
         raise not_found()
     _check_refunder(original, key, user_id)

@@ -10,12 +10,14 @@ currency, too much) writes nothing."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import uuid
 from typing import Any
 
 from ledger import accounts
 from pm.cli import reconciliation
+from pm.domain import signing
 from pm.domain.intent import ErrorCode, Intent, State
 from pm.domain.pricing import FeeKind
 from pm.redis import streams
@@ -168,6 +170,58 @@ async def test_a_merchant_refunds_its_own_charge_and_no_other(fresh_database, re
         assert (row["direction"], row["amount_minor"], row["merchant_id"]) == ("CREDIT", 5_000, merchant_id)
         assert await refunded_minor(world, charge.id) == 5_000
         await assert_clean(world)
+
+
+async def test_a_refused_refund_cannot_be_replayed_into_one_once_its_original_settles(
+    fresh_database, redis_url
+) -> None:
+    """A merchant asks to refund a charge still waiting for its user (422 NOT_REFUNDABLE); the user then
+    confirms it and it settles. The same signed bytes sent again are 401 (the refusal claimed the nonce):
+    nothing is refunded. A new signature of the same refund goes through as any refund."""
+    user, merchant_id = new_ids(2)
+    merchant = accounts.merchant(merchant_id, "THB")
+    async with gateway_on_pipeline(fresh_database, redis_url) as world:
+        pipeline = world.pipeline
+        await pipeline.wait_finished([(await pipeline.fund(user, 50_000)).id])
+        merchant_key = await world.key("intents:write,intents:read", MERCHANT_OPERATIONS, merchant_id=merchant_id)
+        app_key = await world.key("consent:write", "none")
+        charge_body = {"operation_type": "MINIAPP_CHARGE", "amount_minor": 20_000, "currency": "THB"}
+        answer = await world.post_intent(merchant_key, charge_body, user_id=user)  # no allowance: it waits
+        assert answer.status == 202, await answer.text()
+        charge_id = uuid.UUID((await answer.json())["id"])
+        await wait_for_state(world, charge_id, State.AWAITING_CONFIRMATION)
+
+        body = json.dumps(refund_body(charge_id, 5_000)).encode()
+        headers = signing.sign_headers(
+            key_id=merchant_key.key_id, secret=merchant_key.secret, method="POST", path="/intents", raw_query="",
+            body=body, user_id=None, idempotency_key=uuid.uuid4().hex,
+        )  # fmt: skip
+        refused = await world.client.request("POST", "/intents", data=body, headers=headers)
+        assert await error_of(refused) == (422, "NOT_REFUNDABLE")
+        confirmed = await world.send("POST", f"/intents/{charge_id}/confirm", key=app_key, user_id=user)
+        assert confirmed.status == 200, await confirmed.text()
+        assert (await pipeline.wait_finished([charge_id]))[charge_id].state == State.SETTLED
+
+        replayed = await world.client.request("POST", "/intents", data=body, headers=headers)
+        assert await error_of(replayed) == (401, "UNAUTHENTICATED")
+        assert await world.writes_by(merchant_key) == (1, 1)  # the charge alone
+        assert await refunded_minor(world, charge_id) == 0
+        assert await posted(world, merchant) == (20_000, 0)
+        assert await pipeline.balance(user) == (30_000, 0)
+
+        refund = await created(world, merchant_key, refund_body(charge_id, 5_000), None)
+        assert refund.state == State.SETTLED
+        assert await posted(world, merchant) == (15_000, 0)
+        assert await pipeline.balance(user) == (35_000, 0)
+        await assert_clean(world)
+
+
+async def wait_for_state(world: GatewayPipeline, intent_id: uuid.UUID, state: State, timeout_s: float = 30.0) -> None:
+    deadline_s = asyncio.get_running_loop().time() + timeout_s
+    query = "SELECT state FROM pm.intent WHERE id = $1"
+    while await world.pipeline.context.pool.fetchval(query, intent_id) != state:
+        assert asyncio.get_running_loop().time() < deadline_s, f"{intent_id} never reached {state}"
+        await asyncio.sleep(0.05)
 
 
 async def test_who_may_refund_and_what_is_refused_with_nothing_written(fresh_database, redis_url) -> None:
