@@ -454,3 +454,31 @@ async def test_a_user_confirms_a_mini_app_charge_and_manages_allowances_through_
     _, balance = await edge.get("/api/pm/balance", edge.token(user))
     assert (balance["available_minor"], balance["pending_minor"]) == (6_500, 0)
     await assert_the_ledger_is_clean(edge.fleet)
+
+
+@needs_nginx
+async def test_one_user_flooding_the_edge_is_429_at_nginx_and_others_still_read(edge: Edge) -> None:
+    """Every app request reaches PM with the edge's one key, so PM's per-key rate is shared by all users:
+    nginx limits each bearer token (20/s, bursts of 40) before the auth subrequest. A flood of one token's
+    reads gets 429 RATE_LIMITED with Retry-After from nginx (never reaching PM) while another user reads."""
+    flooder, other = await funded_user(edge, 1_000), await funded_user(edge, 2_000)
+    url = URL(f"{edge.nginx.url}/api/pm/balance", encoded=True)
+    headers = {"Authorization": f"Bearer {edge.token(flooder)}"}
+
+    async def read() -> tuple[int, str | None, str | None]:
+        async with edge.session.get(url, headers=headers) as response:
+            body = await response.json()
+            return response.status, response.headers.get("Retry-After"), (body.get("error") or {}).get("code")
+
+    before = await edge.pm_requests()
+    started_s = time.monotonic()
+    answers = await asyncio.gather(*(read() for _ in range(150)))
+    elapsed_s = time.monotonic() - started_s
+    served = sum(1 for status, _, _ in answers if status == 200)
+    refused = [answer for answer in answers if answer[0] != 200]
+    assert set(refused) == {(429, "1", "RATE_LIMITED")}, set(refused)
+    # The burst, the first request, and what the rate refilled while the flood lasted.
+    assert 40 <= served <= 41 + int(20 * elapsed_s) + 1, (served, elapsed_s)
+    assert await edge.pm_requests() == before + served  # the refused ones never reached PM
+    status, balance = await edge.get("/api/pm/balance", edge.token(other))
+    assert status == 200 and balance["available_minor"] == 2_000, balance
