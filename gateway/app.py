@@ -44,9 +44,11 @@ from gateway.resources import (
     ROUTE_SCOPES,
     SETTINGS,
     STATUS_HUB,
+    STREAM_SLOTS,
     TOPOLOGY,
 )
 from gateway.status import StatusHub
+from gateway.stream_slots import StreamSlots
 from ledger import open_ledger
 from pm.config.constants import (
     GATEWAY_LINGERING_TIME_S,
@@ -249,6 +251,8 @@ async def _built_on_resources(app: web.Application) -> AsyncIterator[None]:
     app[BACKLOG] = BacklogMonitor(
         app[REDIS], first_stage.stream, first_stage.group, app[SETTINGS].backpressure_backlog_entries_max
     )
+    settings = app[SETTINGS]
+    app[STREAM_SLOTS] = StreamSlots(settings.sse_streams_max, settings.sse_streams_per_user_max)
     hub = StatusHub(app[REDIS])
     app[STATUS_HUB] = hub
     await hub.start()

@@ -43,6 +43,7 @@ from gateway.resources import (
     REDIS_BATCH,
     SETTINGS,
     STATUS_HUB,
+    STREAM_SLOTS,
     TOPOLOGY,
 )
 from gateway.status import Subscription
@@ -285,6 +286,12 @@ async def intent_events(request: web.Request) -> web.StreamResponse:
     """
     intent = await _readable_intent(request)
     after_version = _after_version(request)
+    app = request.app
+    with app[STREAM_SLOTS].hold((request[API_KEY].key_id, acting_user(request, required=False))):
+        return await _stream_events(request, intent, after_version)
+
+
+async def _stream_events(request: web.Request, intent: Intent, after_version: int) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
     deadline_s = time.monotonic() + settings.sse_duration_s_max

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from aiohttp import web
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from gateway.errors import Handler, to_error_response
 
@@ -31,6 +31,12 @@ IDEMPOTENT_REPLAYS = Counter(
     "pm_gateway_idempotent_replays_total", "POST /intents answered from a stored idempotent response"
 )
 OVERLOADED = Counter("pm_gateway_overloaded_total", "POST /intents refused because the pipeline's backlog is full")
+SSE_STREAMS_OPEN = Gauge("pm_gateway_sse_streams_open", "GET /intents/{id}/events streams open in this process")
+SSE_STREAMS_REFUSED = Counter(
+    "pm_gateway_sse_streams_refused_total",
+    "Event streams refused: `per_user` (that caller has PM_SSE_STREAMS_PER_USER_MAX open), `total` (the process)",
+    ["limit"],
+)
 
 UNMATCHED_ROUTE = "unmatched"
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from gateway.batching import IntentWriter, NonceRecorder, RedisBatch
     from gateway.rate_limit import RateLimiter
     from gateway.status import StatusHub
+    from gateway.stream_slots import StreamSlots
     from ledger import Ledger
     from pm.psp.client import PspClient
 
@@ -38,6 +39,8 @@ REDIS_BATCH: web.AppKey[RedisBatch] = web.AppKey("redis_batch")
 # Nonces of signed requests with effects, claimed in PostgreSQL (gateway/auth.py).
 NONCES: web.AppKey[NonceRecorder] = web.AppKey("nonces")
 STATUS_HUB: web.AppKey[StatusHub] = web.AppKey("status_hub")
+# Open SSE streams, bounded per caller and per process (gateway/stream_slots.py).
+STREAM_SLOTS: web.AppKey[StreamSlots] = web.AppKey("stream_slots")
 # The payment service providers: callback signatures (issue 5).
 PSP: web.AppKey[PspClient] = web.AppKey("psp")
 BACKLOG: web.AppKey[BacklogMonitor] = web.AppKey("backlog")

@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     # An SSE stream ends after this long (the client reconnects with Last-Event-ID); pings keep it open.
     sse_duration_s_max: float = Field(default=300.0, gt=0, le=3_600)
     sse_ping_interval_s: float = Field(default=15.0, gt=0, le=300)
+    # Open SSE streams per gateway process: per (API key, X-User-Id), 429 beyond; in all, 503 beyond
+    # (gateway/stream_slots.py).
+    sse_streams_per_user_max: int = Field(default=10, ge=1, le=1_000)
+    sse_streams_max: int = Field(default=10_000, ge=1, le=1_000_000)
     # The longest CEL expression (condition or amount) a fee rule may be saved with; rules already saved
     # still load. Short rules are the point: the length bounds what one evaluation can cost (pm/domain/cel).
     fee_rule_expression_length_max: int = Field(default=1_000, ge=16, le=CEL_EXPRESSION_LENGTH_HARD_MAX)
@@ -262,6 +266,8 @@ class Settings(BaseSettings):
     def _amount_bounds_ordered(self) -> Settings:
         if self.intent_amount_minor_min > self.intent_amount_minor_max:
             raise ValueError("intent_amount_minor_min must not exceed intent_amount_minor_max")
+        if self.sse_streams_per_user_max > self.sse_streams_max:
+            raise ValueError("PM_SSE_STREAMS_PER_USER_MAX must not exceed PM_SSE_STREAMS_MAX")
         return self
 
     def effective_ledger_url(self, database_url: str | None) -> str:

@@ -213,3 +213,36 @@ async def test_shutdown_ends_open_event_streams_and_waits_at_once(make_gateway: 
         assert answered.status == 202
         assert "id: 1" in await asyncio.wait_for(stream.text(), 2)
         assert time.monotonic() - started_s < 2
+
+
+async def test_open_event_streams_are_bounded_per_user_and_per_process(make_gateway: MakeGateway) -> None:
+    """One caller cannot hold unbounded streams (each a socket, a subscription and a PostgreSQL read every
+    ping): a third stream of one (key, user) is 429 RATE_LIMITED while two are open, another user's opens,
+    the process's fourth is 503 OVERLOADED; a closed stream gives its slot back."""
+    async with make_gateway(sse_streams_per_user_max=2, sse_streams_max=3) as gateway:
+        key = await gateway.key()
+        sender, other, third = new_user(), new_user(), new_user()
+        created = await (await gateway.post_intent(key, p2p_body(other), user_id=sender)).json()
+        path = f"/intents/{created['id']}/events"
+
+        first = await gateway.send("GET", path, key=key, user_id=sender)
+        second = await gateway.send("GET", path, key=key, user_id=sender)
+        assert (first.status, second.status) == (200, 200)
+        refused = await gateway.send("GET", path, key=key, user_id=sender)
+        assert refused.status == 429, "a third stream of one user opened"  # before reading: an open one never ends
+        assert await error_of(refused) == (429, "RATE_LIMITED") and refused.headers["Retry-After"] == "5"
+        by_other = await gateway.send("GET", path, key=key, user_id=other)  # the recipient: a party too
+        assert by_other.status == 200
+        created_by_third = await (await gateway.post_intent(key, p2p_body(new_user()), user_id=third)).json()
+        full = await gateway.send("GET", f"/intents/{created_by_third['id']}/events", key=key, user_id=third)
+        assert full.status == 503, "a fourth stream of the process opened"
+        assert await error_of(full) == (503, "OVERLOADED")
+
+        first.close()  # the client leaves: its slot comes back once the stream notices
+        deadline_s = time.monotonic() + 10
+        while (again := await gateway.send("GET", path, key=key, user_id=sender)).status != 200:
+            assert await error_of(again) == (429, "RATE_LIMITED")
+            assert time.monotonic() < deadline_s, "a closed stream never gave its slot back"
+            await asyncio.sleep(0.1)
+        for response in (second, by_other, again):
+            response.close()
