@@ -20,6 +20,7 @@ import asyncio
 import functools
 import heapq
 import importlib.resources
+import os
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
@@ -70,7 +71,19 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
+    # A server that takes no writes (25006): a hot standby after a failover, or one put in read-only
+    # mode (default_transaction_read_only) for maintenance. New connections refuse such a server
+    # (target_session_attrs read-write): TargetServerAttributeNotMatched when no host is writable.
+    asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
 )
+
+
+def _target_session_attrs(dsn: str) -> str | None:
+    if "target_session_attrs=" in dsn or os.environ.get("PGTARGETSESSIONATTRS"):
+        return None
+    return "read-write"
+
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -191,13 +204,21 @@ class PostgresLedger:
         try:
             pool = await asyncpg.create_pool(
                 dsn,
+                # Only a server that takes writes, unless the URL or the environment says (as PM's pools).
+                target_session_attrs=_target_session_attrs(dsn),
                 min_size=1,
                 max_size=POOL_SIZE_MAX,
                 timeout=CONNECT_TIMEOUT_S,
                 command_timeout=COMMAND_TIMEOUT_S,
                 reset=keep_session,
             )
-        except (OSError, asyncpg.PostgresError, TimeoutError, ValueError) as exc:
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            TimeoutError,
+            ValueError,
+            asyncpg.exceptions.TargetServerAttributeNotMatched,
+        ) as exc:
             raise LedgerUnavailableError(f"cannot connect to the ledger database: {exc}") from exc
         ledger = cls(pool)
         await ledger._create_schema()

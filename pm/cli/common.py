@@ -22,6 +22,7 @@ from pm.dev.embedded import (
     embedded_redis,
     embedded_servers,
 )
+from pm.store.pool import target_session_attrs
 
 EXIT_OK = 0
 EXIT_PROBLEM_FOUND = 1
@@ -53,8 +54,10 @@ async def database_connection(settings: Settings) -> AsyncIterator[asyncpg.Conne
 async def connected(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to `database_url` (migrated), or a one-line CommandError."""
     try:
-        connection = await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_S)
-    except (OSError, asyncpg.PostgresError) as exc:
+        connection = await asyncpg.connect(
+            database_url, timeout=CONNECT_TIMEOUT_S, target_session_attrs=target_session_attrs(database_url)
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.exceptions.TargetServerAttributeNotMatched) as exc:
         raise CommandError(f"database {redact_url(database_url)}: {first_line(exc)}") from exc
     try:
         yield connection

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import asyncpg
 
+from pm.store.pool import target_session_attrs
+
 logger = logging.getLogger(__name__)
 
 # sql/ sits beside the `pm` package in the repository (the package is installed editable).
@@ -143,8 +145,13 @@ async def migrate(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[s
         # Likely a non-editable install: sql/ is not packaged, only the repository has it.
         raise MigrationFileError(f"no migrations found in {directory}")
     try:
-        connection = await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_S, command_timeout=STATEMENT_TIMEOUT_S)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        connection = await asyncpg.connect(
+            database_url,
+            timeout=CONNECT_TIMEOUT_S,
+            command_timeout=STATEMENT_TIMEOUT_S,
+            target_session_attrs=target_session_attrs(database_url),  # the primary: migrations write
+        )
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.exceptions.TargetServerAttributeNotMatched) as exc:
         raise DatabaseUnavailableError(f"cannot connect to the database: {exc}") from exc
     try:
         # Session-level lock; closing the connection releases it too, so a crashed runner cannot

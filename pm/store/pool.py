@@ -13,6 +13,7 @@ recovers by itself once the server answers again.
 from __future__ import annotations
 
 import asyncio
+import os
 
 import asyncpg
 
@@ -34,6 +35,11 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
+    # A server that takes no writes (25006): a hot standby after a failover, or one put in read-only
+    # mode (default_transaction_read_only) for maintenance. New connections refuse such a server
+    # (target_session_attrs read-write): TargetServerAttributeNotMatched when no host is writable.
+    asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
 )
 
 
@@ -90,12 +96,21 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """
 
 
+def target_session_attrs(database_url: str) -> str | None:
+    """ "read-write" (connect only to a server that takes writes: with several hosts in the URL, the
+    primary, wherever a failover put it), unless the URL or PGTARGETSESSIONATTRS says otherwise."""
+    if "target_session_attrs=" in database_url or os.environ.get("PGTARGETSESSIONATTRS"):
+        return None
+    return "read-write"
+
+
 async def open_pool(database_url: str, *, connections_max: int) -> asyncpg.Pool:
     """A pool of at most `connections_max` connections; every statement is cancelled after
     DATABASE_COMMAND_TIMEOUT_S and every connection attempt gives up after DATABASE_CONNECT_TIMEOUT_S."""
     assert connections_max >= 1, connections_max
     return await asyncpg.create_pool(
         database_url,
+        target_session_attrs=target_session_attrs(database_url),
         min_size=1,
         max_size=connections_max,
         timeout=DATABASE_CONNECT_TIMEOUT_S,
