@@ -108,12 +108,14 @@ RETURNING {INTENT_COLUMNS}
 """
 
 
-# Open intents by state, and how long the least recently changed one not waiting for an operator (those
-# are counted by the dead-letter metrics) has stayed as it is. Open intents are unfinished (finishing comes
-# after the end): the partial index intent_unfinished serves this.
+# Open intents by state; how long the least recently changed one not waiting for an operator has stayed
+# as it is; and the flagged ones, counted and aged on their own (alert PmIntentsNeedOperator). Open
+# intents are unfinished (finishing comes after the end): the partial index intent_unfinished serves this.
 _OPEN_INTENTS_SQL = """
 SELECT state, count(*) AS n,
-       extract(epoch FROM clock_timestamp() - min(updated_at) FILTER (WHERE NOT needs_operator)) AS oldest_s
+       extract(epoch FROM clock_timestamp() - min(updated_at) FILTER (WHERE NOT needs_operator)) AS oldest_s,
+       count(*) FILTER (WHERE needs_operator) AS flagged,
+       extract(epoch FROM clock_timestamp() - min(updated_at) FILTER (WHERE needs_operator)) AS flagged_oldest_s
 FROM pm.intent
 WHERE NOT finished AND state <> ALL($1::text[])
 GROUP BY state
@@ -257,8 +259,14 @@ async def measure_once(context: StageContext) -> None:
         if state not in TERMINAL_STATES:
             row = by_state.get(str(state))
             metrics.OPEN_INTENTS.labels(str(state)).set(row["n"] if row else 0)
-            oldest_s = row["oldest_s"] if row and row["oldest_s"] is not None else 0.0
-            metrics.OPEN_INTENT_OLDEST_SECONDS.labels(str(state)).set(max(float(oldest_s), 0.0))
+            metrics.OPEN_INTENT_OLDEST_SECONDS.labels(str(state)).set(_seconds(row, "oldest_s"))
+            metrics.NEEDS_OPERATOR_INTENTS.labels(str(state)).set(row["flagged"] if row else 0)
+            metrics.NEEDS_OPERATOR_OLDEST_SECONDS.labels(str(state)).set(_seconds(row, "flagged_oldest_s"))
+
+
+def _seconds(row: asyncpg.Record | None, column: str) -> float:
+    value = row[column] if row is not None else None
+    return max(float(value), 0.0) if value is not None else 0.0
 
 
 async def check_ledger_once(context: StageContext, pages_max: int = LEDGER_CHECK_PAGES_MAX) -> CheckReport | None:

@@ -72,6 +72,18 @@ OPEN_INTENT_OLDEST_SECONDS = Gauge(
     "an operator (status poller; 0: none)",
     ["state"],
 )
+# Flagged intents wait for an operator whatever the dead-letter streams still hold (a flush, `pm dlq drop`
+# or trimming can empty those while the intent stays flagged and, for a PSP payment, its hold runs out).
+NEEDS_OPERATOR_INTENTS = Gauge(
+    "pm_intents_needs_operator",
+    "Open intents flagged for an operator (never re-driven), by state (status poller)",
+    ["state"],
+)
+NEEDS_OPERATOR_OLDEST_SECONDS = Gauge(
+    "pm_intent_needs_operator_oldest_seconds",
+    "Seconds since the least recently changed open intent flagged for an operator changed, by state (0: none)",
+    ["state"],
+)
 
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
@@ -154,8 +166,7 @@ LEDGER_CHECK_FAILURES = Counter(
 # The status poller's balance snapshot (consumers/balance_snapshot.py); unlabelled like the ledger check's.
 BALANCE_SNAPSHOT_TIMESTAMP_SECONDS = Gauge(
     "pm_balance_snapshot_timestamp_seconds",
-    "Unix time the status poller's last complete balance snapshot (every account) ended (0: none yet, or not a "
-    "poller)",
+    "Unix time the status poller's last complete balance snapshot (every account) ended (0: none yet, or not a poller)",
 )
 BALANCE_SNAPSHOT_ACCOUNTS = Gauge(
     "pm_balance_snapshot_accounts", "Accounts the status poller's last complete balance snapshot wrote"

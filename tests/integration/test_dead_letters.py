@@ -111,6 +111,30 @@ async def assert_the_poller_skips_the_flagged(pipeline: Pipeline, poisoned: Inte
     assert await pipeline.balance(alice) == (5_000 - 300, 666)  # its money still held, not lost
 
 
+def needs_operator(state: str) -> float | None:
+    return REGISTRY.get_sample_value("pm_intents_needs_operator", {"state": state})
+
+
+async def assert_the_flag_is_measured_whatever_the_dead_letters(pipeline: Pipeline) -> None:
+    """The flagged intent counts in pm_intents_needs_operator (alert PmHeldIntentsNeedOperator), also once
+    its dead letter is gone (a flush, `pm dlq drop`, trimming): the dead-letter gauge alone would say
+    nothing is wrong while its hold runs out. It is not in the open intents' age (PmIntentsStuck)."""
+    redis, settlement = pipeline.context.redis, pipeline.topology.stage("settlement")
+    await measure_once(pipeline.context)
+    assert needs_operator("AUTHORIZED") == 1 and needs_operator("CLEARED") == 0
+    oldest = REGISTRY.get_sample_value("pm_intent_needs_operator_oldest_seconds", {"state": "AUTHORIZED"})
+    assert oldest is not None and oldest > 0
+    assert REGISTRY.get_sample_value("pm_intent_open_oldest_seconds", {"state": "AUTHORIZED"}) == 0
+    aside = f"{settlement.dead_letter_stream}:aside"
+    await redis.rename(settlement.dead_letter_stream, aside)  # as if it were gone
+    try:
+        await measure_once(pipeline.context)
+        assert REGISTRY.get_sample_value("pm_dead_letter_entries", {"stage": settlement.name}) == 0
+        assert needs_operator("AUTHORIZED") == 1
+    finally:
+        await redis.rename(aside, settlement.dead_letter_stream)
+
+
 async def replay_twice_publishing_once(run_pm: RunPm, pipeline: Pipeline, poisoned: Intent) -> int:
     """The operator replays it twice (the stages stopped, so it is still AUTHORIZED at the second): one
     entry is published, not two. Returns the entries added to settlement's stream before the replays."""
@@ -138,6 +162,8 @@ async def assert_the_replay_settles_it(pipeline: Pipeline, poisoned: Intent, ali
         finished = (await pipeline.wait_finished([poisoned.id], timeout_s=60))[poisoned.id]
     assert finished.state == State.SETTLED
     assert await pool.fetchval("SELECT needs_operator FROM pm.intent WHERE id = $1", poisoned.id) is False
+    await measure_once(pipeline.context)
+    assert needs_operator("AUTHORIZED") == 0
     assert await redis.xlen(settlement.dead_letter_stream) == 0
     assert await pipeline.balance(alice) == (5_000 - 300 - 666, 0)
     assert await pipeline.balance(bob) == (300 + 666, 0)
@@ -179,6 +205,7 @@ async def test_a_poison_intent_is_not_redriven_until_an_operator_replays_it(
         with settlement_raising_for(poisoned.id):
             await dead_letter_once(pipeline, poisoned)
             await assert_the_poller_skips_the_flagged(pipeline, poisoned, alice, bob)
+            await assert_the_flag_is_measured_whatever_the_dead_letters(pipeline)
 
         # The cause is gone: the operator replays it, twice; it settles; a third replay is refused.
         added_before = await replay_twice_publishing_once(run_pm, pipeline, poisoned)
