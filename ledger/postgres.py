@@ -91,6 +91,11 @@ R = TypeVar("R")
 
 CLEANUP_CHAIN_LINKS_MAX = 8  # as pm/store/pool.py's
 
+# Cluster time's wall clock is the database's, as TigerBeetle's is its replicas': every process that
+# writes reads the same clock. With each caller's own, one host whose clock ran ahead would carry cluster
+# time forward for everyone and expire every hold in flight at once (cluster time never steps back).
+_DATABASE_NOW_NS = "(extract(epoch FROM clock_timestamp()) * 1000000000)::bigint"
+
 
 def _unavailable(exc: BaseException) -> bool:
     """As pm/store/pool.py's database_unavailable: asyncpg's state errors raised while it cleaned up after
@@ -241,11 +246,11 @@ class PostgresLedger:
         validate.check_accounts(accounts)
         async with self._pool.acquire() as conn, conn.transaction():
             state = State()
-            last_timestamp = await self._pulse(conn, state)
+            last_timestamp, now_ns = await self._pulse(conn, state)
             await _load_accounts(conn, state, [a.id for a in accounts])
             if accounts and accounts[0].flags & tb.AccountFlags.IMPORTED:
                 await _load_imported_context(conn, state, [a.timestamp for a in accounts])
-            batch_timestamp = next_batch_timestamp(last_timestamp, len(accounts))
+            batch_timestamp = next_batch_timestamp(last_timestamp, len(accounts), now_ns)
             results = engine.create_accounts(state, accounts, batch_timestamp)
             await _write_back(conn, state, batch_timestamp)
         return results
@@ -255,7 +260,7 @@ class PostgresLedger:
         validate.check_transfers(transfers)
         async with self._pool.acquire() as conn, conn.transaction():
             state = State()
-            last_timestamp = await self._pulse(conn, state)
+            last_timestamp, now_ns = await self._pulse(conn, state)
             transfer_ids = {t.id for t in transfers} | {t.pending_id for t in transfers if t.pending_id}
             await _load_transfers(conn, state, transfer_ids)
             await _load_orphans(conn, state, [t.id for t in transfers])
@@ -265,17 +270,20 @@ class PostgresLedger:
             await _load_accounts(conn, state, account_ids)
             if transfers and transfers[0].flags & tb.TransferFlags.IMPORTED:
                 await _load_imported_context(conn, state, [t.timestamp for t in transfers])
-            batch_timestamp = next_batch_timestamp(last_timestamp, len(transfers))
+            batch_timestamp = next_batch_timestamp(last_timestamp, len(transfers), now_ns)
             results = engine.create_transfers(state, transfers, batch_timestamp)
             await _write_back(conn, state, batch_timestamp)
         return results
 
-    async def _pulse(self, conn: asyncpg.Connection, state: State) -> int:
-        """Lock cluster time, expire due pending transfers; return the last timestamp used."""
-        last_timestamp: int = await conn.fetchval(
-            "SELECT last_timestamp FROM tb_ledger.cluster WHERE singleton FOR UPDATE"
+    async def _pulse(self, conn: asyncpg.Connection, state: State) -> tuple[int, int]:
+        """Lock cluster time, expire due pending transfers; return the last timestamp used and the
+        database's clock (the cluster's wall clock: see _DATABASE_NOW_NS)."""
+        row = await conn.fetchrow(
+            f"SELECT last_timestamp, {_DATABASE_NOW_NS} AS now_ns FROM tb_ledger.cluster WHERE singleton FOR UPDATE"
         )
-        now = next_batch_timestamp(last_timestamp, 1)
+        last_timestamp: int = row["last_timestamp"]
+        now_ns: int = row["now_ns"]
+        now = next_batch_timestamp(last_timestamp, 1, now_ns)
         for _ in range(1_000):  # bounded: each round expires up to one full batch
             rows = await conn.fetch(
                 f"SELECT {TRANSFER_COLUMNS}, expires_at FROM tb_ledger.transfers"
@@ -296,21 +304,22 @@ class PostgresLedger:
             await _load_accounts(conn, expiring, ids)
             due = engine.due_expiries(expiring, now, validate.BATCH_EVENTS_MAX)
             assert len(due) == len(rows)
-            last_timestamp = next_batch_timestamp(last_timestamp, len(due))
+            last_timestamp = next_batch_timestamp(last_timestamp, len(due), now_ns)
             engine.expire_pending_transfers(expiring, due, last_timestamp)
             await _write_back(conn, expiring, last_timestamp)
-            now = next_batch_timestamp(last_timestamp, 1)
-        return last_timestamp
+            now = next_batch_timestamp(last_timestamp, 1, now_ns)
+        return last_timestamp, now_ns
 
     async def _pulse_if_due(self) -> None:
         async with self._pool.acquire() as conn:
             due = await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM tb_ledger.transfers WHERE pending_status = 1 AND expires_at <= $1)",
-                min(next_batch_timestamp(0, 1), TIMESTAMP_SQL_MAX),
+                "SELECT EXISTS (SELECT 1 FROM tb_ledger.transfers"
+                f" WHERE pending_status = 1 AND expires_at <= least({_DATABASE_NOW_NS}, $1))",
+                TIMESTAMP_SQL_MAX,
             )
             if due:
                 async with conn.transaction():
-                    last_timestamp = await self._pulse(conn, State())
+                    last_timestamp, _ = await self._pulse(conn, State())
                     await conn.execute(
                         "UPDATE tb_ledger.cluster SET last_timestamp = $1 WHERE singleton", last_timestamp
                     )

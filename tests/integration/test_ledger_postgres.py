@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import random
+import time
 from collections import defaultdict
 
 import asyncpg
@@ -29,8 +30,7 @@ async def test_creates_its_tables_in_an_empty_database(fresh_database) -> None:
     connection = await asyncpg.connect(url)
     try:
         tables = {
-            r[0]
-            for r in await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'tb_ledger'")
+            r[0] for r in await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'tb_ledger'")
         }
     finally:
         await connection.close()
@@ -48,9 +48,7 @@ async def test_opening_twice_at_once_and_reopening_keeps_the_data(fresh_database
     statuses = await asyncio.gather(open_and_create(10), open_and_create(11))
     assert statuses == [tb.CreateAccountStatus.CREATED] * 2
     async with open_ledger(url) as ledger:
-        transfer = tb.Transfer(
-            id=99, debit_account_id=10, credit_account_id=11, amount=5, ledger=LEDGER_NUMBER, code=1
-        )
+        transfer = tb.Transfer(id=99, debit_account_id=10, credit_account_id=11, amount=5, ledger=LEDGER_NUMBER, code=1)
         assert (await ledger.create_transfers([transfer]))[0].status == tb.CreateTransferStatus.CREATED
     async with open_ledger(url) as ledger:
         found = await ledger.lookup_accounts([10, 11])
@@ -125,9 +123,7 @@ async def test_concurrent_writers_stay_exact(fresh_database) -> None:
             )
             for i in account_ids
         ]
-        assert all(
-            r.status == tb.CreateTransferStatus.CREATED for r in await ledger.create_transfers(funding)
-        )
+        assert all(r.status == tb.CreateTransferStatus.CREATED for r in await ledger.create_transfers(funding))
 
     context = multiprocessing.get_context("spawn")
     with context.Pool(PROCESSES) as pool:
@@ -157,3 +153,45 @@ async def test_concurrent_writers_stay_exact(fresh_database) -> None:
     assert report.ok, report.problems
     timestamps = sorted(t.timestamp for t in stored)
     assert len(set(timestamps)) == len(timestamps)
+
+
+async def test_a_writer_whose_clock_runs_ahead_does_not_expire_anyones_holds(fresh_database, monkeypatch) -> None:
+    """Cluster time's wall clock is the database's, not the writing process's: one request from a host
+    whose clock is 20 minutes ahead must not carry cluster time forward and expire every hold in flight
+    (cluster time never steps back, so each later request would find them expired too)."""
+    url = await fresh_database()
+    ahead_ns = 20 * 60 * 10**9
+    async with open_ledger(url) as ledger:
+        accounts = [tb.Account(id=i, ledger=LEDGER_NUMBER, code=1) for i in (21, 22, 23)]
+        assert {r.status for r in await ledger.create_accounts(accounts)} == {tb.CreateAccountStatus.CREATED}
+        hold = tb.Transfer(
+            id=200, debit_account_id=21, credit_account_id=22, amount=70, ledger=LEDGER_NUMBER, code=1,
+            flags=tb.TransferFlags.PENDING, timeout=600,
+        )  # fmt: skip
+        [held] = await ledger.create_transfers([hold])
+        assert held.status == tb.CreateTransferStatus.CREATED
+
+        class AheadClock:
+            @staticmethod
+            def time_ns() -> int:
+                return time.time_ns() + ahead_ns
+
+        with monkeypatch.context() as patched:
+            patched.setattr("ledger.clock.time", AheadClock)
+            unrelated = tb.Transfer(
+                id=201, debit_account_id=23, credit_account_id=22, amount=1, ledger=LEDGER_NUMBER, code=1
+            )
+            [written] = await ledger.create_transfers([unrelated])
+            assert written.status == tb.CreateTransferStatus.CREATED
+            assert written.timestamp < time.time_ns() + 60 * 10**9  # the database's clock, not the host's
+
+        post = tb.Transfer(
+            id=202, pending_id=200, debit_account_id=21, credit_account_id=22, amount=70,
+            ledger=LEDGER_NUMBER, code=1, flags=tb.TransferFlags.POST_PENDING_TRANSFER,
+        )  # fmt: skip
+        [posted] = await ledger.create_transfers([post])
+        assert posted.status == tb.CreateTransferStatus.CREATED, posted.status
+        found = {a.id: a for a in await ledger.lookup_accounts([21, 22])}
+        assert (found[21].debits_posted, found[21].debits_pending, found[22].credits_posted) == (70, 0, 71)
+        report = await run_check(ledger)
+        assert report.ok, report.problems
