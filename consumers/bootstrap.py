@@ -23,6 +23,7 @@ from pm.config.settings import Settings
 from pm.config.topology import Topology, load_topology
 from pm.domain.psp import PspTimings
 from pm.psp.client import PspClient
+from pm.redis.limit_counters import Durability
 from pm.redis.wire import redis_from_url
 from pm.store.pool import close_pool, open_pool
 
@@ -58,6 +59,7 @@ async def open_stage_context(
                 webhook_retention_s=settings.webhook_retention_s,
                 psp_event_retention_s=settings.psp_event_retention_s,
                 ledger_request_events_max=settings.ledger_request_events_max,
+                limits_durability=Durability.from_settings(settings),
                 shutdown_grace_s=settings.shutdown_grace_s,
             )  # fmt: skip
     finally:

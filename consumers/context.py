@@ -34,6 +34,7 @@ from pm.config.topology import Topology
 from pm.domain.intent import Intent, Transition
 from pm.domain.rules import Rules
 from pm.psp.client import PspClient
+from pm.redis.limit_counters import NO_WAIT, Durability
 from pm.store.rules import RulesCache
 
 log = logging.getLogger("pm.consumers")
@@ -89,6 +90,8 @@ class StageContext:
     # Wall-clock seconds, read against the ledger's hold timestamps (PSP deadlines); tests move it forward.
     clock: Callable[[], float] = time.time
     ledger_request_events_max: int = BATCH_EVENTS_MAX
+    # Replicas the limit counters' writes wait for (PM_REDIS_LIMITS_WAIT_REPLICAS).
+    limits_durability: Durability = NO_WAIT
     # Newest entries a dead-letter stream keeps (PM_DEAD_LETTER_STREAM_ENTRIES_MAX).
     dead_letter_entries_max: int = DEAD_LETTER_STREAM_ENTRIES_MAX_DEFAULT
     # How long the poller keeps idempotency records (PM_IDEMPOTENCY_RETENTION_S).

@@ -59,7 +59,7 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
         names = ", ".join(f"{intent.id} ({intent.state})" for intent in open_[:5])
         raise NotFinalError(f"the history stage takes only final intents, not {names}")
     rules = await context.rules.current(context.pool)
-    await limit_counters.release_refused(context.redis, rules.limit_rules, intents)
+    await limit_counters.release_refused(context.redis, rules.limit_rules, intents, context.limits_durability)
     unpaid_charges = [
         intent.id
         for intent in intents

@@ -24,7 +24,8 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
     plans = [(intent, counters_for(intent, rules.limit_rules)) for intent in intents]
     limited = [(intent, counters) for intent, counters in plans if counters]
     rebuild = functools.partial(limit_members.rebuild_members, context.pool)
-    reservations = await limit_counters.reserve(context.redis, rebuild, limited) if limited else {}
+    durability = context.limits_durability
+    reservations = await limit_counters.reserve(context.redis, rebuild, limited, durability) if limited else {}
     return [_decide(intent, reservations.get(intent.id)) for intent in intents]
 
 

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     # of three masters. Before redis_url: its validator reads this.
     redis_cluster: bool = False
     redis_url: str | None = None
+    # The limit counters' writes (reservations, give-backs) count only once this many replicas have them
+    # (WAIT after each script call; pm/redis/limit_counters.py Durability): a failover then cannot lose a
+    # reservation the limits stage acted on. 0 (the default): not waited for. A standalone server only.
+    redis_limits_wait_replicas: int = Field(default=0, ge=0, le=5)
+    redis_limits_wait_timeout_ms: int = Field(default=100, ge=1, le=5_000)
     # Comma-separated TigerBeetle replica addresses, e.g. "3000,3001" or "10.0.0.1:3000,10.0.0.2:3000".
     tigerbeetle_addresses: str | None = None
     tigerbeetle_cluster_id: int = Field(default=0, ge=0)
@@ -266,6 +271,8 @@ class Settings(BaseSettings):
     def _amount_bounds_ordered(self) -> Settings:
         if self.intent_amount_minor_min > self.intent_amount_minor_max:
             raise ValueError("intent_amount_minor_min must not exceed intent_amount_minor_max")
+        if self.redis_limits_wait_replicas and self.redis_url is not None and is_cluster_url(self.redis_url):
+            raise ValueError("PM_REDIS_LIMITS_WAIT_REPLICAS is for a standalone Redis or Valkey, not a cluster")
         if self.sse_streams_per_user_max > self.sse_streams_max:
             raise ValueError("PM_SSE_STREAMS_PER_USER_MAX must not exceed PM_SSE_STREAMS_MAX")
         return self

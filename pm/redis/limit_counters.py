@@ -51,14 +51,18 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
+from redis.commands.core import AsyncScript
 
 from pm.config.constants import (
     LIMIT_COUNTER_TTL_S_MIN,
     LIMIT_RELEASED_KEY_PREFIX,
     LIMIT_RELEASED_TTL_S,
 )
+from pm.config.settings import Settings
 from pm.domain.intent import Intent, State
 from pm.domain.limits import Counter, LimitRule, Member, counters_for, is_limited, released_key
 from pm.redis.wire import is_cluster
@@ -216,6 +220,51 @@ return places_released
 # Past the limits stage and not refused: firm places. PRICED (and not given up on): provisional ones.
 
 
+class ReplicationLagError(redis.exceptions.TimeoutError):
+    """Fewer replicas than asked for acknowledged a reservation or release in time: it is not acted upon
+    (a Redis outage for the stage: the batch is retried, its delivery uncounted; every call is idempotent)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """`replicas` > 0: each script call is followed, on its connection, by `WAIT replicas timeout_ms`, and
+    its answer counts only once that many replicas have it (PM_REDIS_LIMITS_WAIT_REPLICAS). Redis replicates
+    asynchronously: without it a failover to a replica that missed the last reservations would keep a
+    counter that lacks them (it is not missing, so nothing rebuilds it) and let a cap be overrun by them."""
+
+    replicas: int = 0
+    timeout_ms: int = 100
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Durability:
+        return cls(settings.redis_limits_wait_replicas, settings.redis_limits_wait_timeout_ms)
+
+    def __post_init__(self) -> None:
+        assert 0 <= self.replicas <= REPLICAS_WAITED_MAX and 1 <= self.timeout_ms <= WAIT_TIMEOUT_MS_MAX, self
+
+
+REPLICAS_WAITED_MAX = 5
+WAIT_TIMEOUT_MS_MAX = 5_000
+NO_WAIT = Durability()
+
+
+async def _run(redis: aioredis.Redis, script: AsyncScript, keys: list[str], arguments: list[str | int],
+               durability: Durability) -> Any:  # fmt: skip
+    """The script's reply; with `durability.replicas`, only once that many replicas acknowledged it."""
+    if durability.replicas == 0:
+        return await script(keys=keys, args=arguments)
+    async with redis.pipeline(transaction=False) as pipe:  # one connection: WAIT counts its writes
+        await script(keys=keys, args=arguments, client=pipe)
+        pipe.execute_command("WAIT", durability.replicas, durability.timeout_ms)
+        reply, acknowledged = await pipe.execute()
+    if int(acknowledged) < durability.replicas:
+        raise ReplicationLagError(
+            f"{acknowledged} of {durability.replicas} Redis replicas acknowledged the limit counters'"
+            f" write within {durability.timeout_ms} ms"
+        )
+    return reply
+
+
 class ReservationStatus(enum.StrEnum):
     RESERVED = "RESERVED"
     HELD = "HELD"
@@ -245,24 +294,28 @@ Plan = tuple[Intent, list[Counter]]
 Rebuild = Callable[[Sequence[Counter]], Awaitable[dict[str, list[Member]]]]
 
 
-async def reserve(redis: aioredis.Redis, rebuild: Rebuild, plans: Sequence[Plan]) -> dict[uuid.UUID, Reservation]:
+async def reserve(
+    redis: aioredis.Redis, rebuild: Rebuild, plans: Sequence[Plan], durability: Durability = NO_WAIT
+) -> dict[uuid.UUID, Reservation]:
     """Take every intent's places, all or nothing per intent, idempotent per intent id."""
     assert all(counters for _, counters in plans), "plan only intents that some rule limits"
     outcomes: dict[uuid.UUID, Reservation] = {}
-    missing = _collect(outcomes, plans, await _call_reserve(redis, plans, {}))
+    missing = _collect(outcomes, plans, await _call_reserve(redis, plans, {}, durability))
     if missing:
         members = await rebuild([counter for _, counters in missing for counter in counters])
         # The call's own PRICED intents are decided in it, in order, right after the rebuild: counting
         # them beforehand would only refuse the first of a user's queued intents instead of the last.
         deciding = {intent.id for intent, _ in missing}
         members = {key: [m for m in found if m.firm or m.intent_id not in deciding] for key, found in members.items()}
-        still_missing = _collect(outcomes, missing, await _call_reserve(redis, missing, members))
+        still_missing = _collect(outcomes, missing, await _call_reserve(redis, missing, members, durability))
         assert not still_missing, "every missing counter came with its rebuild data"
     assert set(outcomes) == {intent.id for intent, _ in plans}
     return outcomes
 
 
-async def release_refused(redis: aioredis.Redis, rules: Sequence[LimitRule], intents: Sequence[Intent]) -> int:
+async def release_refused(
+    redis: aioredis.Redis, rules: Sequence[LimitRule], intents: Sequence[Intent], durability: Durability = NO_WAIT
+) -> int:
     """Give back the places of the intents among `intents` that ended REJECTED or FAILED: one round trip.
 
     Every refused intent of a limited kind is marked released, even one that never reached the limits
@@ -270,10 +323,10 @@ async def release_refused(redis: aioredis.Redis, rules: Sequence[LimitRule], int
     refused = [i for i in intents if i.state in (State.REJECTED, State.FAILED) and is_limited(i)]
     if not refused:
         return 0
-    return await release(redis, [(intent, counters_for(intent, rules)) for intent in refused])
+    return await release(redis, [(intent, counters_for(intent, rules)) for intent in refused], durability)
 
 
-async def release(redis: aioredis.Redis, plans: Sequence[Plan]) -> int:
+async def release(redis: aioredis.Redis, plans: Sequence[Plan], durability: Durability = NO_WAIT) -> int:
     """Give back the places of intents that ended REJECTED or FAILED; one round trip; idempotent."""
     if not plans:
         return 0
@@ -287,7 +340,7 @@ async def release(redis: aioredis.Redis, plans: Sequence[Plan]) -> int:
             keys.append(released_key(intent))
             keys.extend(counter.key for counter in counters)
             arguments.extend((str(intent.id), len(counters)))
-        return int(await script(keys=keys, args=arguments))
+        return int(await _run(redis, script, keys, arguments, durability))
 
     return sum(await asyncio.gather(*(call(group) for group in _slot_groups(redis, plans))))
 
@@ -304,12 +357,14 @@ def _slot_groups(redis: aioredis.Redis, plans: Sequence[Plan]) -> list[list[Plan
 
 
 async def _call_reserve(
-    redis: aioredis.Redis, plans: Sequence[Plan], members: dict[str, list[Member]]
+    redis: aioredis.Redis, plans: Sequence[Plan], members: dict[str, list[Member]], durability: Durability
 ) -> list[list[bytes | int]]:
     """The script's reply per plan, in order: one call per slot group (`_slot_groups`), sent at once."""
     script = redis.register_script(RESERVE_SCRIPT)
     groups = _slot_groups(redis, plans)
-    replies_by_group = await asyncio.gather(*(script(*_reserve_arguments(group, members)) for group in groups))
+    replies_by_group = await asyncio.gather(
+        *(_run(redis, script, *_reserve_arguments(group, members), durability) for group in groups)
+    )
     replies_by_id = {
         intent.id: reply
         for group, replies in zip(groups, replies_by_group, strict=True)

@@ -306,3 +306,59 @@ async def test_a_refused_usd_intent_gives_back_its_usd_place_and_leaves_thb_alon
     [baht_counter] = counters_for(kept_baht, rules)
     assert await store.counter(dollar_counter) == {"_amount": "0", "_count": "0"}
     assert await store.counter(baht_counter) == {"_amount": "2000", "_count": "1", str(kept_baht.id): "2000"}
+
+
+async def _replica_link_up(replica: aioredis.Redis, timeout_s: float = 10.0) -> None:
+    deadline_s = asyncio.get_running_loop().time() + timeout_s
+    while (await replica.info("replication")).get("master_link_status") != "up":
+        assert asyncio.get_running_loop().time() < deadline_s, "the replica never caught up with its master"
+        await asyncio.sleep(0.05)
+
+
+async def test_with_wait_replicas_a_write_no_replica_acknowledged_is_an_outage(store: Store, tmp_path) -> None:
+    """PM_REDIS_LIMITS_WAIT_REPLICAS=1 on a master with a real replica: a reservation and a release count
+    once the replica has them. With the replica gone, the same calls raise ReplicationLagError, which a
+    stage takes for Redis being down (its batch is retried, its delivery uncounted): the limits stage never
+    admits an intent on a reservation a failover could lose. Retried once the replica is back, the
+    reservation is the same one (idempotent per intent)."""
+    from consumers.runtime import dependency_down
+    from tests.support.valkey import KillableValkey
+
+    master_server, replica_server = KillableValkey(tmp_path / "master"), KillableValkey(tmp_path / "replica")
+    master_server.start()
+    replica_server.start()
+    master, replica = redis_from_url(master_server.url), redis_from_url(replica_server.url)
+    waiting = limit_counters.Durability(replicas=1, timeout_ms=200)
+    rebuild = functools.partial(rebuild_members, store.pool)
+    try:
+        await master.config_set("repl-diskless-sync-delay", 0)  # a full sync at once, not after 5 s
+        await replica.execute_command("REPLICAOF", "127.0.0.1", str(master_server.port))
+        await _replica_link_up(replica)
+        user, rule = new_user(), new_rule(10_000)
+        first, second = await store.intent(user, 3_000), await store.intent(user, 4_000)
+        [counter] = counters_for(first, (rule,))
+        reserved = await limit_counters.reserve(master, rebuild, [(first, [counter])], waiting)
+        assert reserved[first.id].status == ReservationStatus.RESERVED
+        assert (await replica.hget(counter.key, str(first.id))) == b"3000"  # the replica has it
+
+        await replica.execute_command("REPLICAOF", "NO", "ONE")  # the master now has no replica
+        with pytest.raises(limit_counters.ReplicationLagError) as lagging:
+            await limit_counters.reserve(master, rebuild, [(second, [counter])], waiting)
+        assert dependency_down(lagging.value) == "redis"
+        refused = dataclasses.replace(first, state=State.REJECTED)
+        with pytest.raises(limit_counters.ReplicationLagError):
+            await limit_counters.release(master, [(refused, [counter])], waiting)
+
+        await replica.execute_command("REPLICAOF", "127.0.0.1", str(master_server.port))
+        await _replica_link_up(replica)
+        retried = await limit_counters.reserve(master, rebuild, [(second, [counter])], waiting)
+        assert retried[second.id].status == ReservationStatus.HELD  # the place taken before, not a second one
+        # The release's write reached the master though no replica acknowledged it: given back once, and
+        # its retry (the history stage's batch, redelivered) changes nothing.
+        assert await master.hget(counter.key, "_amount") == b"4000"
+        assert await limit_counters.release(master, [(refused, [counter])], waiting) == 0
+    finally:
+        await master.aclose()
+        await replica.aclose()
+        replica_server.stop()
+        master_server.stop()

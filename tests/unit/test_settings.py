@@ -131,3 +131,9 @@ def test_otherwise_the_ledger_lives_in_the_given_database() -> None:
     # The argument is the database actually in use: PM_DATABASE_URL or the embedded server's URL.
     embedded_url = "postgresql://postgres@/onewallet?host=/srv/.data/postgres&port=5432"
     assert settings.effective_ledger_url(embedded_url) == embedded_url
+
+
+def test_waiting_for_redis_replicas_is_refused_on_a_cluster() -> None:
+    with pytest.raises(ValueError, match="PM_REDIS_LIMITS_WAIT_REPLICAS"):
+        Settings(redis_url="redis+cluster://127.0.0.1:7000,127.0.0.1:7001", redis_limits_wait_replicas=1)
+    assert Settings(redis_url="redis://127.0.0.1:6379/0", redis_limits_wait_replicas=1).redis_limits_wait_replicas == 1
