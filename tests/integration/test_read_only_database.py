@@ -37,6 +37,7 @@ from tests.support.outage import (
     outages_counted,
     post_until_accepted,
     terminate_every_backend,
+    wait_drained,
 )
 from tests.support.pipeline import isolated_topology
 
@@ -149,6 +150,7 @@ async def test_a_read_only_database_costs_retries_and_nothing_else(fresh_databas
         assert len(set(accepted)) == INTENTS and await world.writes_by(key) == (INTENTS, INTENTS)
         assert {intent.state for intent in finished.values()} == {State.SETTLED}
         await assert_balances_after(pipeline.balance, plan, senders, recipients, FUNDS_MINOR)
+        await wait_drained(world)
         await assert_converged(world, accepted)
         assert outages_counted("database") > outages_before, answers
         assert set(answers) <= {(202, ""), (503, "UNAVAILABLE"), (409, "REQUEST_IN_FLIGHT")}, answers

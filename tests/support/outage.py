@@ -85,6 +85,20 @@ def outages_counted(dependency: str) -> float:
     return total
 
 
+async def wait_drained(world: GatewayPipeline, timeout_s: float = 30.0) -> None:
+    """Until no group has entries waiting or pending. A batch that met the outage stays pending until it is
+    claimed again, even when a duplicate (the feed's retried round, say) already finished its intents."""
+    pipeline = world.pipeline
+    deadline_s = time.monotonic() + timeout_s
+    for stage in pipeline.topology.stages.values():
+        while True:
+            backlog = await streams.backlog(pipeline.context.redis, stage.stream, stage.group)
+            if backlog is None or (backlog.lag, backlog.pending) == (0, 0):
+                break
+            assert time.monotonic() < deadline_s, (stage.name, backlog)
+            await asyncio.sleep(0.1)
+
+
 async def assert_converged(world: GatewayPipeline, ids: list[uuid.UUID]) -> None:
     """Every intent final exactly once, nothing pending in any group, no dead letter, none flagged, and a
     clean ledger with transit at zero."""
