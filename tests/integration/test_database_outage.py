@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import random
 import time
 import uuid
 
@@ -23,6 +22,7 @@ from tests.support.gateway_pipeline import GatewayPipeline, gateway_on_pipeline
 from tests.support.outage import (
     assert_balances_after,
     assert_converged,
+    funded_plan,
     outages_counted,
     post_until_accepted,
     terminate_every_backend,
@@ -62,11 +62,8 @@ async def test_terminated_connections_cost_retries_and_nothing_else(fresh_databa
     topology = isolated_topology(claim_idle_ms=10_000, max_deliveries=1)
     async with gateway_on_pipeline(fresh_database, redis_url, topology) as world:
         pipeline = world.pipeline
-        base = random.randrange(10**12, 10**14, 10**6)
-        senders, recipients = list(range(base, base + USERS)), list(range(base + USERS, base + 2 * USERS))
-        await pipeline.wait_finished([(await pipeline.fund(user, FUNDS_MINOR)).id for user in senders])
+        senders, recipients, plan = await funded_plan(pipeline, USERS, INTENTS, FUNDS_MINOR)
         key = await world.key(AUTH_CENTER_SCOPES, "P2P_TRANSFER")
-        plan = [(random.choice(senders), random.choice(recipients), random.randint(100, 9_999)) for _ in range(INTENTS)]
         outages_before = outages_counted("database")
 
         admin = await asyncpg.connect(pipeline.database_url, timeout=10)

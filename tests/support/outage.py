@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -83,6 +84,18 @@ def outages_counted(dependency: str) -> float:
                 s.value for s in metric.samples if s.name.endswith("_total") and s.labels["dependency"] == dependency
             )
     return total
+
+
+async def funded_plan(
+    pipeline: Any, users: int, intents: int, funds_minor: int
+) -> tuple[list[int], list[int], list[tuple[int, int, int]]]:
+    """`users` senders funded with `funds_minor` each, as many recipients, and `intents` random P2P
+    transfers between them: (senders, recipients, plan of (sender, recipient, amount_minor))."""
+    base = random.randrange(10**12, 10**14, 10**6)
+    senders, recipients = list(range(base, base + users)), list(range(base + users, base + 2 * users))
+    await pipeline.wait_finished([(await pipeline.fund(user, funds_minor)).id for user in senders])
+    plan = [(random.choice(senders), random.choice(recipients), random.randint(100, 9_999)) for _ in range(intents)]
+    return senders, recipients, plan
 
 
 async def wait_drained(world: GatewayPipeline, timeout_s: float = 30.0) -> None:
