@@ -193,6 +193,11 @@ class ReplayReport:
 
 
 _FLAGS_SQL = "SELECT id, state, needs_operator, finished FROM pm.intent WHERE id = ANY($1::uuid[])"
+# Flagged and not finished, in the stage's states (the partial index intent_unfinished serves it).
+_FLAGGED_IN_STATES_SQL = (
+    "SELECT id FROM pm.intent WHERE NOT finished AND needs_operator AND state = ANY($1::text[])"
+    " ORDER BY updated_at LIMIT $2"
+)
 # The compare-and-set of a replay: only the caller that clears the flag publishes the intent. Setting
 # redriven_at makes the poller count this as a re-drive (it waits stuck_after_s before another). Not
 # finished: an open intent, or a final one the history stage has not ended yet (it goes there).
@@ -210,11 +215,17 @@ async def replay(
     stage: Stage,
     identifiers: list[str] | None,
 ) -> ReplayReport:
-    """Re-drive the named intents (None: every one with a dead letter in `stage`) from PostgreSQL.
+    """Re-drive the named intents from PostgreSQL. None: every one with a dead letter in `stage`, and every
+    intent flagged in PostgreSQL in a state `stage` consumes whose dead letter is gone (a Redis flush,
+    `pm dlq drop`, trimming): the flag, not the stream, is what waits for the operator.
 
     Raises DeadLetterError, changing nothing, when one is unknown, finished (final, and ended by the history
     stage), or a dead letter names none. A final intent not finished goes to the history stage."""
     selection = await select(redis, stage, identifiers)
+    if identifiers is None:
+        states = [str(state) for state in stage.input_states]
+        for row in await pool.fetch(_FLAGGED_IN_STATES_SQL, states, SELECTION_ENTRIES_MAX):
+            selection.add(row["id"], None)
     if selection.letters.get(None):
         raise DeadLetterError(
             f"dead letter {selection.letters[None][0]} names no intent (malformed): drop it with `pm dlq drop`"

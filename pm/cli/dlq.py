@@ -46,7 +46,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     replay.add_argument("stage")
     replay.add_argument("identifiers", nargs="*", metavar="ID", help=identifiers)
-    replay.add_argument("--all", action="store_true", help="every intent with a dead letter in STAGE")
+    replay.add_argument(
+        "--all",
+        action="store_true",
+        help="every intent with a dead letter in STAGE, and every flagged intent in a state STAGE consumes"
+        " whose dead letter is gone",
+    )
     replay.add_argument("--json", action="store_true", help="print JSON")
     replay.set_defaults(command=_dlq_replay)
     drop = dlq.add_parser("drop", help="delete dead letters; their intents stay flagged for an operator")

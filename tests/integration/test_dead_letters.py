@@ -256,13 +256,18 @@ async def test_list_show_drop_and_replay_all(fresh_database, redis_url, tmp_path
         dropped = await asyncio.to_thread(run_pm, "dlq", "drop", validation.name, malformed_id.decode())
         assert dropped.returncode == 0 and "dropped 1 dead letter(s)" in dropped.stdout, dropped.stderr
 
+        # Flagged, its dead letter gone (a flush, a drop, trimming): `--all` finds it in PostgreSQL.
+        orphan = await pipeline.submit(P2P, 200, next(_users), next(_users), publish=False)
+        await pool.execute("UPDATE pm.intent SET needs_operator = true WHERE id = $1", orphan.id)
         published_before = await redis.xlen(validation.stream)
         replayed = await asyncio.to_thread(run_pm, "dlq", "replay", validation.name, "--all")
         assert replayed.returncode == 0, replayed.stderr
         assert f"replayed {intent.id} (CREATED) to validation" in replayed.stdout
-        assert await redis.xlen(validation.stream) == published_before + 1
-        ((_, entry),) = (await redis.xrange(validation.stream))[-1:]
-        assert streams.decode_entry(entry).id == intent.id
+        assert f"replayed {orphan.id} (CREATED) to validation" in replayed.stdout
+        assert await redis.xlen(validation.stream) == published_before + 2
+        published = [streams.decode_entry(entry).id for _, entry in (await redis.xrange(validation.stream))[-2:]]
+        assert sorted(published) == sorted([intent.id, orphan.id])
+        assert not await pool.fetchval("SELECT needs_operator FROM pm.intent WHERE id = $1", orphan.id)
         assert await redis.xlen(validation.dead_letter_stream) == 0
         assert not await pool.fetchval("SELECT needs_operator FROM pm.intent WHERE id = $1", intent.id)
 
@@ -281,7 +286,7 @@ async def test_list_show_drop_and_replay_all(fresh_database, redis_url, tmp_path
         ):
             wrong = await asyncio.to_thread(run_pm, "dlq", *arguments)
             assert wrong.returncode in (1, 2) and len(wrong.stderr.strip().splitlines()) == 1, (arguments, wrong.stderr)
-        assert await redis.xlen(validation.stream) == published_before + 1
+        assert await redis.xlen(validation.stream) == published_before + 2
 
 
 async def test_a_dead_letter_stream_stays_near_its_cap_and_the_gauge_shows_its_length(
