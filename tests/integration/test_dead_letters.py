@@ -213,6 +213,28 @@ async def test_a_poison_intent_is_not_redriven_until_an_operator_replays_it(
         await assert_a_final_intent_is_refused(run_pm, pipeline, poisoned, added_before + 1)
 
 
+async def replay_all_with_a_flagged_intent_whose_dead_letter_is_gone(
+    run_pm: RunPm, pipeline: Pipeline, intent: Intent
+) -> int:
+    """`replay --all` replays the dead-lettered intent and one flagged whose dead letter is gone (a flush, a
+    drop, trimming), found in PostgreSQL; returns the validation stream's length before."""
+    redis, pool, validation = pipeline.context.redis, pipeline.context.pool, pipeline.topology.first_stage
+    orphan = await pipeline.submit(P2P, 200, next(_users), next(_users), publish=False)
+    await pool.execute("UPDATE pm.intent SET needs_operator = true WHERE id = $1", orphan.id)
+    published_before = await redis.xlen(validation.stream)
+    replayed = await asyncio.to_thread(run_pm, "dlq", "replay", validation.name, "--all")
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"replayed {intent.id} (CREATED) to validation" in replayed.stdout
+    assert f"replayed {orphan.id} (CREATED) to validation" in replayed.stdout
+    assert await redis.xlen(validation.stream) == published_before + 2
+    published = [streams.decode_entry(entry).id for _, entry in (await redis.xrange(validation.stream))[-2:]]
+    assert sorted(published) == sorted([intent.id, orphan.id])
+    assert await redis.xlen(validation.dead_letter_stream) == 0
+    for replayed_id in (intent.id, orphan.id):
+        assert not await pool.fetchval("SELECT needs_operator FROM pm.intent WHERE id = $1", replayed_id)
+    return published_before
+
+
 async def test_list_show_drop_and_replay_all(fresh_database, redis_url, tmp_path) -> None:
     topology, streams_file = topology_file(tmp_path)
     validation = topology.first_stage
@@ -256,20 +278,7 @@ async def test_list_show_drop_and_replay_all(fresh_database, redis_url, tmp_path
         dropped = await asyncio.to_thread(run_pm, "dlq", "drop", validation.name, malformed_id.decode())
         assert dropped.returncode == 0 and "dropped 1 dead letter(s)" in dropped.stdout, dropped.stderr
 
-        # Flagged, its dead letter gone (a flush, a drop, trimming): `--all` finds it in PostgreSQL.
-        orphan = await pipeline.submit(P2P, 200, next(_users), next(_users), publish=False)
-        await pool.execute("UPDATE pm.intent SET needs_operator = true WHERE id = $1", orphan.id)
-        published_before = await redis.xlen(validation.stream)
-        replayed = await asyncio.to_thread(run_pm, "dlq", "replay", validation.name, "--all")
-        assert replayed.returncode == 0, replayed.stderr
-        assert f"replayed {intent.id} (CREATED) to validation" in replayed.stdout
-        assert f"replayed {orphan.id} (CREATED) to validation" in replayed.stdout
-        assert await redis.xlen(validation.stream) == published_before + 2
-        published = [streams.decode_entry(entry).id for _, entry in (await redis.xrange(validation.stream))[-2:]]
-        assert sorted(published) == sorted([intent.id, orphan.id])
-        assert not await pool.fetchval("SELECT needs_operator FROM pm.intent WHERE id = $1", orphan.id)
-        assert await redis.xlen(validation.dead_letter_stream) == 0
-        assert not await pool.fetchval("SELECT needs_operator FROM pm.intent WHERE id = $1", intent.id)
+        published_before = await replay_all_with_a_flagged_intent_whose_dead_letter_is_gone(run_pm, pipeline, intent)
 
         # A dead letter left behind by a replay that died after its commit: deleted, nothing published.
         await redis.xadd(validation.dead_letter_stream, {**fields, b"error": b"stale", b"deliveries": b"5"})
