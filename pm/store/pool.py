@@ -97,8 +97,8 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 
 def target_session_attrs(database_url: str) -> str | None:
-    """ "read-write" (connect only to a server that takes writes: with several hosts in the URL, the
-    primary, wherever a failover put it), unless the URL or PGTARGETSESSIONATTRS says otherwise."""
+    """The server a new connection accepts: read-write (one that takes writes: with several hosts in the
+    URL, the primary, wherever a failover put it), unless the URL or PGTARGETSESSIONATTRS says; then None."""
     if "target_session_attrs=" in database_url or os.environ.get("PGTARGETSESSIONATTRS"):
         return None
     return "read-write"
