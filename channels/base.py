@@ -170,6 +170,13 @@ class PspChannel(Channel):
         """The money is held and the submit deadline is ahead: the PSP may be given the payment."""
         return hold.live(now_s) and now_s < hold.timestamp_s + self.submit_deadline_s
 
+    def pay_by_s(self, hold: Hold) -> float:
+        """The last instant the PSP may move the money (the deadline PM gives it at submit): when PM gives
+        up (voids the hold) at the outcome deadline, never later than the hold's own expiry. A PSP told
+        the hold's expiry could pay in the gap between PM's void and the ledger's timeout, with nothing
+        held for it any more. At the deadline settlement asks the PSP once more before it voids."""
+        return min(hold.expires_at_s, hold.timestamp_s + self.outcome_deadline_s)
+
     def past_deadline(self, hold: Hold, now_s: float) -> bool:
         """No outcome yet and too late to wait for one: void the hold and fail the intent EXPIRED."""
         return now_s >= hold.timestamp_s + self.outcome_deadline_s

@@ -2,8 +2,8 @@
 
 authorize  user:sender -> transit   a + f   pending, timeout `psp_hold_timeout_s`     (dispatch)
 submit     POST the payout to the PSP, by our reference (the intent id): idempotent,  (the ipps-connector
-           with `hold_expires_at` = the hold's own expiry; only while the hold is     stage, only)
-           live and before the submit deadline
+           with `hold_expires_at` = when PM gives up (the outcome deadline); only     stage, only)
+           while the hold is live and before the submit deadline
 outcome    SUCCEEDED: post the hold; transit -> psp:IPPS_TRANSFER  a - g; transit -> fees  f + g
            DECLINED:  void the hold (FAILED PSP_DECLINED)
            none by `psp_outcome_deadline_s` after the hold: void (FAILED EXPIRED), before the
@@ -55,7 +55,7 @@ class IppsTransfer(PspChannel):
 
     async def submit_one(self, intent: Intent, hold: Hold, psp: PspClient, now_s: float) -> str:
         """Send the payout (or find the one sent before); the PSP's status of it. The PSP must not pay
-        after `hold_expires_at`: the hold's own expiry, rounded down."""
+        after `hold_expires_at`: when PM would give up on it (`pay_by_s`), rounded down."""
         assert intent.destination_ref is not None and self.may_submit(hold, now_s)
         return await psp.submit_payout(
             self.provider,
@@ -64,7 +64,7 @@ class IppsTransfer(PspChannel):
             amount_minor=intent.amount_minor - intent.fee_post_minor,
             currency=intent.currency,
             destination_ref=intent.destination_ref,
-            hold_expires_at_s=int(hold.expires_at_s),
+            hold_expires_at_s=int(self.pay_by_s(hold)),
         )
 
     async def status(self, intent: Intent, psp: PspClient) -> str | None:

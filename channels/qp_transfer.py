@@ -4,7 +4,7 @@ money arrives in the wallet.
 dispatch   hold psp:QP_TRANSFER -> transit  a + f  pending, timeout `psp_hold_timeout_s` (what QP will
            owe us), then a job on the `qp-connector` stage's stream
 connector  POST the payment request to QP by our reference (the intent id, idempotent), valid until
-           the hold's own expiry; only while the hold is live and before the submit deadline
+           PM gives up (the outcome deadline); only while the hold is live and before the submit deadline
                                                                          -> AUTHORIZED (awaiting the money)
 outcome    PAID: post the hold; transit -> user  a - g; transit -> fees  f + g (SETTLED)
            EXPIRED, or nothing by `psp_outcome_deadline_s` after the hold: void (FAILED EXPIRED)
@@ -66,11 +66,11 @@ class QpTransfer(PspChannel):
     # -- the PSP ---------------------------------------------------------------------------------
 
     async def submit_one(self, intent: Intent, hold: Hold, psp: PspClient, now_s: float) -> str:
-        """Create the QR payment request, valid until the hold expires (whole seconds, rounded down):
-        the user can never pay a request whose money the ledger no longer holds for it."""
+        """Create the QR payment request, valid until PM would give up on it (`pay_by_s`, whole seconds,
+        rounded down): the user can never pay a request whose money PM no longer holds for it."""
         assert self.may_submit(hold, now_s)
-        valid_s = min(int(hold.expires_at_s - now_s), REQUEST_VALID_S_MAX)
-        assert valid_s >= 1, "the submit deadline comes at least a second before the hold expires"
+        valid_s = min(int(self.pay_by_s(hold) - now_s), REQUEST_VALID_S_MAX)
+        assert valid_s >= 1, "the submit deadline comes at least a second before the outcome deadline"
         return await psp.submit_payment_request(
             self.provider,
             str(intent.id),
