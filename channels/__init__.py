@@ -44,4 +44,13 @@ def channel_of(intent: Intent) -> Channel:
     return channel
 
 
-__all__ = ["REGISTRY", "Channel", "channel_named", "channel_of"]
+def carries_psp_outcome(intent: Intent) -> bool:
+    """The entry carries a PSP's (signature-checked) status that decides the intent: SUCCEEDED, DECLINED
+    or EXPIRED, not one that decides nothing yet (PROCESSING, PENDING)."""
+    if intent.psp_status is None:
+        return False
+    channel = channel_named(intent.channel)
+    return channel is not None and channel.outcome(intent.psp_status) is not None
+
+
+__all__ = ["REGISTRY", "Channel", "carries_psp_outcome", "channel_named", "channel_of"]

@@ -40,7 +40,7 @@ import tigerbeetle as tb
 from ledger import accounts
 from ledger.accounts import CURRENCY_LEDGER, NamedAccount, currency_ledger, transfer_id
 from pm.domain.intent import OPERATION_CODE, ErrorCode, Hold, Intent, OperationType
-from pm.domain.psp import Provider, PspOutcome, PspTimings
+from pm.domain.psp import Provider, PspOutcome, PspReport, PspReportMismatch, PspTimings
 from pm.psp.client import PspClient
 
 HOLD_LEG = "hold"
@@ -165,6 +165,29 @@ class PspChannel(Channel):
         """Send the payment to the PSP, idempotent by our reference (the intent id); its PSP status.
         Only the connector calls this, and only when `may_submit`."""
         raise NotImplementedError
+
+    def psp_amount_minor(self, intent: Intent) -> int:
+        """What the PSP moves for the intent: what PM submits, and what its every report must name."""
+        raise NotImplementedError
+
+    async def report(self, intent: Intent, psp: PspClient) -> PspReport | None:
+        """What the PSP has under our reference, unchecked; None when it has nothing."""
+        raise NotImplementedError
+
+    async def status(self, intent: Intent, psp: PspClient) -> str | None:
+        """The PSP's status of our payment; None when the PSP does not know it. PspReportMismatch when what
+        it has under our reference is another payment (amount, currency): that status decides nothing."""
+        report = await self.report(intent, psp)
+        if report is None:
+            return None
+        self.check_report(intent, report)
+        return report.status
+
+    def check_report(self, intent: Intent, report: PspReport) -> None:
+        """PspReportMismatch unless the report names the payment PM asked for (amount and currency)."""
+        why = report.mismatch(self.psp_amount_minor(intent), intent.currency)
+        if why is not None:
+            raise PspReportMismatch(f"{self.name} reported {report.status!r} for another payment: {why}")
 
     def may_submit(self, hold: Hold, now_s: float) -> bool:
         """The money is held and the submit deadline is ahead: the PSP may be given the payment."""

@@ -20,7 +20,7 @@ from channels.base import PspChannel
 from ledger import accounts
 from ledger.accounts import NamedAccount
 from pm.domain.intent import Hold, Intent, OperationType
-from pm.domain.psp import Provider, PspOutcome
+from pm.domain.psp import Provider, PspOutcome, PspReport
 from pm.psp.client import PspClient
 
 # IPPS's payout statuses that decide; PROCESSING and anything else decide nothing yet.
@@ -61,13 +61,17 @@ class IppsTransfer(PspChannel):
             self.provider,
             str(intent.id),
             callback_url=psp.callback_url(self.name),
-            amount_minor=intent.amount_minor - intent.fee_post_minor,
+            amount_minor=self.psp_amount_minor(intent),
             currency=intent.currency,
             destination_ref=intent.destination_ref,
             hold_expires_at_s=int(self.pay_by_s(hold)),
         )
 
-    async def status(self, intent: Intent, psp: PspClient) -> str | None:
+    def psp_amount_minor(self, intent: Intent) -> int:
+        """What leaves to the payee: the amount less the POST fee."""
+        return intent.amount_minor - intent.fee_post_minor
+
+    async def report(self, intent: Intent, psp: PspClient) -> PspReport | None:
         return await psp.payout_status(self.provider, str(intent.id))
 
     @staticmethod

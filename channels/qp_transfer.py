@@ -25,7 +25,7 @@ from channels.base import PspChannel
 from ledger import accounts
 from ledger.accounts import NamedAccount
 from pm.domain.intent import Hold, Intent, OperationType
-from pm.domain.psp import Provider, PspOutcome
+from pm.domain.psp import Provider, PspOutcome, PspReport
 from pm.psp.client import PspClient
 
 # QP's payment request statuses that decide; PENDING and anything else decide nothing yet.
@@ -75,12 +75,15 @@ class QpTransfer(PspChannel):
             self.provider,
             str(intent.id),
             callback_url=psp.callback_url(self.name),
-            amount_minor=self.charged_minor(intent),
+            amount_minor=self.psp_amount_minor(intent),
             currency=intent.currency,
             expires_in_s=valid_s,
         )
 
-    async def status(self, intent: Intent, psp: PspClient) -> str | None:
+    def psp_amount_minor(self, intent: Intent) -> int:
+        return self.charged_minor(intent)
+
+    async def report(self, intent: Intent, psp: PspClient) -> PspReport | None:
         return await psp.payment_request_status(self.provider, str(intent.id))
 
     @staticmethod

@@ -10,7 +10,9 @@ Dispatch holds the money and puts a job per CLEARED intent of a PSP channel on i
    intent id): AUTHORIZED once the PSP has it. A PSP that does not answer leaves the intent CLEARED: the
    poller re-drives it through dispatch, which confirms the hold and puts the job here again;
 4. a live hold past its submit deadline is never submitted: AUTHORIZED as it is, so that settlement asks
-   the PSP (an earlier submit may have reached it) and voids at the outcome deadline.
+   the PSP (an earlier submit may have reached it) and voids at the outcome deadline;
+5. a submit the PSP refuses because another payment has our reference (409) flags the intent for an
+   operator, and is otherwise left as a PSP that did not answer.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from consumers import psp_watch
 from consumers.context import StageContext
 from consumers.holds import look_up_holds, release
 from pm.domain.intent import ErrorCode, Intent, State, Transition, advance
-from pm.psp.client import PspUnavailable
+from pm.psp.client import REFERENCE_REUSED, PspUnavailable
+from pm.store import reviews
 
 log = logging.getLogger("pm.consumers.psp_connector")
 
@@ -59,16 +62,23 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
     answers = await asyncio.gather(
         *(channel.submit_one(intent, hold, psp, now_s) for intent, channel, hold in to_submit), return_exceptions=True
     )
+    reused = []
     for (intent, _, _), answer in zip(to_submit, answers, strict=True):
         if isinstance(answer, PspUnavailable):
             log.warning(
                 "PSP unavailable; the poller re-drives the intent",
                 extra={"intent_id": str(intent.id), "reason": answer.reason},
             )
+            if answer.reason == REFERENCE_REUSED:
+                reused.append(intent.id)
         elif isinstance(answer, BaseException):
             raise answer
         else:
             transitions.append(advance(intent, State.AUTHORIZED))
+    if reused:
+        # The PSP has another payment under our reference (409): whatever it reports of "ours" may be that
+        # one's. An operator looks now, not when something settles or fails on its word.
+        await reviews.flag(context.pool, reused, "the PSP refused the submit: another payment has our reference")
     if released:
         failed = await release(context, released)
         transitions.extend(failed)

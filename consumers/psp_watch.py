@@ -8,7 +8,8 @@ on a watch, and the status poller asks the PSP about every due one, at once, eac
 - the PSP reports it paid  -> flagged for review (pm/store/reviews.py), never settled; the watch ends;
 - the PSP reports it final otherwise (declined, expired), or does not know it -> the watch ends;
 - no answer or still pending -> asked again later (doubling, 30 s up to an hour);
-- `WATCH_WINDOW_S` (24 h) without a final answer -> flagged for review, so no payment is left unknown.
+- `WATCH_WINDOW_S` (24 h) without a final answer -> flagged for review, so no payment is left unknown;
+- the PSP reports another payment under our reference (amount, currency) -> flagged; the watch ends.
 
     await watch(conn, intent_ids)              # settlement, for its EXPIRED voids; idempotent
     checked = await check_due(pool, psp)       # the status poller, every round
@@ -25,7 +26,7 @@ import asyncpg
 
 import channels
 from pm.domain.intent import State
-from pm.domain.psp import PspOutcome
+from pm.domain.psp import PspOutcome, PspReportMismatch
 from pm.psp.client import PspClient, PspUnavailable
 from pm.store import psp_watch as watches
 from pm.store import reviews
@@ -44,7 +45,11 @@ async def check_due(pool: asyncpg.Pool, psp: PspClient) -> int:
         *(channels.channel_of(intent).status(intent, psp) for _, intent in due), return_exceptions=True
     )
     paid, unresolved, ended = [], [], []
+    mismatched: dict[object, str] = {}
     for (window_over, intent), answer in zip(due, answers, strict=True):
+        if isinstance(answer, PspReportMismatch):  # another payment under our reference: an operator looks
+            mismatched[intent.id] = str(answer)
+            continue
         if isinstance(answer, BaseException) and not isinstance(answer, PspUnavailable):
             raise answer
         decision = None if isinstance(answer, BaseException) else channels.channel_of(intent).outcome(answer)
@@ -62,7 +67,9 @@ async def check_due(pool: asyncpg.Pool, psp: PspClient) -> int:
         await reviews.flag(pool, paid, "the PSP reports it paid after PM voided it at the deadline")
     if unresolved:
         await reviews.flag(pool, unresolved, f"no final answer from the PSP {WATCH_WINDOW_S // 3600} h after the void")
-    await watches.end(pool, [*paid, *unresolved, *ended])
+    for intent_id, why in mismatched.items():  # rare: one statement each
+        await reviews.flag(pool, [intent_id], why)
+    await watches.end(pool, [*paid, *unresolved, *ended, *mismatched])
     for intent_id in paid:
         log.error("PSP paid a voided payment; flagged for review", extra={"intent_id": str(intent_id)})
     return len(due)

@@ -43,6 +43,7 @@ from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.message import RedisBatchStreamMessage as BatchMessage
 from redis.exceptions import ResponseError
 
+from channels import carries_psp_outcome
 from consumers.context import Handler, StageContext
 from ledger import LedgerUnavailableError
 from pm.config import metrics
@@ -193,8 +194,11 @@ class StageRunner:
             except (KeyError, ValueError, TypeError, AssertionError) as exc:
                 malformed.append((entry_id, fields, f"malformed entry: {exc!r}"))
                 continue
-            # The same intent twice in a batch (a re-drive beside the original): handle it once.
-            intents.setdefault(intent.id, intent)
+            # The same intent twice in a batch (a re-drive beside the original, a PSP's callback beside a
+            # re-drive): handle it once, as the entry that carries a PSP's deciding outcome if one does.
+            kept = intents.setdefault(intent.id, intent)
+            if kept is not intent and carries_psp_outcome(intent) and not carries_psp_outcome(kept):
+                intents[intent.id] = intent
             entry_ids.setdefault(intent.id, []).append(entry_id)
         return list(intents.values()), entry_ids, malformed
 

@@ -25,7 +25,7 @@ from consumers.context import StageContext
 from consumers.holds import look_up_holds, release
 from pm.config.constants import PSP_STATUS_QUERY_KEY_PREFIX
 from pm.domain.intent import ErrorCode, Intent, State, Transition, advance, fail
-from pm.domain.psp import PspOutcome
+from pm.domain.psp import PspOutcome, PspReportMismatch
 from pm.psp.client import PspUnavailable
 from pm.store import reviews
 
@@ -58,7 +58,8 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
             external.append(intent)
     paid_out: set[object] = set()  # intents a PSP reports paid: failing one of them needs an operator
     deadline: set[object] = set()  # intents PM gives up on at its deadline: the PSP may still pay them
-    for intent, decision in await _psp_decisions(context, external, deadline):
+    mismatched: dict[object, str] = {}  # intents the PSP reported as another payment: why
+    for intent, decision in await _psp_decisions(context, external, deadline, mismatched):
         channel = channels.channel_of(intent)
         if decision is PspOutcome.SUCCEEDED:
             chains.append((intent, channel.settle(intent)))
@@ -81,6 +82,8 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
             raise LedgerAnswerError(f"settlement of intent {outcome.intent.id}: ledger answered {statuses}")
     if to_void:
         transitions.extend(await release(context, to_void))
+    for intent_id, why in mismatched.items():  # rare: a PSP's bug, or its books and ours disagree
+        await reviews.flag(context.pool, [intent_id], why)
     failed_after_payout = [t.intent_id for t in transitions if t.new == State.FAILED and t.intent_id in paid_out]
     if failed_after_payout:
         await reviews.flag(context.pool, failed_after_payout, "the PSP paid out, but the hold could not be posted")
@@ -92,7 +95,7 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
 
 
 async def _psp_decisions(
-    context: StageContext, intents: list[Intent], deadline: set[object]
+    context: StageContext, intents: list[Intent], deadline: set[object], mismatched: dict[object, str]
 ) -> list[tuple[Intent, PspOutcome]]:
     """What to do with PSP-channel intents: SUCCEEDED, DECLINED, EXPIRED, or nothing yet (left out).
 
@@ -102,7 +105,8 @@ async def _psp_decisions(
     (an intent asked recently waits for a later entry). Settlement never submits: that is the connector's
     alone (consumers/psp_connector.py), before its submit deadline. Past the outcome deadline (from the
     hold's own timestamp) without an outcome, PM voids the hold itself (before the ledger's timeout
-    would) and adds the intent's id to `deadline`."""
+    would) and adds the intent's id to `deadline`. A status answer naming another payment than ours
+    (amount, currency) decides nothing, as no answer, and its reason goes into `mismatched`."""
     if not intents:
         return []
     assert context.psp is not None
@@ -114,7 +118,10 @@ async def _psp_decisions(
     )
     status_of: dict[object, str | None] = {intent.id: intent.psp_status for intent in intents}
     for intent, answer in zip(asked, answers, strict=True):
-        if isinstance(answer, BaseException):
+        if isinstance(answer, PspReportMismatch):
+            log.error("the PSP reports another payment; flagged", extra={"intent_id": str(intent.id)})
+            mismatched[intent.id], answer = str(answer), None
+        elif isinstance(answer, BaseException):
             if not isinstance(answer, PspUnavailable):
                 raise answer
             log.warning("PSP unavailable; the poller brings the intent back", extra={"intent_id": str(intent.id)})

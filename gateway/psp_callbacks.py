@@ -8,7 +8,9 @@ that decide nothing (PROCESSING) and intents no longer AUTHORIZED.
 
 The body is read only under a valid `X-PSP-Signature` (the channel's secret, ±300 s); without one the
 callback is answered 401 and causes nothing (no database read, no PSP query, no stream entry).
-A success reported for an intent we had already failed is flagged for an operator (pm/store/reviews.py).
+A callback that names another payment than ours (its `amount_minor` and `currency`), or whose outcome
+contradicts a final state (a success after we failed the intent, a decline or expiry after it settled),
+is flagged for an operator (pm/store/reviews.py) and handed to no stage.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from gateway.errors import ApiError, bad_request, json_response, not_found
 from gateway.resources import DATABASE, PSP, REDIS_BATCH, TOPOLOGY
 from pm.config.metrics import PSP_CALLBACKS
 from pm.domain.intent import ErrorCode, Intent, State
-from pm.domain.psp import PspOutcome
+from pm.domain.psp import PspOutcome, PspReport, PspReportMismatch
 from pm.redis import streams
 from pm.store import reviews
 from pm.store.intents import INTENT_COLUMNS, intent_from_row
@@ -81,20 +83,39 @@ async def callback(request: web.Request) -> web.Response:
         if intent.channel != channel_name:
             PSP_CALLBACKS.labels(channel_name, "wrong_channel").inc()
             raise not_found()
-        late_success = intent.state == State.FAILED and channel.outcome(status) is PspOutcome.SUCCEEDED
-        if late_success:
-            # Money may have left at the PSP for an intent whose hold we released: an operator decides.
-            await reviews.flag(conn, [intent.id], f"{channel_name} reported {status} after the intent failed")
-    if intent.state == State.AUTHORIZED:
+        why = _review_reason(channel, intent, PspReport(status, event.get("amount_minor"), event.get("currency")))
+        if why is not None:
+            await reviews.flag(conn, [intent.id], why)
+    if why is not None:
+        # Decides nothing: another payment than ours, or the PSP contradicting a final state. An operator
+        # looks (README "Reviews"); a mismatched payment left AUTHORIZED is voided at the deadline.
+        log.error("PSP callback flagged for review", extra={"intent_id": str(intent.id), "reason": why})
+        PSP_CALLBACKS.labels(channel_name, "flagged_for_review").inc()
+    elif intent.state == State.AUTHORIZED:
         # After the commit; if this XADD fails the PSP retries (answered 500) and its event is a duplicate
         # then, but the poller re-drives the AUTHORIZED intent and settlement asks the PSP.
         await _to_settlement(request, intent, status)
         PSP_CALLBACKS.labels(channel_name, "handed_over").inc()
-    elif late_success:
-        PSP_CALLBACKS.labels(channel_name, "flagged_for_review").inc()
     else:
         PSP_CALLBACKS.labels(channel_name, "no_effect").inc()
     return json_response({"received": True, "duplicate": False})
+
+
+def _review_reason(channel: PspChannel, intent: Intent, report: PspReport) -> str | None:
+    """Why a signed callback needs an operator instead of settlement, or None: it names another payment
+    than the one PM asked for (amount, currency: whatever its status), or its outcome contradicts the
+    intent's final state (paid after PM failed it: money may have left with the hold released; declined
+    or expired after it settled: PM moved money the PSP says it did not)."""
+    try:
+        channel.check_report(intent, report)
+    except PspReportMismatch as exc:
+        return str(exc)
+    outcome = channel.outcome(report.status)
+    if intent.state == State.FAILED and outcome is PspOutcome.SUCCEEDED:
+        return f"{channel.name} reported {report.status} after the intent failed"
+    if intent.state == State.SETTLED and outcome in (PspOutcome.DECLINED, PspOutcome.EXPIRED):
+        return f"{channel.name} reported {report.status} after the intent settled"
+    return None
 
 
 def _parse(body: bytes) -> dict[str, Any]:

@@ -28,6 +28,29 @@ class PspOutcome(enum.StrEnum):
     EXPIRED = "EXPIRED"  # no money will come (QP's request expired), or PM gave up at its deadline
 
 
+@dataclass(frozen=True, slots=True)
+class PspReport:
+    """What a PSP says of one of our payments, in a callback or a status answer: its status, and the
+    amount and currency of the payment it has under our reference (both always sent: README "PSP
+    simulator", the API), kept as sent so that a wrong type is a mismatch too."""
+
+    status: str
+    amount_minor: object
+    currency: object
+
+    def mismatch(self, amount_minor: int, currency: str) -> str | None:
+        """Why this is not the payment PM asked for (`amount_minor` in `currency`), or None when it is."""
+        same_amount = type(self.amount_minor) is int and self.amount_minor == amount_minor  # not a bool, not 1.0
+        if same_amount and self.currency == currency:
+            return None
+        return f"reported {self.amount_minor!r} {self.currency!r} where PM asked for {amount_minor} {currency}"
+
+
+class PspReportMismatch(Exception):
+    """A PSP reported a payment other than the one PM asked for (another amount or currency): PM decides
+    nothing on that word (no post, no void) and flags the intent for an operator."""
+
+
 class _PspTimingSettings(Protocol):
     psp_hold_timeout_s: int
     psp_outcome_deadline_s: int

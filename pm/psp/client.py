@@ -1,7 +1,7 @@
 """PM's side of the payment service providers' HTTP APIs (the simulator plays them: pm/dev/psp_sim.py).
 
     psp = PspClient(settings)                                    # one per process; `await psp.close()`
-    status = await psp.payout_status(Provider.IPPS, reference)   # None: the PSP has no such payout
+    report = await psp.payout_status(Provider.IPPS, reference)   # PspReport; None: the PSP has no such payout
     status = await psp.submit_payout(Provider.IPPS, reference, callback_url=..., ...)  # idempotent
     ok = psp.callback_signature_ok(Provider.IPPS, headers, body)
 
@@ -29,13 +29,15 @@ import aiohttp
 from pm.config.metrics import PSP_CALL_SECONDS, PSP_CALLS
 from pm.config.settings import Settings
 from pm.domain import psp_signing
-from pm.domain.psp import Provider
+from pm.domain.psp import Provider, PspReport
 
 STATUS_LENGTH_MAX = 32
 # A full batch (256) asks in two waves, so even against a PSP that times out every call a batch spends at
 # most 2 x psp_request_timeout_s (10 s) on it: less than claim_idle_ms (15 s), or its entries would be
 # claimed and handled twice meanwhile.
 PSP_CALLS_IN_FLIGHT_MAX = 128
+# PspUnavailable's reason for a submit the PSP refused with 409: another payment has our reference.
+REFERENCE_REUSED = "reference_reused"
 
 
 class PspUnavailable(Exception):
@@ -89,7 +91,7 @@ class PspClient:
 
     # -- IPPS payouts, QP payment requests (top-ups) ---------------------------------------------
 
-    async def payout_status(self, provider: Provider, reference: str) -> str | None:
+    async def payout_status(self, provider: Provider, reference: str) -> PspReport | None:
         return await self._status(provider, "payouts", reference)
 
     async def submit_payout(
@@ -108,7 +110,7 @@ class PspClient:
             currency=currency, destination_ref=destination_ref, hold_expires_at=hold_expires_at_s,
         )  # fmt: skip
 
-    async def payment_request_status(self, provider: Provider, reference: str) -> str | None:
+    async def payment_request_status(self, provider: Provider, reference: str) -> PspReport | None:
         return await self._status(provider, "payment-requests", reference)
 
     async def submit_payment_request(
@@ -126,14 +128,14 @@ class PspClient:
             currency=currency, expires_in_s=expires_in_s,
         )  # fmt: skip
 
-    async def _status(self, provider: Provider, collection: str, reference: str) -> str | None:
-        """The PSP's status of our payment; None when the PSP does not know the reference."""
+    async def _status(self, provider: Provider, collection: str, reference: str) -> PspReport | None:
+        """What the PSP has under our reference (status, amount, currency); None when it has nothing."""
         with _counted(provider, "status") as outcome:
             status, body = await self._call("GET", f"{self._endpoints[provider].url}/v1/{collection}/{reference}")
             if status == 404:
                 outcome.label = "not_found"
                 return None
-            return _status_of(status, body)
+            return PspReport(_status_of(status, body), body.get("amount_minor"), body.get("currency"))
 
     async def _submit(self, provider: Provider, collection: str, reference: str, **fields: Any) -> str:
         """Create the payment at the PSP (idempotent by `reference`); its status."""
@@ -142,7 +144,7 @@ class PspClient:
             status, body = await self._call("POST", f"{self._endpoints[provider].url}/v1/{collection}", payload)
             if status == 409:
                 # Our reference names another payment at the PSP: never pay against it; an operator looks.
-                raise PspUnavailable(f"PSP refused reference {reference}: reference_reused", "reference_reused")
+                raise PspUnavailable(f"PSP refused reference {reference}: {REFERENCE_REUSED}", REFERENCE_REUSED)
             return _status_of(status, body)
 
     # -- transport -------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Intents an operator must look at because money may have moved outside the wallet's books: a PSP
-reported a payout done for an intent the wallet had already failed (its hold voided or expired).
+reported a payout done for an intent the wallet had already failed (its hold voided or expired), a
+decline after it settled, another payment than PM asked for, or refused our reference.
 
-    await flag(pool, [intent_id], "why")      # idempotent; counted in pm_reviews_flagged_total
+    await flag(pool, [intent_id], "why")      # idempotent per reason; counted in pm_reviews_flagged_total
     rows = await list_flagged(pool, limit)     # `pm review list`
     await reannounce(pool, limit)              # after Redis lost the review stream (the status poller)
 
@@ -25,8 +26,13 @@ LISTED_MAX = 1_000
 
 _FLAG_SQL = """
 WITH marked AS (
-    UPDATE pm.intent SET needs_review = true, review_reason = $2
-    WHERE id = ANY($1::uuid[]) AND NOT needs_review
+    -- A new reason on an intent already flagged is added to the ones before (an operator reads them all,
+    -- and the review stream hears of it); the same reason again changes nothing.
+    UPDATE pm.intent SET needs_review = true,
+        review_reason = CASE WHEN needs_review THEN left(coalesce(review_reason || '; ', '') || $2, $3) ELSE $2 END
+    WHERE id = ANY($1::uuid[])
+      AND (NOT needs_review
+           OR (strpos(coalesce(review_reason, ''), $2) = 0 AND length(coalesce(review_reason, '')) < $3))
     RETURNING *
 ), outbox AS (
     INSERT INTO pm.outbox (event_id, kind, intent_id, version, payload)
@@ -34,7 +40,7 @@ WITH marked AS (
            jsonb_build_object('type', 'intent.review_flagged', 'intent_id', id, 'version', version, 'state', state,
                               'operation_type', operation_type, 'amount_minor', amount_minor, 'currency', currency,
                               'channel', channel, 'sender_id', sender_id, 'recipient_id', recipient_id,
-                              'error_code', error_code, 'reason', review_reason, 'flagged_at', now())
+                              'error_code', error_code, 'reason', $2::text, 'flagged_at', now())
     FROM marked
 )
 SELECT id FROM marked
@@ -42,12 +48,13 @@ SELECT id FROM marked
 
 
 async def flag(conn: asyncpg.Pool | asyncpg.Connection, intent_ids: list[Any], reason: str) -> int:
-    """Mark the intents for review (once each); the number newly marked."""
+    """Mark the intents for review (once per reason each); the number newly marked or given a new reason."""
     assert intent_ids and reason
     marked = await conn.fetch(
         _FLAG_SQL,
         [uuid.UUID(str(intent_id)) for intent_id in intent_ids],
         reason[:REASON_LENGTH_MAX],
+        REASON_LENGTH_MAX,
     )
     if marked:
         metrics.REVIEWS_FLAGGED.inc(len(marked))

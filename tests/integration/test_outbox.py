@@ -180,7 +180,8 @@ async def test_a_review_flag_writes_one_event_and_the_worker_adds_it_to_the_revi
 ) -> None:
     intent_id = await settled_charge(pool, next(_merchants))
     assert await reviews.flag(pool, [intent_id], "the PSP paid out after the hold expired") == 1
-    assert await reviews.flag(pool, [intent_id], "again") == 0  # flagged already: no second event
+    # flagged already for that reason: no second event
+    assert await reviews.flag(pool, [intent_id], "the PSP paid out after the hold expired") == 0
     rows = await pool.fetch("SELECT kind, version, merchant_id FROM pm.outbox WHERE kind = 'review'")
     assert [(r["kind"], r["version"]) for r in rows] == [("review", 6)]
     # The review event goes out; the charge's webhook has no URL registered, so it waits for a retry.
@@ -213,6 +214,25 @@ async def test_a_review_event_is_retried_while_redis_is_unreachable(pool, topolo
     assert result.failed >= 1
     row = await pool.fetchrow("SELECT attempts, delivered_at, last_error FROM pm.outbox WHERE kind = 'review'")
     assert (row["attempts"], row["delivered_at"]) == (1, None) and row["last_error"]
+
+
+async def test_a_new_reason_for_a_flagged_intent_is_added_and_announced(pool) -> None:
+    """Flagged already (the watch: no final answer in 24 h), then a graver reason comes (the PSP paid): the
+    operator reads both, and the review stream hears of the second; the same reason again adds nothing."""
+    intent_id = await settled_charge(pool, next(_merchants))
+    assert await reviews.flag(pool, [intent_id], "no final answer") == 1
+    assert await reviews.flag(pool, [intent_id], "the PSP paid") == 1
+    assert await reviews.flag(pool, [intent_id], "the PSP paid") == 0
+    assert await reviews.flag(pool, [intent_id], "no final answer") == 0
+    row = await pool.fetchrow("SELECT needs_review, review_reason FROM pm.intent WHERE id = $1", intent_id)
+    assert (row["needs_review"], row["review_reason"]) == (True, "no final answer; the PSP paid")
+    reasons = await pool.fetch("SELECT payload->>'reason' AS reason FROM pm.outbox WHERE kind = 'review' ORDER BY id")
+    assert [r["reason"] for r in reasons] == ["no final answer", "the PSP paid"]
+    for n in range(60):  # reasons past the column's 500 characters: cut there, then nothing more is added
+        await reviews.flag(pool, [intent_id], f"reason number {n:02d}")
+    reason = await pool.fetchval("SELECT review_reason FROM pm.intent WHERE id = $1", intent_id)
+    assert len(reason) == reviews.REASON_LENGTH_MAX and reason.startswith("no final answer; the PSP paid; reason")
+    assert await reviews.flag(pool, [intent_id], "one more") == 0
 
 
 async def test_an_intent_cleared_by_an_operator_can_be_flagged_again(pool) -> None:

@@ -45,7 +45,9 @@ async def test_submit_is_idempotent_and_status_reads_it(base_url) -> None:
         payout = {**PAYOUT, "amount_minor": 5_000}
         assert await psp.submit_payout(IPPS, reference, **payout) == "PROCESSING"
         assert await psp.submit_payout(IPPS, reference, **payout) in ("PROCESSING", "SUCCEEDED")  # the same payout
-        assert await psp.payout_status(IPPS, reference) in ("PROCESSING", "SUCCEEDED")
+        report = await psp.payout_status(IPPS, reference)
+        assert report is not None and report.status in ("PROCESSING", "SUCCEEDED")
+        assert (report.amount_minor, report.currency) == (5_000, "THB")  # what it has under our reference
         with pytest.raises(PspUnavailable, match="reference_reused"):
             await psp.submit_payout(IPPS, reference, **{**payout, "amount_minor": 5_001})
         top_up = str(uuid.uuid4())
@@ -71,7 +73,7 @@ async def test_a_psp_that_fails_or_refuses_our_key_is_unavailable(base_url) -> N
         for _ in range(2):
             with pytest.raises(PspUnavailable, match="503"):
                 await psp.payout_status(IPPS, reference)
-        assert await psp.payout_status(IPPS, reference) in ("PROCESSING", "SUCCEEDED")
+        assert (await psp.payout_status(IPPS, reference)).status in ("PROCESSING", "SUCCEEDED")
     finally:
         await psp.close()
     nowhere = PspClient(Settings(**SIMULATOR_SETTINGS, psp_ipps_url="http://127.0.0.1:1/ipps"))
@@ -105,7 +107,7 @@ async def test_at_most_so_many_calls_are_in_flight_and_none_times_out_waiting_it
             answers = await asyncio.gather(*(psp.payout_status(IPPS, str(uuid.uuid4())) for _ in range(calls)))
         finally:
             await psp.close()
-    assert answers == ["PROCESSING"] * calls
+    assert [answer.status for answer in answers] == ["PROCESSING"] * calls
     assert peak == PSP_CALLS_IN_FLIGHT_MAX
 
 

@@ -28,6 +28,7 @@ from aiohttp.test_utils import TestServer
 import channels
 from consumers import dispatch, psp_connector, settlement
 from consumers.main import running_stages
+from consumers.runtime import StageRunner
 from gateway.app import create_app, runner_options
 from ledger import accounts
 from ledger.check import run_check
@@ -40,6 +41,7 @@ from pm.domain.intent import OperationType, State, Transition
 from pm.domain.psp import PspTimings
 from pm.psp.client import PspClient
 from pm.psp.secrets import SIMULATOR_QP_CALLBACK_SECRET, SIMULATOR_SETTINGS
+from pm.redis import streams
 from pm.store import intents as store
 from pm.store import keys
 from tests.support.pipeline import Pipeline, isolated_topology, open_pipeline
@@ -465,5 +467,126 @@ async def test_settlement_asks_a_psp_about_an_intent_at_most_once_per_interval(f
         assert w.queries(intent_id) - before == 2
         assert [t.new for t in decided] == [State.SETTLED]
         await store.apply_transitions(w.pipeline.context.pool, decided)
+        assert await w.pipeline.balance(user) == (FUNDS_MINOR - 40_021, 0)
+        await w.assert_clean_ledger()
+
+
+@contextlib.asynccontextmanager
+async def lying_psp(reported: dict[str, Any], *, reference_reused: bool = False) -> AsyncIterator[PspClient]:
+    """An IPPS that takes every payout (or refuses each, 409, with `reference_reused`) and answers every
+    status query SUCCEEDED with `reported` (its amount_minor and currency): a PSP's bug, or another
+    payment under our reference."""
+
+    async def create(request: web.Request) -> web.Response:
+        if reference_reused:
+            return web.json_response({"error": "reference_reused"}, status=409)
+        body = await request.json()
+        return web.json_response({"reference": body["reference"], "status": "PROCESSING", "created": True}, status=201)
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response({"reference": request.match_info["reference"], "status": "SUCCEEDED", **reported})
+
+    app = web.Application()
+    app.router.add_post("/ipps/v1/payouts", create)
+    app.router.add_get("/ipps/v1/payouts/{reference}", status)
+    async with TestServer(app, host="127.0.0.1") as server:
+        base = str(server.make_url("")).rstrip("/")
+        psp = PspClient(Settings(**SIMULATOR_SETTINGS, psp_ipps_url=f"{base}/ipps", psp_request_timeout_s=1.0))
+        try:
+            yield psp
+        finally:
+            await psp.close()
+
+
+@pytest.mark.parametrize(
+    "reported", [{"amount_minor": 1, "currency": "THB"}, {"amount_minor": 40_000, "currency": "USD"}, {}], ids=str
+)
+async def test_a_status_answer_for_another_payment_settles_nothing(fresh_database, redis_url, reported) -> None:
+    """Settlement asks the PSP and hears SUCCEEDED, but for another amount or currency than PM submitted:
+    it decides nothing on that word (no post), flags the intent, and at the outcome deadline voids the
+    hold as for no answer. The user keeps every satang; an operator looks."""
+    async with psp_world(fresh_database, redis_url, hold_s=30, deadline_s=4, submit_s=2) as world:
+        user = new_user()
+        await world.fund(user)
+        async with lying_psp(reported) as liar:
+            world.use(liar)
+            async with world.pipeline.stages(with_poller=True):
+                intent = await world.app.create_intent(
+                    operation_type="IPPS_WITHDRAWAL", amount_minor=40_000, currency="THB", user_id=user,
+                    destination_ref="tok_crossed",
+                )  # fmt: skip
+                intent_id = intent["id"]
+                assert await world.wait_state(intent_id, ("SETTLED", "FAILED")) == "FAILED"
+                await world.pipeline.wait_finished([uuid.UUID(intent_id)])
+        assert await world.state(intent_id) == ("FAILED", "EXPIRED")
+        row = await world.pipeline.context.pool.fetchrow(
+            "SELECT needs_review, review_reason FROM pm.intent WHERE id = $1::uuid", intent_id
+        )
+        assert row["needs_review"] and "another payment" in row["review_reason"], row
+        assert await world.pipeline.balance(user) == (FUNDS_MINOR, 0)
+        await world.assert_clean_ledger()
+
+
+async def test_a_submit_refused_for_a_reused_reference_is_flagged_at_once(fresh_database, redis_url) -> None:
+    """IPPS answers the submit 409: another payment has our reference. The intent is flagged then (not
+    when something later settles or fails on the PSP's word); here the status answers name that other
+    payment, so nothing settles, and the hold is voided at the deadline with both reasons on record."""
+    async with psp_world(fresh_database, redis_url, hold_s=30, deadline_s=4, submit_s=2) as world:
+        user = new_user()
+        await world.fund(user)
+        async with lying_psp({"amount_minor": 39_999, "currency": "THB"}, reference_reused=True) as liar:
+            world.use(liar)
+            async with world.pipeline.stages(with_poller=True):
+                intent = await world.app.create_intent(
+                    operation_type="IPPS_WITHDRAWAL", amount_minor=40_000, currency="THB", user_id=user,
+                    destination_ref="tok_reused",
+                )  # fmt: skip
+                intent_id = intent["id"]
+                await world.wait_for(lambda: _flagged(world, intent_id), "the 409 was never flagged", timeout_s=3)
+                assert (await world.state(intent_id))[0] == "CLEARED"
+                assert await world.wait_state(intent_id, ("SETTLED", "FAILED")) == "FAILED"
+                await world.pipeline.wait_finished([uuid.UUID(intent_id)])
+        reason = await world.pipeline.context.pool.fetchval(
+            "SELECT review_reason FROM pm.intent WHERE id = $1::uuid", intent_id
+        )
+        assert reason.startswith("the PSP refused the submit: another payment has our reference; "), reason
+        assert "another payment: reported 39999 'THB'" in reason, reason
+        assert await world.pipeline.balance(user) == (FUNDS_MINOR, 0)
+        await world.assert_clean_ledger()
+
+
+async def _flagged(world: World, intent_id: str) -> bool:
+    return bool(
+        await world.pipeline.context.pool.fetchval("SELECT needs_review FROM pm.intent WHERE id = $1::uuid", intent_id)
+    )
+
+
+@pytest.mark.parametrize("order", ["re-drive first", "callback first"])
+async def test_a_callback_beside_a_redrive_in_one_batch_decides_it(fresh_database, redis_url, order: str) -> None:
+    """A re-drive entry (no PSP status) and a signed callback's entry (SUCCEEDED) for one payout land in
+    one settlement batch, the PSP's status slot taken by a query a moment ago: the batch is handled as
+    the callback's entry, whichever came first, so the outcome is not dropped with the acknowledged
+    entries (it would wait for the next re-drive, or for the deadline's void if the PSP's status
+    endpoint were down). Settled once, the user debited once."""
+    async with psp_world(fresh_database, redis_url, hold_s=30, deadline_s=20, submit_s=10, query_interval_s=30) as w:
+        user = new_user()
+        await w.fund(user)
+        w.use(w.reachable)
+        cleared = await _cleared(
+            w.pipeline, OperationType.IPPS_WITHDRAWAL, "IPPS_TRANSFER", 40_021,  # 21: no callback from the sim
+            sender_id=user, recipient_id=None, destination_ref="tok_quiet",
+        )  # fmt: skip
+        await dispatch.handle([cleared], w.pipeline.context)
+        (authorized,) = await psp_connector.handle([cleared], w.pipeline.context)
+        ((result),) = await store.apply_transitions(w.pipeline.context.pool, [authorized])
+        intent = result.intent
+        assert await settlement.handle([intent], w.pipeline.context) == []  # asked: PROCESSING; the slot is taken
+        redrive = {k.encode(): v for k, v in streams.entry_fields(intent).items()}
+        signed = dataclasses.replace(intent, psp_status="SUCCEEDED")
+        callback = {k.encode(): v for k, v in streams.entry_fields(signed, signed.to_message()).items()}
+        entries = [(b"1-1", redrive), (b"1-2", callback)]
+        runner = StageRunner(w.pipeline.topology.stage_for_state(State.AUTHORIZED), w.pipeline.context)
+        await runner.process(entries if order == "re-drive first" else entries[::-1])
+        assert await w.state(str(intent.id)) == ("SETTLED", None)
         assert await w.pipeline.balance(user) == (FUNDS_MINOR - 40_021, 0)
         await w.assert_clean_ledger()

@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from pm.dev.psp_sim_behaviour import Plan, PlannedCallback, Provider, Scenario, plan_for, scenario_of
+from pm.dev.psp_sim_behaviour import (
+    LATE_AFTER_EXPIRY_S,
+    Plan,
+    PlannedCallback,
+    Provider,
+    Scenario,
+    plan_for,
+    scenario_of,
+)
 from pm.dev.psp_sim_requests import InvalidRequest, parse_payment_request, parse_payout
 
 CREATED_S = 1_700_000_000.0
@@ -90,12 +98,14 @@ def test_23_stale_event_is_earlier_even_without_a_delay() -> None:
     assert late.occurred_at_s < outcome.occurred_at_s
 
 
-def test_24_pays_out_one_second_after_the_hold_expired() -> None:
+def test_24_pays_out_five_seconds_after_the_hold_expired() -> None:
     hold_s = CREATED_S + 60
+    late_s = hold_s + LATE_AFTER_EXPIRY_S
+    assert LATE_AFTER_EXPIRY_S == 5.0
     plan = ipps(50024, hold_expires_at_s=hold_s)
-    assert plan.status_at(hold_s + 0.999) == "PROCESSING"
-    assert plan.status_at(hold_s + 1) == "SUCCEEDED"
-    assert plan.callbacks == (PlannedCallback(send_at_s=hold_s + 1, status="SUCCEEDED", occurred_at_s=hold_s + 1),)
+    assert plan.status_at(late_s - 0.001) == "PROCESSING"
+    assert plan.status_at(late_s) == "SUCCEEDED"
+    assert plan.callbacks == (PlannedCallback(send_at_s=late_s, status="SUCCEEDED", occurred_at_s=late_s),)
 
 
 def test_24_without_a_hold_pays_out_after_ten_delays() -> None:
@@ -105,12 +115,12 @@ def test_24_without_a_hold_pays_out_after_ten_delays() -> None:
     assert plan.status_at(CREATED_S + 10 * DELAY_S + 0.001) == "SUCCEEDED"
 
 
-def test_24_pays_a_payment_request_one_second_after_it_expired() -> None:
+def test_24_pays_a_payment_request_five_seconds_after_it_expired() -> None:
     plan = qp(50024, expires_in_s=30)
-    assert plan.status_at(CREATED_S + 30.5) == "PENDING"
-    assert plan.status_at(CREATED_S + 31) == "PAID"
+    assert plan.status_at(CREATED_S + 34.5) == "PENDING"
+    assert plan.status_at(CREATED_S + 35) == "PAID"
     assert [c.status for c in plan.callbacks] == ["PAID"]
-    assert plan.callbacks[0].send_at_s == CREATED_S + 31
+    assert plan.callbacks[0].send_at_s == CREATED_S + 35
 
 
 @pytest.mark.parametrize(("plan", "success"), [(ipps(50025), "SUCCEEDED"), (qp(50025), "PAID")])

@@ -31,7 +31,7 @@ async def gateway(make_gateway) -> AsyncIterator[Gateway]:
         yield started
 
 
-async def authorized_payout(gateway: Gateway, *, fail: bool = False) -> uuid.UUID:
+async def authorized_payout(gateway: Gateway, *, fail: bool = False, settle: bool = False) -> uuid.UUID:
     (outcome,) = await store.create_intents(
         gateway.pool,
         [
@@ -55,14 +55,23 @@ async def authorized_payout(gateway: Gateway, *, fail: bool = False) -> uuid.UUI
         )
         (result,) = await store.apply_transitions(gateway.pool, [transition])
         assert result.applied
+    if settle:
+        settled = Transition(intent_id, State.AUTHORIZED, State.SETTLED)
+        (result,) = await store.apply_transitions(gateway.pool, [settled])
+        assert result.applied
     return intent_id
 
 
-def event_body(intent_id: uuid.UUID, status: str = "SUCCEEDED", event_id: str | None = None) -> bytes:
+PAYMENT = {"amount_minor": 12_300, "currency": "THB"}  # what PM asked the PSP to pay out (no POST fee)
+
+
+def event_body(
+    intent_id: uuid.UUID, status: str = "SUCCEEDED", event_id: str | None = None, payment: dict | None = None
+) -> bytes:
     return orjson.dumps(
         {
             "event_id": event_id or uuid.uuid4().hex, "provider": "ipps", "reference": str(intent_id),
-            "status": status, "amount_minor": 12_300, "currency": "THB", "occurred_at": "2026-11-26T10:00:00Z",
+            "status": status, **(PAYMENT if payment is None else payment), "occurred_at": "2026-11-26T10:00:00Z",
         }
     )  # fmt: skip
 
@@ -177,4 +186,52 @@ async def test_a_success_for_a_failed_intent_is_flagged_for_review_not_settled(g
     )
     assert (row["state"], row["needs_review"]) == ("FAILED", True)
     assert "SUCCEEDED after the intent failed" in row["review_reason"]
+    assert await handed_over(gateway, intent_id) == []
+
+
+async def review_of(gateway: Gateway, intent_id: uuid.UUID) -> tuple[str, bool, str | None]:
+    row = await gateway.pool.fetchrow(
+        "SELECT state, needs_review, review_reason FROM pm.intent WHERE id = $1", intent_id
+    )
+    return row["state"], row["needs_review"], row["review_reason"]
+
+
+@pytest.mark.parametrize(
+    "payment",
+    [
+        {"amount_minor": 1, "currency": "THB"},
+        {"amount_minor": 12_301, "currency": "THB"},
+        {"amount_minor": 12_300, "currency": "USD"},
+        {"amount_minor": "12300", "currency": "THB"},
+        {"amount_minor": 12_300.0, "currency": "THB"},
+        {"currency": "THB"},
+        {},
+    ],
+    ids=["one-satang", "one-more", "usd", "string", "float", "no-amount", "neither"],
+)
+async def test_a_callback_for_another_payment_is_flagged_and_decides_nothing(gateway: Gateway, payment) -> None:
+    """A signed success that names another amount or currency than PM submitted (a PSP's bug, a crossed
+    reference) settles nothing: it is recorded, flagged for an operator, and handed to no stage."""
+    intent_id = await authorized_payout(gateway)
+    body = event_body(intent_id, status="SUCCEEDED", payment=payment)
+    answer = await gateway.raw("POST", PATH, body=body, headers=signed(body))
+    assert answer.status == 200 and (await answer.json()) == {"received": True, "duplicate": False}
+    state, needs_review, reason = await review_of(gateway, intent_id)
+    assert (state, needs_review) == ("AUTHORIZED", True)
+    assert "another payment" in reason and "12300 THB" in reason, reason
+    assert await handed_over(gateway, intent_id) == []
+    assert await recorded_events(gateway, intent_id) == ["SUCCEEDED"]
+
+
+@pytest.mark.parametrize("status", ["DECLINED", "SUCCEEDED", "PROCESSING"])
+async def test_a_psp_contradicting_a_settled_payout_is_flagged(gateway: Gateway, status: str) -> None:
+    """A decline after PM settled (PM paid the payee's side; the PSP says the money never left) needs an
+    operator; a repeated success or a stale PROCESSING does not."""
+    intent_id = await authorized_payout(gateway, settle=True)
+    body = event_body(intent_id, status=status)
+    assert (await gateway.raw("POST", PATH, body=body, headers=signed(body))).status == 200
+    state, needs_review, reason = await review_of(gateway, intent_id)
+    assert (state, needs_review) == ("SETTLED", status == "DECLINED")
+    if status == "DECLINED":
+        assert reason == "IPPS_TRANSFER reported DECLINED after the intent settled"
     assert await handed_over(gateway, intent_id) == []
