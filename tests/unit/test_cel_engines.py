@@ -1,15 +1,17 @@
 """Both CEL engines give identical results for every example rule (so our rules stay standard CEL), the
-production engine refuses type errors at compile time, and both refuse expressions beyond the bounds."""
+production engine refuses type errors at compile time, and both refuse expressions beyond the bounds,
+including every shape whose cost is not bounded by the expression's length and the lists it iterates."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
 from pm.domain.cel import Bounds, CelCompileError, CelEvaluationError, ProductionEngine, ReferenceEngine
 from pm.domain.cel.base import code_only
-from pm.domain.pricing import FEE_VARIABLES
+from pm.domain.pricing import FEE_VARIABLES, check_expressions
 
 ENGINES = [ProductionEngine(), ReferenceEngine()]
 BASE = {
@@ -133,3 +135,53 @@ def test_code_only_blanks_literals_and_comments_keeping_positions() -> None:
     code = code_only(expression)
     assert len(code) == len(expression)
     assert "(" not in code and code.startswith("a + ") and "\n+ " in code
+
+
+_ZEROS = "[" + ",".join(["0"] * 220) + "]"
+# The reviewer's repro: two chained comprehensions, concatenation in the second body; 960 characters,
+# accepted before, then ~1 s and ~0.5 GB per evaluation (cost ~ length^4).
+SLOW_CHAINED = f"{_ZEROS}.map(x, {_ZEROS}).map(y, " + "+".join(["y"] * 25) + ").size() < 0"
+_RANGE = "may range only over a list variable or a list literal of constants"
+
+
+@pytest.mark.parametrize(
+    ("condition", "message"),
+    [
+        (SLOW_CHAINED, _RANGE),
+        ("tags.map(t, [t, t]).map(y, y == y).size() > 0", _RANGE),  # chained, no concatenation
+        ("tags.filter(t, t != 'a').all(t, t != 'b')", _RANGE),
+        ("(tags + tags).all(t, t != 'a')", _RANGE),  # a range built by concatenation
+        ("(tags).exists(t, t == 'a')", _RANGE),
+        ("[[0, 1]][0].all(x, x > 0)", _RANGE),  # an index
+        ("[[0, 1], [2]].all(x, size(x) > 0)", _RANGE),  # nested lists: elements that are lists
+        ("[amount, 1].all(x, x > 0)", _RANGE),  # elements that are not constants
+        ("{'a': [1]}.a.all(k, k > 0)", _RANGE),
+        ("[0, 1].map(x, [x] + [x]).size() > 0", "'+' is not allowed inside a comprehension"),
+        ("tags.exists(t, t + t + t == 'x')", "'+' is not allowed inside a comprehension"),
+        ("tags.all(t, t in tags)", "may not use the list variable tags"),
+        ("tags.exists(t, t.matches('^a'))", "matches is not allowed inside a comprehension"),
+        ("currency.matches('^' + 'A')", "one string literal"),
+        ("matches(currency, '^A')", "text.matches('pattern')"),
+        ("currency.matches('(a|t){1000}')", "regular expressions are too large"),
+    ],
+)
+def test_save_time_check_refuses_what_could_cost_more_than_the_bound(condition, message) -> None:
+    with pytest.raises(CelCompileError, match=re.escape(message)):
+        check_expressions(condition, "0", ENGINES, Bounds(length_max=1_000))
+
+
+# The README's worked examples (condition, amount) and the comprehensions and regex the table above uses.
+README_RULES = [
+    ("true", "amount / 100"),
+    ("'vip' in tags && 'kyc_verified' in tags", "0"),
+    ("amount >= 100000 && (hour >= 22 || hour < 6)", "(amount * 15 + 5000) / 10000"),
+    ("tags.exists(t, t.startsWith('risk:')) && amount > 10000", "amount / 100"),
+    ("tags.all(t, t != 'blocked') && size(tags) <= 5", "size(tags.filter(t, t.endsWith('_verified'))) * 100"),
+    ("['P2P_TRANSFER', 'THAI_QR_PAY'].exists(o, o == operation_type)", "[1, 2].map(x, x * 2)[1] + amount / 1000"),
+    ("currency.matches('^[A-Z]{3}$') && 1 in [1, 2].map(x, x * 2)", "amount >= 1000 ? 25 : 10"),
+]
+
+
+@pytest.mark.parametrize(("condition", "amount"), README_RULES)
+def test_the_readme_rules_pass_the_save_time_check(condition, amount) -> None:
+    check_expressions(condition, amount, ENGINES, Bounds(length_max=1_000))

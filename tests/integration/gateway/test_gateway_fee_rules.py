@@ -1,7 +1,8 @@
 """The fee-rule admin API and POST /quote on real PostgreSQL: rules are created, listed, replaced and
 disabled as new versions with every version kept, an audit row each and a new rule generation; a null
-`min_fee_minor` is 0 and a null `max_fee_minor` no maximum, as saved, shown and priced; a rule
-that does not compile is refused with 400 RULE_INVALID and the compiler's message, with nothing written;
+`min_fee_minor` is 0 and a null `max_fee_minor` no maximum, as saved, shown and priced; a rule that
+does not compile, or whose cost is not bounded, is refused with 400 RULE_INVALID and the compiler's
+message, with nothing written;
 and a quote prices with the current rules, creates nothing, and refuses as the pipeline would."""
 
 from __future__ import annotations
@@ -96,6 +97,11 @@ async def test_create_list_replace_disable_keeps_versions_audit_and_bumps_the_ge
     assert await current_rule_generation(gateway.pool) >= generation + 3
 
 
+_ZEROS = "[" + ",".join(["0"] * 220) + "]"
+SLOW_CHAINED_CONDITION = f"{_ZEROS}.map(x, {_ZEROS}).map(y, " + "+".join(["y"] * 25) + ").size() < 0"
+assert len(SLOW_CHAINED_CONDITION) == 960, len(SLOW_CHAINED_CONDITION)  # under the default 1,000
+
+
 @pytest.mark.parametrize(
     ("changes", "status", "code", "message"),
     [
@@ -106,6 +112,11 @@ async def test_create_list_replace_disable_keeps_versions_audit_and_bumps_the_ge
         ({"amount": "amount +"}, 400, "RULE_INVALID", "Syntax error"),
         ({"amount": "1 + " * 300 + "1"}, 400, "RULE_INVALID", "at most 1000"),
         ({"condition": "tags.exists(t, tags.exists(u, u == t))"}, 400, "RULE_INVALID", "inside another"),
+        # Chained comprehensions with concatenation in the second body: 960 characters that cost ~1 s and
+        # ~0.5 GB per evaluation before ranges and bodies were bounded (pm/domain/cel/base.py).
+        ({"condition": SLOW_CHAINED_CONDITION}, 400, "RULE_INVALID", "may range only over"),
+        ({"condition": "[0, 1].map(x, [x] + [x]).size() > 0"}, 400, "RULE_INVALID", "'+' is not allowed"),
+        ({"condition": "tags.exists(t, t.matches('^(a|t){100}'))"}, 400, "RULE_INVALID", "matches is not allowed"),
         ({"surprise": 1}, 422, "VALIDATION_FAILED", "surprise"),
         ({"kind": "DURING"}, 422, "VALIDATION_FAILED", "kind"),
         ({"priority": "1"}, 422, "VALIDATION_FAILED", "priority"),
