@@ -382,6 +382,8 @@ class PostgresLedger:
 
     async def _account_filter_query(self, f: tb.AccountFilter, columns: str) -> list[asyncpg.Record]:
         low, high = filters.timestamp_range(f.timestamp_min, f.timestamp_max)
+        if low > TIMESTAMP_SQL_MAX:
+            return []  # a valid filter on a range no timestamp reaches; bigint could not take the bound
         sides = []
         if f.flags & tb.AccountFilterFlags.DEBITS:
             sides.append("debit_account_id = $1")
@@ -416,6 +418,8 @@ class PostgresLedger:
 
     async def _query(self, f: tb.QueryFilter, table: str, columns: str) -> list[asyncpg.Record]:
         low, high = filters.timestamp_range(f.timestamp_min, f.timestamp_max)
+        if low > TIMESTAMP_SQL_MAX:
+            return []  # a valid filter on a range no timestamp reaches; bigint could not take the bound
         where = ["timestamp BETWEEN $1 AND $2"]
         args: list[Any] = [low, min(high, TIMESTAMP_SQL_MAX)]
         _add_equals(where, args, f, ("user_data_128", "user_data_64", "user_data_32", "ledger", "code"))

@@ -160,6 +160,24 @@ async def test_invalid_filter_returns_nothing(world, fields):
     assert await led.get_account_balances(account_filter(a, **fields)) == []
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        dict(timestamp_min=2**63),
+        dict(timestamp_min=U64_MAX - 1),
+        dict(timestamp_min=2**63, timestamp_max=U64_MAX - 1),
+    ],
+    ids=["min_2_63", "min_u64_max_less_1", "min_2_63_max_u64_max_less_1"],
+)
+async def test_valid_filter_past_every_timestamp_returns_nothing(world, fields):
+    # Valid (only 2^64-1 itself is refused), but no timestamp is that large: an empty range, not an error
+    # (the postgres backend keeps timestamps in a signed bigint, which stops at 2^63-1).
+    led, a = world["ledger"], world["a"]
+    assert await led.get_account_transfers(account_filter(a, **fields)) == []
+    assert await led.get_account_balances(account_filter(a, **fields)) == []
+    assert await led.get_account_transfers(account_filter(a, flags=DEBITS | CREDITS | REVERSED, **fields)) == []
+
+
 async def test_unknown_account_returns_nothing(world):
     led = world["ledger"]
     assert await led.get_account_transfers(account_filter(tb.id())) == []
