@@ -20,7 +20,8 @@ Every round it
   PM_PSP_EVENT_RETENTION_S, in bounded rounds (intents and their event rows are kept: the record);
 - measures stream backlogs, dead-letter stream lengths and open intents for the metrics;
 - every PM_LEDGER_CHECK_INTERVAL_S, checks the ledger as `pm ledger check --allow-pending-transit` does
-  (bounded: LEDGER_CHECK_PAGES_MAX pages of accounts) and exports transit balances and problems found;
+  (bounded: LEDGER_CHECK_PAGES_MAX pages of accounts, ledger.check.SCANS_MAX scans) and exports transit
+  balances, problems found and imbalances it could not confirm under traffic (inconclusive);
 - every PM_BALANCE_SNAPSHOT_INTERVAL_S, snapshots every account's balances into
   pm.account_balance_snapshot (consumers/balance_snapshot.py: bounded pages, one short statement each).
 One poller is enough; several are safe (rows are taken with SKIP LOCKED, re-drives are idempotent).
@@ -279,8 +280,13 @@ async def check_ledger_once(context: StageContext, pages_max: int = LEDGER_CHECK
         log.exception("ledger check could not complete; run `pm ledger check` by hand")
         return None
     export_ledger_check(report)
-    if not report.ok:
+    if report.problems:
         log.error("ledger check found problems", extra={"problems": report.problems[:20]})
+    if report.inconclusive:
+        log.warning(
+            "ledger check could not confirm or rule out an imbalance: transfers between every two scans",
+            extra={"inconclusive": report.inconclusive[:20], "scans": report.scans},
+        )
     return report
 
 
@@ -292,6 +298,7 @@ def export_ledger_check(report: CheckReport) -> None:
         metrics.LEDGER_TRANSIT_MINOR.labels(currency, "posted").set(balance.posted_net if balance else 0)
         metrics.LEDGER_TRANSIT_MINOR.labels(currency, "pending").set(balance.pending_net if balance else 0)
     metrics.LEDGER_CHECK_PROBLEMS.set(len(report.problems))
+    metrics.LEDGER_CHECK_INCONCLUSIVE.set(len(report.inconclusive))
     metrics.LEDGER_CHECK_TIMESTAMP_SECONDS.set(time.time())
 
 

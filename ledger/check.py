@@ -3,6 +3,17 @@
 - per ledger (currency), Σ debits = Σ credits, for posted and for pending amounts;
 - no account breaks its own flags (`debits_must_not_exceed_credits`, `credits_must_not_exceed_debits`);
 - every transit account is back to zero: money passes through transit, never rests there.
+
+A ledger of more than one page is read in several requests, and no backend offers a snapshot across
+requests (TigerBeetle has none), so a transfer committed between two page reads may be counted on one
+side only: a ledger in balance read as out of balance. So an imbalance is only reported once it is
+confirmed: read in one request (a ledger of one page: each request is atomic on every backend), or two
+scans in a row read the same totals for that ledger and no transfer on it was committed from the start
+of the first to the end of the second. Why that proves a real imbalance: without transfers, posted
+amounts do not change and pending amounts only fall (a hold expires); totals equal at both ends then mean
+every account of the ledger kept its values from its first read to its second, so the first scan read
+one instant's state. A ledger out of balance in every one of `SCANS_MAX` scans but
+never confirmed (transfers on it during every pair) is reported as inconclusive, apart from problems.
 """
 
 from __future__ import annotations
@@ -18,6 +29,10 @@ from ledger.open import Ledger
 from ledger.validate import BATCH_EVENTS_MAX
 
 PAGES_MAX = 100_000  # 819 million accounts: far beyond any ledger this check is run on
+# Scans of every account at most, per check: the first, then until an imbalance is confirmed or ruled out
+# (module docstring). A real imbalance takes two; a ledger in balance, torn by a transfer, takes two (the
+# second one reads it in balance); four give traffic three chances to leave a ledger out of balance alone.
+SCANS_MAX = 4
 _TRANSIT_NAMES = {transit(currency).id: transit(currency).name for currency in CURRENCY_LEDGER}
 
 
@@ -43,10 +58,24 @@ class CheckReport:
     ledgers: dict[int, LedgerTotals] = field(default_factory=dict)
     transit: list[TransitBalance] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Imbalances read in every scan but never confirmed: transfers on that ledger during every pair of
+    # scans (module docstring). Not problems, but not OK either: a real imbalance looks the same.
+    inconclusive: list[str] = field(default_factory=list)
+    scans: int = 0  # how often every account was read
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.inconclusive
+
+
+@dataclass(slots=True)
+class _Scan:
+    """One read of every account."""
+
+    report: CheckReport  # the per-account problems and transit balances of this scan
+    totals: dict[int, LedgerTotals]
+    transfer_timestamp_before: int  # the newest transfer's timestamp when the scan began; 0: none yet
+    pages: int  # requests it took
 
 
 async def account_pages(ledger: Ledger, pages_max: int = PAGES_MAX) -> AsyncIterator[list[tb.Account]]:
@@ -79,25 +108,96 @@ async def all_accounts(ledger: Ledger) -> list[tb.Account]:
     return [account async for page in account_pages(ledger) for account in page]
 
 
-async def run_check(ledger: Ledger, allow_pending_transit: bool = False, pages_max: int = PAGES_MAX) -> CheckReport:
-    """Check the invariants; `allow_pending_transit` tolerates holds of intents still in flight. Reads at
-    most `pages_max` pages of accounts (more: RuntimeError)."""
+async def run_check(
+    ledger: Ledger, allow_pending_transit: bool = False, pages_max: int = PAGES_MAX, scans_max: int = SCANS_MAX
+) -> CheckReport:
+    """Check the invariants; `allow_pending_transit` tolerates holds of intents still in flight. Reads every
+    account at most `scans_max` times (module docstring), each time at most `pages_max` pages (more:
+    RuntimeError)."""
+    assert scans_max >= 1, scans_max
+    confirmed: dict[int, LedgerTotals] = {}
+    previous: _Scan | None = None
+    scans = 0
+    for _ in range(scans_max):
+        scan = await _scan(ledger, allow_pending_transit, pages_max)
+        scans += 1
+        unsettled = [number for number, t in scan.totals.items() if _unbalanced(t) and number not in confirmed]
+        if scan.pages == 1:  # one request reads one instant's state on every backend: nothing to tear
+            confirmed.update((number, scan.totals[number]) for number in unsettled)
+            unsettled = []
+        if previous is not None and unsettled:
+            quiet = await _ledgers_without_transfers_since(ledger, unsettled, previous.transfer_timestamp_before)
+            for number in quiet:
+                if _balances(previous.totals.get(number)) == _balances(scan.totals[number]):
+                    confirmed[number] = scan.totals[number]
+            unsettled = [number for number in unsettled if number not in confirmed]
+        if not unsettled:
+            break
+        previous = scan
+    report = scan.report
+    report.scans = scans
+    report.ledgers = scan.totals
+    report.problems.extend(problem for number, t in sorted(confirmed.items()) for problem in _imbalances(number, t))
+    report.inconclusive = [problem for number in unsettled for problem in _imbalances(number, scan.totals[number])]
+    return report
+
+
+async def _scan(ledger: Ledger, allow_pending_transit: bool, pages_max: int) -> _Scan:
+    transfer_timestamp_before = await _newest_transfer_timestamp(ledger)
     report = CheckReport()
     totals: dict[int, LedgerTotals] = defaultdict(LedgerTotals)
+    pages = 0
     async for page in account_pages(ledger, pages_max):
+        pages += 1
         for account in page:
             _check_account(account, totals, report, allow_pending_transit)
-    for ledger_number, t in sorted(totals.items()):
-        if t.debits_posted != t.credits_posted:
-            report.problems.append(
-                f"ledger {ledger_number}: posted debits {t.debits_posted} != credits {t.credits_posted}"
-            )
-        if t.debits_pending != t.credits_pending:
-            report.problems.append(
-                f"ledger {ledger_number}: pending debits {t.debits_pending} != credits {t.credits_pending}"
-            )
-    report.ledgers = dict(sorted(totals.items()))
-    return report
+    return _Scan(report, dict(sorted(totals.items())), transfer_timestamp_before, pages)
+
+
+def _query_filter(ledger_number: int, timestamp_min: int, flags: tb.QueryFilterFlags) -> tb.QueryFilter:
+    return tb.QueryFilter(
+        user_data_128=0,
+        user_data_64=0,
+        user_data_32=0,
+        ledger=ledger_number,
+        code=0,
+        timestamp_min=timestamp_min,
+        timestamp_max=0,
+        limit=1,
+        flags=flags,
+    )
+
+
+async def _newest_transfer_timestamp(ledger: Ledger) -> int:
+    newest = await ledger.query_transfers(_query_filter(0, 0, tb.QueryFilterFlags.REVERSED))
+    return newest[0].timestamp if newest else 0
+
+
+async def _ledgers_without_transfers_since(ledger: Ledger, numbers: list[int], timestamp: int) -> list[int]:
+    """Which of the ledgers `numbers` had no transfer committed after the one at `timestamp` (timestamps
+    only grow, imported ones too): one request each."""
+    quiet = []
+    for number in numbers:
+        if not await ledger.query_transfers(_query_filter(number, timestamp + 1, tb.QueryFilterFlags.NONE)):
+            quiet.append(number)
+    return quiet
+
+
+def _balances(t: LedgerTotals | None) -> tuple[int, int, int, int] | None:
+    return None if t is None else (t.debits_posted, t.credits_posted, t.debits_pending, t.credits_pending)
+
+
+def _unbalanced(t: LedgerTotals) -> bool:
+    return t.debits_posted != t.credits_posted or t.debits_pending != t.credits_pending
+
+
+def _imbalances(number: int, t: LedgerTotals) -> list[str]:
+    found = []
+    if t.debits_posted != t.credits_posted:
+        found.append(f"ledger {number}: posted debits {t.debits_posted} != credits {t.credits_posted}")
+    if t.debits_pending != t.credits_pending:
+        found.append(f"ledger {number}: pending debits {t.debits_pending} != credits {t.credits_pending}")
+    return found
 
 
 def _check_account(
@@ -148,7 +248,13 @@ def format_report(report: CheckReport) -> str:
         lines.append("  (none)")
     if report.ok:
         lines.append("OK: debits = credits on every ledger, no account breaks its flags, transit is zero")
-    else:
+    if report.problems:
         lines.append(f"FAILED: {len(report.problems)} problem(s)")
         lines.extend(f"  - {problem}" for problem in report.problems)
+    if report.inconclusive:
+        lines.append(
+            f"INCONCLUSIVE: out of balance in each of {report.scans} scans, with transfers on the ledger between"
+            " them: traffic or a real imbalance (run the check again when traffic is low)"
+        )
+        lines.extend(f"  - {imbalance}" for imbalance in report.inconclusive)
     return "\n".join(lines)

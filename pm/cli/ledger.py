@@ -1,7 +1,8 @@
 """`pm ledger check|demo`: the ledger itself, without the pipeline (ledger/check.py, pm/dev/ledger_demo.py).
 
 The ledger is the one the settings name (`Settings.effective_ledger_url`); the embedded PostgreSQL is
-started only when that is the `postgres` backend. `check` exits 1 when the ledger is not ok.
+started only when that is the `postgres` backend. `check` exits 1 when it finds a problem, 2 when it finds
+only an imbalance it could not confirm or rule out (transfers on that ledger between every two scans).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from pm.cli.common import EXIT_OK, EXIT_PROBLEM_FOUND, CommandError, database, first_line, redact_url
+from pm.cli.common import EXIT_CANNOT_RUN, EXIT_OK, EXIT_PROBLEM_FOUND, CommandError, database, first_line, redact_url
 from pm.config.settings import Settings
 
 if TYPE_CHECKING:
@@ -39,7 +40,10 @@ async def _ledger_check(settings: Settings, arguments: argparse.Namespace) -> in
         async with opened_ledger(settings.effective_ledger_url(database_url)) as ledger:
             report = await run_check(ledger, allow_pending_transit=arguments.allow_pending_transit)
     print(format_report(report))
-    return EXIT_OK if report.ok else EXIT_PROBLEM_FOUND
+    if report.problems:
+        return EXIT_PROBLEM_FOUND
+    # Out of balance while transfers kept landing on that ledger: neither a problem nor OK.
+    return EXIT_CANNOT_RUN if report.inconclusive else EXIT_OK
 
 
 async def _ledger_demo(settings: Settings, arguments: argparse.Namespace) -> int:

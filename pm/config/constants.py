@@ -89,7 +89,9 @@ PURGE_ROUNDS_MAX = 40
 # PM_LEDGER_CHECK_INTERVAL_S (this default) for the metrics the alerts read (pm_ledger_transit_minor,
 # pm_ledger_check_problems). It reads every account, one page of 8,189 per request, one page in memory at a
 # time; past LEDGER_CHECK_PAGES_MAX pages (about a million accounts: seconds of reading on the postgres
-# backend) it stops, counts a failure and the operator runs `pm ledger check` by hand.
+# backend) it stops, counts a failure and the operator runs `pm ledger check` by hand. An imbalance on a
+# ledger of several pages is re-read before it counts (ledger.check.SCANS_MAX scans at most, each within
+# this bound), as a transfer landing between two page reads looks like one.
 LEDGER_CHECK_INTERVAL_S_DEFAULT = 300.0
 # A mini-app charge waits this long for its user's confirmation, then ends REJECTED CONFIRMATION_EXPIRED
 # (PM_MINIAPP_CONFIRMATION_TIMEOUT_S): five minutes, a user's moment at the app's prompt.

@@ -156,6 +156,11 @@ LEDGER_TRANSIT_MINOR = Gauge(
 LEDGER_CHECK_PROBLEMS = Gauge(
     "pm_ledger_check_problems", "Problems the status poller's last ledger check found (pending transit allowed)"
 )
+LEDGER_CHECK_INCONCLUSIVE = Gauge(
+    "pm_ledger_check_inconclusive",
+    "Imbalances the status poller's last ledger check read in every scan but could not confirm: transfers on "
+    "that ledger between every two scans (traffic, or a real imbalance hidden by it; not counted as problems)",
+)
 LEDGER_CHECK_TIMESTAMP_SECONDS = Gauge(
     "pm_ledger_check_timestamp_seconds",
     "Unix time the status poller's last ledger check completed (0: none yet, or not a poller)",

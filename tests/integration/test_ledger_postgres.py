@@ -1,6 +1,8 @@
 """The postgres ledger backend on a real PostgreSQL: it creates its own tables in an empty database,
-keeps its data across connections, and stays exact when several processes write to the same accounts
-at once (every created transfer is reflected once, no account overdraws, debits = credits)."""
+keeps its data across connections, stays exact when several processes write to the same accounts
+at once (every created transfer is reflected once, no account overdraws, debits = credits), and its
+ledger check on more than one page of accounts neither reports a transfer committed between two page
+reads as an imbalance nor misses a real one (a row changed behind the ledger's back)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import asyncio
 import multiprocessing
 import random
 import time
+import uuid
 from collections import defaultdict
 
 import asyncpg
@@ -15,6 +18,7 @@ import tigerbeetle as tb
 
 from ledger import open_ledger
 from ledger.check import run_check
+from tests.support.ledger_check import THB, BetweenPages, create_ok, thb_transfer, two_page_ledger
 
 LEDGER_NUMBER = 4242
 PROCESSES = 3
@@ -195,3 +199,26 @@ async def test_a_writer_whose_clock_runs_ahead_does_not_expire_anyones_holds(fre
         assert (found[21].debits_posted, found[21].debits_pending, found[22].credits_posted) == (70, 0, 71)
         report = await run_check(ledger)
         assert report.ok, report.problems
+
+
+async def test_the_check_of_a_two_page_ledger_under_traffic(fresh_database) -> None:
+    url = await fresh_database()
+    async with open_ledger(url) as ledger:
+        adjustments_id, last_user_id = await two_page_ledger(ledger)
+        live = BetweenPages(ledger, lambda: create_ok(ledger, thb_transfer(adjustments_id, last_user_id, 10)), 1)
+        report = await run_check(live)
+        assert report.ok and report.scans == 2, (report.problems, report.inconclusive)
+        assert (report.ledgers[THB].debits_posted, report.ledgers[THB].credits_posted) == (10, 10)
+
+        connection = await asyncpg.connect(url)
+        try:  # storage damaged behind the ledger's back: 5 credits no transfer made
+            await connection.execute(
+                "UPDATE tb_ledger.accounts SET credits_posted = credits_posted + 5 WHERE id = $1",
+                uuid.UUID(int=last_user_id),
+            )
+        finally:
+            await connection.close()
+        live.times_left = 1  # and a transfer lands between the first scan's page reads again
+        report = await run_check(live)
+    assert report.problems == [f"ledger {THB}: posted debits 20 != credits 25"]
+    assert report.inconclusive == [] and report.scans == 3

@@ -1,7 +1,8 @@
 """The status poller's periodic ledger check exports what the alerts read: each transit account's posted
 and pending balance (posted money resting in transit shows, with the problem counted), the time of the
-check; a ledger larger than its page bound is a counted failure that leaves the last values in place; and
-the check reads a ledger of more than one page, one page at a time, within its bound."""
+check; a ledger larger than its page bound is a counted failure that leaves the last values in place;
+the check reads a ledger of more than one page, one page at a time, within its bound; and an imbalance
+traffic never let it confirm is exported as inconclusive, not as a problem."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from consumers.poller import check_ledger_once
 from ledger import BATCH_EVENTS_MAX, accounts, open_ledger
 from ledger.check import run_check
 from pm.config.topology import load_topology
+from tests.support.ledger_check import BetweenPages, create_ok, thb_transfer, two_page_ledger
 
 THB = 764
 
@@ -84,3 +86,18 @@ async def test_the_check_pages_through_more_than_one_batch_within_its_bound() ->
             await run_check(ledger, pages_max=1)
         report = await run_check(ledger, pages_max=2)
     assert report.ok and report.ledgers[THB].accounts == BATCH_EVENTS_MAX + 1
+
+
+async def test_traffic_during_every_scan_is_exported_as_inconclusive_not_as_a_problem(context: StageContext) -> None:
+    ledger = context.ledger
+    adjustments_id, last_user_id = await two_page_ledger(ledger)
+    live = BetweenPages(ledger, lambda: create_ok(ledger, thb_transfer(adjustments_id, last_user_id, 10)), times=99)
+    live_context = StageContext(pool=None, ledger=live, redis=None, topology=context.topology)  # type: ignore[arg-type]
+    report = await check_ledger_once(live_context)
+    assert report is not None and report.problems == [] and len(report.inconclusive) == 1
+    assert sample("pm_ledger_check_problems") == 0
+    assert sample("pm_ledger_check_inconclusive") == 1
+    live.times_left = 0  # traffic stops: the next check reads the ledger in balance
+    report = await check_ledger_once(live_context)
+    assert report is not None and report.ok
+    assert sample("pm_ledger_check_inconclusive") == 0
