@@ -67,8 +67,8 @@ async def check_due(pool: asyncpg.Pool, psp: PspClient) -> int:
         await reviews.flag(pool, paid, "the PSP reports it paid after PM voided it at the deadline")
     if unresolved:
         await reviews.flag(pool, unresolved, f"no final answer from the PSP {WATCH_WINDOW_S // 3600} h after the void")
-    for intent_id, why in mismatched.items():  # rare: one statement each
-        await reviews.flag(pool, [intent_id], why)
+    if mismatched:
+        await reviews.flag_each(pool, mismatched)
     await watches.end(pool, [*paid, *unresolved, *ended, *mismatched])
     for intent_id in paid:
         log.error("PSP paid a voided payment; flagged for review", extra={"intent_id": str(intent_id)})

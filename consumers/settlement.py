@@ -82,8 +82,8 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
             raise LedgerAnswerError(f"settlement of intent {outcome.intent.id}: ledger answered {statuses}")
     if to_void:
         transitions.extend(await release(context, to_void))
-    for intent_id, why in mismatched.items():  # rare: a PSP's bug, or its books and ours disagree
-        await reviews.flag(context.pool, [intent_id], why)
+    if mismatched:  # rare: a PSP's bug, or its books and ours disagree
+        await reviews.flag_each(context.pool, mismatched)
     failed_after_payout = [t.intent_id for t in transitions if t.new == State.FAILED and t.intent_id in paid_out]
     if failed_after_payout:
         await reviews.flag(context.pool, failed_after_payout, "the PSP paid out, but the hold could not be posted")

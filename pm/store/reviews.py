@@ -3,6 +3,7 @@ reported a payout done for an intent the wallet had already failed (its hold voi
 decline after it settled, another payment than PM asked for, or refused our reference.
 
     await flag(pool, [intent_id], "why")      # idempotent per reason; counted in pm_reviews_flagged_total
+    await flag_each(pool, {intent_id: "why"})  # a reason per intent, one statement
     rows = await list_flagged(pool, limit)     # `pm review list`
     await reannounce(pool, limit)              # after Redis lost the review stream (the status poller)
 
@@ -14,6 +15,7 @@ operator does.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -25,22 +27,26 @@ LISTED_MAX = 1_000
 
 
 _FLAG_SQL = """
-WITH marked AS (
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[]) AS input(id, reason)
+), marked AS (
     -- A new reason on an intent already flagged is added to the ones before (an operator reads them all,
     -- and the review stream hears of it); the same reason again changes nothing.
-    UPDATE pm.intent SET needs_review = true,
-        review_reason = CASE WHEN needs_review THEN left(coalesce(review_reason || '; ', '') || $2, $3) ELSE $2 END
-    WHERE id = ANY($1::uuid[])
-      AND (NOT needs_review
-           OR (strpos(coalesce(review_reason, ''), $2) = 0 AND length(coalesce(review_reason, '')) < $3))
-    RETURNING *
+    UPDATE pm.intent i SET needs_review = true,
+        review_reason = CASE WHEN i.needs_review THEN left(coalesce(i.review_reason || '; ', '') || input.reason, $3)
+                             ELSE input.reason END
+    FROM input
+    WHERE i.id = input.id
+      AND (NOT i.needs_review
+           OR (strpos(coalesce(i.review_reason, ''), input.reason) = 0 AND length(coalesce(i.review_reason, '')) < $3))
+    RETURNING i.*, input.reason AS new_reason
 ), outbox AS (
     INSERT INTO pm.outbox (event_id, kind, intent_id, version, payload)
     SELECT gen_random_uuid(), 'review', id, version,
            jsonb_build_object('type', 'intent.review_flagged', 'intent_id', id, 'version', version, 'state', state,
                               'operation_type', operation_type, 'amount_minor', amount_minor, 'currency', currency,
                               'channel', channel, 'sender_id', sender_id, 'recipient_id', recipient_id,
-                              'error_code', error_code, 'reason', $2::text, 'flagged_at', now())
+                              'error_code', error_code, 'reason', new_reason, 'flagged_at', now())
     FROM marked
 )
 SELECT id FROM marked
@@ -50,12 +56,15 @@ SELECT id FROM marked
 async def flag(conn: asyncpg.Pool | asyncpg.Connection, intent_ids: list[Any], reason: str) -> int:
     """Mark the intents for review (once per reason each); the number newly marked or given a new reason."""
     assert intent_ids and reason
-    marked = await conn.fetch(
-        _FLAG_SQL,
-        [uuid.UUID(str(intent_id)) for intent_id in intent_ids],
-        reason[:REASON_LENGTH_MAX],
-        REASON_LENGTH_MAX,
-    )
+    return await flag_each(conn, dict.fromkeys((uuid.UUID(str(i)) for i in intent_ids), reason))
+
+
+async def flag_each(conn: asyncpg.Pool | asyncpg.Connection, reasons: Mapping[Any, str]) -> int:
+    """`flag` with a reason per intent, in one statement: {intent_id: why}."""
+    assert reasons and all(reasons.values())
+    ids = [uuid.UUID(str(intent_id)) for intent_id in reasons]
+    assert len(set(ids)) == len(ids), "one reason per intent"
+    marked = await conn.fetch(_FLAG_SQL, ids, [why[:REASON_LENGTH_MAX] for why in reasons.values()], REASON_LENGTH_MAX)
     if marked:
         metrics.REVIEWS_FLAGGED.inc(len(marked))
     return len(marked)

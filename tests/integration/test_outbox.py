@@ -235,6 +235,19 @@ async def test_a_new_reason_for_a_flagged_intent_is_added_and_announced(pool) ->
     assert await reviews.flag(pool, [intent_id], "one more") == 0
 
 
+async def test_flags_with_a_reason_each_are_one_statement_and_keep_each_reason(pool) -> None:
+    """Settlement and the watch flag a batch's mismatched reports together: each intent gets its own reason,
+    on the intent and in its review event, and a repeat adds nothing."""
+    first, second = await settled_charge(pool, next(_merchants)), await settled_charge(pool, next(_merchants))
+    reasons = {first: "the PSP reported 1 THB", second: "the PSP reported USD"}
+    assert await reviews.flag_each(pool, reasons) == 2
+    assert await reviews.flag_each(pool, reasons) == 0
+    rows = await pool.fetch("SELECT id, review_reason FROM pm.intent WHERE id = ANY($1::uuid[])", list(reasons))
+    assert {row["id"]: row["review_reason"] for row in rows} == reasons
+    events = await pool.fetch("SELECT intent_id, payload->>'reason' AS reason FROM pm.outbox WHERE kind = 'review'")
+    assert {row["intent_id"]: row["reason"] for row in events} == reasons
+
+
 async def test_an_intent_cleared_by_an_operator_can_be_flagged_again(pool) -> None:
     intent_id = await settled_charge(pool, next(_merchants))
     assert await reviews.flag(pool, [intent_id], "first") == 1
