@@ -4,7 +4,9 @@ One batch: the process's rule cache (at most one generation query per 0.5 s, a r
 changed), then every intent priced in memory, no SQL per intent. A priced intent records its PRE and
 POST fees and the rules that priced it (`fee_rules`: id, version, kind, fee), so a later edit of a rule
 never changes it. A broken rule or a POST fee above the amount rejects the intent before any money is
-held (FEE_RULE_ERROR / FEE_EXCEEDS_AMOUNT).
+held (FEE_RULE_ERROR / FEE_EXCEEDS_AMOUNT), as does a fee above the bound the caller sent with it
+(`max_fee_pre_minor` / `max_fee_post_minor`: FEE_CHANGED), so an edit between the quote and the pricing
+never charges a fee the user did not agree to.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 
 from consumers.context import StageContext
 from pm.domain.intent import Intent, State, Transition, advance, reject
-from pm.domain.pricing import PricingError, PricingRequest, RuleSet
+from pm.domain.pricing import PricingError, PricingRequest, RuleSet, check_fee_bounds
 
 log = logging.getLogger("pm.consumers.fees")
 
@@ -37,6 +39,7 @@ def price(intent: Intent, rules: RuleSet) -> Transition:
     """The fees stage's decision for one intent: PRICED with its fees, or REJECTED."""
     try:
         fees = rules.price(pricing_request(intent))
+        check_fee_bounds(fees, intent.max_fee_pre_minor, intent.max_fee_post_minor)
     except PricingError as exc:
         if exc.rule_id is not None:  # a rule an operator must fix, not the user's doing
             log.warning(

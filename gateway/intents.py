@@ -96,6 +96,8 @@ async def create_intent(request: web.Request) -> web.Response:
         # Claimed in the statement that creates the intent: a replay is refused however Redis fares.
         nonce=request[NONCE],
         refund_of=intent_request.refund_of,
+        max_fee_pre_minor=intent_request.max_fee_pre_minor,
+        max_fee_post_minor=intent_request.max_fee_post_minor,
     )
     # A refund reserves its amount on the original in its own transaction; every other intent is batched.
     writer = refunds.create(app[DATABASE], new_intent) if is_refund else app[INTENT_WRITER].create(new_intent)

@@ -89,6 +89,8 @@ def _opaque_token(value: str) -> str:
 
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=TAG_LENGTH_HARD_MAX, pattern=TAG_PATTERN), NoPii]
 UserId = Annotated[int, Field(gt=0, le=BIGINT_MAX)]
+# A fee bound in minor units; at most the amount limit too (check_limits, from the settings).
+FeeBound = Annotated[int, Field(ge=0, le=BIGINT_MAX)]
 Model = TypeVar("Model", bound=BaseModel)
 
 # What POST /intents accepts today; the other operation types wait for their channels (issues 4-5).
@@ -129,6 +131,17 @@ class IntentRequest(BaseModel):
     # REFUND only: the SETTLED P2P_TRANSFER or MINIAPP_CHARGE to give (part of) its amount back for.
     refund_of: uuid.UUID | None = Field(
         default=None, description="REFUND only: the SETTLED P2P_TRANSFER or MINIAPP_CHARGE it gives money back for"
+    )
+    # The fees the user agreed to (POST /quote's answer sent back): a higher priced fee is FEE_CHANGED.
+    max_fee_pre_minor: FeeBound | None = Field(
+        default=None,
+        description="the highest PRE fee the sender agreed to (the quote's fee_pre_minor); a higher fee rejects "
+        "the intent FEE_CHANGED before any money is held; null or omitted: no bound",
+    )
+    max_fee_post_minor: FeeBound | None = Field(
+        default=None,
+        description="the highest POST fee agreed to (the quote's fee_post_minor); a higher fee rejects the "
+        "intent FEE_CHANGED before any money is held; null or omitted: no bound",
     )
 
 
@@ -181,6 +194,12 @@ def check_limits(request: IntentRequest, limits: IntentLimits) -> None:
         raise validation_failed(
             f"currency must be one of {', '.join(sorted(CURRENCY_LEDGER))}", ErrorCode.UNSUPPORTED_CURRENCY
         )
+    for name, bound in (
+        ("max_fee_pre_minor", request.max_fee_pre_minor),
+        ("max_fee_post_minor", request.max_fee_post_minor),
+    ):
+        if bound is not None and bound > limits.amount_minor_max:
+            raise validation_failed(f"{name} must be from 0 to {limits.amount_minor_max}")
     tags = request.metadata.tags
     if len(tags) > limits.tags_count_max:
         raise validation_failed(f"metadata.tags holds at most {limits.tags_count_max} tags")

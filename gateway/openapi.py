@@ -76,7 +76,9 @@ def _paths() -> dict[str, Any]:
                 "response again. REFUND (with refund_of, in the original's currency, 1 to what is left to refund) "
                 "gives back a SETTLED P2P_TRANSFER (by its recipient, X-User-Id) or MINIAPP_CHARGE (by its "
                 "merchant's key), or either by an admin key: 404 for anyone else, 422 NOT_REFUNDABLE for any "
-                "other original, 422 REFUND_EXCEEDS_ORIGINAL past its amount, nothing written.",
+                "other original, 422 REFUND_EXCEEDS_ORIGINAL past its amount, nothing written. max_fee_pre_minor / "
+                "max_fee_post_minor (a quote's fee_pre_minor / fee_post_minor sent back): the fees stage rejects "
+                "the intent FEE_CHANGED, before any money is held, when a fee it prices is above its bound.",
                 parameters=[
                     OPTIONAL_USER_HEADER | {"description": "the sender (required for P2P_TRANSFER)"},
                     header(
@@ -237,6 +239,16 @@ def _schemas() -> dict[str, Any]:
                 "merchant_id": {**nullable_int, "description": "MINIAPP_*: the merchant (from the caller's key)"},
                 "destination_ref": {**nullable_str, "description": "IPPS_WITHDRAWAL, THAI_QR_PAY: the payee token"},
                 "refund_of": {**nullable_str, "format": "uuid", "description": "REFUND: the intent it refunds"},
+                "max_fee_pre_minor": {
+                    **nullable_int,
+                    "minimum": 0,
+                    "description": "the PRE fee bound sent with it (null: none)",
+                },
+                "max_fee_post_minor": {
+                    **nullable_int,
+                    "minimum": 0,
+                    "description": "the POST fee bound sent with it (null: none)",
+                },
                 "error": {"oneOf": [{"type": "null"}, ref("Error/properties/error")]},
                 "created_at": timestamp,
                 "updated_at": timestamp,

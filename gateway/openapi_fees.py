@@ -54,8 +54,10 @@ def paths() -> dict[str, Any]:
                 SCOPE_INTENTS_WRITE,
                 {"200": json_content(ref("Quote"), "the quote"), **_errors(400, 401, 403, 413, 422, 503)},
                 description="The body, signing and parties of POST /intents; no Idempotency-Key. 422 with the "
-                "code the intent would be rejected with: NO_ROUTE, FEE_RULE_ERROR, FEE_EXCEEDS_AMOUNT, or a "
-                "body refusal.",
+                "code the intent would be rejected with: NO_ROUTE, FEE_RULE_ERROR, FEE_EXCEEDS_AMOUNT, FEE_CHANGED "
+                "(a fee above the body's max_fee_pre_minor / max_fee_post_minor), or a body refusal. Send the "
+                "answer's fee_pre_minor and fee_post_minor back as POST /intents' max_fee_pre_minor and "
+                "max_fee_post_minor: the user then pays no fee above what it was shown.",
                 parameters=[SENDER_HEADER],
                 requestBody={"required": True, "content": {"application/json": {"schema": ref("IntentRequest")}}},
             )

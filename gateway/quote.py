@@ -10,7 +10,8 @@ stage, at the current time:
 
 Refusals are those the intent would meet in the pipeline, as 422 with the intent's code: NO_ROUTE,
 UNSUPPORTED_CURRENCY (routes take the operation and amount, none in this currency), FEE_RULE_ERROR (a rule
-failed to evaluate; its id is in the message), FEE_EXCEEDS_AMOUNT.
+failed to evaluate; its id is in the message), FEE_EXCEEDS_AMOUNT, and FEE_CHANGED for a fee above the
+body's `max_fee_pre_minor` / `max_fee_post_minor` (as the fees stage would refuse it).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from gateway.errors import json_response, validation_failed
 from gateway.intents import parties
 from gateway.models import IntentLimits, parse_intent_request
 from gateway.resources import API_KEY, DATABASE, SETTINGS
-from pm.domain.pricing import PricingError, PricingRequest
+from pm.domain.pricing import PricingError, PricingRequest, check_fee_bounds
 from pm.store.rules import RulesCache
 
 # Set by create_app: this process's fee rules and routes, each re-read when they change.
@@ -55,6 +56,7 @@ async def quote(request: web.Request) -> web.Response:
     )
     try:
         fees = rules.fees.price(pricing_request)
+        check_fee_bounds(fees, intent_request.max_fee_pre_minor, intent_request.max_fee_post_minor)
     except PricingError as exc:
         raise validation_failed(exc.message, exc.code) from None
     return json_response(fees.quote(intent_request.amount_minor))

@@ -100,10 +100,14 @@ class PMClient:
         wait_s: int | None = None,
         destination_ref: str | None = None,
         refund_of: str | None = None,
+        max_fee_pre_minor: int | None = None,
+        max_fee_post_minor: int | None = None,
     ) -> dict[str, Any]:
         """POST /intents; the intent as the gateway answered it (CREATED, or final with `wait_s`).
 
-        Without `idempotency_key` a fresh one is made; pass your own to retry safely."""
+        Without `idempotency_key` a fresh one is made; pass your own to retry safely. `max_fee_*_minor`:
+        the fees the user agreed to (a quote's `fee_pre_minor` / `fee_post_minor`); a higher fee ends the
+        intent REJECTED FEE_CHANGED with nothing held."""
         answer = await self.create_intent_answer(
             operation_type=operation_type,
             amount_minor=amount_minor,
@@ -115,6 +119,8 @@ class PMClient:
             destination_ref=destination_ref,
             wait_s=wait_s,
             refund_of=refund_of,
+            max_fee_pre_minor=max_fee_pre_minor,
+            max_fee_post_minor=max_fee_post_minor,
         )
         return answer.body
 
@@ -131,18 +137,15 @@ class PMClient:
         wait_s: int | None = None,
         destination_ref: str | None = None,
         refund_of: str | None = None,
+        max_fee_pre_minor: int | None = None,
+        max_fee_post_minor: int | None = None,
     ) -> Answer:
         """`create_intent`, with the answer's status (200 final, 202 accepted) and headers."""
-        body: dict[str, Any] = {"operation_type": operation_type, "amount_minor": amount_minor, "currency": currency}
-        if recipient_id is not None:
-            body["recipient_id"] = recipient_id
-        if destination_ref is not None:
-            body["destination_ref"] = destination_ref
-        if refund_of is not None:
-            body["refund_of"] = refund_of  # REFUND: the intent it gives money back for
-        tag_list = list(tags)
-        if tag_list:
-            body["metadata"] = {"tags": tag_list}
+        body = intent_body(
+            operation_type, amount_minor, currency, recipient_id=recipient_id, tags=tags,
+            destination_ref=destination_ref, refund_of=refund_of, max_fee_pre_minor=max_fee_pre_minor,
+            max_fee_post_minor=max_fee_post_minor,
+        )  # fmt: skip
         headers = {"Prefer": f"wait={wait_s}"} if wait_s else None
         return await self.request(
             "POST",
@@ -152,6 +155,27 @@ class PMClient:
             idempotency_key=idempotency_key or uuid.uuid4().hex,
             headers=headers,
         )
+
+    async def quote(
+        self,
+        *,
+        operation_type: str,
+        amount_minor: int,
+        currency: str,
+        user_id: int | None = None,
+        recipient_id: int | None = None,
+        tags: Iterable[str] = (),
+        destination_ref: str | None = None,
+        max_fee_pre_minor: int | None = None,
+        max_fee_post_minor: int | None = None,
+    ) -> dict[str, Any]:
+        """POST /quote: the fees the intent would pay now (send them back as `max_fee_*_minor`)."""
+        body = intent_body(
+            operation_type, amount_minor, currency, recipient_id=recipient_id, tags=tags,
+            destination_ref=destination_ref, max_fee_pre_minor=max_fee_pre_minor,
+            max_fee_post_minor=max_fee_post_minor,
+        )  # fmt: skip
+        return (await self.request("POST", "/quote", body=body, user_id=user_id)).body
 
     async def get_intent(self, intent_id: str | uuid.UUID, *, user_id: int | None = None) -> dict[str, Any]:
         return (await self.request("GET", f"/intents/{intent_id}", user_id=user_id)).body
@@ -249,6 +273,34 @@ class PMClient:
     def _url(self, path: str, raw_query: str) -> URL:
         # encoded=True: the URL goes out exactly as signed (aiohttp must not re-quote it).
         return URL(self._base_url + path + (f"?{raw_query}" if raw_query else ""), encoded=True)
+
+
+def intent_body(
+    operation_type: str,
+    amount_minor: int,
+    currency: str,
+    *,
+    recipient_id: int | None = None,
+    tags: Iterable[str] = (),
+    destination_ref: str | None = None,
+    refund_of: str | None = None,
+    max_fee_pre_minor: int | None = None,
+    max_fee_post_minor: int | None = None,
+) -> dict[str, Any]:
+    """The body of POST /intents and POST /quote, with only the fields given."""
+    body: dict[str, Any] = {"operation_type": operation_type, "amount_minor": amount_minor, "currency": currency}
+    optional = {
+        "recipient_id": recipient_id,
+        "destination_ref": destination_ref,
+        "refund_of": refund_of,  # REFUND: the intent it gives money back for
+        "max_fee_pre_minor": max_fee_pre_minor,  # the fees the user agreed to (a quote's)
+        "max_fee_post_minor": max_fee_post_minor,
+    }
+    body.update({name: value for name, value in optional.items() if value is not None})
+    tag_list = list(tags)
+    if tag_list:
+        body["metadata"] = {"tags": tag_list}
+    return body
 
 
 async def _api_error(response: aiohttp.ClientResponse) -> PMApiError:

@@ -34,6 +34,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p2p.add_argument("--amount", required=True, help="in major units, e.g. 150.00")
     p2p.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
     p2p.add_argument("--tags", default="", help="comma-separated, e.g. kyc_verified")
+    _add_fee_bounds(p2p)
     p2p.set_defaults(command=_send_p2p)
     withdraw = send.add_parser("withdraw", help="an IPPS withdrawal: --from USER --amount 500.00 [--destination T]")
     withdraw.add_argument("--from", dest="sender", type=int, required=True)
@@ -41,11 +42,13 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                           "digits of the minor units pick its behaviour (README: PSP simulator)")  # fmt: skip
     withdraw.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
     withdraw.add_argument("--destination", default="demo-bank-token", help="the Auth Center's payee token")
+    _add_fee_bounds(withdraw)
     withdraw.set_defaults(command=_send_withdraw)
     topup = send.add_parser("topup", help="a QP top-up: --to USER --amount 1000.00 (the user pays a QR at QP)")
     topup.add_argument("--to", dest="recipient", type=int, required=True)
     topup.add_argument("--amount", required=True, help="in major units; the simulator reads the last two digits")
     topup.add_argument("--currency", default=None, help=WALLET_CURRENCY_HELP)
+    _add_fee_bounds(topup)
     topup.set_defaults(command=_send_topup)
     adjust = send.add_parser("adjust", help="credit a user from adjustments (admin key): --to USER --amount")
     adjust.add_argument("--to", dest="recipient", type=int, required=True)
@@ -59,11 +62,18 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="its recipient (X-User-Id); with an admin key (PM_API_KEY_*) none")  # fmt: skip
     refund.add_argument("--amount", required=True, help="in major units, at most what is left to refund")
     refund.add_argument("--currency", default=None, help="the original's (ISO 4217); default: PM_WALLET_CURRENCY (THB)")
+    _add_fee_bounds(refund)
     refund.set_defaults(command=_send_refund)
     balance = commands.add_parser("balance", help="a user's balance through the gateway")
     balance.add_argument("--user", type=int, required=True)
     balance.add_argument("--currency", default=None, help="default: the gateway's wallet currency")
     balance.set_defaults(command=_balance)
+
+
+def _add_fee_bounds(parser: argparse.ArgumentParser) -> None:
+    """The fees the user agreed to (a quote's), in major units: a higher fee rejects it FEE_CHANGED."""
+    parser.add_argument("--max-fee-pre", default=None, help="in major units, e.g. 15.00: the highest PRE fee to pay")
+    parser.add_argument("--max-fee-post", default=None, help="in major units: the highest POST fee to pay")
 
 
 async def _send(
@@ -74,6 +84,10 @@ async def _send(
     try:
         amount_minor = to_minor_units(arguments.amount, currency)
         request = {"operation_type": operation_type, "amount_minor": amount_minor, "currency": currency}
+        for name in ("max_fee_pre", "max_fee_post"):
+            bound = getattr(arguments, name, None)
+            if bound is not None:
+                request[f"{name}_minor"] = to_minor_units(bound, currency, zero_allowed=True)
         return await send_and_follow(settings, role, {**request, **fields})
     except SendError as exc:
         raise CommandError(str(exc)) from exc
@@ -118,8 +132,9 @@ async def _balance(settings: Settings, arguments: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
 
 
-def to_minor_units(amount: str, currency: str) -> int:
-    """'150.00' THB -> 15000. Exact: more decimals than the currency has is an error, never rounded."""
+def to_minor_units(amount: str, currency: str, *, zero_allowed: bool = False) -> int:
+    """'150.00' THB -> 15000. Exact: more decimals than the currency has is an error, never rounded.
+    Positive, or (`zero_allowed`: a fee bound) at least 0."""
     try:
         exponent = CURRENCY_EXPONENT[currency]
     except KeyError:
@@ -129,8 +144,9 @@ def to_minor_units(amount: str, currency: str) -> int:
     except InvalidOperation:
         raise SendError(f"amount {amount!r} is not a number") from None
     minor = value.scaleb(exponent)
-    if not value.is_finite() or minor != minor.to_integral_value() or minor <= 0:
-        raise SendError(f"amount {amount!r} must be positive with at most {exponent} decimals")
+    if not value.is_finite() or minor != minor.to_integral_value() or minor < 0 or (minor == 0 and not zero_allowed):
+        least = "at least 0" if zero_allowed else "positive"
+        raise SendError(f"amount {amount!r} must be {least} with at most {exponent} decimals")
     return int(minor)
 
 

@@ -49,7 +49,7 @@ WAITING_STATES = frozenset({State.AWAITING_CONFIRMATION})
 API_FIELDS = (
     "id", "state", "version", "operation_type", "amount_minor", "currency", "sender_id", "recipient_id",
     "channel", "fee_pre_minor", "fee_post_minor", "merchant_id", "destination_ref", "created_at", "updated_at",
-    "refund_of",
+    "refund_of", "max_fee_pre_minor", "max_fee_post_minor",
 )  # fmt: skip
 
 # The one table of allowed transitions (STYLE.md §2).
@@ -126,6 +126,7 @@ class ErrorCode(enum.StrEnum):
     LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
     FEE_RULE_ERROR = "FEE_RULE_ERROR"
     FEE_EXCEEDS_AMOUNT = "FEE_EXCEEDS_AMOUNT"  # a POST fee larger than the amount
+    FEE_CHANGED = "FEE_CHANGED"  # a priced fee above the caller's max_fee_pre_minor / max_fee_post_minor
     ACCOUNT_CLOSED = "ACCOUNT_CLOSED"
     EXPIRED = "EXPIRED"
     CONFIRMATION_EXPIRED = "CONFIRMATION_EXPIRED"  # a mini-app charge its user did not confirm in time
@@ -181,6 +182,9 @@ class Intent:
     merchant_id: int | None = None  # MINIAPP_*: the merchant party (from the caller's key)
     destination_ref: str | None = None  # IPPS_*/THAI_QR_PAY: the Auth Center's token for the payee
     refund_of: uuid.UUID | None = None  # REFUND: the intent it gives money back for
+    # The fees the caller agreed to (None: no bound): the fees stage rejects FEE_CHANGED above them.
+    max_fee_pre_minor: int | None = None
+    max_fee_post_minor: int | None = None
     # Carried only by a settlement entry that hands over a PSP's (signature-checked) outcome; never
     # stored on the intent row (pm.psp_event keeps the events).
     psp_status: str | None = None
@@ -189,6 +193,8 @@ class Intent:
         assert self.amount_minor > 0, self.amount_minor
         assert self.fee_pre_minor >= 0 and self.fee_post_minor >= 0
         assert self.version >= 1
+        assert self.max_fee_pre_minor is None or self.max_fee_pre_minor >= 0
+        assert self.max_fee_post_minor is None or self.max_fee_post_minor >= 0
 
     @property
     def terminal(self) -> bool:
@@ -242,6 +248,8 @@ class Intent:
             "destination_ref": self.destination_ref,
             "psp_status": self.psp_status,
             "refund_of": str(self.refund_of) if self.refund_of is not None else None,
+            "max_fee_pre_minor": self.max_fee_pre_minor,
+            "max_fee_post_minor": self.max_fee_post_minor,
         }
 
     @classmethod
@@ -269,6 +277,8 @@ class Intent:
             destination_ref=data.get("destination_ref"),
             psp_status=data.get("psp_status"),
             refund_of=uuid.UUID(data["refund_of"]) if data.get("refund_of") else None,
+            max_fee_pre_minor=data.get("max_fee_pre_minor"),
+            max_fee_post_minor=data.get("max_fee_post_minor"),
         )
 
 

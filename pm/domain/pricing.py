@@ -15,6 +15,8 @@ The rules, as the README's "Fee rules" section states them:
   round half up. Then it is clamped to [min_fee_minor, max_fee_minor].
 - A condition or amount that fails to evaluate (or does not compile any more), or a negative amount,
   refuses the intent: FEE_RULE_ERROR naming the rule. A POST fee above the amount: FEE_EXCEEDS_AMOUNT.
+- A fee above the caller's bound (`max_fee_pre_minor` / `max_fee_post_minor` of POST /intents and
+  POST /quote: the fees it agreed to) refuses the intent: FEE_CHANGED (`check_fee_bounds`).
 - ADMIN_ADJUSTMENT is never priced: a correction carries no fee, and its channel has no fee leg.
 
 Speed: the applying candidates of one (operation type, channel) are also compiled together into one
@@ -158,6 +160,20 @@ class Fees:
 
 
 NO_FEES = Fees(0, 0, ())
+
+
+def check_fee_bounds(fees: Fees, max_fee_pre_minor: int | None, max_fee_post_minor: int | None) -> None:
+    """PricingError FEE_CHANGED when a fee is above the caller's bound (None: no bound); at or below it
+    the fees stand. The bound is what the user was shown (the quote's fees): the rules may have changed
+    since, and a user pays no fee they did not see."""
+    for kind, fee_minor, bound_minor in (
+        ("PRE", fees.fee_pre_minor, max_fee_pre_minor),
+        ("POST", fees.fee_post_minor, max_fee_post_minor),
+    ):
+        if bound_minor is not None and fee_minor > bound_minor:
+            field = f"max_fee_{kind.lower()}_minor"
+            message = f"the {kind} fee is now {fee_minor}, above {field} {bound_minor}: quote again"
+            raise PricingError(ErrorCode.FEE_CHANGED, message)
 
 
 class PricingError(Exception):

@@ -32,7 +32,7 @@ from pm.domain.intent import (
 INTENT_COLUMNS = (
     "id, state, version, operation_type, amount_minor, currency, sender_id, recipient_id, channel, "
     "fee_pre_minor, fee_post_minor, tags, operator_id, error_code, error_message, created_at, updated_at, "
-    "fee_rules, merchant_id, destination_ref, refund_of"
+    "fee_rules, merchant_id, destination_ref, refund_of, max_fee_pre_minor, max_fee_post_minor"
 )
 
 
@@ -62,6 +62,8 @@ def intent_from_row(row: asyncpg.Record) -> Intent:
         merchant_id=row["merchant_id"],
         destination_ref=row["destination_ref"],
         refund_of=row.get("refund_of"),
+        max_fee_pre_minor=row["max_fee_pre_minor"],
+        max_fee_post_minor=row["max_fee_post_minor"],
     )
 
 
@@ -114,9 +116,13 @@ class NewIntent:
     user_id: int | None = None
     nonce: str | None = None
     refund_of: uuid.UUID | None = None  # REFUND: the original (create_refund reserves its amount)
+    max_fee_pre_minor: int | None = None  # the fees the caller agreed to (None: no bound)
+    max_fee_post_minor: int | None = None
 
     def __post_init__(self) -> None:
         assert self.amount_minor > 0
+        assert self.max_fee_pre_minor is None or self.max_fee_pre_minor >= 0
+        assert self.max_fee_post_minor is None or self.max_fee_post_minor >= 0
         assert self.user_id is None or self.user_id > 0
 
     @property
@@ -140,9 +146,10 @@ _CREATE_SQL = f"""
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::uuid[], $5::text[], $6::bigint[],
                          $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::jsonb[], $12::bigint[],
-                         $13::text[], $14::bigint[], $15::text[], $16::uuid[])
+                         $13::text[], $14::bigint[], $15::text[], $16::uuid[], $17::bigint[], $18::bigint[])
         AS u(api_key_id, idempotency_key, request_hash, id, operation_type, amount_minor, currency,
-             sender_id, recipient_id, operator_id, tags, merchant_id, destination_ref, user_id, nonce, refund_of)
+             sender_id, recipient_id, operator_id, tags, merchant_id, destination_ref, user_id, nonce, refund_of,
+             max_fee_pre_minor, max_fee_post_minor)
 ), nonce AS (
     INSERT INTO pm.request_nonce (api_key_id, nonce)
     SELECT api_key_id, nonce FROM input WHERE nonce IS NOT NULL ORDER BY api_key_id, nonce
@@ -161,11 +168,12 @@ WITH input AS (
 ), created AS (
     INSERT INTO pm.intent (id, state, version, operation_type, amount_minor, currency, sender_id,
                            recipient_id, operator_id, tags, api_key_id, idempotency_key, merchant_id, destination_ref,
-                           refund_of)
+                           refund_of, max_fee_pre_minor, max_fee_post_minor)
     SELECT fresh.id, 'CREATED', 1, fresh.operation_type, fresh.amount_minor, fresh.currency, fresh.sender_id,
            fresh.recipient_id, fresh.operator_id,
            ARRAY(SELECT jsonb_array_elements_text(fresh.tags)), fresh.api_key_id, fresh.idempotency_key,
-           fresh.merchant_id, fresh.destination_ref, fresh.refund_of
+           fresh.merchant_id, fresh.destination_ref, fresh.refund_of, fresh.max_fee_pre_minor,
+           fresh.max_fee_post_minor
     FROM fresh JOIN claim ON claim.intent_id = fresh.id
     RETURNING {INTENT_COLUMNS}
 ), event AS (
@@ -274,6 +282,8 @@ async def _create_round(conn: asyncpg.Connection | asyncpg.Pool, unique: list[Ne
         [r.user_id or NO_USER_ID for r in unique],
         [r.nonce for r in unique],
         [r.refund_of for r in unique],
+        [r.max_fee_pre_minor for r in unique],
+        [r.max_fee_post_minor for r in unique],
     )
     by_id = {row["request_id"]: _outcome(row) for row in rows}
     missing = [index for index, intent_id in enumerate(ids) if intent_id not in by_id]
