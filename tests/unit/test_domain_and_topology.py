@@ -89,6 +89,8 @@ def test_stream_encoding_round_trips() -> None:
     assert Intent.from_message(original.to_message()) == original
     original = intent(merchant_id=42, destination_ref="tok_abc")
     assert Intent.from_message(original.to_message()) == original
+    original = intent(max_fee_pre_minor=0, max_fee_post_minor=25)
+    assert Intent.from_message(original.to_message()) == original
 
 
 def test_api_json_shape() -> None:
@@ -99,6 +101,7 @@ def test_api_json_shape() -> None:
         "channel", "fee_pre_minor", "fee_post_minor", "error", "created_at", "updated_at",
         "merchant_id", "destination_ref",  # issue 5: mini-app and payout intents
         "refund_of",  # issue 13 part 4: a refund names its original
+        "max_fee_pre_minor", "max_fee_post_minor",  # the fees its caller agreed to (FEE_CHANGED above them)
     }  # fmt: skip
     assert body["error"] == {"code": "NO_ROUTE", "message": "none"}
     assert intent().to_json()["error"] is None
