@@ -9,8 +9,8 @@ intent not yet `finished` (a lost entry; a Redis that lost its data). Per batch:
    their charges reserved: one statement, each reservation once (pm/store/allowances.py `released_at`);
 2. one statement writes every user's history row of the batch (pm/domain/history.py; ON CONFLICT DO
    NOTHING on the table's key (user_id, intent_id)), sets `finished`, which takes the intents off the
-   status poller's work list, and gives the amount of each REFUND that ended REJECTED or FAILED back to
-   its original (`refunded_minor`, sql/0019), once.
+   status poller's work list; a second, in the same transaction, gives the amount of each REFUND that
+   ended REJECTED or FAILED back to its original (`refunded_minor`, sql/0019), once.
 
 No state changes here (the handler returns no transitions): the runner acknowledges the batch after
 step 2 committed. A crash before that leaves the entries pending; they are claimed and handled again,
@@ -35,21 +35,28 @@ class NotFinalError(ValueError):
 
 
 _N = history.ARGUMENT_COUNT
-# The rows written (a replayed one conflicts and is not), for the metric. A REFUND that ended without
-# moving money gives its reservation back to its original (sql/0019) in the statement that marks it
-# finished, and only when this statement is the one that does (`AND NOT finished`: a concurrent or
-# replayed batch waits on the row lock, then finds it finished), so each is given back exactly once.
+# The rows written (a replayed one conflicts and is not), for the metric, and what the REFUNDs that ended
+# without moving money give back to their originals (sql/0019): only those this statement marks finished
+# (`AND NOT finished`: a concurrent or replayed batch waits on the row lock, then finds them finished), so
+# each is given back exactly once. The give-back is a second statement in the same transaction: in one
+# statement, an original in the same batch as its refused refund would be updated twice, and PostgreSQL
+# keeps only one of two updates of a row in one statement (the reservation would stay taken for good).
 _WRITE_SQL = f"""
 WITH history AS ({history.INSERT_SQL} RETURNING 1), finished AS (
     UPDATE pm.intent SET finished = true WHERE id = ANY(${_N + 1}::uuid[]) AND NOT finished
     RETURNING refund_of, amount_minor, state
-), given_back AS (
-    UPDATE pm.intent original SET refunded_minor = original.refunded_minor - refused.amount_minor
-    FROM (SELECT refund_of, sum(amount_minor) AS amount_minor FROM finished
-          WHERE refund_of IS NOT NULL AND state IN ('REJECTED', 'FAILED') GROUP BY refund_of) AS refused
-    WHERE original.id = refused.refund_of
+), refused AS (
+    SELECT refund_of, sum(amount_minor)::bigint AS amount_minor FROM finished
+    WHERE refund_of IS NOT NULL AND state IN ('REJECTED', 'FAILED') GROUP BY refund_of
 )
-SELECT count(*) FROM history
+SELECT (SELECT count(*) FROM history) AS written,
+       ARRAY(SELECT refund_of FROM refused ORDER BY refund_of) AS originals,
+       ARRAY(SELECT amount_minor FROM refused ORDER BY refund_of) AS amounts_minor
+"""
+_GIVE_BACK_SQL = """
+UPDATE pm.intent original SET refunded_minor = original.refunded_minor - refused.amount_minor
+FROM unnest($1::uuid[], $2::bigint[]) AS refused(id, amount_minor)
+WHERE original.id = refused.id
 """
 
 
@@ -70,6 +77,9 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
     # one from a re-drive, in other orders) then lock the rows in one order and never deadlock.
     ordered = sorted(intents, key=lambda intent: intent.id)
     arguments, _ = history.write_arguments(ordered)
-    written = await context.pool.fetchval(_WRITE_SQL, *arguments, [intent.id for intent in ordered])
-    metrics.HISTORY_ROWS.inc(written)
+    async with context.pool.acquire() as connection, connection.transaction():
+        row = await connection.fetchrow(_WRITE_SQL, *arguments, [intent.id for intent in ordered])
+        if row["originals"]:
+            await connection.execute(_GIVE_BACK_SQL, row["originals"], row["amounts_minor"])
+    metrics.HISTORY_ROWS.inc(row["written"])
     return []

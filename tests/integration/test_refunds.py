@@ -15,6 +15,7 @@ import random
 import uuid
 from typing import Any
 
+from consumers import history as history_stage
 from ledger import accounts
 from pm.cli import reconciliation
 from pm.domain import signing
@@ -292,6 +293,22 @@ async def test_a_refund_the_payer_cannot_pay_is_rejected_and_gives_its_reservati
         await asyncio.sleep(1.0)  # the stage reads it at once (block_ms); it finds the intent finished
         assert await refunded_minor(world, transfer.id) == 6_000
         await pipeline.context.pool.execute("UPDATE pm.intent SET refunded_minor = 0 WHERE id = $1", transfer.id)
+
+        # The original and its refused refund in one batch (a backlog; a re-drive after Redis lost its data):
+        # both are finished and the refund's amount is still given back (one statement updating the original
+        # twice kept only one of the two updates).
+        await pipeline.context.pool.execute(
+            "UPDATE pm.intent SET finished = false,"
+            " refunded_minor = CASE WHEN id = $1 THEN 6000 ELSE refunded_minor END WHERE id = ANY($2::uuid[])",
+            transfer.id,
+            [transfer.id, unpaid.id],
+        )
+        await history_stage.handle([transfer, unpaid], pipeline.context)
+        assert await refunded_minor(world, transfer.id) == 0
+        finished = await pipeline.context.pool.fetch(
+            "SELECT finished FROM pm.intent WHERE id = ANY($1::uuid[])", [transfer.id, unpaid.id]
+        )
+        assert [row["finished"] for row in finished] == [True, True]
 
         paid = await created(world, key, refund_body(transfer.id, 1_000), bob)
         assert paid.state == State.SETTLED
