@@ -1,10 +1,11 @@
 """The history stage's handler on fakes (no database, no Lua): for a batch of final intents it gives back the
 refused intents' limit places in one Redis call, then writes every user's history row and marks the batch
-`finished` in one statement, in that order, and makes no transition; an open intent in its stream is
-refused before anything is written."""
+`finished` in one statement (a refused refund's give-back would be a second), in that order, and makes no
+transition; an open intent in its stream is refused before anything is written."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
@@ -47,14 +48,26 @@ class RecordingRedis(fakeredis.aioredis.FakeRedis):
 
 
 class RecordingPool:
-    """The one statement the stage runs, recorded; answers as PostgreSQL would on an empty table."""
+    """The statement the stage runs, recorded; answers as PostgreSQL would on an empty table (no refused
+    refund to give back, so no second statement). Its own connection and transaction."""
 
     def __init__(self, calls: list[tuple[str, Any]]) -> None:
         self.calls = calls
 
-    async def fetchval(self, sql: str, *arguments: Any) -> int:
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[RecordingPool]:
+        yield self
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        yield
+
+    async def fetchrow(self, sql: str, *arguments: Any) -> dict[str, Any]:
         self.calls.append(("sql", (sql, arguments)))
-        return len(arguments[0])
+        return {"written": len(arguments[0]), "originals": [], "amounts_minor": []}
+
+    async def execute(self, sql: str, *arguments: Any) -> str:
+        raise AssertionError(f"no second statement without a refused refund: {sql}")
 
 
 @pytest.fixture
