@@ -11,8 +11,10 @@ Dispatch holds the money and puts a job per CLEARED intent of a PSP channel on i
    poller re-drives it through dispatch, which confirms the hold and puts the job here again;
 4. a live hold past its submit deadline is never submitted: AUTHORIZED as it is, so that settlement asks
    the PSP (an earlier submit may have reached it) and voids at the outcome deadline;
-5. a submit the PSP refuses because another payment has our reference (409) flags the intent for an
-   operator, and is otherwise left as a PSP that did not answer.
+5. a submit the PSP refuses because another payment has our reference (409) never reached it: the hold is
+   voided at once and the intent FAILED `PSP_DECLINED`, flagged for an operator and watched at its PSP.
+   Whatever the PSP reports under our reference is that other payment's, so nothing may settle on it
+   (the same amount and currency to another destination would pass every check of a report).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pm.psp.client import REFERENCE_REUSED, PspUnavailable
 from pm.store import reviews
 
 log = logging.getLogger("pm.consumers.psp_connector")
+REUSED_REASON = "the PSP refused the submit: another payment has our reference"
 
 
 class MissingHoldError(RuntimeError):
@@ -64,21 +67,24 @@ async def handle(intents: list[Intent], context: StageContext) -> list[Transitio
     )
     reused = []
     for (intent, _, _), answer in zip(to_submit, answers, strict=True):
-        if isinstance(answer, PspUnavailable):
+        if isinstance(answer, PspUnavailable) and answer.reason == REFERENCE_REUSED:
+            log.error("the PSP has another payment under our reference", extra={"intent_id": str(intent.id)})
+            reused.append(intent)
+        elif isinstance(answer, PspUnavailable):
             log.warning(
                 "PSP unavailable; the poller re-drives the intent",
                 extra={"intent_id": str(intent.id), "reason": answer.reason},
             )
-            if answer.reason == REFERENCE_REUSED:
-                reused.append(intent.id)
         elif isinstance(answer, BaseException):
             raise answer
         else:
             transitions.append(advance(intent, State.AUTHORIZED))
     if reused:
-        # The PSP has another payment under our reference (409): whatever it reports of "ours" may be that
-        # one's. An operator looks now, not when something settles or fails on its word.
-        await reviews.flag(context.pool, reused, "the PSP refused the submit: another payment has our reference")
+        # The PSP has another payment under our reference (409): ours never reached it, and whatever it
+        # reports under the reference is that one's. Void now; an operator looks, and the watch hears of
+        # it should the PSP pay under our reference anyway.
+        await reviews.flag(context.pool, [i.id for i in reused], REUSED_REASON)
+        released.extend((intent, ErrorCode.PSP_DECLINED, REUSED_REASON) for intent in reused)
     if released:
         failed = await release(context, released)
         transitions.extend(failed)
