@@ -40,7 +40,7 @@ import tigerbeetle as tb
 from ledger import accounts
 from ledger.accounts import CURRENCY_LEDGER, NamedAccount, currency_ledger, transfer_id
 from pm.domain.intent import OPERATION_CODE, ErrorCode, Hold, Intent, OperationType
-from pm.domain.psp import Provider, PspOutcome, PspReport, PspReportMismatch, PspTimings
+from pm.domain.psp import Provider, PspOutcome, PspReport, PspReportMismatch, PspTimings, shown
 from pm.psp.client import PspClient
 
 HOLD_LEG = "hold"
@@ -187,7 +187,7 @@ class PspChannel(Channel):
         """PspReportMismatch unless the report names the payment PM asked for (amount and currency)."""
         why = report.mismatch(self.psp_amount_minor(intent), intent.currency)
         if why is not None:
-            raise PspReportMismatch(f"{self.name} reported {report.status!r} for another payment: {why}")
+            raise PspReportMismatch(f"{self.name} reported {shown(report.status)} for another payment: {why}")
 
     def may_submit(self, hold: Hold, now_s: float) -> bool:
         """The money is held and the submit deadline is ahead: the PSP may be given the payment."""

@@ -43,7 +43,19 @@ class PspReport:
         same_amount = type(self.amount_minor) is int and self.amount_minor == amount_minor  # not a bool, not 1.0
         if same_amount and self.currency == currency:
             return None
-        return f"reported {self.amount_minor!r} {self.currency!r} where PM asked for {amount_minor} {currency}"
+        reported = f"{shown(self.amount_minor)} {shown(self.currency)}"
+        return f"reported {reported} where PM asked for {amount_minor} {currency}"
+
+
+# Characters of a PSP's own value quoted in a review reason: a reason is at most 500 characters
+# (pm/store/reviews.py), and a PSP's 500-character currency must not fill it and crowd out the next.
+SHOWN_LENGTH_MAX = 32
+
+
+def shown(value: object) -> str:
+    """A value the PSP sent, as a review reason quotes it: its repr, cut to SHOWN_LENGTH_MAX characters."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_LENGTH_MAX else text[: SHOWN_LENGTH_MAX - 1] + "…"
 
 
 class PspReportMismatch(Exception):

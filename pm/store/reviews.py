@@ -23,6 +23,9 @@ import asyncpg
 from pm.config import metrics
 
 REASON_LENGTH_MAX = 500
+# Review events per intent at most: reasons past the text's REASON_LENGTH_MAX are still
+# announced, and a PSP that keeps inventing reasons (a new amount in each callback) is not announced forever.
+REVIEW_EVENTS_PER_INTENT_MAX = 16
 LISTED_MAX = 1_000
 
 
@@ -38,7 +41,14 @@ WITH input AS (
     FROM input
     WHERE i.id = input.id
       AND (NOT i.needs_review
-           OR (strpos(coalesce(i.review_reason, ''), input.reason) = 0 AND length(coalesce(i.review_reason, '')) < $3))
+           OR (strpos(coalesce(i.review_reason, ''), input.reason) = 0
+               -- At most $4 review events per intent, however many reasons a PSP invents.
+               AND (SELECT count(*) FROM pm.outbox o WHERE o.kind = 'review' AND o.intent_id = i.id) < $4
+               AND (length(coalesce(i.review_reason, '')) < $3
+                    -- The text is full (a PSP's long values, many reasons): a new reason is still announced,
+                    -- once, though it no longer fits in the text.
+                    OR NOT EXISTS (SELECT 1 FROM pm.outbox o WHERE o.kind = 'review' AND o.intent_id = i.id
+                                                             AND o.payload->>'reason' = input.reason))))
     RETURNING i.*, input.reason AS new_reason
 ), outbox AS (
     INSERT INTO pm.outbox (event_id, kind, intent_id, version, payload)
@@ -64,7 +74,8 @@ async def flag_each(conn: asyncpg.Pool | asyncpg.Connection, reasons: Mapping[An
     assert reasons and all(reasons.values())
     ids = [uuid.UUID(str(intent_id)) for intent_id in reasons]
     assert len(set(ids)) == len(ids), "one reason per intent"
-    marked = await conn.fetch(_FLAG_SQL, ids, [why[:REASON_LENGTH_MAX] for why in reasons.values()], REASON_LENGTH_MAX)
+    reasons_cut = [why[:REASON_LENGTH_MAX] for why in reasons.values()]
+    marked = await conn.fetch(_FLAG_SQL, ids, reasons_cut, REASON_LENGTH_MAX, REVIEW_EVENTS_PER_INTENT_MAX)
     if marked:
         metrics.REVIEWS_FLAGGED.inc(len(marked))
     return len(marked)

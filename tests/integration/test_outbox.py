@@ -228,11 +228,28 @@ async def test_a_new_reason_for_a_flagged_intent_is_added_and_announced(pool) ->
     assert (row["needs_review"], row["review_reason"]) == (True, "no final answer; the PSP paid")
     reasons = await pool.fetch("SELECT payload->>'reason' AS reason FROM pm.outbox WHERE kind = 'review' ORDER BY id")
     assert [r["reason"] for r in reasons] == ["no final answer", "the PSP paid"]
-    for n in range(60):  # reasons past the column's 500 characters: cut there, then nothing more is added
+    for n in range(60):  # a PSP inventing reasons: announced up to the bound per intent, then nothing more
         await reviews.flag(pool, [intent_id], f"reason number {n:02d}")
     reason = await pool.fetchval("SELECT review_reason FROM pm.intent WHERE id = $1", intent_id)
-    assert len(reason) == reviews.REASON_LENGTH_MAX and reason.startswith("no final answer; the PSP paid; reason")
+    assert reason.startswith("no final answer; the PSP paid; reason number 00") and reason.endswith("number 13")
     assert await reviews.flag(pool, [intent_id], "one more") == 0
+    announced = await pool.fetchval(
+        "SELECT count(*) FROM pm.outbox WHERE kind = 'review' AND intent_id = $1", intent_id
+    )
+    assert announced == reviews.REVIEW_EVENTS_PER_INTENT_MAX
+
+
+async def test_a_reason_that_no_longer_fits_is_still_announced_once(pool) -> None:
+    """A PSP's long mismatch reason fills the 500 characters: the graver reason after it (the PSP paid after
+    the void) no longer fits in the text, but the review stream still hears of it, once."""
+    intent_id = await settled_charge(pool, next(_merchants))
+    assert await reviews.flag(pool, [intent_id], "x" * 600) == 1
+    assert await reviews.flag(pool, [intent_id], "the PSP paid after the void") == 1
+    assert await reviews.flag(pool, [intent_id], "the PSP paid after the void") == 0
+    reason = await pool.fetchval("SELECT review_reason FROM pm.intent WHERE id = $1", intent_id)
+    assert reason == "x" * reviews.REASON_LENGTH_MAX
+    reasons = await pool.fetch("SELECT payload->>'reason' AS reason FROM pm.outbox WHERE kind = 'review' ORDER BY id")
+    assert [r["reason"] for r in reasons] == ["x" * reviews.REASON_LENGTH_MAX, "the PSP paid after the void"]
 
 
 async def test_flags_with_a_reason_each_are_one_statement_and_keep_each_reason(pool) -> None:

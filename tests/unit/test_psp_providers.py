@@ -12,7 +12,7 @@ import channels
 from channels.base import PspChannel
 from pm.config.settings import Settings
 from pm.domain import psp_signing
-from pm.domain.psp import Provider, PspOutcome
+from pm.domain.psp import SHOWN_LENGTH_MAX, Provider, PspOutcome, PspReport, shown
 from pm.psp.client import PspClient, provider_endpoints
 
 SETTINGS = Settings(
@@ -72,3 +72,12 @@ def test_the_callback_url_names_the_channel() -> None:
 )
 def test_a_channel_maps_its_psps_statuses_to_one_outcome_enum(channel: str, status: str | None, outcome) -> None:
     assert channels.REGISTRY[channel].outcome(status) is outcome
+
+
+def test_a_mismatch_quotes_the_psps_values_cut_short() -> None:
+    """A PSP's 500-character currency would fill an intent's review text and crowd out the next reason."""
+    why = PspReport("SUCCEEDED", 1, "X" * 500).mismatch(30_013, "THB")
+    assert why is not None and len(why) < 120, why
+    assert why.startswith("reported 1 'XXXX") and why.endswith("… where PM asked for 30013 THB")
+    assert PspReport("SUCCEEDED", 30_013, "THB").mismatch(30_013, "THB") is None
+    assert shown("THB") == "'THB'" and len(shown("y" * 100)) == SHOWN_LENGTH_MAX
