@@ -3,10 +3,10 @@
 One batch: the process's rule cache (at most one generation query per 0.5 s, a reload when rules
 changed), then every intent priced in memory, no SQL per intent. A priced intent records its PRE and
 POST fees and the rules that priced it (`fee_rules`: id, version, kind, fee), so a later edit of a rule
-never changes it. A broken rule or a POST fee above the amount rejects the intent before any money is
-held (FEE_RULE_ERROR / FEE_EXCEEDS_AMOUNT), as does a fee above the bound the caller sent with it
-(`max_fee_pre_minor` / `max_fee_post_minor`: FEE_CHANGED), so an edit between the quote and the pricing
-never charges a fee the user did not agree to.
+never changes it. A broken rule or a POST fee equal to the amount or above it rejects the intent before
+any money is held (FEE_RULE_ERROR / FEE_EXCEEDS_AMOUNT), as does a fee above the bound the caller sent
+with it (`max_fee_pre_minor` / `max_fee_post_minor`: FEE_CHANGED), so an edit between the quote and the
+pricing never charges a fee the user did not agree to. A rule prices only intents of its currency.
 """
 
 from __future__ import annotations

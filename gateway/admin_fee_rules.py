@@ -6,8 +6,10 @@
     PUT    /admin/fee-rules/{id}    the whole rule again -> a new version
     DELETE /admin/fee-rules/{id}    disable -> a new version (history kept)
 
-`min_fee_minor` null (or omitted) is 0, answered as 0; `max_fee_minor` null (or omitted) is no maximum,
-answered as null. A body is parsed strictly (422 VALIDATION_FAILED; a name, string literal or comment that looks like
+`currency` is required: the rule prices intents of that currency only, and `min_fee_minor` / `max_fee_minor`
+are in its minor units (a ledger currency, else 422 UNSUPPORTED_CURRENCY; missing or malformed: 422
+VALIDATION_FAILED, as for limit rules). `min_fee_minor` null (or omitted) is 0, answered as 0;
+`max_fee_minor` null (or omitted) is no maximum, answered as null. A body is parsed strictly (422 VALIDATION_FAILED; a name, string literal or comment that looks like
 personal data: 422 PII_REFUSED), then both CEL expressions are
 compiled by both engines against the declared variables: a parse or type error, a wrong result type or
 an expression beyond the bounds is 400 RULE_INVALID with the compiler's message. Each change is one
@@ -26,7 +28,7 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Fiel
 import channels
 from gateway.admin_requests import actor_of, conflict, parse_body, path_id
 from gateway.errors import ApiError, json_response, not_found, validation_failed
-from gateway.models import BIGINT_MAX, INT4_MAX, NoPii, pii_refusal
+from gateway.models import BIGINT_MAX, INT4_MAX, Currency, NoPii, pii_refusal
 from gateway.quote import RULES
 from gateway.resources import DATABASE, SETTINGS
 from pm.domain.cel import EXPRESSION_LENGTH_HARD_MAX, Bounds, CelCompileError, ProductionEngine, ReferenceEngine
@@ -66,6 +68,9 @@ class FeeRuleBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=200), NoPii]
+    # Required, as a limit rule's: the rule prices intents of this currency only, and its fee bounds are in
+    # its minor units, so a PUT can never move a rule into another currency by leaving it out.
+    currency: Currency = Field(description="the currency of the intents it prices; its fee bounds' minor units")
     operation_type: Code | None = None
     channel: Code | None = None
     condition: Expression

@@ -29,8 +29,9 @@ _REASONS = {
     404: "no such fee rule",
     409: "CONFLICT: enabling this rule would pass the cap on enabled fee rules",
     413: "body larger than the configured maximum",
-    422: "the body is invalid (unknown fields are refused), or the intent would be refused (its code); "
-    "PII_REFUSED: a tag, destination_ref, rule name, string literal or comment looks like personal data",
+    422: "the body is invalid (unknown fields are refused; a rule without a currency), or the intent would be "
+    "refused (its code); PII_REFUSED: a tag, destination_ref, rule name, string literal or comment looks like "
+    "personal data; UNSUPPORTED_CURRENCY: a rule's currency the ledger does not hold",
     503: "a dependency is unavailable; see Retry-After",
 }
 SENDER_HEADER = header(
@@ -54,8 +55,9 @@ def paths() -> dict[str, Any]:
                 SCOPE_INTENTS_WRITE,
                 {"200": json_content(ref("Quote"), "the quote"), **_errors(400, 401, 403, 413, 422, 503)},
                 description="The body, signing and parties of POST /intents; no Idempotency-Key. 422 with the "
-                "code the intent would be rejected with: NO_ROUTE, FEE_RULE_ERROR, FEE_EXCEEDS_AMOUNT, FEE_CHANGED "
-                "(a fee above the body's max_fee_pre_minor / max_fee_post_minor), or a body refusal. Send the "
+                "code the intent would be rejected with: NO_ROUTE, FEE_RULE_ERROR, FEE_EXCEEDS_AMOUNT (a POST "
+                "fee not below the amount), FEE_CHANGED (a fee above the body's max_fee_pre_minor / "
+                "max_fee_post_minor), or a body refusal. Only the rules of the body's currency price it. Send the "
                 "answer's fee_pre_minor and fee_post_minor back as POST /intents' max_fee_pre_minor and "
                 "max_fee_post_minor: the user then pays no fee above what it was shown.",
                 parameters=[SENDER_HEADER],
@@ -129,6 +131,11 @@ def schemas() -> dict[str, Any]:
             "id": {"type": "integer"},
             "version": {"type": "integer", "minimum": 1},
             "name": {"type": "string"},
+            "currency": {
+                "type": "string",
+                "pattern": "^[A-Z]{3}$",
+                "description": "the rule prices intents of this currency only; min/max_fee_minor are in its minor units",
+            },
             "operation_type": nullable_str,
             "channel": nullable_str,
             "condition": {"type": "string"},
@@ -148,6 +155,7 @@ def schemas() -> dict[str, Any]:
         "type": "object",
         "properties": {
             "version": {"type": "integer", "minimum": 1},
+            "currency": {"type": "string", "description": "the version's currency (THB for those before sql/0022)"},
             "created_at": {"type": "string", "format": "date-time"},
             "definition": {"type": "object", "description": "every field of the rule as saved in this version"},
         },

@@ -10,8 +10,9 @@ stage, at the current time:
 
 Refusals are those the intent would meet in the pipeline, as 422 with the intent's code: NO_ROUTE,
 UNSUPPORTED_CURRENCY (routes take the operation and amount, none in this currency), FEE_RULE_ERROR (a rule
-failed to evaluate; its id is in the message), FEE_EXCEEDS_AMOUNT, and FEE_CHANGED for a fee above the
-body's `max_fee_pre_minor` / `max_fee_post_minor` (as the fees stage would refuse it).
+failed to evaluate; its id is in the message), FEE_EXCEEDS_AMOUNT (a POST fee not below the amount),
+and FEE_CHANGED for a fee above the body's `max_fee_pre_minor` / `max_fee_post_minor` (as the fees stage
+would refuse it). Only the rules of the body's currency price it.
 """
 
 from __future__ import annotations

@@ -125,7 +125,7 @@ class ErrorCode(enum.StrEnum):
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
     LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
     FEE_RULE_ERROR = "FEE_RULE_ERROR"
-    FEE_EXCEEDS_AMOUNT = "FEE_EXCEEDS_AMOUNT"  # a POST fee larger than the amount
+    FEE_EXCEEDS_AMOUNT = "FEE_EXCEEDS_AMOUNT"  # a POST fee equal to the amount or larger
     FEE_CHANGED = "FEE_CHANGED"  # a priced fee above the caller's max_fee_pre_minor / max_fee_post_minor
     ACCOUNT_CLOSED = "ACCOUNT_CLOSED"
     EXPIRED = "EXPIRED"

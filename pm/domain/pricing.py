@@ -5,8 +5,9 @@
 
 The rules, as the README's "Fee rules" section states them:
 - A rule applies when it is enabled, valid at the intent's creation time (`valid_from <= t < valid_to`,
-  either end open when null), names the intent's operation type and channel (null: any), and its CEL
-  `condition` is true. Variables: `FEE_VARIABLES`; `hour` is the local hour in Asia/Bangkok.
+  either end open when null), is in the intent's currency (its min and max fees are in that currency's
+  minor units), names the intent's operation type and channel (null: any), and its CEL `condition` is
+  true. Variables: `FEE_VARIABLES`; `hour` is the local hour in Asia/Bangkok.
 - Per kind, the FIRST applying rule in priority order (lower priority first, then the older rule)
   prices the intent; later rules of that kind are not consulted. So `priority` means something, a
   specific rule overrides a general one without negative fees, and one amount is evaluated per kind.
@@ -14,12 +15,13 @@ The rules, as the README's "Fee rules" section states them:
   truncates toward zero (`amount * 15 / 1000` of 1,999 is 29); write `(amount * 15 + 500) / 1000` to
   round half up. Then it is clamped to [min_fee_minor, max_fee_minor].
 - A condition or amount that fails to evaluate (or does not compile any more), or a negative amount,
-  refuses the intent: FEE_RULE_ERROR naming the rule. A POST fee above the amount: FEE_EXCEEDS_AMOUNT.
+  refuses the intent: FEE_RULE_ERROR naming the rule. A POST fee equal to the amount or above it:
+  FEE_EXCEEDS_AMOUNT (the recipient would get nothing, or less than nothing).
 - A fee above the caller's bound (`max_fee_pre_minor` / `max_fee_post_minor` of POST /intents and
   POST /quote: the fees it agreed to) refuses the intent: FEE_CHANGED (`check_fee_bounds`).
 - ADMIN_ADJUSTMENT is never priced: a correction carries no fee, and its channel has no fee leg.
 
-Speed: the applying candidates of one (operation type, channel) are also compiled together into one
+Speed: the applying candidates of one (operation type, channel, currency) are also compiled together into one
 program, `[first PRE match, first POST match]` as nested CEL conditionals, so an intent costs one
 evaluation instead of one per rule. That program follows the same order and short-circuits the same
 way; when it fails, the rules are evaluated one by one to name the rule that failed.
@@ -29,13 +31,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from pm.domain.cel import Bounds, CelCompileError, CelEvaluationError, Engine, Program
 from pm.domain.intent import ErrorCode
+from pm.domain.money import CURRENCIES
 
 WALLET_TIME_ZONE = ZoneInfo("Asia/Bangkok")
 FEE_VARIABLES = {
@@ -50,7 +53,7 @@ FEE_VARIABLES = {
 }
 UNPRICED_OPERATIONS = frozenset({"ADMIN_ADJUSTMENT"})
 BIGINT_MAX = 2**63 - 1
-# Candidates of one (operation type, channel) compiled into one program at most; beyond it, one by one.
+# Candidates of one (operation type, channel, currency) compiled into one program at most; beyond it, one by one.
 COMBINED_RULES_MAX = 32
 # Combined programs kept per rule set (one per distinct set of candidates); cleared when full.
 COMBINED_PROGRAMS_MAX = 256
@@ -78,8 +81,12 @@ class FeeRuleFields:
     valid_from: datetime | None = None
     valid_to: datetime | None = None
     enabled: bool = True
+    # The ISO 4217 code of the intents it prices; min_fee_minor and max_fee_minor are in its minor units.
+    # Keyword-only and without a default, as a limit rule's: a fee bound means nothing without its currency.
+    currency: str = field(kw_only=True)
 
     def __post_init__(self) -> None:
+        assert self.currency in CURRENCIES, self.currency
         # As the schema's CHECKs (sql/0003): clamp() needs an integer floor and a ceiling not below it.
         assert isinstance(self.min_fee_minor, int) and self.min_fee_minor >= 0, self.min_fee_minor
         assert self.max_fee_minor is None or self.max_fee_minor >= self.min_fee_minor, self.max_fee_minor
@@ -227,9 +234,10 @@ class RuleSet:
         ordered = sorted((rule for rule in rules if rule.enabled), key=lambda rule: (rule.priority, rule.id))
         self.rules = tuple(reusable.get((rule.id, rule.version)) or compile_rule(engine, rule) for rule in ordered)
         self._by_version = {(c.rule.id, c.rule.version): c for c in self.rules}
-        # Per (operation type, channel): the candidates, and whether any has a validity window. Keys come
-        # from known operation types and channels (the gateway and validation refuse others): few.
-        self._candidates: dict[tuple[str, str | None], tuple[tuple[CompiledRule, ...], bool]] = {}
+        # Per (operation type, channel, currency): the candidates, and whether any has a validity window.
+        # Keys come from known operation types, channels and currencies (the gateway and validation refuse
+        # others): few.
+        self._candidates: dict[tuple[str, str | None, str], tuple[tuple[CompiledRule, ...], bool]] = {}
         self._combined: dict[tuple[object, ...], Program | None] = {}
 
     def price(self, request: PricingRequest) -> Fees:
@@ -254,16 +262,12 @@ class RuleSet:
 
     def _valid_candidates(self, request: PricingRequest) -> tuple[tuple[CompiledRule, ...], tuple[object, ...]]:
         """The candidates valid at the request's time, and the key of their combined program: the
-        (operation type, channel) when no candidate has a window (the usual case: nothing to build per
-        intent), else the candidates' ids."""
-        key = (request.operation_type, request.channel)
+        (operation type, channel, currency) when no candidate has a window (the usual case: nothing to build
+        per intent), else the candidates' ids. A rule prices only intents of its own currency."""
+        key = (request.operation_type, request.channel, request.currency)
         entry = self._candidates.get(key)
         if entry is None:
-            candidates = tuple(
-                c
-                for c in self.rules
-                if c.rule.operation_type in (None, request.operation_type) and c.rule.channel in (None, request.channel)
-            )
+            candidates = tuple(c for c in self.rules if _names(c.rule, request))
             windowed = any(c.rule.valid_from is not None or c.rule.valid_to is not None for c in candidates)
             entry = self._candidates[key] = (candidates, windowed)
         candidates, windowed = entry
@@ -314,6 +318,15 @@ class RuleSet:
         return chosen
 
 
+def _names(rule: FeeRule, request: PricingRequest) -> bool:
+    """Whether the rule is one for the request's currency, operation type and channel (null: any)."""
+    return (
+        rule.currency == request.currency
+        and rule.operation_type in (None, request.operation_type)
+        and rule.channel in (None, request.channel)
+    )
+
+
 def _combined_expression(candidates: tuple[CompiledRule, ...]) -> str:
     """`[PRE chain, POST chain]`; a chain is `c1 ? [0, a1] : (c2 ? [1, a2] : [-1, 0])` in priority order.
 
@@ -354,10 +367,11 @@ def _fees(request: PricingRequest, chosen: list[tuple[CompiledRule, int]]) -> Fe
         fee_minor = rule.clamp(raw_fee_minor)
         fees[rule.kind] = fee_minor
         applied.append(AppliedRule(rule.id, rule.version, rule.kind, fee_minor))
-    if fees[FeeKind.POST] > request.amount_minor:
+    # Equal is refused too: the recipient (or the PSP's payout) would get 0, a movement of nothing.
+    if fees[FeeKind.POST] >= request.amount_minor:
         raise PricingError(
             ErrorCode.FEE_EXCEEDS_AMOUNT,
-            f"the POST fee {fees[FeeKind.POST]} is larger than the amount {request.amount_minor}",
+            f"the POST fee {fees[FeeKind.POST]} is not below the amount {request.amount_minor}",
         )
     if request.amount_minor + fees[FeeKind.PRE] > BIGINT_MAX:
         raise PricingError(ErrorCode.FEE_RULE_ERROR, "the amount plus the PRE fee does not fit in 64 bits")

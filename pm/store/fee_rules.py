@@ -28,6 +28,9 @@ from pm.store.audit import Action, Actor, bump_rule_generation, record_change
 _FIELD_NAMES = tuple(field.name for field in dataclasses.fields(FeeRuleFields))
 _FIELDS = ", ".join(_FIELD_NAMES)
 _COLUMNS = f"id, version, {_FIELDS}, created_at, updated_at"
+# $1.. for INSERT; $2.. for UPDATE (where $1 is the id).
+_INSERT_PARAMETERS = ", ".join(f"${number}" for number in range(1, len(_FIELD_NAMES) + 1))
+_UPDATE_PARAMETERS = ", ".join(f"${number}" for number in range(2, len(_FIELD_NAMES) + 2))
 Connection = asyncpg.Connection | asyncpg.Pool
 
 
@@ -89,9 +92,10 @@ async def get_rule(conn: Connection, rule_id: int) -> StoredFeeRule | None:
 
 
 async def rule_versions(conn: Connection, rule_id: int) -> list[dict[str, Any]]:
-    """The rule's versions, newest first: `{"version", "created_at", "definition"}` each."""
+    """The rule's versions, newest first: `{"version", "currency", "created_at", "definition"}` each. The
+    currency comes from its column: a version saved before sql/0022 has none in its definition (THB)."""
     rows = await conn.fetch(
-        "SELECT version, created_at, definition FROM pm.fee_rule_version WHERE rule_id = $1"
+        "SELECT version, currency, created_at, definition FROM pm.fee_rule_version WHERE rule_id = $1"
         " ORDER BY version DESC LIMIT $2",
         rule_id,
         FEE_RULE_VERSIONS_LISTED_MAX,
@@ -102,6 +106,7 @@ async def rule_versions(conn: Connection, rule_id: int) -> list[dict[str, Any]]:
         versions.append(
             {
                 "version": row["version"],
+                "currency": row["currency"],
                 "created_at": row["created_at"].isoformat(),
                 "definition": json.loads(definition) if isinstance(definition, str) else definition,
             }
@@ -115,8 +120,7 @@ async def create_rule(pool: asyncpg.Pool, actor: Actor, fields: FeeRuleFields) -
         if fields.enabled:
             await _check_room_for_one_more(conn)
         row = await conn.fetchrow(
-            f"INSERT INTO pm.fee_rule (version, {_FIELDS}) VALUES (1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-            f" $12) RETURNING {_COLUMNS}",
+            f"INSERT INTO pm.fee_rule (version, {_FIELDS}) VALUES (1, {_INSERT_PARAMETERS}) RETURNING {_COLUMNS}",
             *_values(fields),
         )
         saved = _stored(row)
@@ -135,7 +139,7 @@ async def update_rule(pool: asyncpg.Pool, actor: Actor, rule_id: int, fields: Fe
             await _check_room_for_one_more(conn)
         row = await conn.fetchrow(
             f"UPDATE pm.fee_rule SET version = version + 1, updated_at = now(), ({_FIELDS}) ="
-            f" ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) WHERE id = $1 RETURNING {_COLUMNS}",
+            f" ({_UPDATE_PARAMETERS}) WHERE id = $1 RETURNING {_COLUMNS}",
             rule_id,
             *_values(fields),
         )
@@ -184,9 +188,10 @@ async def _record_version(
 ) -> None:
     definition = rule_json(after.rule)
     await conn.execute(
-        "INSERT INTO pm.fee_rule_version (rule_id, version, definition) VALUES ($1, $2, $3::jsonb)",
+        "INSERT INTO pm.fee_rule_version (rule_id, version, currency, definition) VALUES ($1, $2, $3, $4::jsonb)",
         after.rule.id,
         after.rule.version,
+        after.rule.currency,
         json.dumps(definition),
     )
     before_json = rule_json(before.rule) if before is not None else None
