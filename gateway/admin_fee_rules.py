@@ -9,7 +9,8 @@
 `currency` is required: the rule prices intents of that currency only, and `min_fee_minor` / `max_fee_minor`
 are in its minor units (a ledger currency, else 422 UNSUPPORTED_CURRENCY; missing or malformed: 422
 VALIDATION_FAILED, as for limit rules). `min_fee_minor` null (or omitted) is 0, answered as 0;
-`max_fee_minor` null (or omitted) is no maximum, answered as null. A body is parsed strictly (422 VALIDATION_FAILED; a name, string literal or comment that looks like
+`max_fee_minor` null (or omitted) is no maximum, answered as null. A body is parsed strictly (422
+VALIDATION_FAILED; a name, string literal or comment that looks like
 personal data: 422 PII_REFUSED), then both CEL expressions are
 compiled by both engines against the declared variables: a parse or type error, a wrong result type or
 an expression beyond the bounds is 400 RULE_INVALID with the compiler's message. Each change is one

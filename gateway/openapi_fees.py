@@ -134,7 +134,7 @@ def schemas() -> dict[str, Any]:
             "currency": {
                 "type": "string",
                 "pattern": "^[A-Z]{3}$",
-                "description": "the rule prices intents of this currency only; min/max_fee_minor are in its minor units",
+                "description": "the rule prices intents of this currency only; its fee bounds are in its minor units",
             },
             "operation_type": nullable_str,
             "channel": nullable_str,
