@@ -82,6 +82,7 @@ def fee_rules() -> list[FeeRule]:
             priority=index,
             min_fee_minor=low,
             max_fee_minor=high,
+            currency="THB",
         )
         for index, (condition, amount, kind, low, high) in enumerate(RULES)
     ]

@@ -34,6 +34,11 @@ _REASONS = {
     "personal data; UNSUPPORTED_CURRENCY: a rule's currency the ledger does not hold",
     503: "a dependency is unavailable; see Retry-After",
 }
+RULE_CURRENCY = {
+    "type": "string",
+    "pattern": "^[A-Z]{3}$",
+    "description": "the rule prices intents of this currency only; its fee bounds are in its minor units",
+}
 SENDER_HEADER = header(
     "X-User-Id", "the sender (required for P2P_TRANSFER), part of the signature", required=False, schema=POSITIVE_ID
 )
@@ -131,11 +136,7 @@ def schemas() -> dict[str, Any]:
             "id": {"type": "integer"},
             "version": {"type": "integer", "minimum": 1},
             "name": {"type": "string"},
-            "currency": {
-                "type": "string",
-                "pattern": "^[A-Z]{3}$",
-                "description": "the rule prices intents of this currency only; its fee bounds are in its minor units",
-            },
+            "currency": RULE_CURRENCY,
             "operation_type": nullable_str,
             "channel": nullable_str,
             "condition": {"type": "string"},

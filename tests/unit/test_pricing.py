@@ -1,8 +1,8 @@
 """Pricing follows the documented rules with either engine: the first applying rule per kind by priority,
 integer fees (division truncates), min/max clamps, validity windows, operation type and channel matching,
-the Bangkok hour; a failing, broken or negative rule refuses with FEE_RULE_ERROR naming it, a POST fee
-above the amount with FEE_EXCEEDS_AMOUNT; the one-program fast path agrees with one-by-one; and the
-README's worked examples charge what it says."""
+the Bangkok hour, the rule's currency; a failing, broken or negative rule refuses with FEE_RULE_ERROR naming
+it, a POST fee equal to or above the amount with FEE_EXCEEDS_AMOUNT; the one-program fast path agrees with
+one-by-one; and the README's worked examples charge what it says."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def rule(condition: str = "true", amount: str = "0", kind: FeeKind = PRE, priori
     return FeeRule(
         id=fields.pop("id", next(_ids)), version=fields.pop("version", 1), name="test",
         operation_type=fields.pop("operation_type", None), channel=fields.pop("channel", None),
-        condition=condition, amount=amount, kind=kind, priority=priority, **fields,
+        condition=condition, amount=amount, kind=kind, priority=priority,
+        currency=fields.pop("currency", "THB"), **fields,
     )  # fmt: skip
 
 
@@ -132,10 +133,12 @@ def test_a_negative_or_non_integer_fee_refuses(engine) -> None:
     assert (error.code, error.rule_id) == (ErrorCode.FEE_RULE_ERROR, 78)
 
 
-def test_a_post_fee_above_the_amount_refuses_and_equal_is_allowed(engine) -> None:
+def test_a_post_fee_equal_to_or_above_the_amount_refuses(engine) -> None:
     post = rule("true", "1000", POST)
     assert refusal_of(engine, [post], request(999)).code == ErrorCode.FEE_EXCEEDS_AMOUNT
-    assert fees_of(engine, [post], request(1_000))[1] == 1_000
+    # Equal too: the recipient would get nothing.
+    assert refusal_of(engine, [post], request(1_000)).code == ErrorCode.FEE_EXCEEDS_AMOUNT
+    assert fees_of(engine, [post], request(1_001))[1] == 1_000
 
 
 def test_adjustments_are_never_priced(engine) -> None:

@@ -46,7 +46,7 @@ class FakeDatabase:
                 "id": rule_id, "version": version, "name": "r", "operation_type": None, "channel": None,
                 "condition": "true", "amount": amount, "kind": "PRE", "priority": 1, "min_fee_minor": 0,
                 "max_fee_minor": None, "valid_from": None, "valid_to": None, "enabled": True,
-                "created_at": NOW, "updated_at": NOW,
+                "currency": "THB", "created_at": NOW, "updated_at": NOW,
             }
         )  # fmt: skip
         self.generation += 1

@@ -34,7 +34,7 @@ ROUTES = (
 ONE_PERCENT = FeeRule(
     id=1, version=1, name="one percent", operation_type="P2P_TRANSFER", channel=None, condition="true",
     amount="amount / 100", kind=FeeKind.PRE, priority=1, min_fee_minor=0, max_fee_minor=None,
-    valid_from=None, valid_to=None, enabled=True,
+    valid_from=None, valid_to=None, enabled=True, currency="THB",
 )  # fmt: skip
 
 
