@@ -31,7 +31,7 @@ async def fleet(fresh_database, redis_url):
 
 def rule(sender: int, kind: str, amount: str, **changes) -> dict:
     return {
-        "name": f"{kind} for {sender}", "operation_type": "P2P_TRANSFER", "channel": None,
+        "name": f"{kind} for {sender}", "currency": "THB", "operation_type": "P2P_TRANSFER", "channel": None,
         "condition": f"sender_id == {sender}", "amount": amount, "kind": kind, "priority": 10, **changes,
     }  # fmt: skip
 

@@ -45,7 +45,7 @@ async def test_a_charge_then_a_credit_settle_through_the_fleet(fleet) -> None:
         fleet.pool, "e2e-miniapp", "intents:write,intents:read", merchant_id, MERCHANT_OPERATIONS
     )
     fee_rule = {
-        "name": "mini-app charge fee", "operation_type": "MINIAPP_CHARGE", "channel": "MINIAPP",
+        "name": "mini-app charge fee", "currency": "THB", "operation_type": "MINIAPP_CHARGE", "channel": "MINIAPP",
         "condition": "true", "amount": "100", "kind": "PRE", "priority": 10,
     }  # fmt: skip
     await fleet.admin.request("POST", "/admin/fee-rules", body=fee_rule)

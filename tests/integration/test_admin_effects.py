@@ -181,7 +181,8 @@ async def test_a_fee_rule_saved_with_null_min_and_max_prices_intents_in_the_pipe
         pipeline = admin.pipeline
         await pipeline.wait_finished([(await pipeline.fund(alice, 1_000_000)).id])
         rule = await admin.call("POST", "/admin/fee-rules", {
-            "name": "one percent, no floor, no ceiling", "operation_type": "P2P_TRANSFER", "channel": None,
+            "name": "one percent, no floor, no ceiling", "currency": "THB", "operation_type": "P2P_TRANSFER",
+            "channel": None,
             "condition": f"sender_id == {alice}", "amount": "amount / 100", "kind": "PRE", "priority": 10,
             "min_fee_minor": None, "max_fee_minor": None, "valid_from": None, "valid_to": None, "enabled": True,
         })  # fmt: skip

@@ -69,7 +69,7 @@ async def test_a_saved_rule_reaches_another_process_within_a_second(fresh_databa
         await fee_rules.create_rule(
             pool,
             Actor(api_key_id="test", operator_id=None),
-            FeeRuleFields("flat", None, None, "true", "77", FeeKind.PRE, priority=1),
+            FeeRuleFields("flat", None, None, "true", "77", FeeKind.PRE, priority=1, currency="THB"),
         )
         committed_at = time.time()
         seen = await _line(process)

@@ -30,7 +30,7 @@ def new_users(count: int) -> list[int]:
 def fields(condition: str, amount: str, kind: FeeKind, **changes) -> FeeRuleFields:
     return FeeRuleFields(
         name=f"{kind} test", operation_type="P2P_TRANSFER", channel="INTERNAL_P2P", condition=condition,
-        amount=amount, kind=kind, priority=10, **changes,
+        amount=amount, kind=kind, priority=10, currency=changes.pop("currency", "THB"), **changes,
     )  # fmt: skip
 
 
@@ -104,7 +104,7 @@ async def test_an_edit_prices_new_intents_and_never_changes_a_priced_one(fresh_d
         assert (await pipeline.check()).ok
 
 
-async def test_a_failing_rule_or_a_post_fee_above_the_amount_rejects_with_nothing_held(
+async def test_a_failing_rule_or_a_post_fee_not_below_the_amount_rejects_with_nothing_held(
     fresh_database, redis_url
 ) -> None:
     alice, bob = new_users(2)
@@ -116,8 +116,9 @@ async def test_a_failing_rule_or_a_post_fee_above_the_amount_rejects_with_nothin
         await wait_for_reload()
         broken = await pipeline.submit(P2P, 777, alice, bob)
         too_small = await pipeline.submit(P2P, 499, alice, bob)
-        fine = await pipeline.submit(P2P, 500, alice, bob)
-        finished = await pipeline.wait_finished([broken.id, too_small.id, fine.id])
+        equal = await pipeline.submit(P2P, 500, alice, bob)
+        fine = await pipeline.submit(P2P, 501, alice, bob)
+        finished = await pipeline.wait_finished([broken.id, too_small.id, equal.id, fine.id])
 
         assert (finished[broken.id].state, finished[broken.id].error_code) == (State.REJECTED, ErrorCode.FEE_RULE_ERROR)
         assert f"fee rule {failing.rule.id}" in str(finished[broken.id].error_message)
@@ -126,9 +127,14 @@ async def test_a_failing_rule_or_a_post_fee_above_the_amount_rejects_with_nothin
         )  # fmt: skip
         assert await transfers_in_ledger(pipeline, finished[broken.id]) == []
         assert await transfers_in_ledger(pipeline, finished[too_small.id]) == []
-        # A POST fee equal to the amount: the recipient gets nothing, the fees account all of it.
+        # A POST fee equal to the amount is refused too: the recipient would get nothing.
+        assert (finished[equal.id].state, finished[equal.id].error_code) == (
+            State.REJECTED, ErrorCode.FEE_EXCEEDS_AMOUNT,
+        )  # fmt: skip
+        assert await transfers_in_ledger(pipeline, finished[equal.id]) == []
+        # One minor unit more: the recipient gets 1, the fees account the rest.
         assert finished[fine.id].state == State.SETTLED
-        assert await pipeline.balance(alice) == (10_000 - 500, 0)
-        assert await pipeline.balance(bob) == (0, 0)
+        assert await pipeline.balance(alice) == (10_000 - 501, 0)
+        assert await pipeline.balance(bob) == (1, 0)
         assert await fees_balance(pipeline) == 500
         assert (await pipeline.check()).ok

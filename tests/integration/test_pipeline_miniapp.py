@@ -80,7 +80,7 @@ async def history_users(pipeline: Pipeline, intent: Intent) -> list[int]:
 async def add_fee(pipeline: Pipeline, operation: OperationType, kind: FeeKind, amount: str) -> None:
     fields = FeeRuleFields(
         name=f"{operation} {kind}", operation_type=str(operation), channel="MINIAPP", condition="true",
-        amount=amount, kind=kind, priority=10,
+        amount=amount, kind=kind, priority=10, currency="THB",
     )  # fmt: skip
     await fee_rules.create_rule(pipeline.context.pool, ACTOR, fields)
 

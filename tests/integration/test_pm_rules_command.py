@@ -35,13 +35,17 @@ async def test_rules_test_shows_matches_and_fees_then_a_refusal(fresh_database) 
     pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
     try:
         general = await fee_rules.create_rule(
-            pool, ACTOR, FeeRuleFields("one percent", "P2P_TRANSFER", None, "true", "amount / 100", FeeKind.PRE, 100)
+            pool,
+            ACTOR,
+            FeeRuleFields(
+                "one percent", "P2P_TRANSFER", None, "true", "amount / 100", FeeKind.PRE, 100, currency="THB"
+            ),
         )
         vip = await fee_rules.create_rule(
-            pool, ACTOR, FeeRuleFields("vip free", None, None, "'vip' in tags", "0", FeeKind.PRE, 10)
+            pool, ACTOR, FeeRuleFields("vip free", None, None, "'vip' in tags", "0", FeeKind.PRE, 10, currency="THB")
         )
         await fee_rules.create_rule(
-            pool, ACTOR, FeeRuleFields("qr only", "THAI_QR_PAY", None, "true", "9", FeeKind.POST, 10)
+            pool, ACTOR, FeeRuleFields("qr only", "THAI_QR_PAY", None, "true", "9", FeeKind.POST, 10, currency="THB")
         )
         arguments = ("rules", "test", "--op", "P2P_TRANSFER", "--amount", "1500.00", "--tags", "vip,kyc_verified")
         shown = await asyncio.to_thread(pm, *arguments, database_url=url)
@@ -62,7 +66,9 @@ async def test_rules_test_shows_matches_and_fees_then_a_refusal(fresh_database) 
             ], engine
 
         await fee_rules.create_rule(
-            pool, ACTOR, FeeRuleFields("broken", None, None, "amount / (amount - 150000) > 0", "1", FeeKind.POST, 1)
+            pool,
+            ACTOR,
+            FeeRuleFields("broken", None, None, "amount / (amount - 150000) > 0", "1", FeeKind.POST, 1, currency="THB"),
         )
         refused = await asyncio.to_thread(pm, *arguments, database_url=url)
         assert refused.returncode == 1

@@ -78,7 +78,7 @@ async def history_of(world: GatewayPipeline, user_id: int, intent_id: uuid.UUID)
 async def add_p2p_fee(world: GatewayPipeline) -> None:
     fields = FeeRuleFields(
         name="p2p pre", operation_type="P2P_TRANSFER", channel="INTERNAL_P2P", condition="true", amount="100",
-        kind=FeeKind.PRE, priority=10,
+        kind=FeeKind.PRE, priority=10, currency="THB",
     )  # fmt: skip
     await fee_rules.create_rule(world.pipeline.context.pool, Actor(api_key_id="test", operator_id=None), fields)
 

@@ -147,7 +147,7 @@ class RunningFleet:
         "{name} {kind}", then a wait until every fees process has re-read the rules."""
         for kind, amount_minor in amounts_minor.items():
             rule = {
-                "name": f"{name} {kind}", "operation_type": operation_type, "channel": channel,
+                "name": f"{name} {kind}", "currency": "THB", "operation_type": operation_type, "channel": channel,
                 "condition": "true", "amount": str(amount_minor), "kind": kind, "priority": 10,
             }  # fmt: skip
             await self.admin.request("POST", "/admin/fee-rules", body=rule)

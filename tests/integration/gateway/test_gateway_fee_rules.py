@@ -21,6 +21,7 @@ def rule_body(sender_id: int, **changes: Any) -> dict[str, Any]:
     """A rule that applies only to this test's sender: tests share the session's database."""
     return {
         "name": "one percent",
+        "currency": "THB",
         "operation_type": "P2P_TRANSFER",
         "channel": None,
         "condition": f"sender_id == {sender_id}",

@@ -110,7 +110,7 @@ async def test_a_limit_rule_tag_that_looks_like_pii_is_refused_on_create_and_rep
 
 def fee_rule(sender: int, **changes: Any) -> dict[str, Any]:
     return {
-        "name": "one percent", "operation_type": "P2P_TRANSFER", "channel": None,
+        "name": "one percent", "currency": "THB", "operation_type": "P2P_TRANSFER", "channel": None,
         "condition": f"sender_id == {sender}", "amount": "amount / 100", "kind": "PRE", "priority": 10,
         "min_fee_minor": 0, "max_fee_minor": None, "valid_from": None, "valid_to": None, "enabled": False,
         **changes,
