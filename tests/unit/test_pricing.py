@@ -105,6 +105,20 @@ def test_operation_type_and_channel_match_or_any(engine) -> None:
     assert fees_of(engine, [p2p, qr, internal, ipps], request(channel="IPPS_TRANSFER"))[:2] == (1, 4)
 
 
+def test_a_rule_prices_only_intents_of_its_currency(engine) -> None:
+    # "At least 5.00 THB" (500 satang) must not charge a USD intent 5.00 USD, nor any fee at all.
+    thb = rule("true", "amount / 100", min_fee_minor=500, currency="THB")
+    usd = rule("true", "7", POST, currency="USD")
+    assert fees_of(engine, [thb], request(currency="USD")) == (0, 0, [])
+    assert fees_of(engine, [thb, usd], request(currency="USD"))[:2] == (0, 7)
+    assert fees_of(engine, [thb, usd], request())[:2] == (500, 0)
+    # The cached candidates are per currency: THB first, then USD, then THB again on one rule set.
+    rules = RuleSet(engine, [thb, usd])
+    assert [rules.price(request(currency=c)).fee_pre_minor for c in ("THB", "USD", "THB")] == [500, 0, 500]
+    # `pm rules test` (explain) lists only the rules of the intent's currency as candidates.
+    assert [o.rule.id for o in rules.explain(request(currency="USD"))] == [usd.id]
+
+
 def test_hour_is_the_local_hour_in_bangkok(engine) -> None:
     night = rule("hour >= 22 || hour < 6", "25", POST)
     assert fees_of(engine, [night], request(at=datetime(2026, 3, 1, 14, 59, tzinfo=UTC)))[1] == 0  # 21:59
