@@ -144,6 +144,38 @@ async def test_a_bad_rule_is_refused_with_nothing_written(gateway: Gateway, chan
     assert await gateway.pool.fetchval("SELECT count(*) FROM pm.fee_rule") == before
 
 
+@pytest.mark.parametrize(
+    ("currency", "status", "code"),
+    [
+        (None, 422, "VALIDATION_FAILED"),  # omitted: a fee bound means nothing without its currency
+        ("thb", 422, "VALIDATION_FAILED"),
+        ("XYZ", 422, "UNSUPPORTED_CURRENCY"),  # well formed, not the ledger's (as for limit rules)
+        ("JPY", 422, "UNSUPPORTED_CURRENCY"),
+    ],
+)
+async def test_a_rule_without_a_ledger_currency_is_refused_with_nothing_written(
+    gateway: Gateway, currency: str | None, status: int, code: str
+) -> None:
+    admin = await gateway.key(*ADMIN)
+    before = await gateway.pool.fetchval("SELECT count(*) FROM pm.fee_rule")
+    body = rule_body(new_user())
+    if currency is None:
+        del body["currency"]
+    else:
+        body["currency"] = currency
+    response = await admin_send(gateway, admin, "POST", "/admin/fee-rules", body)
+    error = (await response.json())["error"]
+    assert (response.status, error["code"]) == (status, code)
+    assert "currency" in error["message"]
+    assert await gateway.pool.fetchval("SELECT count(*) FROM pm.fee_rule") == before
+    # Nor can a replace leave it out and keep (or lose) the rule's currency.
+    created = await (await admin_send(gateway, admin, "POST", "/admin/fee-rules", rule_body(new_user()))).json()
+    replaced = await admin_send(gateway, admin, "PUT", f"/admin/fee-rules/{created['id']}", body)
+    assert (replaced.status, (await replaced.json())["error"]["code"]) == (status, code)
+    current = await (await admin_send(gateway, admin, "GET", f"/admin/fee-rules/{created['id']}")).json()
+    assert (current["version"], current["currency"]) == (1, "THB")
+
+
 async def test_unknown_rules_are_404_and_the_admin_scope_is_required(gateway: Gateway) -> None:
     admin, app_key = await gateway.key(*ADMIN), await gateway.key()
     assert await error_of(await admin_send(gateway, admin, "PUT", "/admin/fee-rules/999999999", rule_body(1))) == (
