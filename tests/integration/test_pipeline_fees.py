@@ -2,7 +2,8 @@
 and a POST fee settles with the sender paying a + f, the recipient getting a - g and fees:THB f + g,
 transit back to zero; an edited rule prices new intents with its new version while an intent already
 priced keeps the version and fees it recorded; a failing rule or a POST fee above the amount rejects the
-intent with nothing held."""
+intent with nothing held; a rule prices only intents of its currency (a USD transfer pays the USD rule's
+fee into fees:USD, never the THB rule's minimum)."""
 
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ def fields(condition: str, amount: str, kind: FeeKind, **changes) -> FeeRuleFiel
     )  # fmt: skip
 
 
-async def fees_balance(pipeline) -> int:
-    found = await pipeline.context.ledger.lookup_accounts([accounts.fees("THB").id])
+async def fees_balance(pipeline, currency: str = "THB") -> int:
+    found = await pipeline.context.ledger.lookup_accounts([accounts.fees(currency).id])
     return found[0].credits_posted - found[0].debits_posted if found else 0
 
 
@@ -102,6 +103,39 @@ async def test_an_edit_prices_new_intents_and_never_changes_a_priced_one(fresh_d
         third = await pipeline.submit(P2P, 1_000, alice, bob)
         assert (await pipeline.wait_finished([third.id]))[third.id].fee_rules == ()
         assert (await pipeline.check()).ok
+
+
+async def test_a_rule_prices_only_intents_of_its_currency(fresh_database, redis_url) -> None:
+    alice, bob = new_users(2)
+    async with open_pipeline(fresh_database, redis_url, isolated_topology()) as pipeline, pipeline.stages():
+        pool = pipeline.context.pool
+        # "1%, at least 5.00 THB" and a flat 0.25 THB POST fee: neither may price a USD intent.
+        thb = await fee_rules.create_rule(pool, ACTOR, fields("true", "amount / 100", FeeKind.PRE, min_fee_minor=500))
+        thb_post = await fee_rules.create_rule(pool, ACTOR, fields("true", "25", FeeKind.POST))
+        usd = await fee_rules.create_rule(pool, ACTOR, fields("true", "7", FeeKind.PRE, currency="USD"))
+        funded = [await pipeline.fund(alice, 10_000, "USD"), await pipeline.fund(alice, 10_000, "THB")]
+        await pipeline.wait_finished([intent.id for intent in funded])
+        await wait_for_reload()
+
+        dollars = await pipeline.submit(P2P, 1_000, alice, bob, currency="USD")
+        baht = await pipeline.submit(P2P, 1_000, alice, bob, currency="THB")
+        finished = await pipeline.wait_finished([dollars.id, baht.id])
+
+        paid_in_dollars, paid_in_baht = finished[dollars.id], finished[baht.id]
+        assert (paid_in_dollars.state, paid_in_baht.state) == (State.SETTLED, State.SETTLED)
+        assert (paid_in_dollars.fee_pre_minor, paid_in_dollars.fee_post_minor) == (7, 0)
+        assert list(paid_in_dollars.fee_rules) == [{"id": usd.rule.id, "version": 1, "kind": "PRE", "fee_minor": 7}]
+        assert (paid_in_baht.fee_pre_minor, paid_in_baht.fee_post_minor) == (500, 25)  # 1% raised to its min
+        assert [r["id"] for r in paid_in_baht.fee_rules] == [thb.rule.id, thb_post.rule.id]
+        assert await pipeline.balance(alice, "USD") == (10_000 - 1_000 - 7, 0)
+        assert await pipeline.balance(bob, "USD") == (1_000, 0)
+        assert await fees_balance(pipeline, "USD") == 7
+        assert await pipeline.balance(alice, "THB") == (10_000 - 1_000 - 500, 0)
+        assert await pipeline.balance(bob, "THB") == (1_000 - 25, 0)
+        assert await fees_balance(pipeline, "THB") == 500 + 25
+        report = await pipeline.check()
+        assert report.ok, report.problems
+        assert [t.posted_net for t in report.transit] == [0, 0]
 
 
 async def test_a_failing_rule_or_a_post_fee_not_below_the_amount_rejects_with_nothing_held(
