@@ -3,7 +3,8 @@ and that the issue-10 migrations carry existing rows over: keys get the operatio
 (merchant keys only their own two) and a grace for a previous secret that never expired, and idempotency
 records the X-User-Id their request carried; that 0014 gives the retention purges their indexes; that 0015
 gives existing keys the default request rate; and that 0017 puts existing limit rules in THB and gives
-existing routes the currencies they served (the PSP channels THB only)."""
+existing routes the currencies they served (the PSP channels THB only); that 0022 puts existing fee rules and
+their versions in THB."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from pm.store import retention
+from pm.store import fee_rules, retention
 from pm.store.migrate import (
     MIGRATIONS_DIR,
     MigrationChecksumError,
@@ -359,3 +360,36 @@ async def test_0019_lets_merchant_keys_refund_and_holds_refunds_to_their_origina
         with pytest.raises(asyncpg.CheckViolationError):
             await connection.execute(insert, uuid.uuid4(), operation, refund_of, refunded_minor)
     await connection.execute(insert, uuid.uuid4(), "REFUND", original, 0)
+
+
+async def test_0022_puts_fee_rules_and_their_versions_in_thb(empty_database: str, tmp_path: Path, connect) -> None:
+    await _migrated_to(empty_database, tmp_path, 21)
+    connection = await connect(empty_database)
+    rule_id = await connection.fetchval(
+        "INSERT INTO pm.fee_rule (version, name, condition, amount, kind, priority, min_fee_minor)"
+        " VALUES (1, 'floor', 'true', 'amount / 100', 'PRE', 10, 500) RETURNING id"
+    )
+    await connection.execute(
+        'INSERT INTO pm.fee_rule_version (rule_id, version, definition) VALUES ($1, 1, \'{"name": "floor"}\')',
+        rule_id,
+    )
+    generation = await connection.fetchval("SELECT generation FROM pm.rule_generation")
+    await _migrated_to(empty_database, tmp_path, 22)
+    stored = await fee_rules.get_rule(connection, rule_id)
+    assert stored is not None and (stored.rule.currency, stored.rule.min_fee_minor) == ("THB", 500)
+    [version] = await fee_rules.rule_versions(connection, rule_id)
+    assert (version["version"], version["currency"], version["definition"]) == (1, "THB", {"name": "floor"})
+    assert await connection.fetchval("SELECT generation FROM pm.rule_generation") == generation + 1
+    # No default from now on: a rule names its currency, and only as an ISO code.
+    insert = (
+        "INSERT INTO pm.fee_rule (version, name, condition, amount, kind, priority, currency)"
+        " VALUES (1, 'r', 'true', '1', 'PRE', 1, $1)"
+    )
+    with pytest.raises(asyncpg.NotNullViolationError):
+        await connection.execute(insert, None)
+    with pytest.raises(asyncpg.CheckViolationError):
+        await connection.execute(insert, "baht")
+    with pytest.raises(asyncpg.NotNullViolationError):
+        await connection.execute(
+            "INSERT INTO pm.fee_rule_version (rule_id, version, definition) VALUES ($1, 2, '{}')", rule_id
+        )
