@@ -1,7 +1,7 @@
 """The stages with CEL fee rules on real PostgreSQL, Valkey and the postgres ledger: a P2P with a PRE fee
 and a POST fee settles with the sender paying a + f, the recipient getting a - g and fees:THB f + g,
 transit back to zero; an edited rule prices new intents with its new version while an intent already
-priced keeps the version and fees it recorded; a failing rule or a POST fee above the amount rejects the
+priced keeps the version and fees it recorded; a failing rule or a POST fee not below the amount rejects the
 intent with nothing held; a rule prices only intents of its currency (a USD transfer pays the USD rule's
 fee into fees:USD, never the THB rule's minimum)."""
 
