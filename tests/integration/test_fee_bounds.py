@@ -35,7 +35,7 @@ def new_ids(count: int) -> list[int]:
 def rule(amount: str, kind: FeeKind) -> FeeRuleFields:
     return FeeRuleFields(
         name=f"{kind} bound test", operation_type="P2P_TRANSFER", channel="INTERNAL_P2P", condition="true",
-        amount=amount, kind=kind, priority=10,
+        amount=amount, kind=kind, priority=10, currency="THB",
     )  # fmt: skip
 
 
