@@ -47,12 +47,15 @@ async def _ledger_check(settings: Settings, arguments: argparse.Namespace) -> in
 
 
 async def _ledger_demo(settings: Settings, arguments: argparse.Namespace) -> int:
-    from pm.dev.ledger_demo import seed_demo
+    from pm.dev.ledger_demo import NotADemoLedgerError, seed_demo
 
     async with _ledger_database(settings) as database_url:
         ledger_url = settings.effective_ledger_url(database_url)
         async with opened_ledger(ledger_url) as ledger:
-            await seed_demo(ledger)
+            try:
+                await seed_demo(ledger)
+            except NotADemoLedgerError as exc:
+                raise CommandError(f"ledger {redact_url(ledger_url)}: {exc}") from exc
     print(f"pm: demo ledger seeded in {redact_url(ledger_url)}")
     return EXIT_OK
 

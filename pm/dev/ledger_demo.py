@@ -33,14 +33,43 @@ class DemoSeedError(RuntimeError):
     pass
 
 
-async def seed_demo(ledger: Ledger) -> dict[str, int]:
-    """Create the demo accounts and movements; return the final balances by account name."""
-    named = [
+class NotADemoLedgerError(DemoSeedError):
+    """The ledger holds accounts the demo did not make: someone's money. The demo credits users 1001 and
+    1002 10,000.00 THB from `adjustments:THB` with no intent behind it, so it seeds only an empty ledger
+    (or its own, again)."""
+
+
+async def check_demo_ledger(ledger: Ledger) -> None:
+    """NotADemoLedgerError unless every account in the ledger is one the demo makes."""
+    own = {named.id for named in _demo_accounts()}
+    page = await ledger.query_accounts(
+        tb.QueryFilter(
+            user_data_128=0, user_data_64=0, user_data_32=0, ledger=0, code=0,
+            timestamp_min=0, timestamp_max=0, limit=len(own) + 1, flags=tb.QueryFilterFlags.NONE,
+        )
+    )  # fmt: skip
+    foreign = [account.id for account in page if account.id not in own]
+    if foreign or len(page) > len(own):
+        raise NotADemoLedgerError(
+            "the ledger holds accounts the demo did not make (a wallet's money): the demo seeds only an"
+            " empty ledger; point PM_LEDGER_URL (or PM_DATABASE_URL) at a fresh one"
+        )
+
+
+def _demo_accounts() -> list[accounts.NamedAccount]:
+    return [
         accounts.transit(CURRENCY),
         accounts.fees(CURRENCY),
         accounts.adjustments(CURRENCY),
         *(accounts.user(user_id, CURRENCY) for user_id in DEMO_USERS),
     ]
+
+
+async def seed_demo(ledger: Ledger) -> dict[str, int]:
+    """Create the demo accounts and movements; return the final balances by account name. Only on an empty
+    ledger, or one the demo seeded before (NotADemoLedgerError)."""
+    await check_demo_ledger(ledger)
+    named = _demo_accounts()
     results = await ledger.create_accounts([n.to_tigerbeetle() for n in named])
     bad = [
         r.status.name

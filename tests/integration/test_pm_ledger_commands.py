@@ -37,6 +37,20 @@ async def test_demo_then_check_is_clean_and_idempotent(fresh_database) -> None:
     assert user.credits_posted - user.debits_posted == 1_000_000 - 15_000 - 500  # seeded once, not twice
 
 
+async def test_demo_refuses_a_ledger_with_someone_elses_money(fresh_database) -> None:
+    """The demo credits users 1001 and 1002 10,000.00 THB from adjustments with no intent: on a ledger that
+    holds accounts it did not make (a wallet's) it refuses, exit 2, and moves nothing."""
+    url = await fresh_database()
+    wallet_user = accounts.user(4242, "THB")
+    async with open_ledger(url) as ledger:
+        await ledger.create_accounts([wallet_user.to_tigerbeetle()])
+    refused = await asyncio.to_thread(pm, "ledger", "demo", ledger_url=url)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "accounts the demo did not make" in refused.stderr
+    async with open_ledger(url) as ledger:
+        assert await ledger.lookup_accounts([accounts.user(1001, "THB").id]) == []
+
+
 async def test_check_fails_on_money_in_transit(fresh_database) -> None:
     url = await fresh_database()
     transit, source = accounts.transit("THB"), accounts.adjustments("THB")
