@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import tigerbeetle as tb
 
 from ledger.accounts import CURRENCY_LEDGER, AccountKind, transit
+from ledger.filters import query_filter
 from ledger.open import Ledger
 from ledger.validate import BATCH_EVENTS_MAX
 
@@ -83,19 +84,7 @@ async def account_pages(ledger: Ledger, pages_max: int = PAGES_MAX) -> AsyncIter
     More than `pages_max` pages is a RuntimeError (a bound, not a normal end)."""
     timestamp_min = 0
     for _ in range(pages_max):
-        page = await ledger.query_accounts(
-            tb.QueryFilter(
-                user_data_128=0,
-                user_data_64=0,
-                user_data_32=0,
-                ledger=0,
-                code=0,
-                timestamp_min=timestamp_min,
-                timestamp_max=0,
-                limit=BATCH_EVENTS_MAX,
-                flags=tb.QueryFilterFlags.NONE,
-            )
-        )
+        page = await ledger.query_accounts(query_filter(timestamp_min=timestamp_min, limit=BATCH_EVENTS_MAX))
         yield page
         if len(page) < BATCH_EVENTS_MAX:
             return
@@ -154,22 +143,8 @@ async def _scan(ledger: Ledger, allow_pending_transit: bool, pages_max: int) -> 
     return _Scan(report, dict(sorted(totals.items())), transfer_timestamp_before, pages)
 
 
-def _query_filter(ledger_number: int, timestamp_min: int, flags: tb.QueryFilterFlags) -> tb.QueryFilter:
-    return tb.QueryFilter(
-        user_data_128=0,
-        user_data_64=0,
-        user_data_32=0,
-        ledger=ledger_number,
-        code=0,
-        timestamp_min=timestamp_min,
-        timestamp_max=0,
-        limit=1,
-        flags=flags,
-    )
-
-
 async def _newest_transfer_timestamp(ledger: Ledger) -> int:
-    newest = await ledger.query_transfers(_query_filter(0, 0, tb.QueryFilterFlags.REVERSED))
+    newest = await ledger.query_transfers(query_filter(flags=tb.QueryFilterFlags.REVERSED))
     return newest[0].timestamp if newest else 0
 
 
@@ -178,7 +153,7 @@ async def _ledgers_without_transfers_since(ledger: Ledger, numbers: list[int], t
     only grow, imported ones too): one request each."""
     quiet = []
     for number in numbers:
-        if not await ledger.query_transfers(_query_filter(number, timestamp + 1, tb.QueryFilterFlags.NONE)):
+        if not await ledger.query_transfers(query_filter(ledger=number, timestamp_min=timestamp + 1)):
             quiet.append(number)
     return quiet
 

@@ -17,9 +17,17 @@ U128_MAX = (1 << 128) - 1
 # scans as many, so no limit that fits the u32 field raises TooMuchDataError (tests/conformance/test_query_limit.py).
 QUERY_RESULTS_MAX = 8189
 
-_ACCOUNT_FILTER_FLAGS = (
-    tb.AccountFilterFlags.DEBITS | tb.AccountFilterFlags.CREDITS | tb.AccountFilterFlags.REVERSED
-)
+_ACCOUNT_FILTER_FLAGS = tb.AccountFilterFlags.DEBITS | tb.AccountFilterFlags.CREDITS | tb.AccountFilterFlags.REVERSED
+
+
+def query_filter(
+    *, ledger: int = 0, timestamp_min: int = 0, limit: int = 1, flags: tb.QueryFilterFlags = tb.QueryFilterFlags.NONE
+) -> tb.QueryFilter:
+    """A QueryFilter on at most a ledger and a start (every other field 0: any), for our own queries."""
+    return tb.QueryFilter(
+        user_data_128=0, user_data_64=0, user_data_32=0, ledger=ledger, code=0,
+        timestamp_min=timestamp_min, timestamp_max=0, limit=limit, flags=flags,
+    )  # fmt: skip
 
 
 def account_filter_valid(f: tb.AccountFilter) -> bool:

@@ -11,6 +11,7 @@ import tigerbeetle as tb
 
 from ledger import accounts
 from ledger.accounts import ACCOUNT_NAMESPACE
+from ledger.filters import query_filter
 from ledger.open import Ledger
 
 CURRENCY = "THB"
@@ -42,12 +43,7 @@ class NotADemoLedgerError(DemoSeedError):
 async def check_demo_ledger(ledger: Ledger) -> None:
     """NotADemoLedgerError unless every account in the ledger is one the demo makes."""
     own = {named.id for named in _demo_accounts()}
-    page = await ledger.query_accounts(
-        tb.QueryFilter(
-            user_data_128=0, user_data_64=0, user_data_32=0, ledger=0, code=0,
-            timestamp_min=0, timestamp_max=0, limit=len(own) + 1, flags=tb.QueryFilterFlags.NONE,
-        )
-    )  # fmt: skip
+    page = await ledger.query_accounts(query_filter(limit=len(own) + 1))
     foreign = [account.id for account in page if account.id not in own]
     if foreign or len(page) > len(own):
         raise NotADemoLedgerError(

@@ -561,12 +561,6 @@ async def test_a_submit_refused_for_a_reused_reference_fails_and_is_flagged_at_o
         await world.assert_clean_ledger()
 
 
-async def _flagged(world: World, intent_id: str) -> bool:
-    return bool(
-        await world.pipeline.context.pool.fetchval("SELECT needs_review FROM pm.intent WHERE id = $1::uuid", intent_id)
-    )
-
-
 @pytest.mark.parametrize("order", ["re-drive first", "callback first"])
 async def test_a_callback_beside_a_redrive_in_one_batch_decides_it(fresh_database, redis_url, order: str) -> None:
     """A re-drive entry (no PSP status) and a signed callback's entry (SUCCEEDED) for one payout land in
